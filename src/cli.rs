@@ -1,0 +1,109 @@
+//! Command-line surface (DESIGN.md section 8). Flags override `atlas.toml`, which overrides
+//! defaults. The same binary is the action's entry point (`atlas run`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "atlas",
+    version,
+    about = "Per-PR preview environments, a load-regression gate and deploy verification",
+    long_about = "Atlas gives every pull request its own runnable, disposable world (database branch, app, URL, evidence) and proves what changed before production has to care.\n\nOn GitHub Actions it runs as `atlas run`; on your machine the same flows run against a local PostgreSQL and a local process."
+)]
+pub struct Cli {
+    /// Path of atlas.toml (default: the `config` input, then ./atlas.toml).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The action's entry point: read the event, plan, execute.
+    Run,
+    /// Print the decision for the current event as JSON; do nothing else.
+    Plan(PlanArgs),
+    /// Create/update or destroy a PR preview.
+    #[command(subcommand)]
+    Preview(PreviewCommand),
+    /// Push to main: deploy QA -> integration tests -> load gate.
+    Verify(ChainArgs),
+    /// Tag: the verify chain, then rehearsed migrations -> canary -> production.
+    Release(ChainArgs),
+    /// Destroy previews whose PR is closed or whose TTL passed.
+    Sweep(SweepArgs),
+    /// Run a load test against a URL.
+    Load(crate::load::LoadArgs),
+    /// Compare a load summary with a baseline, or write a baseline.
+    #[command(subcommand)]
+    Baseline(crate::load::BaselineCommand),
+    /// The whole preview lifecycle locally, against examples/.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Event name (default: $GITHUB_EVENT_NAME).
+    #[arg(long)]
+    pub event_name: Option<String>,
+    /// Event payload file (default: $GITHUB_EVENT_PATH).
+    #[arg(long)]
+    pub event_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PreviewCommand {
+    /// Create or update the preview of a PR.
+    Up(PreviewArgs),
+    /// Destroy the preview of a PR.
+    Down(PreviewArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PreviewArgs {
+    /// Pull request number.
+    #[arg(long)]
+    pub pr: Option<u64>,
+    /// Use the local providers (PostgreSQL on this machine, a local process, files).
+    #[arg(long)]
+    pub local: bool,
+    /// Commit SHA to record (default: `git rev-parse HEAD`).
+    #[arg(long)]
+    pub sha: Option<String>,
+    /// Branch name to record (default: the current git branch).
+    #[arg(long)]
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ChainArgs {
+    /// Use the local providers.
+    #[arg(long)]
+    pub local: bool,
+    /// Commit SHA to record.
+    #[arg(long)]
+    pub sha: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SweepArgs {
+    /// List what would be destroyed; destroy nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Sweep the local providers.
+    #[arg(long)]
+    pub local: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Keep the preview running at the end instead of tearing it down.
+    #[arg(long)]
+    pub keep: bool,
+    /// Directory for the demo's state (default: a temporary directory).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}

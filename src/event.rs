@@ -1,0 +1,597 @@
+//! The GitHub event (name + payload) as a small typed [`Event`], and [`plan`]: the whole policy
+//! of which command an event triggers, as one pure function (DESIGN.md section 1).
+//!
+//! Parsing reads only the fields the policy needs and names the field when one is missing or of
+//! the wrong type. Older example payloads miss fields that later became required in GitHub's
+//! schemas, so nothing else is demanded.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// What to do with a fork PR (one whose head repository is not the base repository).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForkPolicy {
+    /// Never deploy forks (default): zero Neon/Fly calls.
+    Skip,
+    /// Deploy a fork only for the commit a maintainer labelled with `trusted_label`.
+    Label,
+    /// Deploy forks like any PR (only for repositories that trust every contributor).
+    Allow,
+}
+
+/// The policy knobs `plan` reads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub fork_policy: ForkPolicy,
+    pub trusted_label: String,
+    pub trust_dependabot: bool,
+    /// Tags that trigger a release (`v*` by default; `*` is the only wildcard).
+    pub tag_pattern: String,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            fork_policy: ForkPolicy::Skip,
+            trusted_label: "atlas:preview".into(),
+            trust_dependabot: false,
+            tag_pattern: "v*".into(),
+        }
+    }
+}
+
+/// A pull request, as far as Atlas cares.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PullRequest {
+    pub number: u64,
+    /// The head commit: what the preview runs (never the merge commit).
+    pub head_sha: String,
+    pub head_ref: String,
+    /// `None` when the head repository was deleted (always treated as a fork).
+    pub head_repo: Option<String>,
+    pub base_repo: String,
+    pub base_ref: String,
+    pub merged: bool,
+    pub state: String,
+    pub title: String,
+    pub author: String,
+    pub labels: Vec<String>,
+    pub draft: bool,
+}
+
+impl PullRequest {
+    pub fn is_fork(&self) -> bool {
+        self.head_repo.as_deref() != Some(self.base_repo.as_str())
+    }
+}
+
+/// The events Atlas distinguishes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    PullRequest {
+        action: String,
+        pr: Box<PullRequest>,
+        /// The label added or removed, for `labeled`/`unlabeled`.
+        label: Option<String>,
+        repository: String,
+    },
+    Push {
+        git_ref: String,
+        after: String,
+        deleted: bool,
+        default_branch: Option<String>,
+        repository: String,
+    },
+    Schedule {
+        cron: Option<String>,
+        repository: String,
+    },
+    WorkflowDispatch {
+        git_ref: String,
+        inputs: BTreeMap<String, String>,
+        repository: String,
+    },
+    /// Any other event: planned as `skip`.
+    Other { name: String },
+}
+
+/// A payload error naming the field.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EventError {
+    #[error("event payload is not valid JSON: {0}")]
+    Json(String),
+    #[error("event payload field `{field}` {problem}")]
+    Field { field: String, problem: String },
+}
+
+fn field<'a>(v: &'a Value, path: &str) -> Result<&'a Value, EventError> {
+    let mut cur = v;
+    for part in path.split('.') {
+        cur = cur.get(part).ok_or_else(|| EventError::Field {
+            field: path.to_string(),
+            problem: "is missing".into(),
+        })?;
+    }
+    Ok(cur)
+}
+
+fn string(v: &Value, path: &str) -> Result<String, EventError> {
+    match field(v, path)? {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(EventError::Field {
+            field: path.to_string(),
+            problem: format!("should be a string, found {}", type_name(other)),
+        }),
+    }
+}
+
+fn opt_string(v: &Value, path: &str) -> Result<Option<String>, EventError> {
+    match field(v, path) {
+        Err(_) | Ok(Value::Null) => Ok(None),
+        Ok(Value::String(s)) => Ok(Some(s.clone())),
+        Ok(other) => Err(EventError::Field {
+            field: path.to_string(),
+            problem: format!("should be a string, found {}", type_name(other)),
+        }),
+    }
+}
+
+fn opt_bool(v: &Value, path: &str) -> Result<bool, EventError> {
+    match field(v, path) {
+        Err(_) | Ok(Value::Null) => Ok(false),
+        Ok(Value::Bool(b)) => Ok(*b),
+        Ok(other) => Err(EventError::Field {
+            field: path.to_string(),
+            problem: format!("should be a boolean, found {}", type_name(other)),
+        }),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn is_sha(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn sha(v: &Value, path: &str) -> Result<String, EventError> {
+    let s = string(v, path)?;
+    if !is_sha(&s) {
+        return Err(EventError::Field {
+            field: path.to_string(),
+            problem: "is not a commit SHA".into(),
+        });
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+fn pull_request(v: &Value) -> Result<PullRequest, EventError> {
+    let number = match field(v, "pull_request.number").or_else(|_| field(v, "number"))? {
+        Value::Number(n) => n.as_u64().filter(|n| *n > 0),
+        _ => None,
+    }
+    .ok_or_else(|| EventError::Field {
+        field: "pull_request.number".into(),
+        problem: "should be a positive integer".into(),
+    })?;
+    let labels = match field(v, "pull_request.labels") {
+        Ok(Value::Array(a)) => a
+            .iter()
+            .filter_map(|l| l.get("name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(PullRequest {
+        number,
+        head_sha: sha(v, "pull_request.head.sha")?,
+        head_ref: string(v, "pull_request.head.ref")?,
+        head_repo: opt_string(v, "pull_request.head.repo.full_name")?,
+        base_repo: string(v, "pull_request.base.repo.full_name")?,
+        base_ref: string(v, "pull_request.base.ref")?,
+        merged: opt_bool(v, "pull_request.merged")?,
+        state: opt_string(v, "pull_request.state")?.unwrap_or_else(|| "open".into()),
+        title: opt_string(v, "pull_request.title")?.unwrap_or_default(),
+        author: opt_string(v, "pull_request.user.login")?.unwrap_or_default(),
+        labels,
+        draft: opt_bool(v, "pull_request.draft")?,
+    })
+}
+
+impl Event {
+    /// Builds the event from `GITHUB_EVENT_NAME` and the payload text.
+    pub fn parse(name: &str, payload: &str) -> Result<Event, EventError> {
+        let v: Value =
+            serde_json::from_str(payload).map_err(|e| EventError::Json(e.to_string()))?;
+        if !v.is_object() {
+            return Err(EventError::Json("the payload is not a JSON object".into()));
+        }
+        let repository = || opt_string(&v, "repository.full_name").map(Option::unwrap_or_default);
+        Ok(match name {
+            "pull_request" => Event::PullRequest {
+                action: string(&v, "action")?,
+                pr: Box::new(pull_request(&v)?),
+                label: opt_string(&v, "label.name")?,
+                repository: repository()?,
+            },
+            "push" => Event::Push {
+                git_ref: string(&v, "ref")?,
+                after: string(&v, "after")?,
+                deleted: opt_bool(&v, "deleted")?,
+                default_branch: opt_string(&v, "repository.default_branch")?,
+                repository: repository()?,
+            },
+            "schedule" => Event::Schedule {
+                cron: opt_string(&v, "schedule")?,
+                repository: repository()?,
+            },
+            "workflow_dispatch" => {
+                let mut inputs = BTreeMap::new();
+                if let Ok(Value::Object(m)) = field(&v, "inputs") {
+                    for (k, val) in m {
+                        let s = match val {
+                            Value::String(s) => s.clone(),
+                            Value::Null => continue,
+                            other => other.to_string(),
+                        };
+                        inputs.insert(k.clone(), s);
+                    }
+                }
+                Event::WorkflowDispatch {
+                    git_ref: string(&v, "ref")?,
+                    inputs,
+                    repository: repository()?,
+                }
+            }
+            other => Event::Other {
+                name: other.to_string(),
+            },
+        })
+    }
+}
+
+/// The command a plan selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandKind {
+    PreviewUp,
+    PreviewDown,
+    Verify,
+    Release,
+    Sweep,
+    Skip,
+}
+
+impl CommandKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::PreviewUp => "preview-up",
+            CommandKind::PreviewDown => "preview-down",
+            CommandKind::Verify => "verify",
+            CommandKind::Release => "release",
+            CommandKind::Sweep => "sweep",
+            CommandKind::Skip => "skip",
+        }
+    }
+}
+
+/// The decision for an event: what `atlas plan` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub command: CommandKind,
+    pub pr: Option<u64>,
+    pub sha: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub reason: String,
+}
+
+/// What `plan` knows besides the payload: the runner's `GITHUB_SHA` and `GITHUB_REF`, used where
+/// the payload has none (schedule, workflow_dispatch).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Context {
+    pub sha: String,
+    pub git_ref: String,
+}
+
+/// Matches a tag name against a pattern where `*` matches any run of characters.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+const DEPENDABOT: &str = "dependabot[bot]";
+
+/// The whole policy. Pure: no I/O, no clock, no environment.
+pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
+    let skip = |sha: &str, git_ref: &str, pr: Option<u64>, reason: String| Plan {
+        command: CommandKind::Skip,
+        pr,
+        sha: sha.to_string(),
+        git_ref: git_ref.to_string(),
+        reason,
+    };
+    match event {
+        Event::PullRequest {
+            action, pr, label, ..
+        } => {
+            let git_ref = format!("refs/pull/{}/merge", pr.number);
+            let mk = |command, reason: String| Plan {
+                command,
+                pr: Some(pr.number),
+                sha: pr.head_sha.clone(),
+                git_ref: git_ref.clone(),
+                reason,
+            };
+            let untrusted_author = pr.author == DEPENDABOT && !policy.trust_dependabot;
+            let fork = pr.is_fork();
+            let gated = fork || untrusted_author;
+            let who = if fork {
+                match &pr.head_repo {
+                    Some(r) => format!("from the fork {r}"),
+                    None => "from a deleted fork".to_string(),
+                }
+            } else {
+                "opened by dependabot (set trust_dependabot: true to trust it)".to_string()
+            };
+            match action.as_str() {
+                "closed" => {
+                    if gated && fork && policy.fork_policy == ForkPolicy::Skip {
+                        return mk(
+                            CommandKind::Skip,
+                            format!(
+                                "pull request {who} was closed; fork_policy is skip, so no preview was ever created"
+                            ),
+                        );
+                    }
+                    let how = if pr.merged {
+                        "merged"
+                    } else {
+                        "closed without merging"
+                    };
+                    mk(
+                        CommandKind::PreviewDown,
+                        format!("pull request #{} was {how}", pr.number),
+                    )
+                }
+                "opened" | "synchronize" | "reopened" | "labeled" | "ready_for_review" => {
+                    let relevant_label = action == "labeled"
+                        && label.as_deref() == Some(policy.trusted_label.as_str());
+                    if gated {
+                        let trusted = match policy.fork_policy {
+                            ForkPolicy::Allow if !untrusted_author => true,
+                            ForkPolicy::Skip if !fork => false,
+                            ForkPolicy::Skip => {
+                                return mk(
+                                    CommandKind::Skip,
+                                    format!(
+                                        "pull request {who}: fork_policy is skip, so no preview is deployed and no Neon or Fly call is made"
+                                    ),
+                                );
+                            }
+                            // The label approves the commit that was head when it was applied:
+                            // only the `labeled` event itself deploys; a later push needs a new label.
+                            _ => relevant_label,
+                        };
+                        if !trusted {
+                            let reason = if action == "labeled" && !relevant_label {
+                                format!(
+                                    "label {:?} is not the trusted label",
+                                    label.as_deref().unwrap_or("")
+                                )
+                            } else {
+                                format!(
+                                    "pull request {who} is not trusted: a maintainer must apply the label {:?} to deploy this commit",
+                                    policy.trusted_label
+                                )
+                            };
+                            return mk(CommandKind::Skip, reason);
+                        }
+                        return mk(
+                            CommandKind::PreviewUp,
+                            format!(
+                                "label {:?} approved commit {} for a preview",
+                                policy.trusted_label,
+                                &pr.head_sha[..12]
+                            ),
+                        );
+                    }
+                    if action == "labeled" || action == "ready_for_review" {
+                        // Labels do not change the code; an open PR already has its preview.
+                        return mk(
+                            CommandKind::Skip,
+                            format!("pull request event `{action}` does not change the code"),
+                        );
+                    }
+                    mk(
+                        CommandKind::PreviewUp,
+                        format!("pull request #{} was {action}", pr.number),
+                    )
+                }
+                other => mk(
+                    CommandKind::Skip,
+                    format!("pull request action `{other}` needs no preview change"),
+                ),
+            }
+        }
+        Event::Push {
+            git_ref,
+            after,
+            deleted,
+            default_branch,
+            ..
+        } => {
+            if *deleted {
+                return skip(after, git_ref, None, format!("{git_ref} was deleted"));
+            }
+            if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
+                if glob_match(&policy.tag_pattern, tag) {
+                    return Plan {
+                        command: CommandKind::Release,
+                        pr: None,
+                        sha: after.clone(),
+                        git_ref: git_ref.clone(),
+                        reason: format!("tag {tag} matches {}", policy.tag_pattern),
+                    };
+                }
+                return skip(
+                    after,
+                    git_ref,
+                    None,
+                    format!(
+                        "tag {tag} does not match the release pattern {}",
+                        policy.tag_pattern
+                    ),
+                );
+            }
+            if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
+                let default = default_branch.as_deref().unwrap_or("main");
+                if branch == default {
+                    return Plan {
+                        command: CommandKind::Verify,
+                        pr: None,
+                        sha: after.clone(),
+                        git_ref: git_ref.clone(),
+                        reason: format!("push to the default branch {default}"),
+                    };
+                }
+                return skip(
+                    after,
+                    git_ref,
+                    None,
+                    format!("push to {branch}, not the default branch {default}"),
+                );
+            }
+            skip(
+                after,
+                git_ref,
+                None,
+                format!("push to {git_ref} is neither a branch nor a tag"),
+            )
+        }
+        Event::Schedule { .. } => Plan {
+            command: CommandKind::Sweep,
+            pr: None,
+            sha: ctx.sha.clone(),
+            git_ref: ctx.git_ref.clone(),
+            reason: "scheduled sweep of leftover previews".into(),
+        },
+        Event::WorkflowDispatch {
+            git_ref, inputs, ..
+        } => {
+            let pr = inputs
+                .get("pr")
+                .and_then(|p| p.trim().trim_start_matches('#').parse::<u64>().ok())
+                .filter(|n| *n > 0);
+            let cmd = inputs.get("command").map(|s| s.trim()).unwrap_or("");
+            let command = match cmd {
+                "preview-up" | "preview-down" if pr.is_none() => {
+                    return skip(
+                        &ctx.sha,
+                        git_ref,
+                        None,
+                        format!("workflow_dispatch command {cmd} needs a `pr` input"),
+                    );
+                }
+                "preview-up" => CommandKind::PreviewUp,
+                "preview-down" => CommandKind::PreviewDown,
+                "verify" => CommandKind::Verify,
+                "release" => CommandKind::Release,
+                "sweep" | "" => CommandKind::Sweep,
+                other => {
+                    return skip(
+                        &ctx.sha,
+                        git_ref,
+                        pr,
+                        format!(
+                            "workflow_dispatch command {:?} is not one of preview-up, preview-down, verify, release, sweep",
+                            crate::config::truncate(other, 40)
+                        ),
+                    );
+                }
+            };
+            Plan {
+                command,
+                pr,
+                sha: ctx.sha.clone(),
+                git_ref: git_ref.clone(),
+                reason: format!("started by hand (workflow_dispatch: {})", command.as_str()),
+            }
+        }
+        Event::Other { name } => skip(
+            &ctx.sha,
+            &ctx.git_ref,
+            None,
+            format!(
+                "event `{}` does not trigger atlas",
+                crate::config::truncate(name, 60)
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("v*", "v1.2.3"));
+        assert!(!glob_match("v*", "release-1"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("v*-rc*", "v1-rc2"));
+        assert!(!glob_match("v*-rc*", "v1"));
+    }
+
+    #[test]
+    fn bad_payloads_name_the_field() {
+        let e = Event::parse("pull_request", "{\"action\": \"opened\"}").unwrap_err();
+        assert!(e.to_string().contains("number"), "{e}");
+        let e = Event::parse("push", "{\"ref\": 5, \"after\": \"x\"}").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "event payload field `ref` should be a string, found a number"
+        );
+        assert!(matches!(
+            Event::parse("push", "{\"ref\":"),
+            Err(EventError::Json(_))
+        ));
+        assert!(matches!(
+            Event::parse("push", "[]"),
+            Err(EventError::Json(_))
+        ));
+    }
+}

@@ -1,0 +1,1 @@
+//! GitHub via octocrab: sticky comment, deployments, PR state. (Issue 6.)

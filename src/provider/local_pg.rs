@@ -1,0 +1,1 @@
+//! PostgreSQL on this machine: branch = CREATE DATABASE ... TEMPLATE parent. (Issue 3.)

@@ -1,0 +1,1 @@
+//! The app as a local process on a free port. (Issue 3.)

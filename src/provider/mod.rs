@@ -1,0 +1,230 @@
+//! Provider traits: what the preview and verify flows need from a database host, an app platform
+//! and a forge. Domain types in and out, never raw HTTP. Two families implement them: cloud
+//! (Neon, Fly, GitHub) and local (PostgreSQL on this machine, a local process, files).
+//!
+//! Ownership rule (DESIGN.md section 5): everything a provider creates carries the PR number in
+//! its name and Atlas's marker in its metadata; `list_*` returns only such resources, and nothing
+//! else is ever deleted.
+
+pub mod fly;
+pub mod github;
+pub mod local_forge;
+pub mod local_pg;
+pub mod local_process;
+pub mod neon;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::secret::Secret;
+
+/// The metadata key/value that marks a resource as Atlas's (Neon annotation, Fly metadata).
+pub const OWNER_KEY: &str = "atlas";
+pub const OWNER_VALUE: &str = "preview";
+/// The metadata key holding the PR number.
+pub const PR_KEY: &str = "atlas_pr";
+/// The metadata key holding the repository (`owner/name`).
+pub const REPO_KEY: &str = "atlas_repo";
+pub const SHA_KEY: &str = "atlas_sha";
+
+/// Result of a delete: both are success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Deleted {
+    Removed,
+    AlreadyGone,
+}
+
+/// What to branch.
+#[derive(Debug, Clone)]
+pub struct BranchRequest {
+    pub pr: u64,
+    /// From `naming` (`preview/pr-N` on Neon, `atlas_pr_N` locally).
+    pub name: String,
+    pub parent: String,
+    pub schema_only: bool,
+    /// Refreshed on every `up`.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub repository: String,
+    pub database: String,
+    pub role: String,
+}
+
+/// A database branch that exists.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    pub name: String,
+    pub id: String,
+    pub parent: String,
+    /// The branch's own connection URI (never the parent's). Registered as a secret.
+    pub connection_uri: Secret,
+    /// True when this call created it (false: it existed and was reused).
+    pub created: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A resource found by a `list_*` call, already filtered to Atlas's own.
+#[derive(Debug, Clone, Serialize)]
+pub struct Owned {
+    pub name: String,
+    pub id: String,
+    pub pr: u64,
+    pub created_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The schema of a branch compared with its parent.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SchemaDiff {
+    /// Unified diff; empty when identical.
+    pub diff: String,
+}
+
+#[async_trait]
+pub trait Database: Send + Sync {
+    /// `neon` or `local-postgres`: shown in the data boundary clause.
+    fn kind(&self) -> &'static str;
+    /// Get-or-create the PR's branch (looked up by name first; a create is never re-sent blindly).
+    async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<Branch>;
+    /// Deletes a branch by name; a missing branch is `AlreadyGone`.
+    async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted>;
+    /// Schema diff of a branch against its parent.
+    async fn schema_diff(&self, branch: &Branch) -> anyhow::Result<SchemaDiff>;
+    /// Atlas-owned branches (paginated through), for the sweep.
+    async fn list_branches(&self) -> anyhow::Result<Vec<Owned>>;
+}
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub pr: Option<u64>,
+    /// From `naming`.
+    pub app: String,
+    pub sha: String,
+    pub repository: String,
+    /// Image reference (cloud); ignored by the local platform, which runs `[local] command`.
+    pub image: Option<String>,
+    /// Plain environment (`ATLAS_COMMIT_SHA`, `ATLAS_PREVIEW`, ...).
+    pub env: BTreeMap<String, String>,
+    /// Secret environment (`DATABASE_URL`, declared preview secrets).
+    pub secrets: BTreeMap<String, Secret>,
+    pub port: u16,
+    pub health_path: String,
+    pub readiness_timeout: std::time::Duration,
+}
+
+/// An app that runs and answered its readiness probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppDeployment {
+    pub app: String,
+    pub url: String,
+    /// Machine ids (Fly) or the process id (local).
+    pub instances: Vec<String>,
+    /// Where the logs are: a URL or a file path.
+    pub logs: Option<String>,
+    pub created: bool,
+}
+
+#[async_trait]
+pub trait Platform: Send + Sync {
+    /// `fly` or `local-process`.
+    fn kind(&self) -> &'static str;
+    /// Ensures the app, sets secrets, deploys (in place on update), waits until it runs and
+    /// its readiness path answers.
+    async fn deploy(&self, req: &DeployRequest) -> anyhow::Result<AppDeployment>;
+    /// Destroys the app; a missing app is `AlreadyGone`.
+    async fn destroy(&self, app: &str) -> anyhow::Result<Deleted>;
+    /// Atlas-owned apps, for the sweep.
+    async fn list_apps(&self) -> anyhow::Result<Vec<Owned>>;
+}
+
+/// Live state of a PR, read on every run (reconcile).
+#[derive(Debug, Clone, Serialize)]
+pub struct PrState {
+    pub number: u64,
+    pub open: bool,
+    pub head_sha: String,
+    pub merged: bool,
+}
+
+/// Where a comment lives.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommentRef {
+    pub id: String,
+    pub url: String,
+    /// `created`, `updated` or `unchanged`.
+    pub action: String,
+}
+
+/// GitHub deployment states Atlas uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployState {
+    InProgress,
+    Success,
+    Failure,
+    Error,
+    Inactive,
+}
+
+impl DeployState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployState::InProgress => "in_progress",
+            DeployState::Success => "success",
+            DeployState::Failure => "failure",
+            DeployState::Error => "error",
+            DeployState::Inactive => "inactive",
+        }
+    }
+}
+
+/// A deployment record (GitHub deployment, or a local file).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub environment: String,
+    pub url: Option<String>,
+}
+
+#[async_trait]
+pub trait Forge: Send + Sync {
+    /// `github` or `local`.
+    fn kind(&self) -> &'static str;
+    /// Live PR state; `None` when the PR does not exist.
+    async fn pr_state(&self, pr: u64) -> anyhow::Result<Option<PrState>>;
+    /// Numbers of the open PRs (for the sweep). Errors must propagate: the sweep deletes
+    /// nothing when it cannot read GitHub.
+    async fn open_prs(&self) -> anyhow::Result<Vec<u64>>;
+    /// Creates or updates the one sticky comment (found by `marker` and by author).
+    async fn upsert_comment(&self, pr: u64, marker: &str, body: &str)
+    -> anyhow::Result<CommentRef>;
+    /// Creates a deployment record for `sha` in `environment`.
+    async fn create_deployment(
+        &self,
+        environment: &str,
+        sha: &str,
+        transient: bool,
+        description: &str,
+    ) -> anyhow::Result<DeploymentRecord>;
+    async fn set_deployment_status(
+        &self,
+        record: &DeploymentRecord,
+        state: DeployState,
+        environment_url: Option<&str>,
+        log_url: Option<&str>,
+        description: &str,
+    ) -> anyhow::Result<()>;
+    /// Marks every deployment of `environment` inactive (after `down`).
+    async fn deactivate_environment(&self, environment: &str) -> anyhow::Result<()>;
+}
+
+/// The set of providers a flow runs on.
+pub struct Providers {
+    pub database: Box<dyn Database>,
+    pub platform: Box<dyn Platform>,
+    pub forge: Box<dyn Forge>,
+}

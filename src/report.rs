@@ -1,0 +1,277 @@
+//! Rendering: one minijinja environment with the templates of `templates/` embedded, strict
+//! undefined variables, an override directory, a `md` filter that makes user text inert in
+//! markdown, and a cap at GitHub's 65,536-character comment limit.
+//!
+//! Providers never render; templates never call providers. Contexts are `Serialize` structs.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// GitHub rejects comment bodies longer than this (in characters).
+pub const COMMENT_LIMIT: usize = 65_536;
+
+/// The embedded templates: (name, source).
+pub const TEMPLATES: &[(&str, &str)] = &[
+    ("macros.md.j2", include_str!("../templates/macros.md.j2")),
+    ("preview.md.j2", include_str!("../templates/preview.md.j2")),
+    (
+        "destroyed.md.j2",
+        include_str!("../templates/destroyed.md.j2"),
+    ),
+    ("summary.md.j2", include_str!("../templates/summary.md.j2")),
+    ("skip.md.j2", include_str!("../templates/skip.md.j2")),
+];
+
+/// Makes user-controlled text inert in markdown: no HTML, no mentions, no links or emphasis, no
+/// marker spoofing (`<!--` cannot survive), no control, bidi or zero-width characters, one line,
+/// bounded length.
+pub fn escape_markdown(s: &str) -> String {
+    const MAX: usize = 300;
+    let mut out = String::with_capacity(s.len().min(MAX * 2));
+    for (n, c) in s.chars().enumerate() {
+        if n >= MAX {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            // bidi controls, zero-width characters, BOM: dropped (they hide or reorder text).
+            '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}' => {}
+            c if c.is_control() => {}
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            // `@` as an entity: GitHub renders it but does not notify anyone.
+            '@' => out.push_str("&#64;"),
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '-' | '.'
+            | '!' | '|' | '~' | ':' | '$' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text for inside a fenced code block: the fence cannot be closed early.
+pub fn escape_code(s: &str) -> String {
+    s.replace("```", "`\u{200B}``")
+}
+
+/// Strict mode lets undefined values reach filters; the text filters refuse them, so a typo in
+/// a template is an error rather than an empty cell.
+fn defined(v: &Value, filter: &str) -> Result<(), minijinja::Error> {
+    if v.is_undefined() {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::UndefinedError,
+            format!("undefined value passed to the `{filter}` filter"),
+        ));
+    }
+    Ok(())
+}
+
+fn md_filter(v: Value) -> Result<String, minijinja::Error> {
+    defined(&v, "md")?;
+    Ok(match v.as_str() {
+        Some(s) => escape_markdown(s),
+        None => escape_markdown(&v.to_string()),
+    })
+}
+
+fn code_filter(v: Value) -> Result<String, minijinja::Error> {
+    defined(&v, "code")?;
+    Ok(match v.as_str() {
+        Some(s) => escape_code(&crate::secret::redact(s)),
+        None => escape_code(&v.to_string()),
+    })
+}
+
+/// Formats a number with a fixed number of decimals (`{{ x | fixed(2) }}`).
+fn fixed(v: Value, digits: Option<u32>) -> String {
+    let d = digits.unwrap_or(2) as usize;
+    match f64::try_from(v.clone()) {
+        Ok(x) if x.is_finite() => format!("{x:.d$}"),
+        _ => v.to_string(),
+    }
+}
+
+/// Formats a ratio as a percentage (`0.0093 | percent` -> `0.93%`).
+fn percent(v: Value, digits: Option<u32>) -> String {
+    let d = digits.unwrap_or(2) as usize;
+    match f64::try_from(v.clone()) {
+        Ok(x) if x.is_finite() => format!("{:.d$}%", x * 100.0),
+        _ => v.to_string(),
+    }
+}
+
+/// The rendering environment.
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Renderer {
+    /// Embedded templates, overridden by same-named `*.md.j2` files in `override_dir`.
+    pub fn new(override_dir: Option<&Path>) -> anyhow::Result<Renderer> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_keep_trailing_newline(true);
+        env.add_filter("md", md_filter);
+        env.add_filter("code", code_filter);
+        env.add_filter("fixed", fixed);
+        env.add_filter("percent", percent);
+        for (name, src) in TEMPLATES {
+            let src = match override_dir {
+                Some(dir) => match std::fs::read_to_string(dir.join(name)) {
+                    Ok(s) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => src.to_string(),
+                    Err(e) => {
+                        return Err(anyhow::anyhow!(
+                            "cannot read template override {}: {e}",
+                            dir.join(name).display()
+                        ));
+                    }
+                },
+                None => src.to_string(),
+            };
+            env.add_template_owned(name.to_string(), src)
+                .map_err(|e| anyhow::anyhow!("template {name} does not compile: {e:#}"))?;
+        }
+        if let Some(dir) = override_dir
+            && !dir.is_dir()
+        {
+            return Err(anyhow::anyhow!(
+                "template directory {} does not exist (input `template_dir` / [templates] dir)",
+                dir.display()
+            ));
+        }
+        Ok(Renderer { env })
+    }
+
+    /// Renders a template with a serializable context. The result is redacted.
+    pub fn render<S: serde::Serialize>(&self, name: &str, ctx: &S) -> anyhow::Result<String> {
+        let t = self
+            .env
+            .get_template(name)
+            .map_err(|e| anyhow::anyhow!("no template {name}: {e}"))?;
+        let out = t
+            .render(Value::from_serialize(ctx))
+            .map_err(|e| anyhow::anyhow!("rendering {name} failed: {e:#}"))?;
+        Ok(crate::secret::redact(&out))
+    }
+
+    /// Renders a comment within GitHub's limit, degrading gracefully: first with details, then
+    /// without (`details = false` in the context), then truncated with a note.
+    pub fn render_comment<S: serde::Serialize>(
+        &self,
+        name: &str,
+        ctx: &S,
+    ) -> anyhow::Result<String> {
+        let full = self.render_with_details(name, ctx, true)?;
+        if full.chars().count() <= COMMENT_LIMIT {
+            return Ok(full);
+        }
+        let lean = self.render_with_details(name, ctx, false)?;
+        if lean.chars().count() <= COMMENT_LIMIT {
+            return Ok(lean);
+        }
+        Ok(truncate_comment(&lean))
+    }
+
+    fn render_with_details<S: serde::Serialize>(
+        &self,
+        name: &str,
+        ctx: &S,
+        details: bool,
+    ) -> anyhow::Result<String> {
+        let mut v = serde_json::to_value(ctx)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("details".into(), serde_json::Value::Bool(details));
+        }
+        self.render(name, &v)
+    }
+}
+
+/// Cuts a body to the comment limit on a line boundary (closing an open code fence) and says so.
+pub fn truncate_comment(body: &str) -> String {
+    const NOTE: &str = "\n\n> [!WARNING]\n> This comment was truncated to fit GitHub's 65,536-character limit; the full report is in the job summary.\n";
+    let budget = COMMENT_LIMIT - NOTE.chars().count() - 8;
+    let mut out = String::new();
+    let mut count = 0;
+    for line in body.split_inclusive('\n') {
+        let n = line.chars().count();
+        if count + n > budget {
+            break;
+        }
+        out.push_str(line);
+        count += n;
+    }
+    if out.is_empty() {
+        out = body.chars().take(budget).collect();
+    }
+    if out.matches("```").count() % 2 == 1 {
+        out.push_str("\n```");
+    }
+    out.push_str(NOTE);
+    out
+}
+
+/// A template directory from the input (wins) or atlas.toml.
+pub fn override_dir(input: Option<&PathBuf>, settings: Option<&PathBuf>) -> Option<PathBuf> {
+    input.or(settings).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_markdown_makes_text_inert() {
+        let hostile = "<!-- atlas:preview --> @octocat **bold** [x](http://e) {{ 7*7 }} `code` \u{202e}evil\u{200b}\n::error::x";
+        let e = escape_markdown(hostile);
+        assert!(!e.contains("<!--"));
+        assert!(!e.contains('<'));
+        assert!(!e.contains("@octocat"));
+        assert!(!e.contains('\n'));
+        assert!(!e.contains('\u{202e}') && !e.contains('\u{200b}'));
+        assert!(!e.contains("**"));
+        assert!(!e.contains("{{"));
+        assert!(!e.contains("::"));
+        assert!(escape_markdown(&"x".repeat(70_000)).chars().count() <= 301);
+    }
+
+    #[test]
+    fn truncation_respects_the_limit_and_fences() {
+        let body = format!("# t\n```\n{}\n```\n", "line\n".repeat(20_000));
+        let t = truncate_comment(&body);
+        assert!(t.chars().count() <= COMMENT_LIMIT);
+        assert_eq!(t.matches("```").count() % 2, 0);
+        assert!(t.contains("truncated"));
+    }
+
+    #[test]
+    fn strict_undefined_is_an_error() {
+        let r = Renderer::new(None).unwrap();
+        let err = r.render("skip.md.j2", &serde_json::json!({})).unwrap_err();
+        assert!(err.to_string().contains("skip.md.j2"), "{err}");
+    }
+
+    #[test]
+    fn override_dir_replaces_a_template() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("skip.md.j2"), "custom {{ reason | md }}").unwrap();
+        let r = Renderer::new(Some(dir.path())).unwrap();
+        let out = r
+            .render("skip.md.j2", &serde_json::json!({"reason": "a_b"}))
+            .unwrap();
+        assert_eq!(out, "custom a\\_b");
+        assert!(Renderer::new(Some(Path::new("/nonexistent/atlas-templates"))).is_err());
+    }
+}
