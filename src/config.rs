@@ -101,6 +101,25 @@ fn nonempty(v: &Option<String>) -> Option<&str> {
 }
 
 impl RawInputs {
+    /// The raw values of every secret input (tokens, keys, and each `preview_secrets` value),
+    /// to be masked before validation can fail.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut out: Vec<String> = [&self.github_token, &self.neon_api_key, &self.fly_api_token]
+            .into_iter()
+            .filter_map(|v| nonempty(v).map(str::to_string))
+            .collect();
+        if let Some(text) = nonempty(&self.preview_secrets) {
+            for line in text.lines() {
+                if let Some((_, v)) = line.split_once('=')
+                    && !v.trim().is_empty()
+                {
+                    out.push(v.trim().to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// Reads `INPUT_*` from the given variables (envy lowercases the names).
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
         vars: I,

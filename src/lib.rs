@@ -54,13 +54,18 @@ impl Ctx {
     /// Reads inputs and `atlas.toml`, masks every secret at once. No network.
     pub fn load(cli_config: Option<&std::path::Path>) -> anyhow::Result<Ctx> {
         let vars: Vec<(String, String)> = std::env::vars().collect();
-        let config = Config::from_vars(vars.iter().cloned())?;
         let github = GithubEnv::from_vars(vars.iter().cloned());
         let mut gha = gha::Gha::new(
             Box::new(std::io::stdout()) as Box<dyn Write + Send>,
             gha::Files::from_vars(vars.iter().cloned()),
             github.actions,
         );
+        // Mask secret inputs before validating anything, so even an input error cannot echo one.
+        let raw = config::RawInputs::from_vars(vars.iter().cloned())?;
+        for v in raw.secret_values() {
+            gha.mask(&v);
+        }
+        let config = Config::from_raw(&raw)?;
         for s in config.secret_values() {
             gha.mask(s);
         }
