@@ -336,6 +336,21 @@ impl Client {
         self.provider
     }
 
+    /// The same client with other timeouts (tests use short ones against local fakes).
+    pub fn with_timeouts(&self, timeouts: Timeouts) -> anyhow::Result<Client> {
+        let base = url::Url::parse(&self.base)
+            .map_err(|e| anyhow::anyhow!("{}: bad base url: {e}", self.provider))?;
+        let mut c = Client::new(
+            self.provider,
+            &base,
+            self.auth.clone(),
+            self.policy.clone(),
+            timeouts,
+        )?;
+        c.sent = self.sent.clone();
+        Ok(c)
+    }
+
     /// Requests sent so far (every attempt counts).
     pub fn requests_sent(&self) -> u64 {
         self.sent.load(std::sync::atomic::Ordering::Relaxed)
