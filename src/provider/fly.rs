@@ -116,7 +116,13 @@ impl FlyPlatform {
         } else {
             Client::bearer(token)
         };
-        let client = Client::new("fly", &access.api_url, Some(auth), policy, Timeouts::default())?;
+        let client = Client::new(
+            "fly",
+            &access.api_url,
+            Some(auth),
+            policy,
+            Timeouts::default(),
+        )?;
         let probe = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
@@ -185,7 +191,12 @@ impl FlyPlatform {
     }
 
     /// Why an app is not Atlas's, if it is not.
-    fn foreign(&self, app_json: &Value, machines: &[ApiMachine], pr: Option<u64>) -> Option<String> {
+    fn foreign(
+        &self,
+        app_json: &Value,
+        machines: &[ApiMachine],
+        pr: Option<u64>,
+    ) -> Option<String> {
         if let Some(slug) = app_json["organization"]["slug"].as_str()
             && slug != self.org
         {
@@ -241,7 +252,12 @@ impl FlyPlatform {
     }
 
     /// Loops on `/wait?state=started` (at most 60 s per call) until started or `deadline`.
-    async fn wait_started(&self, app: &str, m: &ApiMachine, deadline: Instant) -> anyhow::Result<()> {
+    async fn wait_started(
+        &self,
+        app: &str,
+        m: &ApiMachine,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -464,3 +464,349 @@ mod openapi_tests {
         assert_eq!(v, json!({"anyOf": [{"$ref": "#/x"}, {"type": "null"}]}));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A tiny HTTP/1.1 server for fakes: one request per connection (`Connection: close`), so
+// faults are exact: a dropped connection is a closed socket, a slow answer is a sleep.
+
+/// A request as a fake sees it, already matched against the spec.
+#[derive(Debug, Clone)]
+pub struct FakeRequest {
+    pub method: String,
+    pub path_and_query: String,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub op: Operation,
+    pub authorization: Option<String>,
+}
+
+impl FakeRequest {
+    pub fn q(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn param(&self, name: &str) -> &str {
+        self.op.params.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeResponse {
+    pub status: u16,
+    pub body: Option<Value>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl FakeResponse {
+    pub fn json(status: u16, body: Value) -> Self {
+        FakeResponse {
+            status,
+            body: Some(body),
+            headers: Vec::new(),
+        }
+    }
+    pub fn empty(status: u16) -> Self {
+        FakeResponse {
+            status,
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A fault injected on the next `count` calls of an operation.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After` if given) instead of handling the call.
+    Status(u16, Option<String>),
+    /// Handle the call (state changes), then wait this long before answering.
+    Slow(std::time::Duration),
+    /// Close the connection without handling the call.
+    DropBefore,
+    /// Handle the call (state changes), then close the connection without answering.
+    DropAfter,
+}
+
+/// Validation, call counting and fault injection shared by the fakes.
+pub struct Core {
+    pub spec: Spec,
+    pub token: String,
+    faults: Mutex<Vec<(String, Fault, u32)>>,
+    violations: Mutex<Vec<String>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl Core {
+    pub fn new(spec: Spec, token: &str) -> Arc<Core> {
+        Arc::new(Core {
+            spec,
+            token: token.to_string(),
+            faults: Mutex::new(Vec::new()),
+            violations: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+    /// Arms `fault` for the next `count` calls of `operation_id`.
+    pub fn fault(&self, operation_id: &str, fault: Fault, count: u32) {
+        self.faults
+            .lock()
+            .unwrap()
+            .push((operation_id.to_string(), fault, count));
+    }
+    pub fn violations(&self) -> Vec<String> {
+        self.violations.lock().unwrap().clone()
+    }
+    /// Every call received (operationIds), in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+    pub fn call_count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+    pub fn count(&self, operation_id: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| *c == operation_id)
+            .count()
+    }
+    pub fn reset_calls(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+    fn take_fault(&self, op: &str) -> Option<Fault> {
+        let mut f = self.faults.lock().unwrap();
+        let i = f.iter().position(|(o, _, n)| o == op && *n > 0)?;
+        f[i].2 -= 1;
+        let fault = f[i].1.clone();
+        if f[i].2 == 0 {
+            f.remove(i);
+        }
+        Some(fault)
+    }
+}
+
+type Handler = Arc<dyn Fn(&FakeRequest) -> FakeResponse + Send + Sync>;
+
+/// Serves `handler` behind `core` on 127.0.0.1:0; returns the base URL (`http://127.0.0.1:N`).
+pub async fn serve(core: Arc<Core>, handler: Handler) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let core = core.clone();
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let _ = connection(sock, core, handler).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A plain server for the preview URL probe: `GET <health>` -> 200 `ok`.
+pub async fn serve_health() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = read_request(&mut sock).await;
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+struct RawRequest {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+async fn read_request(sock: &mut tokio::net::TcpStream) -> std::io::Result<RawRequest> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    let head_end = loop {
+        let n = sock.read(&mut tmp).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let method = first.next().unwrap_or("").to_string();
+    let target = first.next().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = sock.read(&mut tmp).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&tmp[..n]);
+    }
+    Ok(RawRequest {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        422 => "Unprocessable Entity",
+        423 => "Locked",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+async fn connection(
+    mut sock: tokio::net::TcpStream,
+    core: Arc<Core>,
+    handler: Handler,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let raw = read_request(&mut sock).await?;
+    let body: Option<Value> = if raw.body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice(&raw.body) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                core.violations.lock().unwrap().push(format!(
+                    "{} {}: body is not JSON: {e}",
+                    raw.method, raw.target
+                ));
+                None
+            }
+        }
+    };
+    let authorization = raw
+        .headers
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.clone());
+    let resp = match core.spec.find(&raw.method, &raw.target) {
+        Err(e) => {
+            core.violations.lock().unwrap().push(e.clone());
+            FakeResponse::json(404, json!({"message": e, "code": "not_found"}))
+        }
+        Ok(op) => {
+            if let Err(e) = core.spec.check(&raw.method, &raw.target, body.as_ref()) {
+                core.violations.lock().unwrap().push(e);
+            }
+            core.calls.lock().unwrap().push(op.operation_id.clone());
+            let query = raw
+                .target
+                .split_once('?')
+                .map(|(_, q)| {
+                    url::form_urlencoded::parse(q.as_bytes())
+                        .into_owned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let req = FakeRequest {
+                method: raw.method.clone(),
+                path_and_query: raw.target.clone(),
+                query,
+                body,
+                op: op.clone(),
+                authorization: authorization.clone(),
+            };
+            if authorization.as_deref() != Some(&format!("Bearer {}", core.token)) {
+                FakeResponse::json(
+                    401,
+                    json!({"message": "unauthorized", "code": "unauthorized"}),
+                )
+            } else {
+                match core.take_fault(&op.operation_id) {
+                    Some(Fault::Status(s, retry_after)) => {
+                        let mut r = FakeResponse::json(
+                            s,
+                            json!({"message": format!("injected {s}"), "code": "injected", "error": "injected"}),
+                        );
+                        if let Some(ra) = retry_after {
+                            r.headers.push(("Retry-After".into(), ra));
+                        }
+                        r
+                    }
+                    Some(Fault::DropBefore) => return Ok(()),
+                    Some(Fault::DropAfter) => {
+                        let _ = handler(&req);
+                        return Ok(());
+                    }
+                    Some(Fault::Slow(d)) => {
+                        let r = handler(&req);
+                        tokio::time::sleep(d).await;
+                        r
+                    }
+                    None => handler(&req),
+                }
+            }
+        }
+    };
+    let body = resp
+        .body
+        .as_ref()
+        .map(|b| serde_json::to_vec(b).unwrap())
+        .unwrap_or_default();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        resp.status,
+        reason(resp.status),
+        body.len()
+    );
+    if resp.body.is_some() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in &resp.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    sock.write_all(head.as_bytes()).await?;
+    sock.write_all(&body).await?;
+    sock.shutdown().await
+}
