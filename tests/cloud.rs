@@ -477,3 +477,202 @@ async fn listing_paginates() {
     }
     e.assert_clean();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The real orchestration (`preview::up` / `preview::down`) with the cloud providers and a
+// local forge.
+
+mod with_preview {
+    use super::*;
+    use atlas::preview::{self, PreviewRequest, UpOptions};
+    use atlas::provider::Providers;
+    use atlas::provider::local_forge::LocalForge;
+
+    struct Run {
+        neon: FakeNeon,
+        fly: FakeFly,
+        providers: Providers,
+        settings: Settings,
+        opts: UpOptions,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn run() -> Run {
+        let e = env().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::default();
+        settings.preview.secrets = vec!["STRIPE_KEY".into()];
+        settings.app.readiness_timeout = Duration::from_secs(3);
+        let mut preview_secrets = BTreeMap::new();
+        preview_secrets.insert("STRIPE_KEY".to_string(), Secret::new(STRIPE));
+        let opts = UpOptions {
+            preview_secrets,
+            image: Some("registry.fly.io/kitchen:abc".into()),
+            artifact: "registry.fly.io/kitchen:abc".into(),
+            ttl: Some(Duration::from_secs(3 * 86400)),
+            template_dir: None,
+            audit_log: Some(dir.path().join("audit.jsonl")),
+            prefix: e.prefix.clone(),
+        };
+        let Env {
+            neon,
+            fly,
+            db,
+            platform,
+            ..
+        } = e;
+        Run {
+            neon,
+            fly,
+            providers: Providers {
+                database: Box::new(db),
+                platform: Box::new(platform),
+                forge: Box::new(LocalForge::new(dir.path(), false)),
+            },
+            settings,
+            opts,
+            _dir: dir,
+        }
+    }
+
+    fn req(pr: u64, sha: &str) -> PreviewRequest {
+        PreviewRequest {
+            pr,
+            sha: sha.into(),
+            branch: "feature/x".into(),
+            repository: REPO.into(),
+            title: Some("Add orders".into()),
+        }
+    }
+
+    impl Run {
+        fn calls(&self) -> usize {
+            self.neon.core.call_count() + self.fly.core.call_count()
+        }
+        fn reset(&self) {
+            self.neon.core.reset_calls();
+            self.fly.core.reset_calls();
+        }
+        fn assert_clean(&self) {
+            assert!(
+                self.neon.preview_branches().is_empty(),
+                "{:?}",
+                self.neon.preview_branches()
+            );
+            assert!(
+                self.fly.app_names().is_empty(),
+                "{:?}",
+                self.fly.app_names()
+            );
+            assert_eq!(self.neon.core.violations(), Vec::<String>::new());
+            assert_eq!(self.fly.core.violations(), Vec::<String>::new());
+        }
+        fn secrets(&self) -> Vec<String> {
+            let mut v = vec![
+                NEON_KEY.to_string(),
+                FLY_TOKEN.to_string(),
+                STRIPE.to_string(),
+            ];
+            for b in self.neon.state.lock().unwrap().branches.iter() {
+                v.push(b.password.clone());
+            }
+            v
+        }
+    }
+
+    #[tokio::test]
+    async fn preview_up_repeat_and_down_through_the_orchestration() {
+        let r = run().await;
+        let mut lines = Vec::new();
+        let out = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(31, "s1"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+        let first = r.calls();
+        assert!(out.app.created);
+        let app = r.fly.app(&out.app.app).unwrap();
+        assert_eq!(app.secrets["STRIPE_KEY"], STRIPE);
+        assert!(app.secrets.contains_key("DATABASE_URL"));
+        r.reset();
+        let out2 = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(31, "s2"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+        let repeat = r.calls();
+        assert!(!out2.app.created);
+        assert_eq!(r.fly.app(&out2.app.app).unwrap().machines.len(), 1);
+        assert_eq!(r.neon.preview_branches().len(), 1);
+        r.reset();
+        let down = preview::down(
+            &r.providers,
+            &r.settings,
+            &req(31, "s2"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+        let downs = r.calls();
+        r.assert_clean();
+        eprintln!("preview API calls: first up {first}, repeat up {repeat}, down {downs}");
+        let everything = format!(
+            "{} {} {} {} {} {:?}",
+            out.comment_body,
+            out.summary,
+            out2.comment_body,
+            down.comment_body,
+            lines.join("\n"),
+            out.contract
+        );
+        for s in r.secrets() {
+            assert!(!everything.contains(&s), "secret {s:?} leaked");
+        }
+        let audit = std::fs::read_to_string(r.opts.audit_log.as_ref().unwrap()).unwrap_or_default();
+        for s in r.secrets() {
+            assert!(
+                !audit.contains(&s),
+                "secret {s:?} leaked into the audit log"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_up_leaves_nothing_behind() {
+        let r = run().await;
+        r.fly.set_never_start(true);
+        let err = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(32, "t1"),
+            &r.opts,
+            &mut |_| {},
+        )
+        .await
+        .unwrap_err();
+        let t = format!("{err:#} {err:?}");
+        for s in r.secrets() {
+            assert!(!t.contains(&s), "secret {s:?} leaked: {t}");
+        }
+        // `up` tears down on failure; a `down` afterwards is a no-op either way.
+        preview::down(
+            &r.providers,
+            &r.settings,
+            &req(32, "t1"),
+            &r.opts,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        r.assert_clean();
+    }
+}
