@@ -420,6 +420,12 @@ impl Client {
         // GitHub signals an exhausted rate limit with 403 + x-ratelimit-remaining: 0.
         let rate_limited = status == 403 && delay.is_some();
         if retryable_status(status) || rate_limited || (status == 404 && call.transient_404) {
+            // 423 (Neon: an operation is still running) lasts seconds; a jittered backoff near
+            // zero would only burn attempts, so wait a steady interval instead.
+            let delay = match (status, delay) {
+                (423, None) => Some(self.policy.max_delay.min(Duration::from_secs(2))),
+                (_, d) => d,
+            };
             Err(Failure::Retry(delay, err))
         } else {
             Err(Failure::Fatal(err))
