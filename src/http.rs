@@ -187,6 +187,11 @@ impl Call {
         self.safety = Safety::Idempotent;
         self
     }
+    /// Sends the call exactly once, whatever its method (the caller loops itself).
+    pub fn once(mut self) -> Self {
+        self.safety = Safety::Create;
+        self
+    }
     pub fn transient_404(mut self, yes: bool) -> Self {
         self.transient_404 = yes;
         self
