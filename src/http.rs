@@ -287,6 +287,8 @@ pub struct Client {
     /// The full `Authorization` header value (a registered secret).
     auth: Option<Secret>,
     pub policy: RetryPolicy,
+    /// Sent with every request (GitHub's `Accept` and `X-GitHub-Api-Version`, for instance).
+    headers: reqwest::header::HeaderMap,
     /// Counts requests sent (every attempt), for the call figures in reports.
     sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -328,8 +330,17 @@ impl Client {
             base: base.as_str().trim_end_matches('/').to_string(),
             auth,
             policy,
+            headers: reqwest::header::HeaderMap::new(),
             sent: Default::default(),
         })
+    }
+
+    /// Adds a header sent with every request.
+    pub fn with_header(mut self, name: &'static str, value: &str) -> anyhow::Result<Client> {
+        let v = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|e| anyhow::anyhow!("{}: bad value for header {name}: {e}", self.provider))?;
+        self.headers.insert(name, v);
+        Ok(self)
     }
 
     /// Bearer auth from a token (registered as a secret, header form included).
@@ -353,6 +364,7 @@ impl Client {
             timeouts,
         )?;
         c.sent = self.sent.clone();
+        c.headers = self.headers.clone();
         Ok(c)
     }
 
@@ -374,7 +386,10 @@ impl Client {
     /// One attempt, classified.
     async fn attempt(&self, call: &Call) -> Result<Response, Failure> {
         let url = format!("{}{}", self.base, call.path);
-        let mut rb = self.http.request(call.method.clone(), &url);
+        let mut rb = self
+            .http
+            .request(call.method.clone(), &url)
+            .headers(self.headers.clone());
         if let Some(auth) = &self.auth {
             rb = rb.header(reqwest::header::AUTHORIZATION, auth.expose());
         }

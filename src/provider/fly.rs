@@ -528,3 +528,20 @@ impl Platform for FlyPlatform {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fly_and_neon_sections_parse_strictly() {
+        let text = "[fly]\nregion = \"ams\"\nmemory_mb = 512\nauto_stop = \"suspend\"\npreview_url = \"http://127.0.0.1:9/{app}\"\n\n[neon]\npooled = true\n";
+        let s = Settings::parse(text, "atlas.toml").unwrap();
+        assert_eq!(s.fly.region, "ams");
+        assert_eq!(s.fly.memory_mb, 512);
+        assert_eq!(s.fly.cpus, 1);
+        assert!(s.neon.pooled);
+        let e = Settings::parse("[fly]\nregoin = \"ams\"\n", "atlas.toml").unwrap_err();
+        assert!(e.to_string().contains("regoin"), "{e}");
+    }
+}
