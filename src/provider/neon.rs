@@ -128,7 +128,10 @@ impl NeonDatabase {
     }
 
     /// All branches whose name contains `search` (every page), with their annotations.
-    async fn branches(&self, search: Option<&str>) -> anyhow::Result<Vec<(ApiBranch, BTreeMap<String, String>)>> {
+    async fn branches(
+        &self,
+        search: Option<&str>,
+    ) -> anyhow::Result<Vec<(ApiBranch, BTreeMap<String, String>)>> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..1000 {
@@ -144,7 +147,10 @@ impl NeonDatabase {
                 .finish();
             let r = self
                 .client
-                .send(Call::get("list branches", format!("{}/branches?{query}", self.p())))
+                .send(Call::get(
+                    "list branches",
+                    format!("{}/branches?{query}", self.p()),
+                ))
                 .await?;
             let v: Value = r.json("list branches")?;
             let branches: Vec<ApiBranch> = serde_json::from_value(v["branches"].clone())
@@ -164,7 +170,10 @@ impl NeonDatabase {
         anyhow::bail!("neon: list branches did not end after 1000 pages")
     }
 
-    async fn find(&self, name: &str) -> anyhow::Result<Option<(ApiBranch, BTreeMap<String, String>)>> {
+    async fn find(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<Option<(ApiBranch, BTreeMap<String, String>)>> {
         Ok(self
             .branches(Some(name))
             .await?
@@ -226,7 +235,12 @@ impl NeonDatabase {
         Ok(())
     }
 
-    async fn connection_uri(&self, branch_id: &str, req: &BranchRequest, after_create: bool) -> anyhow::Result<Secret> {
+    async fn connection_uri(
+        &self,
+        branch_id: &str,
+        req: &BranchRequest,
+        after_create: bool,
+    ) -> anyhow::Result<Secret> {
         let query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("branch_id", branch_id)
             .append_pair("database_name", &req.database)
@@ -417,7 +431,10 @@ impl Database for NeonDatabase {
 
     async fn schema_diff(&self, branch: &Branch) -> anyhow::Result<SchemaDiff> {
         let parent = self.find(&branch.parent).await?.with_context(|| {
-            format!("neon: parent branch `{}` not found for the schema diff", branch.parent)
+            format!(
+                "neon: parent branch `{}` not found for the schema diff",
+                branch.parent
+            )
         })?;
         let r = self
             .client
