@@ -13,10 +13,12 @@ pub mod github_env;
 pub mod http;
 pub mod load;
 pub mod naming;
+pub mod outputs;
 pub mod preview;
 pub mod provider;
 pub mod report;
 pub mod secret;
+pub mod sweep;
 pub mod verify;
 
 use std::io::Write;
