@@ -54,15 +54,6 @@ impl Resp {
     }
 }
 
-/// Whether a failed attempt may be sent again as is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Idempotent {
-    /// Reads, updates, deletes, deployment statuses (setting the same state twice is harmless).
-    Yes,
-    /// Creates: the caller looks the resource up before sending again.
-    No,
-}
-
 /// The GitHub forge.
 pub struct GithubForge {
     client: Octocrab,
@@ -153,9 +144,47 @@ impl GithubForge {
         })
     }
 
-    /// Sends a request with the retry policy. `ok` lists extra statuses that are answers, not
-    /// errors (404 for `pr_state`, 404 for a delete). A non-idempotent request is tried once:
-    /// its caller decides what to do after a transient failure.
+    /// One attempt, classified for [`with_retry`]. `ok` lists extra statuses that are answers,
+    /// not errors (404 for `pr_state`, 404 for a delete).
+    async fn attempt(
+        &self,
+        call: &str,
+        method: &Method,
+        uri: &str,
+        body: Option<&Value>,
+        ok: &[u16],
+    ) -> Attempt<Resp> {
+        let r = match self.exchange(method, uri, body).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Transport failure (connect, timeout): transient.
+                return Attempt::Retry {
+                    after: None,
+                    error: anyhow::Error::new(ProviderError {
+                        provider: "github",
+                        call: call.to_string(),
+                        status: 0,
+                        body: secret::redact(&format!("{e}")),
+                    }),
+                };
+            }
+        };
+        if (200..300).contains(&r.status) || ok.contains(&r.status) {
+            return Attempt::Done(Ok(r));
+        }
+        let err = anyhow::Error::new(ProviderError {
+            provider: "github",
+            call: call.to_string(),
+            status: r.status,
+            body: secret::redact(&crate::config::truncate(&r.body, 2_000)),
+        });
+        match classify(r.status, &r.headers, &r.body) {
+            Some(after) => Attempt::Retry { after, error: err },
+            None => Attempt::Done(Err(err)),
+        }
+    }
+
+    /// Sends an idempotent request (read, update, delete, status) with the retry policy.
     async fn call(
         &self,
         call: &str,
@@ -163,47 +192,32 @@ impl GithubForge {
         uri: &str,
         body: Option<&Value>,
         ok: &[u16],
-        idem: Idempotent,
     ) -> anyhow::Result<Resp> {
-        let policy = if idem == Idempotent::Yes {
-            self.policy.clone()
-        } else {
-            RetryPolicy {
-                max_attempts: 1,
-                ..self.policy.clone()
+        with_retry(&self.policy, |_| self.attempt(call, &method, uri, body, ok)).await
+    }
+
+    /// Sends a create once. `Err` is final; `Ok(Err(_))` is a transient failure after which
+    /// the create may or may not have landed: the caller looks the resource up before sending
+    /// again (after waiting what the server asked for).
+    async fn create_once(
+        &self,
+        call: &str,
+        uri: &str,
+        body: &Value,
+    ) -> anyhow::Result<Result<Resp, anyhow::Error>> {
+        match self
+            .attempt(call, &Method::POST, uri, Some(body), &[])
+            .await
+        {
+            Attempt::Done(r) => r.map(Ok),
+            Attempt::Retry { after, error } => {
+                let wait = after
+                    .map(|a| a.min(Duration::from_secs(60)))
+                    .unwrap_or_else(|| self.policy.backoff(1));
+                tokio::time::sleep(wait).await;
+                Ok(Err(error))
             }
-        };
-        with_retry(&policy, |_| async {
-            let r = match self.exchange(&method, uri, body).await {
-                Ok(r) => r,
-                Err(e) => {
-                    // Transport failure (connect, timeout): transient.
-                    return Attempt::Retry {
-                        after: None,
-                        error: anyhow::Error::new(ProviderError {
-                            provider: "github",
-                            call: call.to_string(),
-                            status: 0,
-                            body: secret::redact(&format!("{e}")),
-                        }),
-                    };
-                }
-            };
-            if (200..300).contains(&r.status) || ok.contains(&r.status) {
-                return Attempt::Done(Ok(r));
-            }
-            let err = anyhow::Error::new(ProviderError {
-                provider: "github",
-                call: call.to_string(),
-                status: r.status,
-                body: secret::redact(&crate::config::truncate(&r.body, 2_000)),
-            });
-            match classify(r.status, &r.headers, &r.body) {
-                Some(after) => Attempt::Retry { after, error: err },
-                None => Attempt::Done(Err(err)),
-            }
-        })
-        .await
+        }
     }
 
     /// Follows `Link: rel="next"` from `first` and returns every element of every page.
@@ -216,9 +230,7 @@ impl GithubForge {
             if pages > MAX_PAGES {
                 anyhow::bail!("github: {call}: more than {MAX_PAGES} pages; giving up");
             }
-            let r = self
-                .call(call, Method::GET, &uri, None, &[], Idempotent::Yes)
-                .await?;
+            let r = self.call(call, Method::GET, &uri, None, &[]).await?;
             match r.json(call)? {
                 Value::Array(items) => out.extend(items),
                 _ => anyhow::bail!("github: {call} did not return a list"),
@@ -256,7 +268,6 @@ impl GithubForge {
                         "/user",
                         None,
                         &[401, 403, 404],
-                        Idempotent::Yes,
                     )
                     .await?
                 {
@@ -300,7 +311,6 @@ impl GithubForge {
             &self.repo_path(&format!("/issues/comments/{id}")),
             Some(&json!({ "body": body })),
             &[],
-            Idempotent::Yes,
         )
         .await?
         .json("update the PR comment")
@@ -313,7 +323,6 @@ impl GithubForge {
             &self.repo_path(&format!("/issues/comments/{id}")),
             None,
             &[404],
-            Idempotent::Yes,
         )
         .await
         .map(|_| ())
@@ -415,7 +424,6 @@ impl Forge for GithubForge {
                 &self.repo_path(&format!("/pulls/{pr}")),
                 None,
                 &[404],
-                Idempotent::Yes,
             )
             .await?;
         if r.status == 404 {
@@ -471,39 +479,28 @@ impl Forge for GithubForge {
             return comment_ref(&updated, "updated");
         }
         let call = "create the PR comment";
-        let created = match self
-            .call(
-                call,
-                Method::POST,
-                &self.repo_path(&format!("/issues/{pr}/comments")),
-                Some(&json!({ "body": body })),
-                &[],
-                Idempotent::No,
-            )
-            .await
-        {
-            Ok(r) => Some(r.json(call)?),
-            // The create may have landed before the failure: look before sending again.
-            Err(e) => {
-                let again = self.our_comments(pr, marker).await?;
-                if again.is_empty() {
-                    let r = self
-                        .call(
-                            call,
-                            Method::POST,
-                            &self.repo_path(&format!("/issues/{pr}/comments")),
-                            Some(&json!({ "body": body })),
-                            &[],
-                            Idempotent::No,
-                        )
-                        .await
-                        .map_err(|e2| e2.context(format!("after an earlier failure: {e:#}")))?;
-                    Some(r.json(call)?)
-                } else {
-                    None
+        let uri = self.repo_path(&format!("/issues/{pr}/comments"));
+        let payload = json!({ "body": body });
+        let mut created = None;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.create_once(call, &uri, &payload).await? {
+                Ok(r) => {
+                    created = Some(r.json(call)?);
+                    break;
+                }
+                // The create may have landed before the failure: look before sending again.
+                Err(e) => {
+                    if !self.our_comments(pr, marker).await?.is_empty() {
+                        break;
+                    }
+                    if attempts >= self.policy.max_attempts {
+                        return Err(e.context(format!("gave up after {attempts} attempt(s)")));
+                    }
                 }
             }
-        };
+        }
         // Two runs may have created one each: look again and keep the oldest of ours.
         let ours = self.our_comments(pr, marker).await?;
         let Some(oldest) = ours.first() else {
@@ -556,27 +553,21 @@ impl Forge for GithubForge {
             "production_environment": environment == "production",
             "description": crate::config::truncate(description, DESCRIPTION_MAX - 1),
         });
-        let path = self.repo_path("/deployments");
-        let send = || {
-            self.call(
-                call,
-                Method::POST,
-                &path,
-                Some(&payload),
-                &[],
-                Idempotent::No,
-            )
-        };
-        let r = match send().await {
-            Ok(r) => r,
-            Err(e) => {
+        let uri = self.repo_path("/deployments");
+        let mut attempts = 0;
+        let r = loop {
+            attempts += 1;
+            match self.create_once(call, &uri, &payload).await? {
+                Ok(r) => break r,
                 // It may have been created before the failure: look it up before re-sending.
-                if let Some(d) = self.deployments(environment, Some(sha)).await?.first() {
-                    return record(d);
+                Err(e) => {
+                    if let Some(d) = self.deployments(environment, Some(sha)).await?.first() {
+                        return record(d);
+                    }
+                    if attempts >= self.policy.max_attempts {
+                        return Err(e.context(format!("gave up after {attempts} attempt(s)")));
+                    }
                 }
-                send()
-                    .await
-                    .map_err(|e2| e2.context(format!("after an earlier failure: {e:#}")))?
             }
         };
         if r.status == 202 {
@@ -613,7 +604,6 @@ impl Forge for GithubForge {
             &self.repo_path(&format!("/deployments/{}/statuses", record.id)),
             Some(&payload),
             &[],
-            Idempotent::Yes,
         )
         .await
         .map(|_| ())

@@ -170,7 +170,11 @@ impl State {
     }
 
     pub fn comments_on(&self, pr: u64) -> Vec<Comment> {
-        self.comments.iter().filter(|c| c.pr == pr).cloned().collect()
+        self.comments
+            .iter()
+            .filter(|c| c.pr == pr)
+            .cloned()
+            .collect()
     }
 
     pub fn calls_matching(&self, prefix: &str) -> usize {
@@ -357,8 +361,12 @@ fn handle(
         match serde_json::from_slice(&body) {
             Ok(v) => Some(v),
             Err(e) => {
-                s.violations.push(format!("{method} {pq}: body is not JSON: {e}"));
-                return json_resp(StatusCode::BAD_REQUEST, json!({"message": "Problems parsing JSON"}));
+                s.violations
+                    .push(format!("{method} {pq}: body is not JSON: {e}"));
+                return json_resp(
+                    StatusCode::BAD_REQUEST,
+                    json!({"message": "Problems parsing JSON"}),
+                );
             }
         }
     };
