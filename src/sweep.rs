@@ -85,6 +85,19 @@ pub struct SweepOptions {
     pub dry_run: bool,
 }
 
+impl SweepOptions {
+    /// From the inputs (`ttl`, `grace_period`, `max_deletions`, `dry_run`), with atlas.toml's
+    /// `[preview] ttl` when the `ttl` input is not set.
+    pub fn from_config(config: &crate::config::Config, settings: &crate::config::Settings) -> Self {
+        SweepOptions {
+            ttl: config.ttl.unwrap_or(settings.preview.ttl),
+            grace_period: config.grace_period,
+            max_deletions: config.max_deletions,
+            dry_run: config.dry_run,
+        }
+    }
+}
+
 /// One resource the sweep looked at.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SweepItem {
@@ -117,6 +130,68 @@ impl SweepReport {
     /// True when the sweep did everything it should (no errors, no failed deletion).
     pub fn ok(&self) -> bool {
         self.errors.is_empty() && self.failed.is_empty()
+    }
+
+    /// A markdown report for the job summary (resource names are Atlas's own, DNS-safe; reasons
+    /// and errors are escaped).
+    pub fn markdown(&self) -> String {
+        use crate::report::escape_markdown as md;
+        let mut out = format!(
+            "## Atlas sweep{}\n\n",
+            if self.dry_run {
+                " (dry run: nothing was deleted)"
+            } else {
+                ""
+            }
+        );
+        for e in &self.errors {
+            out.push_str(&format!("> [!CAUTION]\n> {}\n\n", md(e)));
+        }
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        let mut table = |title: &str, items: &mut dyn Iterator<Item = (&SweepItem, String)>| {
+            let rows: Vec<String> = items
+                .map(|(i, why)| {
+                    format!(
+                        "| {} | `{}` | #{} | {} |",
+                        i.kind,
+                        md(&i.name),
+                        i.pr,
+                        md(&why)
+                    )
+                })
+                .collect();
+            if !rows.is_empty() {
+                out.push_str(&format!(
+                    "### {title}\n\n| Kind | Name | PR | Why |\n| --- | --- | --- | --- |\n{}\n\n",
+                    rows.join("\n")
+                ));
+            }
+        };
+        table(
+            verb,
+            &mut self.deleted.iter().map(|i| (i, i.reason.clone())),
+        );
+        table(
+            "failed (still there)",
+            &mut self.failed.iter().map(|(i, e)| (i, e.clone())),
+        );
+        table(
+            "left for the next run (cap reached)",
+            &mut self.deferred.iter().map(|i| (i, i.reason.clone())),
+        );
+        table("kept", &mut self.kept.iter().map(|i| (i, i.reason.clone())));
+        if self.deleted.is_empty()
+            && self.failed.is_empty()
+            && self.deferred.is_empty()
+            && self.errors.is_empty()
+        {
+            out.push_str("Nothing to sweep.\n");
+        }
+        out
     }
 }
 
@@ -246,7 +321,7 @@ pub async fn sweep_with(
             }
         }
     }
-    candidates.sort_by(|a, b| (a.0.pr, a.1).cmp(&(b.0.pr, b.1)));
+    candidates.sort_by_key(|(it, order)| (it.pr, *order));
     for (it, kind) in candidates {
         if report.deleted.len() + report.failed.len() >= opts.max_deletions {
             report.deferred.push(it);

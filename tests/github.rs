@@ -493,3 +493,293 @@ async fn api_calls_of_a_repeat_up() {
     assert_eq!(gh.with(|s| s.comments_on(7).len()), 1);
     assert_clean(&gh);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Templates: the latency chart (golden) and hostile input through the real templates, the fake
+// GitHub and the gha outputs.
+
+mod rendering {
+    use super::*;
+    use atlas::contract::{Contract, SmokeResult};
+    use atlas::gha::{Files, Gha, parse_output_file};
+    use atlas::outputs::{OUTPUT_NAMES, RunReport};
+    use atlas::report::{COMMENT_LIMIT, Renderer};
+    use serde_json::{Value, json};
+
+    /// The chart macro rendered through the real environment: an override directory replaces
+    /// `skip.md.j2` with a template that calls it.
+    fn chart(load: Value, comparison: Value, baseline: Value) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("skip.md.j2"),
+            "{% import \"chart.md.j2\" as c %}{{ c.latency_chart(load, comparison, baseline) }}",
+        )
+        .unwrap();
+        let r = Renderer::new(Some(dir.path())).unwrap();
+        r.render(
+            "skip.md.j2",
+            &json!({"load": load, "comparison": comparison, "baseline": baseline}),
+        )
+        .unwrap()
+    }
+
+    fn summary(p50: f64, p90: f64, p95: f64, p99: f64) -> Value {
+        json!({"metrics": {"http_req_duration": {"avg": 275.01, "p50": p50, "p90": p90, "p95": p95, "p99": p99},
+            "http_reqs": {"total": 750}, "errors": {"rate": 0.0093}}})
+    }
+
+    #[test]
+    fn latency_chart_golden() {
+        let cmp = json!({"verdict": "fail", "metrics": [
+            {"name": "p50", "baseline": 201.0}, {"name": "p90", "baseline": 330.5},
+            {"name": "p95", "label": "P95 Latency", "baseline": 387.57}, {"name": "p99", "baseline": 512.25}]});
+        insta::assert_snapshot!(
+            "chart_preview_vs_baseline",
+            chart(summary(210.0, 350.25, 402.5, 640.0), cmp, Value::Null)
+        );
+        // Baseline from a baseline summary; k6 key names.
+        let k6 = json!({"metrics": {"http_req_duration": {"med": 12.0, "p(90)": 20.0, "p(95)": 25.5, "avg": 14.0}}});
+        insta::assert_snapshot!(
+            "chart_k6_keys_baseline_summary",
+            chart(k6, Value::Null, summary(11.0, 19.0, 24.0, 40.0))
+        );
+        // Only p95 has a baseline: the line is left out rather than drawn misleadingly.
+        let partial = json!({"metrics": [{"name": "p95", "baseline": 387.57}]});
+        insta::assert_snapshot!(
+            "chart_preview_only",
+            chart(summary(210.0, 350.0, 402.5, 640.0), partial, Value::Null)
+        );
+    }
+
+    #[test]
+    fn latency_chart_renders_nothing_without_data() {
+        for (load, cmp) in [
+            (Value::Null, Value::Null),
+            (json!({}), json!({})),
+            (json!({"metrics": {}}), json!({"metrics": "nope"})),
+            (
+                json!({"metrics": {"http_req_duration": {"avg": 3.0}}}),
+                json!([]),
+            ),
+            (
+                json!({"metrics": {"http_req_duration": {"p95": "402<script>"}}}),
+                Value::Null,
+            ),
+            (json!("a string"), json!(7)),
+        ] {
+            assert_eq!(
+                chart(load.clone(), cmp.clone(), Value::Null).trim(),
+                "",
+                "{load} {cmp}"
+            );
+        }
+    }
+
+    const SECRET: &str = "sk_live_hostileSecret_4242";
+
+    fn hostile() -> Vec<String> {
+        vec![
+            "{{ 7*7 }} {% if true %}T{% endif %} {# c #} {{ marker }}".into(),
+            "<script>alert(1)</script><img src=x onerror=alert(1)><details open>".into(),
+            "@octocat @octo-org/admins please".into(),
+            format!("{MARKER} spoofed marker -->"),
+            "line\n::error::forged\n::set-output name=verdict::pass\n::add-mask::x\n  ::warning::y"
+                .into(),
+            "EOF\nghadelimiter_abc\nverdict<<EOF\npass\nEOF\n".into(),
+            "\u{202E}evil\u{202C} \u{200B}zero\u{200D}width\u{2066}iso\u{2069}\u{FEFF}".into(),
+            "```\n</details>\n```diff\n+ x".into(),
+            format!("leaks {SECRET}?"),
+            "x".repeat(70_000),
+        ]
+    }
+
+    fn contract(text: &str) -> Contract {
+        let mut c = Contract::default();
+        c.code.sha = sha('a');
+        c.code.branch = text.to_string();
+        c.code.url = "https://kitchen-abc123-pr-7.fly.dev".into();
+        c.data.model = "database-branch".into();
+        c.data.provider = "neon".into();
+        c.data.branch = Some("preview/pr-7".into());
+        c.data.parent = Some("main".into());
+        c.data.external_systems = vec![text.to_string()];
+        c.identity.access = "public".into();
+        c.migrations.command = Some("./migrate".into());
+        c.migrations.ran = true;
+        c.migrations.ok = Some(false);
+        c.migrations.output_tail = Some(text.to_string());
+        c.migrations.schema_diff = Some(text.to_string());
+        c.migrations.limits = vec![text.to_string()];
+        c.evidence.smoke = vec![SmokeResult {
+            name: text.to_string(),
+            method: "GET".into(),
+            path: format!("/menu?q={text}"),
+            expected: 200,
+            status: Some(500),
+            ok: false,
+            duration_ms: 12,
+            detail: Some(text.to_string()),
+        }];
+        c.evidence.load = Some(summary(210.0, 350.0, 402.5, 640.0));
+        c.evidence.comparison = Some(json!({"verdict": "fail", "metrics": [
+            {"name": "p95", "label": text, "baseline": 387.57, "current": 402.5, "change_pct": 3.9,
+             "floor": 5.0, "verdict": "fail", "current_display": "402.50ms",
+             "baseline_display": "387.57ms", "change_display": "+3.9%"}]}));
+        c.lifecycle.created = Some("2026-06-01T12:00:00Z".into());
+        c.lifecycle.expires = Some("2026-06-08T12:00:00Z".into());
+        c
+    }
+
+    /// Markdown outside fenced code blocks (inside a fence, text is shown literally).
+    fn outside_fences(md: &str) -> String {
+        let mut out = String::new();
+        let mut fenced = false;
+        for line in md.lines() {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                continue;
+            }
+            if !fenced {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn assert_inert_markdown(full: &str, what: &str) {
+        assert!(full.chars().count() <= COMMENT_LIMIT, "{what}: too long");
+        assert!(!full.contains(SECRET), "{what}: secret");
+        assert!(
+            !full.contains("49"),
+            "{what}: template syntax was evaluated"
+        );
+        let md = &outside_fences(full);
+        assert!(
+            !md.contains("<script") && !md.contains("<img") && !md.contains("<details open"),
+            "{what}: html"
+        );
+        assert!(
+            !md.contains("@octocat") && !md.contains("@octo-org"),
+            "{what}: mention"
+        );
+        for c in ['\u{202E}', '\u{200B}', '\u{200D}', '\u{2066}', '\u{FEFF}'] {
+            assert!(!md.contains(c), "{what}: invisible {c:?}");
+        }
+        assert_eq!(
+            full.matches("```").count() % 2,
+            0,
+            "{what}: unbalanced fence"
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_input_is_inert_in_comment_summary_and_outputs() {
+        let _ = Secret::new(SECRET);
+        let renderer = Renderer::new(None).unwrap();
+        let (gh, forge) = setup(Some("atlas-bot")).await;
+        for (i, text) in hostile().iter().enumerate() {
+            let c = contract(text);
+            let ctx = json!({"marker": MARKER, "status": "failed", "pr": 7, "contract": c,
+                "error": text, "generated_at": "2026-06-01 12:00 UTC"});
+            let body = renderer.render_comment("preview.md.j2", &ctx).unwrap();
+            let what = format!("comment {i}");
+            assert_inert_markdown(&body, &what);
+            // Inside a code fence the text is literal; outside, only our marker is an HTML comment.
+            assert_eq!(
+                outside_fences(&body).matches("<!--").count(),
+                1,
+                "{what}: only our marker"
+            );
+            assert!(body.starts_with(MARKER), "{what}");
+            assert!(body.contains("```mermaid"), "{what}: chart");
+            let r = forge.upsert_comment(7, MARKER, &body).await.unwrap();
+            assert_eq!(gh.with(|s| s.comments_on(7).len()), 1, "{what}");
+            assert_eq!(
+                gh.with(|s| s.comments_on(7)[0].body.clone()),
+                body,
+                "{what}"
+            );
+            assert_eq!(
+                forge.upsert_comment(7, MARKER, &body).await.unwrap().action,
+                "unchanged",
+                "{what}"
+            );
+            let _ = r;
+
+            // Outputs and summary.
+            let dir = tempfile::tempdir().unwrap();
+            let (out, sum) = (dir.path().join("out"), dir.path().join("sum"));
+            let mut gha = Gha::new(
+                Vec::new(),
+                Files {
+                    output: Some(out.clone()),
+                    summary: Some(sum.clone()),
+                },
+                true,
+            );
+            let mut report = RunReport::new("preview-up", &sha('a')).with_contract(&c);
+            report.pr = Some(7);
+            report.reason = Some(text.clone());
+            report.error = Some(text.clone());
+            report.comment_url = Some(text.clone());
+            atlas::outputs::write(&mut gha, &renderer, &report).unwrap();
+            let parsed = parse_output_file(&std::fs::read_to_string(&out).unwrap()).unwrap();
+            let names: Vec<&str> = parsed.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(names, OUTPUT_NAMES, "{what}: outputs forged");
+            let get = |k: &str| parsed.iter().find(|(n, _)| n == k).unwrap().1.clone();
+            assert_eq!(get("verdict"), "fail");
+            assert_eq!(get("regression"), "true");
+            assert_eq!(get("p95_ms"), "402.5");
+            assert_eq!(get("comment_url"), atlas::secret::redact(text));
+            let summary_md = std::fs::read_to_string(&sum).unwrap();
+            assert_inert_markdown(&summary_md, &format!("summary {i}"));
+            assert!(!outside_fences(&summary_md).contains("<!--"), "summary {i}");
+            let log = String::from_utf8(gha.into_inner()).unwrap();
+            let commands: Vec<&str> = log
+                .lines()
+                .filter(|l| l.trim_start().starts_with("::"))
+                .collect();
+            assert_eq!(
+                commands.len(),
+                1,
+                "{what}: one gate annotation, nothing forged: {commands:?}"
+            );
+            assert!(
+                commands[0].starts_with("::error title=atlas gate%3A "),
+                "{}",
+                commands[0]
+            );
+            assert!(commands[0].contains("402.50ms vs baseline 387.57ms (+3.9%25)"));
+            assert!(!log.contains(SECRET));
+        }
+        assert_clean(&gh);
+    }
+
+    #[tokio::test]
+    async fn skip_and_failure_paths_write_every_output() {
+        let renderer = Renderer::new(None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let mut gha = Gha::new(
+            Vec::new(),
+            Files {
+                output: Some(out.clone()),
+                summary: None,
+            },
+            true,
+        );
+        let mut r = RunReport::new("skip", &sha('b'));
+        r.verdict = "skipped".into();
+        r.reason = Some("pull request from the fork mallory/x: fork_policy is skip".into());
+        atlas::outputs::write(&mut gha, &renderer, &r).unwrap();
+        let mut r = RunReport::new("preview-up", &sha('b'));
+        r.verdict = "error".into();
+        r.error = Some("neon: create branch returned 500".into());
+        atlas::outputs::write(&mut gha, &renderer, &r).unwrap();
+        let parsed = parse_output_file(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(parsed.len(), 2 * OUTPUT_NAMES.len());
+        assert_eq!(parsed[8], ("verdict".to_string(), "skipped".to_string()));
+        assert_eq!(parsed[18], ("verdict".to_string(), "error".to_string()));
+    }
+}

@@ -30,6 +30,11 @@ use crate::error::ProviderError;
 use crate::http::{Attempt, RetryPolicy, with_retry};
 use crate::secret::{self, Secret};
 
+/// The hidden marker of the preview comment (one per PR). Preview dispatch renders it as the
+/// first line of `preview.md.j2` / `destroyed.md.j2` (`marker` in their context) and passes it
+/// to [`Forge::upsert_comment`].
+pub const MARKER: &str = "<!-- atlas:preview -->";
+
 /// The login that writes comments made with the workflow's `GITHUB_TOKEN`.
 pub const ACTIONS_BOT: &str = "github-actions[bot]";
 /// GitHub's maximum page size; used for every list.
