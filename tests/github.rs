@@ -783,3 +783,179 @@ mod rendering {
         assert_eq!(parsed[18], ("verdict".to_string(), "error".to_string()));
     }
 }
+
+#[tokio::test]
+async fn a_rate_limited_create_waits_looks_up_and_sends_once_more() {
+    let (gh, forge) = setup(Some("atlas-bot")).await;
+    gh.fault(Fault::secondary_rate_limit(
+        Method::POST,
+        "/issues/7/comments",
+        1,
+    ));
+    let r = forge
+        .upsert_comment(7, MARKER, &format!("{MARKER}\nx"))
+        .await
+        .unwrap();
+    assert_eq!(r.action, "created");
+    assert_eq!(gh.with(|s| s.comments_on(7).len()), 1);
+    assert_eq!(gh.with(|s| s.calls_matching("POST ")), 2);
+    assert_clean(&gh);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_cut_to_the_limit() {
+    let (gh, forge) = setup(Some("atlas-bot")).await;
+    let body = format!("{MARKER}\n{}", "line of text\n".repeat(10_000));
+    forge.upsert_comment(7, MARKER, &body).await.unwrap();
+    let stored = gh.with(|s| s.comments_on(7)[0].body.clone());
+    assert!(stored.chars().count() <= atlas::report::COMMENT_LIMIT);
+    assert!(stored.starts_with(MARKER) && stored.contains("truncated"));
+    // And the next run still finds it.
+    assert_eq!(
+        forge.upsert_comment(7, MARKER, &body).await.unwrap().action,
+        "unchanged"
+    );
+    assert_clean(&gh);
+}
+
+mod sweeping {
+    use super::*;
+    use async_trait::async_trait;
+    use atlas::provider::{
+        AppDeployment, Branch, BranchRequest, Database, Deleted, DeployRequest, Owned, Platform,
+        Providers, SchemaDiff,
+    };
+    use atlas::sweep::{SweepOptions, sweep};
+    use chrono::{DateTime, Utc};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// In-memory Atlas-owned resources; records deletions.
+    #[derive(Clone, Default)]
+    struct Mem {
+        owned: Vec<Owned>,
+        deleted: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl Database for Mem {
+        fn kind(&self) -> &'static str {
+            "mem-db"
+        }
+        async fn ensure_branch(&self, _: &BranchRequest) -> anyhow::Result<Branch> {
+            anyhow::bail!("not in a sweep")
+        }
+        async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
+            self.deleted.lock().unwrap().push(name.into());
+            Ok(Deleted::Removed)
+        }
+        async fn schema_diff(&self, _: &Branch) -> anyhow::Result<SchemaDiff> {
+            anyhow::bail!("not in a sweep")
+        }
+        async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
+            Ok(self.owned.clone())
+        }
+    }
+
+    #[async_trait]
+    impl Platform for Mem {
+        fn kind(&self) -> &'static str {
+            "mem-app"
+        }
+        async fn deploy(&self, _: &DeployRequest) -> anyhow::Result<AppDeployment> {
+            anyhow::bail!("not in a sweep")
+        }
+        async fn destroy(&self, app: &str) -> anyhow::Result<Deleted> {
+            self.deleted.lock().unwrap().push(app.into());
+            Ok(Deleted::Removed)
+        }
+        async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
+            Ok(self.owned.clone())
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-06-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn owned(name: &str, pr: u64) -> Owned {
+        Owned {
+            name: name.into(),
+            id: name.into(),
+            pr,
+            created_at: Some(now() - chrono::Duration::days(2)),
+            expires_at: Some(now() + chrono::Duration::days(2)),
+        }
+    }
+
+    fn providers(gh: &FakeGithub, db: &Mem, apps: &Mem) -> Providers {
+        let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
+            .unwrap()
+            .with_policy(RetryPolicy::fast());
+        Providers {
+            database: Box::new(db.clone()),
+            platform: Box::new(apps.clone()),
+            forge: Box::new(forge),
+        }
+    }
+
+    fn opts() -> SweepOptions {
+        SweepOptions {
+            ttl: Duration::from_secs(7 * 86400),
+            grace_period: Duration::from_secs(3600),
+            max_deletions: 10,
+            dry_run: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn sweep_reads_open_prs_from_github_and_deletes_nothing_when_it_cannot() {
+        let gh = FakeGithub::start(REPO, Some("atlas-bot")).await;
+        gh.add_pull(1, true, &sha('a'), false);
+        gh.add_pull(2, false, &sha('b'), true);
+        let db = Mem {
+            owned: vec![owned("preview/pr-1", 1), owned("preview/pr-2", 2)],
+            ..Default::default()
+        };
+        let apps = Mem {
+            owned: vec![
+                owned("kitchen-abc123-pr-1", 1),
+                owned("kitchen-abc123-pr-2", 2),
+            ],
+            ..Default::default()
+        };
+        let p = providers(&gh, &db, &apps);
+
+        // GitHub down: nothing is deleted, and the report says why.
+        gh.fault(Fault::new(Method::GET, "/pulls", 503).times(100));
+        let r = sweep(&p, now(), &opts()).await;
+        assert!(!r.ok());
+        assert!(
+            r.errors[0].contains("nothing was deleted"),
+            "{:?}",
+            r.errors
+        );
+        assert!(db.deleted.lock().unwrap().is_empty() && apps.deleted.lock().unwrap().is_empty());
+        assert!(r.markdown().contains("nothing was deleted"));
+
+        gh.with(|s| s.faults.clear());
+        let r = sweep(
+            &p,
+            now(),
+            &SweepOptions {
+                dry_run: true,
+                ..opts()
+            },
+        )
+        .await;
+        assert_eq!(r.deleted.len(), 2);
+        assert!(db.deleted.lock().unwrap().is_empty());
+        assert!(r.markdown().contains("would delete"), "{}", r.markdown());
+
+        let r = sweep(&p, now(), &opts()).await;
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(*db.deleted.lock().unwrap(), vec!["preview/pr-2"]);
+        assert_eq!(*apps.deleted.lock().unwrap(), vec!["kitchen-abc123-pr-2"]);
+        assert_clean(&gh);
+    }
+}

@@ -15,6 +15,21 @@
 //! comments are authored by `github-actions[bot]`, so that login is the fallback. A custom GitHub
 //! App's installation token writes as `<app-slug>[bot]` and cannot discover that slug without the
 //! app's JWT (`GET /app`): pass it with [`GithubForge::with_identity`].
+//!
+//! ## How preview dispatch drives it (`up`, in order)
+//! 1. `GithubForge::from_env(&ctx.github, &ctx.config)` (inside the Tokio runtime);
+//! 2. `crate::sweep::reconcile(forge, pr, plan.sha)` — see `sweep.rs` for each decision;
+//! 3. `create_deployment("preview/pr-<n>", sha, true, ..)` (reused when it exists for that sha),
+//!    then `set_deployment_status(InProgress, None, run_url, ..)`;
+//! 4. build; `reconcile` again (stale: stop here, mark this deployment `Inactive`);
+//! 5. `upsert_comment(pr, MARKER, render_comment("preview.md.j2", ..))`;
+//! 6. `set_deployment_status(Success | Failure, Some(preview_url), run_url, ..)`;
+//! 7. `crate::outputs::write(..)` on every path, with `comment_url` from step 5.
+//!
+//! `down`: `upsert_comment` with `destroyed.md.j2`, then `deactivate_environment("preview/pr-<n>")`.
+//! Verify / release: steps 3 and 6 with `qa` / `production` and `transient = false`.
+//! A repeat `up` of the same commit with unchanged content costs 7 calls (measured in
+//! `tests/github.rs`): 2 × pulls, `/user`, comments list, deployments list, 2 statuses.
 
 use std::time::Duration;
 
@@ -102,6 +117,19 @@ impl GithubForge {
             policy: RetryPolicy::default(),
             identity: OnceCell::new(),
         })
+    }
+
+    /// From the runner's environment: `GITHUB_API_URL`, `GITHUB_REPOSITORY` and the
+    /// `github_token` input.
+    pub fn from_env(
+        github: &crate::github_env::GithubEnv,
+        config: &crate::config::Config,
+    ) -> anyhow::Result<GithubForge> {
+        let token = config.require_github_token()?;
+        let repository = github.repository.as_deref().context(
+            "GITHUB_REPOSITORY is not set (atlas talks to GitHub only on Actions or with --repo)",
+        )?;
+        GithubForge::new(&github.api_url, repository, token)
     }
 
     /// Replaces the retry policy (tests use [`RetryPolicy::fast`]).
@@ -466,11 +494,15 @@ impl Forge for GithubForge {
         body: &str,
     ) -> anyhow::Result<CommentRef> {
         // The body must carry the marker, or the next run would not find it.
-        let body = if body.contains(marker) {
+        let mut body = if body.contains(marker) {
             body.to_string()
         } else {
             format!("{marker}\n{body}")
         };
+        // GitHub rejects longer bodies; callers render with `render_comment`, this is a backstop.
+        if body.chars().count() > crate::report::COMMENT_LIMIT {
+            body = crate::report::truncate_comment(&body);
+        }
         let ours = self.our_comments(pr, marker).await?;
         if let Some(first) = ours.first() {
             // Duplicates from an earlier race: keep the oldest.
