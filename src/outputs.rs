@@ -223,6 +223,19 @@ impl RunReport {
     }
 }
 
+/// Writes every output and the `::error::` annotations of a failed gate (no summary: for a
+/// caller that writes its own, like the skip path with `skip.md.j2`).
+pub fn write_outputs<W: Write>(gha: &mut Gha<W>, report: &RunReport) -> anyhow::Result<()> {
+    for (name, value) in report.outputs() {
+        gha.set_output(name, &value)
+            .with_context(|| format!("cannot write output `{name}` to GITHUB_OUTPUT"))?;
+    }
+    for (title, msg) in report.gate_messages() {
+        gha.error(&title, &msg);
+    }
+    Ok(())
+}
+
 /// Writes every output, the `::error::` annotations of a failed gate and the job summary.
 /// Call it on every path, including skip and failure. All outputs are written even when the
 /// summary cannot be rendered; the first error is returned after that.
@@ -231,13 +244,7 @@ pub fn write<W: Write>(
     renderer: &Renderer,
     report: &RunReport,
 ) -> anyhow::Result<()> {
-    for (name, value) in report.outputs() {
-        gha.set_output(name, &value)
-            .with_context(|| format!("cannot write output `{name}` to GITHUB_OUTPUT"))?;
-    }
-    for (title, msg) in report.gate_messages() {
-        gha.error(&title, &msg);
-    }
+    write_outputs(gha, report)?;
     let md = renderer.render(
         "summary.md.j2",
         &serde_json::json!({

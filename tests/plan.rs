@@ -328,3 +328,81 @@ fn schedule_sweeps() {
     let p = run("schedule", &v, &Policy::default());
     assert_eq!(p.command, CommandKind::Sweep);
 }
+
+/// `atlas run` on a fork PR with the default policy: a notice that says why, every output, a
+/// summary, exit 0 — and not one connection to the Neon or Fly endpoints.
+#[test]
+fn fork_skip_end_to_end_makes_no_provider_call() {
+    use std::net::TcpListener;
+    let neon = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fly = TcpListener::bind("127.0.0.1:0").unwrap();
+    neon.set_nonblocking(true).unwrap();
+    fly.set_nonblocking(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("event.json");
+    std::fs::write(
+        &event,
+        fork(payload("pull_request.opened.json"), "opened").to_string(),
+    )
+    .unwrap();
+    let (out, sum) = (dir.path().join("out"), dir.path().join("sum"));
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "pull_request")
+        .env("GITHUB_EVENT_PATH", &event)
+        .env("GITHUB_OUTPUT", &out)
+        .env("GITHUB_STEP_SUMMARY", &sum)
+        .env("GITHUB_REPOSITORY", "Codertocat/Hello-World")
+        .env("INPUT_NEON_API_KEY", "neon-key-for-the-fork-test")
+        .env("INPUT_NEON_PROJECT_ID", "p-1")
+        .env(
+            "INPUT_NEON_API_URL",
+            format!("http://{}", neon.local_addr().unwrap()),
+        )
+        .env("INPUT_FLY_API_TOKEN", "fly-token-for-the-fork-test")
+        .env("INPUT_FLY_ORG", "o")
+        .env(
+            "INPUT_FLY_API_URL",
+            format!("http://{}", fly.local_addr().unwrap()),
+        )
+        .env("INPUT_GITHUB_TOKEN", "ghs_forkTestToken123")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "::notice title=atlas%3A skipped::pull request from the fork mallory/Hello-World"
+        ),
+        "{stdout}"
+    );
+    let parsed = atlas::gha::parse_output_file(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let names: Vec<&str> = parsed.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, atlas::outputs::OUTPUT_NAMES);
+    assert!(parsed.contains(&("verdict".into(), "skipped".into())));
+    assert!(
+        std::fs::read_to_string(&sum)
+            .unwrap()
+            .contains("fork_policy is skip")
+    );
+    assert!(
+        neon.accept().is_err() && fly.accept().is_err(),
+        "a provider was contacted"
+    );
+    for s in [
+        "neon-key-for-the-fork-test",
+        "fly-token-for-the-fork-test",
+        "ghs_forkTestToken123",
+    ] {
+        assert!(!stdout.contains(s));
+    }
+}

@@ -393,14 +393,26 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Option<Option<Durat
         Some(Duration::from_secs(wait.clamp(1, 3600) as u64))
     };
     let code = StatusCode::from_u16(status).ok()?;
-    if code.is_server_error() || status == 429 {
+    // GitHub's guidance for a secondary rate limit without headers: wait at least a minute.
+    let secondary = || body.to_ascii_lowercase().contains("rate limit");
+    let minute = Some(Duration::from_secs(60));
+    if status == 429 {
+        return Some(
+            retry_after
+                .or_else(reset)
+                .or(if secondary() { minute } else { None }),
+        );
+    }
+    if code.is_server_error() {
         return Some(retry_after.or_else(reset));
     }
     if status == 403 {
         // A 403 is a rate limit only when GitHub says so; otherwise it is a permission error.
-        let secondary = body.to_ascii_lowercase().contains("rate limit");
-        if retry_after.is_some() || secondary || reset().is_some() {
+        if retry_after.is_some() || reset().is_some() {
             return Some(retry_after.or_else(reset));
+        }
+        if secondary() {
+            return Some(minute);
         }
     }
     None
@@ -694,8 +706,9 @@ mod tests {
                 &HeaderMap::new(),
                 "You have exceeded a secondary rate limit"
             ),
-            Some(None)
+            Some(Some(Duration::from_secs(60)))
         );
+        assert_eq!(classify(429, &HeaderMap::new(), ""), Some(None));
         let reset = (chrono::Utc::now().timestamp() + 5).to_string();
         let r = classify(
             403,
