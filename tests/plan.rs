@@ -392,7 +392,7 @@ fn fork_skip_end_to_end_makes_no_provider_call() {
     assert!(
         std::fs::read_to_string(&sum)
             .unwrap()
-            .contains("fork_policy is skip")
+            .contains("policy is skip")
     );
     assert!(
         neon.accept().is_err() && fly.accept().is_err(),
