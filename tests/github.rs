@@ -296,10 +296,11 @@ async fn a_lost_create_response_does_not_duplicate() {
     let (gh, forge) = setup(Some("atlas-bot")).await;
     // The comment is stored, then the response is a 502: atlas must look before re-sending.
     gh.fault(Fault::new(Method::POST, "/issues/7/comments", 502).landed());
-    forge
+    let r = forge
         .upsert_comment(7, MARKER, &format!("{MARKER}\nx"))
         .await
         .unwrap();
+    assert_eq!(r.action, "created");
     assert_eq!(gh.with(|s| s.comments_on(7).len()), 1);
     assert_eq!(gh.with(|s| s.calls_matching("POST ")), 1);
     // Same for a deployment.

@@ -565,9 +565,15 @@ impl Forge for GithubForge {
         if Some(id_of(oldest)?) == created_id {
             return comment_ref(oldest, "created");
         }
-        // Another run's comment won; make sure it shows this run's content.
+        // Another run's comment won (or ours landed although its response was lost); make sure
+        // it shows this run's content.
         if same_body(oldest["body"].as_str().unwrap_or_default(), &body) {
-            return comment_ref(oldest, "unchanged");
+            let action = if created.is_none() {
+                "created"
+            } else {
+                "unchanged"
+            };
+            return comment_ref(oldest, action);
         }
         let updated = self.update_comment(id_of(oldest)?, &body).await?;
         comment_ref(&updated, "updated")
