@@ -16,7 +16,8 @@ use axum::http::Method;
 use fake_github::{FakeGithub, Fault};
 
 const REPO: &str = "octo-org/kitchen";
-const MARKER: &str = "<!-- atlas:preview -->";
+/// The per-PR marker preview dispatch uses (`preview::marker(7)`).
+const MARKER: &str = "<!-- atlas:preview pr=7 -->";
 const TOKEN: &str = "ghs_fakeTokenValue0123456789abcdef";
 
 fn sha(c: char) -> String {
@@ -753,6 +754,29 @@ mod rendering {
             );
             assert!(commands[0].contains("402.50ms vs baseline 387.57ms (+3.9%25)"));
             assert!(!log.contains(SECRET));
+        }
+        assert_clean(&gh);
+    }
+
+    #[tokio::test]
+    async fn hostile_input_is_inert_in_the_destroyed_comment() {
+        let renderer = Renderer::new(None).unwrap();
+        let (gh, forge) = setup(Some("atlas-bot")).await;
+        for (i, text) in hostile().iter().enumerate() {
+            let ctx = json!({"marker": MARKER, "pr": 7, "destroyed_at": "2026-06-02 09:00 UTC",
+                "removed": [{"kind": "app", "name": "kitchen-abc123-pr-7", "result": "removed"},
+                            {"kind": "database branch", "name": "preview/pr-7", "result": "already-gone"}],
+                "audit": text, "contract": contract(text), "generated_at": "2026-06-02 09:00 UTC"});
+            let body = renderer.render_comment("destroyed.md.j2", &ctx).unwrap();
+            assert_inert_markdown(&body, &format!("destroyed {i}"));
+            assert_eq!(
+                outside_fences(&body).matches("<!--").count(),
+                1,
+                "destroyed {i}"
+            );
+            assert!(body.contains("destroyed at 2026-06-02 09:00 UTC"));
+            forge.upsert_comment(7, MARKER, &body).await.unwrap();
+            assert_eq!(gh.with(|s| s.comments_on(7).len()), 1);
         }
         assert_clean(&gh);
     }

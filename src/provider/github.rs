@@ -22,7 +22,9 @@
 //! 3. `create_deployment("preview/pr-<n>", sha, true, ..)` (reused when it exists for that sha),
 //!    then `set_deployment_status(InProgress, None, run_url, ..)`;
 //! 4. build; `reconcile` again (stale: stop here, mark this deployment `Inactive`);
-//! 5. `upsert_comment(pr, MARKER, render_comment("preview.md.j2", ..))`;
+//! 5. `upsert_comment(pr, marker, render_comment("preview.md.j2", ..))`, where `marker` is the
+//!    per-PR hidden marker (`<!-- atlas:preview pr=N -->`, `preview::marker` on the `local`
+//!    branch) that the template also renders as its first line;
 //! 6. `set_deployment_status(Success | Failure, Some(preview_url), run_url, ..)`;
 //! 7. `crate::outputs::write(..)` on every path, with `comment_url` from step 5.
 //!
@@ -44,11 +46,6 @@ use super::{CommentRef, DeployState, DeploymentRecord, Forge, PrState};
 use crate::error::ProviderError;
 use crate::http::{Attempt, RetryPolicy, with_retry};
 use crate::secret::{self, Secret};
-
-/// The hidden marker of the preview comment (one per PR). Preview dispatch renders it as the
-/// first line of `preview.md.j2` / `destroyed.md.j2` (`marker` in their context) and passes it
-/// to [`Forge::upsert_comment`].
-pub const MARKER: &str = "<!-- atlas:preview -->";
 
 /// The login that writes comments made with the workflow's `GITHUB_TOKEN`.
 pub const ACTIONS_BOT: &str = "github-actions[bot]";
