@@ -132,8 +132,8 @@ impl SweepReport {
         self.errors.is_empty() && self.failed.is_empty()
     }
 
-    /// A markdown report for the job summary (resource names are Atlas's own, DNS-safe; reasons
-    /// and errors are escaped).
+    /// A markdown report for the job summary (resource names are Atlas's own, shown in code
+    /// spans; reasons and errors are escaped).
     pub fn markdown(&self) -> String {
         use crate::report::escape_markdown as md;
         let mut out = format!(
@@ -158,7 +158,7 @@ impl SweepReport {
                     format!(
                         "| {} | `{}` | #{} | {} |",
                         i.kind,
-                        md(&i.name),
+                        i.name.replace('`', "'"),
                         i.pr,
                         md(&why)
                     )
@@ -237,6 +237,50 @@ fn judge(
         )),
         _ => Ok(format!("PR #{} is closed", o.pr)),
     }
+}
+
+/// Prints a sweep's outcome (a log line per resource, the report in the job summary) and turns
+/// a partial sweep into an error (exit 2) that lists what survived. This is what `atlas sweep`
+/// and the `schedule` dispatch call after [`sweep`].
+pub fn report_to<W: std::io::Write>(
+    gha: &mut crate::gha::Gha<W>,
+    report: &SweepReport,
+) -> anyhow::Result<()> {
+    let verb = if report.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for i in &report.deleted {
+        gha.info(&format!(
+            "sweep: {verb} {} {} ({})",
+            i.kind, i.name, i.reason
+        ));
+    }
+    for i in &report.deferred {
+        gha.info(&format!(
+            "sweep: left for the next run: {} {} ({})",
+            i.kind, i.name, i.reason
+        ));
+    }
+    for i in &report.kept {
+        gha.info(&format!("sweep: kept {} {} ({})", i.kind, i.name, i.reason));
+    }
+    gha.append_summary(&report.markdown())?;
+    if report.ok() {
+        return Ok(());
+    }
+    let mut problems = report.errors.clone();
+    problems.extend(
+        report
+            .failed
+            .iter()
+            .map(|(i, e)| format!("{} {} survived: {e}", i.kind, i.name)),
+    );
+    anyhow::bail!(
+        "sweep incomplete: {} (the next scheduled sweep retries)",
+        problems.join("; ")
+    )
 }
 
 /// Sweeps with the forge of `providers`.
@@ -636,6 +680,31 @@ mod tests {
             reconcile(&PrForge { state: None }, 7, &sha).await.unwrap(),
             Decision::Missing { .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn report_lists_and_fails_on_survivors() {
+        let (mut db, apps) = world();
+        db.fail_delete = Some("preview/pr-2".into());
+        let r = sweep_with(&db, &apps, Ok(vec![1, 4]), now(), &opts()).await;
+        let md = r.markdown();
+        assert!(md.contains("### failed (still there)"), "{md}");
+        assert!(
+            md.contains("| database-branch | `preview/pr-2` | #2 |"),
+            "{md}"
+        );
+        let mut g = crate::gha::Gha::new(Vec::new(), crate::gha::Files::default(), true);
+        let e = report_to(&mut g, &r).unwrap_err().to_string();
+        assert!(e.contains("preview/pr-2 survived"), "{e}");
+        let log = String::from_utf8(g.into_inner()).unwrap();
+        assert!(
+            log.contains("sweep: deleted app kitchen-abc123-pr-2"),
+            "{log}"
+        );
+        let (db, apps) = world();
+        let r = sweep_with(&db, &apps, Ok(vec![1, 2, 3, 4, 5, 6]), now(), &opts()).await;
+        let mut g = crate::gha::Gha::new(Vec::new(), crate::gha::Files::default(), true);
+        report_to(&mut g, &r).unwrap();
     }
 
     #[test]
