@@ -407,7 +407,10 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
                             _ => relevant_label,
                         };
                         if !trusted {
-                            let reason = if action == "labeled" && !relevant_label {
+                            // Under fork_policy skip no label helps: do not suggest one.
+                            let reason = if policy.fork_policy == ForkPolicy::Skip {
+                                format!("pull request {who}: no preview is deployed")
+                            } else if action == "labeled" && !relevant_label {
                                 format!(
                                     "label {:?} is not the trusted label",
                                     label.as_deref().unwrap_or("")

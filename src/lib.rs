@@ -14,10 +14,12 @@ pub mod github_env;
 pub mod http;
 pub mod load;
 pub mod naming;
+pub mod outputs;
 pub mod preview;
 pub mod provider;
 pub mod report;
 pub mod secret;
+pub mod sweep;
 pub mod verify;
 
 use std::io::Write;
@@ -191,8 +193,11 @@ pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Resu
     match plan.command {
         CommandKind::Skip => {
             ctx.gha.notice("atlas: skipped", &plan.reason);
-            ctx.gha.set_output("verdict", "skipped")?;
-            ctx.gha.set_output("commit_sha", &plan.sha)?;
+            // Every output on the skip path too, so workflows can always read them.
+            let mut out = outputs::RunReport::new("skip", &plan.sha);
+            out.pr = plan.pr;
+            out.verdict = "skipped".into();
+            outputs::write_outputs(&mut ctx.gha, &out)?;
             let r = report::Renderer::new(ctx.config.template_dir.as_deref())?;
             let md = r.render("skip.md.j2", &serde_json::json!({ "reason": plan.reason }))?;
             ctx.gha.append_summary(&md)?;
