@@ -3,6 +3,7 @@
 //! Data flows one way: `config + event -> plan -> preview|verify -> providers -> evidence ->
 //! report`. Providers never render; templates never call providers; `plan` never does I/O.
 
+pub mod action;
 pub mod cli;
 pub mod config;
 pub mod contract;
@@ -162,7 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Preview(cmd) => preview::cli(cmd, cli.config.as_deref()).await,
         Command::Verify(args) => verify::cli_verify(args, cli.config.as_deref()).await,
         Command::Release(args) => verify::cli_release(args, cli.config.as_deref()).await,
-        Command::Sweep(args) => preview::cli_sweep(args, cli.config.as_deref()).await,
+        Command::Sweep(args) => action::cli_sweep(args, cli.config.as_deref()).await,
         Command::Load(args) => {
             let settings = settings_for_cli(cli.config.as_deref())?;
             load::cli_load(args, &settings).await
@@ -204,7 +205,7 @@ pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Resu
             Ok(())
         }
         CommandKind::PreviewUp | CommandKind::PreviewDown | CommandKind::Sweep => {
-            preview::dispatch(ctx, event, plan).await
+            action::dispatch(ctx, event, plan).await
         }
         CommandKind::Verify | CommandKind::Release => verify::dispatch(ctx, event, plan).await,
     }

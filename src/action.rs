@@ -1,0 +1,330 @@
+//! `atlas run` for previews and the sweep on GitHub Actions: builds the cloud providers (Neon,
+//! Fly, GitHub) from the inputs, reconciles with the live PR, runs `preview::up`/`down` or the
+//! sweep, and writes every output and the job summary on every path (success, skip, failure).
+//!
+//! Order matters for the invariants: inputs are validated before any client is built, and no
+//! Neon or Fly call is made before GitHub has confirmed the PR is open at the planned commit.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail};
+
+use crate::Ctx;
+use crate::event::{CommandKind, Event, Plan};
+use crate::http::RetryPolicy;
+use crate::outputs::RunReport;
+use crate::preview::{self, PreviewRequest, UpOptions};
+use crate::provider::Providers;
+use crate::provider::fly::FlyPlatform;
+use crate::provider::github::GithubForge;
+use crate::provider::neon::NeonDatabase;
+use crate::report::Renderer;
+use crate::secret::Secret;
+use crate::sweep::{self, Decision, SweepOptions};
+
+/// The retry policy for provider calls. `ATLAS_RETRY_POLICY=fast` shortens backoff for tests
+/// against local fakes; nothing else reads it.
+pub fn retry_policy() -> RetryPolicy {
+    match std::env::var("ATLAS_RETRY_POLICY").as_deref() {
+        Ok("fast") => RetryPolicy::fast(),
+        _ => RetryPolicy::default(),
+    }
+}
+
+fn repository(ctx: &Ctx) -> anyhow::Result<String> {
+    ctx.github
+        .repository
+        .clone()
+        .context("GITHUB_REPOSITORY is not set: atlas run needs the runner's environment")
+}
+
+/// Neon + Fly + GitHub from the inputs. Fails (naming the input) before any network call.
+pub fn cloud_providers(ctx: &Ctx) -> anyhow::Result<Providers> {
+    ctx.config.require_cloud()?;
+    ctx.config.require_github_token()?;
+    let repo = repository(ctx)?;
+    let policy = retry_policy();
+    let forge = GithubForge::from_env(&ctx.github, &ctx.config)?.with_policy(policy.clone());
+    let database = NeonDatabase::new(&ctx.config.neon, &ctx.settings, &repo, policy.clone())?;
+    let platform = FlyPlatform::new(&ctx.config.fly, &ctx.settings, &repo, policy)?;
+    Ok(Providers {
+        database: Box::new(database),
+        platform: Box::new(platform),
+        forge: Box::new(forge),
+    })
+}
+
+/// Only secrets declared in `[preview] secrets` reach a preview; a declared secret without a
+/// value means the secret clause cannot be honoured.
+pub fn declared_secrets(
+    declared: &[String],
+    given: &BTreeMap<String, Secret>,
+) -> anyhow::Result<(BTreeMap<String, Secret>, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    for name in declared {
+        match given.get(name) {
+            Some(v) => {
+                out.insert(name.clone(), v.clone());
+            }
+            None => bail!(
+                "atlas.toml declares the preview secret {name} but the `preview_secrets` input has no value for it (add a line {name}=${{{{ secrets.{name} }}}})"
+            ),
+        }
+    }
+    let undeclared = given
+        .keys()
+        .filter(|k| !declared.contains(k))
+        .cloned()
+        .collect();
+    Ok((out, undeclared))
+}
+
+fn up_options(ctx: &Ctx, prefix: String) -> anyhow::Result<UpOptions> {
+    let (secrets, _) =
+        declared_secrets(&ctx.settings.preview.secrets, &ctx.config.preview_secrets)?;
+    Ok(UpOptions {
+        preview_secrets: secrets,
+        image: ctx.config.image.clone(),
+        artifact: ctx.config.image.clone().unwrap_or_default(),
+        ttl: ctx.config.ttl,
+        template_dir: ctx
+            .config
+            .template_dir
+            .clone()
+            .or_else(|| ctx.settings.templates.dir.clone()),
+        // On Actions the audit trail is GitHub's: the deployment history of the environment,
+        // the sticky comment and the job summary outlive the runner; a file would not.
+        audit_log: None,
+        prefix,
+    })
+}
+
+fn renderer(ctx: &Ctx) -> anyhow::Result<Renderer> {
+    let dir = ctx
+        .config
+        .template_dir
+        .clone()
+        .or_else(|| ctx.settings.templates.dir.clone());
+    Renderer::new(dir.as_deref())
+}
+
+/// Writes outputs and summary for a run that ended in `result`, then returns `result`.
+fn finish(ctx: &mut Ctx, mut report: RunReport, result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = &result {
+        let gate = e
+            .chain()
+            .any(|c| c.downcast_ref::<crate::error::GateFailed>().is_some());
+        report.verdict = if gate { "fail".into() } else { "error".into() };
+        report.error = Some(crate::secret::redact(&format!("{e:#}")));
+    }
+    let written = renderer(ctx).and_then(|r| crate::outputs::write(&mut ctx.gha, &r, &report));
+    match (result, written) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(w)) => Err(w),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+/// The head branch and title of the PR in the event (user text, rendered through `md`).
+fn pr_text(event: &Event, pr: u64) -> (String, Option<String>) {
+    match event {
+        Event::PullRequest { pr: p, .. } if p.number == pr => {
+            (p.head_ref.clone(), Some(p.title.clone()))
+        }
+        _ => (format!("pr-{pr}"), None),
+    }
+}
+
+/// `atlas run` for preview-up and preview-down.
+pub async fn preview(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Result<()> {
+    let mut report = RunReport::new(plan.command.as_str(), &plan.sha);
+    report.pr = plan.pr;
+    let result = preview_inner(ctx, event, plan, &mut report).await;
+    finish(ctx, report, result)
+}
+
+async fn preview_inner(
+    ctx: &mut Ctx,
+    event: &Event,
+    plan: &Plan,
+    report: &mut RunReport,
+) -> anyhow::Result<()> {
+    let pr = plan
+        .pr
+        .context("no pull request number: set the `pr` input for a manual preview run")?;
+    let providers = cloud_providers(ctx)?;
+    let repo = repository(ctx)?;
+    let prefix = crate::naming::prefix(ctx.settings.app.name.as_deref(), &repo);
+    let opts = up_options(ctx, prefix)?;
+    let (branch, title) = pr_text(event, pr);
+
+    // A manual run previews the PR's live head; an event run previews the event's head commit.
+    let mut sha = plan.sha.clone();
+    if !matches!(event, Event::PullRequest { .. })
+        && let Some(state) = providers.forge.pr_state(pr).await?
+    {
+        sha = state.head_sha;
+    }
+    report.commit_sha = sha.clone();
+    let req = PreviewRequest {
+        pr,
+        sha: sha.clone(),
+        branch,
+        repository: repo,
+        title,
+    };
+
+    let mut lines: Vec<String> = Vec::new();
+    let down = plan.command == CommandKind::PreviewDown;
+    let decision = if down {
+        Decision::TearDown {
+            merged: false,
+            reason: plan.reason.clone(),
+        }
+    } else {
+        sweep::reconcile(providers.forge.as_ref(), pr, &sha).await?
+    };
+    match decision {
+        Decision::Stale { reason, .. } | Decision::Missing { reason } => {
+            ctx.gha.notice("atlas: nothing to do", &reason);
+            report.verdict = "skipped".into();
+            report.reason = Some(reason);
+            Ok(())
+        }
+        Decision::TearDown { reason, .. } => {
+            ctx.gha.group_start(&format!("preview down: PR #{pr}"));
+            let out = preview::down(&providers, &ctx.settings, &req, &opts, &mut |l: &str| {
+                lines.push(l.to_string())
+            })
+            .await;
+            flush(ctx, &mut lines);
+            ctx.gha.group_end();
+            let out = out?;
+            report.verdict = "destroyed".into();
+            report.reason = Some(reason);
+            report.comment_url = Some(out.comment.url.clone());
+            Ok(())
+        }
+        Decision::Proceed => {
+            ctx.gha.group_start(&format!(
+                "preview up: PR #{pr} at {}",
+                &sha[..sha.len().min(12)]
+            ));
+            let out = preview::up(&providers, &ctx.settings, &req, &opts, &mut |l: &str| {
+                lines.push(l.to_string())
+            })
+            .await;
+            flush(ctx, &mut lines);
+            ctx.gha.group_end();
+            let out = out?;
+            *report = std::mem::take(report).with_contract(&out.contract);
+            report.comment_url = Some(out.comment.url.clone());
+            if report.verdict.is_empty() {
+                report.verdict = "pass".into();
+            }
+            // Reconcile again: a PR closed while its preview was being built is torn down now.
+            if let Decision::TearDown { reason, .. } =
+                sweep::reconcile(providers.forge.as_ref(), pr, &sha).await?
+            {
+                ctx.gha
+                    .notice("atlas: pull request closed during the build", &reason);
+                let out = preview::down(&providers, &ctx.settings, &req, &opts, &mut |l: &str| {
+                    lines.push(l.to_string())
+                })
+                .await;
+                flush(ctx, &mut lines);
+                out?;
+                report.verdict = "destroyed".into();
+                report.reason = Some(reason);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn flush(ctx: &mut Ctx, lines: &mut Vec<String>) {
+    for l in lines.drain(..) {
+        ctx.gha.info(&l);
+    }
+}
+
+/// `atlas run` for the sweep (the `schedule` event).
+pub async fn sweep_run(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let providers = cloud_providers_for_sweep(ctx)?;
+    let opts = SweepOptions::from_config(&ctx.config, &ctx.settings);
+    let report = sweep::sweep(&providers, chrono::Utc::now(), &opts).await;
+    sweep::report_to(&mut ctx.gha, &report)
+}
+
+/// The sweep needs no image: only credentials.
+fn cloud_providers_for_sweep(ctx: &Ctx) -> anyhow::Result<Providers> {
+    let mut c = ctx.config.clone();
+    if c.image.is_none() {
+        c.image = Some("unused-by-sweep".into());
+    }
+    c.require_cloud()?;
+    c.require_github_token()?;
+    let repo = repository(ctx)?;
+    let policy = retry_policy();
+    Ok(Providers {
+        forge: Box::new(GithubForge::from_env(&ctx.github, &c)?.with_policy(policy.clone())),
+        database: Box::new(NeonDatabase::new(
+            &c.neon,
+            &ctx.settings,
+            &repo,
+            policy.clone(),
+        )?),
+        platform: Box::new(FlyPlatform::new(&c.fly, &ctx.settings, &repo, policy)?),
+    })
+}
+
+/// `atlas sweep [--dry-run] [--local]`.
+pub async fn cli_sweep(
+    args: &crate::cli::SweepArgs,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if args.local {
+        let settings = crate::settings_for_cli(config)?;
+        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
+        let setup =
+            preview::local_providers(&settings, &settings.local.state_dir, false, &mut log).await?;
+        let config = crate::config::Config::from_vars(std::env::vars())?;
+        let mut opts = SweepOptions::from_config(&config, &settings);
+        opts.dry_run |= args.dry_run;
+        let report = sweep::sweep(&setup.providers, chrono::Utc::now(), &opts).await;
+        let mut gha = crate::gha::Gha::stdout();
+        return sweep::report_to(&mut gha, &report);
+    }
+    let mut ctx = Ctx::load(config)?;
+    ctx.config.dry_run |= args.dry_run;
+    sweep_run(&mut ctx).await
+}
+
+/// Dispatches the preview and sweep commands of `atlas run`.
+pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Result<()> {
+    match plan.command {
+        CommandKind::PreviewUp | CommandKind::PreviewDown => preview(ctx, event, plan).await,
+        CommandKind::Sweep => sweep_run(ctx).await,
+        other => bail!("internal: {} is not a preview command", other.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_declared_secrets_pass_and_missing_ones_fail() {
+        let mut given = BTreeMap::new();
+        given.insert("A_KEY".to_string(), Secret::new("value-a-123"));
+        given.insert("PROD_DB".to_string(), Secret::new("value-prod-456"));
+        let (out, undeclared) = declared_secrets(&["A_KEY".into()], &given).unwrap();
+        assert_eq!(out.keys().collect::<Vec<_>>(), vec!["A_KEY"]);
+        assert_eq!(undeclared, vec!["PROD_DB".to_string()]);
+        let e = declared_secrets(&["B_KEY".into()], &given)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("B_KEY") && e.contains("preview_secrets"), "{e}");
+        assert!(!e.contains("value-a-123"));
+    }
+}
