@@ -32,16 +32,18 @@ fn action() -> serde_norway::Value {
     serde_norway::from_str(&read("action.yml")).expect("action.yml is valid YAML")
 }
 
-/// Builds the musl release binary once per test run, in its own target dir: a nested cargo on
-/// the outer `cargo test`'s target dir would wait forever on its build lock. The dir persists,
-/// so later runs are incremental. `ATLAS_MUSL_BIN` may name a binary built elsewhere (CI).
+/// Builds the musl release binary once per test run, in the same target dir `.ci/run` builds it
+/// in (so CI compiles it once; the outer `cargo test` has released its build lock by the time
+/// tests run). `ATLAS_MUSL_BIN` may name a binary built elsewhere.
 fn musl_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(p) = std::env::var_os("ATLAS_MUSL_BIN") {
             return PathBuf::from(p);
         }
-        let target_dir = manifest().join("target/musl-contract");
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| manifest().join("target"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
             .args(["build", "--release", "--locked", "--bin", "atlas", "--target", MUSL])
@@ -417,13 +419,30 @@ fn every_output_the_code_sets_is_declared() {
 // ---------------------------------------------------------------------------------------------
 // README drift
 
-/// Names in markdown table rows that start with a code span: `| `name` | ...`.
+/// The names in the input and output tables: the tables whose header's first cell is `Input` or
+/// `Output`; a row's name is its first cell, which must be one code span (`| `name` | ...`).
+/// Other tables (fork policy, troubleshooting) are free to use code spans.
 fn table_names(markdown: &str) -> Vec<String> {
-    markdown
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("| `"))
-        .filter_map(|rest| rest.split_once('`').map(|(n, _)| n.to_string()))
-        .collect()
+    let mut names = Vec::new();
+    let mut in_table = false;
+    for line in markdown.lines().map(str::trim) {
+        let Some(row) = line.strip_prefix('|') else {
+            in_table = false;
+            continue;
+        };
+        let first = row.split('|').next().unwrap_or_default().trim();
+        if first == "Input" || first == "Output" {
+            in_table = true;
+        } else if in_table && !first.starts_with("---") {
+            let name = first
+                .strip_prefix('`')
+                .and_then(|f| f.strip_suffix('`'))
+                .filter(|n| !n.contains('`'))
+                .unwrap_or_else(|| panic!("row {line:?}: the first cell must be `name`"));
+            names.push(name.to_string());
+        }
+    }
+    names
 }
 
 fn check_tables(file: &str, text: &str) {
@@ -431,6 +450,7 @@ fn check_tables(file: &str, text: &str) {
     let mut expected: Vec<String> = keys(&doc["inputs"]);
     expected.extend(keys(&doc["outputs"]));
     let rows = table_names(text);
+    assert!(!rows.is_empty(), "{file} has no `| Input |` / `| Output |` tables");
     let (want, got): (BTreeSet<_>, BTreeSet<_>) = (expected.iter().collect(), rows.iter().collect());
     let missing: Vec<_> = want.difference(&got).collect();
     let extra: Vec<_> = got.difference(&want).collect();

