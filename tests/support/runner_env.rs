@@ -56,7 +56,13 @@ impl RunnerEnv {
     pub fn new(event_name: &str, payload: &str, inputs: &[(&str, &str)]) -> RunnerEnv {
         let root = tempfile::tempdir().unwrap();
         let gh = root.path().join("github");
-        for d in ["home", "workspace", "workflow", "file_commands", "runner_temp"] {
+        for d in [
+            "home",
+            "workspace",
+            "workflow",
+            "file_commands",
+            "runner_temp",
+        ] {
             std::fs::create_dir_all(gh.join(d)).unwrap();
         }
         let event_path = gh.join("workflow/event.json");
@@ -89,7 +95,10 @@ impl RunnerEnv {
                 "feedfacefeedfacefeedfacefeedfacefeedface".to_string(),
             ),
             _ => (
-                json["ref"].as_str().unwrap_or("refs/heads/main").to_string(),
+                json["ref"]
+                    .as_str()
+                    .unwrap_or("refs/heads/main")
+                    .to_string(),
                 json["after"]
                     .as_str()
                     .unwrap_or("6113728f27ae82c7b1a177c8d03f9e96e0adf246")
@@ -103,7 +112,10 @@ impl RunnerEnv {
             ("PATH", IMAGE_PATH.to_string()),
             ("GITHUB_EVENT_NAME", event_name.to_string()),
             ("GITHUB_EVENT_PATH", event_path.display().to_string()),
-            ("GITHUB_WORKSPACE", gh.join("workspace").display().to_string()),
+            (
+                "GITHUB_WORKSPACE",
+                gh.join("workspace").display().to_string(),
+            ),
             ("GITHUB_REF", git_ref.clone()),
             (
                 "GITHUB_REF_NAME",
@@ -130,7 +142,10 @@ impl RunnerEnv {
             ("GITHUB_WORKFLOW", "preview".to_string()),
             ("GITHUB_HEAD_REF", String::new()),
             ("GITHUB_BASE_REF", String::new()),
-            ("GITHUB_ACTION_REPOSITORY", "atlas-preview/atlas".to_string()),
+            (
+                "GITHUB_ACTION_REPOSITORY",
+                "atlas-preview/atlas".to_string(),
+            ),
             ("GITHUB_ACTION_REF", "v0.1.0".to_string()),
             ("RUNNER_OS", "Linux".to_string()),
             ("RUNNER_ARCH", "X64".to_string()),
