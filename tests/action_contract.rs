@@ -121,7 +121,15 @@ fn plan_in_the_runner_environment() {
     let head = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
     let pushed = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
     // (event, fixture, inputs, command, pr, sha)
-    let cases: [(&str, &str, &[(&str, &str)], &str, Option<u64>, Option<&str>); 6] = [
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        Option<u64>,
+        Option<&'a str>,
+    );
+    let cases: [Case; 6] = [
         (
             "pull_request",
             "pull_request.opened.json",
