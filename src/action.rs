@@ -175,6 +175,8 @@ async fn preview_inner(
     };
 
     let mut lines: Vec<String> = Vec::new();
+    // Everything registered so far was masked by `Ctx::load`.
+    let mut known = crate::secret::registered();
     let down = plan.command == CommandKind::PreviewDown;
     let decision = if down {
         Decision::TearDown {
@@ -197,7 +199,7 @@ async fn preview_inner(
                 lines.push(l.to_string())
             })
             .await;
-            flush(ctx, &mut lines);
+            flush(ctx, &mut lines, &mut known);
             ctx.gha.group_end();
             let out = out?;
             report.verdict = "destroyed".into();
@@ -214,7 +216,7 @@ async fn preview_inner(
                 lines.push(l.to_string())
             })
             .await;
-            flush(ctx, &mut lines);
+            flush(ctx, &mut lines, &mut known);
             ctx.gha.group_end();
             let out = out?;
             *report = std::mem::take(report).with_contract(&out.contract);
@@ -232,7 +234,7 @@ async fn preview_inner(
                     lines.push(l.to_string())
                 })
                 .await;
-                flush(ctx, &mut lines);
+                flush(ctx, &mut lines, &mut known);
                 out?;
                 report.verdict = "destroyed".into();
                 report.reason = Some(reason);
@@ -242,7 +244,17 @@ async fn preview_inner(
     }
 }
 
-fn flush(ctx: &mut Ctx, lines: &mut Vec<String>) {
+/// Prints the step lines of `up`/`down`, first telling the runner to mask every secret the
+/// providers derived meanwhile (the database branch's password): they registered it for
+/// redaction but cannot reach `gha`, and the lines are printed only now, so no line precedes
+/// its mask. `known` holds the values already masked.
+fn flush(ctx: &mut Ctx, lines: &mut Vec<String>, known: &mut Vec<String>) {
+    for v in crate::secret::registered() {
+        if !known.contains(&v) {
+            ctx.gha.mask(&v);
+            known.push(v);
+        }
+    }
     for l in lines.drain(..) {
         ctx.gha.info(&l);
     }
