@@ -289,8 +289,13 @@ impl World {
         self.gh.reset_calls();
     }
 
+    /// Atlas's comments on the PR (written with the workflow token: `github-actions[bot]`).
     fn comments(&self) -> Vec<fake_github::Comment> {
-        self.gh.with(|s| s.comments_on(PR))
+        self.gh
+            .with(|s| s.comments_on(PR))
+            .into_iter()
+            .filter(|c| c.user == "github-actions[bot]")
+            .collect()
     }
 
     /// (environment, sha, statuses oldest first) of every deployment.
@@ -407,7 +412,9 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
     let app = app_name();
     let url = format!("{}/{app}", w.app_base);
 
-    // 1. Opened.
+    // 1. Opened. A reviewer quoting the marker must not be taken for Atlas's comment.
+    let human = "<!-- atlas:preview pr=2 --> quoting the bot: looks good";
+    let human_id = w.gh.add_comment(PR, "octocat", human);
     w.gh.add_pull(PR, true, HEAD1, false);
     let r = w
         .run(
@@ -577,6 +584,9 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
     }
     assert_eq!(r.out("verdict"), "destroyed", "{}", r.dump());
     assert!(r.out("comment_url").contains("#issuecomment-"));
+    let theirs =
+        w.gh.with(|s| s.comments.iter().find(|c| c.id == human_id).cloned());
+    assert_eq!(theirs.map(|c| c.body), Some(human.to_string()));
 
     w.assert_clean();
 }
