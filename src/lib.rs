@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod demo;
 pub mod error;
 pub mod event;
 pub mod gha;

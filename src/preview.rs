@@ -1,25 +1,884 @@
-//! Preview up / down / sweep over the provider traits. (Issues 3 and 6.)
+//! Preview up / down over the provider traits (issue 3; the sweep is issue 6).
+//!
+//! # API for other flows
+//! Build a [`Providers`] (local: [`local_providers`]; cloud: Neon + Fly + GitHub), then:
+//! - [`up`]`(providers, settings, req, opts, log)` -> [`UpOutcome`]: ensure branch -> migrations
+//!   (`[database] migrations` via `sh -c` with `DATABASE_URL` = the branch; output kept,
+//!   redacted) -> schema diff -> deploy + readiness -> smoke checks -> load gate
+//!   ([`run_load_gate`]) -> the seven-clause [`Contract`] -> sticky comment
+//!   (`<!-- atlas:preview pr=N -->`) via `Forge::upsert_comment` -> deployment status.
+//!   On any failure part-way the preview is torn down (app, then branch), a "failed" comment is
+//!   posted, and the error is returned: [`GateFailed`] (exit 1) for failed migrations or smoke
+//!   checks, any other error (exit 2) for operational faults.
+//! - [`down`]`(providers, settings, req, opts, log)` -> [`DownOutcome`]: destroy app -> delete
+//!   branch -> audit line -> "destroyed" comment -> deployments inactive.
+//!
+//! Both are idempotent: `up` twice updates in place, `down` twice is a successful no-op.
+//! `log` receives one line per step (with its duration); callers print it or send it to the
+//! Actions log. The summary markdown is returned, never written here: the local CLI writes it to
+//! a file, the action to `$GITHUB_STEP_SUMMARY`.
 
-use crate::cli::{DemoArgs, PreviewCommand, SweepArgs};
-use crate::error::NotYetBuilt;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::cli::{DemoArgs, PreviewArgs, PreviewCommand, SweepArgs};
+use crate::config::{DataModel, Settings};
+use crate::contract::{Contract, SmokeResult, Timing};
+use crate::error::{GateFailed, NotYetBuilt};
 use crate::event::{Event, Plan};
+use crate::provider::local_forge::LocalForge;
+use crate::provider::local_pg::LocalPg;
+use crate::provider::local_process::LocalProcess;
+use crate::provider::{
+    AppDeployment, BranchRequest, DeployRequest, DeployState, Deleted, Providers,
+};
+use crate::secret::{self, Secret};
 
-/// `atlas preview up|down`. (Issue 3.)
-pub async fn cli(_cmd: &PreviewCommand, _config: Option<&std::path::Path>) -> anyhow::Result<()> {
-    Err(NotYetBuilt("preview").into())
+/// What is being previewed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreviewRequest {
+    pub pr: u64,
+    /// The PR head commit.
+    pub sha: String,
+    /// The head branch (user text: rendered through the `md` filter).
+    pub branch: String,
+    /// `owner/name`.
+    pub repository: String,
+    pub title: Option<String>,
+}
+
+/// Per-run options that do not live in `atlas.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Values of the declared preview secrets (`[preview] secrets` names); others are dropped.
+    pub preview_secrets: BTreeMap<String, Secret>,
+    /// Image reference (cloud platforms).
+    pub image: Option<String>,
+    /// What runs, for the code identity clause (image, or the local command).
+    pub artifact: String,
+    /// Preview TTL (the `ttl` input, else `[preview] ttl`).
+    pub ttl: Option<Duration>,
+    pub template_dir: Option<PathBuf>,
+    /// Where the audit log (JSON lines) is appended; `None`: no audit file.
+    pub audit_log: Option<PathBuf>,
+    /// App/resource name prefix from `naming::prefix`.
+    pub prefix: String,
+}
+
+/// What `up` produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpOutcome {
+    pub contract: Contract,
+    pub app: AppDeployment,
+    pub comment: crate::provider::CommentRef,
+    pub comment_body: String,
+    pub summary: String,
+}
+
+/// What `down` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownOutcome {
+    pub removed: Vec<Removed>,
+    pub comment: crate::provider::CommentRef,
+    pub comment_body: String,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Removed {
+    pub kind: String,
+    pub name: String,
+    pub result: String,
+}
+
+/// The sticky comment marker of a PR.
+pub fn marker(pr: u64) -> String {
+    format!("<!-- atlas:preview pr={pr} -->")
+}
+
+/// The output of a migrations run.
+#[derive(Debug, Clone)]
+pub struct MigrationRun {
+    pub ok: bool,
+    pub duration_ms: u64,
+    /// Last 40 lines of combined output, redacted.
+    pub tail: String,
+}
+
+/// Runs the migrations command with `DATABASE_URL` set, in a cleared environment (PATH, HOME)
+/// so no token of atlas's own reaches it.
+pub async fn run_migrations(command: &str, url: &Secret) -> anyhow::Result<MigrationRun> {
+    let start = Instant::now();
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .env_clear()
+        .env("DATABASE_URL", url.expose())
+        .env("ATLAS_PREVIEW", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for k in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    let out = cmd
+        .output()
+        .await
+        .with_context(|| format!("cannot run the migrations command `{command}`"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = secret::redact(&lines[lines.len().saturating_sub(40)..].join("\n"));
+    Ok(MigrationRun {
+        ok: out.status.success(),
+        duration_ms: start.elapsed().as_millis() as u64,
+        tail: if out.status.success() {
+            tail
+        } else {
+            format!("{tail}\n(exit: {})", out.status)
+        },
+    })
+}
+
+/// Load evidence for the contract.
+#[derive(Debug, Clone, Default)]
+pub struct LoadGate {
+    pub load: Option<serde_json::Value>,
+    pub comparison: Option<serde_json::Value>,
+    pub note: Option<String>,
+    /// `Some(detail)` when the gate failed.
+    pub failed: Option<String>,
+}
+
+/// The load test + baseline gate against a ready preview. The load module (issue 4) plugs in
+/// here: `crate::load::run(&settings.load, url)` then `crate::load::compare(...)`.
+pub async fn run_load_gate(_settings: &Settings, _url: &str) -> anyhow::Result<LoadGate> {
+    Ok(LoadGate {
+        note: Some("load test: not configured".into()),
+        ..LoadGate::default()
+    })
+}
+
+/// Runs the `[[smoke]]` checks against `base`.
+pub async fn run_smoke(settings: &Settings, base: &str) -> anyhow::Result<Vec<SmokeResult>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()?;
+    let mut out = Vec::new();
+    for c in &settings.smoke {
+        let start = Instant::now();
+        let method = reqwest::Method::from_bytes(c.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| anyhow!("[[smoke]] method {:?} is not an HTTP method", c.method))?;
+        let mut rb = client.request(method, format!("{base}{}", c.path));
+        for (k, v) in &c.headers {
+            rb = rb.header(k, v);
+        }
+        if let Some(b) = &c.body {
+            rb = rb.header("content-type", "application/json").body(b.clone());
+        }
+        let (status, ok, detail) = match rb.send().await {
+            Ok(r) => {
+                let st = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                if st != c.status {
+                    (Some(st), false, Some(format!("expected {}, got {st}", c.status)))
+                } else if let Some(want) = &c.body_contains
+                    && !body.contains(want.as_str())
+                {
+                    (
+                        Some(st),
+                        false,
+                        Some(format!("body does not contain {want:?}")),
+                    )
+                } else {
+                    (Some(st), true, None)
+                }
+            }
+            Err(e) => (None, false, Some(secret::redact(&format!("{e}")))),
+        };
+        out.push(SmokeResult {
+            name: c
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{} {}", c.method, c.path)),
+            method: c.method.to_ascii_uppercase(),
+            path: c.path.clone(),
+            expected: c.status,
+            status,
+            ok,
+            duration_ms: start.elapsed().as_millis() as u64,
+            detail,
+        });
+    }
+    Ok(out)
+}
+
+struct Steps<'a> {
+    timings: Vec<Timing>,
+    log: &'a mut dyn FnMut(&str),
+    at: Instant,
+}
+
+impl Steps<'_> {
+    fn begin(&mut self, what: &str) {
+        (self.log)(&format!("→ {what}"));
+        self.at = Instant::now();
+    }
+    fn end(&mut self, step: &str, detail: &str) {
+        let ms = self.at.elapsed().as_millis() as u64;
+        (self.log)(&format!("  ✓ {step}: {detail} ({ms} ms)"));
+        self.timings.push(Timing {
+            step: step.into(),
+            ms,
+        });
+    }
+}
+
+fn app_name(opts: &UpOptions, pr: u64) -> String {
+    crate::naming::preview_app(&opts.prefix, pr)
+}
+
+fn base_contract(settings: &Settings, req: &PreviewRequest, opts: &UpOptions) -> Contract {
+    let mut c = Contract::default();
+    c.code.sha = req.sha.clone();
+    c.code.branch = req.branch.clone();
+    c.code.artifact = opts.artifact.clone();
+    c.data.model = match settings.database.data_model {
+        DataModel::DatabaseBranch => "database-branch",
+        DataModel::Seeded => "seeded",
+        DataModel::Fixtures => "fixtures",
+        DataModel::None => "none",
+    }
+    .into();
+    c.data.schema_only = settings.database.schema_only;
+    c.data.external_systems = settings.database.external_systems.clone();
+    c.identity.access = settings.preview.access.clone();
+    c.secrets.names = settings.preview.secrets.clone();
+    c.secrets.production_secrets = false;
+    c.migrations.command = settings.database.migrations.clone();
+    c.lifecycle.audit = opts.audit_log.as_ref().map(|p| p.display().to_string());
+    c
+}
+
+fn audit(opts: &UpOptions, entry: serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let Some(path) = &opts.audit_log else {
+        return Ok(());
+    };
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write the audit log {}", path.display()))?;
+    writeln!(f, "{}", secret::redact(&entry.to_string()))?;
+    Ok(())
+}
+
+/// Creates or updates the preview of `req.pr`. See the module docs.
+pub async fn up(
+    providers: &Providers,
+    settings: &Settings,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<UpOutcome> {
+    let renderer = crate::report::Renderer::new(opts.template_dir.as_deref())?;
+    if let Some(st) = providers.forge.pr_state(req.pr).await?
+        && !st.open
+    {
+        bail!(
+            "PR #{} is closed: no preview is built for a closed PR (reopen it first)",
+            req.pr
+        );
+    }
+    let mut contract = base_contract(settings, req, opts);
+    let mut steps = Steps {
+        timings: Vec::new(),
+        log,
+        at: Instant::now(),
+    };
+    let environment = format!("pr-{}", req.pr);
+    let record = providers
+        .forge
+        .create_deployment(&environment, &req.sha, true, "atlas preview")
+        .await?;
+    contract.code.deployment = record.url.clone();
+    let result = up_inner(providers, settings, req, opts, &mut contract, &mut steps).await;
+    match result {
+        Ok(app) => {
+            let ctx = serde_json::json!({
+                "marker": marker(req.pr),
+                "pr": req.pr,
+                "status": "ready",
+                "contract": contract,
+                "error": null,
+                "generated_at": Utc::now().to_rfc3339(),
+            });
+            let body = renderer.render_comment("preview.md.j2", &ctx)?;
+            let comment = providers
+                .forge
+                .upsert_comment(req.pr, &marker(req.pr), &body)
+                .await?;
+            providers
+                .forge
+                .set_deployment_status(
+                    &record,
+                    DeployState::Success,
+                    Some(&app.url),
+                    app.logs.as_deref(),
+                    "preview ready",
+                )
+                .await?;
+            let summary = renderer.render(
+                "summary.md.j2",
+                &serde_json::json!({
+                    "command": "preview up", "pr": req.pr, "verdict": "ready",
+                    "reason": null, "contract": contract, "error": null,
+                }),
+            )?;
+            audit(
+                opts,
+                serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
+                    "sha": req.sha, "app": app.app, "url": app.url, "result": "ready"}),
+            )?;
+            Ok(UpOutcome {
+                contract,
+                app,
+                comment,
+                comment_body: body,
+                summary,
+            })
+        }
+        Err(err) => {
+            // Tear down everything of this preview: a failed preview is never left half-alive.
+            (steps.log)("→ tearing down after the failure");
+            let app = app_name(opts, req.pr);
+            let branch = branch_name(providers, req.pr);
+            let mut leftovers = Vec::new();
+            if let Err(e) = providers.platform.destroy(&app).await {
+                leftovers.push(format!("app {app}: {e:#}"));
+            }
+            if let Err(e) = providers.database.delete_branch(&branch).await {
+                leftovers.push(format!("database branch {branch}: {e:#}"));
+            }
+            contract.lifecycle.destroyed = Some(Utc::now().to_rfc3339());
+            let mut msg = secret::redact(&format!("{err:#}"));
+            if !leftovers.is_empty() {
+                msg.push_str(&format!(
+                    " — teardown incomplete, run `atlas preview down` to finish: {}",
+                    leftovers.join("; ")
+                ));
+            }
+            let ctx = serde_json::json!({
+                "marker": marker(req.pr),
+                "pr": req.pr,
+                "status": "failed",
+                "contract": contract,
+                "error": msg,
+                "generated_at": Utc::now().to_rfc3339(),
+            });
+            if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
+                let _ = providers
+                    .forge
+                    .upsert_comment(req.pr, &marker(req.pr), &body)
+                    .await;
+            }
+            let _ = providers
+                .forge
+                .set_deployment_status(&record, DeployState::Failure, None, None, "preview failed")
+                .await;
+            let _ = audit(
+                opts,
+                serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
+                    "sha": req.sha, "result": "failed", "error": msg}),
+            );
+            if leftovers.is_empty() {
+                Err(err.context("the preview was torn down"))
+            } else {
+                Err(err.context(format!("teardown incomplete: {}", leftovers.join("; "))))
+            }
+        }
+    }
+}
+
+fn branch_name(providers: &Providers, pr: u64) -> String {
+    if providers.database.kind() == "local-postgres" {
+        crate::naming::local_database(pr)
+    } else {
+        crate::naming::preview_branch(pr)
+    }
+}
+
+async fn up_inner(
+    providers: &Providers,
+    settings: &Settings,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    contract: &mut Contract,
+    steps: &mut Steps<'_>,
+) -> anyhow::Result<AppDeployment> {
+    let ttl = opts.ttl.unwrap_or(settings.preview.ttl);
+    let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
+    contract.lifecycle.expires = Some(expires.to_rfc3339());
+
+    steps.begin("database branch");
+    let branch = providers
+        .database
+        .ensure_branch(&BranchRequest {
+            pr: req.pr,
+            name: branch_name(providers, req.pr),
+            parent: settings.database.parent.clone(),
+            schema_only: settings.database.schema_only,
+            expires_at: Some(expires),
+            repository: req.repository.clone(),
+            database: settings.database.database.clone(),
+            role: settings.database.role.clone(),
+        })
+        .await?;
+    contract.data.provider = providers.database.kind().into();
+    contract.data.branch = Some(branch.name.clone());
+    contract.data.parent = Some(branch.parent.clone());
+    let now = Utc::now().to_rfc3339();
+    if branch.created {
+        contract.lifecycle.created = Some(now);
+    } else {
+        contract.lifecycle.created = Some("in an earlier run".into());
+        contract.lifecycle.updated = Some(now);
+    }
+    steps.end(
+        "database branch",
+        &format!(
+            "{} {} from {}",
+            if branch.created { "created" } else { "reused" },
+            branch.name,
+            branch.parent
+        ),
+    );
+
+    if let Some(cmd) = &settings.database.migrations {
+        steps.begin("migrations");
+        let run = run_migrations(cmd, &branch.connection_uri).await?;
+        contract.migrations.ran = true;
+        contract.migrations.ok = Some(run.ok);
+        contract.migrations.duration_ms = Some(run.duration_ms);
+        contract.migrations.output_tail = Some(run.tail.clone());
+        if !run.ok {
+            return Err(GateFailed {
+                stage: "migrations".into(),
+                detail: format!("the migrations command failed:\n{}", run.tail),
+            }
+            .into());
+        }
+        steps.end("migrations", "applied");
+        steps.begin("schema diff");
+        match providers.database.schema_diff(&branch).await {
+            Ok(d) => {
+                let n = d.diff.lines().count();
+                contract.migrations.schema_diff = Some(d.diff);
+                steps.end("schema diff", &format!("{n} lines"));
+            }
+            Err(e) => {
+                contract
+                    .migrations
+                    .limits
+                    .push(format!("schema diff unavailable: {e:#}"));
+                steps.end("schema diff", "unavailable");
+            }
+        }
+    }
+
+    steps.begin("deploy");
+    let mut env = BTreeMap::new();
+    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
+    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
+    let mut secrets = BTreeMap::new();
+    secrets.insert("DATABASE_URL".to_string(), branch.connection_uri.clone());
+    for name in &settings.preview.secrets {
+        let v = opts.preview_secrets.get(name).with_context(|| {
+            format!(
+                "[preview] secrets declares {name} but the `preview_secrets` input has no value for it"
+            )
+        })?;
+        secrets.insert(name.clone(), v.clone());
+    }
+    let app = providers
+        .platform
+        .deploy(&DeployRequest {
+            pr: Some(req.pr),
+            app: app_name(opts, req.pr),
+            sha: req.sha.clone(),
+            repository: req.repository.clone(),
+            image: opts.image.clone(),
+            env,
+            secrets,
+            port: settings.app.port,
+            health_path: settings.app.health_path.clone(),
+            readiness_timeout: settings.app.readiness_timeout,
+        })
+        .await?;
+    contract.code.url = app.url.clone();
+    contract.evidence.logs = app.logs.clone();
+    steps.end(
+        "deploy",
+        &format!(
+            "{} {} at {}",
+            if app.created { "started" } else { "replaced" },
+            app.app,
+            app.url
+        ),
+    );
+
+    steps.begin("smoke checks");
+    let smoke = run_smoke(settings, &app.url).await?;
+    let failed: Vec<String> = smoke
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| format!("{} ({})", s.name, s.detail.clone().unwrap_or_default()))
+        .collect();
+    let passed = smoke.len() - failed.len();
+    let total = smoke.len();
+    contract.evidence.smoke = smoke;
+    if !failed.is_empty() {
+        return Err(GateFailed {
+            stage: "smoke checks".into(),
+            detail: format!("{}/{total} failed: {}", failed.len(), failed.join("; ")),
+        }
+        .into());
+    }
+    steps.end("smoke checks", &format!("{passed}/{total} passed"));
+
+    steps.begin("load gate");
+    let gate = run_load_gate(settings, &app.url).await?;
+    contract.evidence.load = gate.load;
+    contract.evidence.comparison = gate.comparison;
+    contract.evidence.load_note = gate.note.clone();
+    if let Some(detail) = gate.failed {
+        return Err(GateFailed {
+            stage: "load gate".into(),
+            detail,
+        }
+        .into());
+    }
+    steps.end("load gate", gate.note.as_deref().unwrap_or("measured"));
+
+    contract.evidence.timings = steps.timings.clone();
+    contract.check().map_err(|e| anyhow!(e))?;
+    Ok(app)
+}
+
+/// Destroys the preview of `req.pr`. See the module docs.
+pub async fn down(
+    providers: &Providers,
+    settings: &Settings,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<DownOutcome> {
+    let renderer = crate::report::Renderer::new(opts.template_dir.as_deref())?;
+    let app = app_name(opts, req.pr);
+    let branch = branch_name(providers, req.pr);
+    let word = |d: Deleted| match d {
+        Deleted::Removed => "destroyed",
+        Deleted::AlreadyGone => "already gone",
+    };
+    let t = Instant::now();
+    let a = providers.platform.destroy(&app).await?;
+    log(&format!(
+        "  ✓ app {app}: {} ({} ms)",
+        word(a),
+        t.elapsed().as_millis()
+    ));
+    let t = Instant::now();
+    let b = providers.database.delete_branch(&branch).await?;
+    log(&format!(
+        "  ✓ database branch {branch}: {} ({} ms)",
+        word(b),
+        t.elapsed().as_millis()
+    ));
+    let removed = vec![
+        Removed {
+            kind: "app".into(),
+            name: app.clone(),
+            result: word(a).into(),
+        },
+        Removed {
+            kind: "database branch".into(),
+            name: branch.clone(),
+            result: word(b).into(),
+        },
+    ];
+    let destroyed_at = Utc::now().to_rfc3339();
+    audit(
+        opts,
+        serde_json::json!({"at": destroyed_at, "action": "down", "pr": req.pr, "sha": req.sha,
+            "app": app, "app_result": word(a), "branch": branch, "branch_result": word(b)}),
+    )?;
+    let mut contract = base_contract(settings, req, opts);
+    contract.data.provider = providers.database.kind().into();
+    contract.data.branch = Some(branch.clone());
+    contract.lifecycle.destroyed = Some(destroyed_at.clone());
+    let ctx = serde_json::json!({
+        "marker": marker(req.pr),
+        "pr": req.pr,
+        "destroyed_at": destroyed_at,
+        "removed": removed,
+        "audit": opts.audit_log.as_ref().map(|p| p.display().to_string()),
+        "contract": contract,
+        "generated_at": Utc::now().to_rfc3339(),
+    });
+    let body = renderer.render_comment("destroyed.md.j2", &ctx)?;
+    let comment = providers
+        .forge
+        .upsert_comment(req.pr, &marker(req.pr), &body)
+        .await?;
+    providers
+        .forge
+        .deactivate_environment(&format!("pr-{}", req.pr))
+        .await?;
+    let summary = renderer.render(
+        "summary.md.j2",
+        &serde_json::json!({
+            "command": "preview down", "pr": req.pr, "verdict": "destroyed",
+            "reason": null, "contract": contract, "error": null,
+        }),
+    )?;
+    Ok(DownOutcome {
+        removed,
+        comment,
+        comment_body: body,
+        summary,
+    })
+}
+
+/// The local family, with the state directory resolved. The returned `LocalPg` handle is also
+/// kept so callers can stop the cluster.
+pub struct LocalSetup {
+    pub providers: Providers,
+    pub pg: std::sync::Arc<LocalPg>,
+    pub state_dir: PathBuf,
+}
+
+struct ArcDb(std::sync::Arc<LocalPg>);
+
+#[async_trait::async_trait]
+impl crate::provider::Database for ArcDb {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    async fn ensure_branch(
+        &self,
+        req: &BranchRequest,
+    ) -> anyhow::Result<crate::provider::Branch> {
+        self.0.ensure_branch(req).await
+    }
+    async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
+        self.0.delete_branch(name).await
+    }
+    async fn schema_diff(
+        &self,
+        branch: &crate::provider::Branch,
+    ) -> anyhow::Result<crate::provider::SchemaDiff> {
+        self.0.schema_diff(branch).await
+    }
+    async fn list_branches(&self) -> anyhow::Result<Vec<crate::provider::Owned>> {
+        self.0.list_branches().await
+    }
+}
+
+/// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.
+pub async fn local_providers(
+    settings: &Settings,
+    state_dir: &Path,
+    print_comments: bool,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<LocalSetup> {
+    use crate::provider::Database as _;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let state_dir = state_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", state_dir.display()))?;
+    let command = settings.local.command.clone().context(
+        "[local] command is not set in atlas.toml: it is the shell command that runs the app",
+    )?;
+    let pg = LocalPg::start(&settings.local, &state_dir, log).await?;
+    let _ = pg.kind();
+    pg.ensure_parent(
+        &settings.database.parent,
+        settings.database.migrations.as_deref(),
+        log,
+    )
+    .await?;
+    let pg = std::sync::Arc::new(pg);
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(LocalSetup {
+        providers: Providers {
+            database: Box::new(ArcDb(pg.clone())),
+            platform: Box::new(LocalProcess::new(&state_dir, &command, &cwd)),
+            forge: Box::new(LocalForge::new(&state_dir, print_comments)),
+        },
+        pg,
+        state_dir,
+    })
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub(crate) fn local_request(args: &PreviewArgs, pr: u64) -> PreviewRequest {
+    PreviewRequest {
+        pr,
+        sha: args
+            .sha
+            .clone()
+            .or_else(|| git(&["rev-parse", "HEAD"]))
+            .unwrap_or_else(|| "0000000000000000000000000000000000000000".into()),
+        branch: args
+            .branch
+            .clone()
+            .or_else(|| git(&["rev-parse", "--abbrev-ref", "HEAD"]))
+            .unwrap_or_else(|| "local".into()),
+        repository: "local/atlas-preview".into(),
+        title: None,
+    }
+}
+
+pub(crate) fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Result<UpOptions> {
+    // The same inputs as the action (`INPUT_PREVIEW_SECRETS`, `INPUT_TTL`, ...) apply locally.
+    let config = crate::config::Config::from_vars(std::env::vars())?;
+    Ok(UpOptions {
+        preview_secrets: config.preview_secrets,
+        image: None,
+        artifact: settings.local.command.clone().unwrap_or_default(),
+        ttl: config.ttl,
+        template_dir: config.template_dir.or_else(|| settings.templates.dir.clone()),
+        audit_log: Some(state_dir.join("audit.jsonl")),
+        prefix: crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-preview"),
+    })
+}
+
+fn print_step(line: &str) {
+    eprintln!("{}", secret::redact(line));
+}
+
+/// Runs `fut`; on Ctrl-C (or SIGTERM) drops it and returns an "interrupted" error.
+async fn interruptible<T>(
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install a SIGTERM handler")?;
+    tokio::select! {
+        r = fut => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (Ctrl-C)")),
+        _ = term.recv() => Err(anyhow!("interrupted (SIGTERM)")),
+    }
+}
+
+/// `atlas preview up|down --local`.
+pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<()> {
+    let settings = crate::settings_for_cli(config)?;
+    let (args, is_up) = match cmd {
+        PreviewCommand::Up(a) => (a, true),
+        PreviewCommand::Down(a) => (a, false),
+    };
+    if !args.local {
+        bail!(
+            "cloud previews run as the GitHub Action (`atlas run`); pass --local to run this preview on this machine"
+        );
+    }
+    let pr = args
+        .pr
+        .context("--pr is required: the pull request number whose preview to manage")?;
+    let state_dir = settings.local.state_dir.clone();
+    let mut log = print_step;
+    let setup = interruptible(local_providers(&settings, &state_dir, true, &mut log)).await?;
+    let opts = local_options(&settings, &setup.state_dir)?;
+    let req = local_request(args, pr);
+    let forge = LocalForge::new(&setup.state_dir, false);
+    if is_up {
+        forge.set_pr(pr, true, &req.sha)?;
+        let result = interruptible(up(&setup.providers, &settings, &req, &opts, &mut log)).await;
+        match result {
+            Ok(out) => {
+                forge.append_summary(&out.summary)?;
+                eprintln!(
+                    "preview of PR #{pr} is ready at {} (comment: {})",
+                    out.app.url, out.comment.url
+                );
+                Ok(())
+            }
+            Err(e) => {
+                // An interrupted `up` was dropped mid-step: tear down what it may have made.
+                if format!("{e}").starts_with("interrupted") {
+                    print_step("→ interrupted: tearing down the preview");
+                    let mut quiet = |_: &str| {};
+                    let _ = down(&setup.providers, &settings, &req, &opts, &mut quiet).await;
+                    stop_if_idle(&setup).await;
+                }
+                Err(e)
+            }
+        }
+    } else {
+        let out = down(&setup.providers, &settings, &req, &opts, &mut log).await?;
+        forge.set_pr(pr, false, &req.sha)?;
+        forge.append_summary(&out.summary)?;
+        stop_if_idle(&setup).await;
+        Ok(())
+    }
+}
+
+/// Stops atlas's own cluster when no preview branch is left on it.
+async fn stop_if_idle(setup: &LocalSetup) {
+    use crate::provider::Database as _;
+    if setup.pg.owns_cluster()
+        && setup
+            .pg
+            .list_branches()
+            .await
+            .map(|b| b.is_empty())
+            .unwrap_or(false)
+    {
+        match setup.pg.stop().await {
+            Ok(()) => print_step("  ✓ local PostgreSQL stopped (no previews left)"),
+            Err(e) => print_step(&format!("  ! cannot stop local PostgreSQL: {e:#}")),
+        }
+    }
 }
 
 /// `atlas sweep`. (Issue 6.)
-pub async fn cli_sweep(_args: &SweepArgs, _config: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub async fn cli_sweep(_args: &SweepArgs, _config: Option<&Path>) -> anyhow::Result<()> {
     Err(NotYetBuilt("sweep").into())
 }
 
-/// `atlas demo`. (Issue 3.)
-pub async fn cli_demo(_args: &DemoArgs) -> anyhow::Result<()> {
-    Err(NotYetBuilt("demo").into())
+/// `atlas demo`: the whole lifecycle against the example app. See `crate::demo`.
+pub async fn cli_demo(args: &DemoArgs) -> anyhow::Result<()> {
+    crate::demo::run(args).await
 }
 
-/// `atlas run` for preview-up / preview-down / sweep. (Issues 3, 5, 6.)
+/// `atlas run` for preview-up / preview-down / sweep. (Issues 5, 6: the cloud providers.)
 pub async fn dispatch(_ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyhow::Result<()> {
     Err(NotYetBuilt(plan.command.as_str()).into())
 }

@@ -1,1 +1,765 @@
-//! PostgreSQL on this machine: branch = CREATE DATABASE ... TEMPLATE parent. (Issue 3.)
+//! PostgreSQL on this machine as the database provider: a branch is
+//! `CREATE DATABASE atlas_pr_N TEMPLATE <parent>`.
+//!
+//! With no `[local] database_url`, atlas runs its own cluster from the system's binaries
+//! (`initdb`, `pg_ctl`, found via `[local] pg_bindir`, `pg_config --bindir` or
+//! `/usr/lib/postgresql/*/bin`) in `<state_dir>/pg/` on a free loopback port, with its unix
+//! socket directory there too. PostgreSQL refuses to run as root; when atlas runs as root (CI,
+//! containers) it runs `initdb`/`pg_ctl` as the `postgres` account that Debian's package creates
+//! (`runuser -u postgres --`), chowns `<state_dir>/pg` to it and adds the search (`x`) bit to
+//! the ancestors of that directory that lack it, so that account can reach its data directory.
+//! The cluster uses password auth on TCP; the password is generated, kept in a 0600 state file
+//! and registered as a secret. Everything else talks to PostgreSQL through `psql`/`pg_dump`
+//! with the connection in `PG*` environment variables (never in argv).
+//!
+//! Ownership: only databases named by [`naming::local_database`] *and* recorded in
+//! `<state_dir>/pg/branches.json` are ever dropped.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use super::{Branch, BranchRequest, Database, Deleted, Owned, SchemaDiff};
+use crate::naming;
+use crate::secret::{self, Secret};
+
+/// How to reach the server: host, port, user, password, maintenance database.
+#[derive(Clone)]
+pub struct Conn {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    /// Query parameters of a configured URL (e.g. `sslmode`), kept for branch URLs.
+    pub query: Option<String>,
+}
+
+impl Conn {
+    /// Parses a `postgres://` URL; returns the connection and the database named in it.
+    pub fn parse(url: &str) -> anyhow::Result<(Conn, String)> {
+        let u = url::Url::parse(url)
+            .map_err(|e| anyhow!("[local] database_url is not a postgres:// URL: {e}"))?;
+        if u.scheme() != "postgres" && u.scheme() != "postgresql" {
+            bail!("[local] database_url must start with postgres://");
+        }
+        let password = u.password().map(|p| {
+            let p = url::form_urlencoded::parse(format!("p={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            Secret::new(p)
+        });
+        let db = u.path().trim_start_matches('/').to_string();
+        Ok((
+            Conn {
+                host: u.host_str().unwrap_or("127.0.0.1").to_string(),
+                port: u.port().unwrap_or(5432),
+                user: if u.username().is_empty() {
+                    "postgres".into()
+                } else {
+                    u.username().to_string()
+                },
+                password,
+                query: u.query().map(str::to_string),
+            },
+            if db.is_empty() { "postgres".into() } else { db },
+        ))
+    }
+
+    /// The URL of one database on this server. Registered as a secret when it has a password.
+    pub fn url(&self, database: &str) -> Secret {
+        let user: String = url::form_urlencoded::byte_serialize(self.user.as_bytes()).collect();
+        let auth = match &self.password {
+            Some(p) => {
+                let p: String = url::form_urlencoded::byte_serialize(p.expose().as_bytes())
+                    .collect::<String>()
+                    .replace('+', "%20");
+                format!("{user}:{p}@")
+            }
+            None => format!("{user}@"),
+        };
+        let q = self
+            .query
+            .as_deref()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        Secret::new(format!(
+            "postgres://{auth}{}:{}/{database}{q}",
+            self.host, self.port
+        ))
+    }
+
+    /// `PG*` variables for psql/pg_dump against `database`.
+    fn apply(&self, cmd: &mut Command, database: &str) {
+        cmd.env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.user)
+            .env("PGDATABASE", database)
+            .env("PGCONNECT_TIMEOUT", "10");
+        match &self.password {
+            Some(p) => cmd.env("PGPASSWORD", p.expose()),
+            None => cmd.env_remove("PGPASSWORD"),
+        };
+    }
+}
+
+/// `<state_dir>/pg/cluster.json`: enough to find and restart our own cluster from a fresh process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClusterState {
+    port: u16,
+    password: String,
+    bindir: PathBuf,
+}
+
+/// The local PostgreSQL provider.
+pub struct LocalPg {
+    conn: Conn,
+    /// Maintenance database for CREATE/DROP DATABASE.
+    admin_db: String,
+    /// `Some` when atlas runs the cluster itself.
+    own: Option<OwnCluster>,
+    state_dir: PathBuf,
+    bindir: Option<PathBuf>,
+}
+
+struct OwnCluster {
+    dir: PathBuf,
+    bindir: PathBuf,
+}
+
+/// The Debian package that provides the server binaries.
+pub const PG_PACKAGE: &str = "postgresql";
+
+/// Finds the directory holding `initdb` and `pg_ctl`.
+pub fn find_bindir(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let missing = || {
+        anyhow!(
+            "PostgreSQL server binaries (initdb, pg_ctl) were not found: install the Debian package \
+             `{PG_PACKAGE}` (apt-get install {PG_PACKAGE}), or set [local] pg_bindir, or set \
+             [local] database_url to use an existing server"
+        )
+    };
+    if let Some(dir) = configured {
+        if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+            return Ok(dir.to_path_buf());
+        }
+        return Err(missing()).with_context(|| {
+            format!("[local] pg_bindir {} has no initdb/pg_ctl", dir.display())
+        });
+    }
+    if let Ok(out) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .stderr(Stdio::null())
+        .output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+            return Ok(dir);
+        }
+    }
+    // Debian keeps server binaries per major version; take the newest.
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((v, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p).ok_or_else(missing)
+}
+
+/// A client binary (`psql`, `pg_dump`): next to the server binaries, else on PATH.
+fn client(bindir: Option<&Path>, name: &str) -> PathBuf {
+    match bindir {
+        Some(d) if d.join(name).is_file() => d.join(name),
+        _ => PathBuf::from(name),
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A free loopback TCP port (bound then released; callers handle the rare race by retrying).
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn random_password() -> String {
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| {
+            let n = rng.random_range(0..36u8);
+            if n < 10 {
+                (b'0' + n) as char
+            } else {
+                (b'a' + n - 10) as char
+            }
+        })
+        .collect()
+}
+
+/// Runs a server binary, as `postgres` when we are root. Output is returned (redacted) on error.
+async fn run_server_tool(program: &Path, args: &[&str], what: &str) -> anyhow::Result<String> {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env("LC_ALL", "C")
+        .kill_on_drop(true);
+    let out = cmd
+        .output()
+        .await
+        .with_context(|| format!("cannot run {}", program.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("{what} failed ({}): {}", out.status, secret::redact(text.trim()));
+    }
+    Ok(text)
+}
+
+/// Makes `dir` (and its contents) usable by the `postgres` account when we are root.
+fn hand_to_postgres(pg_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let status = std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(pg_dir)
+        .status()
+        .context("cannot run chown")?;
+    if !status.success() {
+        bail!(
+            "cannot chown {} to the `postgres` account (PostgreSQL refuses to run as root; \
+             install the `{PG_PACKAGE}` package, which creates that account)",
+            pg_dir.display()
+        );
+    }
+    // The account must be able to traverse every ancestor of its directory.
+    let mut p = pg_dir.parent();
+    while let Some(dir) = p {
+        if let Ok(meta) = std::fs::metadata(dir) {
+            let mode = meta.permissions().mode();
+            if mode & 0o001 == 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o001))
+                    .with_context(|| {
+                        format!(
+                            "cannot make {} traversable for the `postgres` account",
+                            dir.display()
+                        )
+                    })?;
+            }
+        }
+        p = dir.parent();
+    }
+    Ok(())
+}
+
+impl LocalPg {
+    /// Connects to the configured server, or starts (or reuses) atlas's own cluster.
+    pub async fn start(
+        settings: &crate::config::LocalSettings,
+        state_dir: &Path,
+        log: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<LocalPg> {
+        if let Some(url) = &settings.database_url {
+            secret::register(url);
+            let (conn, db) = Conn::parse(url)?;
+            let pg = LocalPg {
+                conn,
+                admin_db: db,
+                own: None,
+                state_dir: state_dir.to_path_buf(),
+                bindir: settings.pg_bindir.clone(),
+            };
+            pg.psql(&pg.admin_db, "select 1")
+                .await
+                .context("cannot reach the server of [local] database_url")?;
+            return Ok(pg);
+        }
+        let bindir = find_bindir(settings.pg_bindir.as_deref())?;
+        for c in ["psql", "pg_dump"] {
+            let p = client(Some(&bindir), c);
+            if p.is_relative() && which(c).is_none() {
+                bail!(
+                    "the PostgreSQL client `{c}` was not found: install the Debian package `{PG_PACKAGE}`"
+                );
+            }
+        }
+        let pg_dir = state_dir.join("pg");
+        let data = pg_dir.join("data");
+        let sock = pg_dir.join("sock");
+        let state_file = pg_dir.join("cluster.json");
+        std::fs::create_dir_all(&sock)
+            .with_context(|| format!("cannot create {}", sock.display()))?;
+        let mut state: Option<ClusterState> = std::fs::read_to_string(&state_file)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if state.is_none() || !data.join("PG_VERSION").is_file() {
+            // A fresh cluster (or a half-made one from an interrupted run).
+            let _ = std::fs::remove_dir_all(&data);
+            let password = random_password();
+            let pwfile = pg_dir.join("pwfile");
+            write_private(&pwfile, &password)?;
+            if is_root() {
+                hand_to_postgres(&pg_dir)?;
+            }
+            log("initdb: creating the local PostgreSQL cluster");
+            let res = run_server_tool(
+                &bindir.join("initdb"),
+                &[
+                    "-D",
+                    path_str(&data)?,
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=peer",
+                    "--no-sync",
+                    "--pwfile",
+                    path_str(&pwfile)?,
+                ],
+                "initdb",
+            )
+            .await;
+            let _ = std::fs::remove_file(&pwfile);
+            res?;
+            let st = ClusterState {
+                port: free_port()?,
+                password,
+                bindir: bindir.clone(),
+            };
+            write_private(&state_file, &serde_json::to_string_pretty(&st)?)?;
+            state = Some(st);
+        }
+        let mut st = state.ok_or_else(|| anyhow!("cluster state missing"))?;
+        let password = Secret::new(st.password.clone());
+        let own = OwnCluster {
+            dir: pg_dir.clone(),
+            bindir: bindir.clone(),
+        };
+        if is_root() {
+            hand_to_postgres(&pg_dir)?;
+        }
+        if !own.running().await {
+            // The recorded port may be taken by now: try it, then fresh ports.
+            let mut last = None;
+            for attempt in 0..3 {
+                if attempt > 0 || std::net::TcpListener::bind(("127.0.0.1", st.port)).is_err() {
+                    st.port = free_port()?;
+                }
+                log(&format!("pg_ctl: starting PostgreSQL on 127.0.0.1:{}", st.port));
+                match own.start(st.port).await {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            if let Some(e) = last {
+                return Err(e.context("cannot start the local PostgreSQL cluster"));
+            }
+            write_private(&state_file, &serde_json::to_string_pretty(&st)?)?;
+        }
+        Ok(LocalPg {
+            conn: Conn {
+                host: "127.0.0.1".into(),
+                port: st.port,
+                user: "postgres".into(),
+                password: Some(password),
+                query: None,
+            },
+            admin_db: "postgres".into(),
+            own: Some(own),
+            state_dir: state_dir.to_path_buf(),
+            bindir: Some(bindir),
+        })
+    }
+
+    /// Stops atlas's own cluster (fast shutdown). A configured server is left alone.
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        if let Some(own) = &self.own
+            && own.running().await
+        {
+            run_server_tool(
+                &own.bindir.join("pg_ctl"),
+                &["stop", "-D", path_str(&own.dir.join("data"))?, "-m", "fast", "-w"],
+                "pg_ctl stop",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// True when this provider runs its own cluster.
+    pub fn owns_cluster(&self) -> bool {
+        self.own.is_some()
+    }
+
+    /// The TCP port of the server.
+    pub fn port(&self) -> u16 {
+        self.conn.port
+    }
+
+    /// The local name of a parent branch (`main` -> `atlas_main`).
+    pub fn parent_database(parent: &str) -> String {
+        let s: String = naming::slug(parent).replace('-', "_");
+        format!("atlas_{}", if s.is_empty() { "main".into() } else { s })
+    }
+
+    /// Creates the parent database once and, the first time, runs the migrations command on it
+    /// so branches start from the migrated schema. Returns true when it was created now.
+    pub async fn ensure_parent(
+        &self,
+        parent: &str,
+        migrations: Option<&str>,
+        log: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<bool> {
+        let name = Self::parent_database(parent);
+        if self.exists(&name).await? {
+            return Ok(false);
+        }
+        log(&format!("creating the parent database {name}"));
+        self.psql(&self.admin_db, &format!("CREATE DATABASE {name}"))
+            .await?;
+        if let Some(cmd) = migrations {
+            let url = self.conn.url(&name);
+            let out = crate::preview::run_migrations(cmd, &url).await?;
+            if !out.ok {
+                // Leave no half-migrated parent behind: the next run starts over.
+                let _ = self
+                    .psql(
+                        &self.admin_db,
+                        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    )
+                    .await;
+                return Err(crate::error::GateFailed {
+                    stage: "migrations".into(),
+                    detail: format!(
+                        "the migrations command failed on the parent database {name}: {}",
+                        out.tail
+                    ),
+                }
+                .into());
+            }
+        }
+        Ok(true)
+    }
+
+    /// Names of every database on the server.
+    pub async fn databases(&self) -> anyhow::Result<Vec<String>> {
+        let out = self
+            .psql(&self.admin_db, "select datname from pg_database order by 1")
+            .await?;
+        Ok(out.lines().map(str::to_string).collect())
+    }
+
+    async fn exists(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(self.databases().await?.iter().any(|d| d == name))
+    }
+
+    /// Runs one SQL statement with psql; returns unaligned tuples-only output.
+    async fn psql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
+        let mut cmd = Command::new(client(self.bindir.as_deref(), "psql"));
+        self.conn.apply(&mut cmd, database);
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = cmd
+            .output()
+            .await
+            .context("cannot run psql: install the Debian package `postgresql-client`")?;
+        if !out.status.success() {
+            bail!(
+                "psql: `{sql}` failed: {}",
+                secret::redact(String::from_utf8_lossy(&out.stderr).trim())
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    async fn dump_schema(&self, database: &str) -> anyhow::Result<String> {
+        let mut cmd = Command::new(client(self.bindir.as_deref(), "pg_dump"));
+        self.conn.apply(&mut cmd, database);
+        cmd.args(["--schema-only", "--no-owner", "--no-privileges"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = cmd.output().await.context("cannot run pg_dump")?;
+        if !out.status.success() {
+            bail!(
+                "pg_dump of {database} failed: {}",
+                secret::redact(String::from_utf8_lossy(&out.stderr).trim())
+            );
+        }
+        // Comments, blank lines and the per-dump `\restrict` keys differ between two dumps of
+        // the same schema; they are not schema.
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                !l.starts_with("--")
+                    && !l.trim().is_empty()
+                    && !l.starts_with("\\restrict")
+                    && !l.starts_with("\\unrestrict")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect())
+    }
+
+    fn branches_file(&self) -> PathBuf {
+        self.state_dir.join("pg").join("branches.json")
+    }
+
+    fn recorded(&self) -> BTreeSet<String> {
+        std::fs::read_to_string(self.branches_file())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    fn record(&self, f: impl FnOnce(&mut BTreeSet<String>)) -> anyhow::Result<()> {
+        let mut set = self.recorded();
+        f(&mut set);
+        let path = self.branches_file();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&set)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
+fn path_str(p: &Path) -> anyhow::Result<&str> {
+    p.to_str()
+        .ok_or_else(|| anyhow!("path {} is not UTF-8", p.display()))
+}
+
+/// Writes a file readable only by its owner.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+impl OwnCluster {
+    async fn running(&self) -> bool {
+        let Some(data) = self.dir.join("data").to_str().map(str::to_string) else {
+            return false;
+        };
+        run_server_tool(&self.bindir.join("pg_ctl"), &["status", "-D", &data], "pg_ctl status")
+            .await
+            .is_ok()
+    }
+
+    async fn start(&self, port: u16) -> anyhow::Result<()> {
+        let data = path_str(&self.dir.join("data"))?.to_string();
+        let logf = path_str(&self.dir.join("postgres.log"))?.to_string();
+        let sock = path_str(&self.dir.join("sock"))?.to_string();
+        // A disposable cluster: durability settings off, which makes CREATE DATABASE fast.
+        let opts = format!(
+            "-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off"
+        );
+        run_server_tool(
+            &self.bindir.join("pg_ctl"),
+            &["start", "-w", "-t", "60", "-D", &data, "-l", &logf, "-o", &opts],
+            "pg_ctl start",
+        )
+        .await
+        .map_err(|e| {
+            let tail = std::fs::read_to_string(&logf)
+                .map(|t| {
+                    let lines: Vec<&str> = t.lines().collect();
+                    lines[lines.len().saturating_sub(5)..].join("\n")
+                })
+                .unwrap_or_default();
+            e.context(format!("server log {logf}:\n{}", secret::redact(&tail)))
+        })?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Database for LocalPg {
+    fn kind(&self) -> &'static str {
+        "local-postgres"
+    }
+
+    async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<Branch> {
+        let name = naming::local_database(req.pr);
+        let parent = Self::parent_database(&req.parent);
+        let exists = self.exists(&name).await?;
+        if !exists {
+            // Record before creating: an interrupted run still leaves a record the next run
+            // (or `down`) uses to clean up.
+            self.record(|s| {
+                s.insert(name.clone());
+            })?;
+            let sql = format!("CREATE DATABASE {name} TEMPLATE {parent}");
+            let mut attempt = 0;
+            loop {
+                match self.psql(&self.admin_db, &sql).await {
+                    Ok(_) => break,
+                    Err(e)
+                        if attempt < 5
+                            && format!("{e:#}").contains("is being accessed by other users") =>
+                    {
+                        // The template must have no sessions: end them and try again.
+                        attempt += 1;
+                        let _ = self
+                            .psql(
+                                &self.admin_db,
+                                &format!(
+                                    "select pg_terminate_backend(pid) from pg_stat_activity \
+                                     where datname = '{parent}' and pid <> pg_backend_pid()"
+                                ),
+                            )
+                            .await;
+                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("cannot create the branch database {name} from {parent}")
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Branch {
+            name: name.clone(),
+            id: name.clone(),
+            parent,
+            connection_uri: self.conn.url(&name),
+            created: !exists,
+            expires_at: req.expires_at,
+        })
+    }
+
+    async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
+        let ours = name
+            .strip_prefix("atlas_pr_")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|pr| naming::local_database(pr) == name);
+        if !ours {
+            bail!("refusing to drop database {name}: it is not an atlas preview branch");
+        }
+        if !self.exists(name).await? {
+            self.record(|s| {
+                s.remove(name);
+            })?;
+            return Ok(Deleted::AlreadyGone);
+        }
+        if !self.recorded().contains(name) {
+            bail!(
+                "refusing to drop database {name}: atlas has no record of creating it in {}",
+                self.branches_file().display()
+            );
+        }
+        self.psql(
+            &self.admin_db,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await
+        .with_context(|| format!("cannot drop the branch database {name}"))?;
+        self.record(|s| {
+            s.remove(name);
+        })?;
+        Ok(Deleted::Removed)
+    }
+
+    async fn schema_diff(&self, branch: &Branch) -> anyhow::Result<SchemaDiff> {
+        let parent = self.dump_schema(&branch.parent).await?;
+        let child = self.dump_schema(&branch.name).await?;
+        let diff = similar::TextDiff::from_lines(&parent, &child)
+            .unified_diff()
+            .context_radius(3)
+            .header(&branch.parent, &branch.name)
+            .to_string();
+        Ok(SchemaDiff { diff })
+    }
+
+    async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
+        let recorded = self.recorded();
+        Ok(self
+            .databases()
+            .await?
+            .into_iter()
+            .filter(|d| recorded.contains(d))
+            .filter_map(|d| {
+                let pr = d.strip_prefix("atlas_pr_")?.parse().ok()?;
+                Some(Owned {
+                    id: d.clone(),
+                    name: d,
+                    pr,
+                    created_at: None,
+                    expires_at: None,
+                })
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_round_trips_and_registers_the_password() {
+        let (c, db) = Conn::parse("postgres://app:p%40ss-w0rd@db.local:6543/shop?sslmode=require")
+            .unwrap();
+        assert_eq!(db, "shop");
+        assert_eq!(c.port, 6543);
+        let url = c.url("atlas_pr_3");
+        assert_eq!(
+            url.expose(),
+            "postgres://app:p%40ss-w0rd@db.local:6543/atlas_pr_3?sslmode=require"
+        );
+        assert!(!secret::redact(url.expose()).contains("p%40ss-w0rd"));
+    }
+
+    #[test]
+    fn parent_names_are_identifiers() {
+        assert_eq!(LocalPg::parent_database("main"), "atlas_main");
+        assert_eq!(LocalPg::parent_database("Release/2.x"), "atlas_release_2_x");
+        assert_eq!(LocalPg::parent_database("--"), "atlas_main");
+    }
+}
