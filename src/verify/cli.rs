@@ -1,26 +1,238 @@
-//! Entry points: `atlas verify`, `atlas release` (CLI) and `atlas run` on a push (dispatch).
+//! Entry points: `atlas verify` / `atlas release` on the command line (`--local`: processes and
+//! PostgreSQL on this machine) and `atlas run` on a push (dispatch, on Fly).
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::chain::{self, Chain, Mode, ProbeLoad, Release};
+use super::local::{self, LocalFleet, QaDatabase, SharedDb};
+use super::migrate::{ProviderReleaseDb, ReleaseDatabase};
 use crate::cli::ChainArgs;
-use crate::error::NotYetBuilt;
 use crate::event::{Event, Plan};
+use crate::provider::BranchRequest;
+
+fn say(line: &str) {
+    eprintln!("{}", crate::secret::redact(line));
+}
 
 /// `atlas verify`.
-pub async fn cli_verify(
-    _args: &ChainArgs,
-    _config: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    Err(NotYetBuilt("verify").into())
+pub async fn cli_verify(args: &ChainArgs, config: Option<&Path>) -> anyhow::Result<()> {
+    run_cli(Mode::Verify, args, config).await
 }
 
 /// `atlas release`.
-pub async fn cli_release(
-    _args: &ChainArgs,
-    _config: Option<&std::path::Path>,
+pub async fn cli_release(args: &ChainArgs, config: Option<&Path>) -> anyhow::Result<()> {
+    run_cli(Mode::Release, args, config).await
+}
+
+async fn run_cli(mode: Mode, args: &ChainArgs, config: Option<&Path>) -> anyhow::Result<()> {
+    let settings = crate::settings_for_cli(config)?;
+    settings.verify.validate()?;
+    if !args.local {
+        anyhow::bail!(
+            "`atlas {}` on Fly runs from the action (`atlas run` on a push); pass --local to run the chain on this machine",
+            mode.as_str()
+        );
+    }
+    run_local(mode, args, settings).await
+}
+
+fn git_head() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn branch_request(settings: &crate::config::Settings, pr: u64, name: &str) -> BranchRequest {
+    BranchRequest {
+        pr,
+        name: name.into(),
+        parent: settings.database.parent.clone(),
+        schema_only: false,
+        expires_at: None,
+        repository: "local/atlas-verify".into(),
+        database: settings.database.database.clone(),
+        role: settings.database.role.clone(),
+    }
+}
+
+/// The local chain: build, start PostgreSQL, boot production at the stable version, run the
+/// chain, print and save the report, tear everything down. Prints where the time went.
+async fn run_local(
+    mode: Mode,
+    args: &ChainArgs,
+    settings: crate::config::Settings,
 ) -> anyhow::Result<()> {
-    Err(NotYetBuilt("release").into())
+    let total = Instant::now();
+    let mut timings: Vec<(&str, Duration)> = Vec::new();
+    let version = args
+        .sha
+        .clone()
+        .or_else(git_head)
+        .unwrap_or_else(|| "local".into());
+    if let Some(build) = &settings.local.build {
+        say(&format!("atlas {}: build: {build}", mode.as_str()));
+        let t = Instant::now();
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(build)
+            .status()
+            .await
+            .with_context(|| format!("cannot run the [local] build command `{build}`"))?;
+        if !status.success() {
+            anyhow::bail!("the [local] build command `{build}` failed ({status})");
+        }
+        timings.push(("build", t.elapsed()));
+    }
+    let t = Instant::now();
+    let needs_db = settings.database.migrations.is_some() || settings.local.database_url.is_some();
+    let mut log = |l: &str| say(&format!("  {l}"));
+    let state_dir = settings.local.state_dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let state_dir = state_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", state_dir.display()))?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let command = settings.local.command.clone().context(
+        "[local] command is not set in atlas.toml: it is the shell command that runs the app",
+    )?;
+    let platform = Box::new(crate::provider::local_process::LocalProcess::new(
+        &state_dir, &command, &cwd,
+    ));
+    let (pg, production_db) = if needs_db {
+        let setup = crate::preview::local_providers(&settings, &state_dir, false, &mut log).await?;
+        let url = local::production_url(&settings, &setup.state_dir)?;
+        (Some(setup.pg), Some(url))
+    } else {
+        (None, None)
+    };
+    let qa_db = pg.as_ref().map(|pg| QaDatabase {
+        database: Box::new(SharedDb(pg.clone())),
+        request: branch_request(&settings, local::LOCAL_QA_PR, "qa"),
+        migrations: settings.database.migrations.clone(),
+    });
+    let release_db: Option<ProviderReleaseDb> = match (&pg, &production_db) {
+        (Some(pg), Some(url)) => Some(ProviderReleaseDb::new(
+            Box::new(SharedDb(pg.clone())),
+            branch_request(
+                &settings,
+                local::LOCAL_REHEARSAL_PR,
+                &settings.verify.rehearsal_branch,
+            ),
+            url.clone(),
+        )),
+        _ => None,
+    };
+    let prefix = format!(
+        "{}-verify",
+        crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-verify")
+    );
+    let fleet = LocalFleet::new(platform, &prefix, &settings, production_db, qa_db);
+    timings.push(("postgres", t.elapsed()));
+
+    let outcome = async {
+        if mode == Mode::Release {
+            let t = Instant::now();
+            let stable = local::stable_version(&state_dir);
+            say(&format!(
+                "atlas release: booting {} local production instance(s) at {stable}",
+                settings.verify.machines
+            ));
+            fleet
+                .boot_production(&stable, settings.verify.machines)
+                .await?;
+            timings.push(("boot production", t.elapsed()));
+        }
+        let load = ProbeLoad::from_settings(&settings)?;
+        let env_source = |k: &str| std::env::var(k).ok();
+        let progress = |l: &str| say(l);
+        let c = Chain {
+            settings: &settings,
+            fleet: &fleet,
+            database: release_db.as_ref().map(|d| d as &dyn ReleaseDatabase),
+            load: &load,
+            forge: None,
+            env_source: &env_source,
+            progress: &progress,
+        };
+        let t = Instant::now();
+        let report = chain::run(
+            &c,
+            &Release {
+                mode,
+                version: version.clone(),
+                sha: version.clone(),
+            },
+        )
+        .await;
+        timings.push(("chain", t.elapsed()));
+        anyhow::Ok(report)
+    }
+    .await;
+
+    let t = Instant::now();
+    let survivors = fleet.teardown().await;
+    if let Some(pg) = &pg {
+        if let Err(e) = pg.stop().await {
+            say(&format!(
+                "atlas: cannot stop the local PostgreSQL cluster: {e:#}"
+            ));
+        }
+    }
+    timings.push(("teardown", t.elapsed()));
+    let report = outcome?;
+    for (stage, ms) in report.stages.iter().map(|s| (&s.name, s.duration_ms)) {
+        say(&format!("  {stage}: {ms} ms"));
+    }
+    let renderer = crate::report::Renderer::new(settings.templates.dir.as_deref())?;
+    let md = super::render(&renderer, &report)?;
+    let dir = state_dir.join("verify");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join("report.md"), &md)
+        .with_context(|| format!("cannot write {}", dir.join("report.md").display()))?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )
+    .with_context(|| format!("cannot write {}", dir.join("report.json").display()))?;
+    println!("{md}");
+    let mut line = format!(
+        "atlas {}: {} in {} ms (",
+        mode.as_str(),
+        report.verdict,
+        total.elapsed().as_millis()
+    );
+    line.push_str(
+        &timings
+            .iter()
+            .map(|(k, d)| format!("{k} {} ms", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    line.push(')');
+    say(&line);
+    if !survivors.is_empty() {
+        anyhow::bail!(
+            "the local chain finished but these survived teardown: {}",
+            survivors.join("; ")
+        );
+    }
+    if mode == Mode::Release && report.failed_stage.is_none() {
+        local::record_stable(&state_dir, &version)?;
+    }
+    report.result()
 }
 
 /// `atlas run` for verify / release.
 pub async fn dispatch(_ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyhow::Result<()> {
-    Err(NotYetBuilt(plan.command.as_str()).into())
+    Err(crate::error::NotYetBuilt(plan.command.as_str()).into())
 }

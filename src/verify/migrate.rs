@@ -58,11 +58,14 @@ impl ReleaseDatabase for ProviderReleaseDb {
         self.database.kind()
     }
     async fn create_rehearsal(&self, name: &str) -> anyhow::Result<Secret> {
-        // A leftover from a crashed run would hold yesterday's data: start from a fresh copy.
-        self.database.delete_branch(name).await?;
         let mut req = self.request.clone();
         req.name = name.to_string();
-        let b = self.database.ensure_branch(&req).await?;
+        let mut b = self.database.ensure_branch(&req).await?;
+        if !b.created {
+            // A leftover from a crashed run holds old data: start again from a fresh copy.
+            self.database.delete_branch(&b.name).await?;
+            b = self.database.ensure_branch(&req).await?;
+        }
         let url = b.connection_uri.clone();
         *self.branch.lock().await = Some(b);
         Ok(url)
@@ -74,9 +77,11 @@ impl ReleaseDatabase for ProviderReleaseDb {
             .context("schema diff asked before the rehearsal branch was created")?;
         Ok(self.database.schema_diff(b).await?.diff)
     }
-    async fn delete_rehearsal(&self, name: &str) -> anyhow::Result<()> {
-        self.database.delete_branch(name).await?;
-        *self.branch.lock().await = None;
+    async fn delete_rehearsal(&self, _name: &str) -> anyhow::Result<()> {
+        // The provider may name the branch its own way (locally `atlas_pr_<n>`).
+        if let Some(b) = self.branch.lock().await.take() {
+            self.database.delete_branch(&b.name).await?;
+        }
         Ok(())
     }
     fn production_url(&self) -> &Secret {
@@ -91,6 +96,7 @@ pub struct PsqlDatabase {
     /// The same server's maintenance database (`postgres`).
     admin: Secret,
     production_db: String,
+    base: url::Url,
 }
 
 impl PsqlDatabase {
@@ -101,19 +107,18 @@ impl PsqlDatabase {
         if db.is_empty() {
             anyhow::bail!("the production database URL names no database; add `/<dbname>`");
         }
+        let base = u.clone();
         u.set_path("/postgres");
         Ok(PsqlDatabase {
             production: production_url,
             admin: Secret::new(u.to_string()),
             production_db: db,
+            base,
         })
     }
 
     fn url_for(&self, db: &str) -> Secret {
-        let mut u = url::Url::parse(self.production.expose()).unwrap_or_else(|_| {
-            // unreachable: parsed in new()
-            url::Url::parse("postgres://localhost/").expect("static url")
-        });
+        let mut u = self.base.clone();
         u.set_path(&format!("/{db}"));
         Secret::new(u.to_string())
     }
