@@ -2,7 +2,14 @@
 //! jitter, `Retry-After` honoured, bounded attempts and an overall deadline.
 //!
 //! The core is [`with_retry`]: the caller classifies each attempt's outcome ([`Attempt`]) and
-//! this module decides whether and when to try again. Provider clients build on it.
+//! this module decides whether and when to try again. Provider clients build on [`Client`]:
+//! connect and request timeouts always set; idempotent calls (GET, PUT, DELETE, and calls the
+//! caller marks idempotent) retried on 408/423/429/5xx and transport errors; `Retry-After`
+//! (seconds or HTTP date) and GitHub's `x-ratelimit-reset` honoured. A create (POST) is never
+//! re-sent blindly: [`Client::create`] re-reads state through the caller's lookup after any
+//! retryable failure and only sends again when the lookup says the resource does not exist.
+//! Errors are [`ProviderError`]s whose body is redacted and truncated; the token never appears
+//! in an error or in `Debug` output.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -95,6 +102,400 @@ where
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Provider HTTP client
+
+use crate::error::ProviderError;
+use crate::secret::{self, Secret};
+
+/// Connect and whole-request timeouts. Both are always set.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            request: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether a call may be sent again after a failure whose effect is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Safety {
+    /// Sending it twice has the effect of sending it once (GET, PUT, DELETE, setting a value).
+    Idempotent,
+    /// A create: sent once per attempt of [`Client::create`], which re-reads state in between.
+    Create,
+}
+
+/// One API call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Names the call in errors: `create branch`, `GET /apps/x`.
+    pub name: String,
+    pub method: reqwest::Method,
+    /// Path (and query) relative to the client's base URL.
+    pub path: String,
+    pub body: Option<serde_json::Value>,
+    pub safety: Safety,
+    /// Treat 404 as transient (eventual consistency right after a create).
+    pub transient_404: bool,
+    /// Overrides the request timeout (long polls such as Fly's `/wait`).
+    pub timeout: Option<Duration>,
+}
+
+impl Call {
+    pub fn new(method: reqwest::Method, name: impl Into<String>, path: impl Into<String>) -> Self {
+        let safety = if method == reqwest::Method::POST || method == reqwest::Method::PATCH {
+            Safety::Create
+        } else {
+            Safety::Idempotent
+        };
+        Call {
+            name: name.into(),
+            method,
+            path: path.into(),
+            body: None,
+            safety,
+            transient_404: false,
+            timeout: None,
+        }
+    }
+    pub fn get(name: impl Into<String>, path: impl Into<String>) -> Self {
+        Call::new(reqwest::Method::GET, name, path)
+    }
+    pub fn delete(name: impl Into<String>, path: impl Into<String>) -> Self {
+        Call::new(reqwest::Method::DELETE, name, path)
+    }
+    pub fn post(name: impl Into<String>, path: impl Into<String>) -> Self {
+        Call::new(reqwest::Method::POST, name, path)
+    }
+    pub fn patch(name: impl Into<String>, path: impl Into<String>) -> Self {
+        Call::new(reqwest::Method::PATCH, name, path)
+    }
+    pub fn json(mut self, body: serde_json::Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+    /// Marks a POST/PATCH whose repetition is harmless (setting secrets, setting a field).
+    pub fn idempotent(mut self) -> Self {
+        self.safety = Safety::Idempotent;
+        self
+    }
+    pub fn transient_404(mut self, yes: bool) -> Self {
+        self.transient_404 = yes;
+        self
+    }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+}
+
+/// A successful response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json<T: serde::de::DeserializeOwned>(&self, call: &str) -> anyhow::Result<T> {
+        serde_json::from_str(&self.body).map_err(|e| {
+            anyhow::anyhow!(
+                "{call}: unexpected response shape ({e}): {}",
+                redact_body(&self.body)
+            )
+        })
+    }
+}
+
+/// Status of the provider error in an error chain, if any (404 on delete means gone).
+pub fn status_of(err: &anyhow::Error) -> Option<u16> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<ProviderError>())
+        .map(|p| p.status)
+}
+
+/// The status codes worth another attempt of an idempotent call.
+pub fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 423 | 429) || (500..=599).contains(&status)
+}
+
+/// Redacts registered secrets and truncates a response body for an error message.
+pub fn redact_body(body: &str) -> String {
+    let r = secret::redact(body);
+    let r = r.trim();
+    if r.chars().count() > 500 {
+        let mut t: String = r.chars().take(500).collect();
+        t.push('…');
+        t
+    } else {
+        r.to_string()
+    }
+}
+
+/// How long the server asked us to wait: `Retry-After` (seconds or HTTP date), else a GitHub
+/// style `x-ratelimit-reset` (epoch seconds) when the remaining budget is 0.
+pub fn server_delay(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let now = chrono::Utc::now();
+    if let Some(v) = headers.get("retry-after").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(at) = chrono::DateTime::parse_from_rfc2822(v) {
+            return Some(
+                (at.with_timezone(&chrono::Utc) - now)
+                    .to_std()
+                    .unwrap_or(Duration::ZERO),
+            );
+        }
+    }
+    let remaining = headers
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if remaining == Some("0")
+        && let Some(reset) = headers
+            .get("x-ratelimit-reset")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    {
+        let wait = reset - now.timestamp();
+        return Some(Duration::from_secs(wait.clamp(0, 3600) as u64 + 1));
+    }
+    None
+}
+
+/// An HTTP client for one provider's API.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    provider: &'static str,
+    base: String,
+    /// The full `Authorization` header value (a registered secret).
+    auth: Option<Secret>,
+    pub policy: RetryPolicy,
+    /// Counts requests sent (every attempt), for the call figures in reports.
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("provider", &self.provider)
+            .field("base", &self.base)
+            .field("auth", &self.auth.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+enum Failure {
+    Retry(Option<Duration>, anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+impl Client {
+    /// `base` is the API root (`https://console.neon.tech/api/v2`); `auth` the full
+    /// `Authorization` header value.
+    pub fn new(
+        provider: &'static str,
+        base: &url::Url,
+        auth: Option<Secret>,
+        policy: RetryPolicy,
+        timeouts: Timeouts,
+    ) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.request)
+            .user_agent(concat!("atlas/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the {provider} http client: {e}"))?;
+        Ok(Client {
+            http,
+            provider,
+            base: base.as_str().trim_end_matches('/').to_string(),
+            auth,
+            policy,
+            sent: Default::default(),
+        })
+    }
+
+    /// Bearer auth from a token (registered as a secret, header form included).
+    pub fn bearer(token: &Secret) -> Secret {
+        Secret::new(format!("Bearer {}", token.expose()))
+    }
+
+    pub fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    /// The same client with other timeouts (tests use short ones against local fakes).
+    pub fn with_timeouts(&self, timeouts: Timeouts) -> anyhow::Result<Client> {
+        let base = url::Url::parse(&self.base)
+            .map_err(|e| anyhow::anyhow!("{}: bad base url: {e}", self.provider))?;
+        let mut c = Client::new(
+            self.provider,
+            &base,
+            self.auth.clone(),
+            self.policy.clone(),
+            timeouts,
+        )?;
+        c.sent = self.sent.clone();
+        Ok(c)
+    }
+
+    /// Requests sent so far (every attempt counts).
+    pub fn requests_sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn error(&self, call: &Call, status: u16, body: &str) -> anyhow::Error {
+        ProviderError {
+            provider: self.provider,
+            call: call.name.clone(),
+            status,
+            body: redact_body(body),
+        }
+        .into()
+    }
+
+    /// One attempt, classified.
+    async fn attempt(&self, call: &Call) -> Result<Response, Failure> {
+        let url = format!("{}{}", self.base, call.path);
+        let mut rb = self.http.request(call.method.clone(), &url);
+        if let Some(auth) = &self.auth {
+            rb = rb.header(reqwest::header::AUTHORIZATION, auth.expose());
+        }
+        if let Some(body) = &call.body {
+            rb = rb.json(body);
+        }
+        if let Some(t) = call.timeout {
+            rb = rb.timeout(t);
+        }
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "could not connect"
+                } else {
+                    "connection failed"
+                };
+                let err = anyhow::anyhow!(
+                    "{}: {} {kind}: {}",
+                    self.provider,
+                    call.name,
+                    secret::redact(&e.to_string())
+                );
+                return Err(Failure::Retry(None, err));
+            }
+        };
+        let status = resp.status().as_u16();
+        let delay = server_delay(resp.headers());
+        let body = match resp.text().await {
+            Ok(b) => b,
+            Err(e) => {
+                let err = anyhow::anyhow!(
+                    "{}: {}: reading the response failed: {}",
+                    self.provider,
+                    call.name,
+                    secret::redact(&e.to_string())
+                );
+                return Err(Failure::Retry(None, err));
+            }
+        };
+        if (200..300).contains(&status) {
+            return Ok(Response { status, body });
+        }
+        let err = self.error(call, status, &body);
+        // GitHub signals an exhausted rate limit with 403 + x-ratelimit-remaining: 0.
+        let rate_limited = status == 403 && delay.is_some();
+        if retryable_status(status) || rate_limited || (status == 404 && call.transient_404) {
+            Err(Failure::Retry(delay, err))
+        } else {
+            Err(Failure::Fatal(err))
+        }
+    }
+
+    /// Sends a call. Idempotent calls are retried under the policy; a [`Safety::Create`] call
+    /// is sent exactly once (use [`Client::create`] for a create that may be retried).
+    pub async fn send(&self, call: Call) -> anyhow::Result<Response> {
+        if call.safety == Safety::Create {
+            return match self.attempt(&call).await {
+                Ok(r) => Ok(r),
+                Err(Failure::Retry(_, e)) | Err(Failure::Fatal(e)) => Err(e),
+            };
+        }
+        with_retry(&self.policy, |_| {
+            let call = &call;
+            async move {
+                match self.attempt(call).await {
+                    Ok(r) => Attempt::Done(Ok(r)),
+                    Err(Failure::Retry(after, error)) => Attempt::Retry { after, error },
+                    Err(Failure::Fatal(e)) => Attempt::Done(Err(e)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// A create that survives transient failures without duplicating the resource: from the
+    /// second attempt on (and after a 409/422 conflict) `lookup` is asked first whether the
+    /// resource exists now, and what it finds is returned; only otherwise is the create sent
+    /// again. Returns the value and whether this call created it.
+    pub async fn create<T, P, L, LF>(
+        &self,
+        call: Call,
+        parse: P,
+        lookup: L,
+    ) -> anyhow::Result<(T, bool)>
+    where
+        P: Fn(&Response) -> anyhow::Result<T>,
+        L: Fn() -> LF,
+        LF: Future<Output = anyhow::Result<Option<T>>>,
+    {
+        with_retry(&self.policy, |n| {
+            let call = &call;
+            let parse = &parse;
+            let lookup = &lookup;
+            async move {
+                if n > 1 {
+                    match lookup().await {
+                        Ok(Some(found)) => return Attempt::Done(Ok((found, false))),
+                        Ok(None) => {}
+                        Err(e) => return Attempt::Done(Err(e)),
+                    }
+                }
+                match self.attempt(call).await {
+                    Ok(r) => Attempt::Done(parse(&r).map(|t| (t, true))),
+                    Err(Failure::Retry(after, error)) => Attempt::Retry { after, error },
+                    Err(Failure::Fatal(e)) => {
+                        // A conflict may be an earlier attempt of ours that landed: re-read.
+                        if matches!(status_of(&e), Some(409 | 422)) {
+                            match lookup().await {
+                                Ok(Some(found)) => return Attempt::Done(Ok((found, false))),
+                                Ok(None) => {}
+                                Err(e2) => return Attempt::Done(Err(e2)),
+                            }
+                        }
+                        Attempt::Done(Err(e))
+                    }
+                }
+            }
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +535,52 @@ mod tests {
         for n in 1..40 {
             assert!(p.backoff(n) <= p.max_delay);
         }
+    }
+
+    #[test]
+    fn server_delay_reads_retry_after_and_rate_limit_reset() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(server_delay(&h), Some(Duration::from_secs(7)));
+        let mut h = HeaderMap::new();
+        let at = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        h.insert("retry-after", HeaderValue::from_str(&at).unwrap());
+        let d = server_delay(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(20) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        let reset = (chrono::Utc::now().timestamp() + 10).to_string();
+        h.insert("x-ratelimit-reset", HeaderValue::from_str(&reset).unwrap());
+        let d = server_delay(&h).unwrap();
+        assert!(
+            d >= Duration::from_secs(9) && d <= Duration::from_secs(12),
+            "{d:?}"
+        );
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("5"));
+        assert_eq!(server_delay(&h), None);
+    }
+
+    #[test]
+    fn client_debug_hides_the_token() {
+        let token = Secret::new("tok-very-secret-123456");
+        let c = Client::new(
+            "neon",
+            &url::Url::parse("http://127.0.0.1:9/api").unwrap(),
+            Some(Client::bearer(&token)),
+            RetryPolicy::fast(),
+            Timeouts::default(),
+        )
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(
+            !d.contains("tok-very-secret-123456") && d.contains("***"),
+            "{d}"
+        );
+        assert!(redact_body("x tok-very-secret-123456 y").contains("***"));
+        assert!(retryable_status(503) && retryable_status(423) && !retryable_status(404));
     }
 }

@@ -1,8 +1,525 @@
-//! Fly.io Machines API: preview apps. (Issue 5.)
+//! Fly.io Machines API: preview apps (DESIGN.md sections 3 and 5).
+//!
+//! One app per PR (`<prefix>-pr-<n>` from `naming`), in the configured org. The Machines API
+//! has no app metadata, so ownership lives on the machines: every machine Atlas creates carries
+//! `atlas=preview`, `atlas_pr`, `atlas_repo` and `atlas_sha`. An existing app of that name is
+//! adopted only if it is in the configured org and each of its machines carries Atlas's marks
+//! for this PR and repository; an app with no machines is adopted, because the name embeds the
+//! repository hash and a create that failed half-way leaves exactly that. Secrets go through
+//! `POST /apps/{app}/secrets` (one call for all values; new machines wait for that secrets
+//! version). An update replaces the image of the existing machine in place; extra machines
+//! left by an earlier failure are destroyed so they never pile up. Readiness is `/wait` with
+//! `state=started` (at most 60 s per call) in a bounded loop, then the preview URL's health
+//! path.
 
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::{FlyAccess, Settings};
+use crate::http::{Call, Client, RetryPolicy, Timeouts, status_of};
+use crate::naming;
+use crate::provider::{
+    AppDeployment, Deleted, DeployRequest, OWNER_KEY, OWNER_VALUE, Owned, PR_KEY, Platform,
+    REPO_KEY, SHA_KEY,
+};
+use crate::secret::{self, Secret};
 
 /// `[fly]` in atlas.toml.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct FlySettings {}
+pub struct FlySettings {
+    pub region: String,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    /// `shared` or `performance`.
+    pub cpu_kind: String,
+    /// The port the app listens on inside the machine (default: `[app] port`).
+    pub internal_port: Option<u16>,
+    /// `stop`, `suspend` or `off`: what Fly's proxy does with an idle machine.
+    pub auto_stop: String,
+    /// The preview URL; `{app}` is replaced by the app name. Default `https://{app}.fly.dev`.
+    pub preview_url: Option<String>,
+}
+
+impl Default for FlySettings {
+    fn default() -> Self {
+        FlySettings {
+            region: "iad".into(),
+            cpus: 1,
+            memory_mb: 256,
+            cpu_kind: "shared".into(),
+            internal_port: None,
+            auto_stop: "stop".into(),
+            preview_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ApiMachine {
+    id: String,
+    #[serde(default)]
+    instance_id: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    config: Value,
+}
+
+impl ApiMachine {
+    fn meta(&self, key: &str) -> Option<&str> {
+        self.config["metadata"][key].as_str()
+    }
+}
+
+/// Fly's platform provider.
+#[derive(Debug)]
+pub struct FlyPlatform {
+    client: Client,
+    /// For the preview URL probe: no Authorization header ever goes to the app.
+    probe: reqwest::Client,
+    org: String,
+    repository: String,
+    prefix: String,
+    settings: FlySettings,
+    /// Pause between readiness probes.
+    poll: Duration,
+}
+
+impl FlyPlatform {
+    /// Builds the provider from the `fly_*` inputs; `repository` (`owner/name`) names the apps
+    /// (through `naming::prefix`) and goes into the machines' metadata.
+    pub fn new(
+        access: &FlyAccess,
+        settings: &Settings,
+        repository: &str,
+        policy: RetryPolicy,
+    ) -> anyhow::Result<Self> {
+        let token = access
+            .api_token
+            .as_ref()
+            .context("input `fly_api_token` is required for a fly preview")?;
+        let org = access
+            .org
+            .clone()
+            .context("input `fly_org` is required for a fly preview")?;
+        // Fly's own tokens may already carry their scheme (`FlyV1 fm2_...`).
+        let auth = if token.expose().starts_with("FlyV1 ") {
+            token.clone()
+        } else {
+            Client::bearer(token)
+        };
+        let client = Client::new(
+            "fly",
+            &access.api_url,
+            Some(auth),
+            policy,
+            Timeouts::default(),
+        )?;
+        let probe = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot build the http client for the preview probe")?;
+        Ok(FlyPlatform {
+            client,
+            probe,
+            org,
+            repository: repository.to_string(),
+            prefix: naming::prefix(settings.app.name.as_deref(), repository),
+            settings: settings.fly.clone(),
+            poll: Duration::from_secs(2),
+        })
+    }
+
+    /// Shorter timeouts and polling (tests against a local fake).
+    pub fn with_timeouts(mut self, timeouts: Timeouts, poll: Duration) -> anyhow::Result<Self> {
+        self.client = self.client.with_timeouts(timeouts)?;
+        self.poll = poll;
+        Ok(self)
+    }
+
+    pub fn requests_sent(&self) -> u64 {
+        self.client.requests_sent()
+    }
+
+    /// The app name prefix of this repository.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The preview URL of an app.
+    pub fn preview_url(&self, app: &str) -> String {
+        self.settings
+            .preview_url
+            .as_deref()
+            .unwrap_or("https://{app}.fly.dev")
+            .replace("{app}", app)
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The app, or `None` when it does not exist.
+    async fn get_app(&self, app: &str, transient_404: bool) -> anyhow::Result<Option<Value>> {
+        match self
+            .client
+            .send(Call::get("get app", format!("/apps/{}", enc(app))).transient_404(transient_404))
+            .await
+        {
+            Ok(r) => Ok(Some(r.json("get app")?)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn machines(&self, app: &str, transient_404: bool) -> anyhow::Result<Vec<ApiMachine>> {
+        let r = self
+            .client
+            .send(
+                Call::get("list machines", format!("/apps/{}/machines", enc(app)))
+                    .transient_404(transient_404),
+            )
+            .await?;
+        r.json("list machines")
+    }
+
+    /// Why an app is not Atlas's, if it is not.
+    fn foreign(
+        &self,
+        app_json: &Value,
+        machines: &[ApiMachine],
+        pr: Option<u64>,
+    ) -> Option<String> {
+        if let Some(slug) = app_json["organization"]["slug"].as_str()
+            && slug != self.org
+        {
+            return Some(format!("it belongs to org `{slug}`, not `{}`", self.org));
+        }
+        for m in machines {
+            let ok = m.meta(OWNER_KEY) == Some(OWNER_VALUE)
+                && m.meta(REPO_KEY) == Some(self.repository.as_str())
+                && pr.is_none_or(|pr| m.meta(PR_KEY) == Some(pr.to_string().as_str()));
+            if !ok {
+                return Some(format!(
+                    "machine {} has no atlas metadata for {}",
+                    m.id, self.repository
+                ));
+            }
+        }
+        None
+    }
+
+    fn machine_config(&self, req: &DeployRequest, image: &str) -> Value {
+        let port = self.settings.internal_port.unwrap_or(req.port);
+        let mut env: BTreeMap<String, String> = req.env.clone();
+        env.insert("PORT".into(), port.to_string());
+        let mut metadata = BTreeMap::new();
+        metadata.insert(OWNER_KEY.to_string(), OWNER_VALUE.to_string());
+        metadata.insert(REPO_KEY.to_string(), self.repository.clone());
+        metadata.insert(SHA_KEY.to_string(), req.sha.clone());
+        if let Some(pr) = req.pr {
+            metadata.insert(PR_KEY.to_string(), pr.to_string());
+        }
+        json!({
+            "image": image,
+            "env": env,
+            "metadata": metadata,
+            "guest": {
+                "cpus": self.settings.cpus,
+                "memory_mb": self.settings.memory_mb,
+                "cpu_kind": self.settings.cpu_kind,
+            },
+            "restart": {"policy": "on-failure"},
+            "services": [{
+                "protocol": "tcp",
+                "internal_port": port,
+                "autostop": self.settings.auto_stop,
+                "autostart": true,
+                "min_machines_running": 0,
+                "ports": [
+                    {"port": 443, "handlers": ["tls", "http"]},
+                    {"port": 80, "handlers": ["http"], "force_https": true},
+                ],
+            }],
+        })
+    }
+
+    /// Loops on `/wait?state=started` (at most 60 s per call) until started or `deadline`.
+    async fn wait_started(
+        &self,
+        app: &str,
+        m: &ApiMachine,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                anyhow::bail!(
+                    "fly: machine {} of app {app} did not reach `started` within the readiness timeout; check `fly logs -a {app}` or raise [app] readiness_timeout",
+                    m.id
+                );
+            }
+            let secs = left.as_secs().clamp(1, 60);
+            let mut path = format!(
+                "/apps/{}/machines/{}/wait?state=started&timeout={secs}",
+                enc(app),
+                enc(&m.id)
+            );
+            if let Some(v) = &m.instance_id {
+                path.push_str(&format!("&version={}", enc(v)));
+            }
+            let call = Call::get("wait for machine started", path)
+                .transient_404(true)
+                .timeout(Duration::from_secs(secs + 10));
+            match self.client.send(call).await {
+                Ok(_) => return Ok(()),
+                // 408: the wait itself timed out; loop until our own deadline.
+                Err(e) if status_of(&e) == Some(408) => {
+                    tokio::time::sleep(self.poll.min(left)).await;
+                }
+                Err(e) if Instant::now() < deadline && status_of(&e).is_none() => {
+                    tokio::time::sleep(self.poll.min(left)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Probes `url + health_path` until it answers 2xx or `deadline`.
+    async fn probe(&self, url: &str, health_path: &str, deadline: Instant) -> anyhow::Result<()> {
+        let target = format!("{url}{health_path}");
+        loop {
+            let last = match self.probe.get(&target).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => format!("status {}", r.status().as_u16()),
+                Err(e) => secret::redact(&e.to_string()),
+            };
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "fly: the preview at {target} did not answer 2xx within the readiness timeout (last: {last}); check [app] health_path and the app's logs"
+                );
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[async_trait]
+impl Platform for FlyPlatform {
+    fn kind(&self) -> &'static str {
+        "fly"
+    }
+
+    async fn deploy(&self, req: &DeployRequest) -> anyhow::Result<AppDeployment> {
+        let deadline = Instant::now() + req.readiness_timeout;
+        let app = req.app.as_str();
+        let image = req
+            .image
+            .as_deref()
+            .context("input `image` is required for a fly preview (a registry reference)")?;
+        if naming::pr_from_app(&self.prefix, app).is_none() {
+            anyhow::bail!(
+                "fly: app name `{app}` is not an atlas preview name of {} (`{}-pr-N`)",
+                self.repository,
+                self.prefix
+            );
+        }
+
+        // 1. The app: adopt only our own; create with a re-read on any transient failure.
+        let (created, machines) = match self.get_app(app, false).await? {
+            Some(a) => {
+                let ms = self.machines(app, false).await?;
+                if let Some(why) = self.foreign(&a, &ms, req.pr) {
+                    anyhow::bail!(
+                        "fly: app `{app}` exists but is not atlas's ({why}); atlas will not adopt it: delete or rename it"
+                    );
+                }
+                (false, ms)
+            }
+            None => {
+                let (_, created) = self
+                    .client
+                    .create(
+                        Call::post("create app", "/apps")
+                            .json(json!({"name": app, "org_slug": self.org})),
+                        |_| Ok(()),
+                        || async move { Ok(self.get_app(app, false).await?.map(|_| ())) },
+                    )
+                    .await?;
+                (created, Vec::new())
+            }
+        };
+
+        // 2. Secrets, in one call. Fresh apps may 404 for a moment (eventual consistency).
+        let mut min_secrets_version = None;
+        if !req.secrets.is_empty() {
+            let values: BTreeMap<&str, &str> = req
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.as_str(), Secret::expose(v)))
+                .collect();
+            let r = self
+                .client
+                .send(
+                    Call::post("set secrets", format!("/apps/{}/secrets", enc(app)))
+                        .json(json!({ "values": values }))
+                        .idempotent()
+                        .transient_404(true),
+                )
+                .await?;
+            let v: Value = r.json("set secrets").unwrap_or(Value::Null);
+            min_secrets_version = v["version"].as_u64();
+        }
+
+        // 3. One machine: update in place, or create; extras from earlier failures go away.
+        let config = self.machine_config(req, image);
+        let mut body = json!({"config": config, "region": self.settings.region});
+        if let Some(v) = min_secrets_version {
+            body["min_secrets_version"] = json!(v);
+        }
+        let mut machines = machines;
+        machines.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        let machine = if let Some(first) = machines.first() {
+            for extra in machines.iter().skip(1) {
+                let r = self
+                    .client
+                    .send(Call::delete(
+                        "destroy extra machine",
+                        format!("/apps/{}/machines/{}?force=true", enc(app), enc(&extra.id)),
+                    ))
+                    .await;
+                if let Err(e) = r
+                    && status_of(&e) != Some(404)
+                {
+                    return Err(e);
+                }
+            }
+            let r = self
+                .client
+                .send(
+                    Call::post(
+                        "update machine",
+                        format!("/apps/{}/machines/{}", enc(app), enc(&first.id)),
+                    )
+                    .json(body)
+                    .idempotent(),
+                )
+                .await?;
+            r.json::<ApiMachine>("update machine")?
+        } else {
+            let (m, _) = self
+                .client
+                .create(
+                    Call::post("create machine", format!("/apps/{}/machines", enc(app)))
+                        .json(body)
+                        .transient_404(true),
+                    |r| r.json::<ApiMachine>("create machine"),
+                    || async move {
+                        Ok(self
+                            .machines(app, true)
+                            .await?
+                            .into_iter()
+                            .find(|m| m.meta(OWNER_KEY) == Some(OWNER_VALUE)))
+                    },
+                )
+                .await?;
+            m
+        };
+
+        // 4. Started, then the preview answers its health path.
+        if machine.state.as_deref() != Some("started") {
+            self.wait_started(app, &machine, deadline).await?;
+        }
+        let url = self.preview_url(app);
+        self.probe(&url, &req.health_path, deadline).await?;
+        Ok(AppDeployment {
+            app: app.to_string(),
+            url,
+            instances: vec![machine.id],
+            logs: Some(format!("https://fly.io/apps/{app}/monitoring")),
+            created,
+        })
+    }
+
+    async fn destroy(&self, app: &str) -> anyhow::Result<Deleted> {
+        let Some(pr) = naming::pr_from_app(&self.prefix, app) else {
+            anyhow::bail!(
+                "fly: app `{app}` is not an atlas preview name of {}; atlas destroys only its own apps",
+                self.repository
+            );
+        };
+        let Some(a) = self.get_app(app, false).await? else {
+            return Ok(Deleted::AlreadyGone);
+        };
+        let ms = match self.machines(app, false).await {
+            Ok(ms) => ms,
+            Err(e) if status_of(&e) == Some(404) => return Ok(Deleted::AlreadyGone),
+            Err(e) => return Err(e),
+        };
+        if let Some(why) = self.foreign(&a, &ms, Some(pr)) {
+            anyhow::bail!("fly: app `{app}` is not atlas's ({why}); it was left alone");
+        }
+        match self
+            .client
+            .send(Call::delete("destroy app", format!("/apps/{}", enc(app))))
+            .await
+        {
+            Ok(_) => Ok(Deleted::Removed),
+            Err(e) if status_of(&e) == Some(404) => Ok(Deleted::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
+        let r = self
+            .client
+            .send(Call::get(
+                "list apps",
+                format!("/apps?org_slug={}", enc(&self.org)),
+            ))
+            .await?;
+        let v: Value = r.json("list apps")?;
+        let mut out = Vec::new();
+        for a in v["apps"].as_array().into_iter().flatten() {
+            let Some(name) = a["name"].as_str() else {
+                continue;
+            };
+            let Some(pr) = naming::pr_from_app(&self.prefix, name) else {
+                continue;
+            };
+            let ms = match self.machines(name, false).await {
+                Ok(ms) => ms,
+                Err(e) if status_of(&e) == Some(404) => continue,
+                Err(e) => return Err(e),
+            };
+            if self.foreign(a, &ms, Some(pr)).is_some() {
+                continue;
+            }
+            let created_at = ms
+                .iter()
+                .filter_map(|m| m.created_at.as_deref())
+                .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .min();
+            out.push(Owned {
+                name: name.to_string(),
+                id: a["id"].as_str().unwrap_or(name).to_string(),
+                pr,
+                created_at,
+                expires_at: None,
+            });
+        }
+        Ok(out)
+    }
+}

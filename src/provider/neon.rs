@@ -1,8 +1,500 @@
-//! Neon API v2: database branches. (Issue 5.)
+//! Neon API v2: database branches for previews (DESIGN.md sections 3 and 5).
+//!
+//! A PR's branch is found by name before anything is created; a create carries a read-write
+//! endpoint, `expires_at` and the ownership annotation (`atlas=preview`, `atlas_pr`,
+//! `atlas_repo`: Neon's branch annotations, settable at create time and returned by the list
+//! and get calls). Every operation a call returns is polled until it finishes before the next
+//! mutation; Neon answers 423 while one is still running, which the `http` layer retries. The
+//! connection URI is asked for the branch itself (never its parent) and registered as a secret,
+//! password included, before anything can print it.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::{NeonAccess, Settings};
+use crate::http::{Call, Client, RetryPolicy, Timeouts, status_of};
+use crate::naming;
+use crate::provider::{
+    Branch, BranchRequest, Database, Deleted, OWNER_KEY, OWNER_VALUE, Owned, PR_KEY, REPO_KEY,
+    SchemaDiff,
+};
+use crate::secret::{self, Secret};
 
 /// `[neon]` in atlas.toml.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct NeonSettings {}
+pub struct NeonSettings {
+    /// Ask for the pooled (PgBouncer) connection URI.
+    pub pooled: bool,
+    /// How long to wait for Neon operations (branch creation, endpoint start) to finish.
+    #[serde(with = "crate::config::duration")]
+    pub operation_timeout: Duration,
+}
+
+impl Default for NeonSettings {
+    fn default() -> Self {
+        NeonSettings {
+            pooled: false,
+            operation_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A Neon branch as the API returns it (the fields Atlas reads).
+#[derive(Debug, Clone, Deserialize)]
+struct ApiBranch {
+    id: String,
+    name: String,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ApiOperation {
+    id: String,
+    action: String,
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Neon's database provider.
+#[derive(Debug)]
+pub struct NeonDatabase {
+    client: Client,
+    project: String,
+    repository: String,
+    pooled: bool,
+    operation_timeout: Duration,
+    poll: Duration,
+}
+
+impl NeonDatabase {
+    /// Builds the provider from the `neon_*` inputs. `repository` (`owner/name`) goes into the
+    /// ownership annotation; `settings` gives `[neon]`.
+    pub fn new(
+        access: &NeonAccess,
+        settings: &Settings,
+        repository: &str,
+        policy: RetryPolicy,
+    ) -> anyhow::Result<Self> {
+        let key = access
+            .api_key
+            .as_ref()
+            .context("input `neon_api_key` is required for a neon branch")?;
+        let project = access
+            .project_id
+            .clone()
+            .context("input `neon_project_id` is required for a neon branch")?;
+        let client = Client::new(
+            "neon",
+            &access.api_url,
+            Some(Client::bearer(key)),
+            policy,
+            Timeouts::default(),
+        )?;
+        Ok(NeonDatabase {
+            client,
+            project,
+            repository: repository.to_string(),
+            pooled: settings.neon.pooled,
+            operation_timeout: settings.neon.operation_timeout,
+            poll: Duration::from_secs(1),
+        })
+    }
+
+    /// Shorter timeouts and polling (tests against a local fake).
+    pub fn with_timeouts(mut self, timeouts: Timeouts, poll: Duration) -> anyhow::Result<Self> {
+        self.client = self.client.with_timeouts(timeouts)?;
+        self.poll = poll;
+        Ok(self)
+    }
+
+    /// Requests sent so far.
+    pub fn requests_sent(&self) -> u64 {
+        self.client.requests_sent()
+    }
+
+    fn p(&self) -> String {
+        format!("/projects/{}", enc(&self.project))
+    }
+
+    /// All branches whose name contains `search` (every page), with their annotations.
+    async fn branches(
+        &self,
+        search: Option<&str>,
+    ) -> anyhow::Result<Vec<(ApiBranch, BTreeMap<String, String>)>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..1000 {
+            let mut q = vec![("limit".to_string(), "100".to_string())];
+            if let Some(s) = search {
+                q.push(("search".into(), s.into()));
+            }
+            if let Some(c) = &cursor {
+                q.push(("cursor".into(), c.clone()));
+            }
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(q)
+                .finish();
+            let r = self
+                .client
+                .send(Call::get(
+                    "list branches",
+                    format!("{}/branches?{query}", self.p()),
+                ))
+                .await?;
+            let v: Value = r.json("list branches")?;
+            let branches: Vec<ApiBranch> = serde_json::from_value(v["branches"].clone())
+                .context("neon: list branches returned an unexpected shape")?;
+            let n = branches.len();
+            for b in branches {
+                let ann = annotation_of(&v["annotations"][b.id.as_str()]["value"]);
+                out.push((b, ann));
+            }
+            match v["pagination"]["next"].as_str() {
+                Some(next) if !next.is_empty() && n > 0 && cursor.as_deref() != Some(next) => {
+                    cursor = Some(next.to_string())
+                }
+                _ => return Ok(out),
+            }
+        }
+        anyhow::bail!("neon: list branches did not end after 1000 pages")
+    }
+
+    async fn find(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<Option<(ApiBranch, BTreeMap<String, String>)>> {
+        Ok(self
+            .branches(Some(name))
+            .await?
+            .into_iter()
+            .find(|(b, _)| b.name == name))
+    }
+
+    fn is_ours(&self, ann: &BTreeMap<String, String>, pr: Option<u64>) -> bool {
+        ann.get(OWNER_KEY).map(String::as_str) == Some(OWNER_VALUE)
+            && ann.get(REPO_KEY) == Some(&self.repository)
+            && pr.is_none_or(|pr| ann.get(PR_KEY) == Some(&pr.to_string()))
+    }
+
+    /// Polls every operation until it finished; a failed one is an error naming it.
+    async fn wait_operations(&self, ops: &Value, transient_404: bool) -> anyhow::Result<()> {
+        let ops: Vec<ApiOperation> = serde_json::from_value(ops.clone()).unwrap_or_default();
+        let start = std::time::Instant::now();
+        for op in ops {
+            let mut cur = op;
+            loop {
+                match cur.status.as_str() {
+                    "finished" | "skipped" => break,
+                    "failed" | "error" | "cancelled" | "cancelling" => {
+                        anyhow::bail!(
+                            "neon: operation {} ({}) {}: {}",
+                            cur.action,
+                            cur.id,
+                            cur.status,
+                            secret::redact(cur.error.as_deref().unwrap_or("no detail given"))
+                        );
+                    }
+                    _ => {}
+                }
+                if start.elapsed() > self.operation_timeout {
+                    anyhow::bail!(
+                        "neon: operation {} ({}) still {} after {:?}; raise [neon] operation_timeout or check the neon console",
+                        cur.action,
+                        cur.id,
+                        cur.status,
+                        self.operation_timeout
+                    );
+                }
+                tokio::time::sleep(self.poll).await;
+                let r = self
+                    .client
+                    .send(
+                        Call::get(
+                            format!("get operation {}", cur.action),
+                            format!("{}/operations/{}", self.p(), enc(&cur.id)),
+                        )
+                        .transient_404(transient_404),
+                    )
+                    .await?;
+                let v: Value = r.json("get operation")?;
+                cur = serde_json::from_value(v["operation"].clone())
+                    .context("neon: get operation returned an unexpected shape")?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn connection_uri(
+        &self,
+        branch_id: &str,
+        req: &BranchRequest,
+        after_create: bool,
+    ) -> anyhow::Result<Secret> {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("branch_id", branch_id)
+            .append_pair("database_name", &req.database)
+            .append_pair("role_name", &req.role)
+            .append_pair("pooled", if self.pooled { "true" } else { "false" })
+            .finish();
+        let r = self
+            .client
+            .send(
+                Call::get("get connection uri", format!("{}/connection_uri?{query}", self.p()))
+                    .transient_404(after_create),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "neon: no connection uri for database `{}` and role `{}` on branch {}; check [database] database and role in atlas.toml",
+                    req.database, req.role, req.name
+                )
+            })?;
+        let v: Value = r.json("get connection uri")?;
+        let uri = v["uri"]
+            .as_str()
+            .context("neon: get connection uri returned no uri")?;
+        Ok(register_uri(uri))
+    }
+}
+
+/// Registers a connection URI and its password (every form) as secrets.
+pub fn register_uri(uri: &str) -> Secret {
+    let s = Secret::new(uri);
+    if let Ok(u) = url::Url::parse(uri)
+        && let Some(pw) = u.password()
+    {
+        // The password as written in the URI (percent-encoded) and decoded.
+        secret::register(pw);
+        let decoded: String = url::form_urlencoded::parse(format!("p={pw}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        secret::register(&decoded);
+    }
+    s
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn annotation_of(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[async_trait]
+impl Database for NeonDatabase {
+    fn kind(&self) -> &'static str {
+        "neon"
+    }
+
+    async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<Branch> {
+        let existing = self.find(&req.name).await?;
+        let (branch, created) = match existing {
+            Some((b, ann)) => {
+                if !self.is_ours(&ann, Some(req.pr)) {
+                    anyhow::bail!(
+                        "neon: branch `{}` exists but is not atlas's (no atlas annotation for PR #{} of {}); rename or delete it, atlas will not adopt it",
+                        req.name,
+                        req.pr,
+                        self.repository
+                    );
+                }
+                // Refresh the expiry on every up (one PATCH; its operations are awaited).
+                if let Some(at) = req.expires_at {
+                    let r = self
+                        .client
+                        .send(
+                            Call::patch(
+                                "update branch expires_at",
+                                format!("{}/branches/{}", self.p(), enc(&b.id)),
+                            )
+                            .json(json!({"branch": {"expires_at": rfc3339(at)}}))
+                            .idempotent(),
+                        )
+                        .await?;
+                    let v: Value = r.json("update branch")?;
+                    self.wait_operations(&v["operations"], false).await?;
+                }
+                (b, false)
+            }
+            None => {
+                let parent = self
+                    .find(&req.parent)
+                    .await?
+                    .with_context(|| {
+                        format!(
+                            "neon: parent branch `{}` not found in project {}; set [database] parent in atlas.toml",
+                            req.parent, self.project
+                        )
+                    })?
+                    .0;
+                let mut branch = json!({
+                    "name": req.name,
+                    "parent_id": parent.id,
+                    "init_source": if req.schema_only { "schema-only" } else { "parent-data" },
+                });
+                if let Some(at) = req.expires_at {
+                    branch["expires_at"] = json!(rfc3339(at));
+                }
+                let body = json!({
+                    "branch": branch,
+                    "endpoints": [{"type": "read_write"}],
+                    "annotation_value": {
+                        OWNER_KEY: OWNER_VALUE,
+                        PR_KEY: req.pr.to_string(),
+                        REPO_KEY: self.repository,
+                    },
+                });
+                let name = req.name.clone();
+                let ((b, ops), created) = self
+                    .client
+                    .create(
+                        Call::post("create branch", format!("{}/branches", self.p())).json(body),
+                        |r| {
+                            let v: Value = r.json("create branch")?;
+                            let b: ApiBranch = serde_json::from_value(v["branch"].clone())
+                                .context("neon: create branch returned an unexpected shape")?;
+                            Ok((b, v["operations"].clone()))
+                        },
+                        || {
+                            let name = name.clone();
+                            async move {
+                                Ok(self.find(&name).await?.map(|(b, _)| (b, Value::Null)))
+                            }
+                        },
+                    )
+                    .await?;
+                self.wait_operations(&ops, true).await?;
+                (b, created)
+            }
+        };
+        let uri = self.connection_uri(&branch.id, req, created).await?;
+        Ok(Branch {
+            name: branch.name,
+            id: branch.id,
+            parent: req.parent.clone(),
+            connection_uri: uri,
+            created,
+            expires_at: req.expires_at.or(branch.expires_at),
+        })
+    }
+
+    async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
+        let Some((b, ann)) = self.find(name).await? else {
+            return Ok(Deleted::AlreadyGone);
+        };
+        if !self.is_ours(&ann, naming::pr_from_branch(name)) {
+            anyhow::bail!(
+                "neon: branch `{name}` is not atlas's (no atlas annotation for {}); atlas deletes only its own branches",
+                self.repository
+            );
+        }
+        let r = self
+            .client
+            .send(Call::delete(
+                "delete branch",
+                format!("{}/branches/{}", self.p(), enc(&b.id)),
+            ))
+            .await;
+        match r {
+            Ok(r) => {
+                let v: Value = r.json("delete branch").unwrap_or(Value::Null);
+                self.wait_operations(&v["operations"], false).await?;
+                Ok(Deleted::Removed)
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(Deleted::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn schema_diff(&self, branch: &Branch) -> anyhow::Result<SchemaDiff> {
+        let parent = self.find(&branch.parent).await?.with_context(|| {
+            format!(
+                "neon: parent branch `{}` not found for the schema diff",
+                branch.parent
+            )
+        })?;
+        let r = self
+            .client
+            .send(Call::get(
+                "compare schema",
+                format!(
+                    "{}/branches/{}/compare_schema?base_branch_id={}&db_name={}",
+                    self.p(),
+                    enc(&branch.id),
+                    enc(&parent.0.id),
+                    enc(&self.database_of(branch))
+                ),
+            ))
+            .await?;
+        let v: Value = r.json("compare schema")?;
+        Ok(SchemaDiff {
+            diff: v["diff"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+
+    async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
+        Ok(self
+            .branches(Some("preview/pr-"))
+            .await?
+            .into_iter()
+            .filter_map(|(b, ann)| {
+                let pr = naming::pr_from_branch(&b.name)?;
+                self.is_ours(&ann, Some(pr)).then_some(Owned {
+                    name: b.name,
+                    id: b.id,
+                    pr,
+                    created_at: b.created_at,
+                    expires_at: b.expires_at,
+                })
+            })
+            .collect())
+    }
+}
+
+impl NeonDatabase {
+    /// The database name inside a branch's connection URI (the path), else `neondb`.
+    fn database_of(&self, branch: &Branch) -> String {
+        url::Url::parse(branch.connection_uri.expose())
+            .ok()
+            .map(|u| u.path().trim_start_matches('/').to_string())
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "neondb".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_password_is_registered_in_every_form() {
+        let s = register_uri("postgresql://neondb_owner:pw%2Fx-secret-77@ep-x.neon.tech/neondb");
+        let text = "pw/x-secret-77 and pw%2Fx-secret-77";
+        let r = secret::redact(text);
+        assert!(!r.contains("secret-77"), "{r}");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+}
