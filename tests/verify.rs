@@ -3,6 +3,12 @@
 //! `atlas` binary; plus the chain over a `LocalFleet` driven from the library, where the test
 //! can look at every production process before teardown.
 
+#[path = "support/fake_fly.rs"]
+mod fake_fly;
+#[path = "support/fake_neon.rs"]
+mod fake_neon;
+#[path = "support/openapi.rs"]
+mod openapi;
 #[path = "support/verify_env.rs"]
 mod verify_env;
 
@@ -317,4 +323,285 @@ fn failing_rehearsal_never_touches_production() {
     let branches =
         std::fs::read_to_string(dir.path().join("state/pg/branches.json")).unwrap_or_default();
     assert!(!branches.contains("atlas_pr_"), "{branches}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fly + Neon: the same chain over the fake Machines API (and Fly's proxy, pinned per machine
+// with `fly-force-instance-id`) and the fake Neon API for the rehearsal branch.
+
+mod cloud {
+    use std::time::Duration;
+
+    use atlas::config::{FlyAccess, NeonAccess, Settings};
+    use atlas::http::{RetryPolicy, Timeouts};
+    use atlas::provider::BranchRequest;
+    use atlas::provider::neon::NeonDatabase;
+    use atlas::secret::Secret;
+    use atlas::verify::fly::FlyFleet;
+    use atlas::verify::migrate::ProviderReleaseDb;
+    use atlas::verify::{Chain, ChainReport, Mode, ProbeLoad, Release, ReleaseDatabase, chain};
+
+    use crate::fake_fly::FakeFly;
+    use crate::fake_neon::{self, FakeNeon};
+    use crate::verify_env::*;
+
+    const FLY_TOKEN: &str = "fly-token-Verify-77q";
+    const NEON_KEY: &str = "neon-key-Verify-55z";
+    const PROD_PW: &str = "prod-db-pw-Zx81";
+    const V1: &str = "registry.fly.io/kitchen:v1";
+
+    struct World {
+        fly: FakeFly,
+        neon: FakeNeon,
+        prod_proxy: FlyProxy,
+        prod_ids: Vec<String>,
+    }
+
+    async fn release(
+        version: &str,
+        edit: impl FnOnce(&mut Settings),
+        before: impl FnOnce(&World),
+    ) -> (ChainReport, World) {
+        let fly = FakeFly::start(FLY_TOKEN).await;
+        let neon = FakeNeon::start(NEON_KEY).await;
+        let prod_ids = seed_fly_app(&fly, "kitchen", 3, V1);
+        seed_fly_app(&fly, "kitchen-qa", 1, V1);
+        let prod_proxy = fly_proxy(fly.state.clone(), "kitchen").await;
+        let qa_proxy = fly_proxy(fly.state.clone(), "kitchen-qa").await;
+        let mut settings = Settings::parse(
+            r#"
+[app]
+health_path = "/healthz"
+
+[database]
+migrations = "echo migrating"
+
+[verify]
+machines = 3
+qa_app = "kitchen-qa"
+production_app = "kitchen"
+health_timeout = "2s"
+integration = "test -n \"$BASE_URL\""
+
+[verify.canary]
+paths = ["/", "/menu"]
+samples = 3
+requests_per_sample = 60
+min_requests = 150
+p95_floor_ms = 15.0
+"#,
+            "atlas.toml",
+        )
+        .unwrap();
+        settings.verify.qa_url = Some(qa_proxy.url.clone());
+        settings.verify.production_url = Some(prod_proxy.url.clone());
+        edit(&mut settings);
+        let policy = RetryPolicy::fast();
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(5),
+        };
+        let fleet = FlyFleet::new(
+            &FlyAccess {
+                api_token: Some(Secret::new(FLY_TOKEN)),
+                org: Some("atlas-org".into()),
+                api_url: url::Url::parse(&fly.api_url).unwrap(),
+            },
+            &settings,
+            "kitchen",
+            policy.clone(),
+        )
+        .unwrap()
+        .with_timeouts(timeouts, Duration::from_millis(20))
+        .unwrap();
+        let neon_db = NeonDatabase::new(
+            &NeonAccess {
+                api_key: Some(Secret::new(NEON_KEY)),
+                project_id: Some(fake_neon::PROJECT.into()),
+                api_url: url::Url::parse(&neon.api_url).unwrap(),
+            },
+            &settings,
+            "octo-org/kitchen",
+            policy,
+        )
+        .unwrap()
+        .with_timeouts(timeouts, Duration::from_millis(5))
+        .unwrap();
+        let db = ProviderReleaseDb::new(
+            Box::new(neon_db),
+            BranchRequest {
+                pr: 0,
+                name: settings.verify.rehearsal_branch.clone(),
+                parent: "main".into(),
+                schema_only: false,
+                expires_at: None,
+                repository: "octo-org/kitchen".into(),
+                database: "neondb".into(),
+                role: "neondb_owner".into(),
+            },
+            Secret::new(format!(
+                "postgres://owner:{PROD_PW}@ep-prod.neon.tech/neondb"
+            )),
+        );
+        let world = World {
+            fly,
+            neon,
+            prod_proxy,
+            prod_ids,
+        };
+        before(&world);
+        let load = ProbeLoad::from_settings(&settings).unwrap();
+        let env = |k: &str| std::env::var(k).ok();
+        let c = Chain {
+            settings: &settings,
+            fleet: &fleet,
+            database: Some(&db as &dyn ReleaseDatabase),
+            load: &load,
+            forge: None,
+            env_source: &env,
+            progress: &|l| eprintln!("{l}"),
+        };
+        let r = chain::run(
+            &c,
+            &Release {
+                mode: Mode::Release,
+                version: version.into(),
+                sha: "0123456789abcdef0123".into(),
+            },
+        )
+        .await;
+        (r, world)
+    }
+
+    fn all_v1(w: &World) {
+        let images = fly_images(&w.fly, "kitchen");
+        assert_eq!(images.len(), 3, "a canary survived: {images:?}");
+        assert!(images.iter().all(|(_, i)| i == V1), "{images:?}");
+    }
+
+    fn no_violations(w: &World) {
+        assert!(
+            w.fly.core.violations().is_empty(),
+            "{:?}",
+            w.fly.core.violations()
+        );
+        assert!(
+            w.neon.core.violations().is_empty(),
+            "{:?}",
+            w.neon.core.violations()
+        );
+        assert!(
+            w.neon.branch("atlas-rehearsal").is_none(),
+            "rehearsal branch survived"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn healthy_release_promotes_on_fly() {
+        let v2 = "registry.fly.io/kitchen:v2";
+        let (r, w) = release(v2, |_| {}, |_| {}).await;
+        assert_eq!(r.verdict, "passed", "{:#?}", r.stages);
+        let images = fly_images(&w.fly, "kitchen");
+        assert_eq!(images.len(), 3);
+        assert!(images.iter().all(|(_, i)| i == v2), "{images:?}");
+        assert_eq!(fly_images(&w.fly, "kitchen-qa")[0].1, v2);
+        // one canary created and destroyed
+        assert_eq!(w.fly.core.count("Machines_create"), 1);
+        assert_eq!(w.fly.core.count("Machines_delete"), 1);
+        // the rehearsal branch was really made on Neon, compared and deleted
+        assert_eq!(w.neon.core.count("createProjectBranch"), 1);
+        assert_eq!(w.neon.core.count("getProjectBranchSchemaComparison"), 1);
+        assert_eq!(w.neon.core.count("deleteProjectBranch"), 1);
+        // a 3-machine release: list, QA update + wait, canary create + wait, 3 updates + waits
+        assert_eq!(w.fly.core.call_count(), 19, "{:?}", w.fly.core.calls());
+        no_violations(&w);
+        let md = atlas::verify::render(&atlas::report::Renderer::new(None).unwrap(), &r).unwrap();
+        assert!(!md.contains(PROD_PW) && !md.contains(FLY_TOKEN));
+        let _ = &w.prod_proxy;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn canary_with_more_errors_is_rolled_back_on_fly() {
+        let (r, w) = release("registry.fly.io/kitchen:v2-errors", |_| {}, |_| {}).await;
+        assert_eq!(r.failed_stage.as_deref(), Some("canary"), "{:#?}", r.stages);
+        assert_eq!(r.verdict, "rolled-back");
+        all_v1(&w);
+        no_violations(&w);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slower_canary_is_rolled_back_on_fly() {
+        let (r, w) = release("registry.fly.io/kitchen:v2-slow", |_| {}, |_| {}).await;
+        assert_eq!(r.failed_stage.as_deref(), Some("canary"), "{:#?}", r.stages);
+        assert!(r.error.as_deref().unwrap().contains("p95"));
+        all_v1(&w);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_rehearsal_never_touches_production_on_fly() {
+        // the migrations fail on anything but production's database: the rehearsal branch
+        let m = format!(
+            "case \"$DATABASE_URL\" in *{PROD_PW}*) ;; *) echo 'lock timeout' >&2; exit 1;; esac"
+        );
+        let (r, w) = release(
+            "registry.fly.io/kitchen:v2",
+            |s| s.database.migrations = Some(m),
+            |_| {},
+        )
+        .await;
+        assert_eq!(r.failed_stage.as_deref(), Some("migrations rehearsal"));
+        all_v1(&w);
+        assert_eq!(w.fly.core.count("Machines_create"), 0);
+        assert!(r.migrations.as_ref().unwrap().production.is_none());
+        no_violations(&w);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failure_mid_rollout_restores_every_changed_machine_on_fly() {
+        let v2 = "registry.fly.io/kitchen:v2";
+        let (r, w) = release(
+            v2,
+            |_| {},
+            |w| {
+                // the second machine never becomes healthy on v2
+                w.prod_proxy
+                    .broken
+                    .lock()
+                    .unwrap()
+                    .push((w.prod_ids[1].clone(), v2.to_string()));
+            },
+        )
+        .await;
+        assert_eq!(
+            r.failed_stage.as_deref(),
+            Some("production rollout"),
+            "{:#?}",
+            r.stages
+        );
+        assert_eq!(r.verdict, "rolled-back");
+        all_v1(&w);
+        let states: Vec<&str> = r.machines.iter().map(|m| m.state.as_str()).collect();
+        assert_eq!(states, vec!["restored", "restored", "unchanged"]);
+        no_violations(&w);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qa_integration_failure_stops_before_the_load_test_on_fly() {
+        let (r, w) = release(
+            "registry.fly.io/kitchen:v2",
+            |s| s.verify.integration = Some("exit 4".into()),
+            |_| {},
+        )
+        .await;
+        assert_eq!(r.failed_stage.as_deref(), Some("integration tests"));
+        let load = r
+            .stages
+            .iter()
+            .find(|s| s.name == "load test + baseline gate")
+            .unwrap();
+        assert_eq!(load.status, atlas::verify::StageStatus::NotRun);
+        all_v1(&w);
+        assert_eq!(w.fly.core.count("Machines_create"), 0);
+        assert!(w.neon.branch("atlas-rehearsal").is_none());
+    }
 }

@@ -16,6 +16,7 @@ pub mod chain;
 pub mod checks;
 pub mod cli;
 pub mod fleet;
+pub mod fly;
 pub mod local;
 pub mod migrate;
 pub mod probe;

@@ -18,6 +18,9 @@ pub struct VerifySettings {
     pub qa_url: Option<String>,
     /// The production app (Fly app name). Default: `<prefix>`.
     pub production_app: Option<String>,
+    /// The production base URL the canary analysis and health probes use (each request pinned
+    /// to one machine). Default on Fly: `https://<production_app>.fly.dev`.
+    pub production_url: Option<String>,
     /// Number of production machines (locally: processes). Fly uses the machines it finds and
     /// fails when it finds fewer than this.
     pub machines: usize,
@@ -58,6 +61,7 @@ impl Default for VerifySettings {
             qa_app: None,
             qa_url: None,
             production_app: None,
+            production_url: None,
             machines: 2,
             integration: None,
             integration_env: Vec::new(),

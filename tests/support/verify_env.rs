@@ -110,3 +110,149 @@ pub fn have_postgres() -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// Fly's proxy for the fake Fly: routes a request to the machine named by
+/// `fly-force-instance-id` (or the first started machine of `app`) and answers as the image it
+/// runs would — `errors` 500s one request in five, `slow` adds 30 ms; a machine that is not
+/// `started`, or whose (id, image) is in `broken`, answers 503.
+pub struct FlyProxy {
+    pub url: String,
+    pub broken: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+pub async fn fly_proxy(
+    state: std::sync::Arc<std::sync::Mutex<crate::fake_fly::FlyState>>,
+    app: &str,
+) -> FlyProxy {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let broken: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let counter = Arc::new(AtomicU64::new(0));
+    let app = app.to_string();
+    let b = broken.clone();
+    let handler = move |headers: HeaderMap, uri: Uri| {
+        let state = state.clone();
+        let app = app.clone();
+        let broken = b.clone();
+        let counter = counter.clone();
+        async move {
+            let pin = headers
+                .get("fly-force-instance-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let found = {
+                let s = state.lock().unwrap();
+                s.apps.get(&app).and_then(|a| {
+                    a.machines
+                        .iter()
+                        .find(|m| match &pin {
+                            Some(id) => &m.id == id,
+                            None => m.state == "started",
+                        })
+                        .map(|m| {
+                            (
+                                m.id.clone(),
+                                m.state.clone(),
+                                m.config["image"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                })
+            };
+            let Some((id, st, image)) = found else {
+                return (StatusCode::NOT_FOUND, "no such machine".to_string());
+            };
+            if st != "started"
+                || broken
+                    .lock()
+                    .unwrap()
+                    .contains(&(id.clone(), image.clone()))
+            {
+                return (StatusCode::SERVICE_UNAVAILABLE, format!("{id} unavailable"));
+            }
+            if uri.path() == "/healthz" {
+                return (StatusCode::OK, "ok".into());
+            }
+            if uri.path() == "/version" {
+                return (StatusCode::OK, image);
+            }
+            if image.contains("slow") {
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            }
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            if image.contains("errors") && n % 5 == 0 {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "boom".into());
+            }
+            (StatusCode::OK, "ok".into())
+        }
+    };
+    let router = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    FlyProxy {
+        url: format!("http://{addr}"),
+        broken,
+    }
+}
+
+/// Adds an app with `n` started machines running `image` to the fake Fly; returns their ids.
+pub fn seed_fly_app(
+    fly: &crate::fake_fly::FakeFly,
+    name: &str,
+    n: usize,
+    image: &str,
+) -> Vec<String> {
+    use crate::fake_fly::{FakeApp, FakeMachine};
+    let mut s = fly.state.lock().unwrap();
+    let mut ids = Vec::new();
+    let mut machines = Vec::new();
+    for i in 0..n {
+        let id = format!("{name}-m{i}");
+        ids.push(id.clone());
+        machines.push(FakeMachine {
+            id: id.clone(),
+            instance_id: format!("{id}-i0"),
+            state: "started".into(),
+            config: serde_json::json!({
+                "image": image,
+                "env": {"PORT": "8080"},
+                "metadata": {"fly_process_group": "app"},
+                "guest": {"cpus": 1, "memory_mb": 256, "cpu_kind": "shared"},
+            }),
+            region: "iad".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        });
+    }
+    s.apps.insert(
+        name.into(),
+        FakeApp {
+            id: format!("{name}-id"),
+            name: name.into(),
+            org: "atlas-org".into(),
+            machines,
+            secrets: Default::default(),
+            secrets_version: 0,
+        },
+    );
+    ids
+}
+
+/// (machine id, image) of every machine of `app`.
+pub fn fly_images(fly: &crate::fake_fly::FakeFly, app: &str) -> Vec<(String, String)> {
+    fly.app(app)
+        .map(|a| {
+            a.machines
+                .iter()
+                .map(|m| {
+                    (
+                        m.id.clone(),
+                        m.config["image"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
