@@ -605,3 +605,125 @@ p95_floor_ms = 15.0
         assert!(w.neon.branch("atlas-rehearsal").is_none());
     }
 }
+
+/// `atlas run` on a tag push, as the action runs it: inputs in `INPUT_*`, the event from the
+/// runner, the chain on the fake Fly + Neon; the report lands in the job summary and outputs,
+/// and no secret appears anywhere.
+mod action {
+    use crate::fake_fly::FakeFly;
+    use crate::fake_neon::{self, FakeNeon};
+    use crate::verify_env::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn atlas_run_releases_a_tag_on_fly() {
+        let fly = FakeFly::start("fly-token-Action-31").await;
+        let neon = FakeNeon::start("neon-key-Action-42").await;
+        seed_fly_app(&fly, "kitchen", 2, "registry.fly.io/kitchen:v1");
+        seed_fly_app(&fly, "kitchen-qa", 1, "registry.fly.io/kitchen:v1");
+        let prod = fly_proxy(fly.state.clone(), "kitchen").await;
+        let qa = fly_proxy(fly.state.clone(), "kitchen-qa").await;
+        let dir = tempdir();
+        let d = dir.path();
+        std::fs::write(
+            d.join("atlas.toml"),
+            format!(
+                r#"
+[app]
+health_path = "/healthz"
+
+[database]
+migrations = "echo migrating $DATABASE_URL"
+
+[verify]
+machines = 2
+qa_app = "kitchen-qa"
+production_app = "kitchen"
+qa_url = "{}"
+production_url = "{}"
+health_timeout = "5s"
+
+[[verify.checks]]
+path = "/version"
+body_contains = "kitchen:v2"
+
+[verify.canary]
+samples = 2
+requests_per_sample = 60
+min_requests = 100
+p95_floor_ms = 15.0
+"#,
+                qa.url, prod.url
+            ),
+        )
+        .unwrap();
+        let summary = d.join("summary.md");
+        let output = d.join("output.txt");
+        let event = "/work/shared/events/octokit/push.tag.created.json";
+        let vars: Vec<(String, String)> = [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_EVENT_NAME", "push"),
+            ("GITHUB_EVENT_PATH", event),
+            ("GITHUB_REPOSITORY", "octo-org/kitchen"),
+            ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+            ("GITHUB_OUTPUT", output.to_str().unwrap()),
+            ("INPUT_COMMAND", "release"),
+            ("INPUT_IMAGE", "registry.fly.io/kitchen:v2"),
+            ("INPUT_FLY_API_TOKEN", "fly-token-Action-31"),
+            ("INPUT_FLY_ORG", "atlas-org"),
+            ("INPUT_FLY_API_URL", &fly.api_url),
+            ("INPUT_NEON_API_KEY", "neon-key-Action-42"),
+            ("INPUT_NEON_PROJECT_ID", fake_neon::PROJECT),
+            ("INPUT_NEON_API_URL", &neon.api_url),
+            (
+                "PRODUCTION_DATABASE_URL",
+                "postgres://o:prod-pw-Action-53@ep/neondb",
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let dd = d.to_path_buf();
+        let o = tokio::task::spawn_blocking(move || {
+            let v: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            atlas(&dd, &["run"], &v)
+        })
+        .await
+        .unwrap();
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+        let summary = std::fs::read_to_string(&summary).unwrap();
+        let outputs = std::fs::read_to_string(&output).unwrap();
+        assert!(summary.contains("Atlas release"), "{summary}");
+        assert!(summary.contains("✅ passed"), "{summary}");
+        assert!(outputs.contains("verdict"), "{outputs}");
+        let images = fly_images(&fly, "kitchen");
+        assert!(
+            images
+                .iter()
+                .all(|(_, i)| i == "registry.fly.io/kitchen:v2"),
+            "{images:?}"
+        );
+        // `::add-mask::` is how the runner learns a secret: the one place it may appear.
+        let out: String = out
+            .lines()
+            .filter(|l| !l.starts_with("::add-mask::"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for t in [&out, &err, &summary, &outputs] {
+            for s in [
+                "fly-token-Action-31",
+                "neon-key-Action-42",
+                "prod-pw-Action-53",
+            ] {
+                assert!(!t.contains(s), "{s} leaked in:\n{t}");
+            }
+        }
+        assert!(
+            fly.core.violations().is_empty(),
+            "{:?}",
+            fly.core.violations()
+        );
+        assert!(neon.core.violations().is_empty());
+        assert!(neon.branch("atlas-rehearsal").is_none());
+    }
+}

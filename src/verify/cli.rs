@@ -232,7 +232,104 @@ async fn run_local(
     report.result()
 }
 
-/// `atlas run` for verify / release.
-pub async fn dispatch(_ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyhow::Result<()> {
-    Err(crate::error::NotYetBuilt(plan.command.as_str()).into())
+/// `atlas run` for verify / release on GitHub Actions: the chain on Fly (QA and production apps
+/// from `[verify]`, the new image from the `image` input), the rehearsal on a Neon branch of the
+/// parent, the production database URL from the variable named by `[verify]
+/// production_database_env`. The report goes to the job summary and the outputs `verdict`,
+/// `failed_stage` and `report`.
+pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyhow::Result<()> {
+    use crate::event::CommandKind;
+    let mode = if plan.command == CommandKind::Release {
+        Mode::Release
+    } else {
+        Mode::Verify
+    };
+    let mut settings = ctx.settings.clone();
+    settings.verify.validate()?;
+    if let Some(t) = ctx.config.regression_threshold {
+        settings.verify.regression_threshold = t;
+    }
+    if let Some(b) = &ctx.config.baseline {
+        settings.verify.baseline = Some(b.clone());
+    }
+    let image = ctx
+        .config
+        .image
+        .clone()
+        .ok_or(crate::config::InputError::Missing {
+            input: "image",
+            why: " (the image to verify or release, built by an earlier step)".into(),
+        })?;
+    let repository = ctx
+        .github
+        .repository
+        .clone()
+        .context("GITHUB_REPOSITORY is not set: run atlas on GitHub Actions or use --local")?;
+    let prefix = crate::naming::prefix(settings.app.name.as_deref(), &repository);
+    let fleet = super::fly::FlyFleet::new(
+        &ctx.config.fly,
+        &settings,
+        &prefix,
+        crate::http::RetryPolicy::default(),
+    )?;
+    let release_db = if mode == Mode::Release && settings.database.migrations.is_some() {
+        let var = &settings.verify.production_database_env;
+        let url = std::env::var(var).ok().filter(|v| !v.is_empty()).with_context(|| {
+            format!(
+                "[database] migrations is set but ${var} is empty: pass the production database URL in that variable (a secret), or change [verify] production_database_env"
+            )
+        })?;
+        let url = crate::secret::Secret::new(url);
+        ctx.gha.mask(url.expose());
+        let neon = crate::provider::neon::NeonDatabase::new(
+            &ctx.config.neon,
+            &settings,
+            &repository,
+            crate::http::RetryPolicy::default(),
+        )?;
+        let mut req = branch_request(&settings, 0, &settings.verify.rehearsal_branch);
+        req.repository = repository.clone();
+        Some(ProviderReleaseDb::new(Box::new(neon), req, url))
+    } else {
+        None
+    };
+    let load = ProbeLoad::from_settings(&settings)?;
+    let env_source = |k: &str| std::env::var(k).ok();
+    let progress = |l: &str| say(l);
+    let c = Chain {
+        settings: &settings,
+        fleet: &fleet,
+        database: release_db.as_ref().map(|d| d as &dyn ReleaseDatabase),
+        load: &load,
+        // Deployment statuses need the GitHub forge (issue 6); until then the job summary and
+        // the outputs carry the report.
+        forge: None,
+        env_source: &env_source,
+        progress: &progress,
+    };
+    let report = chain::run(
+        &c,
+        &Release {
+            mode,
+            version: image,
+            sha: plan.sha.clone(),
+        },
+    )
+    .await;
+    let renderer = crate::report::Renderer::new(
+        crate::report::override_dir(
+            ctx.config.template_dir.as_ref(),
+            settings.templates.dir.as_ref(),
+        )
+        .as_deref(),
+    )?;
+    let md = super::render(&renderer, &report)?;
+    ctx.gha.append_summary(&md)?;
+    ctx.gha.set_output("verdict", &report.verdict)?;
+    ctx.gha
+        .set_output("failed_stage", report.failed_stage.as_deref().unwrap_or(""))?;
+    ctx.gha.set_output("commit_sha", &plan.sha)?;
+    ctx.gha
+        .set_output("report", &serde_json::to_string(&report)?)?;
+    report.result()
 }
