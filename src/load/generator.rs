@@ -30,6 +30,9 @@ use super::summary::{
     EndpointSummary, Errors, GeneratorInfo, Metrics, RunInfo, Shape, Source, Summary, Trend,
 };
 
+/// The timer's granularity (tokio's wheel ticks every millisecond).
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
 /// At most this many distinct error kinds are kept; the rest are counted as `other`.
 const MAX_ERROR_KINDS: usize = 32;
 
@@ -180,7 +183,10 @@ pub struct Progress {
 struct Target {
     host: String,
     port: u16,
-    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     /// `scheme://host[:port]/base` without credentials or query, for the record.
     display: String,
 }
@@ -215,8 +221,12 @@ impl Endpoint {
 }
 
 fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target, Vec<Endpoint>)> {
-    let url = url::Url::parse(base_url)
-        .with_context(|| format!("the load target {base_url:?} is not a url like http://host:port"))?;
+    let url = url::Url::parse(base_url).with_context(|| {
+        format!("the load target {base_url:?} is not a url like http://host:port")
+    })?;
+    if let Some(p) = url.password() {
+        crate::secret::register(p);
+    }
     let host = url
         .host_str()
         .with_context(|| format!("the load target {base_url:?} has no host"))?
@@ -278,6 +288,10 @@ fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target
             http::HeaderValue::from_static(concat!("atlas-load/", env!("CARGO_PKG_VERSION"))),
         );
         for (k, v) in &s.headers {
+            if is_sensitive_header(k) {
+                // credentials in the scenario never reach a log or a summary.
+                crate::secret::register(v);
+            }
             let name = http::HeaderName::from_bytes(k.as_bytes())
                 .with_context(|| format!("load request header name {k:?} is invalid"))?;
             let value = http::HeaderValue::from_str(v)
@@ -285,8 +299,16 @@ fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target
             headers.insert(name, value);
         }
         let body = Bytes::from(s.body.clone().unwrap_or_default());
-        if !body.is_empty() || matches!(method, http::Method::POST | http::Method::PUT | http::Method::PATCH) {
-            headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        if !body.is_empty()
+            || matches!(
+                method,
+                http::Method::POST | http::Method::PUT | http::Method::PATCH
+            )
+        {
+            headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(body.len()),
+            );
         }
         endpoints.push(Endpoint {
             name: s
@@ -309,6 +331,17 @@ fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target
         },
         endpoints,
     ))
+}
+
+/// Headers whose values are credentials.
+fn is_sensitive_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "authorization"
+        || n == "cookie"
+        || n == "proxy-authorization"
+        || ["token", "key", "secret", "auth", "password"]
+            .iter()
+            .any(|w| n.contains(w))
 }
 
 type Sender = http1::SendRequest<Full<Bytes>>;
@@ -417,7 +450,11 @@ impl WorkerStats {
         }
         let _ = self.service.add(&o.service);
         let _ = self.delay.add(&o.delay);
-        for (a, b) in self.errors_per_endpoint.iter_mut().zip(&o.errors_per_endpoint) {
+        for (a, b) in self
+            .errors_per_endpoint
+            .iter_mut()
+            .zip(&o.errors_per_endpoint)
+        {
             *a += b;
         }
         for (k, v) in o.error_kinds {
@@ -473,8 +510,11 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
                 if at >= s.end {
                     break;
                 }
-                if at > Instant::now() {
-                    tokio::time::sleep_until(at.into()).await;
+                if at > Instant::now() + TIMER_SLACK {
+                    // tokio rounds a deadline up to its next 1 ms tick; aiming one tick early
+                    // sends within a millisecond before the schedule instead of up to two
+                    // after it. The latency is then taken from the actual send (see below).
+                    tokio::time::sleep_until((at - TIMER_SLACK).into()).await;
                 }
                 (seq, at)
             }
@@ -499,7 +539,12 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
         let mut cut_at_end = false;
         if sender.as_ref().is_none_or(|x| x.is_closed()) {
             sender = None;
-            match tokio::time::timeout_at(s.hard_stop.min(sent + s.timeout).into(), connect(&s.target)).await {
+            match tokio::time::timeout_at(
+                s.hard_stop.min(sent + s.timeout).into(),
+                connect(&s.target),
+            )
+            .await
+            {
                 Ok(Ok(c)) => sender = Some(c),
                 Ok(Err(e)) => outcome = Err(e),
                 Err(_) if Instant::now() >= s.hard_stop => cut_at_end = true,
@@ -524,7 +569,7 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
                 Err(_) if Instant::now() >= s.hard_stop => cut_at_end = true,
                 Err(_) => outcome = Err("timeout".into()),
             }
-            if !matches!(outcome, Ok(_)) {
+            if outcome.is_err() {
                 // the connection's state is unknown after an error or a timeout.
                 sender = None;
             }
@@ -543,16 +588,25 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
             st.warmup_requests += 1;
             continue;
         }
+        // A request that left early (timer slack) exists from its send; a late one from its
+        // schedule: the origin is whichever came first.
+        let origin = scheduled.min(sent);
         let delay = sent.saturating_duration_since(scheduled);
         if s.model == Model::Open && delay > s.late_after {
             st.late += 1;
         }
-        st.latency[ep].saturating_record(micros(done - scheduled));
-        st.service.saturating_record(micros(done - sent));
-        st.delay.saturating_record(delay.as_micros() as u64);
+        // auto-resizing histograms grow to fit any value, so recording cannot fail.
+        // (`saturating_record` would clamp to the current size instead of growing.)
+        let _ = st.latency[ep].record(micros(done - origin));
+        let _ = st.service.record(micros(done - sent));
+        let _ = st.delay.record(delay.as_micros() as u64);
         if let Err(kind) = outcome {
             st.errors_per_endpoint[ep] += 1;
-            st.error(if kind.is_empty() { "error".into() } else { kind });
+            st.error(if kind.is_empty() {
+                "error".into()
+            } else {
+                kind
+            });
             if s.model == Model::Closed {
                 // don't spin on a refused connection.
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -647,7 +701,10 @@ pub async fn run_with(
 ) -> anyhow::Result<Summary> {
     let specs = settings.scenario();
     if settings.model == Model::Open && !(settings.rate > 0.0 && settings.rate.is_finite()) {
-        bail!("load rate {} is not a positive number of requests per second", settings.rate);
+        bail!(
+            "load rate {} is not a positive number of requests per second",
+            settings.rate
+        );
     }
     let conns = settings.in_flight_cap();
     if conns == 0 {
@@ -713,7 +770,9 @@ pub async fn run_with(
         })
     };
 
-    let handles: Vec<_> = (0..conns).map(|_| tokio::spawn(worker(shared.clone()))).collect();
+    let handles: Vec<_> = (0..conns)
+        .map(|_| tokio::spawn(worker(shared.clone())))
+        .collect();
     let mut stats = WorkerStats::new(shared.endpoints.len());
     for h in handles {
         let w = h.await.context("a load worker panicked")?;
@@ -725,7 +784,8 @@ pub async fn run_with(
 
     if settings.model == Model::Open {
         // requests scheduled before the deadline that no connection ever took.
-        let scheduled = ((settings.warmup + settings.duration).as_secs_f64() * settings.rate).ceil() as u64;
+        let scheduled =
+            ((settings.warmup + settings.duration).as_secs_f64() * settings.rate).ceil() as u64;
         let taken = shared.next.load(Ordering::Relaxed).min(scheduled);
         stats.dropped += scheduled - taken;
     }

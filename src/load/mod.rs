@@ -323,7 +323,9 @@ pub async fn cli_baseline(
         BaselineCommand::Update { from, out } => {
             let vars: Vec<(String, String)> = std::env::vars().collect();
             let b = baseline_from(read_summary(from)?, &vars);
-            let out = out.clone().unwrap_or_else(|| settings.baseline.path.clone());
+            let out = out
+                .clone()
+                .unwrap_or_else(|| settings.baseline.path.clone());
             write_json(&out, &b)?;
             eprintln!(
                 "baseline: wrote {} from {} (measured {} on {})",
