@@ -33,6 +33,11 @@ readiness_timeout = "20s"
 command = "{cmd}"
 state_dir = "state"
 
+[load]
+rate = 100.0
+duration = "2s"
+warmup = "0s"
+
 [verify]
 machines = 2
 health_timeout = "20s"
@@ -634,6 +639,11 @@ health_path = "/healthz"
 [database]
 migrations = "echo migrating $DATABASE_URL"
 
+[load]
+rate = 100.0
+duration = "1s"
+warmup = "0s"
+
 [verify]
 machines = 2
 qa_app = "kitchen-qa"
@@ -726,4 +736,26 @@ p95_floor_ms = 15.0
         assert!(neon.core.violations().is_empty());
         assert!(neon.branch("atlas-rehearsal").is_none());
     }
+}
+
+#[test]
+fn slower_qa_fails_the_load_gate_against_the_baseline() {
+    let dir = tempdir();
+    std::fs::write(dir.path().join("atlas.toml"), toml(dir.path(), "")).unwrap();
+    // a seed-format baseline measured when the app answered in about a millisecond
+    std::fs::write(
+        dir.path().join("baseline.json"),
+        r#"{"timestamp":"2026-01-01T00:00:00Z","metrics":{"http_req_duration":{"p95":2.0,"avg":1.0},"http_reqs":{"total":200},"errors":{"rate":0.0}}}"#,
+    )
+    .unwrap();
+    let o = atlas(dir.path(), &["verify", "--local", "--sha", "v2-slow"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let r = report_json(dir.path());
+    assert_eq!(
+        r["failed_stage"], "load test + baseline gate",
+        "{out}\n{err}"
+    );
+    assert_eq!(r["load"]["comparison"]["verdict"], "fail");
+    assert!(out.contains("Load test against QA"), "{out}");
 }

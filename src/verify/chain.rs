@@ -76,7 +76,7 @@ pub fn build_chain(settings: &Settings, mode: Mode) -> Vec<Stage> {
     if v.integration.is_some() || !v.checks.is_empty() {
         out.push(Stage::Integration);
     }
-    if v.load {
+    if v.load && settings.load.enabled {
         out.push(Stage::LoadGate);
     }
     if mode == Mode::Release {
@@ -105,6 +105,8 @@ pub struct Outcome {
     pub ok: bool,
     pub summary: String,
     pub evidence: Vec<String>,
+    /// Structured evidence for the report (the load stage: `{summary, comparison}`).
+    pub data: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -163,6 +165,8 @@ pub struct ChainReport {
     pub integration: Option<CommandRun>,
     pub checks: Vec<CheckResult>,
     pub migrations: Option<MigrationEvidence>,
+    /// `{summary, comparison}` of the QA load test (the load module's shapes).
+    pub load: Option<serde_json::Value>,
     pub canary: Option<CanaryAnalysis>,
     pub rolled_back: bool,
     pub machines: Vec<MachineReport>,
@@ -294,6 +298,7 @@ pub async fn run(c: &Chain<'_>, r: &Release) -> ChainReport {
             integration: None,
             checks: Vec::new(),
             migrations: None,
+            load: None,
             canary: None,
             rolled_back: false,
             machines: Vec::new(),
@@ -466,6 +471,7 @@ impl<'a> Runner<'a> {
         let url = self.c.fleet.deploy_qa(&self.r.version).await?;
         self.report.qa_url = Some(url.clone());
         Ok(Outcome {
+            data: None,
             ok: true,
             summary: format!("{} running at {url}", self.r.version),
             evidence: vec![format!("url: {url}")],
@@ -516,6 +522,7 @@ impl<'a> Runner<'a> {
             self.report.checks = results;
         }
         Ok(Outcome {
+            data: None,
             ok,
             summary: summary.join(", "),
             evidence,
@@ -524,7 +531,9 @@ impl<'a> Runner<'a> {
 
     async fn load_gate(&mut self) -> Result<Outcome, StageError> {
         let base = self.qa_url()?;
-        Ok(self.c.load.run(&base).await?)
+        let mut out = self.c.load.run(&base).await?;
+        self.report.load = out.data.take();
+        Ok(out)
     }
 
     fn database(&self) -> Result<&'a dyn ReleaseDatabase, StageError> {
@@ -604,6 +613,7 @@ impl<'a> Runner<'a> {
             ))
         })?;
         Ok(Outcome {
+            data: None,
             ok,
             summary,
             evidence,
@@ -618,6 +628,7 @@ impl<'a> Runner<'a> {
         let run = self.migrate(&url).await;
         let ok = run.ok();
         let out = Outcome {
+            data: None,
             ok,
             summary: if ok {
                 format!("applied to production in {} ms", run.duration_ms)
@@ -654,6 +665,7 @@ impl<'a> Runner<'a> {
             .cloned()
         else {
             return Err(StageError::Gate(Outcome {
+                data: None,
                 ok: false,
                 summary: "no started production instance to compare the canary with; no promotion"
                     .into(),
@@ -695,6 +707,7 @@ impl<'a> Runner<'a> {
             )
         };
         let out = Outcome {
+            data: None,
             ok,
             summary: format!("{:?}: {}", analysis.verdict, analysis.reasons.join("; "))
                 .to_lowercase(),
@@ -760,6 +773,7 @@ impl<'a> Runner<'a> {
             })?;
         }
         Ok(Outcome {
+            data: None,
             ok: true,
             summary: format!(
                 "{} of {} instance(s) updated to {}",
@@ -883,7 +897,87 @@ impl<'a> Runner<'a> {
     }
 }
 
-/// The default [`LoadGate`]: a fixed number of requests against QA with the canary's paths and
+/// The [`LoadGate`] of the CLI and the action: the open-model generator of `crate::load` with
+/// the `[load]` scenario against QA, compared with the `[baseline]` file by the load module's
+/// gate. No baseline file: measured, not gated. An inconclusive comparison (too few requests,
+/// rate not reached, different settings) does not fail the chain; it is reported as such.
+pub struct LoadModuleGate {
+    pub load: crate::load::LoadSettings,
+    pub gate: crate::load::GateSettings,
+}
+
+impl LoadModuleGate {
+    pub fn from_settings(s: &Settings) -> LoadModuleGate {
+        LoadModuleGate {
+            load: s.load.clone(),
+            gate: s.baseline.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl LoadGate for LoadModuleGate {
+    async fn run(&self, base_url: &str) -> anyhow::Result<Outcome> {
+        use crate::load::Verdict;
+        let summary = crate::load::run_repeated(&self.load, base_url).await?;
+        let m = &summary.metrics;
+        let measured = format!(
+            "{} requests, {:.2}% errors, avg {:.1} ms, p95 {:.1} ms",
+            m.http_reqs.total,
+            m.errors.rate * 100.0,
+            m.http_req_duration.avg,
+            m.http_req_duration.p95
+        );
+        let comparison = if self.gate.path.is_file() {
+            let baseline = crate::load::read_summary(&self.gate.path)?;
+            Some(crate::load::compare(&baseline, &summary, &self.gate))
+        } else {
+            None
+        };
+        let (ok, text) = match &comparison {
+            None => (
+                true,
+                format!(
+                    "{measured}; no baseline at {}, not gated",
+                    self.gate.path.display()
+                ),
+            ),
+            Some(c) => match c.verdict {
+                Verdict::Pass => (true, format!("{measured}; baseline gate passed")),
+                Verdict::Inconclusive => (
+                    true,
+                    format!(
+                        "{measured}; baseline gate inconclusive ({}), not gated",
+                        c.notes.join("; ")
+                    ),
+                ),
+                Verdict::Fail => (
+                    false,
+                    format!(
+                        "{measured}; worse than the baseline: {}",
+                        c.metrics
+                            .iter()
+                            .filter(|r| r.verdict == Verdict::Fail)
+                            .map(|r| format!(
+                                "{} {} ({})",
+                                r.label, r.current_display, r.change_display
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+            },
+        };
+        Ok(Outcome {
+            ok,
+            summary: text,
+            evidence: vec![measured],
+            data: Some(serde_json::json!({ "summary": summary, "comparison": comparison })),
+        })
+    }
+}
+
+/// A light [`LoadGate`] for tests and tiny setups: a fixed number of requests against QA with the canary's paths and
 /// concurrency, compared with a baseline summary in the seed format when one is configured.
 pub struct ProbeLoad {
     pub requests: usize,
@@ -899,9 +993,11 @@ pub struct ProbeLoad {
 impl ProbeLoad {
     pub fn from_settings(s: &Settings) -> anyhow::Result<ProbeLoad> {
         let v = &s.verify;
-        let baseline = match &v.baseline {
-            None => None,
-            Some(p) => Some(read_baseline(p)?),
+        // The baseline file is optional: absent means "measured, not gated".
+        let baseline = if s.baseline.path.is_file() {
+            Some(read_baseline(&s.baseline.path)?)
+        } else {
+            None
         };
         Ok(ProbeLoad {
             requests: v.canary.samples * v.canary.requests_per_sample,
@@ -909,7 +1005,7 @@ impl ProbeLoad {
             paths: v.canary.paths.clone(),
             timeout: v.canary.timeout,
             baseline,
-            threshold_pct: v.regression_threshold,
+            threshold_pct: s.baseline.threshold_pct,
             floor_ms: v.canary.p95_floor_ms,
         })
     }
@@ -965,6 +1061,7 @@ impl LoadGate for ProbeLoad {
         );
         let Some((bp95, bavg, berr)) = self.baseline else {
             return Ok(Outcome {
+                data: None,
                 ok: s.errors < s.requests || s.requests == 0,
                 summary: format!("{measured}; no baseline configured, not gated"),
                 evidence: vec![measured],
@@ -991,6 +1088,7 @@ impl LoadGate for ProbeLoad {
             ));
         }
         Ok(Outcome {
+            data: None,
             ok: fails.is_empty(),
             summary: if fails.is_empty() {
                 format!("{measured}; within {}% of the baseline", self.threshold_pct)

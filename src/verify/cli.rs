@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::chain::{self, Chain, Mode, ProbeLoad, Release};
+use super::chain::{self, Chain, LoadModuleGate, Mode, Release};
 use super::local::{self, LocalFleet, QaDatabase, SharedDb};
 use super::migrate::{ProviderReleaseDb, ReleaseDatabase};
 use crate::cli::ChainArgs;
@@ -152,7 +152,7 @@ async fn run_local(
                 .await?;
             timings.push(("boot production", t.elapsed()));
         }
-        let load = ProbeLoad::from_settings(&settings)?;
+        let load = LoadModuleGate::from_settings(&settings);
         let env_source = |k: &str| std::env::var(k).ok();
         let progress = |l: &str| say(l);
         let c = Chain {
@@ -247,10 +247,10 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
     let mut settings = ctx.settings.clone();
     settings.verify.validate()?;
     if let Some(t) = ctx.config.regression_threshold {
-        settings.verify.regression_threshold = t;
+        settings.baseline.threshold_pct = t;
     }
     if let Some(b) = &ctx.config.baseline {
-        settings.verify.baseline = Some(b.clone());
+        settings.baseline.path = b.clone();
     }
     let image = ctx
         .config
@@ -293,7 +293,7 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
     } else {
         None
     };
-    let load = ProbeLoad::from_settings(&settings)?;
+    let load = LoadModuleGate::from_settings(&settings);
     let env_source = |k: &str| std::env::var(k).ok();
     let progress = |l: &str| say(l);
     let c = Chain {

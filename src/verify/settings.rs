@@ -36,12 +36,9 @@ pub struct VerifySettings {
     pub output_tail: usize,
     /// HTTP checks against QA (same shape as `[[smoke]]`).
     pub checks: Vec<SmokeCheck>,
-    /// Run the load test + baseline gate against QA.
+    /// Run the load test + baseline gate against QA (the scenario is `[load]`, the gate and
+    /// the baseline file `[baseline]`).
     pub load: bool,
-    /// Baseline summary for the QA load gate (seed format); none means "measured, not gated".
-    pub baseline: Option<std::path::PathBuf>,
-    /// Percent worse on p95, avg or error rate that fails the QA load gate.
-    pub regression_threshold: f64,
     /// Name of the environment variable holding the production database URL (release only;
     /// needed when `[database] migrations` is set).
     pub production_database_env: String,
@@ -69,8 +66,6 @@ impl Default for VerifySettings {
             output_tail: 40,
             checks: Vec::new(),
             load: true,
-            baseline: None,
-            regression_threshold: 20.0,
             production_database_env: "PRODUCTION_DATABASE_URL".into(),
             rehearsal_branch: "atlas-rehearsal".into(),
             health_timeout: Duration::from_secs(120),

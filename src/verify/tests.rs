@@ -229,6 +229,7 @@ impl LoadGate for FakeLoad {
     async fn run(&self, _base_url: &str) -> anyhow::Result<Outcome> {
         *self.runs.lock().unwrap() += 1;
         Ok(Outcome {
+            data: None,
             ok: !self.fail,
             summary: if self.fail {
                 "p95 40% worse".into()
