@@ -259,6 +259,25 @@ enum StageError {
     Op(anyhow::Error),
 }
 
+/// A platform error while bringing up the new version: when the provider's API answered with an
+/// error (or could not be reached), that is operational (exit 2); otherwise the new version did
+/// not come up healthy, which is the change failing (exit 1).
+fn fleet_error(e: anyhow::Error) -> StageError {
+    let provider = e
+        .chain()
+        .any(|c| c.downcast_ref::<crate::error::ProviderError>().is_some());
+    if provider {
+        StageError::Op(e)
+    } else {
+        StageError::Gate(Outcome {
+            data: None,
+            ok: false,
+            summary: crate::secret::redact(&format!("{e:#}")),
+            evidence: Vec::new(),
+        })
+    }
+}
+
 impl From<anyhow::Error> for StageError {
     fn from(e: anyhow::Error) -> Self {
         StageError::Op(e)
@@ -468,7 +487,12 @@ impl<'a> Runner<'a> {
 
     async fn qa_deploy(&mut self) -> Result<Outcome, StageError> {
         self.qa_record = self.start_deployment("qa").await;
-        let url = self.c.fleet.deploy_qa(&self.r.version).await?;
+        let url = self
+            .c
+            .fleet
+            .deploy_qa(&self.r.version)
+            .await
+            .map_err(fleet_error)?;
         self.report.qa_url = Some(url.clone());
         Ok(Outcome {
             data: None,
@@ -673,7 +697,12 @@ impl<'a> Runner<'a> {
             }));
         };
         self.prod.touched = true;
-        let canary = self.c.fleet.start_canary(&self.r.version).await?;
+        let canary = self
+            .c
+            .fleet
+            .start_canary(&self.r.version)
+            .await
+            .map_err(fleet_error)?;
         self.prod.canary = Some(canary.clone());
         let client = probe::client(cs.timeout)?;
         let a = self.c.fleet.target(&stable);
@@ -754,7 +783,7 @@ impl<'a> Runner<'a> {
                 .fleet
                 .update_instance(&inst.id, &self.r.version)
                 .await
-                .map_err(|e| e.context(format!("updating {}", inst.id)))?;
+                .map_err(|e| fleet_error(e.context(format!("updating {}", inst.id))))?;
             evidence.push(format!(
                 "{}: {} -> {} healthy in {} ms",
                 inst.id,

@@ -24,6 +24,8 @@ struct FakeState {
     fail_update: Vec<(String, String)>,
     fail_stop_canary: bool,
     fail_qa: bool,
+    /// update_instance answers with a provider API error (500) for this id.
+    api_error_on: Option<String>,
     counter: u64,
     next_canary: u32,
 }
@@ -167,6 +169,15 @@ impl Fleet for FakeFleet {
     async fn update_instance(&self, id: &str, version: &str) -> anyhow::Result<()> {
         let mut s = self.state.lock().unwrap();
         s.log.push(format!("update {id} {version}"));
+        if s.api_error_on.as_deref() == Some(id) && version != "v1" {
+            return Err(crate::error::ProviderError {
+                provider: "fly",
+                call: "update machine".into(),
+                status: 500,
+                body: "internal error".into(),
+            }
+            .into());
+        }
         if s.fail_update.iter().any(|(i, v)| i == id && v == version) {
             // the machine never became healthy on the new version
             if let Some(i) = s.instances.get_mut(id) {
@@ -581,14 +592,54 @@ async fn failure_mid_rollout_restores_every_changed_machine() {
         states,
         vec![("m1", "restored"), ("m2", "restored"), ("m3", "unchanged")]
     );
-    // an operational failure mid-rollout is exit 2, after the rollback
+    // a machine that does not come up on the new version: the change failed (exit 1)
     let e = r.report.result().unwrap_err();
-    assert_eq!(crate::error::exit_code(&e), 2);
+    assert_eq!(crate::error::exit_code(&e), 1);
+    assert!(
+        format!("{e:#}").contains("m2 did not become healthy"),
+        "{e:#}"
+    );
+    assert!(
+        format!("{e:#}").contains("production was rolled back"),
+        "{e:#}"
+    );
     let st = r.forge.statuses.lock().unwrap().clone();
     assert!(
         st.contains(&("production".into(), "failure".into())),
         "{st:?}"
     );
+}
+
+#[tokio::test]
+async fn provider_outage_mid_rollout_is_operational_and_rolled_back() {
+    let r = run_with(
+        settings(""),
+        Mode::Release,
+        "v2",
+        |s| s.api_error_on = Some("m3".into()),
+        FakeLoad::default(),
+    )
+    .await;
+    assert_eq!(r.report.verdict, "rolled-back");
+    assert_eq!(r.fleet.versions(), v1_everywhere());
+    let e = r.report.result().unwrap_err();
+    assert_eq!(crate::error::exit_code(&e), 2, "{e:#}");
+}
+
+#[tokio::test]
+async fn qa_that_does_not_come_up_fails_before_anything_else() {
+    let r = run_with(
+        settings(""),
+        Mode::Release,
+        "v2",
+        |s| s.fail_qa = true,
+        FakeLoad::default(),
+    )
+    .await;
+    assert_eq!(r.report.failed_stage.as_deref(), Some("qa deploy"));
+    assert_eq!(*r.load.runs.lock().unwrap(), 0);
+    assert_eq!(r.fleet.versions(), v1_everywhere());
+    assert_eq!(crate::error::exit_code(&r.report.result().unwrap_err()), 1);
 }
 
 #[tokio::test]
