@@ -187,6 +187,11 @@ impl Call {
         self.safety = Safety::Idempotent;
         self
     }
+    /// Sends the call exactly once, whatever its method (the caller loops itself).
+    pub fn once(mut self) -> Self {
+        self.safety = Safety::Create;
+        self
+    }
     pub fn transient_404(mut self, yes: bool) -> Self {
         self.transient_404 = yes;
         self
@@ -282,6 +287,8 @@ pub struct Client {
     /// The full `Authorization` header value (a registered secret).
     auth: Option<Secret>,
     pub policy: RetryPolicy,
+    /// Sent with every request (GitHub's `Accept` and `X-GitHub-Api-Version`, for instance).
+    headers: reqwest::header::HeaderMap,
     /// Counts requests sent (every attempt), for the call figures in reports.
     sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -323,8 +330,17 @@ impl Client {
             base: base.as_str().trim_end_matches('/').to_string(),
             auth,
             policy,
+            headers: reqwest::header::HeaderMap::new(),
             sent: Default::default(),
         })
+    }
+
+    /// Adds a header sent with every request.
+    pub fn with_header(mut self, name: &'static str, value: &str) -> anyhow::Result<Client> {
+        let v = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|e| anyhow::anyhow!("{}: bad value for header {name}: {e}", self.provider))?;
+        self.headers.insert(name, v);
+        Ok(self)
     }
 
     /// Bearer auth from a token (registered as a secret, header form included).
@@ -348,6 +364,7 @@ impl Client {
             timeouts,
         )?;
         c.sent = self.sent.clone();
+        c.headers = self.headers.clone();
         Ok(c)
     }
 
@@ -369,7 +386,10 @@ impl Client {
     /// One attempt, classified.
     async fn attempt(&self, call: &Call) -> Result<Response, Failure> {
         let url = format!("{}{}", self.base, call.path);
-        let mut rb = self.http.request(call.method.clone(), &url);
+        let mut rb = self
+            .http
+            .request(call.method.clone(), &url)
+            .headers(self.headers.clone());
         if let Some(auth) = &self.auth {
             rb = rb.header(reqwest::header::AUTHORIZATION, auth.expose());
         }
@@ -420,6 +440,12 @@ impl Client {
         // GitHub signals an exhausted rate limit with 403 + x-ratelimit-remaining: 0.
         let rate_limited = status == 403 && delay.is_some();
         if retryable_status(status) || rate_limited || (status == 404 && call.transient_404) {
+            // 423 (Neon: an operation is still running) lasts seconds; a jittered backoff near
+            // zero would only burn attempts, so wait a steady interval instead.
+            let delay = match (status, delay) {
+                (423, None) => Some(self.policy.max_delay.min(Duration::from_secs(2))),
+                (_, d) => d,
+            };
             Err(Failure::Retry(delay, err))
         } else {
             Err(Failure::Fatal(err))

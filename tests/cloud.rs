@@ -262,6 +262,11 @@ async fn up_repeat_up_and_down_converge_with_call_counts() {
         (Deleted::AlreadyGone, Deleted::AlreadyGone)
     );
     eprintln!("API calls: first up {first}, repeat up {repeat}, down {down}");
+    eprintln!(
+        "down calls: {:?} {:?}",
+        e.neon.core.calls(),
+        e.fly.core.calls()
+    );
     let dbg = format!("{b:?} {d:?} {b2:?} {:?} {:?}", e.db, e.platform);
     e.assert_no_secret(&dbg);
 }
@@ -675,4 +680,36 @@ mod with_preview {
         .unwrap();
         r.assert_clean();
     }
+}
+
+#[tokio::test]
+async fn the_fakes_record_requests_that_break_the_spec() {
+    let neon = FakeNeon::start(NEON_KEY).await;
+    let fly = FakeFly::start(FLY_TOKEN).await;
+    let http = reqwest::Client::new();
+    http.post(format!(
+        "{}/projects/{}/branches",
+        neon.api_url,
+        fake_neon::PROJECT
+    ))
+    .bearer_auth(NEON_KEY)
+    .json(&serde_json::json!({"endpoints": [{"type": "sideways"}]}))
+    .send()
+    .await
+    .unwrap();
+    http.get(format!(
+        "{}/apps/x/machines/m/wait?timeout=60&bogus=1",
+        fly.api_url
+    ))
+    .bearer_auth(FLY_TOKEN)
+    .send()
+    .await
+    .unwrap();
+    let nv = neon.core.violations();
+    assert!(
+        nv.len() == 1 && nv[0].contains("createProjectBranch"),
+        "{nv:?}"
+    );
+    let fv = fly.core.violations();
+    assert!(fv.len() == 1 && fv[0].contains("bogus"), "{fv:?}");
 }

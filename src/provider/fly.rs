@@ -258,11 +258,12 @@ impl FlyPlatform {
         m: &ApiMachine,
         deadline: Instant,
     ) -> anyhow::Result<()> {
+        let mut last = String::from("no answer yet");
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 anyhow::bail!(
-                    "fly: machine {} of app {app} did not reach `started` within the readiness timeout; check `fly logs -a {app}` or raise [app] readiness_timeout",
+                    "fly: machine {} of app {app} did not reach `started` within the readiness timeout (last: {last}); check `fly logs -a {app}` or raise [app] readiness_timeout",
                     m.id
                 );
             }
@@ -275,16 +276,20 @@ impl FlyPlatform {
             if let Some(v) = &m.instance_id {
                 path.push_str(&format!("&version={}", enc(v)));
             }
+            // One attempt per loop turn (no inner retries): the loop itself is bounded by the
+            // readiness deadline, which inner retries of a 60 s call could overrun.
             let call = Call::get("wait for machine started", path)
-                .transient_404(true)
-                .timeout(Duration::from_secs(secs + 10));
+                .timeout(Duration::from_secs(secs + 10))
+                .once();
             match self.client.send(call).await {
                 Ok(_) => return Ok(()),
-                // 408: the wait itself timed out; loop until our own deadline.
-                Err(e) if status_of(&e) == Some(408) => {
-                    tokio::time::sleep(self.poll.min(left)).await;
-                }
-                Err(e) if Instant::now() < deadline && status_of(&e).is_none() => {
+                // 408: the wait itself timed out; 404 right after a create, 429/5xx and
+                // transport errors are transient: loop until our own deadline.
+                Err(e)
+                    if status_of(&e)
+                        .is_none_or(|s| s == 404 || crate::http::retryable_status(s)) =>
+                {
+                    last = format!("{e:#}");
                     tokio::time::sleep(self.poll.min(left)).await;
                 }
                 Err(e) => return Err(e),
@@ -521,5 +526,22 @@ impl Platform for FlyPlatform {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fly_and_neon_sections_parse_strictly() {
+        let text = "[fly]\nregion = \"ams\"\nmemory_mb = 512\nauto_stop = \"suspend\"\npreview_url = \"http://127.0.0.1:9/{app}\"\n\n[neon]\npooled = true\n";
+        let s = Settings::parse(text, "atlas.toml").unwrap();
+        assert_eq!(s.fly.region, "ams");
+        assert_eq!(s.fly.memory_mb, 512);
+        assert_eq!(s.fly.cpus, 1);
+        assert!(s.neon.pooled);
+        let e = Settings::parse("[fly]\nregoin = \"ams\"\n", "atlas.toml").unwrap_err();
+        assert!(e.to_string().contains("regoin"), "{e}");
     }
 }
