@@ -248,7 +248,7 @@ fn local_release_with_postgres_promotes_and_leaves_nothing() {
     let r = report_json(dir.path());
     assert_eq!(r["verdict"], "passed");
     assert!(r["migrations"]["schema_diff"].is_string());
-    // parent once, QA branch, rehearsal branch, then production
+    // parent once, QA copy, rehearsal copy, then production
     let runs: Vec<String> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
@@ -258,8 +258,8 @@ fn local_release_with_postgres_promotes_and_leaves_nothing() {
         runs,
         vec![
             "atlas_main",
-            "atlas_pr_0",
-            "atlas_pr_4294967295",
+            "atlas_verify_qa",
+            "atlas_rehearsal",
             "atlas_main"
         ]
     );
@@ -275,10 +275,7 @@ fn local_release_with_postgres_promotes_and_leaves_nothing() {
     for t in [&out, &err, &md] {
         assert!(!t.contains(pw));
     }
-    // nothing left: no branch recorded, no process
-    let branches =
-        std::fs::read_to_string(dir.path().join("state/pg/branches.json")).unwrap_or_default();
-    assert!(!branches.contains("atlas_pr_"), "{branches}");
+    // nothing left: a database or process that survived teardown fails the run (exit 2)
     assert!(!port_open(r["qa_url"].as_str().unwrap()));
     eprintln!("{err}");
 }
@@ -293,7 +290,7 @@ fn failing_rehearsal_never_touches_production() {
     let log = dir.path().join("migrations.log");
     // fails only on the copy of production (production's data would break it)
     let m = format!(
-        "echo \"${{DATABASE_URL##*/}}\" >> {}; case \"$DATABASE_URL\" in *4294967295*) echo 'duplicate key in orders' >&2; exit 1;; esac",
+        "echo \"${{DATABASE_URL##*/}}\" >> {}; case \"$DATABASE_URL\" in */atlas_rehearsal) echo 'duplicate key in orders' >&2; exit 1;; esac",
         log.display()
     );
     std::fs::write(dir.path().join("atlas.toml"), pg_toml(dir.path(), &m)).unwrap();
@@ -310,7 +307,7 @@ fn failing_rehearsal_never_touches_production() {
     // production (atlas_main) migrated only when it was first created, never after the rehearsal
     assert_eq!(
         runs,
-        vec!["atlas_main", "atlas_pr_0", "atlas_pr_4294967295"]
+        vec!["atlas_main", "atlas_verify_qa", "atlas_rehearsal"]
     );
     for s in r["stages"].as_array().unwrap() {
         if ["apply-migrations", "canary", "rollout"].contains(&s["stage"].as_str().unwrap()) {
@@ -325,9 +322,6 @@ fn failing_rehearsal_never_touches_production() {
     );
     assert_eq!(r["rolled_back"], false);
     assert!(!dir.path().join("state/verify/stable.json").exists());
-    let branches =
-        std::fs::read_to_string(dir.path().join("state/pg/branches.json")).unwrap_or_default();
-    assert!(!branches.contains("atlas_pr_"), "{branches}");
 }
 
 // ---------------------------------------------------------------------------------------------

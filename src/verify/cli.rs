@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use super::chain::{self, Chain, LoadModuleGate, Mode, Release};
-use super::local::{self, LocalFleet, QaDatabase, SharedDb};
-use super::migrate::{ProviderReleaseDb, ReleaseDatabase};
+use super::local::{self, LocalFleet, QaDatabase};
+use super::migrate::{ProviderReleaseDb, PsqlDatabase, ReleaseDatabase};
 use crate::cli::ChainArgs;
 use crate::event::{Event, Plan};
 use crate::provider::BranchRequest;
@@ -115,23 +115,16 @@ async fn run_local(
     } else {
         (None, None)
     };
-    let qa_db = pg.as_ref().map(|pg| QaDatabase {
-        database: Box::new(SharedDb(pg.clone())),
-        request: branch_request(&settings, local::LOCAL_QA_PR, "qa"),
+    // Copies by dump (not TEMPLATE): production's processes keep sessions open on its database.
+    let psql = match &production_db {
+        Some(url) => Some(std::sync::Arc::new(PsqlDatabase::new(url.clone())?)),
+        None => None,
+    };
+    let qa_db = psql.as_ref().map(|db| QaDatabase {
+        database: db.clone(),
+        name: "atlas_verify_qa".into(),
         migrations: settings.database.migrations.clone(),
     });
-    let release_db: Option<ProviderReleaseDb> = match (&pg, &production_db) {
-        (Some(pg), Some(url)) => Some(ProviderReleaseDb::new(
-            Box::new(SharedDb(pg.clone())),
-            branch_request(
-                &settings,
-                local::LOCAL_REHEARSAL_PR,
-                &settings.verify.rehearsal_branch,
-            ),
-            url.clone(),
-        )),
-        _ => None,
-    };
     let prefix = format!(
         "{}-verify",
         crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-verify")
@@ -158,7 +151,7 @@ async fn run_local(
         let c = Chain {
             settings: &settings,
             fleet: &fleet,
-            database: release_db.as_ref().map(|d| d as &dyn ReleaseDatabase),
+            database: psql.as_deref().map(|d| d as &dyn ReleaseDatabase),
             load: &load,
             forge: None,
             env_source: &env_source,

@@ -17,18 +17,14 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 
 use super::fleet::{Fleet, Instance, Target};
-use crate::provider::{BranchRequest, Database, DeployRequest, Platform};
+use crate::provider::{DeployRequest, Platform};
 use crate::secret::Secret;
 
-/// Reserved "PR numbers" for the local QA database and the rehearsal branch: the local
-/// PostgreSQL provider names branches `atlas_pr_<n>`, and no real PR is number 0 or 2^32-1.
-pub const LOCAL_QA_PR: u64 = 0;
-pub const LOCAL_REHEARSAL_PR: u64 = 4_294_967_295;
-
-/// The QA app's own database: a branch of production, migrated on every QA deploy.
+/// The QA app's own database: a fresh copy of production, migrated on every QA deploy.
 pub struct QaDatabase {
-    pub database: Box<dyn Database>,
-    pub request: BranchRequest,
+    pub database: Arc<super::migrate::PsqlDatabase>,
+    /// Database name on the production server (`atlas_verify_qa`).
+    pub name: String,
     pub migrations: Option<String>,
 }
 
@@ -46,7 +42,7 @@ pub struct LocalFleet {
     health_path: String,
     health_timeout: Duration,
     running: Mutex<BTreeMap<String, Running>>,
-    qa_branch: tokio::sync::Mutex<Option<String>>,
+    qa_created: std::sync::atomic::AtomicBool,
 }
 
 impl LocalFleet {
@@ -66,7 +62,7 @@ impl LocalFleet {
             health_path: settings.app.health_path.clone(),
             health_timeout: settings.verify.health_timeout,
             running: Mutex::new(BTreeMap::new()),
-            qa_branch: tokio::sync::Mutex::new(None),
+            qa_created: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -134,10 +130,13 @@ impl LocalFleet {
                 self.lock().remove(&id);
             }
         }
-        if let (Some(qa), Some(name)) = (&self.qa_db, self.qa_branch.lock().await.take())
-            && let Err(e) = qa.database.delete_branch(&name).await
+        if let Some(qa) = &self.qa_db
+            && self
+                .qa_created
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && let Err(e) = qa.database.drop_database(&qa.name).await
         {
-            survivors.push(format!("database {name}: {e:#}"));
+            survivors.push(format!("database {}: {e:#}", qa.name));
         }
         survivors
     }
@@ -153,21 +152,16 @@ impl Fleet for LocalFleet {
         let mut url = None;
         if let Some(qa) = &self.qa_db {
             // A fresh copy of production for every QA deploy, migrated like production will be.
-            let b = qa.database.ensure_branch(&qa.request).await?;
-            *self.qa_branch.lock().await = Some(b.name.clone());
-            let b = if b.created {
-                b
-            } else {
-                qa.database.delete_branch(&b.name).await?;
-                qa.database.ensure_branch(&qa.request).await?
-            };
+            self.qa_created
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let u = qa.database.copy_production(&qa.name).await?;
             if let Some(cmd) = &qa.migrations {
-                let run = crate::preview::run_migrations(cmd, &b.connection_uri).await?;
+                let run = crate::preview::run_migrations(cmd, &u).await?;
                 if !run.ok {
                     anyhow::bail!("the migrations failed on the QA database: {}", run.tail);
                 }
             }
-            url = Some(b.connection_uri);
+            url = Some(u);
         }
         self.run("qa", version, url.as_ref().or(self.production_db.as_ref()))
             .await
@@ -228,31 +222,6 @@ impl Fleet for LocalFleet {
                 .unwrap_or_default(),
             headers: Vec::new(),
         }
-    }
-}
-
-/// A `Database` shared by the fleet (QA branch) and the rehearsal.
-pub struct SharedDb<D: Database>(pub Arc<D>);
-
-#[async_trait]
-impl<D: Database> Database for SharedDb<D> {
-    fn kind(&self) -> &'static str {
-        self.0.kind()
-    }
-    async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<crate::provider::Branch> {
-        self.0.ensure_branch(req).await
-    }
-    async fn delete_branch(&self, name: &str) -> anyhow::Result<crate::provider::Deleted> {
-        self.0.delete_branch(name).await
-    }
-    async fn schema_diff(
-        &self,
-        branch: &crate::provider::Branch,
-    ) -> anyhow::Result<crate::provider::SchemaDiff> {
-        self.0.schema_diff(branch).await
-    }
-    async fn list_branches(&self) -> anyhow::Result<Vec<crate::provider::Owned>> {
-        self.0.list_branches().await
     }
 }
 

@@ -6,8 +6,6 @@
 //! any [`crate::provider::Database`] (Neon, the local PostgreSQL provider) and [`PsqlDatabase`],
 //! which needs only a PostgreSQL URL and the `psql`/`pg_dump` clients.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use async_trait::async_trait;
 
@@ -89,45 +87,163 @@ impl ReleaseDatabase for ProviderReleaseDb {
     }
 }
 
-/// Rehearsal by `CREATE DATABASE <name> TEMPLATE <production>` on the production server, with
-/// `psql` and `pg_dump`. Meant for local releases (a database this machine can reach).
+/// Copies of production by `pg_dump | psql` into a fresh database on the production server,
+/// with the PostgreSQL clients. A dump works while production has sessions open (a `CREATE
+/// DATABASE ... TEMPLATE` copy does not: the template must be idle), so the local release can
+/// copy the database its running production processes use. Connection details go to the
+/// clients as `PG*` variables, never in argv.
 pub struct PsqlDatabase {
     production: Secret,
-    /// The same server's maintenance database (`postgres`).
-    admin: Secret,
     production_db: String,
+    /// `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE` of the server.
+    server_env: Vec<(String, String)>,
     base: url::Url,
 }
 
 impl PsqlDatabase {
     pub fn new(production_url: Secret) -> anyhow::Result<Self> {
-        let mut u = url::Url::parse(production_url.expose())
+        let u = url::Url::parse(production_url.expose())
             .map_err(|e| anyhow::anyhow!("the production database URL is not a URL ({e})"))?;
         let db = u.path().trim_start_matches('/').to_string();
         if db.is_empty() {
             anyhow::bail!("the production database URL names no database; add `/<dbname>`");
         }
-        let base = u.clone();
-        u.set_path("/postgres");
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("v={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let mut env = vec![
+            (
+                "PGHOST".to_string(),
+                u.host_str().unwrap_or("127.0.0.1").to_string(),
+            ),
+            ("PGPORT".to_string(), u.port().unwrap_or(5432).to_string()),
+            ("PGCONNECT_TIMEOUT".to_string(), "10".to_string()),
+        ];
+        if !u.username().is_empty() {
+            env.push(("PGUSER".into(), decode(u.username())));
+        }
+        if let Some(p) = u.password() {
+            let p = decode(p);
+            crate::secret::register(&p);
+            env.push(("PGPASSWORD".into(), p));
+        }
+        for (k, v) in u.query_pairs() {
+            if k == "sslmode" {
+                env.push(("PGSSLMODE".into(), v.into_owned()));
+            }
+        }
         Ok(PsqlDatabase {
             production: production_url,
-            admin: Secret::new(u.to_string()),
             production_db: db,
-            base,
+            server_env: env,
+            base: u,
         })
     }
 
-    fn url_for(&self, db: &str) -> Secret {
+    /// The URL of another database on the same server.
+    pub fn url_for(&self, db: &str) -> Secret {
         let mut u = self.base.clone();
-        u.set_path(&format!("/{db}"));
+        u.set_path(&format!("/{}", db_name(db)));
         Secret::new(u.to_string())
+    }
+
+    /// `sh -c script` with the server's `PG*` variables, `PATH`, `HOME` and `extra`.
+    async fn sh(&self, script: &str, extra: &[(&str, &str)]) -> anyhow::Result<String> {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(script)
+            .env_clear()
+            .envs(
+                self.server_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .envs(extra.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for k in ["PATH", "HOME"] {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+        let out = cmd
+            .output()
+            .await
+            .context("cannot run the PostgreSQL clients (install the postgresql-client package)")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "{}",
+                crate::secret::redact(String::from_utf8_lossy(&out.stderr).trim())
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    async fn admin(&self, sql: &str) -> anyhow::Result<()> {
+        self.sh(
+            r#"psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "$SQL""#,
+            &[("SQL", sql)],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Replaces database `name` with a copy (schema and data) of production.
+    pub async fn copy_production(&self, name: &str) -> anyhow::Result<Secret> {
+        let db = db_name(name);
+        self.drop_database(&db).await?;
+        self.admin(&format!("CREATE DATABASE \"{db}\""))
+            .await
+            .with_context(|| format!("cannot create the database {db}"))?;
+        // Through a file rather than a pipe: `sh` may have no `pipefail`, and a failed dump must
+        // not look like an empty, successful copy.
+        let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let file = dir.path().join("production.sql");
+        let file = file.to_str().context("temporary path is not UTF-8")?;
+        self.sh(
+            r#"pg_dump --no-owner --no-privileges -d "$SRC" -f "$FILE" && psql -X -q -v ON_ERROR_STOP=1 -d "$DST" -f "$FILE" >/dev/null"#,
+            &[("SRC", &self.production_db), ("DST", &db), ("FILE", file)],
+        )
+        .await
+        .with_context(|| format!("cannot copy production into {db}"))?;
+        Ok(self.url_for(&db))
+    }
+
+    pub async fn drop_database(&self, name: &str) -> anyhow::Result<()> {
+        let db = db_name(name);
+        self.admin(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+            .await
+            .with_context(|| format!("cannot drop the database {db}"))
+    }
+
+    async fn schema(&self, db: &str) -> anyhow::Result<String> {
+        let text = self
+            .sh(
+                r#"pg_dump --schema-only --no-owner --no-privileges -d "$DB""#,
+                &[("DB", db)],
+            )
+            .await
+            .with_context(|| format!("pg_dump of {db} failed"))?;
+        // Comments and the per-dump `\restrict` keys differ between two dumps of one schema.
+        Ok(text
+            .lines()
+            .filter(|l| {
+                !l.starts_with("--")
+                    && !l.trim().is_empty()
+                    && !l.starts_with("\\restrict")
+                    && !l.starts_with("\\unrestrict")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect())
     }
 }
 
-/// Database names we create are restricted to `[a-z0-9_]`, so quoting is plain.
-fn db_ident(name: &str) -> String {
-    let s: String = name
-        .chars()
+/// Database names we create are restricted to `[a-z0-9_]`: no quoting issue, no injection.
+fn db_name(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_lowercase()
@@ -135,59 +251,7 @@ fn db_ident(name: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("\"{s}\"")
-}
-
-async fn psql(url: &Secret, sql: &str) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new("psql")
-        .arg("-X")
-        .arg("-v")
-        .arg("ON_ERROR_STOP=1")
-        .arg("-qAt")
-        .arg("-d")
-        .arg(url.expose())
-        .arg("-c")
-        .arg(sql)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("cannot run `psql` (install the postgresql-client package)")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "psql failed: {}",
-            crate::secret::redact(String::from_utf8_lossy(&out.stderr).trim())
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-async fn schema(url: &Secret) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new("pg_dump")
-        .arg("--schema-only")
-        .arg("--no-owner")
-        .arg("--no-privileges")
-        .arg("-d")
-        .arg(url.expose())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("cannot run `pg_dump` (install the postgresql-client package)")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "pg_dump failed: {}",
-            crate::secret::redact(String::from_utf8_lossy(&out.stderr).trim())
-        );
-    }
-    // Drop comments and the restrict/unrestrict tokens newer pg_dump versions add: they differ
-    // between two dumps of the same schema.
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            !l.starts_with("--") && !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict")
-        })
-        .collect::<Vec<_>>()
-        .join("\n"))
+        .collect()
 }
 
 /// Unified diff of two schema dumps; empty when they are the same.
@@ -208,46 +272,15 @@ impl ReleaseDatabase for PsqlDatabase {
         "postgres"
     }
     async fn create_rehearsal(&self, name: &str) -> anyhow::Result<Secret> {
-        self.delete_rehearsal(name).await?;
-        let sql = format!(
-            "CREATE DATABASE {} TEMPLATE {}",
-            db_ident(name),
-            db_ident(&self.production_db)
-        );
-        // The template must have no other sessions; the app's connections come and go, so try
-        // a few times before giving up (PostgreSQL: "source database is being accessed").
-        let mut last = None;
-        for _ in 0..10 {
-            match psql(&self.admin, &sql).await {
-                Ok(_) => return Ok(self.url_for(db_ident(name).trim_matches('"'))),
-                Err(e) if format!("{e:#}").contains("being accessed") => {
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                Err(e) => {
-                    return Err(e.context(format!("cannot create the rehearsal database {name}")));
-                }
-            }
-        }
-        Err(last
-            .unwrap_or_else(|| anyhow::anyhow!("template busy"))
-            .context(format!(
-                "cannot create the rehearsal database {name}: production has open sessions; stop idle connections or use a provider branch"
-            )))
+        self.copy_production(name).await
     }
     async fn schema_diff(&self, name: &str) -> anyhow::Result<String> {
-        let before = schema(&self.production).await?;
-        let after = schema(&self.url_for(db_ident(name).trim_matches('"'))).await?;
+        let before = self.schema(&self.production_db).await?;
+        let after = self.schema(&db_name(name)).await?;
         Ok(unified_diff(&before, &after, "production", name))
     }
     async fn delete_rehearsal(&self, name: &str) -> anyhow::Result<()> {
-        psql(
-            &self.admin,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db_ident(name)),
-        )
-        .await
-        .with_context(|| format!("cannot drop the rehearsal database {name}"))?;
-        Ok(())
+        self.drop_database(name).await
     }
     fn production_url(&self) -> &Secret {
         &self.production
@@ -260,12 +293,22 @@ mod tests {
 
     #[test]
     fn names_and_urls() {
-        assert_eq!(db_ident("atlas-rehearsal"), "\"atlas_rehearsal\"");
-        let d =
-            PsqlDatabase::new(Secret::new("postgres://u:pw-123456@127.0.0.1:5432/app")).unwrap();
+        assert_eq!(db_name("atlas-rehearsal"), "atlas_rehearsal");
+        assert_eq!(db_name("x\"; drop"), "x___drop");
+        let d = PsqlDatabase::new(Secret::new(
+            "postgres://u:p%40ss-123456@127.0.0.1:5432/app?sslmode=disable",
+        ))
+        .unwrap();
         assert_eq!(d.production_db, "app");
-        assert!(d.admin.expose().ends_with("/postgres"));
-        assert!(d.url_for("x").expose().ends_with(":5432/x"));
+        assert!(
+            d.server_env
+                .contains(&("PGPASSWORD".into(), "p@ss-123456".into()))
+        );
+        assert!(
+            d.server_env
+                .contains(&("PGSSLMODE".into(), "disable".into()))
+        );
+        assert!(d.url_for("x-y").expose().contains(":5432/x_y?sslmode"));
         assert!(PsqlDatabase::new(Secret::new("postgres://h:1")).is_err());
         assert_eq!(unified_diff("a\n", "a\n", "p", "r"), "");
         assert!(unified_diff("a\n", "a\nb\n", "p", "r").contains("+b"));
