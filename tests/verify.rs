@@ -275,6 +275,22 @@ fn local_release_with_postgres_promotes_and_leaves_nothing() {
     for t in [&out, &err, &md] {
         assert!(!t.contains(pw));
     }
+    // deployment records for qa and production, each ending in success
+    let mut envs = Vec::new();
+    for e in std::fs::read_dir(dir.path().join("state/forge/deployments")).unwrap() {
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap();
+        let last = d["statuses"].as_array().unwrap().last().unwrap()["state"].clone();
+        envs.push((d["environment"].as_str().unwrap().to_string(), last));
+    }
+    envs.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        envs,
+        vec![
+            ("production".to_string(), serde_json::json!("success")),
+            ("qa".to_string(), serde_json::json!("success"))
+        ]
+    );
     // nothing left: a database or process that survived teardown fails the run (exit 2)
     assert!(!port_open(r["qa_url"].as_str().unwrap()));
     eprintln!("{err}");

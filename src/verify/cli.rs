@@ -132,6 +132,7 @@ async fn run_local(
     let fleet = LocalFleet::new(platform, &prefix, &settings, production_db, qa_db);
     timings.push(("postgres", t.elapsed()));
 
+    let forge = crate::provider::local_forge::LocalForge::new(&state_dir, false);
     let outcome = async {
         if mode == Mode::Release {
             let t = Instant::now();
@@ -153,7 +154,8 @@ async fn run_local(
             fleet: &fleet,
             database: psql.as_deref().map(|d| d as &dyn ReleaseDatabase),
             load: &load,
-            forge: None,
+            // deployment records for `qa` and `production` as files in <state_dir>/forge
+            forge: Some(&forge),
             env_source: &env_source,
             progress: &progress,
         };
@@ -197,6 +199,7 @@ async fn run_local(
         serde_json::to_string_pretty(&report)?,
     )
     .with_context(|| format!("cannot write {}", dir.join("report.json").display()))?;
+    forge.append_summary(&md)?;
     println!("{md}");
     let mut line = format!(
         "atlas {}: {} in {} ms (",

@@ -643,6 +643,41 @@ async fn qa_that_does_not_come_up_fails_before_anything_else() {
 }
 
 #[tokio::test]
+async fn canary_that_cannot_be_removed_is_a_failed_rollback() {
+    let r = run_with(
+        settings(""),
+        Mode::Release,
+        "v2-errors",
+        |s| s.fail_stop_canary = true,
+        FakeLoad::default(),
+    )
+    .await;
+    assert_eq!(r.report.verdict, "rollback-failed");
+    assert!(r.fleet.has_canary());
+    let e = format!("{:#}", r.report.result().unwrap_err());
+    assert!(e.contains("canary1: canary-not-removed"), "{e}");
+    assert_eq!(r.fleet.versions(), v1_everywhere());
+}
+
+#[test]
+fn settings_are_validated_with_the_key_named() {
+    let bad = [
+        ("[verify]\nmachines = 0\n", "machines"),
+        ("[verify.canary]\nsamples = 0\n", "canary"),
+        ("[verify.canary]\npaths = [\"menu\"]\n", "canary.paths"),
+        ("[verify.canary]\nmax_p95_increase_pct = -1.0\n", "canary"),
+        ("[verify]\nintegration_env = [\"A-B\"]\n", "integration_env"),
+    ];
+    for (text, key) in bad {
+        let s = Settings::parse(text, "atlas.toml").unwrap();
+        let e = s.verify.validate().unwrap_err().to_string();
+        assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+    }
+    assert!(Settings::default().verify.validate().is_ok());
+    assert!(Settings::parse("[verify.canary]\nsampels = 3\n", "a").is_err());
+}
+
+#[tokio::test]
 async fn rollback_failure_reports_every_machine() {
     let r = run_with(
         settings(""),
