@@ -601,6 +601,38 @@ p95_floor_ms = 15.0
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn canary_that_never_becomes_healthy_is_removed_on_fly() {
+        let v2 = "registry.fly.io/kitchen:v2-broken";
+        let (r, w) = release(
+            v2,
+            |_| {},
+            |w| {
+                // QA is fine (another proxy); every production machine on v2 fails its health check
+                w.prod_proxy
+                    .broken
+                    .lock()
+                    .unwrap()
+                    .push(("*".into(), v2.into()));
+            },
+        )
+        .await;
+        assert_eq!(r.failed_stage.as_deref(), Some("canary"), "{:#?}", r.stages);
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .contains("did not become healthy"),
+            "{:?}",
+            r.error
+        );
+        assert_eq!(atlas::error::exit_code(&r.result().unwrap_err()), 1);
+        all_v1(&w);
+        assert_eq!(w.fly.core.count("Machines_create"), 1);
+        assert_eq!(w.fly.core.count("Machines_delete"), 1);
+        no_violations(&w);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn qa_integration_failure_stops_before_the_load_test_on_fly() {
         let (r, w) = release(
             "registry.fly.io/kitchen:v2",

@@ -92,6 +92,27 @@ pub fn build_chain(settings: &Settings, mode: Mode) -> Vec<Stage> {
     out
 }
 
+/// The chain in words, one stage a line (`dry_run`): what would run, what touches production.
+pub fn describe_chain(settings: &Settings, mode: Mode) -> String {
+    build_chain(settings, mode)
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "{}. {}{}",
+                i + 1,
+                s.name(),
+                if s.touches_production() {
+                    " (touches production; a later failure rolls back)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The load test + gate against QA. The default implementation is [`ProbeLoad`]; the open-model
 /// generator of `crate::load` plugs in here.
 #[async_trait]

@@ -418,6 +418,15 @@ fn chain_is_data() {
     assert!(Settings::parse("[verify]\nnope = 1\n", "a").is_err());
 }
 
+#[test]
+fn chain_description_marks_production_stages() {
+    let d = chain::describe_chain(&settings(""), Mode::Release);
+    assert_eq!(d.lines().count(), 7);
+    assert!(d.starts_with("1. qa deploy\n"), "{d}");
+    assert!(d.contains("6. canary (touches production"), "{d}");
+    assert!(!chain::describe_chain(&settings(""), Mode::Verify).contains("production"));
+}
+
 #[tokio::test]
 async fn healthy_release_promotes() {
     let r = run_with(

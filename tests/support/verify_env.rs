@@ -114,7 +114,7 @@ pub fn have_postgres() -> bool {
 /// Fly's proxy for the fake Fly: routes a request to the machine named by
 /// `fly-force-instance-id` (or the first started machine of `app`) and answers as the image it
 /// runs would — `errors` 500s one request in five, `slow` adds 30 ms; a machine that is not
-/// `started`, or whose (id, image) is in `broken`, answers 503.
+/// `started`, or whose (id, image) is in `broken` (id `*`: any machine), answers 503.
 pub struct FlyProxy {
     pub url: String,
     pub broken: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
@@ -162,12 +162,12 @@ pub async fn fly_proxy(
             let Some((id, st, image)) = found else {
                 return (StatusCode::NOT_FOUND, "no such machine".to_string());
             };
-            if st != "started"
-                || broken
-                    .lock()
-                    .unwrap()
-                    .contains(&(id.clone(), image.clone()))
-            {
+            let is_broken = broken
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(i, im)| (i == &id || i == "*") && im == &image);
+            if st != "started" || is_broken {
                 return (StatusCode::SERVICE_UNAVAILABLE, format!("{id} unavailable"));
             }
             if uri.path() == "/healthz" {
