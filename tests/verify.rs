@@ -801,3 +801,54 @@ fn slower_qa_fails_the_load_gate_against_the_baseline() {
     assert_eq!(r["load"]["comparison"]["verdict"], "fail");
     assert!(out.contains("Load test against QA"), "{out}");
 }
+
+#[test]
+fn sigterm_mid_release_tears_every_process_down() {
+    let dir = tempdir();
+    // a slow load test keeps the chain busy long enough to be interrupted
+    let t = toml(dir.path(), "").replace("duration = \"2s\"", "duration = \"20s\"");
+    std::fs::write(dir.path().join("atlas.toml"), t).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
+    cmd.args(["release", "--local", "--sha", "v2"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // wait until QA and both production processes run
+    let apps = dir.path().join("state/apps");
+    let mut ports = Vec::new();
+    for _ in 0..300 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        ports = std::fs::read_dir(&apps)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .map(|v| v["port"].as_u64().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if ports.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        ports.len(),
+        3,
+        "qa and two production processes never started"
+    );
+    // SAFETY: signalling the child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted (SIGTERM)"), "{err}");
+    for p in ports {
+        assert!(!port_open(&format!("127.0.0.1:{p}")), "port {p} still open");
+    }
+}

@@ -13,8 +13,16 @@ use crate::cli::ChainArgs;
 use crate::event::{Event, Plan};
 use crate::provider::BranchRequest;
 
-fn say(line: &str) {
-    eprintln!("{}", crate::secret::redact(line));
+/// Progress on stderr, redacted; a line the runner would read as a workflow command (`::x::`,
+/// e.g. from an app's log in an error) is made inert the way `gha` does it.
+fn say(text: &str) {
+    for line in crate::secret::redact(text).lines() {
+        if line.trim_start().starts_with("::") {
+            eprintln!("| {line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
 }
 
 /// `atlas verify`.
@@ -133,7 +141,7 @@ async fn run_local(
     timings.push(("postgres", t.elapsed()));
 
     let forge = crate::provider::local_forge::LocalForge::new(&state_dir, false);
-    let outcome = async {
+    let chain_run = async {
         if mode == Mode::Release {
             let t = Instant::now();
             let stable = local::stable_version(&state_dir);
@@ -171,8 +179,16 @@ async fn run_local(
         .await;
         timings.push(("chain", t.elapsed()));
         anyhow::Ok(report)
-    }
-    .await;
+    };
+    // Ctrl-C or SIGTERM stops the chain but not the teardown: the processes run in their own
+    // process groups and would outlive atlas.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install a SIGTERM handler")?;
+    let outcome = tokio::select! {
+        r = chain_run => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C); local processes and databases were torn down")),
+        _ = term.recv() => Err(anyhow::anyhow!("interrupted (SIGTERM); local processes and databases were torn down")),
+    };
 
     let t = Instant::now();
     let survivors = fleet.teardown().await;

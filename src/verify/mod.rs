@@ -7,9 +7,10 @@
 //! - [`settings`]: `[verify]` in atlas.toml;
 //! - [`chain`]: [`build_chain`] (pure) and [`chain::run`] over the traits below, one report;
 //! - [`fleet`]: the platform operations the chain needs ([`Fleet`]); [`local`] runs it as
-//!   processes on this machine;
+//!   processes on this machine, [`fly`] on the Fly Machines API;
 //! - [`migrate`]: the rehearsal ([`ReleaseDatabase`]); [`canary`] and [`probe`]: the analysis;
-//! - [`checks`]: the integration command and HTTP checks.
+//! - [`checks`]: the integration command and HTTP checks;
+//! - [`cli`]: `atlas verify|release [--local]` and the action's dispatch.
 
 pub mod canary;
 pub mod chain;
