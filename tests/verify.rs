@@ -815,7 +815,7 @@ fn sigterm_mid_release_tears_every_process_down() {
         .env("PATH", std::env::var("PATH").unwrap())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     // wait until QA and both production processes run
     let apps = dir.path().join("state/apps");
     let mut ports = Vec::new();
