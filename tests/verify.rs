@@ -7,6 +7,8 @@
 mod fake_fly;
 #[path = "support/fake_neon.rs"]
 mod fake_neon;
+#[path = "support/local_env.rs"]
+mod local_env;
 #[path = "support/openapi.rs"]
 mod openapi;
 #[path = "support/verify_env.rs"]
@@ -851,4 +853,69 @@ fn sigterm_mid_release_tears_every_process_down() {
     for p in ports {
         assert!(!port_open(&format!("127.0.0.1:{p}")), "port {p} still open");
     }
+}
+
+/// The example app (`examples/kitchen`, axum + PostgreSQL) released twice on this machine: the
+/// second release boots production at the version the first one promoted, rehearses the
+/// migrations on a copy of the live database, and promotes again.
+#[test]
+fn kitchen_example_releases_twice_locally() {
+    if !have_postgres() {
+        eprintln!("skipped: no PostgreSQL binaries");
+        return;
+    }
+    let bin = local_env::kitchen();
+    let dir = tempdir();
+    let toml = format!(
+        r#"
+[app]
+name = "kitchen"
+health_path = "/healthz"
+readiness_timeout = "30s"
+
+[database]
+migrations = "sh {root}/examples/kitchen/migrate.sh"
+
+[local]
+command = "exec {bin}"
+state_dir = "state"
+
+[load]
+rate = 100.0
+duration = "2s"
+warmup = "0s"
+requests = [{{ path = "/menu" }}]
+
+[verify]
+machines = 2
+integration = "curl -fsS \"$BASE_URL/menu\" | grep -q margherita"
+
+[[verify.checks]]
+path = "/menu"
+body_contains = "margherita"
+
+[verify.canary]
+paths = ["/menu", "/healthz"]
+samples = 2
+requests_per_sample = 100
+min_requests = 150
+"#,
+        root = local_env::ROOT,
+        bin = bin.display()
+    );
+    std::fs::write(dir.path().join("atlas.toml"), toml).unwrap();
+    let o = atlas(dir.path(), &["release", "--local", "--sha", "v1"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let o = atlas(dir.path(), &["release", "--local", "--sha", "v2"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(err.contains("instance(s) at v1"), "{err}");
+    let r = report_json(dir.path());
+    for m in r["machines"].as_array().unwrap() {
+        assert_eq!(m["before"], "v1");
+        assert_eq!(m["after"], "v2");
+    }
+    assert_eq!(r["canary"]["verdict"], "promote");
+    eprintln!("{err}");
 }
