@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::fleet::{Fleet, Instance, Target};
 use crate::http::{Call, Client, RetryPolicy, Timeouts, status_of};
-use crate::provider::{OWNER_KEY, SHA_KEY};
+use crate::provider::OWNER_KEY;
 
 /// Fly's header that routes a request to one machine.
 pub const PIN_HEADER: &str = "fly-force-instance-id";
@@ -267,7 +267,7 @@ impl Fleet for FlyFleet {
         config["image"] = json!(version);
         config["metadata"][ROLE_KEY] = json!(CANARY_ROLE);
         config["metadata"][OWNER_KEY] = json!("verify");
-        config["metadata"][SHA_KEY] = json!(version);
+        config["metadata"]["atlas_image"] = json!(version);
         let mut body = json!({ "config": config });
         if let Some(r) = &stable.region {
             body["region"] = json!(r);
