@@ -636,6 +636,11 @@ pub async fn down(
     let mut contract = base_contract(settings, req, opts);
     contract.data.provider = providers.database.kind().into();
     contract.data.branch = Some(branch.clone());
+    contract.data.parent = Some(if providers.database.kind() == "local-postgres" {
+        LocalPg::parent_database(&settings.database.parent)
+    } else {
+        settings.database.parent.clone()
+    });
     contract.lifecycle.destroyed = Some(destroyed_at.clone());
     let ctx = serde_json::json!({
         "marker": marker(req.pr),
@@ -719,13 +724,20 @@ pub async fn local_providers(
         "[local] command is not set in atlas.toml: it is the shell command that runs the app",
     )?;
     let pg = LocalPg::start(&settings.local, &state_dir, log).await?;
-    let _ = pg.kind();
-    pg.ensure_parent(
-        &settings.database.parent,
-        settings.database.migrations.as_deref(),
-        log,
-    )
-    .await?;
+    if let Err(e) = pg
+        .ensure_parent(
+            &settings.database.parent,
+            settings.database.migrations.as_deref(),
+            log,
+        )
+        .await
+    {
+        // Do not leave a cluster running that serves no preview.
+        if pg.owns_cluster() && pg.list_branches().await.is_ok_and(|b| b.is_empty()) {
+            let _ = pg.stop().await;
+        }
+        return Err(e);
+    }
     let pg = std::sync::Arc::new(pg);
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     Ok(LocalSetup {
@@ -841,8 +853,9 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
                     print_step("→ interrupted: tearing down the preview");
                     let mut quiet = |_: &str| {};
                     let _ = down(&setup.providers, &settings, &req, &opts, &mut quiet).await;
-                    stop_if_idle(&setup).await;
                 }
+                // The cluster runs only while a preview exists.
+                stop_if_idle(&setup).await;
                 Err(e)
             }
         }

@@ -1,44 +1,373 @@
-//! The load generator and the baseline gate (DESIGN.md section 7). (Issue 4.)
+//! The load generator and the baseline gate (DESIGN.md section 7): `atlas load`,
+//! `atlas baseline compare|update`, and the library calls the preview and verify flows use.
+//!
+//! - [`run`] loads a target and returns a [`Summary`] (open model by default, latency from the
+//!   scheduled send time; see [`generator`]).
+//! - [`compare`] holds the gate's rules and returns a [`Comparison`] as data (see [`gate`]).
+//! - [`read_summary`] reads Atlas, seed, k6 `--summary-export` and k6 `handleSummary` JSON.
+//! - [`paired`] measures a baseline URL and a candidate URL alternately in the same job.
 
-use serde::{Deserialize, Serialize};
+pub mod gate;
+pub mod generator;
+pub mod stats;
+pub mod summary;
 
-/// `[load]` in atlas.toml.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoadSettings {}
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// `[baseline]` in atlas.toml.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GateSettings {}
+use anyhow::Context as _;
 
-/// `atlas load` flags.
-#[derive(Debug, Clone, clap::Args)]
+pub use gate::{Comparison, GateSettings, MetricComparison, Verdict, compare};
+pub use generator::{LoadSettings, Model, Progress, RequestSpec, run, run_with};
+pub use summary::{Summary, parse_summary, read_summary};
+
+/// `atlas load` flags. They override `[load]` in atlas.toml.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct LoadArgs {
-    /// The URL to load.
+    /// The URL to load; request paths are relative to it.
     #[arg(long)]
     pub target: Option<String>,
+    /// Requests per second (open model, the default).
+    #[arg(long, conflicts_with = "vus")]
+    pub rate: Option<f64>,
+    /// Virtual users (closed model: each sends as soon as its previous response arrived).
+    #[arg(long)]
+    pub vus: Option<usize>,
+    /// Measured duration, e.g. 30s.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Warm-up excluded from the results, e.g. 10s.
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Keep-alive connections: the cap on requests in flight.
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Per-request timeout, e.g. 10s.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Repeat the test N times and report the median across runs.
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Live paired mode: also load this URL, alternating with the target, and compare.
+    #[arg(long)]
+    pub baseline_target: Option<String>,
+    /// Compare the result with this baseline file and gate on it.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Regression threshold in percent for the gate (default: [baseline] threshold_pct, 20).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Write the summary JSON here (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// GET these paths (repeatable) instead of the configured scenario.
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like 500ms, 30s or 5m ({e})"))
 }
 
 /// `atlas baseline ...`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum BaselineCommand {
-    /// Compare a summary with a baseline.
+    /// Compare a summary with a baseline (Atlas, k6 --summary-export or k6 handleSummary JSON).
+    /// Exit 1 when the gate fails; inconclusive exits 0 and says why.
     Compare {
-        baseline: std::path::PathBuf,
-        current: std::path::PathBuf,
+        baseline: PathBuf,
+        current: PathBuf,
+        /// Regression threshold in percent (default: [baseline] threshold_pct, 20).
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Write the comparison JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the comparison as JSON on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a baseline from a summary, recording its settings and where and when it was
+    /// measured.
+    Update {
+        #[arg(long)]
+        from: PathBuf,
+        /// Default: [baseline] path, baseline.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
-/// `atlas load`. (Issue 4.)
-pub async fn cli_load(_args: &LoadArgs, _settings: &crate::config::Settings) -> anyhow::Result<()> {
-    Err(crate::error::NotYetBuilt("load").into())
+/// Applies `atlas load` flags over `[load]`.
+pub fn settings_with_flags(base: &LoadSettings, args: &LoadArgs) -> LoadSettings {
+    let mut s = base.clone();
+    if let Some(r) = args.rate {
+        s.model = Model::Open;
+        s.rate = r;
+    }
+    if let Some(v) = args.vus {
+        s.model = Model::Closed;
+        s.vus = v;
+    }
+    if let Some(d) = args.duration {
+        s.duration = d;
+    }
+    if let Some(w) = args.warmup {
+        s.warmup = w;
+    }
+    if let Some(c) = args.connections {
+        s.connections = c;
+    }
+    if let Some(t) = args.timeout {
+        s.timeout = t;
+    }
+    if let Some(n) = args.runs {
+        s.runs = n;
+    }
+    if !args.paths.is_empty() {
+        s.requests = args
+            .paths
+            .iter()
+            .map(|p| RequestSpec {
+                path: p.clone(),
+                ..RequestSpec::default()
+            })
+            .collect();
+    }
+    s
 }
 
-/// `atlas baseline`. (Issue 4.)
+/// Runs the test `settings.runs` times (at least once) and returns the median summary.
+pub async fn run_repeated(settings: &LoadSettings, base_url: &str) -> anyhow::Result<Summary> {
+    let n = settings.runs.max(1);
+    let mut all = Vec::with_capacity(n);
+    for i in 0..n {
+        if n > 1 {
+            eprintln!("load: run {}/{n} against {base_url}", i + 1);
+        }
+        all.push(run(settings, base_url).await?);
+    }
+    Summary::median_of(&all).context("no load run completed")
+}
+
+/// The result of a live paired run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Paired {
+    pub baseline: Summary,
+    pub current: Summary,
+    pub comparison: Comparison,
+}
+
+/// Live paired mode: loads `baseline_url` and `candidate_url` alternately, `settings.runs`
+/// times each (baseline first, then candidate, and so on), so runner noise hits both sides
+/// alike; then compares the medians. With `gate.rank_test_runs` or more runs per side, a
+/// latency regression must also pass a Mann-Whitney test.
+pub async fn paired(
+    settings: &LoadSettings,
+    candidate_url: &str,
+    baseline_url: &str,
+    gate: &GateSettings,
+) -> anyhow::Result<Paired> {
+    let n = settings.runs.max(1);
+    let (mut base, mut cand) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        eprintln!("load: paired run {}/{n}: baseline {baseline_url}", i + 1);
+        base.push(run(settings, baseline_url).await?);
+        eprintln!("load: paired run {}/{n}: candidate {candidate_url}", i + 1);
+        cand.push(run(settings, candidate_url).await?);
+    }
+    let baseline = Summary::median_of(&base).context("no baseline run completed")?;
+    let current = Summary::median_of(&cand).context("no candidate run completed")?;
+    let comparison = compare(&baseline, &current, gate);
+    Ok(Paired {
+        baseline,
+        current,
+        comparison,
+    })
+}
+
+/// A short human summary for stderr.
+pub fn summary_text(s: &Summary) -> String {
+    let d = &s.metrics.http_req_duration;
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.2}ms")).unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "requests {}  errors {:.2}%  avg {:.2}ms  min {}  med {}  p90 {}  p95 {:.2}ms  p99 {}  max {}\n",
+        s.metrics.http_reqs.total,
+        s.metrics.errors.rate * 100.0,
+        d.avg,
+        opt(d.min),
+        opt(d.med),
+        opt(d.p90),
+        d.p95,
+        opt(d.p99),
+        opt(d.max)
+    );
+    if let Some(r) = &s.run {
+        out.push_str(&format!(
+            "model {}  achieved {:.1} req/s{}  late {}  dropped {}  in flight at end {}\n",
+            r.model,
+            r.achieved_rate,
+            r.target_rate
+                .map(|t| format!(" of {t:.1}"))
+                .unwrap_or_default(),
+            r.late,
+            r.dropped,
+            r.in_flight_at_end
+        ));
+        for (k, v) in &r.error_kinds {
+            out.push_str(&format!("  error {k}: {v}\n"));
+        }
+    }
+    if s.endpoints.len() > 1 {
+        for e in &s.endpoints {
+            out.push_str(&format!(
+                "  {}: {} requests, {} errors, avg {:.2}ms, p95 {:.2}ms\n",
+                e.name, e.count, e.errors, e.duration.avg, e.duration.p95
+            ));
+        }
+    }
+    if let Some(g) = &s.generator {
+        out.push_str(&format!(
+            "generator cpu {:.2}s ({:.1} us/request), peak rss {:.1} MB\n",
+            g.cpu_user_s + g.cpu_system_s,
+            g.cpu_per_request_us,
+            g.max_rss_mb
+        ));
+    }
+    out
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value).context("cannot serialise json")?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn gate_result(c: &Comparison) -> anyhow::Result<()> {
+    eprint!("{}", c.to_text());
+    if c.verdict == Verdict::Fail {
+        return Err(crate::error::GateFailed {
+            stage: "load gate".into(),
+            detail: c.failures(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// `atlas load`.
+pub async fn cli_load(args: &LoadArgs, settings: &crate::config::Settings) -> anyhow::Result<()> {
+    let load = settings_with_flags(&settings.load, args);
+    let mut gate = settings.baseline.clone();
+    if let Some(t) = args.threshold {
+        gate.threshold_pct = t;
+    }
+    let target = args
+        .target
+        .as_deref()
+        .context("no load target: pass --target URL")?;
+    let (summary, comparison) = if let Some(base_url) = &args.baseline_target {
+        let p = paired(&load, target, base_url, &gate).await?;
+        (p.current, Some(p.comparison))
+    } else {
+        let s = run_repeated(&load, target).await?;
+        let c = match &args.baseline {
+            Some(path) => Some(compare(&read_summary(path)?, &s, &gate)),
+            None => None,
+        };
+        (s, c)
+    };
+    eprint!("{}", summary_text(&summary));
+    match &args.out {
+        Some(path) => write_json(path, &summary)?,
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).context("cannot serialise the summary")?
+        ),
+    }
+    match comparison {
+        Some(c) => gate_result(&c),
+        None => Ok(()),
+    }
+}
+
+/// `atlas baseline`.
 pub async fn cli_baseline(
-    _cmd: &BaselineCommand,
-    _settings: &crate::config::Settings,
+    cmd: &BaselineCommand,
+    settings: &crate::config::Settings,
 ) -> anyhow::Result<()> {
-    Err(crate::error::NotYetBuilt("baseline").into())
+    match cmd {
+        BaselineCommand::Compare {
+            baseline,
+            current,
+            threshold,
+            out,
+            json,
+        } => {
+            let mut gate = settings.baseline.clone();
+            if let Some(t) = threshold {
+                gate.threshold_pct = *t;
+            }
+            let c = compare(&read_summary(baseline)?, &read_summary(current)?, &gate);
+            if let Some(path) = out {
+                write_json(path, &c)?;
+            }
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&c).context("cannot serialise the comparison")?
+                );
+            }
+            gate_result(&c)
+        }
+        BaselineCommand::Update { from, out } => {
+            let vars: Vec<(String, String)> = std::env::vars().collect();
+            let b = baseline_from(read_summary(from)?, &vars);
+            let out = out
+                .clone()
+                .unwrap_or_else(|| settings.baseline.path.clone());
+            write_json(&out, &b)?;
+            eprintln!(
+                "baseline: wrote {} from {} (measured {} on {})",
+                out.display(),
+                from.display(),
+                b.source
+                    .as_ref()
+                    .and_then(|s| s.measured_at.clone())
+                    .unwrap_or_default(),
+                b.source
+                    .as_ref()
+                    .and_then(|s| s.target.clone())
+                    .unwrap_or_else(|| "an unknown target".into())
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A baseline from a summary: the same data, with where and when it was measured filled in
+/// (from the summary, else now; the runner and commit from the given environment).
+pub fn baseline_from(mut s: Summary, vars: &[(String, String)]) -> Summary {
+    let var = |k: &str| {
+        vars.iter()
+            .find(|(n, v)| n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    if s.timestamp.is_empty() {
+        s.timestamp = now.clone();
+    }
+    let mut src = s.source.take().unwrap_or_default();
+    if src.format.is_empty() {
+        src.format = "atlas".into();
+    }
+    src.measured_at = Some(src.measured_at.unwrap_or_else(|| s.timestamp.clone()));
+    if src.host.is_none() {
+        src.host = var("RUNNER_NAME").or_else(|| var("HOSTNAME"));
+    }
+    if src.commit.is_none() {
+        src.commit = var("GITHUB_SHA");
+    }
+    s.source = Some(src);
+    s
 }

@@ -1,0 +1,1155 @@
+//! The chain itself: [`build_chain`] turns settings and a command into a list of stages (pure),
+//! [`run`] executes them over the [`Fleet`], [`ReleaseDatabase`] and [`LoadGate`] traits, writes
+//! every stage into one [`ChainReport`], and rolls production back when a stage fails after
+//! production was touched.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::canary::{self, CanaryAnalysis, CanaryVerdict};
+use super::checks::{self, CheckResult, CommandRun};
+use super::fleet::{Fleet, Instance};
+use super::migrate::ReleaseDatabase;
+use super::probe::{self, SideStats};
+use crate::config::Settings;
+use crate::provider::{DeployState, DeploymentRecord, Forge};
+
+/// Which chain: push to the default branch, or a tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Verify,
+    Release,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Verify => "verify",
+            Mode::Release => "release",
+        }
+    }
+}
+
+/// One stage of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    QaDeploy,
+    Integration,
+    LoadGate,
+    RehearseMigrations,
+    ApplyMigrations,
+    Canary,
+    Rollout,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::QaDeploy => "qa deploy",
+            Stage::Integration => "integration tests",
+            Stage::LoadGate => "load test + baseline gate",
+            Stage::RehearseMigrations => "migrations rehearsal",
+            Stage::ApplyMigrations => "migrations on production",
+            Stage::Canary => "canary",
+            Stage::Rollout => "production rollout",
+        }
+    }
+
+    /// Whether running this stage changes production (from then on, a failure rolls back).
+    pub fn touches_production(self) -> bool {
+        matches!(
+            self,
+            Stage::ApplyMigrations | Stage::Canary | Stage::Rollout
+        )
+    }
+}
+
+/// The chain as data: which stages run, in order, for these settings and this command.
+pub fn build_chain(settings: &Settings, mode: Mode) -> Vec<Stage> {
+    let v = &settings.verify;
+    let mut out = vec![Stage::QaDeploy];
+    if v.integration.is_some() || !v.checks.is_empty() {
+        out.push(Stage::Integration);
+    }
+    if v.load && settings.load.enabled {
+        out.push(Stage::LoadGate);
+    }
+    if mode == Mode::Release {
+        if settings.database.migrations.is_some() {
+            out.push(Stage::RehearseMigrations);
+            out.push(Stage::ApplyMigrations);
+        }
+        if v.canary.enabled {
+            out.push(Stage::Canary);
+        }
+        out.push(Stage::Rollout);
+    }
+    out
+}
+
+/// The chain in words, one stage a line (`dry_run`): what would run, what touches production.
+pub fn describe_chain(settings: &Settings, mode: Mode) -> String {
+    build_chain(settings, mode)
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "{}. {}{}",
+                i + 1,
+                s.name(),
+                if s.touches_production() {
+                    " (touches production; a later failure rolls back)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The load test + gate against QA. The default implementation is [`ProbeLoad`]; the open-model
+/// generator of `crate::load` plugs in here.
+#[async_trait]
+pub trait LoadGate: Send + Sync {
+    async fn run(&self, base_url: &str) -> anyhow::Result<Outcome>;
+}
+
+/// A stage's result when it ran to the end: passed or not, a one-line summary, evidence lines.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub ok: bool,
+    pub summary: String,
+    pub evidence: Vec<String>,
+    /// Structured evidence for the report (the load stage: `{summary, comparison}`).
+    pub data: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageStatus {
+    Passed,
+    /// The gate said no (exit 1).
+    Failed,
+    /// Something broke (provider, command could not run): exit 2.
+    Error,
+    NotRun,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: Stage,
+    pub name: String,
+    pub status: StageStatus,
+    pub duration_ms: u64,
+    pub summary: String,
+    pub evidence: Vec<String>,
+}
+
+/// Where each production machine ended up.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineReport {
+    pub id: String,
+    pub before: String,
+    pub after: Option<String>,
+    /// `unchanged`, `updated`, `restored`, `restore-failed`.
+    pub state: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationEvidence {
+    pub command: String,
+    pub rehearsal: Option<CommandRun>,
+    pub schema_diff: Option<String>,
+    pub production: Option<CommandRun>,
+}
+
+/// Everything the chain did, rendered by `templates/verify.md.j2`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainReport {
+    pub command: String,
+    pub version: String,
+    pub sha: String,
+    pub fleet: String,
+    /// `passed`, `failed`, `rolled-back`, `rollback-failed`.
+    pub verdict: String,
+    pub failed_stage: Option<String>,
+    pub error: Option<String>,
+    pub stages: Vec<StageReport>,
+    pub qa_url: Option<String>,
+    pub integration: Option<CommandRun>,
+    pub checks: Vec<CheckResult>,
+    pub migrations: Option<MigrationEvidence>,
+    /// `{summary, comparison}` of the QA load test (the load module's shapes).
+    pub load: Option<serde_json::Value>,
+    pub canary: Option<CanaryAnalysis>,
+    pub rolled_back: bool,
+    pub machines: Vec<MachineReport>,
+    pub notes: Vec<String>,
+    pub total_ms: u64,
+}
+
+impl ChainReport {
+    /// Exit status: a gate failure is [`crate::error::GateFailed`] (exit 1) naming the stage and
+    /// the evidence; an operational error or a failed rollback is a plain error (exit 2).
+    pub fn result(&self) -> anyhow::Result<()> {
+        let Some(stage) = self.failed_stage.clone() else {
+            return Ok(());
+        };
+        let status = self
+            .stages
+            .iter()
+            .find(|s| s.name == stage)
+            .map(|s| s.status);
+        let detail = self.error.clone().unwrap_or_default();
+        if self.verdict == "rollback-failed" {
+            let machines: Vec<String> = self
+                .machines
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}: {} (was {}, now {})",
+                        m.id,
+                        m.state,
+                        m.before,
+                        m.after.as_deref().unwrap_or("unknown")
+                    )
+                })
+                .collect();
+            return Err(anyhow::anyhow!(
+                "{stage} failed ({detail}) and the rollback failed; production machines: {}; restore them by hand to the versions shown",
+                machines.join("; ")
+            ));
+        }
+        if status == Some(StageStatus::Error) {
+            return Err(anyhow::anyhow!("{stage}: {detail}"));
+        }
+        Err(crate::error::GateFailed {
+            stage,
+            detail: if self.rolled_back {
+                format!("{detail}; production was rolled back")
+            } else {
+                detail
+            },
+        }
+        .into())
+    }
+}
+
+/// What the chain runs on.
+pub struct Chain<'a> {
+    pub settings: &'a Settings,
+    pub fleet: &'a dyn Fleet,
+    pub database: Option<&'a dyn ReleaseDatabase>,
+    pub load: &'a dyn LoadGate,
+    pub forge: Option<&'a dyn Forge>,
+    /// Where the declared integration variables are read from (the process env in the CLI).
+    pub env_source: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
+    /// A line per event, for the log.
+    pub progress: &'a (dyn Fn(&str) + Send + Sync),
+}
+
+/// What to verify or release.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub mode: Mode,
+    /// Image reference (Fly) or version label (local).
+    pub version: String,
+    pub sha: String,
+}
+
+/// Production as the chain found it and what it changed: the basis of a rollback.
+#[derive(Default)]
+struct ProdState {
+    touched: bool,
+    /// Recorded before anything changed: id -> version.
+    previous: Vec<Instance>,
+    /// Instances the rollout changed (or tried to: a failed update may be half-done).
+    changed: Vec<String>,
+    canary: Option<Instance>,
+}
+
+enum StageError {
+    Gate(Outcome),
+    Op(anyhow::Error),
+}
+
+/// A platform error while bringing up the new version: when the provider's API answered with an
+/// error (or could not be reached), that is operational (exit 2); otherwise the new version did
+/// not come up healthy, which is the change failing (exit 1).
+fn fleet_error(e: anyhow::Error) -> StageError {
+    let provider = e
+        .chain()
+        .any(|c| c.downcast_ref::<crate::error::ProviderError>().is_some());
+    if provider {
+        StageError::Op(e)
+    } else {
+        StageError::Gate(Outcome {
+            data: None,
+            ok: false,
+            summary: crate::secret::redact(&format!("{e:#}")),
+            evidence: Vec::new(),
+        })
+    }
+}
+
+impl From<anyhow::Error> for StageError {
+    fn from(e: anyhow::Error) -> Self {
+        StageError::Op(e)
+    }
+}
+
+struct Runner<'a> {
+    c: &'a Chain<'a>,
+    r: &'a Release,
+    report: ChainReport,
+    prod: ProdState,
+    qa_record: Option<DeploymentRecord>,
+    prod_record: Option<DeploymentRecord>,
+    /// id -> (state, detail) for every instance the rollback touched.
+    rollback_states: BTreeMap<String, (String, Option<String>)>,
+}
+
+/// Runs the chain to the end or to the first failure (then rolls back if production was
+/// touched). Never returns early with an error: everything lands in the report; call
+/// [`ChainReport::result`] for the exit status.
+pub async fn run(c: &Chain<'_>, r: &Release) -> ChainReport {
+    let start = Instant::now();
+    let stages = build_chain(c.settings, r.mode);
+    let mut run = Runner {
+        c,
+        r,
+        report: ChainReport {
+            command: r.mode.as_str().into(),
+            version: r.version.clone(),
+            sha: r.sha.clone(),
+            fleet: c.fleet.kind().into(),
+            verdict: "passed".into(),
+            failed_stage: None,
+            error: None,
+            stages: Vec::new(),
+            qa_url: None,
+            integration: None,
+            checks: Vec::new(),
+            migrations: None,
+            load: None,
+            canary: None,
+            rolled_back: false,
+            machines: Vec::new(),
+            notes: Vec::new(),
+            total_ms: 0,
+        },
+        prod: ProdState::default(),
+        qa_record: None,
+        prod_record: None,
+        rollback_states: BTreeMap::new(),
+    };
+    let mut failed = false;
+    for stage in &stages {
+        if failed {
+            run.report.stages.push(StageReport {
+                stage: *stage,
+                name: stage.name().into(),
+                status: StageStatus::NotRun,
+                duration_ms: 0,
+                summary: "not run: an earlier stage failed".into(),
+                evidence: Vec::new(),
+            });
+            continue;
+        }
+        (c.progress)(&format!("atlas {}: {} ...", r.mode.as_str(), stage.name()));
+        let t = Instant::now();
+        let res = run.stage(*stage).await;
+        let duration_ms = t.elapsed().as_millis() as u64;
+        let (status, summary, evidence) = match res {
+            Ok(o) if o.ok => (StageStatus::Passed, o.summary, o.evidence),
+            Ok(o) | Err(StageError::Gate(o)) => (StageStatus::Failed, o.summary, o.evidence),
+            Err(StageError::Op(e)) => (
+                StageStatus::Error,
+                crate::secret::redact(&format!("{e:#}")),
+                Vec::new(),
+            ),
+        };
+        (c.progress)(&format!(
+            "atlas {}: {} {} in {} ms: {}",
+            r.mode.as_str(),
+            stage.name(),
+            match status {
+                StageStatus::Passed => "passed",
+                StageStatus::Failed => "FAILED",
+                _ => "ERROR",
+            },
+            duration_ms,
+            summary
+        ));
+        if status != StageStatus::Passed {
+            failed = true;
+            run.report.failed_stage = Some(stage.name().into());
+            run.report.error = Some(summary.clone());
+            run.report.verdict = "failed".into();
+        }
+        run.report.stages.push(StageReport {
+            stage: *stage,
+            name: stage.name().into(),
+            status,
+            duration_ms,
+            summary,
+            evidence,
+        });
+        // QA's deployment status is settled once its stages are done.
+        if *stage == Stage::LoadGate || (failed && !stage.touches_production()) {
+            run.finish_qa(!failed).await;
+        }
+    }
+    if !stages.contains(&Stage::LoadGate) {
+        run.finish_qa(!failed).await;
+    }
+    if failed && run.prod.touched {
+        run.rollback().await;
+    }
+    run.machine_report().await;
+    if run.prod_record.is_some() {
+        let ok = !failed;
+        run.finish_production(ok).await;
+    }
+    run.report.total_ms = start.elapsed().as_millis() as u64;
+    run.report
+}
+
+impl<'a> Runner<'a> {
+    async fn stage(&mut self, s: Stage) -> Result<Outcome, StageError> {
+        if s.touches_production() && self.prod_record.is_none() {
+            self.prod_record = self.start_deployment("production").await;
+        }
+        match s {
+            Stage::QaDeploy => self.qa_deploy().await,
+            Stage::Integration => self.integration().await,
+            Stage::LoadGate => self.load_gate().await,
+            Stage::RehearseMigrations => self.rehearse().await,
+            Stage::ApplyMigrations => self.apply_migrations().await,
+            Stage::Canary => self.canary().await,
+            Stage::Rollout => self.rollout().await,
+        }
+    }
+
+    async fn start_deployment(&mut self, env: &str) -> Option<DeploymentRecord> {
+        let forge = self.c.forge?;
+        let desc = format!("atlas {} {}", self.r.mode.as_str(), self.r.version);
+        match forge
+            .create_deployment(env, &self.r.sha, false, &desc)
+            .await
+        {
+            Ok(rec) => {
+                if let Err(e) = forge
+                    .set_deployment_status(&rec, DeployState::InProgress, None, None, &desc)
+                    .await
+                {
+                    self.note(format!("deployment status for {env} not set: {e:#}"));
+                }
+                Some(rec)
+            }
+            Err(e) => {
+                self.note(format!("deployment record for {env} not created: {e:#}"));
+                None
+            }
+        }
+    }
+
+    async fn set_status(&mut self, rec: DeploymentRecord, ok: bool, url: Option<String>) {
+        let Some(forge) = self.c.forge else { return };
+        let (state, desc) = if ok {
+            (
+                DeployState::Success,
+                format!("{} passed", self.r.mode.as_str()),
+            )
+        } else {
+            (
+                DeployState::Failure,
+                format!(
+                    "{} failed at {}",
+                    self.r.mode.as_str(),
+                    self.report.failed_stage.as_deref().unwrap_or("?")
+                ),
+            )
+        };
+        if let Err(e) = forge
+            .set_deployment_status(&rec, state, url.as_deref(), None, &desc)
+            .await
+        {
+            self.note(format!(
+                "deployment status for {} not set: {e:#}",
+                rec.environment
+            ));
+        }
+    }
+
+    async fn finish_qa(&mut self, ok: bool) {
+        if let Some(rec) = self.qa_record.take() {
+            let url = self.report.qa_url.clone();
+            self.set_status(rec, ok, url).await;
+        }
+    }
+
+    async fn finish_production(&mut self, ok: bool) {
+        if let Some(rec) = self.prod_record.take() {
+            self.set_status(rec, ok, None).await;
+        }
+    }
+
+    fn note(&mut self, s: String) {
+        self.report.notes.push(crate::secret::redact(&s));
+    }
+
+    async fn qa_deploy(&mut self) -> Result<Outcome, StageError> {
+        self.qa_record = self.start_deployment("qa").await;
+        let url = self
+            .c
+            .fleet
+            .deploy_qa(&self.r.version)
+            .await
+            .map_err(fleet_error)?;
+        self.report.qa_url = Some(url.clone());
+        Ok(Outcome {
+            data: None,
+            ok: true,
+            summary: format!("{} running at {url}", self.r.version),
+            evidence: vec![format!("url: {url}")],
+        })
+    }
+
+    fn qa_url(&self) -> Result<String, StageError> {
+        self.report
+            .qa_url
+            .clone()
+            .ok_or_else(|| StageError::Op(anyhow::anyhow!("no QA url: the QA deploy did not run")))
+    }
+
+    async fn integration(&mut self) -> Result<Outcome, StageError> {
+        let v = &self.c.settings.verify;
+        let base = self.qa_url()?;
+        let mut ok = true;
+        let mut evidence = Vec::new();
+        let mut summary = Vec::new();
+        if let Some(cmd) = &v.integration {
+            let env = checks::integration_env(&base, &v.integration_env, self.c.env_source);
+            let run = checks::run_command(cmd, &env, v.integration_timeout, v.output_tail).await;
+            ok &= run.ok();
+            summary.push(match (run.exit_code, run.timed_out) {
+                (_, true) => "command timed out".to_string(),
+                (Some(c), _) => format!("command exited {c}"),
+                (None, _) => "command did not run".to_string(),
+            });
+            evidence.push(format!("exit code: {:?}", run.exit_code));
+            evidence.push(format!("output tail:\n{}", run.output_tail));
+            self.report.integration = Some(run);
+        }
+        if !v.checks.is_empty() {
+            let client = probe::client(v.canary.timeout)?;
+            let results = checks::run_checks(&client, &base, &v.checks).await;
+            let passed = results.iter().filter(|r| r.ok).count();
+            ok &= passed == results.len();
+            summary.push(format!("{passed}/{} http checks passed", results.len()));
+            for r in results.iter().filter(|r| !r.ok) {
+                evidence.push(format!(
+                    "{} {}: got {:?}, {}",
+                    r.method,
+                    r.path,
+                    r.status,
+                    r.detail.as_deref().unwrap_or("")
+                ));
+            }
+            self.report.checks = results;
+        }
+        Ok(Outcome {
+            data: None,
+            ok,
+            summary: summary.join(", "),
+            evidence,
+        })
+    }
+
+    async fn load_gate(&mut self) -> Result<Outcome, StageError> {
+        let base = self.qa_url()?;
+        let mut out = self.c.load.run(&base).await?;
+        self.report.load = out.data.take();
+        Ok(out)
+    }
+
+    fn database(&self) -> Result<&'a dyn ReleaseDatabase, StageError> {
+        self.c.database.ok_or_else(|| {
+            StageError::Op(anyhow::anyhow!(
+                "[database] migrations is set but no production database is configured; set the variable named by [verify] production_database_env"
+            ))
+        })
+    }
+
+    async fn migrate(&self, url: &crate::secret::Secret) -> CommandRun {
+        let cmd = self
+            .c
+            .settings
+            .database
+            .migrations
+            .clone()
+            .unwrap_or_default();
+        let mut env = vec![("DATABASE_URL".to_string(), url.expose().to_string())];
+        for k in ["PATH", "HOME"] {
+            if let Some(v) = (self.c.env_source)(k) {
+                env.push((k.into(), v));
+            }
+        }
+        checks::run_command(
+            &cmd,
+            &env,
+            self.c.settings.verify.integration_timeout,
+            self.c.settings.verify.output_tail,
+        )
+        .await
+    }
+
+    async fn rehearse(&mut self) -> Result<Outcome, StageError> {
+        let db = self.database()?;
+        let name = self.c.settings.verify.rehearsal_branch.clone();
+        let url = db.create_rehearsal(&name).await?;
+        let run = self.migrate(&url).await;
+        let diff = if run.ok() {
+            db.schema_diff(&name).await
+        } else {
+            Ok(String::new())
+        };
+        // Delete whatever happened; a failed delete is an error that names the survivor.
+        let deleted = db.delete_rehearsal(&name).await;
+        let cmd = self
+            .c
+            .settings
+            .database
+            .migrations
+            .clone()
+            .unwrap_or_default();
+        let diff = diff?;
+        let ok = run.ok();
+        let summary = if ok {
+            format!(
+                "applied cleanly on a copy of production in {} ms; schema diff: {} lines",
+                run.duration_ms,
+                diff.lines().count()
+            )
+        } else {
+            format!(
+                "failed on a copy of production (exit {:?}); production not touched",
+                run.exit_code
+            )
+        };
+        let evidence = vec![format!("output tail:\n{}", run.output_tail)];
+        self.report.migrations = Some(MigrationEvidence {
+            command: cmd,
+            rehearsal: Some(run),
+            schema_diff: Some(diff),
+            production: None,
+        });
+        deleted.map_err(|e| {
+            e.context(format!(
+                "the rehearsal branch {name} survived; delete it by hand"
+            ))
+        })?;
+        Ok(Outcome {
+            data: None,
+            ok,
+            summary,
+            evidence,
+        })
+    }
+
+    async fn apply_migrations(&mut self) -> Result<Outcome, StageError> {
+        let db = self.database()?;
+        self.prod.touched = true;
+        self.record_previous().await?;
+        let url = db.production_url().clone();
+        let run = self.migrate(&url).await;
+        let ok = run.ok();
+        let out = Outcome {
+            data: None,
+            ok,
+            summary: if ok {
+                format!("applied to production in {} ms", run.duration_ms)
+            } else {
+                format!("failed on production (exit {:?})", run.exit_code)
+            },
+            evidence: vec![format!("output tail:\n{}", run.output_tail)],
+        };
+        if let Some(m) = self.report.migrations.as_mut() {
+            m.production = Some(run);
+        }
+        self.note(
+            "migrations applied to production are not reverted by a rollback: keep them backward compatible (expand, then contract)".into(),
+        );
+        Ok(out)
+    }
+
+    /// Records the production versions once, before the first change.
+    async fn record_previous(&mut self) -> anyhow::Result<()> {
+        if self.prod.previous.is_empty() {
+            self.prod.previous = self.c.fleet.production().await?;
+        }
+        Ok(())
+    }
+
+    async fn canary(&mut self) -> Result<Outcome, StageError> {
+        let cs = self.c.settings.verify.canary.clone();
+        self.record_previous().await?;
+        let Some(stable) = self
+            .prod
+            .previous
+            .iter()
+            .find(|i| i.state == "started")
+            .cloned()
+        else {
+            return Err(StageError::Gate(Outcome {
+                data: None,
+                ok: false,
+                summary: "no started production instance to compare the canary with; no promotion"
+                    .into(),
+                evidence: vec![format!("production: {:?}", self.prod.previous)],
+            }));
+        };
+        self.prod.touched = true;
+        let canary = self
+            .c
+            .fleet
+            .start_canary(&self.r.version)
+            .await
+            .map_err(fleet_error)?;
+        self.prod.canary = Some(canary.clone());
+        let client = probe::client(cs.timeout)?;
+        let a = self.c.fleet.target(&stable);
+        let b = self.c.fleet.target(&canary);
+        let mut samples = Vec::new();
+        for i in 0..cs.samples {
+            if i > 0 && !cs.interval.is_zero() {
+                tokio::time::sleep(cs.interval).await;
+            }
+            samples.push(
+                probe::run_pair(
+                    &client,
+                    &a,
+                    &b,
+                    &cs.paths,
+                    cs.requests_per_sample,
+                    cs.concurrency,
+                )
+                .await,
+            );
+        }
+        let analysis = canary::analyse(&samples, &cs);
+        let ok = analysis.verdict == CanaryVerdict::Promote;
+        let fmt = |s: &SideStats| {
+            format!(
+                "{} req, {:.2}% errors, p50 {:.1} ms, p95 {:.1} ms",
+                s.requests,
+                s.error_rate * 100.0,
+                s.p50_ms,
+                s.p95_ms
+            )
+        };
+        let out = Outcome {
+            data: None,
+            ok,
+            summary: format!("{:?}: {}", analysis.verdict, analysis.reasons.join("; "))
+                .to_lowercase(),
+            evidence: vec![
+                format!(
+                    "stable {} ({}): {}",
+                    stable.id,
+                    stable.version,
+                    fmt(&analysis.stable)
+                ),
+                format!(
+                    "canary {} ({}): {}",
+                    canary.id,
+                    canary.version,
+                    fmt(&analysis.canary)
+                ),
+            ],
+        };
+        self.report.canary = Some(analysis);
+        Ok(out)
+    }
+
+    async fn rollout(&mut self) -> Result<Outcome, StageError> {
+        self.prod.touched = true;
+        self.record_previous().await?;
+        let min = self.c.settings.verify.machines;
+        if self.prod.previous.len() < min {
+            return Err(StageError::Op(anyhow::anyhow!(
+                "production has {} instance(s), [verify] machines expects at least {min}; check the production app",
+                self.prod.previous.len()
+            )));
+        }
+        let mut evidence = Vec::new();
+        let targets: Vec<Instance> = self.prod.previous.clone();
+        for inst in &targets {
+            if inst.version == self.r.version {
+                evidence.push(format!("{}: already {}", inst.id, inst.version));
+                continue;
+            }
+            // Marked before the call: a failed update may have half-happened.
+            self.prod.changed.push(inst.id.clone());
+            let t = Instant::now();
+            self.c
+                .fleet
+                .update_instance(&inst.id, &self.r.version)
+                .await
+                .map_err(|e| fleet_error(e.context(format!("updating {}", inst.id))))?;
+            evidence.push(format!(
+                "{}: {} -> {} healthy in {} ms",
+                inst.id,
+                inst.version,
+                self.r.version,
+                t.elapsed().as_millis()
+            ));
+            (self.c.progress)(&format!("  {} now runs {}", inst.id, self.r.version));
+        }
+        if let Some(c) = self.prod.canary.take() {
+            self.c.fleet.stop_canary(&c).await.map_err(|e| {
+                e.context(format!(
+                    "production is updated but the canary {} survived",
+                    c.id
+                ))
+            })?;
+        }
+        Ok(Outcome {
+            data: None,
+            ok: true,
+            summary: format!(
+                "{} of {} instance(s) updated to {}",
+                self.prod.changed.len(),
+                targets.len(),
+                self.r.version
+            ),
+            evidence,
+        })
+    }
+
+    /// Restores every changed instance to its recorded version and removes the canary.
+    async fn rollback(&mut self) {
+        (self.c.progress)(&format!("atlas {}: rolling back", self.r.mode.as_str()));
+        let t = Instant::now();
+        let mut evidence = Vec::new();
+        let mut failed = Vec::new();
+        let before: BTreeMap<String, String> = self
+            .prod
+            .previous
+            .iter()
+            .map(|i| (i.id.clone(), i.version.clone()))
+            .collect();
+        let mut states: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+        for id in self.prod.changed.clone() {
+            let Some(v) = before.get(&id) else { continue };
+            match self.c.fleet.update_instance(&id, v).await {
+                Ok(()) => {
+                    evidence.push(format!("{id}: restored to {v}"));
+                    states.insert(id.clone(), ("restored".into(), None));
+                }
+                Err(e) => {
+                    let msg = crate::secret::redact(&format!("{e:#}"));
+                    evidence.push(format!("{id}: restore to {v} FAILED: {msg}"));
+                    states.insert(id.clone(), ("restore-failed".into(), Some(msg)));
+                    failed.push(id.clone());
+                }
+            }
+        }
+        if let Some(c) = self.prod.canary.take() {
+            match self.c.fleet.stop_canary(&c).await {
+                Ok(()) => evidence.push(format!("canary {}: removed", c.id)),
+                Err(e) => {
+                    let msg = crate::secret::redact(&format!("{e:#}"));
+                    evidence.push(format!("canary {}: removal FAILED: {msg}", c.id));
+                    failed.push(c.id.clone());
+                    states.insert(c.id.clone(), ("canary-not-removed".into(), Some(msg)));
+                }
+            }
+        }
+        self.report.rolled_back = failed.is_empty();
+        self.report.verdict = if failed.is_empty() {
+            "rolled-back".into()
+        } else {
+            "rollback-failed".into()
+        };
+        self.rollback_states = states;
+        self.report.stages.push(StageReport {
+            stage: Stage::Rollout,
+            name: "rollback".into(),
+            status: if failed.is_empty() {
+                StageStatus::Passed
+            } else {
+                StageStatus::Error
+            },
+            duration_ms: t.elapsed().as_millis() as u64,
+            summary: if failed.is_empty() && self.prod.changed.is_empty() {
+                "no instance had changed; canary removed".to_string()
+            } else if failed.is_empty() {
+                format!(
+                    "restored {} instance(s); production runs its previous version",
+                    self.prod.changed.len()
+                )
+            } else {
+                format!("rollback failed for {}", failed.join(", "))
+            },
+            evidence,
+        });
+    }
+
+    /// The per-machine table: recorded version, current version, what happened.
+    async fn machine_report(&mut self) {
+        if self.prod.previous.is_empty() {
+            return;
+        }
+        let now: BTreeMap<String, String> = match self.c.fleet.production().await {
+            Ok(list) => list.into_iter().map(|i| (i.id, i.version)).collect(),
+            Err(e) => {
+                self.note(format!("cannot read production after the chain: {e:#}"));
+                BTreeMap::new()
+            }
+        };
+        let mut rows = Vec::new();
+        for i in &self.prod.previous {
+            let after = now.get(&i.id).cloned();
+            let (state, detail) = match self.rollback_states.get(&i.id) {
+                Some((s, d)) => (s.clone(), d.clone()),
+                None if self.prod.changed.contains(&i.id) => ("updated".into(), None),
+                None => ("unchanged".into(), None),
+            };
+            rows.push(MachineReport {
+                id: i.id.clone(),
+                before: i.version.clone(),
+                after,
+                state,
+                detail,
+            });
+        }
+        for (id, (s, d)) in &self.rollback_states {
+            if !self.prod.previous.iter().any(|i| &i.id == id) {
+                rows.push(MachineReport {
+                    id: id.clone(),
+                    before: "(canary)".into(),
+                    after: now.get(id).cloned(),
+                    state: s.clone(),
+                    detail: d.clone(),
+                });
+            }
+        }
+        self.report.machines = rows;
+    }
+}
+
+/// The [`LoadGate`] of the CLI and the action: the open-model generator of `crate::load` with
+/// the `[load]` scenario against QA, compared with the `[baseline]` file by the load module's
+/// gate. No baseline file: measured, not gated. An inconclusive comparison (too few requests,
+/// rate not reached, different settings) does not fail the chain; it is reported as such.
+pub struct LoadModuleGate {
+    pub load: crate::load::LoadSettings,
+    pub gate: crate::load::GateSettings,
+}
+
+impl LoadModuleGate {
+    pub fn from_settings(s: &Settings) -> LoadModuleGate {
+        LoadModuleGate {
+            load: s.load.clone(),
+            gate: s.baseline.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl LoadGate for LoadModuleGate {
+    async fn run(&self, base_url: &str) -> anyhow::Result<Outcome> {
+        use crate::load::Verdict;
+        let summary = crate::load::run_repeated(&self.load, base_url).await?;
+        let m = &summary.metrics;
+        let measured = format!(
+            "{} requests, {:.2}% errors, avg {:.1} ms, p95 {:.1} ms",
+            m.http_reqs.total,
+            m.errors.rate * 100.0,
+            m.http_req_duration.avg,
+            m.http_req_duration.p95
+        );
+        let comparison = if self.gate.path.is_file() {
+            let baseline = crate::load::read_summary(&self.gate.path)?;
+            Some(crate::load::compare(&baseline, &summary, &self.gate))
+        } else {
+            None
+        };
+        let (ok, text) = match &comparison {
+            None => (
+                true,
+                format!(
+                    "{measured}; no baseline at {}, not gated",
+                    self.gate.path.display()
+                ),
+            ),
+            Some(c) => match c.verdict {
+                Verdict::Pass => (true, format!("{measured}; baseline gate passed")),
+                Verdict::Inconclusive => (
+                    true,
+                    format!(
+                        "{measured}; baseline gate inconclusive ({}), not gated",
+                        c.notes.join("; ")
+                    ),
+                ),
+                Verdict::Fail => (
+                    false,
+                    format!(
+                        "{measured}; worse than the baseline: {}",
+                        c.metrics
+                            .iter()
+                            .filter(|r| r.verdict == Verdict::Fail)
+                            .map(|r| format!(
+                                "{} {} ({})",
+                                r.label, r.current_display, r.change_display
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+            },
+        };
+        Ok(Outcome {
+            ok,
+            summary: text,
+            evidence: vec![measured],
+            data: Some(serde_json::json!({ "summary": summary, "comparison": comparison })),
+        })
+    }
+}
+
+/// A light [`LoadGate`] for tests and tiny setups: a fixed number of requests against QA with the canary's paths and
+/// concurrency, compared with a baseline summary in the seed format when one is configured.
+pub struct ProbeLoad {
+    pub requests: usize,
+    pub concurrency: usize,
+    pub paths: Vec<String>,
+    pub timeout: Duration,
+    /// `(p95_ms, avg_ms, error_rate)` of the baseline.
+    pub baseline: Option<(f64, f64, f64)>,
+    pub threshold_pct: f64,
+    pub floor_ms: f64,
+}
+
+impl ProbeLoad {
+    pub fn from_settings(s: &Settings) -> anyhow::Result<ProbeLoad> {
+        let v = &s.verify;
+        // The baseline file is optional: absent means "measured, not gated".
+        let baseline = if s.baseline.path.is_file() {
+            Some(read_baseline(&s.baseline.path)?)
+        } else {
+            None
+        };
+        Ok(ProbeLoad {
+            requests: v.canary.samples * v.canary.requests_per_sample,
+            concurrency: v.canary.concurrency,
+            paths: v.canary.paths.clone(),
+            timeout: v.canary.timeout,
+            baseline,
+            threshold_pct: s.baseline.threshold_pct,
+            floor_ms: v.canary.p95_floor_ms,
+        })
+    }
+}
+
+/// Reads `metrics.http_req_duration.p95/avg` and `metrics.errors.rate` of a seed-format summary.
+pub fn read_baseline(path: &std::path::Path) -> anyhow::Result<(f64, f64, f64)> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the baseline {} ({e}); check [verify] baseline",
+            path.display()
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("baseline {} is not JSON ({e})", path.display()))?;
+    let num = |p: &str| v.pointer(p).and_then(serde_json::Value::as_f64);
+    match (
+        num("/metrics/http_req_duration/p95"),
+        num("/metrics/http_req_duration/avg"),
+        num("/metrics/errors/rate"),
+    ) {
+        (Some(p95), Some(avg), Some(err)) => Ok((p95, avg, err)),
+        _ => Err(anyhow::anyhow!(
+            "baseline {} lacks metrics.http_req_duration.p95/avg or metrics.errors.rate",
+            path.display()
+        )),
+    }
+}
+
+#[async_trait]
+impl LoadGate for ProbeLoad {
+    async fn run(&self, base_url: &str) -> anyhow::Result<Outcome> {
+        let client = probe::client(self.timeout)?;
+        let target = super::fleet::Target {
+            base_url: base_url.to_string(),
+            headers: Vec::new(),
+        };
+        let raw = probe::run_side(
+            &client,
+            &target,
+            &self.paths,
+            self.requests,
+            self.concurrency,
+        )
+        .await;
+        let s = raw.stats();
+        let measured = format!(
+            "{} requests, {:.2}% errors, avg {:.1} ms, p95 {:.1} ms",
+            s.requests,
+            s.error_rate * 100.0,
+            s.avg_ms,
+            s.p95_ms
+        );
+        let Some((bp95, bavg, berr)) = self.baseline else {
+            return Ok(Outcome {
+                data: None,
+                ok: s.errors < s.requests || s.requests == 0,
+                summary: format!("{measured}; no baseline configured, not gated"),
+                evidence: vec![measured],
+            });
+        };
+        let worse = |cur: f64, base: f64, floor: f64| {
+            cur - base > floor && base > 0.0 && (cur - base) / base * 100.0 > self.threshold_pct
+        };
+        let mut fails = Vec::new();
+        if worse(s.p95_ms, bp95, self.floor_ms) {
+            fails.push(format!("p95 {:.1} ms vs baseline {bp95:.1} ms", s.p95_ms));
+        }
+        if worse(s.avg_ms, bavg, self.floor_ms) {
+            fails.push(format!("avg {:.1} ms vs baseline {bavg:.1} ms", s.avg_ms));
+        }
+        // error rate: percentage points above a 0.5 pp floor, or relative when the baseline had some
+        if (s.error_rate - berr) * 100.0 > 0.5
+            && (berr == 0.0 || (s.error_rate - berr) / berr * 100.0 > self.threshold_pct)
+        {
+            fails.push(format!(
+                "error rate {:.2}% vs baseline {:.2}%",
+                s.error_rate * 100.0,
+                berr * 100.0
+            ));
+        }
+        Ok(Outcome {
+            data: None,
+            ok: fails.is_empty(),
+            summary: if fails.is_empty() {
+                format!("{measured}; within {}% of the baseline", self.threshold_pct)
+            } else {
+                format!(
+                    "more than {}% worse than the baseline: {}",
+                    self.threshold_pct,
+                    fails.join(", ")
+                )
+            },
+            evidence: vec![measured],
+        })
+    }
+}
