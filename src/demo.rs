@@ -59,7 +59,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot run the build command `{build}`"))?;
         if !status.success() {
-            bail!("the build command `{build}` failed ({status}); fix it and run `atlas demo` again");
+            bail!(
+                "the build command `{build}` failed ({status}); fix it and run `atlas demo` again"
+            );
         }
         timings.push(("build example app".into(), t.elapsed()));
         say(&format!("  ✓ built ({} ms)", t.elapsed().as_millis()));
@@ -95,7 +97,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         Ok(o) => o,
         Err(e) => {
             let _ = setup.pg.stop().await;
-            return Err(e.context("the demo's preview up failed (everything it made was torn down)"));
+            return Err(
+                e.context("the demo's preview up failed (everything it made was torn down)")
+            );
         }
     };
     timings.push(("preview up".into(), t.elapsed()));
@@ -116,7 +120,10 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let down = preview::down(&setup.providers, &settings, &req, &opts, &mut log).await?;
     timings.push(("preview down".into(), t.elapsed()));
-    say(&format!("  ✓ preview down ({} ms)", t.elapsed().as_millis()));
+    say(&format!(
+        "  ✓ preview down ({} ms)",
+        t.elapsed().as_millis()
+    ));
     println!("{}", down.comment_body);
 
     say("→ proving nothing is left");

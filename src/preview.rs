@@ -36,7 +36,7 @@ use crate::provider::local_forge::LocalForge;
 use crate::provider::local_pg::LocalPg;
 use crate::provider::local_process::LocalProcess;
 use crate::provider::{
-    AppDeployment, BranchRequest, DeployRequest, DeployState, Deleted, Providers,
+    AppDeployment, BranchRequest, Deleted, DeployRequest, DeployState, Providers,
 };
 use crate::secret::{self, Secret};
 
@@ -185,14 +185,20 @@ pub async fn run_smoke(settings: &Settings, base: &str) -> anyhow::Result<Vec<Sm
             rb = rb.header(k, v);
         }
         if let Some(b) = &c.body {
-            rb = rb.header("content-type", "application/json").body(b.clone());
+            rb = rb
+                .header("content-type", "application/json")
+                .body(b.clone());
         }
         let (status, ok, detail) = match rb.send().await {
             Ok(r) => {
                 let st = r.status().as_u16();
                 let body = r.text().await.unwrap_or_default();
                 if st != c.status {
-                    (Some(st), false, Some(format!("expected {}, got {st}", c.status)))
+                    (
+                        Some(st),
+                        false,
+                        Some(format!("expected {}, got {st}", c.status)),
+                    )
                 } else if let Some(want) = &c.body_contains
                     && !body.contains(want.as_str())
                 {
@@ -684,10 +690,7 @@ impl crate::provider::Database for ArcDb {
     fn kind(&self) -> &'static str {
         self.0.kind()
     }
-    async fn ensure_branch(
-        &self,
-        req: &BranchRequest,
-    ) -> anyhow::Result<crate::provider::Branch> {
+    async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<crate::provider::Branch> {
         self.0.ensure_branch(req).await
     }
     async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
@@ -786,7 +789,9 @@ pub(crate) fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Re
         image: None,
         artifact: settings.local.command.clone().unwrap_or_default(),
         ttl: config.ttl,
-        template_dir: config.template_dir.or_else(|| settings.templates.dir.clone()),
+        template_dir: config
+            .template_dir
+            .or_else(|| settings.templates.dir.clone()),
         audit_log: Some(state_dir.join("audit.jsonl")),
         prefix: crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-preview"),
     })

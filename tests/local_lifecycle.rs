@@ -37,8 +37,12 @@ fn url_of(comment: &str) -> String {
 }
 
 fn pid_of(env: &Env, pr: u64) -> i32 {
-    let t = std::fs::read_to_string(env.state().join("apps").join(format!("{}.json", env.app(pr))))
-        .unwrap();
+    let t = std::fs::read_to_string(
+        env.state()
+            .join("apps")
+            .join(format!("{}.json", env.app(pr))),
+    )
+    .unwrap();
     serde_json::from_str::<serde_json::Value>(&t).unwrap()["pid"]
         .as_i64()
         .unwrap() as i32
@@ -79,7 +83,9 @@ async fn lifecycle_up_up_down_down() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
     let order: serde_json::Value = http
         .get(format!("{url}/orders/{id}"))
         .send()
@@ -181,9 +187,8 @@ fn an_app_that_never_becomes_ready_times_out_and_is_killed() {
 
 #[test]
 fn a_failed_smoke_check_fails_the_gate() {
-    let toml = kitchen_toml(
-        "\n[[smoke]]\nname = \"specials\"\npath = \"/specials\"\nstatus = 200\n",
-    );
+    let toml =
+        kitchen_toml("\n[[smoke]]\nname = \"specials\"\npath = \"/specials\"\nstatus = 200\n");
     let mut env = Env::new(&toml);
     let out = env.up(6);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -205,7 +210,7 @@ fn stale_state_with_a_dead_pid_and_a_taken_port_are_handled() {
     let apps = env.state().join("apps");
     std::fs::create_dir_all(&apps).unwrap();
     let stale = serde_json::json!({
-        "app": env.app(8), "pid": 999_999_9, "start_time": 1, "port": taken, "pr": 8,
+        "app": env.app(8), "pid": 9_999_999, "start_time": 1, "port": taken, "pr": 8,
         "sha": "dead", "command": "gone", "log": apps.join("old.log"),
         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
     });
@@ -241,7 +246,10 @@ fn ctrl_c_in_the_middle_tears_everything_down() {
         .spawn()
         .unwrap();
     // Wait until the app is spawned (its state is recorded), then interrupt.
-    let state = env.state().join("apps").join(format!("{}.json", env.app(11)));
+    let state = env
+        .state()
+        .join("apps")
+        .join(format!("{}.json", env.app(11)));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !state.exists() {
         assert!(Instant::now() < deadline, "the app never started");

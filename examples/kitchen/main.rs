@@ -56,7 +56,10 @@ async fn healthz(State(app): State<Shared>) -> Response {
 async fn menu(State(app): State<Shared>) -> Response {
     match app
         .db()
-        .query("SELECT id, name, price_cents FROM menu_items ORDER BY id", &[])
+        .query(
+            "SELECT id, name, price_cents FROM menu_items ORDER BY id",
+            &[],
+        )
         .await
     {
         Ok(rows) => {

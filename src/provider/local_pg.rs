@@ -149,9 +149,8 @@ pub fn find_bindir(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
         if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
             return Ok(dir.to_path_buf());
         }
-        return Err(missing()).with_context(|| {
-            format!("[local] pg_bindir {} has no initdb/pg_ctl", dir.display())
-        });
+        return Err(missing())
+            .with_context(|| format!("[local] pg_bindir {} has no initdb/pg_ctl", dir.display()));
     }
     if let Ok(out) = std::process::Command::new("pg_config")
         .arg("--bindir")
@@ -236,7 +235,11 @@ async fn run_server_tool(program: &Path, args: &[&str], what: &str) -> anyhow::R
         String::from_utf8_lossy(&out.stderr)
     );
     if !out.status.success() {
-        bail!("{what} failed ({}): {}", out.status, secret::redact(text.trim()));
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            secret::redact(text.trim())
+        );
     }
     Ok(text)
 }
@@ -371,7 +374,10 @@ impl LocalPg {
                 if attempt > 0 || std::net::TcpListener::bind(("127.0.0.1", st.port)).is_err() {
                     st.port = free_port()?;
                 }
-                log(&format!("pg_ctl: starting PostgreSQL on 127.0.0.1:{}", st.port));
+                log(&format!(
+                    "pg_ctl: starting PostgreSQL on 127.0.0.1:{}",
+                    st.port
+                ));
                 match own.start(st.port).await {
                     Ok(()) => {
                         last = None;
@@ -407,7 +413,14 @@ impl LocalPg {
         {
             run_server_tool(
                 &own.bindir.join("pg_ctl"),
-                &["stop", "-D", path_str(&own.dir.join("data"))?, "-m", "fast", "-w"],
+                &[
+                    "stop",
+                    "-D",
+                    path_str(&own.dir.join("data"))?,
+                    "-m",
+                    "fast",
+                    "-w",
+                ],
                 "pg_ctl stop",
             )
             .await?;
@@ -567,8 +580,8 @@ fn path_str(p: &Path) -> anyhow::Result<&str> {
 
 /// Writes a file readable only by its owner.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -585,9 +598,13 @@ impl OwnCluster {
         let Some(data) = self.dir.join("data").to_str().map(str::to_string) else {
             return false;
         };
-        run_server_tool(&self.bindir.join("pg_ctl"), &["status", "-D", &data], "pg_ctl status")
-            .await
-            .is_ok()
+        run_server_tool(
+            &self.bindir.join("pg_ctl"),
+            &["status", "-D", &data],
+            "pg_ctl status",
+        )
+        .await
+        .is_ok()
     }
 
     async fn start(&self, port: u16) -> anyhow::Result<()> {
@@ -601,7 +618,9 @@ impl OwnCluster {
         );
         run_server_tool(
             &self.bindir.join("pg_ctl"),
-            &["start", "-w", "-t", "60", "-D", &data, "-l", &logf, "-o", &opts],
+            &[
+                "start", "-w", "-t", "60", "-D", &data, "-l", &logf, "-o", &opts,
+            ],
             "pg_ctl start",
         )
         .await
@@ -744,8 +763,8 @@ mod tests {
 
     #[test]
     fn conn_round_trips_and_registers_the_password() {
-        let (c, db) = Conn::parse("postgres://app:p%40ss-w0rd@db.local:6543/shop?sslmode=require")
-            .unwrap();
+        let (c, db) =
+            Conn::parse("postgres://app:p%40ss-w0rd@db.local:6543/shop?sslmode=require").unwrap();
         assert_eq!(db, "shop");
         assert_eq!(c.port, 6543);
         let url = c.url("atlas_pr_3");

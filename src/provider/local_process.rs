@@ -284,14 +284,15 @@ impl Platform for LocalProcess {
         for attempt in 0..3 {
             // Reuse the previous port when it is free (a stable URL); otherwise a fresh one.
             let port = match want_port.take() {
-                Some(p) if attempt == 0 && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() => {
+                Some(p)
+                    if attempt == 0 && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() =>
+                {
                     p
                 }
                 _ => super::local_pg::free_port()?,
             };
             let (mut child, st) = self.spawn(req, port, created_at)?;
-            match Self::wait_ready(&mut child, &st, &req.health_path, req.readiness_timeout).await
-            {
+            match Self::wait_ready(&mut child, &st, &req.health_path, req.readiness_timeout).await {
                 Ok(()) => {
                     return Ok(AppDeployment {
                         app: req.app.clone(),

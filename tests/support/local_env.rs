@@ -104,7 +104,10 @@ impl Env {
             .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap())
-            .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+            .env(
+                "HOME",
+                std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+            )
             .env(
                 "INPUT_PREVIEW_SECRETS",
                 format!("KITCHEN_API_KEY={}", self.secret),
@@ -128,14 +131,26 @@ impl Env {
 
     pub fn up(&mut self, pr: u64) -> Output {
         self.atlas(&[
-            "preview", "up", "--local", "--pr", &pr.to_string(), "--sha",
-            "0123456789abcdef0123456789abcdef01234567", "--branch", "feature/menu",
+            "preview",
+            "up",
+            "--local",
+            "--pr",
+            &pr.to_string(),
+            "--sha",
+            "0123456789abcdef0123456789abcdef01234567",
+            "--branch",
+            "feature/menu",
         ])
     }
 
     pub fn down(&mut self, pr: u64) -> Output {
         self.atlas(&[
-            "preview", "down", "--local", "--pr", &pr.to_string(), "--sha",
+            "preview",
+            "down",
+            "--local",
+            "--pr",
+            &pr.to_string(),
+            "--sha",
             "0123456789abcdef0123456789abcdef01234567",
         ])
     }
@@ -176,7 +191,11 @@ impl Env {
             let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
             let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            if stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z')) {
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+            {
                 continue;
             }
             assert!(
@@ -226,10 +245,9 @@ impl Env {
                     state_dir: state.clone(),
                     ..Default::default()
                 };
-                let pg =
-                    atlas::provider::local_pg::LocalPg::start(&settings, &state, &mut |_| {})
-                        .await
-                        .unwrap();
+                let pg = atlas::provider::local_pg::LocalPg::start(&settings, &state, &mut |_| {})
+                    .await
+                    .unwrap();
                 let dbs = pg.databases().await.unwrap();
                 pg.stop().await.unwrap();
                 dbs
@@ -257,7 +275,10 @@ impl Env {
         secrets.extend(self.db_password());
         for (where_, text) in texts {
             for s in &secrets {
-                assert!(!text.contains(s.as_str()), "a secret value appears in {where_}");
+                assert!(
+                    !text.contains(s.as_str()),
+                    "a secret value appears in {where_}"
+                );
             }
         }
     }
