@@ -530,7 +530,7 @@ async fn up_inner(
     for name in &settings.preview.secrets {
         let v = opts.preview_secrets.get(name).with_context(|| {
             format!(
-                "[preview] secrets declares {name} but the `preview_secrets` input has no value for it"
+                "[preview] secrets declares {name} but the `preview_secrets` input has no value for it (locally: INPUT_PREVIEW_SECRETS='{name}=...')"
             )
         })?;
         secrets.insert(name.clone(), v.clone());
