@@ -323,52 +323,12 @@ pub async fn up(
         .create_deployment(&environment, &req.sha, true, "atlas preview")
         .await?;
     contract.code.deployment = record.url.clone();
-    let result = up_inner(providers, settings, req, opts, &mut contract, &mut steps).await;
+    let result = match up_inner(providers, settings, req, opts, &mut contract, &mut steps).await {
+        Ok(app) => publish_ready(providers, &renderer, req, opts, &record, &contract, app).await,
+        Err(e) => Err(e),
+    };
     match result {
-        Ok(app) => {
-            let ctx = serde_json::json!({
-                "marker": marker(req.pr),
-                "pr": req.pr,
-                "status": "ready",
-                "contract": contract,
-                "error": null,
-                "generated_at": Utc::now().to_rfc3339(),
-            });
-            let body = renderer.render_comment("preview.md.j2", &ctx)?;
-            let comment = providers
-                .forge
-                .upsert_comment(req.pr, &marker(req.pr), &body)
-                .await?;
-            providers
-                .forge
-                .set_deployment_status(
-                    &record,
-                    DeployState::Success,
-                    Some(&app.url),
-                    app.logs.as_deref(),
-                    "preview ready",
-                )
-                .await?;
-            let summary = renderer.render(
-                "summary.md.j2",
-                &serde_json::json!({
-                    "command": "preview up", "pr": req.pr, "verdict": "ready",
-                    "reason": null, "contract": contract, "error": null,
-                }),
-            )?;
-            audit(
-                opts,
-                serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
-                    "sha": req.sha, "app": app.app, "url": app.url, "result": "ready"}),
-            )?;
-            Ok(UpOutcome {
-                contract,
-                app,
-                comment,
-                comment_body: body,
-                summary,
-            })
-        }
+        Ok(outcome) => Ok(outcome),
         Err(err) => {
             // Tear down everything of this preview: a failed preview is never left half-alive.
             (steps.log)("→ tearing down after the failure");
@@ -419,6 +379,60 @@ pub async fn up(
             }
         }
     }
+}
+
+/// Renders and posts the "ready" comment, marks the deployment, writes the audit line.
+async fn publish_ready(
+    providers: &Providers,
+    renderer: &crate::report::Renderer,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    record: &crate::provider::DeploymentRecord,
+    contract: &Contract,
+    app: AppDeployment,
+) -> anyhow::Result<UpOutcome> {
+    let ctx = serde_json::json!({
+        "marker": marker(req.pr),
+        "pr": req.pr,
+        "status": "ready",
+        "contract": contract,
+        "error": null,
+        "generated_at": Utc::now().to_rfc3339(),
+    });
+    let body = renderer.render_comment("preview.md.j2", &ctx)?;
+    let comment = providers
+        .forge
+        .upsert_comment(req.pr, &marker(req.pr), &body)
+        .await?;
+    providers
+        .forge
+        .set_deployment_status(
+            record,
+            DeployState::Success,
+            Some(&app.url),
+            app.logs.as_deref(),
+            "preview ready",
+        )
+        .await?;
+    let summary = renderer.render(
+        "summary.md.j2",
+        &serde_json::json!({
+            "command": "preview up", "pr": req.pr, "verdict": "ready",
+            "reason": null, "contract": contract, "error": null,
+        }),
+    )?;
+    audit(
+        opts,
+        serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
+            "sha": req.sha, "app": app.app, "url": app.url, "result": "ready"}),
+    )?;
+    Ok(UpOutcome {
+        contract: contract.clone(),
+        app,
+        comment,
+        comment_body: body,
+        summary,
+    })
 }
 
 fn branch_name(providers: &Providers, pr: u64) -> String {
@@ -516,7 +530,7 @@ async fn up_inner(
     for name in &settings.preview.secrets {
         let v = opts.preview_secrets.get(name).with_context(|| {
             format!(
-                "[preview] secrets declares {name} but the `preview_secrets` input has no value for it"
+                "[preview] secrets declares {name} but the `preview_secrets` input has no value for it (locally: INPUT_PREVIEW_SECRETS='{name}=...')"
             )
         })?;
         secrets.insert(name.clone(), v.clone());

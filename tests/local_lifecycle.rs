@@ -203,14 +203,19 @@ fn a_failed_smoke_check_fails_the_gate() {
 
 #[test]
 fn stale_state_with_a_dead_pid_and_a_taken_port_are_handled() {
-    let mut env = Env::new(&kitchen_toml(""));
+    // This PR's migration adds a table the parent does not have: the schema diff shows it.
+    let toml = kitchen_toml("").replace(
+        "migrations = \"sh ",
+        "migrations = \"case $DATABASE_URL in *atlas_pr_*) psql -X -q -d $DATABASE_URL -c 'CREATE TABLE IF NOT EXISTS specials (id int)';; esac; sh ",
+    );
+    let mut env = Env::new(&toml);
     // Someone else holds the port the stale record names.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = squatter.local_addr().unwrap().port();
     let apps = env.state().join("apps");
     std::fs::create_dir_all(&apps).unwrap();
     let stale = serde_json::json!({
-        "app": env.app(8), "pid": 999_999_9, "start_time": 1, "port": taken, "pr": 8,
+        "app": env.app(8), "pid": 9_999_999, "start_time": 1, "port": taken, "pr": 8,
         "sha": "dead", "command": "gone", "log": apps.join("old.log"),
         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
     });
@@ -218,7 +223,16 @@ fn stale_state_with_a_dead_pid_and_a_taken_port_are_handled() {
 
     let out = env.up(8);
     assert!(out.status.success(), "{}", text(&out));
-    let url = url_of(&env.comment(8));
+    let comment = env.comment(8);
+    assert!(
+        comment.contains("Schema diff against atlas_main"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("+CREATE TABLE public.specials"),
+        "{comment}"
+    );
+    let url = url_of(&comment);
     assert!(!url.ends_with(&format!(":{taken}")), "{url}");
     let out = env.down(8);
     assert!(out.status.success(), "{}", text(&out));

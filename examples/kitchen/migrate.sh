@@ -3,6 +3,8 @@
 # Applied versions are recorded in schema_migrations, so running it again (on a branch that was
 # created from an already-migrated parent) only applies the new files.
 set -eu
+# Keep the evidence readable: no "already exists, skipping" notices.
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 dir="${MIGRATIONS_DIR:-$(dirname "$0")/migrations}"
 psql -X -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" \
   -c 'CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())'
