@@ -85,7 +85,14 @@ impl Ctx {
                 config.config_path != std::path::Path::new("atlas.toml"),
             ),
         };
-        let settings = Settings::load(&path, required)?;
+        let mut settings = Settings::load(&path, required)?;
+        // Inputs win over atlas.toml.
+        if let Some(b) = &config.baseline {
+            settings.baseline.path = b.clone();
+        }
+        if let Some(t) = config.regression_threshold {
+            settings.baseline.threshold_pct = t;
+        }
         Ok(Ctx {
             config,
             settings,

@@ -27,11 +27,10 @@ use anyhow::{Context as _, anyhow, bail};
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::cli::{DemoArgs, PreviewArgs, PreviewCommand, SweepArgs};
+use crate::cli::{DemoArgs, PreviewArgs, PreviewCommand};
 use crate::config::{DataModel, Settings};
 use crate::contract::{Contract, SmokeResult, Timing};
-use crate::error::{GateFailed, NotYetBuilt};
-use crate::event::{Event, Plan};
+use crate::error::GateFailed;
 use crate::provider::local_forge::LocalForge;
 use crate::provider::local_pg::LocalPg;
 use crate::provider::local_process::LocalProcess;
@@ -97,6 +96,11 @@ pub struct Removed {
     pub result: String,
 }
 
+/// The transient GitHub environment of a PR's preview.
+pub fn preview_environment(pr: u64) -> String {
+    format!("preview/pr-{pr}")
+}
+
 /// The sticky comment marker of a PR.
 pub fn marker(pr: u64) -> String {
     format!("<!-- atlas:preview pr={pr} -->")
@@ -160,12 +164,61 @@ pub struct LoadGate {
     pub failed: Option<String>,
 }
 
-/// The load test + baseline gate against a ready preview. The load module (issue 4) plugs in
-/// here: `crate::load::run(&settings.load, url)` then `crate::load::compare(...)`.
-pub async fn run_load_gate(_settings: &Settings, _url: &str) -> anyhow::Result<LoadGate> {
+/// The load test + baseline gate against a ready preview: `[load]` scenario (only when it
+/// declares requests: a default `GET /` against an arbitrary app would measure 404s), then the
+/// comparison with `[baseline] path` when that file exists. An inconclusive comparison is
+/// reported, never turned into a pass or a failure.
+pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<LoadGate> {
+    use crate::load::Verdict;
+    if !settings.load.enabled {
+        return Ok(LoadGate {
+            note: Some("load test: disabled ([load] enabled = false)".into()),
+            ..LoadGate::default()
+        });
+    }
+    if settings.load.requests.is_empty() {
+        return Ok(LoadGate {
+            note: Some("load test: not configured (add [[load.requests]] to atlas.toml)".into()),
+            ..LoadGate::default()
+        });
+    }
+    let summary = crate::load::run_repeated(&settings.load, url)
+        .await
+        .context("load test against the preview")?;
+    let load = serde_json::to_value(&summary)?;
+    let path = &settings.baseline.path;
+    if !path.is_file() {
+        return Ok(LoadGate {
+            load: Some(load),
+            note: Some(format!(
+                "no baseline at {}: measured, not gated (write one with `atlas baseline update`)",
+                path.display()
+            )),
+            ..LoadGate::default()
+        });
+    }
+    let baseline = crate::load::read_summary(path)?;
+    let cmp = crate::load::compare(&baseline, &summary, &settings.baseline);
+    let note = match cmp.verdict {
+        Verdict::Pass => None,
+        Verdict::Inconclusive => Some(format!(
+            "baseline gate inconclusive: {}",
+            cmp.notes.join("; ")
+        )),
+        Verdict::Fail => None,
+    };
+    let failed = (cmp.verdict == Verdict::Fail).then(|| {
+        format!(
+            "more than {}% worse than the baseline: {}",
+            cmp.threshold_pct,
+            cmp.failures()
+        )
+    });
     Ok(LoadGate {
-        note: Some("load test: not configured".into()),
-        ..LoadGate::default()
+        load: Some(load),
+        comparison: Some(serde_json::to_value(&cmp)?),
+        note,
+        failed,
     })
 }
 
@@ -317,10 +370,20 @@ pub async fn up(
         log,
         at: Instant::now(),
     };
-    let environment = format!("pr-{}", req.pr);
+    let environment = preview_environment(req.pr);
     let record = providers
         .forge
         .create_deployment(&environment, &req.sha, true, "atlas preview")
+        .await?;
+    providers
+        .forge
+        .set_deployment_status(
+            &record,
+            DeployState::InProgress,
+            None,
+            None,
+            "atlas is building the preview",
+        )
         .await?;
     contract.code.deployment = record.url.clone();
     let result = match up_inner(providers, settings, req, opts, &mut contract, &mut steps).await {
@@ -672,7 +735,7 @@ pub async fn down(
         .await?;
     providers
         .forge
-        .deactivate_environment(&format!("pr-{}", req.pr))
+        .deactivate_environment(&preview_environment(req.pr))
         .await?;
     let summary = renderer.render(
         "summary.md.j2",
@@ -900,17 +963,7 @@ async fn stop_if_idle(setup: &LocalSetup) {
     }
 }
 
-/// `atlas sweep`. (Issue 6.)
-pub async fn cli_sweep(_args: &SweepArgs, _config: Option<&Path>) -> anyhow::Result<()> {
-    Err(NotYetBuilt("sweep").into())
-}
-
 /// `atlas demo`: the whole lifecycle against the example app. See `crate::demo`.
 pub async fn cli_demo(args: &DemoArgs) -> anyhow::Result<()> {
     crate::demo::run(args).await
-}
-
-/// `atlas run` for preview-up / preview-down / sweep. (Issues 5, 6: the cloud providers.)
-pub async fn dispatch(_ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyhow::Result<()> {
-    Err(NotYetBuilt(plan.command.as_str()).into())
 }

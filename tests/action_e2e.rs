@@ -356,41 +356,10 @@ impl World {
 
 /// The deployment of a preview: environment `preview/pr-N`, statuses `in_progress` then
 /// `success`.
-///
-/// NARROWED: `src/preview.rs` creates the deployment in environment `pr-N` (`up` and the
-/// `deactivate_environment` call of `down`) and never posts `in_progress`, while
-/// `src/provider/github.rs`'s module docs and the action's contract say `preview/pr-N` with
-/// `in_progress` first. Until that is fixed this checks what holds either way (one environment
-/// per PR, ending in `success`) and prints the deviation; set `ATLAS_E2E_STRICT=1` to assert
-/// the contract.
 fn assert_deployment_contract(d: &(String, String, Vec<String>)) {
     let (env, _, statuses) = d;
-    let strict = std::env::var("ATLAS_E2E_STRICT").is_ok_and(|v| v == "1");
-    if strict {
-        assert_eq!(env, ENVIRONMENT, "{d:?}");
-        assert_eq!(statuses, &vec!["in_progress", "success"], "{d:?}");
-        return;
-    }
-    if env != ENVIRONMENT || statuses != &vec!["in_progress", "success"] {
-        eprintln!(
-            "KNOWN BUG (src/preview.rs): deployment {env:?} with statuses {statuses:?}; the contract is {ENVIRONMENT:?} with [\"in_progress\", \"success\"]"
-        );
-    }
-    assert!(
-        env == ENVIRONMENT || env == "pr-2",
-        "deployment environment {env:?} is neither {ENVIRONMENT:?} nor the known `pr-2`"
-    );
-    assert_eq!(
-        statuses.last().map(String::as_str),
-        Some("success"),
-        "{d:?}"
-    );
-    assert!(
-        statuses
-            .iter()
-            .all(|s| s == "in_progress" || s == "success"),
-        "{d:?}"
-    );
+    assert_eq!(env, ENVIRONMENT, "{d:?}");
+    assert_eq!(statuses, &vec!["in_progress", "success"], "{d:?}");
 }
 
 fn assert_contract_comment(body: &str, url: &str, sha: &str) {
