@@ -308,14 +308,20 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
     let load = LoadModuleGate::from_settings(&settings);
     let env_source = |k: &str| std::env::var(k).ok();
     let progress = |l: &str| say(l);
+    // Deployment statuses for `qa` / `production` go to GitHub when a token is given.
+    let forge = match &ctx.config.github_token {
+        Some(_) => Some(
+            crate::provider::github::GithubForge::from_env(&ctx.github, &ctx.config)?
+                .with_policy(crate::action::retry_policy()),
+        ),
+        None => None,
+    };
     let c = Chain {
         settings: &settings,
         fleet: &fleet,
         database: release_db.as_ref().map(|d| d as &dyn ReleaseDatabase),
         load: &load,
-        // Deployment statuses need the GitHub forge (issue 6); until then the job summary and
-        // the outputs carry the report.
-        forge: None,
+        forge: forge.as_ref().map(|f| f as &dyn crate::provider::Forge),
         env_source: &env_source,
         progress: &progress,
     };
@@ -341,7 +347,5 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
     ctx.gha
         .set_output("failed_stage", report.failed_stage.as_deref().unwrap_or(""))?;
     ctx.gha.set_output("commit_sha", &plan.sha)?;
-    ctx.gha
-        .set_output("report", &serde_json::to_string(&report)?)?;
     report.result()
 }
