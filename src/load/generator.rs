@@ -30,8 +30,10 @@ use super::summary::{
     EndpointSummary, Errors, GeneratorInfo, Metrics, RunInfo, Shape, Source, Summary, Trend,
 };
 
-/// The timer's granularity (tokio's wheel ticks every millisecond).
-const TIMER_SLACK: Duration = Duration::from_millis(1);
+/// How early a worker wakes before a request's scheduled time. tokio's timer wheel ticks every
+/// millisecond and rounds deadlines up, and the driver's epoll timeout rounds up again, so a
+/// sleep ends up to about 2 ms after its deadline.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// At most this many distinct error kinds are kept; the rest are counted as `other`.
 const MAX_ERROR_KINDS: usize = 32;
@@ -538,6 +540,11 @@ impl Shared {
 async fn worker(s: Arc<Shared>) -> WorkerStats {
     let mut st = WorkerStats::new(s.endpoints.len());
     let mut conn: Option<Conn> = None;
+    // One timer per worker, moved later for each request: tokio extends a registered timer
+    // without touching its wheel when the new deadline is later, so a request costs no timer
+    // registration (a fresh `timeout_at` per request does).
+    let timer = tokio::time::sleep_until(s.hard_stop.into());
+    tokio::pin!(timer);
     loop {
         // Which request, and when it should leave.
         let (seq, scheduled) = match s.model {
@@ -548,9 +555,9 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
                     break;
                 }
                 if at > Instant::now() + TIMER_SLACK {
-                    // tokio rounds a deadline up to its next 1 ms tick; aiming one tick early
-                    // sends within a millisecond before the schedule instead of up to two
-                    // after it. The latency is then taken from the actual send (see below).
+                    // waking early sends within TIMER_SLACK before the schedule instead of up
+                    // to that much after it; the latency of an early request is then taken
+                    // from its actual send (see `origin` below).
                     tokio::time::sleep_until((at - TIMER_SLACK).into()).await;
                 }
                 (seq, at)
@@ -591,15 +598,19 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
         if let Some(c) = conn.as_mut() {
             sent = Instant::now();
             let req = s.endpoints[ep].request();
-            match tokio::time::timeout_at(
-                s.hard_stop.min(sent + s.timeout).into(),
-                exchange(c, req),
-            )
-            .await
-            {
-                Ok(r) => outcome = r,
-                Err(_) if Instant::now() >= s.hard_stop => cut_at_end = true,
-                Err(_) => outcome = Err("timeout".into()),
+            timer
+                .as_mut()
+                .reset(s.hard_stop.min(sent + s.timeout).into());
+            tokio::select! {
+                biased;
+                r = exchange(c, req) => outcome = r,
+                _ = &mut timer => {
+                    if Instant::now() >= s.hard_stop {
+                        cut_at_end = true;
+                    } else {
+                        outcome = Err("timeout".into());
+                    }
+                }
             }
             if outcome.is_err() {
                 // the connection's state is unknown after an error or a timeout.
