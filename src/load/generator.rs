@@ -30,8 +30,10 @@ use super::summary::{
     EndpointSummary, Errors, GeneratorInfo, Metrics, RunInfo, Shape, Source, Summary, Trend,
 };
 
-/// The timer's granularity (tokio's wheel ticks every millisecond).
-const TIMER_SLACK: Duration = Duration::from_millis(1);
+/// How early a worker wakes before a request's scheduled time. tokio's timer wheel ticks every
+/// millisecond and rounds deadlines up, and the driver's epoll timeout rounds up again, so a
+/// sleep ends up to about 2 ms after its deadline.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// At most this many distinct error kinds are kept; the rest are counted as `other`.
 const MAX_ERROR_KINDS: usize = 32;
@@ -346,30 +348,67 @@ fn is_sensitive_header(name: &str) -> bool {
 
 type Sender = http1::SendRequest<Full<Bytes>>;
 
-async fn connect(t: &Target) -> Result<Sender, String> {
+/// The connection's driver. It is polled by the worker itself, next to its request, rather than
+/// spawned: one task per connection instead of two halves waking each other every request.
+type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Result<()>> + Send>>;
+
+struct Conn {
+    tx: Sender,
+    driver: Driver,
+}
+
+async fn connect(t: &Target) -> Result<Conn, String> {
     let tcp = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
         .await
         .map_err(|e| format!("connect: {}", e.kind()))?;
     let _ = tcp.set_nodelay(true);
     match &t.tls {
         None => {
-            let (sender, conn) = http1::handshake(TokioIo::new(tcp))
+            let (tx, conn) = http1::handshake(TokioIo::new(tcp))
                 .await
                 .map_err(|_| "handshake".to_string())?;
-            tokio::spawn(conn);
-            Ok(sender)
+            Ok(Conn {
+                tx,
+                driver: Box::pin(conn),
+            })
         }
         Some((connector, name)) => {
             let tls = connector
                 .connect(name.clone(), tcp)
                 .await
                 .map_err(|_| "tls".to_string())?;
-            let (sender, conn) = http1::handshake(TokioIo::new(tls))
+            let (tx, conn) = http1::handshake(TokioIo::new(tls))
                 .await
                 .map_err(|_| "handshake".to_string())?;
-            tokio::spawn(conn);
-            Ok(sender)
+            Ok(Conn {
+                tx,
+                driver: Box::pin(conn),
+            })
         }
+    }
+}
+
+/// Sends one request on `conn` and reads the whole response, driving the connection meanwhile.
+async fn exchange(conn: &mut Conn, req: http::Request<Full<Bytes>>) -> Result<u16, String> {
+    let Conn { tx, driver } = conn;
+    let request = async {
+        tx.ready().await.map_err(|e| hyper_kind(&e))?;
+        let resp = tx.send_request(req).await.map_err(|e| hyper_kind(&e))?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        // read and drop the body frame by frame: nothing is kept.
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|e| hyper_kind(&e))?;
+        }
+        Ok::<u16, String>(status)
+    };
+    tokio::select! {
+        biased;
+        r = request => r,
+        r = driver => match r {
+            Ok(()) => Err("connection closed".into()),
+            Err(e) => Err(hyper_kind(&e)),
+        },
     }
 }
 
@@ -500,7 +539,12 @@ impl Shared {
 
 async fn worker(s: Arc<Shared>) -> WorkerStats {
     let mut st = WorkerStats::new(s.endpoints.len());
-    let mut sender: Option<Sender> = None;
+    let mut conn: Option<Conn> = None;
+    // One timer per worker, moved later for each request: tokio extends a registered timer
+    // without touching its wheel when the new deadline is later, so a request costs no timer
+    // registration (a fresh `timeout_at` per request does).
+    let timer = tokio::time::sleep_until(s.hard_stop.into());
+    tokio::pin!(timer);
     loop {
         // Which request, and when it should leave.
         let (seq, scheduled) = match s.model {
@@ -511,9 +555,9 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
                     break;
                 }
                 if at > Instant::now() + TIMER_SLACK {
-                    // tokio rounds a deadline up to its next 1 ms tick; aiming one tick early
-                    // sends within a millisecond before the schedule instead of up to two
-                    // after it. The latency is then taken from the actual send (see below).
+                    // waking early sends within TIMER_SLACK before the schedule instead of up
+                    // to that much after it; the latency of an early request is then taken
+                    // from its actual send (see `origin` below).
                     tokio::time::sleep_until((at - TIMER_SLACK).into()).await;
                 }
                 (seq, at)
@@ -537,41 +581,40 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
         let mut outcome: Result<u16, String> = Err(String::new());
         let mut sent = Instant::now();
         let mut cut_at_end = false;
-        if sender.as_ref().is_none_or(|x| x.is_closed()) {
-            sender = None;
+        if conn.as_ref().is_none_or(|c| c.tx.is_closed()) {
+            conn = None;
             match tokio::time::timeout_at(
                 s.hard_stop.min(sent + s.timeout).into(),
                 connect(&s.target),
             )
             .await
             {
-                Ok(Ok(c)) => sender = Some(c),
+                Ok(Ok(c)) => conn = Some(c),
                 Ok(Err(e)) => outcome = Err(e),
                 Err(_) if Instant::now() >= s.hard_stop => cut_at_end = true,
                 Err(_) => outcome = Err("connect: timed out".into()),
             }
         }
-        if let Some(tx) = sender.as_mut() {
+        if let Some(c) = conn.as_mut() {
             sent = Instant::now();
             let req = s.endpoints[ep].request();
-            let fut = async {
-                tx.ready().await.map_err(|e| hyper_kind(&e))?;
-                let resp = tx.send_request(req).await.map_err(|e| hyper_kind(&e))?;
-                let status = resp.status().as_u16();
-                resp.into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| hyper_kind(&e))?;
-                Ok::<u16, String>(status)
-            };
-            match tokio::time::timeout_at(s.hard_stop.min(sent + s.timeout).into(), fut).await {
-                Ok(r) => outcome = r,
-                Err(_) if Instant::now() >= s.hard_stop => cut_at_end = true,
-                Err(_) => outcome = Err("timeout".into()),
+            timer
+                .as_mut()
+                .reset(s.hard_stop.min(sent + s.timeout).into());
+            tokio::select! {
+                biased;
+                r = exchange(c, req) => outcome = r,
+                _ = &mut timer => {
+                    if Instant::now() >= s.hard_stop {
+                        cut_at_end = true;
+                    } else {
+                        outcome = Err("timeout".into());
+                    }
+                }
             }
             if outcome.is_err() {
                 // the connection's state is unknown after an error or a timeout.
-                sender = None;
+                conn = None;
             }
         }
         let done = Instant::now();
