@@ -375,7 +375,7 @@ fn bad_input_exits_2_naming_the_input_without_leaking() {
 // ---------------------------------------------------------------------------------------------
 // action.yml
 
-const OUTPUTS: [&str; 10] = [
+const OUTPUTS: [&str; 11] = [
     "preview_url",
     "commit_sha",
     "database_branch",
@@ -386,6 +386,7 @@ const OUTPUTS: [&str; 10] = [
     "regression",
     "verdict",
     "comment_url",
+    "failed_stage",
 ];
 
 fn keys(v: &serde_norway::Value) -> Vec<String> {
