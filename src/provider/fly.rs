@@ -816,6 +816,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_task_command_is_a_shell_line_or_a_json_exec_array() {
+        assert_eq!(
+            task_cmd("./migrate up && echo ok").unwrap(),
+            vec!["sh", "-c", "./migrate up && echo ok"]
+        );
+        assert_eq!(
+            task_cmd(r#" ["/app/migrate", "up"]"#).unwrap(),
+            vec!["/app/migrate", "up"]
+        );
+        let e = task_cmd("[not json").unwrap_err();
+        assert!(format!("{e:#}").contains("[database] migrations"), "{e:#}");
+        assert!(task_cmd("[]").is_err());
+    }
+
+    #[test]
+    fn the_exit_code_is_the_newest_exit_events_and_zero_when_omitted() {
+        let events = json!([
+            {"type": "exit", "timestamp": 3, "request": {"exit_event": {"guest_exit_code": 0}}},
+            {"type": "start", "timestamp": 2},
+            {"type": "exit", "timestamp": 1, "request": {"exit_event": {"exit_code": 7}}},
+        ]);
+        assert_eq!(exit_code(&events), Some(0));
+        let events = json!([
+            {"type": "exit", "timestamp": 5, "request": {"MonitorEvent": {"exit_event": {"exit_code": 2}}}},
+        ]);
+        assert_eq!(exit_code(&events), Some(2));
+        assert_eq!(exit_code(&json!([{"type": "start"}])), None);
+        assert_eq!(exit_code(&Value::Null), None);
+    }
+
+    #[test]
     fn fly_and_neon_sections_parse_strictly() {
         let text = "[fly]\nregion = \"ams\"\nmemory_mb = 512\nauto_stop = \"suspend\"\npreview_url = \"http://127.0.0.1:9/{app}\"\n\n[neon]\npooled = true\n";
         let s = Settings::parse(text, "atlas.toml").unwrap();
