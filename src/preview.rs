@@ -3,8 +3,9 @@
 //! # API for other flows
 //! Build a [`Providers`] (local: [`local_providers`]; cloud: Neon + Fly + GitHub), then:
 //! - [`up`]`(providers, settings, req, opts, log)` -> [`UpOutcome`]: ensure branch -> migrations
-//!   (`[database] migrations` via `sh -c` with `DATABASE_URL` = the branch; output kept,
-//!   redacted) -> schema diff -> deploy + readiness -> smoke checks -> load gate
+//!   (`[database] migrations` with `DATABASE_URL` = the branch: as a one-off task in the app's
+//!   image when the platform runs tasks (`Platform::run_task`, Fly), else via `sh -c` here;
+//!   output kept, redacted) -> schema diff -> deploy + readiness -> smoke checks -> load gate
 //!   ([`run_load_gate`]) -> the seven-clause [`Contract`] -> sticky comment
 //!   (`<!-- atlas:preview pr=N -->`) via `Forge::upsert_comment` -> deployment status.
 //!   On any failure part-way the preview is torn down (app, then branch), a "failed" comment is
@@ -35,7 +36,7 @@ use crate::provider::local_forge::LocalForge;
 use crate::provider::local_pg::LocalPg;
 use crate::provider::local_process::LocalProcess;
 use crate::provider::{
-    AppDeployment, BranchRequest, Deleted, DeployRequest, DeployState, Providers,
+    AppDeployment, BranchRequest, Deleted, DeployRequest, DeployState, Providers, TaskRequest,
 };
 use crate::secret::{self, Secret};
 
@@ -105,6 +106,9 @@ pub fn preview_environment(pr: u64) -> String {
 pub fn marker(pr: u64) -> String {
     format!("<!-- atlas:preview pr={pr} -->")
 }
+
+/// Bound on a migrations run on the platform (one-off machine), from create to exit.
+const MIGRATIONS_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// The output of a migrations run.
 #[derive(Debug, Clone)]
@@ -552,9 +556,46 @@ async fn up_inner(
         ),
     );
 
+    // The app's environment and secrets: the migrations task runs with the same ones.
+    let mut env = BTreeMap::new();
+    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
+    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
+    let mut secrets = BTreeMap::new();
+    secrets.insert("DATABASE_URL".to_string(), branch.connection_uri.clone());
+    for name in &settings.preview.secrets {
+        let v = opts.preview_secrets.get(name).with_context(|| {
+            format!(
+                "[preview] secrets declares {name} but the `preview_secrets` input has no value for it (locally: INPUT_PREVIEW_SECRETS='{name}=...')"
+            )
+        })?;
+        secrets.insert(name.clone(), v.clone());
+    }
     if let Some(cmd) = &settings.database.migrations {
         steps.begin("migrations");
-        let run = run_migrations(cmd, &branch.connection_uri).await?;
+        // In the app's own image on the platform when it can (the action container has no
+        // shell); else here.
+        let task = providers
+            .platform
+            .run_task(&TaskRequest {
+                app: app_name(opts, req.pr),
+                pr: Some(req.pr),
+                sha: req.sha.clone(),
+                repository: req.repository.clone(),
+                image: opts.image.clone(),
+                command: cmd.clone(),
+                secrets: secrets.clone(),
+                env: env.clone(),
+                timeout: MIGRATIONS_TIMEOUT,
+            })
+            .await?;
+        let run = match task {
+            Some(out) => MigrationRun {
+                ok: out.ok,
+                duration_ms: out.duration_ms,
+                tail: secret::redact(&out.output_tail),
+            },
+            None => run_migrations(cmd, &branch.connection_uri).await?,
+        };
         contract.migrations.ran = true;
         contract.migrations.ok = Some(run.ok);
         contract.migrations.duration_ms = Some(run.duration_ms);
@@ -585,19 +626,6 @@ async fn up_inner(
     }
 
     steps.begin("deploy");
-    let mut env = BTreeMap::new();
-    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
-    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
-    let mut secrets = BTreeMap::new();
-    secrets.insert("DATABASE_URL".to_string(), branch.connection_uri.clone());
-    for name in &settings.preview.secrets {
-        let v = opts.preview_secrets.get(name).with_context(|| {
-            format!(
-                "[preview] secrets declares {name} but the `preview_secrets` input has no value for it (locally: INPUT_PREVIEW_SECRETS='{name}=...')"
-            )
-        })?;
-        secrets.insert(name.clone(), v.clone());
-    }
     let app = providers
         .platform
         .deploy(&DeployRequest {

@@ -479,7 +479,14 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
     assert_eq!(fly_app.machines[0].config["image"], image(HEAD2).as_str());
     assert_eq!(w.neon.core.count("createProjectBranch"), 0);
     assert_eq!(w.fly.core.count("Apps_create"), 0);
-    assert_eq!(w.fly.core.count("Machines_create"), 0);
+    // The one create is the one-off migrations machine (run in the app's image, then gone);
+    // the app's machine was updated in place (above).
+    assert_eq!(w.fly.core.count("Machines_create"), 1);
+    assert_eq!(
+        w.fly.tasks().len(),
+        2,
+        "migrations did not run as a fly machine"
+    );
     let comments = w.comments();
     assert_eq!(comments.len(), 1, "{comments:#?}");
     assert_contract_comment(&comments[0].body, &url, HEAD2);
@@ -512,7 +519,8 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
     assert_eq!(w.neon.core.count("createProjectBranch"), 0);
     assert_eq!(
         w.fly.core.count("Apps_create") + w.fly.core.count("Machines_create"),
-        0
+        1,
+        "only the one-off migrations machine is created on a repeat"
     );
     assert!(
         !w.gh

@@ -651,6 +651,147 @@ mod with_preview {
         }
     }
 
+    /// Machines of the fake still alive, split into (task machines, app machines).
+    fn live(r: &Run) -> (usize, usize) {
+        let ms = r.fly.live_machines();
+        let tasks = ms.iter().filter(|m| m.meta("atlas_role").is_some()).count();
+        (tasks, ms.len() - tasks)
+    }
+
+    #[tokio::test]
+    async fn migrations_run_as_a_one_off_machine_in_the_apps_image() {
+        let mut r = run().await;
+        r.settings.database.migrations = Some("./migrate up".into());
+        let mut lines = Vec::new();
+        let out = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(33, "m1"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+        let tasks = r.fly.tasks();
+        assert_eq!(tasks.len(), 1, "{tasks:?}");
+        let t = &tasks[0];
+        let c = &t.config;
+        assert_eq!(c["image"], "registry.fly.io/kitchen:abc");
+        assert_eq!(
+            c["init"]["cmd"],
+            serde_json::json!(["sh", "-c", "./migrate up"])
+        );
+        assert_eq!(c["restart"]["policy"], "no");
+        assert_eq!(c["auto_destroy"], true);
+        assert!(c["services"].is_null(), "{c}");
+        assert_eq!(t.meta("atlas_role"), Some("migrations"));
+        assert_eq!(t.meta("atlas"), Some("preview"));
+        assert_eq!(t.meta("atlas_pr"), Some("33"));
+        assert_eq!(t.meta("atlas_repo"), Some(REPO));
+        assert_eq!(t.meta("atlas_sha"), Some("m1"));
+        // Same app as the deploy; the task is gone; one app machine remains; the app counts
+        // as created by this up even though the task created it.
+        let app = r.fly.app(&out.app.app).unwrap();
+        assert_eq!(app.machines.len(), 1);
+        assert!(app.machines[0].config["metadata"]["atlas_role"].is_null());
+        assert_eq!(live(&r), (0, 1));
+        assert!(out.app.created);
+        // The task got the branch's DATABASE_URL as an app secret before it was created.
+        let calls = r.fly.core.calls();
+        let secrets_at = calls.iter().position(|c| c == "Secrets_update").unwrap();
+        let create_at = calls.iter().position(|c| c == "Machines_create").unwrap();
+        assert!(secrets_at < create_at, "{calls:?}");
+        let uri = app.secrets["DATABASE_URL"].clone();
+        assert!(uri.starts_with("postgres"), "the branch uri was not set");
+        // The evidence is the task's.
+        assert!(out.contract.migrations.ran);
+        assert_eq!(out.contract.migrations.ok, Some(true));
+        let tail = out.contract.migrations.output_tail.clone().unwrap();
+        assert!(
+            tail.contains("exit code 0") && tail.contains("fly logs -a"),
+            "{tail}"
+        );
+        // A second up runs the migrations again in a new machine and still leaves one.
+        let out2 = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(33, "m2"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.fly.tasks().len(), 2);
+        assert_eq!(live(&r), (0, 1));
+        assert!(!out2.app.created);
+        let everything = format!(
+            "{} {} {} {} {:?} {:?}",
+            out.comment_body,
+            out.summary,
+            out2.comment_body,
+            lines.join("\n"),
+            out.contract,
+            out2.contract
+        );
+        assert!(!everything.contains(&uri), "the branch uri leaked");
+        for s in r.secrets() {
+            assert!(!everything.contains(&s), "secret {s:?} leaked");
+        }
+        preview::down(
+            &r.providers,
+            &r.settings,
+            &req(33, "m2"),
+            &r.opts,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        r.assert_clean();
+    }
+
+    #[tokio::test]
+    async fn failed_migrations_fail_the_gate_and_leave_nothing_behind() {
+        let mut r = run().await;
+        // An exec array: for images without a shell.
+        r.settings.database.migrations = Some(r#"["/app/migrate", "up"]"#.into());
+        r.fly.fail_task_with(3);
+        let mut lines = Vec::new();
+        let err = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(34, "n1"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(atlas::error::exit_code(&err), 1, "{err:#}");
+        let t = format!("{err:#} {err:?} {}", lines.join("\n"));
+        assert!(t.contains("migrations") && t.contains("exit code 3"), "{t}");
+        let tasks = r.fly.tasks();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(
+            tasks[0].config["init"]["cmd"],
+            serde_json::json!(["/app/migrate", "up"])
+        );
+        // The app machine was never deployed (migrations come first).
+        assert_eq!(r.fly.core.count("Machines_create"), 1);
+        for s in r.secrets() {
+            assert!(!t.contains(&s), "secret {s:?} leaked: {t}");
+        }
+        preview::down(
+            &r.providers,
+            &r.settings,
+            &req(34, "n1"),
+            &r.opts,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        r.assert_clean();
+        assert_eq!(live(&r), (0, 0));
+    }
+
     #[tokio::test]
     async fn a_failed_up_leaves_nothing_behind() {
         let r = run().await;

@@ -11,6 +11,18 @@
 //! left by an earlier failure are destroyed so they never pile up. Readiness is `/wait` with
 //! `state=started` (at most 60 s per call) in a bounded loop, then the preview URL's health
 //! path.
+//!
+//! One-off tasks ([`Platform::run_task`], the preview's migrations) follow Fly's own
+//! `release_command` pattern: before the app's machine is updated, a machine is created from
+//! the same image with the app's secrets, `init.cmd` set to the command (`["sh", "-c", cmd]`, or
+//! the command itself when it is a JSON exec array, for images without a shell: like
+//! `docker run IMAGE CMD`, an image ENTRYPOINT receives it as arguments), `restart.policy = no`,
+//! `auto_destroy`, no services, and `atlas_role = migrations` next to the ownership marks.
+//! Atlas waits for `stopped` (`/wait`, at most 60 s per call, bounded by the task timeout),
+//! reads the exit code from the machine's newest `exit` event
+//! (`request.exit_event.exit_code`; Fly omits a zero code), and destroys the machine if it is
+//! still there. The Machines API serves no logs, so the output tail says where they are.
+//! Deploys never adopt a task machine as the app's machine; a leftover one is destroyed.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,8 +37,13 @@ use crate::http::{Call, Client, RetryPolicy, Timeouts, status_of};
 use crate::naming;
 use crate::provider::{
     AppDeployment, Deleted, DeployRequest, OWNER_KEY, OWNER_VALUE, Owned, PR_KEY, Platform,
-    REPO_KEY, SHA_KEY,
+    REPO_KEY, SHA_KEY, TaskOutput, TaskRequest,
 };
+
+/// The machine metadata key naming what a machine is for; absent on the app's own machine.
+pub const ROLE_KEY: &str = "atlas_role";
+/// The role of a one-off migrations machine.
+pub const ROLE_MIGRATIONS: &str = "migrations";
 use crate::secret::{self, Secret};
 
 /// `[fly]` in atlas.toml.
@@ -77,6 +94,44 @@ impl ApiMachine {
     fn meta(&self, key: &str) -> Option<&str> {
         self.config["metadata"][key].as_str()
     }
+
+    /// A one-off task machine (never the app's own).
+    fn is_task(&self) -> bool {
+        self.meta(ROLE_KEY).is_some()
+    }
+}
+
+/// The `init.cmd` of a task: a JSON array of strings is an exec array, anything else a shell
+/// command line.
+fn task_cmd(command: &str) -> anyhow::Result<Vec<String>> {
+    let t = command.trim_start();
+    if t.starts_with('[') {
+        let v: Vec<String> = serde_json::from_str(t).context(
+            "[database] migrations starts with `[` but is not a JSON array of strings (an exec array such as [\"/app/migrate\", \"up\"]); fix the array or write a shell command",
+        )?;
+        if v.is_empty() {
+            anyhow::bail!("[database] migrations is an empty exec array; give the program to run");
+        }
+        Ok(v)
+    } else {
+        Ok(vec!["sh".into(), "-c".into(), command.to_string()])
+    }
+}
+
+/// The exit code of the newest `exit` event, if the machine has one. Fly serialises the code
+/// with `omitempty`, so an exit event without one is a zero exit.
+fn exit_code(events: &Value) -> Option<i64> {
+    let newest = events
+        .as_array()?
+        .iter()
+        .filter(|e| e["type"].as_str() == Some("exit"))
+        .max_by_key(|e| e["timestamp"].as_i64().unwrap_or(0))?;
+    let req = &newest["request"];
+    let code = req["exit_event"]["exit_code"]
+        .as_i64()
+        .or_else(|| req["MonitorEvent"]["exit_event"]["exit_code"].as_i64())
+        .unwrap_or(0);
+    Some(code)
 }
 
 /// Fly's platform provider.
@@ -216,17 +271,147 @@ impl FlyPlatform {
         None
     }
 
+    /// Atlas's ownership marks for a machine.
+    fn metadata(&self, pr: Option<u64>, sha: &str) -> BTreeMap<String, String> {
+        let mut metadata = BTreeMap::new();
+        metadata.insert(OWNER_KEY.to_string(), OWNER_VALUE.to_string());
+        metadata.insert(REPO_KEY.to_string(), self.repository.clone());
+        metadata.insert(SHA_KEY.to_string(), sha.to_string());
+        if let Some(pr) = pr {
+            metadata.insert(PR_KEY.to_string(), pr.to_string());
+        }
+        metadata
+    }
+
+    /// Refuses a name that is not an Atlas preview name of this repository.
+    fn check_name(&self, app: &str) -> anyhow::Result<()> {
+        if naming::pr_from_app(&self.prefix, app).is_none() {
+            anyhow::bail!(
+                "fly: app name `{app}` is not an atlas preview name of {} (`{}-pr-N`)",
+                self.repository,
+                self.prefix
+            );
+        }
+        Ok(())
+    }
+
+    /// Get-or-create the app: adopt only our own; create with a re-read on any transient
+    /// failure. Returns whether this call created it, and its machines.
+    async fn ensure_app(
+        &self,
+        app: &str,
+        pr: Option<u64>,
+    ) -> anyhow::Result<(bool, Vec<ApiMachine>)> {
+        match self.get_app(app, false).await? {
+            Some(a) => {
+                let ms = self.machines(app, false).await?;
+                if let Some(why) = self.foreign(&a, &ms, pr) {
+                    anyhow::bail!(
+                        "fly: app `{app}` exists but is not atlas's ({why}); atlas will not adopt it: delete or rename it"
+                    );
+                }
+                Ok((false, ms))
+            }
+            None => {
+                let (_, created) = self
+                    .client
+                    .create(
+                        Call::post("create app", "/apps")
+                            .json(json!({"name": app, "org_slug": self.org})),
+                        |_| Ok(()),
+                        || async move { Ok(self.get_app(app, false).await?.map(|_| ())) },
+                    )
+                    .await?;
+                Ok((created, Vec::new()))
+            }
+        }
+    }
+
+    /// Sets the app's secrets in one call; returns the secrets version new machines must wait
+    /// for. Fresh apps may 404 for a moment (eventual consistency).
+    async fn set_secrets(
+        &self,
+        app: &str,
+        secrets: &BTreeMap<String, Secret>,
+    ) -> anyhow::Result<Option<u64>> {
+        if secrets.is_empty() {
+            return Ok(None);
+        }
+        let values: BTreeMap<&str, &str> = secrets
+            .iter()
+            .map(|(k, v)| (k.as_str(), Secret::expose(v)))
+            .collect();
+        let r = self
+            .client
+            .send(
+                Call::post("set secrets", format!("/apps/{}/secrets", enc(app)))
+                    .json(json!({ "values": values }))
+                    .idempotent()
+                    .transient_404(true),
+            )
+            .await?;
+        let v: Value = r.json("set secrets").unwrap_or(Value::Null);
+        Ok(v["version"].as_u64())
+    }
+
+    /// Destroys a machine; a machine already gone is fine.
+    async fn destroy_machine(&self, call: &str, app: &str, id: &str) -> anyhow::Result<()> {
+        let r = self
+            .client
+            .send(Call::delete(
+                call,
+                format!("/apps/{}/machines/{}?force=true", enc(app), enc(id)),
+            ))
+            .await;
+        match r {
+            Err(e) if status_of(&e) != Some(404) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The machine's JSON, or `None` when it is gone.
+    async fn get_machine(&self, app: &str, id: &str) -> anyhow::Result<Option<Value>> {
+        match self
+            .client
+            .send(Call::get(
+                "get machine",
+                format!("/apps/{}/machines/{}", enc(app), enc(id)),
+            ))
+            .await
+        {
+            Ok(r) => Ok(Some(r.json("get machine")?)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The exit code of a finished task machine: from the machine's events, else from the
+    /// events endpoint.
+    async fn task_exit_code(&self, app: &str, id: &str) -> anyhow::Result<Option<i64>> {
+        if let Some(m) = self.get_machine(app, id).await?
+            && let Some(code) = exit_code(&m["events"])
+        {
+            return Ok(Some(code));
+        }
+        match self
+            .client
+            .send(Call::get(
+                "list machine events",
+                format!("/apps/{}/machines/{}/events?limit=50", enc(app), enc(id)),
+            ))
+            .await
+        {
+            Ok(r) => Ok(exit_code(&r.json::<Value>("list machine events")?)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn machine_config(&self, req: &DeployRequest, image: &str) -> Value {
         let port = self.settings.internal_port.unwrap_or(req.port);
         let mut env: BTreeMap<String, String> = req.env.clone();
         env.insert("PORT".into(), port.to_string());
-        let mut metadata = BTreeMap::new();
-        metadata.insert(OWNER_KEY.to_string(), OWNER_VALUE.to_string());
-        metadata.insert(REPO_KEY.to_string(), self.repository.clone());
-        metadata.insert(SHA_KEY.to_string(), req.sha.clone());
-        if let Some(pr) = req.pr {
-            metadata.insert(PR_KEY.to_string(), pr.to_string());
-        }
+        let metadata = self.metadata(req.pr, &req.sha);
         json!({
             "image": image,
             "env": env,
@@ -258,18 +443,37 @@ impl FlyPlatform {
         m: &ApiMachine,
         deadline: Instant,
     ) -> anyhow::Result<()> {
+        match self.wait_state(app, m, "started", deadline, 0).await? {
+            Waited::Reached => Ok(()),
+            Waited::TimedOut(last) => anyhow::bail!(
+                "fly: machine {} of app {app} did not reach `started` within the readiness timeout (last: {last}); check `fly logs -a {app}` or raise [app] readiness_timeout",
+                m.id
+            ),
+            // With `gone_after = 0` a 404 never ends the wait.
+            Waited::Gone => anyhow::bail!("fly: machine {} of app {app} disappeared", m.id),
+        }
+    }
+
+    /// Loops on `/wait?state=<state>` (at most 60 s per call) until the state, `deadline`, or
+    /// (`gone_after > 0`) that many 404s in a row, which mean the machine is gone.
+    async fn wait_state(
+        &self,
+        app: &str,
+        m: &ApiMachine,
+        state: &str,
+        deadline: Instant,
+        gone_after: u32,
+    ) -> anyhow::Result<Waited> {
         let mut last = String::from("no answer yet");
+        let mut not_found = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                anyhow::bail!(
-                    "fly: machine {} of app {app} did not reach `started` within the readiness timeout (last: {last}); check `fly logs -a {app}` or raise [app] readiness_timeout",
-                    m.id
-                );
+                return Ok(Waited::TimedOut(last));
             }
             let secs = left.as_secs().clamp(1, 60);
             let mut path = format!(
-                "/apps/{}/machines/{}/wait?state=started&timeout={secs}",
+                "/apps/{}/machines/{}/wait?state={state}&timeout={secs}",
                 enc(app),
                 enc(&m.id)
             );
@@ -277,18 +481,26 @@ impl FlyPlatform {
                 path.push_str(&format!("&version={}", enc(v)));
             }
             // One attempt per loop turn (no inner retries): the loop itself is bounded by the
-            // readiness deadline, which inner retries of a 60 s call could overrun.
-            let call = Call::get("wait for machine started", path)
+            // deadline, which inner retries of a 60 s call could overrun.
+            let call = Call::get(format!("wait for machine {state}"), path)
                 .timeout(Duration::from_secs(secs + 10))
                 .once();
             match self.client.send(call).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(Waited::Reached),
                 // 408: the wait itself timed out; 404 right after a create, 429/5xx and
                 // transport errors are transient: loop until our own deadline.
                 Err(e)
                     if status_of(&e)
                         .is_none_or(|s| s == 404 || crate::http::retryable_status(s)) =>
                 {
+                    if status_of(&e) == Some(404) {
+                        not_found += 1;
+                        if gone_after > 0 && not_found >= gone_after {
+                            return Ok(Waited::Gone);
+                        }
+                    } else {
+                        not_found = 0;
+                    }
                     last = format!("{e:#}");
                     tokio::time::sleep(self.poll.min(left)).await;
                 }
@@ -316,6 +528,15 @@ impl FlyPlatform {
     }
 }
 
+/// How a `/wait` loop ended.
+enum Waited {
+    Reached,
+    /// The deadline passed; the last transient answer.
+    TimedOut(String),
+    /// The machine answered 404 repeatedly (an `auto_destroy` machine that finished).
+    Gone,
+}
+
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -333,59 +554,24 @@ impl Platform for FlyPlatform {
             .image
             .as_deref()
             .context("input `image` is required for a fly preview (a registry reference)")?;
-        if naming::pr_from_app(&self.prefix, app).is_none() {
-            anyhow::bail!(
-                "fly: app name `{app}` is not an atlas preview name of {} (`{}-pr-N`)",
-                self.repository,
-                self.prefix
-            );
-        }
+        self.check_name(app)?;
 
-        // 1. The app: adopt only our own; create with a re-read on any transient failure.
-        let (created, machines) = match self.get_app(app, false).await? {
-            Some(a) => {
-                let ms = self.machines(app, false).await?;
-                if let Some(why) = self.foreign(&a, &ms, req.pr) {
-                    anyhow::bail!(
-                        "fly: app `{app}` exists but is not atlas's ({why}); atlas will not adopt it: delete or rename it"
-                    );
-                }
-                (false, ms)
-            }
-            None => {
-                let (_, created) = self
-                    .client
-                    .create(
-                        Call::post("create app", "/apps")
-                            .json(json!({"name": app, "org_slug": self.org})),
-                        |_| Ok(()),
-                        || async move { Ok(self.get_app(app, false).await?.map(|_| ())) },
-                    )
-                    .await?;
-                (created, Vec::new())
-            }
-        };
-
-        // 2. Secrets, in one call. Fresh apps may 404 for a moment (eventual consistency).
-        let mut min_secrets_version = None;
-        if !req.secrets.is_empty() {
-            let values: BTreeMap<&str, &str> = req
-                .secrets
-                .iter()
-                .map(|(k, v)| (k.as_str(), Secret::expose(v)))
-                .collect();
-            let r = self
-                .client
-                .send(
-                    Call::post("set secrets", format!("/apps/{}/secrets", enc(app)))
-                        .json(json!({ "values": values }))
-                        .idempotent()
-                        .transient_404(true),
-                )
+        // 1. The app: adopt only our own (a task may have created it a moment ago).
+        let (app_created, all) = self.ensure_app(app, req.pr).await?;
+        // Task machines are never the app's machine; one still here is a leftover of an
+        // earlier run whose destroy failed: it goes.
+        let (tasks, machines): (Vec<ApiMachine>, Vec<ApiMachine>) =
+            all.into_iter().partition(ApiMachine::is_task);
+        for t in &tasks {
+            self.destroy_machine("destroy leftover task machine", app, &t.id)
                 .await?;
-            let v: Value = r.json("set secrets").unwrap_or(Value::Null);
-            min_secrets_version = v["version"].as_u64();
         }
+        // "Created" for the report: the first deploy of this preview, even when a task
+        // created the app itself just before.
+        let created = app_created || machines.is_empty();
+
+        // 2. Secrets, in one call.
+        let min_secrets_version = self.set_secrets(app, &req.secrets).await?;
 
         // 3. One machine: update in place, or create; extras from earlier failures go away.
         let config = self.machine_config(req, image);
@@ -395,52 +581,41 @@ impl Platform for FlyPlatform {
         }
         let mut machines = machines;
         machines.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-        let machine = if let Some(first) = machines.first() {
-            for extra in machines.iter().skip(1) {
+        let machine =
+            if let Some(first) = machines.first() {
+                for extra in machines.iter().skip(1) {
+                    self.destroy_machine("destroy extra machine", app, &extra.id)
+                        .await?;
+                }
                 let r = self
                     .client
-                    .send(Call::delete(
-                        "destroy extra machine",
-                        format!("/apps/{}/machines/{}?force=true", enc(app), enc(&extra.id)),
-                    ))
-                    .await;
-                if let Err(e) = r
-                    && status_of(&e) != Some(404)
-                {
-                    return Err(e);
-                }
-            }
-            let r = self
-                .client
-                .send(
-                    Call::post(
-                        "update machine",
-                        format!("/apps/{}/machines/{}", enc(app), enc(&first.id)),
-                    )
-                    .json(body)
-                    .idempotent(),
-                )
-                .await?;
-            r.json::<ApiMachine>("update machine")?
-        } else {
-            let (m, _) = self
-                .client
-                .create(
-                    Call::post("create machine", format!("/apps/{}/machines", enc(app)))
+                    .send(
+                        Call::post(
+                            "update machine",
+                            format!("/apps/{}/machines/{}", enc(app), enc(&first.id)),
+                        )
                         .json(body)
-                        .transient_404(true),
-                    |r| r.json::<ApiMachine>("create machine"),
-                    || async move {
-                        Ok(self
-                            .machines(app, true)
-                            .await?
-                            .into_iter()
-                            .find(|m| m.meta(OWNER_KEY) == Some(OWNER_VALUE)))
-                    },
-                )
-                .await?;
-            m
-        };
+                        .idempotent(),
+                    )
+                    .await?;
+                r.json::<ApiMachine>("update machine")?
+            } else {
+                let (m, _) =
+                    self.client
+                        .create(
+                            Call::post("create machine", format!("/apps/{}/machines", enc(app)))
+                                .json(body)
+                                .transient_404(true),
+                            |r| r.json::<ApiMachine>("create machine"),
+                            || async move {
+                                Ok(self.machines(app, true).await?.into_iter().find(|m| {
+                                    m.meta(OWNER_KEY) == Some(OWNER_VALUE) && !m.is_task()
+                                }))
+                            },
+                        )
+                        .await?;
+                m
+            };
 
         // 4. Started, then the preview answers its health path.
         if machine.state.as_deref() != Some("started") {
@@ -455,6 +630,113 @@ impl Platform for FlyPlatform {
             logs: Some(format!("https://fly.io/apps/{app}/monitoring")),
             created,
         })
+    }
+
+    async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
+        let start = Instant::now();
+        let deadline = start + req.timeout;
+        let app = req.app.as_str();
+        let image = req
+            .image
+            .as_deref()
+            .context("input `image` is required for a fly preview (a registry reference)")?;
+        self.check_name(app)?;
+        let cmd = task_cmd(&req.command)?;
+
+        // 1. The app and its secrets, exactly as deploy sets them.
+        self.ensure_app(app, req.pr).await?;
+        let min_secrets_version = self.set_secrets(app, &req.secrets).await?;
+
+        // 2. The one-off machine: same image, the command, no restart, no services, gone when
+        //    done.
+        let mut metadata = self.metadata(req.pr, &req.sha);
+        metadata.insert(ROLE_KEY.to_string(), ROLE_MIGRATIONS.to_string());
+        let config = json!({
+            "image": image,
+            "env": req.env,
+            "metadata": metadata,
+            "guest": {
+                "cpus": self.settings.cpus,
+                "memory_mb": self.settings.memory_mb,
+                "cpu_kind": self.settings.cpu_kind,
+            },
+            "init": {"cmd": cmd},
+            "restart": {"policy": "no"},
+            "auto_destroy": true,
+        });
+        let mut body = json!({"config": config, "region": self.settings.region});
+        if let Some(v) = min_secrets_version {
+            body["min_secrets_version"] = json!(v);
+        }
+        let sha = req.sha.as_str();
+        let (machine, _) = self
+            .client
+            .create(
+                Call::post(
+                    "create migrations machine",
+                    format!("/apps/{}/machines", enc(app)),
+                )
+                .json(body)
+                .transient_404(true),
+                |r| r.json::<ApiMachine>("create migrations machine"),
+                || async move {
+                    Ok(self.machines(app, true).await?.into_iter().find(|m| {
+                        m.meta(ROLE_KEY) == Some(ROLE_MIGRATIONS) && m.meta(SHA_KEY) == Some(sha)
+                    }))
+                },
+            )
+            .await?;
+        let id = machine.id.clone();
+        let logs = format!("logs: fly logs -a {app} -i {id} (the machines api serves no logs)");
+
+        // 3. Until it stopped (or was destroyed after stopping), bounded by the timeout.
+        let waited = match self.wait_state(app, &machine, "stopped", deadline, 3).await {
+            Ok(w) => w,
+            Err(e) => {
+                // Best effort: the error that matters is the wait's.
+                let _ = self
+                    .destroy_machine("destroy migrations machine", app, &id)
+                    .await;
+                return Err(e.context(format!(
+                    "fly: waiting for migrations machine {id} of app {app} failed"
+                )));
+            }
+        };
+        if let Waited::TimedOut(last) = &waited {
+            let _ = self
+                .destroy_machine("destroy migrations machine", app, &id)
+                .await;
+            anyhow::bail!(
+                "fly: migrations machine {id} of app {app} did not finish within {}s (last: {last}); it was destroyed; {logs}",
+                req.timeout.as_secs()
+            );
+        }
+
+        // 4. The exit code, then the machine goes if auto_destroy has not taken it yet.
+        let code = self.task_exit_code(app, &id).await?;
+        let destroy_note = match self
+            .destroy_machine("destroy migrations machine", app, &id)
+            .await
+        {
+            Ok(()) => String::new(),
+            Err(e) => format!(
+                "\n(the machine could not be destroyed: {}; the next deploy removes it)",
+                secret::redact(&format!("{e:#}"))
+            ),
+        };
+        let Some(code) = code else {
+            anyhow::bail!(
+                "fly: migrations machine {id} of app {app} finished but fly reported no exit event, so atlas cannot tell whether the migrations succeeded; {logs}"
+            );
+        };
+        Ok(Some(TaskOutput {
+            ok: code == 0,
+            exit_code: Some(code),
+            duration_ms: start.elapsed().as_millis() as u64,
+            output_tail: format!(
+                "migrations ran on fly machine {id} in app {app}: exit code {code}\n{logs}{destroy_note}"
+            ),
+        }))
     }
 
     async fn destroy(&self, app: &str) -> anyhow::Result<Deleted> {
@@ -532,6 +814,37 @@ impl Platform for FlyPlatform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_command_is_a_shell_line_or_a_json_exec_array() {
+        assert_eq!(
+            task_cmd("./migrate up && echo ok").unwrap(),
+            vec!["sh", "-c", "./migrate up && echo ok"]
+        );
+        assert_eq!(
+            task_cmd(r#" ["/app/migrate", "up"]"#).unwrap(),
+            vec!["/app/migrate", "up"]
+        );
+        let e = task_cmd("[not json").unwrap_err();
+        assert!(format!("{e:#}").contains("[database] migrations"), "{e:#}");
+        assert!(task_cmd("[]").is_err());
+    }
+
+    #[test]
+    fn the_exit_code_is_the_newest_exit_events_and_zero_when_omitted() {
+        let events = json!([
+            {"type": "exit", "timestamp": 3, "request": {"exit_event": {"guest_exit_code": 0}}},
+            {"type": "start", "timestamp": 2},
+            {"type": "exit", "timestamp": 1, "request": {"exit_event": {"exit_code": 7}}},
+        ]);
+        assert_eq!(exit_code(&events), Some(0));
+        let events = json!([
+            {"type": "exit", "timestamp": 5, "request": {"MonitorEvent": {"exit_event": {"exit_code": 2}}}},
+        ]);
+        assert_eq!(exit_code(&events), Some(2));
+        assert_eq!(exit_code(&json!([{"type": "start"}])), None);
+        assert_eq!(exit_code(&Value::Null), None);
+    }
 
     #[test]
     fn fly_and_neon_sections_parse_strictly() {

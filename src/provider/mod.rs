@@ -128,6 +128,40 @@ pub struct AppDeployment {
     pub created: bool,
 }
 
+/// A one-off command to run inside the app's own image before the app is updated (Fly's
+/// `release_command` pattern): the preview's migrations, where the machine running Atlas has no
+/// shell or database client (the distroless action container).
+#[derive(Debug, Clone)]
+pub struct TaskRequest {
+    /// The app the task belongs to: the same name the deploy uses.
+    pub app: String,
+    pub pr: Option<u64>,
+    pub sha: String,
+    pub repository: String,
+    /// Image reference (cloud).
+    pub image: Option<String>,
+    /// `sh -c` command line, or a JSON exec array (`["bin", "arg"]`) for images without a shell.
+    pub command: String,
+    /// Secret environment (`DATABASE_URL`, declared preview secrets).
+    pub secrets: BTreeMap<String, Secret>,
+    /// Plain environment.
+    pub env: BTreeMap<String, String>,
+    /// Bound on the whole run, from create to exit.
+    pub timeout: std::time::Duration,
+}
+
+/// How a one-off task ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskOutput {
+    /// Exit code 0.
+    pub ok: bool,
+    pub exit_code: Option<i64>,
+    pub duration_ms: u64,
+    /// The last lines of output, redacted; where the platform keeps logs elsewhere, where to
+    /// read them.
+    pub output_tail: String,
+}
+
 #[async_trait]
 pub trait Platform: Send + Sync {
     /// `fly` or `local-process`.
@@ -139,6 +173,12 @@ pub trait Platform: Send + Sync {
     async fn destroy(&self, app: &str) -> anyhow::Result<Deleted>;
     /// Atlas-owned apps, for the sweep.
     async fn list_apps(&self) -> anyhow::Result<Vec<Owned>>;
+    /// Runs a one-off task in the app's image (ensuring the app and its secrets first).
+    /// `Ok(None)` means the platform has no such thing: the caller runs the command locally.
+    /// A task that ran and exited non-zero is `Ok(Some(TaskOutput { ok: false, .. }))`.
+    async fn run_task(&self, _req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
+        Ok(None)
+    }
 }
 
 /// Live state of a PR, read on every run (reconcile).

@@ -1,11 +1,17 @@
 #![allow(dead_code)]
-//! A stateful fake of the Fly Machines API (apps, secrets, machines, wait): apps are kept per
-//! org, machines carry their config and metadata, a destroyed app is gone. Machines start on
-//! their first `/wait` unless told never to (then `/wait` answers 408, as Fly does when the
-//! wait times out). Every request is validated against the published spec via `openapi::Core`.
+//! A stateful fake of the Fly Machines API (apps, secrets, machines, wait, events): apps are
+//! kept per org, machines carry their config and metadata, a destroyed app is gone. Machines
+//! start on their first `/wait` unless told never to (then `/wait` answers 408, as Fly does when
+//! the wait times out). A one-off task machine (`restart.policy = "no"` and an `init.cmd`)
+//! starts at once, stops after a short delay with an `exit` event (code 0, or the code armed by
+//! `fail_task_with`; like Fly's Go client, a zero code is omitted from the event), and with
+//! `auto_destroy` is destroyed: gone from the list, still readable by id with its events, as
+//! Fly keeps destroyed machines for a while. `/wait?state=stopped` blocks until the task
+//! exits. Every request is validated against the published spec via `openapi::Core`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -19,6 +25,18 @@ pub struct FakeMachine {
     pub config: Value,
     pub region: String,
     pub created_at: String,
+}
+
+impl FakeMachine {
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.config["metadata"][key].as_str()
+    }
+    fn is_task(&self) -> bool {
+        self.config["restart"]["policy"].as_str() == Some("no")
+            && self.config["init"]["cmd"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +54,18 @@ pub struct FlyState {
     pub apps: BTreeMap<String, FakeApp>,
     seq: u64,
     pub never_start: bool,
+    /// Destroyed machines, by (app, id): readable, not listed.
+    pub destroyed: BTreeMap<(String, String), FakeMachine>,
+    /// Every task machine ever created, as created.
+    pub tasks: Vec<FakeMachine>,
+    /// The exit code of the next task machines (0 when unset).
+    pub task_exit: Option<i64>,
+    /// How long a task machine runs before it exits.
+    pub task_delay: Duration,
+    /// Events per machine id, newest first (as Fly lists them).
+    pub events: BTreeMap<String, Vec<Value>>,
+    /// Running task machines: when each exits, and with what code.
+    pending: BTreeMap<String, (Instant, i64)>,
 }
 
 pub struct FakeFly {
@@ -55,6 +85,11 @@ fn machine_json(m: &FakeMachine) -> Value {
            "updated_at": m.created_at, "private_ip": "fdaa::3"})
 }
 
+fn event(id: String, kind: &str, status: &str, request: Value) -> Value {
+    json!({"id": id, "type": kind, "status": status, "source": "flyd",
+           "timestamp": chrono::Utc::now().timestamp_millis(), "request": request})
+}
+
 fn app_json(a: &FakeApp) -> Value {
     json!({"id": a.id, "name": a.name, "status": "deployed", "machine_count": a.machines.len(),
            "organization": {"slug": a.org, "name": a.org}})
@@ -66,12 +101,69 @@ impl FlyState {
         format!("{:014x}", self.seq * 0x9e37)
     }
 
+    /// Task machines whose time has come exit (and, with `auto_destroy`, are destroyed).
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(String, i64)> = self
+            .pending
+            .iter()
+            .filter(|(_, (t, _))| *t <= now)
+            .map(|(id, (_, code))| (id.clone(), *code))
+            .collect();
+        for (id, code) in due {
+            self.pending.remove(&id);
+            let e1 = self.next();
+            let e2 = self.next();
+            let Some(app) = self
+                .apps
+                .values()
+                .find(|a| a.machines.iter().any(|m| m.id == id))
+                .map(|a| a.name.clone())
+            else {
+                continue; // destroyed by hand before it exited
+            };
+            // Fly's Go types serialise exit_code with omitempty: a zero code is absent.
+            let mut exit = json!({"guest_exit_code": code, "oom_killed": false,
+                                  "requested_stop": false,
+                                  "exited_at": chrono::Utc::now().to_rfc3339()});
+            if code != 0 {
+                exit["exit_code"] = json!(code);
+            }
+            let evs = self.events.entry(id.clone()).or_default();
+            evs.insert(0, event(e1, "exit", "stopped", json!({"exit_event": exit})));
+            let a = self.apps.get_mut(&app).unwrap();
+            let i = a.machines.iter().position(|m| m.id == id).unwrap();
+            a.machines[i].state = "stopped".into();
+            if a.machines[i].config["auto_destroy"].as_bool() == Some(true) {
+                let mut m = a.machines.remove(i);
+                evs.insert(0, event(e2, "destroy", "destroyed", json!({})));
+                m.state = "destroyed".into();
+                self.destroyed.insert((app, id), m);
+            }
+        }
+    }
+
+    fn machine_json(&self, m: &FakeMachine) -> Value {
+        let mut v = machine_json(m);
+        v["events"] = json!(self.events.get(&m.id).cloned().unwrap_or_default());
+        v
+    }
+
+    /// A machine of `app`, live or destroyed.
+    fn find(&self, app: &str, id: &str) -> Option<&FakeMachine> {
+        self.apps
+            .get(app)
+            .and_then(|a| a.machines.iter().find(|m| m.id == id))
+            .or_else(|| self.destroyed.get(&(app.to_string(), id.to_string())))
+    }
+
     fn handle(&mut self, r: &FakeRequest) -> FakeResponse {
         let app = r.param("app_name").to_string();
         let op = r.op.operation_id.as_str();
         if r.op.params.contains_key("app_name") && !self.apps.contains_key(&app) {
             return err(404, "app not found");
         }
+        self.tick();
         match op {
             "Apps_create" => {
                 let body = r.body.clone().unwrap_or(Value::Null);
@@ -106,6 +198,7 @@ impl FlyState {
             }
             "Apps_delete" => {
                 self.apps.remove(&app);
+                self.destroyed.retain(|(a, _), _| *a != app);
                 FakeResponse::empty(202)
             }
             "Secrets_update" => {
@@ -131,7 +224,7 @@ impl FlyState {
                 let id = self.next();
                 let inst = self.next();
                 let body = r.body.clone().unwrap_or(Value::Null);
-                let m = FakeMachine {
+                let mut m = FakeMachine {
                     id,
                     instance_id: inst,
                     state: "created".into(),
@@ -139,7 +232,24 @@ impl FlyState {
                     region: body["region"].as_str().unwrap_or("iad").to_string(),
                     created_at: chrono::Utc::now().to_rfc3339(),
                 };
-                let v = machine_json(&m);
+                let e1 = self.next();
+                let mut evs = vec![event(e1, "launch", "created", json!({}))];
+                if m.is_task() {
+                    // A task runs its command at once; it exits after `task_delay`.
+                    let e2 = self.next();
+                    evs.insert(0, event(e2, "start", "started", json!({})));
+                    m.state = "started".into();
+                    self.pending.insert(
+                        m.id.clone(),
+                        (
+                            Instant::now() + self.task_delay,
+                            self.task_exit.unwrap_or(0),
+                        ),
+                    );
+                    self.tasks.push(m.clone());
+                }
+                self.events.insert(m.id.clone(), evs);
+                let v = self.machine_json(&m);
                 self.apps.get_mut(&app).unwrap().machines.push(m);
                 FakeResponse::json(200, v)
             }
@@ -161,6 +271,7 @@ impl FlyState {
                 FakeResponse::json(200, machine_json(m))
             }
             "Machines_delete" => {
+                self.pending.remove(r.param("machine_id"));
                 let a = self.apps.get_mut(&app).unwrap();
                 let before = a.machines.len();
                 a.machines.retain(|m| m.id != r.param("machine_id"));
@@ -168,6 +279,46 @@ impl FlyState {
                     return err(404, "machine not found");
                 }
                 FakeResponse::json(200, json!({"ok": true}))
+            }
+            "Machines_show" => match self.find(&app, r.param("machine_id")) {
+                Some(m) => FakeResponse::json(200, self.machine_json(m)),
+                None => err(404, "machine not found"),
+            },
+            "Machines_list_events" => match self.find(&app, r.param("machine_id")) {
+                Some(m) => FakeResponse::json(
+                    200,
+                    json!(self.events.get(&m.id).cloned().unwrap_or_default()),
+                ),
+                None => err(404, "machine not found"),
+            },
+            "Machines_wait" if r.q("state") == Some("stopped") => {
+                let id = r.param("machine_id").to_string();
+                let timeout: u64 = r.q("timeout").and_then(|t| t.parse().ok()).unwrap_or(60);
+                if timeout > 60 {
+                    return err(400, "timeout must be at most 60 seconds");
+                }
+                let Some(m) = self.find(&app, &id) else {
+                    return err(404, "machine not found");
+                };
+                // Block until the task exits, as Fly does (the delay is short by design).
+                if m.state == "started"
+                    && let Some((t, _)) = self.pending.get(&id).copied()
+                {
+                    let left = t.saturating_duration_since(Instant::now());
+                    if left > Duration::from_secs(timeout) {
+                        return err(408, "deadline_exceeded: machine did not reach stopped");
+                    }
+                    std::thread::sleep(left);
+                    self.tick();
+                }
+                match self.find(&app, &id).map(|m| m.state.as_str()) {
+                    Some("stopped" | "destroyed") => FakeResponse::json(
+                        200,
+                        json!({"ok": true, "state": "stopped", "version": id}),
+                    ),
+                    Some(_) => err(408, "deadline_exceeded: machine did not reach stopped"),
+                    None => err(404, "machine not found"),
+                }
             }
             "Machines_wait" => {
                 let never = self.never_start;
@@ -200,7 +351,10 @@ impl FlyState {
 impl FakeFly {
     pub async fn start(token: &str) -> FakeFly {
         let core = Core::new(Spec::fly(), token);
-        let state = Arc::new(Mutex::new(FlyState::default()));
+        let state = Arc::new(Mutex::new(FlyState {
+            task_delay: Duration::from_millis(40),
+            ..FlyState::default()
+        }));
         let s = state.clone();
         let base = serve(
             core.clone(),
@@ -245,6 +399,23 @@ impl FakeFly {
                 secrets_version: 0,
             },
         );
+    }
+
+    /// Task machines created from now on exit with `code` (0: succeed again).
+    pub fn fail_task_with(&self, code: i64) {
+        self.state.lock().unwrap().task_exit = Some(code);
+    }
+
+    /// Every task machine created so far (as created).
+    pub fn tasks(&self) -> Vec<FakeMachine> {
+        self.state.lock().unwrap().tasks.clone()
+    }
+
+    /// Live machines of every app (task machines included while they exist).
+    pub fn live_machines(&self) -> Vec<FakeMachine> {
+        let mut s = self.state.lock().unwrap();
+        s.tick();
+        s.apps.values().flat_map(|a| a.machines.clone()).collect()
     }
 
     pub fn set_never_start(&self, yes: bool) {
