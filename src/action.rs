@@ -41,12 +41,16 @@ fn repository(ctx: &Ctx) -> anyhow::Result<String> {
 /// Neon + Fly + GitHub from the inputs. Fails (naming the input) before any network call.
 pub fn cloud_providers(ctx: &Ctx) -> anyhow::Result<Providers> {
     ctx.config.require_cloud()?;
-    ctx.config.require_github_token()?;
+    build_cloud(ctx, &ctx.config)
+}
+
+fn build_cloud(ctx: &Ctx, config: &crate::config::Config) -> anyhow::Result<Providers> {
+    config.require_github_token()?;
     let repo = repository(ctx)?;
     let policy = retry_policy();
-    let forge = GithubForge::from_env(&ctx.github, &ctx.config)?.with_policy(policy.clone());
-    let database = NeonDatabase::new(&ctx.config.neon, &ctx.settings, &repo, policy.clone())?;
-    let platform = FlyPlatform::new(&ctx.config.fly, &ctx.settings, &repo, policy)?;
+    let forge = GithubForge::from_env(&ctx.github, config)?.with_policy(policy.clone());
+    let database = NeonDatabase::new(&config.neon, &ctx.settings, &repo, policy.clone())?;
+    let platform = FlyPlatform::new(&config.fly, &ctx.settings, &repo, policy)?;
     Ok(Providers {
         database: Box::new(database),
         platform: Box::new(platform),
@@ -275,19 +279,7 @@ fn cloud_providers_for_sweep(ctx: &Ctx) -> anyhow::Result<Providers> {
         c.image = Some("unused-by-sweep".into());
     }
     c.require_cloud()?;
-    c.require_github_token()?;
-    let repo = repository(ctx)?;
-    let policy = retry_policy();
-    Ok(Providers {
-        forge: Box::new(GithubForge::from_env(&ctx.github, &c)?.with_policy(policy.clone())),
-        database: Box::new(NeonDatabase::new(
-            &c.neon,
-            &ctx.settings,
-            &repo,
-            policy.clone(),
-        )?),
-        platform: Box::new(FlyPlatform::new(&c.fly, &ctx.settings, &repo, policy)?),
-    })
+    build_cloud(ctx, &c)
 }
 
 /// `atlas sweep [--dry-run] [--local]`.

@@ -820,25 +820,30 @@ fn sigterm_mid_release_tears_every_process_down() {
     let child = cmd.spawn().unwrap();
     // wait until QA and both production processes run
     let apps = dir.path().join("state/apps");
-    let mut ports = Vec::new();
+    let mut procs: Vec<(u64, i32)> = Vec::new();
     for _ in 0..300 {
         std::thread::sleep(std::time::Duration::from_millis(50));
-        ports = std::fs::read_dir(&apps)
+        procs = std::fs::read_dir(&apps)
             .map(|rd| {
                 rd.flatten()
                     .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
                     .filter_map(|e| std::fs::read_to_string(e.path()).ok())
                     .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .map(|v| v["port"].as_u64().unwrap())
+                    .map(|v| {
+                        (
+                            v["port"].as_u64().unwrap(),
+                            v["pid"].as_i64().unwrap() as i32,
+                        )
+                    })
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
-        if ports.len() == 3 {
+        if procs.len() == 3 {
             break;
         }
     }
     assert_eq!(
-        ports.len(),
+        procs.len(),
         3,
         "qa and two production processes never started"
     );
@@ -850,8 +855,29 @@ fn sigterm_mid_release_tears_every_process_down() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("interrupted (SIGTERM)"), "{err}");
-    for p in ports {
-        assert!(!port_open(&format!("127.0.0.1:{p}")), "port {p} still open");
+    // Check the processes themselves: a freed port can be taken at once by another test's app
+    // running in parallel, so "port closed" would be a flaky proxy for "process gone".
+    for (port, pid) in procs {
+        // A killed process may linger as a zombie until its new parent reaps it: that is gone.
+        let state_of = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next()))
+                .flatten()
+        };
+        let mut state = state_of();
+        for _ in 0..30 {
+            if matches!(state, None | Some('Z') | Some('X')) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            state = state_of();
+        }
+        assert!(
+            matches!(state, None | Some('Z') | Some('X')),
+            "process {pid} (port {port}) still running (state {state:?}): {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+        );
     }
 }
 

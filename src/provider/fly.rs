@@ -148,6 +148,32 @@ pub struct FlyPlatform {
     poll: Duration,
 }
 
+/// The Machines API client from the `fly_*` inputs (shared by previews and the verify fleet);
+/// `purpose` completes the missing-token error ("for a fly preview").
+pub fn api_client(
+    access: &FlyAccess,
+    policy: RetryPolicy,
+    purpose: &str,
+) -> anyhow::Result<Client> {
+    let token = access
+        .api_token
+        .as_ref()
+        .with_context(|| format!("input `fly_api_token` is required {purpose}"))?;
+    // Fly's own tokens may already carry their scheme (`FlyV1 fm2_...`).
+    let auth = if token.expose().starts_with("FlyV1 ") {
+        token.clone()
+    } else {
+        Client::bearer(token)
+    };
+    Client::new(
+        "fly",
+        &access.api_url,
+        Some(auth),
+        policy,
+        Timeouts::default(),
+    )
+}
+
 impl FlyPlatform {
     /// Builds the provider from the `fly_*` inputs; `repository` (`owner/name`) names the apps
     /// (through `naming::prefix`) and goes into the machines' metadata.
@@ -157,27 +183,11 @@ impl FlyPlatform {
         repository: &str,
         policy: RetryPolicy,
     ) -> anyhow::Result<Self> {
-        let token = access
-            .api_token
-            .as_ref()
-            .context("input `fly_api_token` is required for a fly preview")?;
         let org = access
             .org
             .clone()
             .context("input `fly_org` is required for a fly preview")?;
-        // Fly's own tokens may already carry their scheme (`FlyV1 fm2_...`).
-        let auth = if token.expose().starts_with("FlyV1 ") {
-            token.clone()
-        } else {
-            Client::bearer(token)
-        };
-        let client = Client::new(
-            "fly",
-            &access.api_url,
-            Some(auth),
-            policy,
-            Timeouts::default(),
-        )?;
+        let client = api_client(access, policy, "for a fly preview")?;
         let probe = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))

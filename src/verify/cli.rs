@@ -256,14 +256,9 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
     } else {
         Mode::Verify
     };
-    let mut settings = ctx.settings.clone();
+    // `Ctx::load` already applied the `baseline` / `regression_threshold` inputs.
+    let settings = ctx.settings.clone();
     settings.verify.validate()?;
-    if let Some(t) = ctx.config.regression_threshold {
-        settings.baseline.threshold_pct = t;
-    }
-    if let Some(b) = &ctx.config.baseline {
-        settings.baseline.path = b.clone();
-    }
     let image = ctx
         .config
         .image

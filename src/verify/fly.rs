@@ -70,22 +70,8 @@ impl FlyFleet {
         prefix: &str,
         policy: RetryPolicy,
     ) -> anyhow::Result<FlyFleet> {
-        let token = access
-            .api_token
-            .as_ref()
-            .context("input `fly_api_token` is required to verify or release on fly")?;
-        let auth = if token.expose().starts_with("FlyV1 ") {
-            token.clone()
-        } else {
-            Client::bearer(token)
-        };
-        let client = Client::new(
-            "fly",
-            &access.api_url,
-            Some(auth),
-            policy,
-            Timeouts::default(),
-        )?;
+        let client =
+            crate::provider::fly::api_client(access, policy, "to verify or release on fly")?;
         let v = &settings.verify;
         let qa_app = v.qa_app.clone().unwrap_or_else(|| format!("{prefix}-qa"));
         let production_app = v

@@ -42,6 +42,10 @@ pub struct LocalFleet {
     health_path: String,
     health_timeout: Duration,
     running: Mutex<BTreeMap<String, Running>>,
+    /// Every instance a deploy was started for, recorded before the deploy is awaited: a deploy
+    /// interrupted after its process started (Ctrl-C during readiness) is never in `running`,
+    /// and teardown must stop it all the same.
+    attempted: Mutex<std::collections::BTreeSet<String>>,
     qa_created: std::sync::atomic::AtomicBool,
 }
 
@@ -62,6 +66,7 @@ impl LocalFleet {
             health_path: settings.app.health_path.clone(),
             health_timeout: settings.verify.health_timeout,
             running: Mutex::new(BTreeMap::new()),
+            attempted: Mutex::new(std::collections::BTreeSet::new()),
             qa_created: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -79,6 +84,10 @@ impl LocalFleet {
         if let Some(db) = db {
             secrets.insert("DATABASE_URL".to_string(), db.clone());
         }
+        self.attempted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
         let d = self
             .platform
             .deploy(&DeployRequest {
@@ -121,7 +130,14 @@ impl LocalFleet {
 
     /// Stops every process this fleet started and deletes the QA branch. Returns what survived.
     pub async fn teardown(&self) -> Vec<String> {
-        let ids: Vec<String> = self.lock().keys().cloned().collect();
+        let mut ids: std::collections::BTreeSet<String> = self.lock().keys().cloned().collect();
+        ids.extend(
+            self.attempted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
         let mut survivors = Vec::new();
         for id in ids {
             if let Err(e) = self.platform.destroy(&self.app(&id)).await {
