@@ -101,6 +101,7 @@ async fn open_model_shows_a_periodic_freeze_in_the_tail() {
     );
     let s = run(&open(200.0, 10_000, 0, 50), &server.url).await;
     let d = &s.metrics.http_req_duration;
+    eprintln!("freeze: {d:?}");
     for (got, want) in [
         (d.p90.unwrap(), 500.0),
         (d.p95, 750.0),
@@ -206,6 +207,36 @@ async fn scenario_sends_method_headers_body_and_checks_the_expected_status() {
     let kinds = &s.run.as_ref().unwrap().error_kinds;
     assert_eq!(s.metrics.errors.rate, 1.0);
     assert!(kinds.contains_key("status 201 (expected 200)"), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_closing_idle_connections_costs_no_errors_for_idempotent_requests() {
+    let _g = serial();
+    // 10 connections at 20 req/s: each connection idles about 500 ms between requests, and the
+    // server closes it after 50 ms, so nearly every request meets a connection the server has
+    // already closed (the keep-alive race). GET is sent again on a new connection.
+    let server = idle_closing_server(Duration::from_millis(50));
+    let s = run(&open(20.0, 1500, 0, 10), &server.url).await;
+    assert!(s.metrics.http_reqs.total >= 28, "{s:#?}");
+    assert_eq!(s.metrics.errors.count, Some(0), "{:?}", s.run);
+    assert!(
+        server.requests.load(std::sync::atomic::Ordering::Relaxed) >= 28,
+        "every request reached the server"
+    );
+
+    // POST is not idempotent: the race is an error, never a silent resend.
+    let mut settings = open(20.0, 1500, 0, 10);
+    settings.requests = vec![RequestSpec {
+        method: "POST".into(),
+        body: Some("x".into()),
+        ..RequestSpec::default()
+    }];
+    let s = run(&settings, &server.url).await;
+    let kinds = &s.run.as_ref().unwrap().error_kinds;
+    assert!(
+        kinds.get("connection closed").copied().unwrap_or(0) >= 10,
+        "{kinds:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -653,6 +684,86 @@ fn atlas(dir: &Path, args: &[&str]) -> std::process::Output {
         .env("HOME", dir)
         .output()
         .unwrap()
+}
+
+#[test]
+fn https_targets_are_verified_against_the_system_roots() {
+    let _g = serial();
+    let server = tls_server();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls/ca.pem");
+    let args = [
+        "load",
+        "--target",
+        &server.url,
+        "--rate",
+        "100",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--connections",
+        "4",
+        "--out",
+        "summary.json",
+    ];
+    // trusted through SSL_CERT_FILE, as on a runner with a corporate CA installed.
+    let out = Command::new(env!("CARGO_BIN_EXE_atlas"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let s =
+        parse_summary(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s.metrics.errors.count, Some(0), "{:?}", s.run);
+    assert!(s.metrics.http_reqs.total >= 95, "{s:#?}");
+    assert!(
+        s.source
+            .as_ref()
+            .unwrap()
+            .target
+            .as_deref()
+            .unwrap()
+            .starts_with("https://localhost:"),
+        "{:?}",
+        s.source
+    );
+
+    // the same server with only the system roots: every request fails on the certificate,
+    // and the error says so.
+    let empty = dir.path().join("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_atlas"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("SSL_CERT_FILE", &empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "a load test reports errors, it does not fail: {stderr}"
+    );
+    let s =
+        parse_summary(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s.metrics.errors.rate, 1.0, "{:?}", s.run);
+    let kinds = &s.run.as_ref().unwrap().error_kinds;
+    assert!(
+        !kinds.is_empty()
+            && kinds
+                .keys()
+                .all(|k| k.starts_with("tls: invalid certificate")),
+        "{kinds:?}"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The load generator: keep-alive HTTP/1.1 connections driven by hyper's connection API (no
-//! pool, no per-request allocation beyond the request itself), one task per connection.
+//! The load generator: keep-alive HTTP/1.1 connections, one task per connection, each request
+//! serialised once before the test and sent as one write (see `wire`).
 //!
 //! Open model (default): request `i` is scheduled at `start + i / rate`; whichever connection is
 //! free takes the next scheduled request, so the number of connections is the in-flight cap.
@@ -19,16 +19,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 
 use super::summary::{
     EndpointSummary, Errors, GeneratorInfo, Metrics, RunInfo, Shape, Source, Summary, Trend,
 };
+use super::wire::{Conn, Failure};
 
 /// How early a worker wakes before a request's scheduled time. tokio's timer wheel ticks every
 /// millisecond and rounds deadlines up, and the driver's epoll timeout rounds up again, so a
@@ -197,21 +194,12 @@ struct Target {
 struct Endpoint {
     name: String,
     method: http::Method,
-    uri: http::Uri,
-    headers: http::HeaderMap,
-    body: Bytes,
+    /// The whole request as sent: request line, headers and body.
+    wire: Vec<u8>,
     expect: Option<u16>,
 }
 
 impl Endpoint {
-    fn request(&self) -> http::Request<Full<Bytes>> {
-        let mut r = http::Request::new(Full::new(self.body.clone()));
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.headers_mut() = self.headers.clone();
-        r
-    }
-
     fn ok(&self, status: u16) -> Result<(), String> {
         match self.expect {
             Some(e) if e == status => Ok(()),
@@ -219,6 +207,24 @@ impl Endpoint {
             None if (200..400).contains(&status) => Ok(()),
             None => Err(format!("status {status}")),
         }
+    }
+
+    /// A request whose response never has a body.
+    fn head(&self) -> bool {
+        self.method == http::Method::HEAD
+    }
+
+    /// Whether the request may be sent again after the keep-alive race (RFC 9110 9.2.2).
+    fn idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::PUT
+                | http::Method::DELETE
+                | http::Method::TRACE
+        )
     }
 }
 
@@ -283,6 +289,8 @@ fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target
             .with_context(|| format!("load request path {:?} is not a valid path", s.path))?;
         let method = http::Method::from_bytes(s.method.to_ascii_uppercase().as_bytes())
             .with_context(|| format!("load request method {:?} is not an http method", s.method))?;
+        // Names and values go through `http`'s validation: a scenario cannot smuggle a CR/LF
+        // into the request.
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::HOST, host_value.clone());
         headers.insert(
@@ -300,7 +308,7 @@ fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target
                 .with_context(|| format!("load request header {k:?} has an invalid value"))?;
             headers.insert(name, value);
         }
-        let body = Bytes::from(s.body.clone().unwrap_or_default());
+        let body = s.body.clone().unwrap_or_default().into_bytes();
         if !body.is_empty()
             || matches!(
                 method,
@@ -312,15 +320,23 @@ fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target
                 http::HeaderValue::from(body.len()),
             );
         }
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut wire = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
+        for (name, value) in &headers {
+            wire.extend_from_slice(name.as_str().as_bytes());
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(value.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(&body);
         endpoints.push(Endpoint {
             name: s
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("{} {}", method, s.path)),
             method,
-            uri,
-            headers,
-            body,
+            wire,
             expect: s.expect,
         });
     }
@@ -346,79 +362,48 @@ fn is_sensitive_header(name: &str) -> bool {
             .any(|w| n.contains(w))
 }
 
-type Sender = http1::SendRequest<Full<Bytes>>;
-
-/// The connection's driver. It is polled by the worker itself, next to its request, rather than
-/// spawned: one task per connection instead of two halves waking each other every request.
-type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Result<()>> + Send>>;
-
-struct Conn {
-    tx: Sender,
-    driver: Driver,
-}
-
 async fn connect(t: &Target) -> Result<Conn, String> {
     let tcp = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
         .await
         .map_err(|e| format!("connect: {}", e.kind()))?;
     let _ = tcp.set_nodelay(true);
     match &t.tls {
-        None => {
-            let (tx, conn) = http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(|_| "handshake".to_string())?;
-            Ok(Conn {
-                tx,
-                driver: Box::pin(conn),
-            })
-        }
+        None => Ok(Conn::new(Box::new(tcp))),
         Some((connector, name)) => {
             let tls = connector
                 .connect(name.clone(), tcp)
                 .await
-                .map_err(|_| "tls".to_string())?;
-            let (tx, conn) = http1::handshake(TokioIo::new(tls))
+                .map_err(|e| tls_kind(&e))?;
+            Ok(Conn::new(Box::new(tls)))
+        }
+    }
+}
+
+/// The error kind of a failed TLS handshake: a certificate problem is worth telling apart
+/// from a connection that went away.
+fn tls_kind(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(c)) => format!("tls: invalid certificate ({c:?})"),
+        Some(_) => "tls: handshake failed".into(),
+        None => format!("tls: {}", e.kind()),
+    }
+}
+
+/// One request on `c`, sent once more on a new connection after the keep-alive race.
+async fn send(t: &Target, e: &Endpoint, c: &mut Conn) -> Result<u16, String> {
+    match c.exchange(&e.wire, e.head()).await {
+        Ok(status) => Ok(status),
+        Err(Failure::Stale) if e.idempotent() => {
+            // the server closed the idle connection without reading the request.
+            *c = connect(t).await?;
+            c.exchange(&e.wire, e.head())
                 .await
-                .map_err(|_| "handshake".to_string())?;
-            Ok(Conn {
-                tx,
-                driver: Box::pin(conn),
-            })
+                .map_err(|f| f.kind().to_string())
         }
-    }
-}
-
-/// Sends one request on `conn` and reads the whole response, driving the connection meanwhile.
-async fn exchange(conn: &mut Conn, req: http::Request<Full<Bytes>>) -> Result<u16, String> {
-    let Conn { tx, driver } = conn;
-    let request = async {
-        tx.ready().await.map_err(|e| hyper_kind(&e))?;
-        let resp = tx.send_request(req).await.map_err(|e| hyper_kind(&e))?;
-        let status = resp.status().as_u16();
-        let mut body = resp.into_body();
-        // read and drop the body frame by frame: nothing is kept.
-        while let Some(frame) = body.frame().await {
-            frame.map_err(|e| hyper_kind(&e))?;
-        }
-        Ok::<u16, String>(status)
-    };
-    tokio::select! {
-        biased;
-        r = request => r,
-        r = driver => match r {
-            Ok(()) => Err("connection closed".into()),
-            Err(e) => Err(hyper_kind(&e)),
-        },
-    }
-}
-
-fn hyper_kind(e: &hyper::Error) -> String {
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-        "connection closed".into()
-    } else if e.is_parse() {
-        "invalid response".into()
-    } else {
-        "http error".into()
+        Err(f) => Err(f.kind().to_string()),
     }
 }
 
@@ -581,7 +566,7 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
         let mut outcome: Result<u16, String> = Err(String::new());
         let mut sent = Instant::now();
         let mut cut_at_end = false;
-        if conn.as_ref().is_none_or(|c| c.tx.is_closed()) {
+        if conn.as_ref().is_none_or(|c| !c.reusable()) {
             conn = None;
             match tokio::time::timeout_at(
                 s.hard_stop.min(sent + s.timeout).into(),
@@ -597,13 +582,12 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
         }
         if let Some(c) = conn.as_mut() {
             sent = Instant::now();
-            let req = s.endpoints[ep].request();
             timer
                 .as_mut()
                 .reset(s.hard_stop.min(sent + s.timeout).into());
             tokio::select! {
                 biased;
-                r = exchange(c, req) => outcome = r,
+                r = send(&s.target, &s.endpoints[ep], c) => outcome = r,
                 _ = &mut timer => {
                     if Instant::now() >= s.hard_stop {
                         cut_at_end = true;

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod generator;
 pub mod stats;
 pub mod summary;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

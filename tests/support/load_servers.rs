@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,6 +28,12 @@ pub struct Server {
 
 /// Starts a server; it lives until the test process exits.
 pub fn serve(handler: Handler) -> Server {
+    serve_with_idle_timeout(handler, None)
+}
+
+/// [`serve`], closing a keep-alive connection that stays idle for `idle`, as Node (5 s), nginx
+/// (75 s) and most proxies do.
+pub fn serve_with_idle_timeout(handler: Handler, idle: Option<Duration>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let requests = Arc::new(AtomicU64::new(0));
@@ -36,6 +43,7 @@ pub fn serve(handler: Handler) -> Server {
             let Ok(stream) = stream else { continue };
             let handler = handler.clone();
             let count = count.clone();
+            let _ = stream.set_read_timeout(idle);
             std::thread::spawn(move || connection(stream, handler, count));
         }
     });
@@ -108,21 +116,83 @@ pub fn delay_server(delay: Duration) -> Server {
 /// A server that freezes for `freeze` out of every `period`, starting `offset` into each period
 /// (the clock starts at the first request): a request arriving during a freeze is answered when
 /// the freeze ends.
+///
+/// Unlike `serve`, this is one thread with an event loop: with a thread per connection, the end
+/// of a freeze made 50 threads runnable at once on a 2-core machine, and the generator under
+/// test waited tens of milliseconds for a time slice, which showed up in the very tail the test
+/// measures. Here one thread writes the held responses; tokio's timer ends a freeze up to 1 ms
+/// late, well inside the test's tolerance.
 pub fn freeze_server(period: Duration, freeze: Duration, offset: Duration) -> Server {
-    let epoch: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
-    serve(Arc::new(move |_req: &Req| {
-        let e = *epoch.get_or_init(Instant::now);
-        let since = e.elapsed().as_nanos() as u64;
-        let phase = since % period.as_nanos() as u64;
-        let (from, to) = (
-            offset.as_nanos() as u64,
-            (offset + freeze).as_nanos() as u64,
-        );
-        if phase >= from && phase < to {
-            std::thread::sleep(Duration::from_nanos(to - phase));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicU64::new(0));
+    let count = requests.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let epoch: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let epoch = epoch.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    frozen_connection(stream, epoch, count, period, freeze, offset).await;
+                });
+            }
+        });
+    });
+    Server { url, requests }
+}
+
+/// Bodiless requests only (the freeze test sends GET /).
+async fn frozen_connection(
+    mut stream: tokio::net::TcpStream,
+    epoch: Arc<OnceLock<Instant>>,
+    count: Arc<AtomicU64>,
+    period: Duration,
+    freeze: Duration,
+    offset: Duration,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            count.fetch_add(1, Ordering::Relaxed);
+            let e = *epoch.get_or_init(Instant::now);
+            let since = e.elapsed().as_nanos() as u64;
+            let phase = since % period.as_nanos() as u64;
+            let (from, to) = (
+                offset.as_nanos() as u64,
+                (offset + freeze).as_nanos() as u64,
+            );
+            if phase >= from && phase < to {
+                tokio::time::sleep(Duration::from_nanos(to - phase)).await;
+            }
+            let resp = b"HTTP/1.1 200 X\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
+            if stream.write_all(resp).await.is_err() {
+                return;
+            }
         }
-        (200, "ok".into())
-    }))
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// 200 to everything, closing connections idle for `idle`; counts the connections accepted.
+pub fn idle_closing_server(idle: Duration) -> Server {
+    serve_with_idle_timeout(Arc::new(|_req: &Req| (200, "ok".into())), Some(idle))
 }
 
 /// Status by path: `/fail` answers 500, `/missing` 404, anything else 200.
@@ -156,4 +226,82 @@ pub fn closed_port_url() -> String {
     let addr = l.local_addr().unwrap();
     drop(l);
     format!("http://{addr}")
+}
+
+/// An HTTPS server on 127.0.0.1 with the test-only certificate in `tests/support/tls` (valid
+/// for `localhost` and `127.0.0.1`, signed by `ca.pem`). It answers every request with a
+/// chunked `200`, so the TLS path also exercises chunked bodies. The url uses `localhost`.
+pub fn tls_server() -> Server {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("https://localhost:{port}");
+    let requests = Arc::new(AtomicU64::new(0));
+    let count = requests.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    // a client that rejects the certificate ends the handshake here.
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    chunked_connection(tls, count).await;
+                });
+            }
+        });
+    });
+    Server { url, requests }
+}
+
+/// Bodiless requests, each answered `200` with a chunked body.
+async fn chunked_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    count: Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            count.fetch_add(1, Ordering::Relaxed);
+            let resp = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+            if stream.write_all(resp).await.is_err() || stream.flush().await.is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
