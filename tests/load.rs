@@ -535,6 +535,66 @@ fn with_four_runs_a_rank_test_must_confirm_a_latency_regression() {
     assert_eq!(c.verdict, Verdict::Inconclusive);
 }
 
+/// A server answering after `delay` that logs `label` and the time of every request it gets.
+fn logging_delay_server(
+    label: &'static str,
+    delay: Duration,
+    log: std::sync::Arc<Mutex<Vec<(&'static str, std::time::Instant)>>>,
+) -> Server {
+    serve(std::sync::Arc::new(move |_req: &Req| {
+        log.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((label, std::time::Instant::now()));
+        std::thread::sleep(delay);
+        (200, "ok".into())
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_paired_mode_alternates_and_needs_the_rank_test_to_fail() {
+    let _g = serial();
+    let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let base = logging_delay_server("base", Duration::from_millis(5), log.clone());
+    let slow = logging_delay_server("slow", Duration::from_millis(25), log.clone());
+    let same = logging_delay_server("same", Duration::from_millis(5), log.clone());
+    let mut settings = open(200.0, 600, 0, 10);
+    settings.runs = 4;
+    let gate = GateSettings::default();
+
+    // a candidate 20 ms slower on every request: every candidate run is slower than every
+    // baseline run, so the rank test confirms (p = 1/70) and the gate fails.
+    let p = atlas::load::paired(&settings, &slow.url, &base.url, &gate)
+        .await
+        .unwrap();
+    let c = &p.comparison;
+    assert_eq!(c.verdict, Verdict::Fail, "{}", c.to_text());
+    let p95 = c.metrics.iter().find(|m| m.name == "p95").unwrap();
+    assert!((p95.p_value.unwrap() - 1.0 / 70.0).abs() < 1e-9, "{p95:?}");
+    assert_eq!(p.baseline.runs.len(), 4);
+    assert_eq!(p.current.runs.len(), 4);
+    // baseline and candidate took turns: four blocks each, baseline first.
+    let order: Vec<&str> = {
+        let log = log.lock().unwrap();
+        let mut order: Vec<&str> = Vec::new();
+        for (label, _) in log.iter() {
+            if order.last() != Some(label) {
+                order.push(label);
+            }
+        }
+        order
+    };
+    assert_eq!(
+        order,
+        ["base", "slow", "base", "slow", "base", "slow", "base", "slow"]
+    );
+
+    // the same service behind two URLs passes: no false alarm from alternation itself.
+    let p = atlas::load::paired(&settings, &same.url, &base.url, &gate)
+        .await
+        .unwrap();
+    assert_eq!(p.comparison.verdict, Verdict::Pass, "{}", p.comparison.to_text());
+}
+
 #[test]
 fn median_of_runs_gates_on_the_median() {
     let runs: Vec<Summary> = [100.0, 300.0, 110.0]
