@@ -562,14 +562,16 @@ async fn live_paired_mode_alternates_and_needs_the_rank_test_to_fail() {
     let gate = GateSettings::default();
 
     // a candidate 20 ms slower on every request: every candidate run is slower than every
-    // baseline run, so the rank test confirms (p = 1/70) and the gate fails.
+    // baseline run, so the rank test confirms (p = 1/70, a little more when HDR buckets make
+    // ties) and the gate fails.
     let p = atlas::load::paired(&settings, &slow.url, &base.url, &gate)
         .await
         .unwrap();
     let c = &p.comparison;
     assert_eq!(c.verdict, Verdict::Fail, "{}", c.to_text());
     let p95 = c.metrics.iter().find(|m| m.name == "p95").unwrap();
-    assert!((p95.p_value.unwrap() - 1.0 / 70.0).abs() < 1e-9, "{p95:?}");
+    assert!(p95.p_value.unwrap() < 0.02, "{p95:?}");
+    assert_eq!(p95.verdict, Verdict::Fail, "{p95:?}");
     assert_eq!(p.baseline.runs.len(), 4);
     assert_eq!(p.current.runs.len(), 4);
     // baseline and candidate took turns: four blocks each, baseline first.
@@ -585,14 +587,21 @@ async fn live_paired_mode_alternates_and_needs_the_rank_test_to_fail() {
     };
     assert_eq!(
         order,
-        ["base", "slow", "base", "slow", "base", "slow", "base", "slow"]
+        [
+            "base", "slow", "base", "slow", "base", "slow", "base", "slow"
+        ]
     );
 
     // the same service behind two URLs passes: no false alarm from alternation itself.
     let p = atlas::load::paired(&settings, &same.url, &base.url, &gate)
         .await
         .unwrap();
-    assert_eq!(p.comparison.verdict, Verdict::Pass, "{}", p.comparison.to_text());
+    assert_eq!(
+        p.comparison.verdict,
+        Verdict::Pass,
+        "{}",
+        p.comparison.to_text()
+    );
 }
 
 #[test]

@@ -250,8 +250,12 @@ impl Conn {
         }
     }
 
-    /// More body bytes, or a failure: EOF inside a body is a truncated response.
+    /// More body bytes, or a failure: EOF inside a body is a truncated response. Framing that
+    /// never ends (a chunk-size line without its CRLF) stops at MAX_HEAD bytes.
     async fn more(&mut self) -> Result<(), Failure> {
+        if self.end - self.start >= MAX_HEAD {
+            return Err(Failure::Kind("invalid response"));
+        }
         match self.fill().await {
             Ok(true) => Ok(()),
             Ok(false) => Err(Failure::Kind("connection closed")),
@@ -549,6 +553,23 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
             let line = b"x-filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
             while s.write_all(line).await.is_ok() {}
+        });
+        assert_eq!(
+            ex(&mut c, GET, false).await,
+            Err(Failure::Kind("invalid response"))
+        );
+        assert!(c.buf.len() <= 2 * MAX_HEAD);
+    }
+
+    #[tokio::test]
+    async fn an_endless_chunk_size_line_is_invalid_too() {
+        let (mut c, mut s) = pair();
+        tokio::spawn(async move {
+            read_request(&mut s, GET.len()).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;")
+                .await
+                .unwrap();
+            while s.write_all(&[b'x'; 1024]).await.is_ok() {}
         });
         assert_eq!(
             ex(&mut c, GET, false).await,
