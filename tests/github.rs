@@ -9,7 +9,7 @@ mod openapi;
 mod fake_github;
 
 use atlas::http::RetryPolicy;
-use atlas::provider::github::{ACTIONS_BOT, GithubForge};
+use atlas::provider::github::{ACTIONS_BOT, Author, GithubForge};
 use atlas::provider::{DeployState, Forge};
 use atlas::secret::Secret;
 use axum::http::Method;
@@ -150,9 +150,10 @@ async fn racing_runs_keep_the_oldest_comment() {
 }
 
 #[tokio::test]
-async fn installation_tokens_fall_back_to_the_actions_bot() {
+async fn installation_tokens_own_the_marker_comments_an_app_wrote() {
     let (gh, forge) = setup(None).await;
-    assert_eq!(forge.identity().await.unwrap(), ACTIONS_BOT);
+    assert_eq!(forge.identity().await.unwrap(), Author::App);
+    // a person quoting the marker (or trying to take the comment over) is not us.
     gh.add_comment(7, "someone", &format!("{MARKER} spoof"));
     let r = forge
         .upsert_comment(7, MARKER, "body without marker")
@@ -166,9 +167,55 @@ async fn installation_tokens_fall_back_to_the_actions_bot() {
         "the marker is added: {}",
         ours.body
     );
+    assert!(
+        c.iter().any(|c| c.body == format!("{MARKER} spoof")),
+        "untouched"
+    );
     // GET /user is asked once per client.
-    forge.upsert_comment(7, MARKER, "again").await.unwrap();
+    let again = forge.upsert_comment(7, MARKER, "again").await.unwrap();
+    assert_eq!(again.id, r.id);
     assert_eq!(gh.with(|s| s.calls_matching("GET /user")), 1);
+    assert_clean(&gh);
+}
+
+#[tokio::test]
+async fn a_custom_github_app_finds_its_own_comment_on_the_next_run() {
+    // An installation token of the team's own app: comments are written as `<slug>[bot]`,
+    // which the token cannot look up.
+    let gh = FakeGithub::start(REPO, None).await;
+    gh.with(|s| s.author = "acme-previews[bot]".into());
+    gh.add_comment(7, "someone", &format!("{MARKER} quoted in a review"));
+    for run in 0..3 {
+        // every run is a new process with a new client.
+        let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
+            .unwrap()
+            .with_policy(RetryPolicy::fast());
+        let r = forge
+            .upsert_comment(7, MARKER, &format!("{MARKER}\nrun {run}"))
+            .await
+            .unwrap();
+        assert_eq!(r.action, if run == 0 { "created" } else { "updated" });
+    }
+    let c = gh.with(|s| s.comments_on(7));
+    let ours: Vec<_> = c
+        .iter()
+        .filter(|c| c.user == "acme-previews[bot]")
+        .collect();
+    assert_eq!(ours.len(), 1, "one sticky comment, not one per run: {c:#?}");
+    assert!(ours[0].body.ends_with("run 2"));
+    assert_eq!(c.len(), 2, "the person's comment is left alone");
+
+    // a pinned login (`with_identity`) matches that login only.
+    let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
+        .unwrap()
+        .with_policy(RetryPolicy::fast())
+        .with_identity("acme-previews[bot]");
+    let r = forge
+        .upsert_comment(7, MARKER, &format!("{MARKER}\nrun 3"))
+        .await
+        .unwrap();
+    assert_eq!(r.action, "updated");
+    assert_eq!(gh.with(|s| s.calls_matching("GET /user")), 3);
     assert_clean(&gh);
 }
 

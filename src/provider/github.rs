@@ -10,11 +10,13 @@
 //! the redacted response body.
 //!
 //! Identity: the sticky comment is the one that carries the hidden marker AND was written by the
-//! token's own identity (`GET /user`). The workflow's `GITHUB_TOKEN` is a GitHub App installation
-//! token, for which `GET /user` answers 403 ("Resource not accessible by integration"); its
-//! comments are authored by `github-actions[bot]`, so that login is the fallback. A custom GitHub
-//! App's installation token writes as `<app-slug>[bot]` and cannot discover that slug without the
-//! app's JWT (`GET /app`): pass it with [`GithubForge::with_identity`].
+//! token's own identity (`GET /user`, for a personal or fine-grained token). An installation
+//! token (the workflow's `GITHUB_TOKEN`, or a custom GitHub App's) gets 403 there ("Resource not
+//! accessible by integration") and cannot learn its own `<app-slug>[bot]` login without the app's
+//! JWT (`GET /app`). For those, ours is a marker comment written by an app (`type: Bot`): only an
+//! installed app can write as a bot, so a person quoting the marker never takes the comment over,
+//! and a custom app finds its own comment on the next run instead of adding a second one.
+//! [`GithubForge::with_identity`] pins one login.
 //!
 //! ## How preview dispatch drives it (`up`, in order)
 //! 1. `GithubForge::from_env(&ctx.github, &ctx.config)` (inside the Tokio runtime);
@@ -78,7 +80,29 @@ pub struct GithubForge {
     /// `owner/name`.
     repository: String,
     policy: RetryPolicy,
-    identity: OnceCell<String>,
+    identity: OnceCell<Author>,
+}
+
+/// Whose marker comments are ours (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Author {
+    /// This login exactly.
+    Login(String),
+    /// An installation token: any app (`type: Bot`).
+    App,
+}
+
+impl Author {
+    fn wrote(&self, comment: &Value) -> bool {
+        let login = comment["user"]["login"].as_str();
+        match self {
+            Author::Login(me) => login == Some(me.as_str()),
+            Author::App => {
+                comment["user"]["type"].as_str() == Some("Bot")
+                    && login.is_some_and(|l| l.ends_with("[bot]"))
+            }
+        }
+    }
 }
 
 impl GithubForge {
@@ -139,7 +163,7 @@ impl GithubForge {
     /// `<slug>[bot]` login).
     pub fn with_identity(self, login: &str) -> Self {
         let cell = OnceCell::new();
-        let _ = cell.set(login.to_string());
+        let _ = cell.set(Author::Login(login.to_string()));
         GithubForge {
             identity: cell,
             ..self
@@ -287,8 +311,8 @@ impl GithubForge {
         Ok(u.to_string())
     }
 
-    /// The login whose comments are ours (see the module docs).
-    pub async fn identity(&self) -> anyhow::Result<String> {
+    /// Whose comments are ours (see the module docs).
+    pub async fn identity(&self) -> anyhow::Result<Author> {
         self.identity
             .get_or_try_init(|| async {
                 match self
@@ -303,10 +327,10 @@ impl GithubForge {
                 {
                     r if r.status == 200 => r.json("get the token's user")?["login"]
                         .as_str()
-                        .map(str::to_string)
+                        .map(|l| Author::Login(l.to_string()))
                         .context("github: GET /user returned no login"),
-                    // An installation token (GITHUB_TOKEN) has no user.
-                    _ => Ok(ACTIONS_BOT.to_string()),
+                    // An installation token has no user.
+                    _ => Ok(Author::App),
                 }
             })
             .await
@@ -324,10 +348,7 @@ impl GithubForge {
             .await?;
         let mut ours: Vec<Value> = all
             .into_iter()
-            .filter(|c| {
-                c["user"]["login"].as_str() == Some(me.as_str())
-                    && c["body"].as_str().is_some_and(|b| b.contains(marker))
-            })
+            .filter(|c| me.wrote(c) && c["body"].as_str().is_some_and(|b| b.contains(marker)))
             .collect();
         // Comment ids grow with creation time; the oldest is the canonical one.
         ours.sort_by_key(|c| c["id"].as_u64().unwrap_or(u64::MAX));
