@@ -2,9 +2,11 @@
 //! (DESIGN.md section 2). It is data, rendered by templates; a clause that cannot be honoured is
 //! an error from [`Contract::check`], never a silently missing section.
 
-use serde::Serialize;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CodeIdentity {
     /// The PR head commit (never the merge commit).
     pub sha: String,
@@ -17,7 +19,8 @@ pub struct CodeIdentity {
     pub deployment: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DataBoundary {
     /// `database-branch`, `seeded`, `fixtures` or `none`.
     pub model: String,
@@ -28,20 +31,23 @@ pub struct DataBoundary {
     pub external_systems: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IdentityBoundary {
     /// Who can open it: `public`, `token`, ...
     pub access: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SecretBoundary {
     /// Names only, never values.
     pub names: Vec<String>,
     pub production_secrets: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MigrationBoundary {
     pub command: Option<String>,
     pub ran: bool,
@@ -54,7 +60,8 @@ pub struct MigrationBoundary {
     pub limits: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SmokeResult {
     pub name: String,
     pub method: String,
@@ -66,13 +73,15 @@ pub struct SmokeResult {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Timing {
     pub step: String,
     pub ms: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EvidenceBoundary {
     pub smoke: Vec<SmokeResult>,
     /// Load summary and baseline comparison, as the load module serialises them.
@@ -84,7 +93,8 @@ pub struct EvidenceBoundary {
     pub timings: Vec<Timing>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LifecycleBoundary {
     pub created: Option<String>,
     pub updated: Option<String>,
@@ -94,7 +104,8 @@ pub struct LifecycleBoundary {
 }
 
 /// The seven clauses.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Contract {
     pub code: CodeIdentity,
     pub data: DataBoundary,
@@ -105,7 +116,66 @@ pub struct Contract {
     pub lifecycle: LifecycleBoundary,
 }
 
+/// Opens the contract's record in a PR comment (see [`Contract::record`]).
+const RECORD_OPEN: &str = "<!-- atlas:contract ";
+const RECORD_CLOSE: &str = " -->";
+/// A schema diff longer than this is cut in the record (its line count is kept).
+const RECORD_DIFF_CHARS: usize = 4096;
+
 impl Contract {
+    /// The contract as one hidden line for the PR comment, so that `down` can show the contract
+    /// the preview last ran under (its evidence included) instead of a fresh one whose evidence
+    /// clauses would read "not run". Base64 JSON: no user text (a branch called `-->`) can end
+    /// the HTML comment early. Only what the contract table shows is kept, and secret values
+    /// are redacted before encoding, because nothing can redact them after.
+    pub fn record(&self) -> String {
+        let mut c = self.clone();
+        c.migrations.output_tail = None;
+        if let Some(diff) = &c.migrations.schema_diff
+            && diff.len() > RECORD_DIFF_CHARS
+        {
+            let mut cut = RECORD_DIFF_CHARS;
+            while !diff.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            cut = diff[..cut].rfind('\n').map_or(0, |i| i + 1);
+            let missing = diff[cut..].lines().count();
+            c.migrations.schema_diff = Some(format!("{}{}", &diff[..cut], "\n".repeat(missing)));
+        }
+        c.evidence.timings.clear();
+        c.evidence.load = c
+            .evidence
+            .load
+            .as_ref()
+            .map(|_| serde_json::json!({ "measured": true }));
+        c.evidence.comparison = c
+            .evidence
+            .comparison
+            .as_ref()
+            .map(|v| serde_json::json!({ "verdict": v["verdict"] }));
+        let json = serde_json::to_string(&c).unwrap_or_default();
+        let json = crate::secret::redact(&json);
+        format!(
+            "{RECORD_OPEN}{}{RECORD_CLOSE}",
+            base64::engine::general_purpose::STANDARD.encode(json)
+        )
+    }
+
+    /// The contract recorded in a comment body by [`Contract::record`], if it has a readable one.
+    pub fn from_comment(body: &str) -> Option<Contract> {
+        let start = body.find(RECORD_OPEN)? + RECORD_OPEN.len();
+        let len = body[start..].find(RECORD_CLOSE)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body[start..start + len].trim())
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Whether `line` is a record (the local forge leaves it out of what it prints).
+    pub fn is_record(line: &str) -> bool {
+        line.starts_with(RECORD_OPEN)
+    }
+
     /// Fails loudly on a clause that cannot be honoured.
     pub fn check(&self) -> Result<(), String> {
         let mut missing = Vec::new();
@@ -134,6 +204,100 @@ impl Contract {
                 "the preview contract cannot be honoured: {}",
                 missing.join("; ")
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Contract {
+        let mut c = Contract::default();
+        c.code.sha = "0123456789abcdef0123456789abcdef01234567".into();
+        c.code.branch = "feat/--> <script>alert(1)</script> `x` | y".into();
+        c.code.url = "https://kitchen-pr-7.fly.dev".into();
+        c.data.model = "database-branch".into();
+        c.identity.access = "public".into();
+        c.secrets.names = vec!["API_KEY".into()];
+        c.migrations.ran = true;
+        c.migrations.ok = Some(true);
+        c.migrations.output_tail = Some("lots of output".into());
+        c.evidence.load = Some(serde_json::json!({"metrics": {"big": [1, 2, 3]}}));
+        c.evidence.comparison = Some(serde_json::json!({"verdict": "pass", "metrics": []}));
+        c.evidence.timings = vec![Timing {
+            step: "deploy".into(),
+            ms: 5,
+        }];
+        c.lifecycle.created = Some("2026-11-23T10:00:00Z".into());
+        c
+    }
+
+    #[test]
+    fn the_record_round_trips_what_the_contract_table_shows() {
+        let c = sample();
+        let body = format!("<!-- atlas:preview pr=7 -->\n{}\n## Preview", c.record());
+        let back = Contract::from_comment(&body).expect("a readable record");
+        assert_eq!(back.code.branch, c.code.branch);
+        assert_eq!(back.code.sha, c.code.sha);
+        assert_eq!(back.secrets.names, ["API_KEY"]);
+        assert_eq!(back.migrations.ok, Some(true));
+        assert_eq!(back.evidence.comparison.unwrap()["verdict"], "pass");
+        assert!(back.evidence.load.is_some());
+        // what the table never shows stays out of the comment.
+        assert_eq!(back.migrations.output_tail, None);
+        assert!(back.evidence.timings.is_empty());
+    }
+
+    #[test]
+    fn user_text_cannot_end_the_hidden_comment() {
+        let r = sample().record();
+        assert!(r.starts_with("<!-- atlas:contract ") && r.ends_with(" -->"));
+        let inner = &r["<!-- atlas:contract ".len()..r.len() - " -->".len()];
+        assert!(
+            inner
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)),
+            "{inner}"
+        );
+        assert!(!r.contains('\n'));
+    }
+
+    #[test]
+    fn secret_values_are_redacted_before_encoding() {
+        let value = "contract-test-secret-7f3a9c";
+        crate::secret::register(value);
+        let mut c = sample();
+        c.data.external_systems = vec![format!("https://user:{value}@example.com")];
+        let back = Contract::from_comment(&c.record()).unwrap();
+        assert!(!format!("{back:?}").contains(value), "{back:?}");
+    }
+
+    #[test]
+    fn a_long_schema_diff_is_cut_but_keeps_its_line_count() {
+        let mut c = sample();
+        let diff: String = (0..2000)
+            .map(|i| format!("+ column_{i} integer\n"))
+            .collect();
+        c.migrations.schema_diff = Some(diff.clone());
+        let r = c.record();
+        assert!(r.len() < 12_000, "{}", r.len());
+        let back = Contract::from_comment(&r).unwrap();
+        assert_eq!(
+            back.migrations.schema_diff.unwrap().lines().count(),
+            diff.lines().count()
+        );
+    }
+
+    #[test]
+    fn unreadable_records_are_none() {
+        for body in [
+            "no record",
+            "<!-- atlas:contract not base64! -->",
+            "<!-- atlas:contract aGVsbG8= -->",
+            "<!-- atlas:contract ",
+        ] {
+            assert!(Contract::from_comment(body).is_none(), "{body}");
         }
     }
 }

@@ -425,6 +425,7 @@ pub async fn up(
                 "generated_at": Utc::now().to_rfc3339(),
             });
             if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
+                let body = with_record(body, &contract);
                 let _ = providers
                     .forge
                     .upsert_comment(req.pr, &marker(req.pr), &body)
@@ -448,6 +449,20 @@ pub async fn up(
     }
 }
 
+/// The comment with the contract's record (see [`Contract::record`]) after its first line, the
+/// marker. Left out when it would push the comment over GitHub's limit: `down` then shows a
+/// fresh contract.
+fn with_record(body: String, contract: &Contract) -> String {
+    let record = contract.record();
+    if body.chars().count() + record.len() + 1 > crate::report::COMMENT_LIMIT {
+        return body;
+    }
+    match body.find('\n') {
+        Some(i) => format!("{}\n{record}{}", &body[..i], &body[i..]),
+        None => format!("{body}\n{record}"),
+    }
+}
+
 /// Renders and posts the "ready" comment, marks the deployment, writes the audit line.
 async fn publish_ready(
     providers: &Providers,
@@ -466,7 +481,7 @@ async fn publish_ready(
         "error": null,
         "generated_at": Utc::now().to_rfc3339(),
     });
-    let body = renderer.render_comment("preview.md.j2", &ctx)?;
+    let body = with_record(renderer.render_comment("preview.md.j2", &ctx)?, contract);
     let comment = providers
         .forge
         .upsert_comment(req.pr, &marker(req.pr), &body)
@@ -706,6 +721,17 @@ pub async fn down(
         Deleted::Removed => "destroyed",
         Deleted::AlreadyGone => "already gone",
     };
+    // The contract the preview last ran under, read before anything is deleted: the destroyed
+    // comment shows it (its evidence included) rather than a fresh one.
+    let previous = match providers.forge.comment_body(req.pr, &marker(req.pr)).await {
+        Ok(body) => body.as_deref().and_then(Contract::from_comment),
+        Err(e) => {
+            log(&format!(
+                "  ! cannot read the preview comment, the destroyed comment shows a fresh contract: {e:#}"
+            ));
+            None
+        }
+    };
     let t = Instant::now();
     let a = providers.platform.destroy(&app).await?;
     log(&format!(
@@ -738,13 +764,16 @@ pub async fn down(
         serde_json::json!({"at": destroyed_at, "action": "down", "pr": req.pr, "sha": req.sha,
             "app": app, "app_result": word(a), "branch": branch, "branch_result": word(b)}),
     )?;
-    let mut contract = base_contract(settings, req, opts);
-    contract.data.provider = providers.database.kind().into();
-    contract.data.branch = Some(branch.clone());
-    contract.data.parent = Some(if providers.database.kind() == "local-postgres" {
-        LocalPg::parent_database(&settings.database.parent)
-    } else {
-        settings.database.parent.clone()
+    let mut contract = previous.unwrap_or_else(|| {
+        let mut c = base_contract(settings, req, opts);
+        c.data.provider = providers.database.kind().into();
+        c.data.branch = Some(branch.clone());
+        c.data.parent = Some(if providers.database.kind() == "local-postgres" {
+            LocalPg::parent_database(&settings.database.parent)
+        } else {
+            settings.database.parent.clone()
+        });
+        c
     });
     contract.lifecycle.destroyed = Some(destroyed_at.clone());
     let ctx = serde_json::json!({

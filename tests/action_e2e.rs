@@ -552,6 +552,15 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
         "{}",
         comments[0].body
     );
+    // the contract the preview last ran under, from the comment it replaces: the last up's
+    // evidence, not "not run".
+    assert!(
+        comments[0].body.contains("smoke: 1/1 passed")
+            && comments[0].body.contains("applied cleanly")
+            && !comments[0].body.contains("not run"),
+        "{}",
+        comments[0].body
+    );
     for (env, sha, statuses) in w.deployments() {
         assert_eq!(
             statuses.last().map(String::as_str),

@@ -117,6 +117,17 @@ async fn lifecycle_up_up_down_down() {
     let gone = env.comment(7);
     assert!(gone.contains("Preview destroyed"), "{gone}");
     assert!(gone.contains("| app `"), "{gone}");
+    // the contract the preview last ran under, read back from its comment: the migrations and
+    // the commit of the last up, not a fresh contract whose evidence would read "not run".
+    assert!(gone.contains("applied cleanly"), "{gone}");
+    assert!(!gone.contains("not run"), "{gone}");
+    assert!(gone.contains("commit `0123456789ab`"), "{gone}");
+    assert!(gone.contains("load test: not configured"), "{gone}");
+    assert!(
+        !text(&out).contains("atlas:contract"),
+        "the record stays out of the terminal: {}",
+        text(&out)
+    );
     assert!(http.get(format!("{url}/healthz")).send().await.is_err());
 
     let out = env.down(7);

@@ -211,19 +211,18 @@ pub fn compare(baseline: &Summary, current: &Summary, gate: &GateSettings) -> Co
                 gate.min_requests
             ));
         }
-        if let Some(run) = &s.run {
-            if let Some(target) = run.target_rate.filter(|t| *t > 0.0) {
-                if run.achieved_rate < gate.min_rate_ratio * target {
-                    inconclusive = true;
-                    notes.push(format!(
+        if let Some(run) = &s.run
+            && let Some(target) = run.target_rate.filter(|t| *t > 0.0)
+            && run.achieved_rate < gate.min_rate_ratio * target
+        {
+            inconclusive = true;
+            notes.push(format!(
                         "the {side} achieved {:.1} req/s of the {:.1} targeted ({:.1}%, under {:.0}%): the generator or the network could not hold the rate",
                         run.achieved_rate,
                         target,
                         run.achieved_rate / target * 100.0,
                         gate.min_rate_ratio * 100.0
                     ));
-                }
-            }
         }
     }
     match (&baseline.settings, &current.settings) {

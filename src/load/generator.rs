@@ -700,11 +700,11 @@ pub fn stderr_progress() -> impl Fn(&Progress) + Send + Sync + 'static {
         );
         if tty {
             eprint!("\r{line}   ");
-        } else if let Ok(mut last) = last_line.lock() {
-            if last.elapsed() >= Duration::from_secs(5) {
-                *last = Instant::now();
-                eprintln!("{line}");
-            }
+        } else if let Ok(mut last) = last_line.lock()
+            && last.elapsed() >= Duration::from_secs(5)
+        {
+            *last = Instant::now();
+            eprintln!("{line}");
         }
     }
 }

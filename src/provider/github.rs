@@ -517,6 +517,14 @@ impl Forge for GithubForge {
         Ok(prs)
     }
 
+    async fn comment_body(&self, pr: u64, marker: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .our_comments(pr, marker)
+            .await?
+            .first()
+            .and_then(|c| c["body"].as_str().map(str::to_string)))
+    }
+
     async fn upsert_comment(
         &self,
         pr: u64,

@@ -152,13 +152,25 @@ impl Forge for LocalForge {
             write(&path, body)?;
         }
         if self.print {
-            println!("{body}");
+            // the contract record is for `down`, not for the terminal.
+            for line in body
+                .lines()
+                .filter(|l| !crate::contract::Contract::is_record(l))
+            {
+                println!("{line}");
+            }
         }
         Ok(CommentRef {
             id: format!("pr-{pr}"),
             url: path.display().to_string(),
             action: action.into(),
         })
+    }
+
+    async fn comment_body(&self, pr: u64, marker: &str) -> anyhow::Result<Option<String>> {
+        Ok(std::fs::read_to_string(self.comment_path(pr))
+            .ok()
+            .filter(|b| b.contains(marker)))
     }
 
     async fn create_deployment(

@@ -242,6 +242,10 @@ pub trait Forge: Send + Sync {
     /// Creates or updates the one sticky comment (found by `marker` and by author).
     async fn upsert_comment(&self, pr: u64, marker: &str, body: &str)
     -> anyhow::Result<CommentRef>;
+    /// The sticky comment's body, when there is one (`down` reads the contract recorded in it).
+    async fn comment_body(&self, _pr: u64, _marker: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
     /// Creates a deployment record for `sha` in `environment`.
     async fn create_deployment(
         &self,

@@ -192,12 +192,12 @@ async fn run_local(
 
     let t = Instant::now();
     let survivors = fleet.teardown().await;
-    if let Some(pg) = &pg {
-        if let Err(e) = pg.stop().await {
-            say(&format!(
-                "atlas: cannot stop the local PostgreSQL cluster: {e:#}"
-            ));
-        }
+    if let Some(pg) = &pg
+        && let Err(e) = pg.stop().await
+    {
+        say(&format!(
+            "atlas: cannot stop the local PostgreSQL cluster: {e:#}"
+        ));
     }
     timings.push(("teardown", t.elapsed()));
     let report = outcome?;

@@ -180,7 +180,7 @@ pub async fn fly_proxy(
                 tokio::time::sleep(std::time::Duration::from_millis(30)).await;
             }
             let n = counter.fetch_add(1, Ordering::Relaxed);
-            if image.contains("errors") && n % 5 == 0 {
+            if image.contains("errors") && n.is_multiple_of(5) {
                 return (StatusCode::INTERNAL_SERVER_ERROR, "boom".into());
             }
             (StatusCode::OK, "ok".into())
