@@ -558,7 +558,11 @@ async fn up_inner(
     if branch.created {
         contract.lifecycle.created = Some(now);
     } else {
-        contract.lifecycle.created = Some("in an earlier run".into());
+        contract.lifecycle.created = Some(
+            branch
+                .created_at
+                .map_or_else(|| "in an earlier run".into(), |t| t.to_rfc3339()),
+        );
         contract.lifecycle.updated = Some(now);
     }
     steps.end(

@@ -553,7 +553,12 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
         comments[0].body
     );
     // the contract the preview last ran under, from the comment it replaces: the last up's
-    // evidence, not "not run".
+    // evidence, not "not run"; its creation time is Neon's, not "in an earlier run".
+    assert!(
+        !comments[0].body.contains("in an earlier run"),
+        "{}",
+        comments[0].body
+    );
     assert!(
         comments[0].body.contains("smoke: 1/1 passed")
             && comments[0].body.contains("applied cleanly")

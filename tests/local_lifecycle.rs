@@ -102,6 +102,12 @@ async fn lifecycle_up_up_down_down() {
     assert!(text(&out).contains("reused atlas_pr_7"), "{}", text(&out));
     let comment2 = env.comment(7);
     assert_eq!(url_of(&comment2), url);
+    // the lifecycle clause keeps the branch's creation time (recorded on the database).
+    assert!(!comment2.contains("in an earlier run"), "{comment2}");
+    assert!(
+        comment2.contains("created 20") && comment2.contains("updated 20"),
+        "{comment2}"
+    );
     assert_ne!(pid_of(&env, 7), first_pid);
     assert_eq!(
         http.get(format!("{url}/orders/{id}"))

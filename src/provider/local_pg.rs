@@ -22,12 +22,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use super::{Branch, BranchRequest, Database, Deleted, Owned, SchemaDiff};
 use crate::naming;
 use crate::secret::{self, Secret};
+
+/// The comment atlas puts on a branch database it creates: this prefix and the creation time.
+const CREATED_PREFIX: &str = "atlas created ";
 
 /// How to reach the server: host, port, user, password, maintenance database.
 #[derive(Clone)]
@@ -495,6 +499,17 @@ impl LocalPg {
         Ok(self.databases().await?.iter().any(|d| d == name))
     }
 
+    /// When atlas created `name` (from its comment); `None` for a database made some other way.
+    async fn created_at(&self, name: &str) -> Option<DateTime<Utc>> {
+        let sql = format!(
+            "select shobj_description(oid, 'pg_database') from pg_database where datname = '{name}'"
+        );
+        let comment = self.psql(&self.admin_db, &sql).await.ok()?;
+        DateTime::parse_from_rfc3339(comment.trim().strip_prefix(CREATED_PREFIX)?)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
     /// Runs one SQL statement with psql; returns unaligned tuples-only output.
     async fn psql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
         let mut cmd = Command::new(client(self.bindir.as_deref(), "psql"));
@@ -683,12 +698,25 @@ impl Database for LocalPg {
                 }
             }
         }
+        let created_at = if exists {
+            self.created_at(&name).await
+        } else {
+            // PostgreSQL keeps no creation time: the database's comment holds it.
+            let now = Utc::now();
+            let sql = format!(
+                "COMMENT ON DATABASE {name} IS '{CREATED_PREFIX}{}'",
+                now.to_rfc3339()
+            );
+            self.psql(&self.admin_db, &sql).await?;
+            Some(now)
+        };
         Ok(Branch {
             name: name.clone(),
             id: name.clone(),
             parent,
             connection_uri: self.conn.url(&name),
             created: !exists,
+            created_at,
             expires_at: req.expires_at,
         })
     }

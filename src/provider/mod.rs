@@ -63,6 +63,8 @@ pub struct Branch {
     pub connection_uri: Secret,
     /// True when this call created it (false: it existed and was reused).
     pub created: bool,
+    /// When it was created (the lifecycle clause of a repeat run shows it), if known.
+    pub created_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
 }
 

@@ -397,6 +397,7 @@ impl Database for NeonDatabase {
             parent: req.parent.clone(),
             connection_uri: uri,
             created,
+            created_at: branch.created_at,
             expires_at: req.expires_at.or(branch.expires_at),
         })
     }
