@@ -444,6 +444,21 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
                         format!("pull request #{} was {action}", pr.number),
                     )
                 }
+                // Removing the trusted label withdraws the approval of code nobody else vetted:
+                // the preview it allowed goes (a maintainer's way to pull an unsafe preview).
+                "unlabeled"
+                    if gated
+                        && policy.fork_policy == ForkPolicy::Label
+                        && label.as_deref() == Some(policy.trusted_label.as_str()) =>
+                {
+                    mk(
+                        CommandKind::PreviewDown,
+                        format!(
+                            "the label {:?} was removed from pull request {who}: the approval is withdrawn and the preview torn down",
+                            policy.trusted_label
+                        ),
+                    )
+                }
                 other => mk(
                     CommandKind::Skip,
                     format!("pull request action `{other}` needs no preview change"),

@@ -163,6 +163,15 @@ fn fork_policy_table() {
     sync_after_label["action"] = json!("synchronize");
     sync_after_label["pull_request"]["head"]["sha"] = json!("1".repeat(40));
     sync_after_label.as_object_mut().unwrap().remove("label");
+    let mut fork_unlabeled = fork_labeled.clone();
+    fork_unlabeled["action"] = json!("unlabeled");
+    let fork_unlabeled_other = {
+        let mut v = labeled(fork(opened.clone(), "opened"), "bug");
+        v["action"] = json!("unlabeled");
+        v
+    };
+    let mut own_unlabeled = labeled(opened.clone(), "atlas:preview");
+    own_unlabeled["action"] = json!("unlabeled");
     let fork_closed = fork(opened.clone(), "closed");
     let fork_opened = fork(opened.clone(), "opened");
 
@@ -243,6 +252,41 @@ fn fork_policy_table() {
             Label,
             PreviewDown,
             "closed without merging",
+        ),
+        (
+            "fork trusted label removed, label",
+            &fork_unlabeled,
+            Label,
+            PreviewDown,
+            "approval is withdrawn",
+        ),
+        (
+            "fork other label removed, label",
+            &fork_unlabeled_other,
+            Label,
+            Skip,
+            "needs no preview change",
+        ),
+        (
+            "fork trusted label removed, allow",
+            &fork_unlabeled,
+            Allow,
+            Skip,
+            "needs no preview change",
+        ),
+        (
+            "fork trusted label removed, skip",
+            &fork_unlabeled,
+            SkipPolicy,
+            Skip,
+            "needs no preview change",
+        ),
+        (
+            "own branch, trusted label removed",
+            &own_unlabeled,
+            Label,
+            Skip,
+            "needs no preview change",
         ),
         ("fork opened, allow", &fork_opened, Allow, PreviewUp, ""),
         (
