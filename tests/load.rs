@@ -836,6 +836,103 @@ fn https_targets_are_verified_against_the_system_roots() {
 }
 
 #[test]
+fn a_proxy_from_the_environment_carries_https_and_http_with_masked_credentials() {
+    let _g = serial();
+    let server = tls_server();
+    let proxy = test_proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls/ca.pem");
+    let password = "pr0xy-pa55-31f9";
+    let proxy_url = proxy
+        .url
+        .replace("http://", &format!("http://ci-runner:{password}@"));
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    // a public-looking name only the proxy can resolve: the load can only have gone through it.
+    let target = format!("https://kitchen-pr-7.preview.test:{port}");
+    let atlas_via_proxy = |target: &str| {
+        Command::new(env!("CARGO_BIN_EXE_atlas"))
+            .args([
+                "load",
+                "--target",
+                target,
+                "--rate",
+                "100",
+                "--duration",
+                "1s",
+                "--warmup",
+                "0s",
+                "--connections",
+                "4",
+                "--out",
+                "summary.json",
+            ])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("SSL_CERT_FILE", &ca)
+            .env("HTTPS_PROXY", &proxy_url)
+            .env("http_proxy", &proxy_url)
+            .env("NO_PROXY", "internal.example")
+            .output()
+            .unwrap()
+    };
+    let out = atlas_via_proxy(&target);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let written = std::fs::read_to_string(dir.path().join("summary.json")).unwrap();
+    let s = parse_summary(&written).unwrap();
+    assert_eq!(s.metrics.errors.count, Some(0), "{:?} {stderr}", s.run);
+    assert!(s.metrics.http_reqs.total >= 95, "{s:#?}");
+    assert!(
+        stderr.contains("through the proxy http://127.0.0.1:"),
+        "{stderr}"
+    );
+    let log = proxy.log.lock().unwrap().clone();
+    assert!(
+        !log.tunnels.is_empty() && log.tunnels.len() <= 4,
+        "one tunnel per connection: {log:?}"
+    );
+    assert!(
+        log.tunnels
+            .iter()
+            .all(|t| *t == format!("kitchen-pr-7.preview.test:{port}"))
+    );
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("ci-runner:{password}"))
+    );
+    assert!(log.authorizations.iter().all(|a| *a == basic), "{log:?}");
+    assert_eq!(log.authorizations.len(), log.tunnels.len());
+
+    // plain http: the absolute form, answered by the proxy.
+    let out = atlas_via_proxy("http://kitchen.test/api");
+    let stderr2 = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr2}");
+    let written2 = std::fs::read_to_string(dir.path().join("summary.json")).unwrap();
+    let s = parse_summary(&written2).unwrap();
+    assert_eq!(s.metrics.errors.count, Some(0), "{:?} {stderr2}", s.run);
+    let log = proxy.log.lock().unwrap().clone();
+    assert!(log.requests.len() >= 95, "{log:?}");
+    assert!(
+        log.requests
+            .iter()
+            .all(|r| r == "GET http://kitchen.test/api/ HTTP/1.1"),
+        "{:?}",
+        &log.requests[..3]
+    );
+    assert!(log.authorizations.iter().all(|a| *a == basic));
+
+    for text in [&stderr, &stderr2, &written, &written2] {
+        assert!(
+            !text.contains(password),
+            "the proxy password leaked: {text}"
+        );
+    }
+}
+
+#[test]
 fn cli_load_update_and_compare_end_to_end_without_leaking_credentials() {
     let _g = serial();
     let server = status_server();

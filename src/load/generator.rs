@@ -188,6 +188,8 @@ struct Target {
     )>,
     /// `scheme://host[:port]/base` without credentials or query, for the record.
     display: String,
+    /// The proxy from the environment, if one applies (see `proxy`).
+    proxy: Option<super::proxy::Proxy>,
 }
 
 /// A request, prepared once.
@@ -265,6 +267,14 @@ fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target
         }
         other => bail!("the load target {base_url:?} uses {other}: use http or https"),
     };
+    let proxy = super::proxy::for_target(url.scheme(), &host, &|k| std::env::var(k).ok())?;
+    if let Some(p) = &proxy {
+        eprintln!(
+            "load: {} through the proxy {}",
+            url.host_str().unwrap_or_default(),
+            p.display
+        );
+    }
     let default_port = url.port().is_none();
     let authority = if default_port {
         url.host_str().unwrap_or_default().to_string()
@@ -320,7 +330,22 @@ fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target
                 http::HeaderValue::from(body.len()),
             );
         }
-        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        // Through a proxy, plain HTTP names the whole URL (absolute form, RFC 9112 3.2.2) and
+        // carries the proxy's credentials; HTTPS goes through a CONNECT tunnel unchanged.
+        let target = match &proxy {
+            Some(p) if tls.is_none() => {
+                if let Some(a) = &p.authorization {
+                    headers.insert(
+                        http::header::PROXY_AUTHORIZATION,
+                        http::HeaderValue::from_str(a)
+                            .context("the proxy credentials are not a valid header")?,
+                    );
+                }
+                format!("http://{authority}{path_and_query}")
+            }
+            _ => path_and_query.to_string(),
+        };
         let mut wire = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
         for (name, value) in &headers {
             wire.extend_from_slice(name.as_str().as_bytes());
@@ -346,6 +371,7 @@ fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target
             port,
             tls,
             display,
+            proxy,
         },
         endpoints,
     ))
@@ -363,10 +389,19 @@ fn is_sensitive_header(name: &str) -> bool {
 }
 
 async fn connect(t: &Target) -> Result<Conn, String> {
-    let tcp = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
+    let (host, port) = match &t.proxy {
+        Some(p) => (p.host.as_str(), p.port),
+        None => (t.host.as_str(), t.port),
+    };
+    let mut tcp = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("connect: {}", e.kind()))?;
     let _ = tcp.set_nodelay(true);
+    if let Some(p) = &t.proxy
+        && t.tls.is_some()
+    {
+        super::proxy::tunnel(&mut tcp, p, &t.host, t.port).await?;
+    }
     match &t.tls {
         None => Ok(Conn::new(Box::new(tcp))),
         Some((connector, name)) => {

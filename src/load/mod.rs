@@ -9,6 +9,7 @@
 
 pub mod gate;
 pub mod generator;
+mod proxy;
 pub mod stats;
 pub mod summary;
 mod wire;

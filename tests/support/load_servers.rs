@@ -305,3 +305,106 @@ async fn chunked_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Un
         }
     }
 }
+
+/// What the test proxy saw.
+#[derive(Default, Debug, Clone)]
+pub struct ProxyLog {
+    /// `CONNECT` authorities, one per tunnel.
+    pub tunnels: Vec<String>,
+    /// Request lines of plain HTTP requests (absolute form).
+    pub requests: Vec<String>,
+    /// `Proxy-Authorization` values, from tunnels and plain requests.
+    pub authorizations: Vec<String>,
+}
+
+pub struct TestProxy {
+    pub url: String,
+    pub log: Arc<std::sync::Mutex<ProxyLog>>,
+}
+
+/// An HTTP proxy on 127.0.0.1: `CONNECT any-name:port` opens a tunnel to 127.0.0.1:port (the
+/// proxy does the name resolution, as a real one would for a public preview host), and a plain
+/// request in absolute form is answered by the proxy itself with `200 proxied`.
+pub fn test_proxy() -> TestProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let log = Arc::new(std::sync::Mutex::new(ProxyLog::default()));
+    let l = log.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(proxy_connection(stream, l.clone()));
+            }
+        });
+    });
+    TestProxy { url, log }
+}
+
+async fn proxy_connection(mut stream: tokio::net::TcpStream, log: Arc<std::sync::Mutex<ProxyLog>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            let mut lines = head.split("\r\n");
+            let line = lines.next().unwrap_or_default().to_string();
+            let auth = lines
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.eq_ignore_ascii_case("proxy-authorization"))
+                .map(|(_, v)| v.trim().to_string());
+            {
+                let mut g = log.lock().unwrap();
+                if let Some(a) = auth {
+                    g.authorizations.push(a);
+                }
+            }
+            if let Some(authority) = line
+                .strip_prefix("CONNECT ")
+                .and_then(|r| r.strip_suffix(" HTTP/1.1"))
+            {
+                log.lock().unwrap().tunnels.push(authority.to_string());
+                let port: u16 = authority
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse().ok())
+                    .unwrap_or(0);
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                else {
+                    let _ = stream.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                if stream
+                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if !buf.is_empty() && upstream.write_all(&buf).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
+                return;
+            }
+            log.lock().unwrap().requests.push(line);
+            let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nproxied";
+            if stream.write_all(resp).await.is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

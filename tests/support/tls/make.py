@@ -47,7 +47,11 @@ leaf = (
     .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     .add_extension(
         x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            [
+                x509.DNSName("localhost"),
+                x509.DNSName("kitchen-pr-7.preview.test"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            ]
         ),
         critical=False,
     )
