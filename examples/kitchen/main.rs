@@ -2,8 +2,9 @@
 //!
 //! A small HTTP API backed by PostgreSQL (schema in `examples/kitchen/migrations/`, applied by
 //! `examples/kitchen/migrate.sh`). It reads what a preview platform gives it: `PORT`,
-//! `DATABASE_URL`, `ATLAS_COMMIT_SHA` and the optional preview secret `KITCHEN_API_KEY` (when
-//! set, `POST /orders` needs it in `x-api-key`).
+//! `DATABASE_URL`, `ATLAS_COMMIT_SHA`, `APP_VERSION` (the release being rolled out; `/healthz`
+//! reports it, so a canary can be told from the stable instances) and the optional preview
+//! secret `KITCHEN_API_KEY` (when set, `POST /orders` needs it in `x-api-key`).
 //!
 //! Routes: `GET /healthz`, `GET /menu`, `GET /orders/{id}`, `POST /orders`
 //! (`{"item_id": 1, "quantity": 2}`). It uses axum and tokio-postgres (dev-dependencies of atlas,
@@ -25,6 +26,7 @@ struct App {
     pool: Vec<Client>,
     next: AtomicUsize,
     commit: String,
+    version: Option<String>,
     api_key: Option<String>,
 }
 
@@ -48,7 +50,8 @@ fn db_error(e: tokio_postgres::Error) -> Response {
 
 async fn healthz(State(app): State<Shared>) -> Response {
     match app.db().query_one("SELECT 1", &[]).await {
-        Ok(_) => Json(json!({ "status": "ok", "commit": app.commit })).into_response(),
+        Ok(_) => Json(json!({ "status": "ok", "commit": app.commit, "version": app.version }))
+            .into_response(),
         Err(e) => db_error(e),
     }
 }
@@ -182,6 +185,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         pool,
         next: AtomicUsize::new(0),
         commit: commit.clone(),
+        version: std::env::var("APP_VERSION").ok().filter(|v| !v.is_empty()),
         api_key,
     });
     let router = axum::Router::new()

@@ -661,7 +661,10 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
         // (`saturating_record` would clamp to the current size instead of growing.)
         let _ = st.latency[ep].record(micros(done - origin));
         let _ = st.service.record(micros(done - sent));
-        let _ = st.delay.record(delay.as_micros() as u64);
+        if s.model == Model::Open {
+            // a closed model sends when it is ready: it has no schedule to be late for.
+            let _ = st.delay.record(delay.as_micros() as u64);
+        }
         if let Err(kind) = outcome {
             st.errors_per_endpoint[ep] += 1;
             st.error(if kind.is_empty() {
