@@ -102,7 +102,9 @@ impl Conn {
                 Err(HeadError::Eof) if reused && first_byte && self.start == self.end => {
                     return Err(Failure::Stale);
                 }
-                Err(HeadError::Io(e)) if reused && first_byte && closed(&e) => {
+                Err(HeadError::Io(e))
+                    if reused && first_byte && self.start == self.end && closed(&e) =>
+                {
                     return Err(Failure::Stale);
                 }
                 Err(HeadError::Eof) => return Err(Failure::Kind("connection closed")),
