@@ -745,12 +745,22 @@ latency_floor_ms = 5
 // The binary.
 
 fn atlas(dir: &Path, args: &[&str]) -> std::process::Output {
+    atlas_with_env(dir, args, &[])
+}
+
+/// `atlas` in `dir` with a clean environment plus `vars`.
+fn atlas_with_env(
+    dir: &Path,
+    args: &[&str],
+    vars: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_atlas"))
         .args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir)
+        .envs(vars.iter().copied())
         .output()
         .unwrap()
 }
@@ -777,15 +787,7 @@ fn https_targets_are_verified_against_the_system_roots() {
         "summary.json",
     ];
     // trusted through SSL_CERT_FILE, as on a runner with a corporate CA installed.
-    let out = Command::new(env!("CARGO_BIN_EXE_atlas"))
-        .args(args)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .env("SSL_CERT_FILE", &ca)
-        .output()
-        .unwrap();
+    let out = atlas_with_env(dir.path(), &args, &[("SSL_CERT_FILE", ca.as_os_str())]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let s =
@@ -808,15 +810,7 @@ fn https_targets_are_verified_against_the_system_roots() {
     // and the error says so.
     let empty = dir.path().join("no-roots.pem");
     std::fs::write(&empty, "").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_atlas"))
-        .args(args)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .env("SSL_CERT_FILE", &empty)
-        .output()
-        .unwrap();
+    let out = atlas_with_env(dir.path(), &args, &[("SSL_CERT_FILE", empty.as_os_str())]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -850,8 +844,9 @@ fn a_proxy_from_the_environment_carries_https_and_http_with_masked_credentials()
     // a public-looking name only the proxy can resolve: the load can only have gone through it.
     let target = format!("https://kitchen-pr-7.preview.test:{port}");
     let atlas_via_proxy = |target: &str| {
-        Command::new(env!("CARGO_BIN_EXE_atlas"))
-            .args([
+        atlas_with_env(
+            dir.path(),
+            &[
                 "load",
                 "--target",
                 target,
@@ -865,17 +860,14 @@ fn a_proxy_from_the_environment_carries_https_and_http_with_masked_credentials()
                 "4",
                 "--out",
                 "summary.json",
-            ])
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .env("SSL_CERT_FILE", &ca)
-            .env("HTTPS_PROXY", &proxy_url)
-            .env("http_proxy", &proxy_url)
-            .env("NO_PROXY", "internal.example")
-            .output()
-            .unwrap()
+            ],
+            &[
+                ("SSL_CERT_FILE", ca.as_os_str()),
+                ("HTTPS_PROXY", proxy_url.as_ref()),
+                ("http_proxy", proxy_url.as_ref()),
+                ("NO_PROXY", "internal.example".as_ref()),
+            ],
+        )
     };
     let out = atlas_via_proxy(&target);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();

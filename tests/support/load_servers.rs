@@ -123,11 +123,28 @@ pub fn delay_server(delay: Duration) -> Server {
 /// measures. Here one thread writes the held responses; tokio's timer ends a freeze up to 1 ms
 /// late, well inside the test's tolerance.
 pub fn freeze_server(period: Duration, freeze: Duration, offset: Duration) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let requests = Arc::new(AtomicU64::new(0));
     let count = requests.clone();
+    let epoch: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let addr = event_loop(move |stream| {
+        frozen_connection(stream, epoch.clone(), count.clone(), period, freeze, offset)
+    });
+    Server {
+        url: format!("http://{addr}"),
+        requests,
+    }
+}
+
+/// Runs `on_connection` for every connection to a new 127.0.0.1 port, on one thread with a
+/// current-thread runtime; returns the address.
+fn event_loop<F, Fut>(on_connection: F) -> std::net::SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -135,21 +152,37 @@ pub fn freeze_server(period: Duration, freeze: Duration, offset: Duration) -> Se
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let epoch: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let epoch = epoch.clone();
-                let count = count.clone();
-                tokio::spawn(async move {
-                    let _ = stream.set_nodelay(true);
-                    frozen_connection(stream, epoch, count, period, freeze, offset).await;
-                });
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(on_connection(stream));
             }
         });
     });
-    Server { url, requests }
+    addr
+}
+
+/// The next request head on `stream` (bodiless requests), reading into `buf`; what follows the
+/// head stays in `buf`. `None` at EOF or on an error.
+async fn next_head<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 /// Bodiless requests only (the freeze test sends GET /).
@@ -161,31 +194,23 @@ async fn frozen_connection(
     freeze: Duration,
     offset: Duration,
 ) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.drain(..end + 4);
-            count.fetch_add(1, Ordering::Relaxed);
-            let e = *epoch.get_or_init(Instant::now);
-            let since = e.elapsed().as_nanos() as u64;
-            let phase = since % period.as_nanos() as u64;
-            let (from, to) = (
-                offset.as_nanos() as u64,
-                (offset + freeze).as_nanos() as u64,
-            );
-            if phase >= from && phase < to {
-                tokio::time::sleep(Duration::from_nanos(to - phase)).await;
-            }
-            let resp = b"HTTP/1.1 200 X\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
-            if stream.write_all(resp).await.is_err() {
-                return;
-            }
+    while next_head(&mut stream, &mut buf).await.is_some() {
+        count.fetch_add(1, Ordering::Relaxed);
+        let e = *epoch.get_or_init(Instant::now);
+        let since = e.elapsed().as_nanos() as u64;
+        let phase = since % period.as_nanos() as u64;
+        let (from, to) = (
+            offset.as_nanos() as u64,
+            (offset + freeze).as_nanos() as u64,
+        );
+        if phase >= from && phase < to {
+            tokio::time::sleep(Duration::from_nanos(to - phase)).await;
         }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        let resp = b"HTTP/1.1 200 X\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
+        if stream.write_all(resp).await.is_err() {
+            return;
         }
     }
 }
@@ -250,36 +275,23 @@ pub fn tls_server() -> Server {
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let url = format!("https://localhost:{port}");
     let requests = Arc::new(AtomicU64::new(0));
     let count = requests.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let count = count.clone();
-                tokio::spawn(async move {
-                    // a client that rejects the certificate ends the handshake here.
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    chunked_connection(tls, count).await;
-                });
-            }
-        });
+    let addr = event_loop(move |stream| {
+        let acceptor = acceptor.clone();
+        let count = count.clone();
+        async move {
+            // a client that rejects the certificate ends the handshake here.
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            chunked_connection(tls, count).await;
+        }
     });
-    Server { url, requests }
+    Server {
+        url: format!("https://localhost:{}", addr.port()),
+        requests,
+    }
 }
 
 /// Bodiless requests, each answered `200` with a chunked body.
@@ -287,21 +299,13 @@ async fn chunked_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Un
     mut stream: S,
     count: Arc<AtomicU64>,
 ) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.drain(..end + 4);
-            count.fetch_add(1, Ordering::Relaxed);
-            let resp = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-            if stream.write_all(resp).await.is_err() || stream.flush().await.is_err() {
-                return;
-            }
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    while next_head(&mut stream, &mut buf).await.is_some() {
+        count.fetch_add(1, Ordering::Relaxed);
+        let resp = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        if stream.write_all(resp).await.is_err() || stream.flush().await.is_err() {
+            return;
         }
     }
 }
@@ -326,85 +330,59 @@ pub struct TestProxy {
 /// proxy does the name resolution, as a real one would for a public preview host), and a plain
 /// request in absolute form is answered by the proxy itself with `200 proxied`.
 pub fn test_proxy() -> TestProxy {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let log = Arc::new(std::sync::Mutex::new(ProxyLog::default()));
     let l = log.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(proxy_connection(stream, l.clone()));
-            }
-        });
-    });
-    TestProxy { url, log }
+    let addr = event_loop(move |stream| proxy_connection(stream, l.clone()));
+    TestProxy {
+        url: format!("http://{addr}"),
+        log,
+    }
 }
 
 async fn proxy_connection(mut stream: tokio::net::TcpStream, log: Arc<std::sync::Mutex<ProxyLog>>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            buf.drain(..end + 4);
-            let mut lines = head.split("\r\n");
-            let line = lines.next().unwrap_or_default().to_string();
-            let auth = lines
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| k.eq_ignore_ascii_case("proxy-authorization"))
-                .map(|(_, v)| v.trim().to_string());
-            {
-                let mut g = log.lock().unwrap();
-                if let Some(a) = auth {
-                    g.authorizations.push(a);
-                }
-            }
-            if let Some(authority) = line
-                .strip_prefix("CONNECT ")
-                .and_then(|r| r.strip_suffix(" HTTP/1.1"))
-            {
-                log.lock().unwrap().tunnels.push(authority.to_string());
-                let port: u16 = authority
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| p.parse().ok())
-                    .unwrap_or(0);
-                let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
-                else {
-                    let _ = stream.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
-                    return;
-                };
-                if stream
-                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                if !buf.is_empty() && upstream.write_all(&buf).await.is_err() {
-                    return;
-                }
-                let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
-                return;
-            }
+    while let Some(head) = next_head(&mut stream, &mut buf).await {
+        let mut lines = head.split("\r\n");
+        let line = lines.next().unwrap_or_default().to_string();
+        let auth = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("proxy-authorization"))
+            .map(|(_, v)| v.trim().to_string());
+        if let Some(a) = auth {
+            log.lock().unwrap().authorizations.push(a);
+        }
+        let Some(authority) = line
+            .strip_prefix("CONNECT ")
+            .and_then(|r| r.strip_suffix(" HTTP/1.1"))
+        else {
             log.lock().unwrap().requests.push(line);
             let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nproxied";
             if stream.write_all(resp).await.is_err() {
                 return;
             }
+            continue;
+        };
+        log.lock().unwrap().tunnels.push(authority.to_string());
+        let port: u16 = authority
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(0);
+        let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            let _ = stream.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+            return;
+        };
+        if stream
+            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
         }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        if !buf.is_empty() && upstream.write_all(&buf).await.is_err() {
+            return;
         }
+        let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
+        return;
     }
 }
