@@ -71,6 +71,7 @@ pub const INPUT_NAMES: &[&str] = &[
     "config",
     "working_directory",
     "github_token",
+    "github_app_login",
     "neon_api_key",
     "neon_project_id",
     "neon_api_url",

@@ -291,6 +291,9 @@ struct Steps<'a> {
     timings: Vec<Timing>,
     log: &'a mut dyn FnMut(&str),
     at: Instant,
+    /// What this run touched, so that a failure tears down only what this run created.
+    branch_created: Option<bool>,
+    platform_touched: bool,
 }
 
 impl Steps<'_> {
@@ -373,6 +376,16 @@ pub async fn up(
         timings: Vec::new(),
         log,
         at: Instant::now(),
+        branch_created: None,
+        platform_touched: false,
+    };
+    // The version serving now, if any: an update that fails must leave it serving.
+    let live = match providers.forge.comment_body(req.pr, &marker(req.pr)).await {
+        Ok(body) => body
+            .as_deref()
+            .and_then(Contract::from_comment)
+            .filter(|c| c.lifecycle.destroyed.is_none() && !c.code.url.is_empty()),
+        Err(_) => None,
     };
     let environment = preview_environment(req.pr);
     let record = providers
@@ -397,19 +410,37 @@ pub async fn up(
     match result {
         Ok(outcome) => Ok(outcome),
         Err(err) => {
-            // Tear down everything of this preview: a failed preview is never left half-alive.
+            let update = live.is_some() || steps.branch_created == Some(false);
+            let mut leftovers = Vec::new();
+            let mut msg = secret::redact(&format!("{err:#}"));
+            if update {
+                // An update that failed destroys nothing: the previous version keeps serving.
+                let still = match &live {
+                    Some(l) => format!("commit {} is still live at {}", l.code.sha, l.code.url),
+                    None => "the previous version is still serving".to_string(),
+                };
+                (steps.log)(&format!("→ the update failed; nothing torn down: {still}"));
+                msg.push_str(&format!(" — the update was not applied; {still}"));
+                return fail_update(
+                    providers, &renderer, req, opts, &record, &contract, live, msg, err,
+                )
+                .await;
+            }
+            // A first creation that failed: tear down what this run created, and only that.
             (steps.log)("→ tearing down after the failure");
             let app = app_name(opts, req.pr);
             let branch = branch_name(providers, req.pr);
-            let mut leftovers = Vec::new();
-            if let Err(e) = providers.platform.destroy(&app).await {
+            if steps.platform_touched
+                && let Err(e) = providers.platform.destroy(&app).await
+            {
                 leftovers.push(format!("app {app}: {e:#}"));
             }
-            if let Err(e) = providers.database.delete_branch(&branch).await {
+            if steps.branch_created == Some(true)
+                && let Err(e) = providers.database.delete_branch(&branch).await
+            {
                 leftovers.push(format!("database branch {branch}: {e:#}"));
             }
             contract.lifecycle.destroyed = Some(Utc::now().to_rfc3339());
-            let mut msg = secret::redact(&format!("{err:#}"));
             if !leftovers.is_empty() {
                 msg.push_str(&format!(
                     " — teardown incomplete, run `atlas preview down` to finish: {}",
@@ -447,6 +478,54 @@ pub async fn up(
             }
         }
     }
+}
+
+/// A failed update: the failed comment names the commit still live and keeps the live
+/// contract's record (so the next run and `down` see what serves), the new deployment is marked
+/// failed, and the error is returned with nothing torn down.
+#[allow(clippy::too_many_arguments)]
+async fn fail_update(
+    providers: &Providers,
+    renderer: &crate::report::Renderer,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    record: &crate::provider::DeploymentRecord,
+    contract: &Contract,
+    live: Option<Contract>,
+    msg: String,
+    err: anyhow::Error,
+) -> anyhow::Result<UpOutcome> {
+    let ctx = serde_json::json!({
+        "marker": marker(req.pr),
+        "pr": req.pr,
+        "status": "failed",
+        "contract": contract,
+        "error": msg,
+        "generated_at": Utc::now().to_rfc3339(),
+    });
+    if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
+        let body = with_record(body, live.as_ref().unwrap_or(contract));
+        let _ = providers
+            .forge
+            .upsert_comment(req.pr, &marker(req.pr), &body)
+            .await;
+    }
+    let _ = providers
+        .forge
+        .set_deployment_status(record, DeployState::Failure, None, None, "update failed")
+        .await;
+    let _ = audit(
+        opts,
+        serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
+            "sha": req.sha, "result": "update-failed", "error": msg}),
+    );
+    let still = live.map_or_else(
+        || "the previous version is still serving".to_string(),
+        |l| format!("commit {} is still live", l.code.sha),
+    );
+    Err(err.context(format!(
+        "the update was not applied; nothing was torn down: {still}"
+    )))
 }
 
 /// The comment with the contract's record (see [`Contract::record`]) after its first line, the
@@ -551,6 +630,7 @@ async fn up_inner(
             role: settings.database.role.clone(),
         })
         .await?;
+    steps.branch_created = Some(branch.created);
     contract.data.provider = providers.database.kind().into();
     contract.data.branch = Some(branch.name.clone());
     contract.data.parent = Some(branch.parent.clone());
@@ -591,6 +671,7 @@ async fn up_inner(
     }
     if let Some(cmd) = &settings.database.migrations {
         steps.begin("migrations");
+        steps.platform_touched = true;
         // In the app's own image on the platform when it can (the action container has no
         // shell); else here.
         let task = providers
@@ -645,6 +726,7 @@ async fn up_inner(
     }
 
     steps.begin("deploy");
+    steps.platform_touched = true;
     let app = providers
         .platform
         .deploy(&DeployRequest {

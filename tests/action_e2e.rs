@@ -792,3 +792,77 @@ async fn a_missing_neon_api_key_fails_before_any_request() {
     assert_eq!(r.out("verdict"), "error", "{}", r.dump());
     w.assert_clean();
 }
+
+/// A push whose update fails (Fly keeps answering the machine update with 409 "lease held")
+/// leaves the version that served running: the app, its machine on the old image and the
+/// database branch stay; the comment says which commit is still live; the run exits non-zero.
+/// Only a first creation that fails is torn down (see the never-starts test above).
+#[tokio::test]
+async fn a_failed_update_leaves_the_previous_version_serving() {
+    let w = world().await;
+    let app = app_name();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+
+    w.gh.add_pull(PR, true, HEAD2, false);
+    w.fly.hold_leases(&app, Duration::MAX);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.synchronize.json", HEAD2, REPO),
+            &image(HEAD2),
+            &[],
+            None,
+        )
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stderr.contains(&format!("commit {HEAD1} is still live")),
+        "the error does not say what still serves:\n{}",
+        r.stderr
+    );
+    assert!(
+        w.fly.core.count("Machines_update") >= 2,
+        "409 was not retried"
+    );
+    assert_eq!(w.fly.core.count("Apps_delete"), 0, "the app was destroyed");
+    assert_eq!(w.neon.core.count("deleteProjectBranch"), 0);
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    let fly_app = w.fly.app(&app).expect("the serving app was destroyed");
+    assert_eq!(fly_app.machines.len(), 1);
+    assert_eq!(fly_app.machines[0].config["image"], image(HEAD1).as_str());
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(
+        comments[0].body.contains("Preview failed")
+            && comments[0]
+                .body
+                .contains(&format!("commit {HEAD1} is still live")),
+        "{}",
+        comments[0].body
+    );
+
+    // Closing still removes everything: the live record was kept.
+    w.gh.add_pull(PR, false, HEAD2, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.closed.unmerged.json", HEAD2, REPO),
+            &image(HEAD2),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.assert_nothing_left();
+    w.assert_clean();
+}

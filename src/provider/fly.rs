@@ -165,13 +165,15 @@ pub fn api_client(
     } else {
         Client::bearer(token)
     };
-    Client::new(
+    // Fly's documented rate limit for mutations: 1 request/s per action and machine.
+    Ok(Client::new(
         "fly",
         &access.api_url,
         Some(auth),
         policy,
         Timeouts::default(),
-    )
+    )?
+    .with_pacing(Duration::from_secs(1)))
 }
 
 impl FlyPlatform {
@@ -329,7 +331,19 @@ impl FlyPlatform {
                         Call::post("create app", "/apps")
                             .json(json!({"name": app, "org_slug": self.org})),
                         |_| Ok(()),
-                        || async move { Ok(self.get_app(app, false).await?.map(|_| ())) },
+                        || async move {
+                            // A conflict (422 name taken) adopts only an app that is ours.
+                            let Some(a) = self.get_app(app, false).await? else {
+                                return Ok(None);
+                            };
+                            let ms = self.machines(app, false).await?;
+                            if let Some(why) = self.foreign(&a, &ms, pr) {
+                                anyhow::bail!(
+                                    "fly: app name `{app}` is taken by an app that is not atlas's ({why}); atlas left it alone and will not adopt it: pick another [app] name or delete it"
+                                );
+                            }
+                            Ok(Some(()))
+                        },
                     )
                     .await?;
                 Ok((created, Vec::new()))
