@@ -355,6 +355,32 @@ pub struct Client {
 /// Cap on a provider response body: an API answer is a few KiB; more is an error, not memory.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
+/// What a check of the preview app (smoke, verify, canary probe) reads of a body at most: the
+/// app runs the PR's code, and an endless body must not take the runner's memory.
+pub const CHECK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Reads the first `limit` bytes of a body (or all of a shorter one) and stops there: the rest
+/// is never read, the connection is dropped with the response. Returns the bytes and whether
+/// the body was longer.
+pub async fn read_prefix(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - buf.len();
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((buf, true));
+        }
+        buf.extend_from_slice(&chunk);
+        if buf.len() == limit {
+            return Ok((buf, resp.chunk().await.ok().flatten().is_some()));
+        }
+    }
+    Ok((buf, false))
+}
+
 /// Reads at most `cap` bytes of a body; `Ok(None)` when it is longer (the rest is not read).
 pub async fn read_capped(
     resp: &mut reqwest::Response,

@@ -249,7 +249,11 @@ pub async fn run_smoke(settings: &Settings, base: &str) -> anyhow::Result<Vec<Sm
         let (status, ok, detail) = match rb.send().await {
             Ok(r) => {
                 let st = r.status().as_u16();
-                let body = r.text().await.unwrap_or_default();
+                // The app runs the PR's code: read only what the check needs.
+                let (body, _) = crate::http::read_prefix(r, crate::http::CHECK_BODY_LIMIT)
+                    .await
+                    .unwrap_or_default();
+                let body = String::from_utf8_lossy(&body);
                 if st != c.status {
                     (
                         Some(st),
@@ -262,7 +266,10 @@ pub async fn run_smoke(settings: &Settings, base: &str) -> anyhow::Result<Vec<Sm
                     (
                         Some(st),
                         false,
-                        Some(format!("body does not contain {want:?}")),
+                        Some(format!(
+                            "body does not contain {want:?} (in its first {} KiB)",
+                            crate::http::CHECK_BODY_LIMIT / 1024
+                        )),
                     )
                 } else {
                     (Some(st), true, None)

@@ -71,6 +71,8 @@ struct World {
     app_hits: Arc<Mutex<Vec<String>>>,
     /// Every run's texts, checked for secrets at the end.
     texts: Mutex<Vec<(String, String)>>,
+    /// Run atlas under `/usr/bin/time -v` (peak RSS).
+    time_v: std::sync::atomic::AtomicBool,
 }
 
 /// The app behind the preview URL: `/<app>/healthz` and `/<app>/api/ping` answer, nothing else.
@@ -109,6 +111,7 @@ async fn world() -> World {
         app_base,
         app_hits,
         texts: Mutex::new(Vec::new()),
+        time_v: Default::default(),
     }
 }
 
@@ -233,7 +236,15 @@ impl World {
             .insert("GITHUB_API_URL".into(), self.gh.url.clone());
         env.vars.insert("ATLAS_RETRY_POLICY".into(), "fast".into());
 
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+        // With `time_v`, GNU time reports the run's peak memory on stderr.
+        let mut cmd = if self.time_v.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut c = tokio::process::Command::new("/usr/bin/time");
+            c.arg("-v").arg(env!("CARGO_BIN_EXE_atlas"));
+            c
+        } else {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+        };
+        let child = cmd
             .arg("run")
             .env_clear()
             .envs(&env.vars)
@@ -323,6 +334,13 @@ impl World {
     fn assert_clean(&self) {
         let mut texts = self.texts.lock().unwrap().clone();
         for c in self.gh.with(|s| s.comments.clone()) {
+            // The contract record is base64 JSON: decode it, or the scan cannot see inside.
+            if let Some(record) = atlas::contract::Contract::from_comment(&c.body) {
+                texts.push((
+                    format!("comment {} contract record", c.id),
+                    serde_json::to_string(&record).unwrap(),
+                ));
+            }
             texts.push((format!("comment {}", c.id), c.body));
         }
         let records = self.gh.with(|s| {
@@ -863,6 +881,96 @@ async fn a_failed_update_leaves_the_previous_version_serving() {
         )
         .await;
     assert_eq!(r.code, 0, "{}", r.dump());
+    w.assert_nothing_left();
+    w.assert_clean();
+}
+
+/// A preview app (the PR's code) that answers its health path and then, on the smoke path,
+/// an endless body: bytes as fast as the socket takes them, never an end.
+async fn endless_app() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                if line.contains("/healthz") {
+                    let _ = sock
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    return;
+                }
+                if sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+                    )
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                while sock.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The preview app answers the smoke check with an endless body: atlas reads only the first
+/// MiB (the check fails naming it), the first creation is torn down, and the run's peak memory
+/// stays small. Prints the peak RSS that `/usr/bin/time -v` measured.
+#[tokio::test]
+async fn an_endless_body_from_the_preview_app_is_read_only_as_far_as_the_check_needs() {
+    let mut w = world().await;
+    w.app_base = endless_app().await;
+    w.time_v.store(true, std::sync::atomic::Ordering::Relaxed);
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stderr
+            .contains("body does not contain \"pong\" (in its first 1024 KiB)"),
+        "{}",
+        r.dump()
+    );
+    let rss_kb: u64 = r
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("no peak RSS from /usr/bin/time -v");
+    eprintln!("peak RSS of a run against an endless body: {rss_kb} KiB");
+    assert!(rss_kb < 50 * 1024, "peak RSS {rss_kb} KiB is over 50 MB");
     w.assert_nothing_left();
     w.assert_clean();
 }

@@ -165,7 +165,11 @@ pub async fn run_checks(
         let (status, ok, detail) = match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let body = resp.text().await.unwrap_or_default();
+                // The app runs the PR's code: read only what the check needs.
+                let (body, _) = crate::http::read_prefix(resp, crate::http::CHECK_BODY_LIMIT)
+                    .await
+                    .unwrap_or_default();
+                let body = String::from_utf8_lossy(&body);
                 if status != c.status {
                     (Some(status), false, Some(format!("expected {}", c.status)))
                 } else if let Some(want) = &c.body_contains
