@@ -294,6 +294,28 @@ pub async fn run_smoke(settings: &Settings, base: &str) -> anyhow::Result<Vec<Sm
     Ok(out)
 }
 
+/// What the current `up` of a first preview created so far: torn down if the run is cancelled
+/// (SIGINT/SIGTERM) before it finished. Empty for an update, which is never torn down.
+#[derive(Debug, Clone, Default)]
+pub struct CreatedThisRun {
+    pub branch: Option<String>,
+    pub app: Option<String>,
+}
+
+static CREATED: std::sync::Mutex<CreatedThisRun> = std::sync::Mutex::new(CreatedThisRun {
+    branch: None,
+    app: None,
+});
+
+fn ledger(f: impl FnOnce(&mut CreatedThisRun)) {
+    f(&mut CREATED.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// Takes what a cancelled `up` of a first preview had created (see [`CreatedThisRun`]).
+pub fn take_created_this_run() -> CreatedThisRun {
+    std::mem::take(&mut CREATED.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 struct Steps<'a> {
     timings: Vec<Timing>,
     log: &'a mut dyn FnMut(&str),
@@ -410,10 +432,25 @@ pub async fn up(
         )
         .await?;
     contract.code.deployment = record.url.clone();
-    let result = match up_inner(providers, settings, req, opts, &mut contract, &mut steps).await {
+    let first = live.is_none();
+    let result = match up_inner(
+        providers,
+        settings,
+        req,
+        opts,
+        &mut contract,
+        &mut steps,
+        first,
+    )
+    .await
+    {
         Ok(app) => publish_ready(providers, &renderer, req, opts, &record, &contract, app).await,
         Err(e) => Err(e),
     };
+    // Finished either way: a cancel from here on has nothing of this run's to tear down.
+    if result.is_ok() {
+        take_created_this_run();
+    }
     match result {
         Ok(outcome) => Ok(outcome),
         Err(err) => {
@@ -447,6 +484,7 @@ pub async fn up(
             {
                 leftovers.push(format!("database branch {branch}: {e:#}"));
             }
+            take_created_this_run();
             contract.lifecycle.destroyed = Some(Utc::now().to_rfc3339());
             if !leftovers.is_empty() {
                 msg.push_str(&format!(
@@ -618,6 +656,7 @@ async fn up_inner(
     opts: &UpOptions,
     contract: &mut Contract,
     steps: &mut Steps<'_>,
+    first: bool,
 ) -> anyhow::Result<AppDeployment> {
     let ttl = opts.ttl.unwrap_or(settings.preview.ttl);
     let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
@@ -638,6 +677,9 @@ async fn up_inner(
         })
         .await?;
     steps.branch_created = Some(branch.created);
+    if first && branch.created {
+        ledger(|l| l.branch = Some(branch.name.clone()));
+    }
     contract.data.provider = providers.database.kind().into();
     contract.data.branch = Some(branch.name.clone());
     contract.data.parent = Some(branch.parent.clone());
@@ -679,6 +721,9 @@ async fn up_inner(
     if let Some(cmd) = &settings.database.migrations {
         steps.begin("migrations");
         steps.platform_touched = true;
+        if first && branch.created {
+            ledger(|l| l.app = Some(app_name(opts, req.pr)));
+        }
         // In the app's own image on the platform when it can (the action container has no
         // shell); else here.
         let task = providers
@@ -734,6 +779,9 @@ async fn up_inner(
 
     steps.begin("deploy");
     steps.platform_touched = true;
+    if first && branch.created {
+        ledger(|l| l.app = Some(app_name(opts, req.pr)));
+    }
     let app = providers
         .platform
         .deploy(&DeployRequest {

@@ -73,6 +73,9 @@ struct World {
     texts: Mutex<Vec<(String, String)>>,
     /// Run atlas under `/usr/bin/time -v` (peak RSS).
     time_v: std::sync::atomic::AtomicBool,
+    /// Send SIGINT once a machine exists; how long the run took to exit after it.
+    interrupt: std::sync::atomic::AtomicBool,
+    signal_to_exit: Mutex<Option<Duration>>,
 }
 
 /// The app behind the preview URL: `/<app>/healthz` and `/<app>/api/ping` answer, nothing else.
@@ -112,6 +115,8 @@ async fn world() -> World {
         app_hits,
         texts: Mutex::new(Vec::new()),
         time_v: Default::default(),
+        interrupt: Default::default(),
+        signal_to_exit: Mutex::new(None),
     }
 }
 
@@ -250,11 +255,36 @@ impl World {
             .envs(&env.vars)
             .current_dir(env.workspace())
             .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(45), child)
-            .await
-            .expect("atlas run did not finish within 45 s")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let pid = child.id().unwrap();
+        let wait = child.wait_with_output();
+        tokio::pin!(wait);
+        let interrupt = self.interrupt.load(std::sync::atomic::Ordering::Relaxed);
+        let mut signalled: Option<std::time::Instant> = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+        let out = loop {
+            tokio::select! {
+                o = &mut wait => break o.unwrap(),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                    assert!(tokio::time::Instant::now() < deadline, "atlas run did not finish within 45 s");
+                    // SIGINT as the runner sends it on cancel, once a machine exists (the run
+                    // is then waiting for it to start).
+                    if interrupt && signalled.is_none() && !self.fly.live_machines().is_empty() {
+                        std::process::Command::new("kill")
+                            .args(["-INT", &pid.to_string()])
+                            .status()
+                            .unwrap();
+                        signalled = Some(std::time::Instant::now());
+                    }
+                }
+            }
+        };
+        if let Some(t) = signalled {
+            *self.signal_to_exit.lock().unwrap() = Some(t.elapsed());
+        }
         let output_file = env.output_file();
         let outputs = atlas::gha::parse_output_file(&output_file)
             .unwrap_or_else(|e| panic!("GITHUB_OUTPUT does not parse: {e}\n{output_file}"))
@@ -971,6 +1001,47 @@ async fn an_endless_body_from_the_preview_app_is_read_only_as_far_as_the_check_n
         .expect("no peak RSS from /usr/bin/time -v");
     eprintln!("peak RSS of a run against an endless body: {rss_kb} KiB");
     assert!(rss_kb < 50 * 1024, "peak RSS {rss_kb} KiB is over 50 MB");
+    w.assert_nothing_left();
+    w.assert_clean();
+}
+
+/// L2: SIGINT while the run waits for the Fly machine of a first preview: no new work, what
+/// this run created (app, database branch) is torn down, one line of state, non-zero exit well
+/// inside the runner's 7.5 s before SIGTERM.
+#[tokio::test]
+async fn sigint_during_the_machine_wait_tears_down_what_this_run_created() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    w.fly.set_never_start(true);
+    w.interrupt
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    let took = w
+        .signal_to_exit
+        .lock()
+        .unwrap()
+        .expect("no SIGINT was sent");
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stderr.contains("cancelled by SIGINT")
+            && r.stderr.contains("tore down what this run had created")
+            && r.stderr.contains(&app_name())
+            && r.stderr.contains("preview/pr-2"),
+        "{}",
+        r.dump()
+    );
+    assert!(
+        took < Duration::from_millis(7500),
+        "exit {took:?} after SIGINT"
+    );
     w.assert_nothing_left();
     w.assert_clean();
 }
