@@ -520,14 +520,15 @@ impl Client {
         if let Some(t) = call.timeout {
             rb = rb.timeout(t);
         }
+        let pace_key = format!(
+            "{} {}",
+            call.method,
+            call.path.split('?').next().unwrap_or_default()
+        );
         if let Some(every) = self.pace
             && call.method != reqwest::Method::GET
         {
-            let key = format!(
-                "{} {}",
-                call.method,
-                call.path.split('?').next().unwrap_or_default()
-            );
+            let key = pace_key.clone();
             let wait = {
                 let mut last = self.last_mutation.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
@@ -538,7 +539,18 @@ impl Client {
             tokio::time::sleep(wait).await;
         }
         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let resp = match rb.send().await {
+        let sent = rb.send().await;
+        if self.pace.is_some() && call.method != reqwest::Method::GET {
+            // Spacing counts from the answer too: the server sees arrivals, not our sends.
+            let mut last = self
+                .last_mutation
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let t = last.entry(pace_key).or_insert(now);
+            *t = (*t).max(now);
+        }
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 let kind = if e.is_timeout() {

@@ -873,19 +873,39 @@ pub async fn down(
             None
         }
     };
+    // Both are tried whatever the other did: a failed app destroy must not keep the branch.
     let t = Instant::now();
-    let a = providers.platform.destroy(&app).await?;
-    log(&format!(
-        "  ✓ app {app}: {} ({} ms)",
-        word(a),
-        t.elapsed().as_millis()
-    ));
+    let a = providers.platform.destroy(&app).await;
+    let a_ms = t.elapsed().as_millis();
     let t = Instant::now();
-    let b = providers.database.delete_branch(&branch).await?;
+    let b = providers.database.delete_branch(&branch).await;
+    let b_ms = t.elapsed().as_millis();
+    let (a, b) = match (a, b) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => {
+            let mut survived = Vec::new();
+            let mut gone = Vec::new();
+            match a {
+                Ok(d) => gone.push(format!("app {app}: {}", word(d))),
+                Err(e) => survived.push(format!("app {app} ({e:#})")),
+            }
+            match b {
+                Ok(d) => gone.push(format!("database branch {branch}: {}", word(d))),
+                Err(e) => survived.push(format!("database branch {branch} ({e:#})")),
+            }
+            for g in &gone {
+                log(&format!("  ✓ {g}"));
+            }
+            bail!(
+                "teardown incomplete; still there (their ownership marks are kept for `atlas sweep`): {}",
+                secret::redact(&survived.join("; "))
+            );
+        }
+    };
+    log(&format!("  ✓ app {app}: {} ({a_ms} ms)", word(a)));
     log(&format!(
-        "  ✓ database branch {branch}: {} ({} ms)",
-        word(b),
-        t.elapsed().as_millis()
+        "  ✓ database branch {branch}: {} ({b_ms} ms)",
+        word(b)
     ));
     let removed = vec![
         Removed {

@@ -1045,3 +1045,42 @@ async fn sigint_during_the_machine_wait_tears_down_what_this_run_created() {
     w.assert_nothing_left();
     w.assert_clean();
 }
+
+/// F9: down tries both deletes: with the app's DELETE failing for good, the database branch is
+/// still deleted, the run exits non-zero and names the survivor (its marks kept for the sweep).
+#[tokio::test]
+async fn down_deletes_the_branch_even_when_the_app_destroy_fails_and_lists_the_survivor() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.gh.add_pull(PR, false, HEAD1, false);
+    w.fly
+        .core
+        .fault("Apps_delete", Fault::Status(500, None), 1000);
+    let closed = payload("pull_request.closed.unmerged.json", HEAD1, REPO);
+    let r = w
+        .run("pull_request", &closed, &image(HEAD1), &[], None)
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stderr.contains("still there") && r.stderr.contains(&format!("app {}", app_name())),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(
+        w.neon.preview_branches(),
+        Vec::<String>::new(),
+        "the branch was kept"
+    );
+    assert_eq!(w.fly.app_names(), vec![app_name()]);
+    w.assert_clean();
+}

@@ -521,6 +521,41 @@ async fn a_held_lease_is_waited_out_and_updates_are_paced() {
     e.assert_clean();
 }
 
+/// A machine made by hand in an Atlas app is reported, not a reason to orphan the app; the
+/// sweep sees the app by its last activity (the newest machine update), not its oldest machine.
+#[tokio::test]
+async fn hand_made_machines_do_not_orphan_an_app_and_apps_age_by_last_activity() {
+    let e = env().await;
+    e.up(18, "h1").await.unwrap();
+    let app = naming::preview_app(&e.prefix, 18);
+    e.fly.backdate(&app, chrono::Duration::days(10));
+    let listed = e.platform.list_apps().await.unwrap();
+    let age = chrono::Utc::now() - listed[0].created_at.unwrap();
+    assert!(age > chrono::Duration::days(9), "{listed:?}");
+    // A push updates the machine: the app's last activity is now.
+    e.up(18, "h2").await.unwrap();
+    let listed = e.platform.list_apps().await.unwrap();
+    let age = chrono::Utc::now() - listed[0].created_at.unwrap();
+    assert!(
+        age < chrono::Duration::minutes(5),
+        "aged by its oldest machine: {listed:?}"
+    );
+
+    let hand = e.fly.add_hand_made_machine(&app);
+    let listed = e.platform.list_apps().await.unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "the sweep no longer sees the app: {listed:?}"
+    );
+    assert_eq!(
+        e.down(18).await.unwrap(),
+        (Deleted::Removed, Deleted::Removed),
+        "hand-made machine {hand} orphaned the app"
+    );
+    e.assert_clean();
+}
+
 #[tokio::test]
 async fn a_machine_that_never_starts_fails_bounded_and_down_cleans_up() {
     let e = env().await;

@@ -69,6 +69,8 @@ pub struct FlyState {
     /// Leases held by someone else (another deploy, a `fly` session), by machine id, until
     /// then: updates and deletes of the machine answer 409 as Fly does.
     pub leases: BTreeMap<String, Instant>,
+    /// When each machine was last updated (Fly's `updated_at`), by id.
+    pub updated: BTreeMap<String, String>,
     /// Someone in another org takes this app name between Atlas's lookup and its create.
     pub race_foreign: Option<String>,
     /// When each mutation (operation, machine id) arrived, to check Fly's 1 req/s pacing.
@@ -237,10 +239,18 @@ impl FlyState {
             }
             "Machines_list" => {
                 let a = &self.apps[&app];
-                FakeResponse::json(
-                    200,
-                    json!(a.machines.iter().map(machine_json).collect::<Vec<_>>()),
-                )
+                let list: Vec<Value> = a
+                    .machines
+                    .iter()
+                    .map(|m| {
+                        let mut v = machine_json(m);
+                        if let Some(u) = self.updated.get(&m.id) {
+                            v["updated_at"] = json!(u);
+                        }
+                        v
+                    })
+                    .collect();
+                FakeResponse::json(200, json!(list))
             }
             "Machines_create" => {
                 let id = self.next();
@@ -304,7 +314,10 @@ impl FlyState {
                 }
                 m.instance_id = inst;
                 m.state = "replacing".into();
-                FakeResponse::json(200, machine_json(m))
+                let mid = m.id.clone();
+                let v = machine_json(m);
+                self.updated.insert(mid, chrono::Utc::now().to_rfc3339());
+                FakeResponse::json(200, v)
             }
             "Machines_delete" => {
                 self.pending.remove(r.param("machine_id"));
@@ -468,6 +481,35 @@ impl FakeFly {
             .unwrap_or_default();
         for id in ids {
             s.leases.insert(id, until);
+        }
+    }
+
+    /// A machine made by hand (`fly machine run`, no atlas metadata) in `app`.
+    pub fn add_hand_made_machine(&self, app: &str) -> String {
+        let mut s = self.state.lock().unwrap();
+        let id = s.next();
+        let m = FakeMachine {
+            id: id.clone(),
+            instance_id: id.clone(),
+            state: "started".into(),
+            config: json!({"image": "debug-shell"}),
+            region: "ams".into(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+        };
+        s.apps.get_mut(app).unwrap().machines.push(m);
+        id
+    }
+
+    /// Backdates every machine's creation (and last update) of `app` by `d`.
+    pub fn backdate(&self, app: &str, d: chrono::Duration) {
+        let mut s = self.state.lock().unwrap();
+        let at = (chrono::Utc::now() - d).to_rfc3339();
+        let ids: Vec<String> = s.apps[app].machines.iter().map(|m| m.id.clone()).collect();
+        for m in s.apps.get_mut(app).unwrap().machines.iter_mut() {
+            m.created_at = at.clone();
+        }
+        for id in ids {
+            s.updated.remove(&id);
         }
     }
 
