@@ -10,38 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-/// What to do with a fork PR (one whose head repository is not the base repository).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ForkPolicy {
-    /// Never deploy forks (default): zero Neon/Fly calls.
-    Skip,
-    /// Deploy a fork only for the commit a maintainer labelled with `trusted_label`.
-    Label,
-    /// Deploy forks like any PR (only for repositories that trust every contributor).
-    Allow,
-}
-
-/// The policy knobs `plan` reads.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Policy {
-    pub fork_policy: ForkPolicy,
-    pub trusted_label: String,
-    pub trust_dependabot: bool,
-    /// Tags that trigger a release (`v*` by default; `*` is the only wildcard).
-    pub tag_pattern: String,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            fork_policy: ForkPolicy::Skip,
-            trusted_label: "atlas:preview".into(),
-            trust_dependabot: false,
-            tag_pattern: "v*".into(),
-        }
-    }
-}
+pub use crate::config::{ForkPolicy, Policy};
 
 /// A pull request, as far as Atlas cares.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -556,7 +525,7 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
                         pr,
                         format!(
                             "workflow_dispatch command {:?} is not one of preview-up, preview-down, verify, release, sweep",
-                            crate::config::truncate(other, 40)
+                            crate::text::truncate(other, 40)
                         ),
                     );
                 }
@@ -575,7 +544,7 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
             None,
             format!(
                 "event `{}` does not trigger atlas",
-                crate::config::truncate(name, 60)
+                crate::text::truncate(name, 60)
             ),
         ),
     }

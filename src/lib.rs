@@ -21,6 +21,7 @@ pub mod provider;
 pub mod report;
 pub mod secret;
 pub mod sweep;
+pub mod text;
 pub mod verify;
 
 use std::io::Write;

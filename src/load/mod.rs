@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use gate::{Comparison, GateSettings, MetricComparison, Verdict, compare};
-pub use generator::{LoadSettings, Model, Progress, RequestSpec, run, run_with};
+pub use crate::config::{GateSettings, LoadSettings, Model, RequestSpec};
+pub use gate::{Comparison, MetricComparison, Verdict, compare};
+pub use generator::{Progress, run, run_with};
 pub use summary::{Summary, parse_summary, read_summary};
 
 /// `atlas load` flags. They override `[load]` in atlas.toml.

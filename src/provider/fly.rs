@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{FlyAccess, Settings};
+use crate::config::{FlyAccess, FlySettings, Settings};
 use crate::http::{Call, Client, RetryPolicy, Timeouts, status_of};
 use crate::naming;
 use crate::provider::{
@@ -45,37 +45,6 @@ pub const ROLE_KEY: &str = "atlas_role";
 /// The role of a one-off migrations machine.
 pub const ROLE_MIGRATIONS: &str = "migrations";
 use crate::secret::{self, Secret};
-
-/// `[fly]` in atlas.toml.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FlySettings {
-    pub region: String,
-    pub cpus: u32,
-    pub memory_mb: u32,
-    /// `shared` or `performance`.
-    pub cpu_kind: String,
-    /// The port the app listens on inside the machine (default: `[app] port`).
-    pub internal_port: Option<u16>,
-    /// `stop`, `suspend` or `off`: what Fly's proxy does with an idle machine.
-    pub auto_stop: String,
-    /// The preview URL; `{app}` is replaced by the app name. Default `https://{app}.fly.dev`.
-    pub preview_url: Option<String>,
-}
-
-impl Default for FlySettings {
-    fn default() -> Self {
-        FlySettings {
-            region: "iad".into(),
-            cpus: 1,
-            memory_mb: 256,
-            cpu_kind: "shared".into(),
-            internal_port: None,
-            auto_stop: "stop".into(),
-            preview_url: None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 struct ApiMachine {
