@@ -20,6 +20,7 @@ pub mod preview;
 pub mod provider;
 pub mod report;
 pub mod secret;
+pub mod shell;
 pub mod sweep;
 pub mod text;
 pub mod verify;

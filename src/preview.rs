@@ -32,9 +32,9 @@ use crate::cli::{DemoArgs, PreviewArgs, PreviewCommand};
 use crate::config::{DataModel, Settings};
 use crate::contract::{Contract, SmokeResult, Timing};
 use crate::error::GateFailed;
-use crate::provider::local_forge::LocalForge;
-use crate::provider::local_pg::LocalPg;
-use crate::provider::local_process::LocalProcess;
+use crate::provider::local::forge::LocalForge;
+use crate::provider::local::pg::LocalPg;
+use crate::provider::local::process::LocalProcess;
 use crate::provider::{
     AppDeployment, BranchRequest, Deleted, DeployRequest, DeployState, Providers, TaskRequest,
 };
@@ -110,53 +110,7 @@ pub fn marker(pr: u64) -> String {
 /// Bound on a migrations run on the platform (one-off machine), from create to exit.
 const MIGRATIONS_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// The output of a migrations run.
-#[derive(Debug, Clone)]
-pub struct MigrationRun {
-    pub ok: bool,
-    pub duration_ms: u64,
-    /// Last 40 lines of combined output, redacted.
-    pub tail: String,
-}
-
-/// Runs the migrations command with `DATABASE_URL` set, in a cleared environment (PATH, HOME)
-/// so no token of atlas's own reaches it.
-pub async fn run_migrations(command: &str, url: &Secret) -> anyhow::Result<MigrationRun> {
-    let start = Instant::now();
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .env_clear()
-        .env("DATABASE_URL", url.expose())
-        .env("ATLAS_PREVIEW", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for k in ["PATH", "HOME"] {
-        if let Some(v) = std::env::var_os(k) {
-            cmd.env(k, v);
-        }
-    }
-    let out = cmd
-        .output()
-        .await
-        .with_context(|| format!("cannot run the migrations command `{command}`"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = secret::redact(&lines[lines.len().saturating_sub(40)..].join("\n"));
-    Ok(MigrationRun {
-        ok: out.status.success(),
-        duration_ms: start.elapsed().as_millis() as u64,
-        tail: if out.status.success() {
-            tail
-        } else {
-            format!("{tail}\n(exit: {})", out.status)
-        },
-    })
-}
+pub use crate::provider::local::migrate::{MigrationRun, run_migrations};
 
 /// Load evidence for the contract.
 #[derive(Debug, Clone, Default)]

@@ -63,15 +63,9 @@ pub async fn run_command(
     tail_lines: usize,
 ) -> CommandRun {
     let start = Instant::now();
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut cmd =
+        crate::shell::sh_exact(command, env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

@@ -113,7 +113,7 @@ async fn run_local(
     let command = settings.local.command.clone().context(
         "[local] command is not set in atlas.toml: it is the shell command that runs the app",
     )?;
-    let platform = Box::new(crate::provider::local_process::LocalProcess::new(
+    let platform = Box::new(crate::provider::local::process::LocalProcess::new(
         &state_dir, &command, &cwd,
     ));
     let (pg, production_db) = if needs_db {
@@ -140,7 +140,7 @@ async fn run_local(
     let fleet = LocalFleet::new(platform, &prefix, &settings, production_db, qa_db);
     timings.push(("postgres", t.elapsed()));
 
-    let forge = crate::provider::local_forge::LocalForge::new(&state_dir, false);
+    let forge = crate::provider::local::forge::LocalForge::new(&state_dir, false);
     let chain_run = async {
         if mode == Mode::Release {
             let t = Instant::now();
