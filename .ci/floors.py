@@ -51,6 +51,7 @@ FLOORS = {
 }
 
 PATH_RE = re.compile(r"\b(crate|super)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
+BARE_RE = re.compile(r"(?<![:\w])([a-z_][a-z0-9_]*)::")
 GROUP_RE = re.compile(r"\buse\s+crate::\{([^}]*)\}", re.S)
 TEST_RE = re.compile(r"^\s*#\[cfg\(test\)\]\s*\n\s*(pub\s+)?mod\s+\w+\s*\{", re.M)
 
@@ -92,6 +93,23 @@ def resolve(mods, path):
     return "lib"
 
 
+def hide_inline_super(text):
+    """`super::` inside an inline `mod x { ... }` names this very file: not an edge."""
+    out, pos = [], 0
+    for m in re.finditer(r"\bmod\s+\w+\s*\{", text):
+        if m.start() < pos:
+            continue
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        out.append(text[pos : m.end()])
+        out.append(text[m.end() : i].replace("super::", "inline_super_"))
+        pos = i
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def edges(mods):
     out = {m: set() for m in mods}
     for mod, file in mods.items():
@@ -101,17 +119,22 @@ def edges(mods):
             text = text[: m.start()]
         # Drop line comments and doc comments: a path named in prose is no import.
         text = re.sub(r"//[^\n]*", "", text)
+        text = hide_inline_super(text)
         paths = []
         for kind, rest in PATH_RE.findall(text):
             rest = rest[2:]
             if kind == "crate":
                 paths.append(rest)
-            elif resolve(mods, "::".join(mod.split("::")[:-1] + [rest])) == "lib":
-                continue  # `super` inside an inline module: the file itself
             else:
                 # `super` is the parent module, for a mod.rs and a plain file alike.
                 base = mod.split("::")[:-1]
                 paths.append("::".join(base + [rest]) if base else rest)
+        # A bare `child::` path names a module declared below this one (or, from lib.rs, a
+        # top-level module).
+        prefix = "" if mod == "lib" else mod + "::"
+        for name in BARE_RE.findall(text):
+            if (prefix + name) in mods:
+                paths.append(prefix + name)
         for group in GROUP_RE.findall(text):
             for item in group.split(","):
                 item = item.strip().split(" as ")[0].split("::{")[0]

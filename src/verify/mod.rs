@@ -15,7 +15,6 @@
 pub mod canary;
 pub mod chain;
 pub mod checks;
-pub mod cli;
 pub mod fleet;
 pub mod fly;
 pub mod local;
@@ -30,7 +29,6 @@ pub use chain::{
     Chain, ChainReport, LoadGate, Mode, Outcome, ProbeLoad, Release, Stage, StageStatus,
     build_chain,
 };
-pub use cli::{cli_release, cli_verify, dispatch};
 pub use fleet::{Fleet, Instance, Target};
 pub use migrate::ReleaseDatabase;
 

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::chain::{self, Chain, LoadModuleGate, Mode, Release};
-use super::local::{self, LocalFleet, QaDatabase};
-use super::migrate::{ProviderReleaseDb, PsqlDatabase, ReleaseDatabase};
 use crate::cli::ChainArgs;
 use crate::event::{Event, Plan};
 use crate::provider::BranchRequest;
+use crate::verify::chain::{self, Chain, LoadModuleGate, Mode, Release};
+use crate::verify::local::{self, LocalFleet, QaDatabase};
+use crate::verify::migrate::{ProviderReleaseDb, PsqlDatabase, ReleaseDatabase};
 
 /// Progress on stderr, redacted; a line the runner would read as a workflow command (`::x::`,
 /// e.g. from an app's log in an error) is made inert the way `gha` does it.
@@ -36,7 +36,7 @@ pub async fn cli_release(args: &ChainArgs, config: Option<&Path>) -> anyhow::Res
 }
 
 async fn run_cli(mode: Mode, args: &ChainArgs, config: Option<&Path>) -> anyhow::Result<()> {
-    let settings = crate::settings_for_cli(config)?;
+    let settings = super::ctx::settings_for_cli(config)?;
     settings.verify.validate()?;
     if !args.local {
         anyhow::bail!(
@@ -117,7 +117,7 @@ async fn run_local(
         &state_dir, &command, &cwd,
     ));
     let (pg, production_db) = if needs_db {
-        let setup = crate::preview::local_providers(&settings, &state_dir, false, &mut log).await?;
+        let setup = super::preview::local_providers(&settings, &state_dir, false, &mut log).await?;
         let url = local::production_url(&settings, &setup.state_dir)?;
         (Some(setup.pg), Some(url))
     } else {
@@ -205,7 +205,7 @@ async fn run_local(
         say(&format!("  {stage}: {ms} ms"));
     }
     let renderer = crate::report::Renderer::new(settings.templates.dir.as_deref())?;
-    let md = super::render(&renderer, &report)?;
+    let md = crate::verify::render(&renderer, &report)?;
     let dir = state_dir.join("verify");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join("report.md"), &md)
@@ -249,7 +249,11 @@ async fn run_local(
 /// parent, the production database URL from the variable named by `[verify]
 /// production_database_env`. The report goes to the job summary and the outputs `verdict`,
 /// `failed_stage` and `report`.
-pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyhow::Result<()> {
+pub async fn dispatch(
+    ctx: &mut super::ctx::Ctx,
+    _event: &Event,
+    plan: &Plan,
+) -> anyhow::Result<()> {
     use crate::event::CommandKind;
     let mode = if plan.command == CommandKind::Release {
         Mode::Release
@@ -273,7 +277,7 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
         .clone()
         .context("GITHUB_REPOSITORY is not set: run atlas on GitHub Actions or use --local")?;
     let prefix = crate::naming::prefix(settings.app.name.as_deref(), &repository);
-    let fleet = super::fly::FlyFleet::new(
+    let fleet = crate::verify::fly::FlyFleet::new(
         &ctx.config.fly,
         &settings,
         &prefix,
@@ -307,7 +311,7 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
     let forge = match &ctx.config.github_token {
         Some(_) => Some(
             crate::provider::github::GithubForge::from_env(&ctx.github, &ctx.config)?
-                .with_policy(crate::action::retry_policy()),
+                .with_policy(super::action::retry_policy()),
         ),
         None => None,
     };
@@ -336,7 +340,7 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
         )
         .as_deref(),
     )?;
-    let md = super::render(&renderer, &report)?;
+    let md = crate::verify::render(&renderer, &report)?;
     ctx.gha.append_summary(&md)?;
     ctx.gha.set_output("verdict", &report.verdict)?;
     ctx.gha

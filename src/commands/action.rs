@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, bail};
 
-use crate::Ctx;
+use super::ctx::Ctx;
 use crate::event::{CommandKind, Event, Plan};
 use crate::http::RetryPolicy;
 use crate::outputs::RunReport;
@@ -288,10 +288,11 @@ pub async fn cli_sweep(
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     if args.local {
-        let settings = crate::settings_for_cli(config)?;
+        let settings = super::ctx::settings_for_cli(config)?;
         let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
         let setup =
-            preview::local_providers(&settings, &settings.local.state_dir, false, &mut log).await?;
+            super::preview::local_providers(&settings, &settings.local.state_dir, false, &mut log)
+                .await?;
         let config = crate::config::Config::from_vars(std::env::vars())?;
         let mut opts = SweepOptions::from_config(&config, &settings);
         opts.dry_run |= args.dry_run;
