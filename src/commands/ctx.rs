@@ -5,8 +5,8 @@ use std::io::Write;
 
 use anyhow::Context as _;
 
-use crate::config::{Config, ForcedCommand, Settings};
-use crate::event::{CommandKind, Event, Plan};
+use crate::config::{Config, Settings};
+use crate::event::{Event, Plan};
 use crate::github_env::GithubEnv;
 use crate::{config, event, gha, secret};
 
@@ -99,30 +99,9 @@ pub fn load_event(
     Event::parse(&name, &text).with_context(|| format!("bad `{name}` event in {}", path.display()))
 }
 
-/// Plans the current event, applying a `command` input override.
+/// Plans the current event; the `command` input is part of the policy.
 pub fn plan_for(ctx: &Ctx, event: &Event) -> Plan {
-    let mut p = event::plan(event, &ctx.config.policy, &ctx.github.context());
-    let forced = match ctx.config.command {
-        ForcedCommand::Auto | ForcedCommand::Plan => None,
-        ForcedCommand::PreviewUp => Some(CommandKind::PreviewUp),
-        ForcedCommand::PreviewDown => Some(CommandKind::PreviewDown),
-        ForcedCommand::Verify => Some(CommandKind::Verify),
-        ForcedCommand::Release => Some(CommandKind::Release),
-        ForcedCommand::Sweep => Some(CommandKind::Sweep),
-    };
-    if let Some(c) = forced {
-        // A forced command never overrides a fork skip: that is a trust decision.
-        let fork_skip = p.command == CommandKind::Skip
-            && matches!(event, Event::PullRequest { pr, .. } if pr.is_fork());
-        if !fork_skip {
-            p.command = c;
-            p.reason = format!("input `command` is {}", c.as_str());
-            if let Some(pr) = ctx.config.pr {
-                p.pr = Some(pr);
-            }
-        }
-    }
-    p
+    event::plan(event, &ctx.config.policy, &ctx.github.context())
 }
 
 /// `atlas.toml` for CLI commands that need no inputs.

@@ -58,6 +58,19 @@ pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Resu
         plan.command.as_str(),
         plan.reason
     ));
+    if plan.dry_run {
+        // `command: plan`: the decision is the whole result; no provider is built or called.
+        ctx.gha.notice(
+            "atlas: plan only",
+            &format!(
+                "would run {} ({}); input `command` is plan",
+                plan.command.as_str(),
+                plan.reason
+            ),
+        );
+        println!("{}", serde_json::to_string(plan)?);
+        return Ok(());
+    }
     match plan.command {
         CommandKind::Skip => {
             ctx.gha.notice("atlas: skipped", &plan.reason);

@@ -34,6 +34,10 @@ pub struct Policy {
     pub trust_dependabot: bool,
     /// Tags that trigger a release (`v*` by default; `*` is the only wildcard).
     pub tag_pattern: String,
+    /// The `command` input: `auto`, a forced command, or `plan` (decide, print, run nothing).
+    pub command: ForcedCommand,
+    /// The `pr` input: the pull request a forced command acts on.
+    pub pr: Option<u64>,
 }
 
 impl Default for Policy {
@@ -43,6 +47,8 @@ impl Default for Policy {
             trusted_label: "atlas:preview".into(),
             trust_dependabot: false,
             tag_pattern: "v*".into(),
+            command: ForcedCommand::Auto,
+            pr: None,
         }
     }
 }
@@ -464,6 +470,8 @@ impl Config {
                 trusted_label,
                 trust_dependabot,
                 tag_pattern,
+                command,
+                pr,
             },
             ttl,
             regression_threshold,
