@@ -2,6 +2,25 @@
 //!
 //! Data flows one way: `config + event -> plan -> preview|verify -> providers -> evidence ->
 //! report`. Providers never render; templates never call providers; `plan` never does I/O.
+//!
+//! # Floors
+//!
+//! Each floor imports only from floors below it (or its own, without a cycle):
+//!
+//! ```text
+//! 8 commands/ cli        read the process environment, build providers (cloud or local,
+//!                        once), pick the retry policy, print; one match over commands
+//! 7 preview verify/ sweep load (its flows)   plain async functions that take data
+//! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy}
+//! 5 contract report outputs gha http github_env
+//! 4 event                pure: event + policy -> plan (forced-command and fork rules too)
+//! 3 config/              inputs and every atlas.toml section; imports only secret and text
+//! 1 secret naming text shell error          the ground floor
+//! ```
+//!
+//! Rules: nothing below `commands/` names `std::env` (except `shell`, which passes `PATH` and
+//! `HOME` to children); a provider never imports a flow, `evidence` or `report`; no module
+//! imports one that imports it back. `.ci/floors.py` checks the floors and the cycles.
 
 pub mod cli;
 pub mod commands;

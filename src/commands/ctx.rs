@@ -111,3 +111,14 @@ pub fn settings_for_cli(path: Option<&std::path::Path>) -> anyhow::Result<Settin
         None => Settings::load(std::path::Path::new("atlas.toml"), false),
     }
 }
+
+/// Runs `[local] build` (`what` names it in the error) with atlas's own environment: a build
+/// needs the toolchain's variables, and it is the user's own command on the user's machine.
+pub async fn build(build: &str, what: &str) -> anyhow::Result<std::process::ExitStatus> {
+    tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(build)
+        .status()
+        .await
+        .with_context(|| format!("cannot run the {what} `{build}`"))
+}

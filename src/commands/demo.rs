@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 use crate::cli::{DemoArgs, PreviewArgs};
 use crate::preview;
@@ -52,12 +52,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     if let Some(build) = &settings.local.build {
         say(&format!("→ build: {build}"));
         let t = Instant::now();
-        let status = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(build)
-            .status()
-            .await
-            .with_context(|| format!("cannot run the build command `{build}`"))?;
+        let status = super::ctx::build(build, "build command").await?;
         if !status.success() {
             bail!(
                 "the build command `{build}` failed ({status}); fix it and run `atlas demo` again"

@@ -91,7 +91,7 @@ pub async fn local_providers(
     })
 }
 
-fn git(args: &[&str]) -> Option<String> {
+pub(super) fn git(args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
         .args(args)
         .stderr(Stdio::null())

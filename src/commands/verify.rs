@@ -48,15 +48,7 @@ async fn run_cli(mode: Mode, args: &ChainArgs, config: Option<&Path>) -> anyhow:
 }
 
 fn git_head() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
+    super::preview::git(&["rev-parse", "--short=12", "HEAD"])
 }
 
 fn branch_request(settings: &crate::config::Settings, pr: u64, name: &str) -> BranchRequest {
@@ -89,12 +81,7 @@ async fn run_local(
     if let Some(build) = &settings.local.build {
         say(&format!("atlas {}: build: {build}", mode.as_str()));
         let t = Instant::now();
-        let status = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(build)
-            .status()
-            .await
-            .with_context(|| format!("cannot run the [local] build command `{build}`"))?;
+        let status = super::ctx::build(build, "[local] build command").await?;
         if !status.success() {
             anyhow::bail!("the [local] build command `{build}` failed ({status})");
         }

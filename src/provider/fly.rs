@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{FlyAccess, FlySettings, Settings};
-use crate::http::{Call, Client, RetryPolicy, Timeouts, status_of};
+use crate::http::{Call, Client, RetryPolicy, Timeouts, enc, status_of};
 use crate::naming;
 use crate::provider::{
     AppDeployment, Deleted, DeployRequest, OWNER_KEY, OWNER_VALUE, Owned, PR_KEY, Platform,
@@ -46,21 +46,25 @@ pub const ROLE_KEY: &str = "atlas_role";
 pub const ROLE_MIGRATIONS: &str = "migrations";
 use crate::secret::{self, Secret};
 
+/// A Fly machine as the Machines API returns it (the fields Atlas reads); the preview platform
+/// and the verify fleet both read this one shape.
 #[derive(Debug, Clone, Deserialize)]
-struct ApiMachine {
-    id: String,
+pub(crate) struct ApiMachine {
+    pub(crate) id: String,
     #[serde(default)]
-    instance_id: Option<String>,
+    pub(crate) instance_id: Option<String>,
     #[serde(default)]
-    state: Option<String>,
+    pub(crate) state: Option<String>,
     #[serde(default)]
-    created_at: Option<String>,
+    pub(crate) region: Option<String>,
     #[serde(default)]
-    config: Value,
+    pub(crate) created_at: Option<String>,
+    #[serde(default)]
+    pub(crate) config: Value,
 }
 
 impl ApiMachine {
-    fn meta(&self, key: &str) -> Option<&str> {
+    pub(crate) fn meta(&self, key: &str) -> Option<&str> {
         self.config["metadata"][key].as_str()
     }
 
@@ -514,10 +518,6 @@ enum Waited {
     TimedOut(String),
     /// The machine answered 404 repeatedly (an `auto_destroy` machine that finished).
     Gone,
-}
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[async_trait]

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{NeonAccess, Settings};
-use crate::http::{Call, Client, RetryPolicy, Timeouts, status_of};
+use crate::http::{Call, Client, RetryPolicy, Timeouts, enc, status_of};
 use crate::naming;
 use crate::provider::{
     Branch, BranchRequest, Database, Deleted, OWNER_KEY, OWNER_VALUE, Owned, PR_KEY, REPO_KEY,
@@ -263,10 +263,6 @@ pub fn register_uri(uri: &str) -> Secret {
         secret::register(&decoded);
     }
     s
-}
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn annotation_of(v: &Value) -> BTreeMap<String, String> {

@@ -217,17 +217,7 @@ impl PsqlDatabase {
             )
             .await
             .with_context(|| format!("pg_dump of {db} failed"))?;
-        // Comments and the per-dump `\restrict` keys differ between two dumps of one schema.
-        Ok(text
-            .lines()
-            .filter(|l| {
-                !l.starts_with("--")
-                    && !l.trim().is_empty()
-                    && !l.starts_with("\\restrict")
-                    && !l.starts_with("\\unrestrict")
-            })
-            .map(|l| format!("{l}\n"))
-            .collect())
+        Ok(crate::provider::local::pg::schema_lines(&text))
     }
 }
 

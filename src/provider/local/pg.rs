@@ -537,18 +537,7 @@ impl LocalPg {
                 secret::redact(String::from_utf8_lossy(&out.stderr).trim())
             );
         }
-        // Comments, blank lines and the per-dump `\restrict` keys differ between two dumps of
-        // the same schema; they are not schema.
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| {
-                !l.starts_with("--")
-                    && !l.trim().is_empty()
-                    && !l.starts_with("\\restrict")
-                    && !l.starts_with("\\unrestrict")
-            })
-            .map(|l| format!("{l}\n"))
-            .collect())
+        Ok(schema_lines(&String::from_utf8_lossy(&out.stdout)))
     }
 
     fn branches_file(&self) -> PathBuf {
@@ -777,6 +766,20 @@ impl Database for LocalPg {
             })
             .collect())
     }
+}
+
+/// A `pg_dump --schema-only` reduced to its schema: comments, blank lines and the per-dump
+/// `\restrict` keys differ between two dumps of the same schema.
+pub fn schema_lines(dump: &str) -> String {
+    dump.lines()
+        .filter(|l| {
+            !l.starts_with("--")
+                && !l.trim().is_empty()
+                && !l.starts_with("\\restrict")
+                && !l.starts_with("\\unrestrict")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 #[cfg(test)]
