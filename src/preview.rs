@@ -34,6 +34,7 @@ use crate::provider::local::pg::LocalPg;
 use crate::provider::{
     AppDeployment, BranchRequest, Deleted, DeployRequest, DeployState, Providers, TaskRequest,
 };
+use crate::report::{DestroyedComment, PreviewComment, SummaryContext};
 use crate::secret::{self, Secret};
 
 /// What is being previewed.
@@ -366,14 +367,14 @@ pub async fn up(
                     leftovers.join("; ")
                 ));
             }
-            let ctx = serde_json::json!({
-                "marker": marker(req.pr),
-                "pr": req.pr,
-                "status": "failed",
-                "contract": contract,
-                "error": msg,
-                "generated_at": Utc::now().to_rfc3339(),
-            });
+            let ctx = PreviewComment {
+                marker: marker(req.pr),
+                pr: req.pr,
+                status: "failed",
+                contract: &contract,
+                error: Some(msg.clone()),
+                generated_at: Utc::now().to_rfc3339(),
+            };
             if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
                 let body = with_record(body, &contract);
                 let _ = providers
@@ -423,14 +424,14 @@ async fn publish_ready(
     contract: &Contract,
     app: AppDeployment,
 ) -> anyhow::Result<UpOutcome> {
-    let ctx = serde_json::json!({
-        "marker": marker(req.pr),
-        "pr": req.pr,
-        "status": "ready",
-        "contract": contract,
-        "error": null,
-        "generated_at": Utc::now().to_rfc3339(),
-    });
+    let ctx = PreviewComment {
+        marker: marker(req.pr),
+        pr: req.pr,
+        status: "ready",
+        contract,
+        error: None,
+        generated_at: Utc::now().to_rfc3339(),
+    };
     let body = with_record(renderer.render_comment("preview.md.j2", &ctx)?, contract);
     let comment = providers
         .forge
@@ -446,13 +447,7 @@ async fn publish_ready(
             "preview ready",
         )
         .await?;
-    let summary = renderer.render(
-        "summary.md.j2",
-        &serde_json::json!({
-            "command": "preview up", "pr": req.pr, "verdict": "ready",
-            "reason": null, "contract": contract, "error": null,
-        }),
-    )?;
+    let summary = render_summary(renderer, "preview up", req.pr, "ready", contract)?;
     audit(
         opts,
         serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
@@ -465,6 +460,27 @@ async fn publish_ready(
         comment_body: body,
         summary,
     })
+}
+
+/// The job summary of `preview up` / `preview down`.
+fn render_summary(
+    renderer: &crate::report::Renderer,
+    command: &str,
+    pr: u64,
+    verdict: &str,
+    contract: &Contract,
+) -> anyhow::Result<String> {
+    renderer.render(
+        "summary.md.j2",
+        &SummaryContext {
+            command,
+            pr: Some(pr),
+            verdict,
+            reason: None,
+            contract: Some(contract),
+            error: None,
+        },
+    )
 }
 
 fn branch_name(providers: &Providers, pr: u64) -> String {
@@ -730,15 +746,15 @@ pub async fn down(
         c
     });
     contract.lifecycle.destroyed = Some(destroyed_at.clone());
-    let ctx = serde_json::json!({
-        "marker": marker(req.pr),
-        "pr": req.pr,
-        "destroyed_at": destroyed_at,
-        "removed": removed,
-        "audit": opts.audit_log.as_ref().map(|p| p.display().to_string()),
-        "contract": contract,
-        "generated_at": Utc::now().to_rfc3339(),
-    });
+    let ctx = DestroyedComment {
+        marker: marker(req.pr),
+        pr: req.pr,
+        destroyed_at: &destroyed_at,
+        removed: &removed,
+        audit: opts.audit_log.as_ref().map(|p| p.display().to_string()),
+        contract: &contract,
+        generated_at: Utc::now().to_rfc3339(),
+    };
     let body = renderer.render_comment("destroyed.md.j2", &ctx)?;
     let comment = providers
         .forge
@@ -748,13 +764,7 @@ pub async fn down(
         .forge
         .deactivate_environment(&preview_environment(req.pr))
         .await?;
-    let summary = renderer.render(
-        "summary.md.j2",
-        &serde_json::json!({
-            "command": "preview down", "pr": req.pr, "verdict": "destroyed",
-            "reason": null, "contract": contract, "error": null,
-        }),
-    )?;
+    let summary = render_summary(&renderer, "preview down", req.pr, "destroyed", &contract)?;
     Ok(DownOutcome {
         removed,
         comment,

@@ -80,7 +80,12 @@ pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Resu
             out.verdict = "skipped".into();
             outputs::write_outputs(&mut ctx.gha, &out)?;
             let r = report::Renderer::new(ctx.config.template_dir.as_deref())?;
-            let md = r.render("skip.md.j2", &serde_json::json!({ "reason": plan.reason }))?;
+            let md = r.render(
+                "skip.md.j2",
+                &report::SkipContext {
+                    reason: &plan.reason,
+                },
+            )?;
             ctx.gha.append_summary(&md)?;
             Ok(())
         }
