@@ -28,6 +28,7 @@ pub mod config;
 pub mod contract;
 pub mod error;
 pub mod event;
+pub mod evidence;
 pub mod gha;
 pub mod github_env;
 pub mod http;

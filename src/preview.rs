@@ -183,59 +183,7 @@ pub async fn run_smoke(settings: &Settings, base: &str) -> anyhow::Result<Vec<Sm
         .timeout(Duration::from_secs(10))
         .no_proxy()
         .build()?;
-    let mut out = Vec::new();
-    for c in &settings.smoke {
-        let start = Instant::now();
-        let method = reqwest::Method::from_bytes(c.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| anyhow!("[[smoke]] method {:?} is not an HTTP method", c.method))?;
-        let mut rb = client.request(method, format!("{base}{}", c.path));
-        for (k, v) in &c.headers {
-            rb = rb.header(k, v);
-        }
-        if let Some(b) = &c.body {
-            rb = rb
-                .header("content-type", "application/json")
-                .body(b.clone());
-        }
-        let (status, ok, detail) = match rb.send().await {
-            Ok(r) => {
-                let st = r.status().as_u16();
-                let body = r.text().await.unwrap_or_default();
-                if st != c.status {
-                    (
-                        Some(st),
-                        false,
-                        Some(format!("expected {}, got {st}", c.status)),
-                    )
-                } else if let Some(want) = &c.body_contains
-                    && !body.contains(want.as_str())
-                {
-                    (
-                        Some(st),
-                        false,
-                        Some(format!("body does not contain {want:?}")),
-                    )
-                } else {
-                    (Some(st), true, None)
-                }
-            }
-            Err(e) => (None, false, Some(secret::redact(&format!("{e}")))),
-        };
-        out.push(SmokeResult {
-            name: c
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{} {}", c.method, c.path)),
-            method: c.method.to_ascii_uppercase(),
-            path: c.path.clone(),
-            expected: c.status,
-            status,
-            ok,
-            duration_ms: start.elapsed().as_millis() as u64,
-            detail,
-        });
-    }
-    Ok(out)
+    crate::evidence::checks::run_checks(&client, base, &settings.smoke, "[[smoke]]").await
 }
 
 struct Steps<'a> {

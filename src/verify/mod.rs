@@ -14,7 +14,6 @@
 
 pub mod canary;
 pub mod chain;
-pub mod checks;
 pub mod fleet;
 pub mod fly;
 pub mod local;
