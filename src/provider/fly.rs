@@ -352,20 +352,19 @@ impl FlyPlatform {
         }
     }
 
-    /// The machine's JSON, or `None` when it is gone.
-    async fn get_machine(&self, app: &str, id: &str) -> anyhow::Result<Option<Value>> {
-        match self
-            .client
-            .send(Call::get(
-                "get machine",
-                format!("/apps/{}/machines/{}", enc(app), enc(id)),
-            ))
-            .await
-        {
-            Ok(r) => Ok(Some(r.json("get machine")?)),
+    /// A GET's JSON, or `None` on 404 (the machine is gone).
+    async fn get_json(&self, call: &'static str, path: String) -> anyhow::Result<Option<Value>> {
+        match self.client.send(Call::get(call, path)).await {
+            Ok(r) => Ok(Some(r.json(call)?)),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The machine's JSON, or `None` when it is gone.
+    async fn get_machine(&self, app: &str, id: &str) -> anyhow::Result<Option<Value>> {
+        let path = format!("/apps/{}/machines/{}", enc(app), enc(id));
+        self.get_json("get machine", path).await
     }
 
     /// The exit code of a finished task machine: from the machine's events, else from the
@@ -376,18 +375,9 @@ impl FlyPlatform {
         {
             return Ok(Some(code));
         }
-        match self
-            .client
-            .send(Call::get(
-                "list machine events",
-                format!("/apps/{}/machines/{}/events?limit=50", enc(app), enc(id)),
-            ))
-            .await
-        {
-            Ok(r) => Ok(exit_code(&r.json::<Value>("list machine events")?)),
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let path = format!("/apps/{}/machines/{}/events?limit=50", enc(app), enc(id));
+        let events = self.get_json("list machine events", path).await?;
+        Ok(events.and_then(|v| exit_code(&v)))
     }
 
     fn machine_config(&self, req: &DeployRequest, image: &str) -> Value {
