@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use crate::config::{Config, Settings};
 use crate::event::{Event, Plan};
 use crate::github_env::GithubEnv;
+use crate::http::RetryPolicy;
 use crate::{config, event, gha, secret};
 
 /// Prints an error as one `{:#}` chain, redacted, as an `::error::` annotation on Actions.
@@ -30,6 +31,8 @@ pub struct Ctx {
     pub settings: Settings,
     pub github: GithubEnv,
     pub gha: gha::Gha<Box<dyn Write + Send>>,
+    /// The retry policy of every provider call, chosen once here.
+    pub retry: RetryPolicy,
 }
 
 impl Ctx {
@@ -76,6 +79,7 @@ impl Ctx {
             settings,
             github,
             gha,
+            retry: retry_policy(),
         })
     }
 }
@@ -121,4 +125,13 @@ pub async fn build(build: &str, what: &str) -> anyhow::Result<std::process::Exit
         .status()
         .await
         .with_context(|| format!("cannot run the {what} `{build}`"))
+}
+
+/// The retry policy for provider calls. `ATLAS_RETRY_POLICY=fast` shortens backoff for tests
+/// against local fakes; nothing else reads it.
+pub fn retry_policy() -> RetryPolicy {
+    match std::env::var("ATLAS_RETRY_POLICY").as_deref() {
+        Ok("fast") => RetryPolicy::fast(),
+        _ => RetryPolicy::default(),
+    }
 }

@@ -264,12 +264,8 @@ pub async fn dispatch(
         .clone()
         .context("GITHUB_REPOSITORY is not set: run atlas on GitHub Actions or use --local")?;
     let prefix = crate::naming::prefix(settings.app.name.as_deref(), &repository);
-    let fleet = crate::verify::fly::FlyFleet::new(
-        &ctx.config.fly,
-        &settings,
-        &prefix,
-        crate::http::RetryPolicy::default(),
-    )?;
+    let fleet =
+        crate::verify::fly::FlyFleet::new(&ctx.config.fly, &settings, &prefix, ctx.retry.clone())?;
     let release_db = if mode == Mode::Release && settings.database.migrations.is_some() {
         let var = &settings.verify.production_database_env;
         let url = std::env::var(var).ok().filter(|v| !v.is_empty()).with_context(|| {
@@ -283,7 +279,7 @@ pub async fn dispatch(
             &ctx.config.neon,
             &settings,
             &repository,
-            crate::http::RetryPolicy::default(),
+            ctx.retry.clone(),
         )?;
         let mut req = branch_request(&settings, 0, &settings.verify.rehearsal_branch);
         req.repository = repository.clone();
@@ -298,7 +294,7 @@ pub async fn dispatch(
     let forge = match &ctx.config.github_token {
         Some(_) => Some(
             crate::provider::github::GithubForge::from_env(&ctx.github, &ctx.config)?
-                .with_policy(super::action::retry_policy()),
+                .with_policy(ctx.retry.clone()),
         ),
         None => None,
     };
