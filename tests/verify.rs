@@ -712,7 +712,9 @@ p95_floor_ms = 15.0
         .unwrap();
         let summary = d.join("summary.md");
         let output = d.join("output.txt");
-        let event = "/work/shared/events/octokit/push.tag.created.json";
+        let event =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/events/push.tag.created.json");
+        let event = event.to_str().unwrap();
         let vars: Vec<(String, String)> = [
             ("GITHUB_ACTIONS", "true"),
             ("GITHUB_EVENT_NAME", "push"),
