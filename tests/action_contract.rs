@@ -620,7 +620,14 @@ fn dockerfile_image_stage_keeps_its_promises() {
     assert!(text.contains(MUSL) && text.contains("musl-tools"));
     // Everything the build reads is in the context .dockerignore lets through.
     let ignore = read(".dockerignore");
-    for path in ["Cargo.toml", "Cargo.lock", "src/**", "templates/**"] {
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/**",
+        "templates/**",
+        "examples/kitchen/Cargo.toml",
+        "examples/kitchen/main.rs",
+    ] {
         assert!(
             ignore.lines().any(|l| l == format!("!{path}")),
             "{path} not in context"
