@@ -542,10 +542,7 @@ impl Client {
         let sent = rb.send().await;
         if self.pace.is_some() && call.method != reqwest::Method::GET {
             // Spacing counts from the answer too: the server sees arrivals, not our sends.
-            let mut last = self
-                .last_mutation
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut last = self.last_mutation.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             let t = last.entry(pace_key).or_insert(now);
             *t = (*t).max(now);
@@ -688,6 +685,11 @@ impl Client {
         })
         .await
     }
+}
+
+/// `s` percent-encoded for one path segment or query value of a vendor URL.
+pub fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]
