@@ -336,7 +336,7 @@ mod tests {
         assert!(!r[2].ok);
         assert_eq!(
             r[2].detail.as_deref(),
-            Some("body does not contain \"nowhere in the echo\"")
+            Some("body does not contain \"nowhere in the echo\" (in its first 1024 KiB)")
         );
     }
 
