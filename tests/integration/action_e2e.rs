@@ -1,0 +1,789 @@
+//! End to end: the real `atlas` binary, in an environment shaped like the GitHub runner's
+//! (`runner_env.rs`), runs `atlas run` for pull request events against stateful fakes of Neon,
+//! Fly and GitHub that validate every request against the vendors' published API descriptions.
+//! The preview URL points at a tiny app server on 127.0.0.1 that answers the health and smoke
+//! paths, so readiness and smoke checks really run.
+//!
+//! Covered: a PR's life (opened -> synchronize -> repeat -> closed) with what each fake holds
+//! after each step and the calls a converged re-run costs; faults (5xx bursts, 429 with
+//! `Retry-After`, a machine that never starts); fork and stale-run skips that touch nothing;
+//! a missing input that fails before any request; and, on every run, that no secret value
+//! reaches stdout, stderr, `GITHUB_OUTPUT`, the step summary or a comment, and that every
+//! request matched the vendor spec.
+
+use crate::common::fake_fly;
+use crate::common::fake_github;
+use crate::common::fake_neon;
+use crate::common::openapi;
+use crate::common::runner_env;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode, Uri};
+use fake_fly::FakeFly;
+use fake_github::FakeGithub;
+use fake_neon::FakeNeon;
+use openapi::Fault;
+use runner_env::{RunnerEnv, fixture};
+use serde_json::Value;
+
+const REPO: &str = "octo-org/kitchen";
+/// The fixtures' PR number.
+const PR: u64 = 2;
+/// The fixtures' head commit.
+const HEAD1: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+/// The head after a push to the PR.
+const HEAD2: &str = "5d1c0ffee5d1c0ffee5d1c0ffee5d1c0ffee5d1c";
+/// `runner_env.rs` sets GITHUB_SHA to this merge commit for pull_request events.
+const MERGE_SHA: &str = "feedfacefeedfacefeedfacefeedfacefeedface";
+const NEON_KEY: &str = "neon-e2e-key-Qx81Zt55wq";
+const FLY_TOKEN: &str = "fly-e2e-token-Lm29Vb77kd";
+const GH_TOKEN: &str = "ghs_e2eTokenValue9876543210fedcba";
+const STRIPE: &str = "sk_test_e2e_Pq44Rr99zz";
+const ORG: &str = "atlas-org";
+/// Every Neon branch password of the fake looks like `npg_Pw<n>Sekr1t`.
+const PASSWORD_TAG: &str = "Sekr1t";
+/// The GitHub environment previews deploy to.
+const ENVIRONMENT: &str = "preview/pr-2";
+const CLAUSES: [&str; 7] = [
+    "1. Code identity",
+    "2. Data boundary",
+    "3. Identity boundary",
+    "4. Secret boundary",
+    "5. Migration boundary",
+    "6. Evidence boundary",
+    "7. Lifecycle boundary",
+];
+
+/// The three fakes and the app the preview URL points at.
+struct World {
+    neon: FakeNeon,
+    fly: FakeFly,
+    gh: FakeGithub,
+    app_base: String,
+    app_hits: Arc<Mutex<Vec<String>>>,
+    /// Every run's texts, checked for secrets at the end.
+    texts: Mutex<Vec<(String, String)>>,
+}
+
+/// The app behind the preview URL: `/<app>/healthz` and `/<app>/api/ping` answer, nothing else.
+async fn app_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let h = h.clone();
+        async move {
+            let p = uri.path().to_string();
+            h.lock().unwrap().push(p.clone());
+            if p.ends_with("/healthz") {
+                (StatusCode::OK, "ok")
+            } else if p.ends_with("/api/ping") {
+                (StatusCode::OK, "pong")
+            } else {
+                (StatusCode::NOT_FOUND, "not found")
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), hits)
+}
+
+async fn world() -> World {
+    let (app_base, app_hits) = app_server().await;
+    World {
+        neon: FakeNeon::start(NEON_KEY).await,
+        fly: FakeFly::start(FLY_TOKEN).await,
+        // `GET /user` answers 403, as for the workflow's installation token.
+        gh: FakeGithub::start(REPO, None).await,
+        app_base,
+        app_hits,
+        texts: Mutex::new(Vec::new()),
+    }
+}
+
+fn app_name() -> String {
+    atlas::naming::preview_app(&atlas::naming::prefix(None, REPO), PR)
+}
+
+fn image(sha: &str) -> String {
+    format!("registry.fly.io/kitchen:{}", &sha[..12])
+}
+
+/// A webhook fixture moved to the fake repository, with `head_sha` as the PR head and
+/// `head_repo` as the repository the head branch lives in (a fork when it differs).
+fn payload(file: &str, head_sha: &str, head_repo: &str) -> String {
+    let text = std::fs::read_to_string(fixture(file)).unwrap();
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    let (owner, name) = REPO.split_once('/').unwrap();
+    v["repository"]["full_name"] = Value::from(REPO);
+    v["repository"]["name"] = Value::from(name);
+    v["repository"]["owner"]["login"] = Value::from(owner);
+    let pr = &mut v["pull_request"];
+    pr["base"]["repo"]["full_name"] = Value::from(REPO);
+    pr["head"]["repo"]["full_name"] = Value::from(head_repo);
+    pr["head"]["sha"] = Value::from(head_sha);
+    if v.get("after").is_some_and(|a| !a.is_null()) {
+        v["after"] = Value::from(head_sha);
+    }
+    serde_json::to_string(&v).unwrap()
+}
+
+fn atlas_toml(app_base: &str) -> String {
+    format!(
+        r#"[app]
+health_path = "/healthz"
+readiness_timeout = "3s"
+
+[database]
+schema_only = true
+# Migration tools print connection strings; atlas must redact them.
+migrations = "echo migrated; echo \"connected to $DATABASE_URL\""
+
+[preview]
+secrets = ["STRIPE_KEY"]
+
+[fly]
+preview_url = "{app_base}/{{app}}"
+
+[[smoke]]
+name = "ping"
+path = "/api/ping"
+status = 200
+body_contains = "pong"
+"#
+    )
+}
+
+/// One finished `atlas run`.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    output_file: String,
+    outputs: BTreeMap<String, String>,
+    summary: String,
+}
+
+impl Run {
+    fn out(&self, name: &str) -> &str {
+        self.outputs.get(name).map(String::as_str).unwrap_or("")
+    }
+    fn dump(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}\n--- outputs\n{}",
+            self.code, self.stdout, self.stderr, self.output_file
+        )
+    }
+}
+
+/// Every input `atlas run` needs for a cloud preview; tests override single ones.
+fn cloud_inputs<'a>(w: &'a World, image: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("github_token", GH_TOKEN),
+        ("neon_api_key", NEON_KEY),
+        ("neon_project_id", fake_neon::PROJECT),
+        ("neon_api_url", &w.neon.api_url),
+        ("fly_api_token", FLY_TOKEN),
+        ("fly_org", ORG),
+        ("fly_api_url", &w.fly.api_url),
+        ("image", image),
+        ("preview_secrets", "STRIPE_KEY=sk_test_e2e_Pq44Rr99zz"),
+    ]
+}
+
+impl World {
+    /// Runs `atlas run` for `event_name` with `payload`; `inputs` override [`cloud_inputs`].
+    /// With `subdir`, atlas.toml lives in `workspace/<subdir>` and `working_directory` names it.
+    async fn run(
+        &self,
+        event_name: &str,
+        payload: &str,
+        image: &str,
+        inputs: &[(&str, &str)],
+        subdir: Option<&str>,
+    ) -> Run {
+        let mut all: BTreeMap<&str, &str> = cloud_inputs(self, image).into_iter().collect();
+        all.extend(inputs.iter().copied());
+        let pairs: Vec<(&str, &str)> = all.into_iter().collect();
+        let mut env = RunnerEnv::new(event_name, payload, &pairs);
+        let config_dir = match subdir {
+            Some(s) => env.workspace().join(s),
+            None => env.workspace(),
+        };
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::write(config_dir.join("atlas.toml"), atlas_toml(&self.app_base)).unwrap();
+        if subdir.is_some() {
+            env.vars.insert(
+                "INPUT_WORKING_DIRECTORY".into(),
+                config_dir.display().to_string(),
+            );
+        }
+        env.vars
+            .insert("GITHUB_API_URL".into(), self.gh.url.clone());
+        env.vars.insert("ATLAS_RETRY_POLICY".into(), "fast".into());
+
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+            .arg("run")
+            .env_clear()
+            .envs(&env.vars)
+            .current_dir(env.workspace())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(45), child)
+            .await
+            .expect("atlas run did not finish within 45 s")
+            .unwrap();
+        let output_file = env.output_file();
+        let outputs = atlas::gha::parse_output_file(&output_file)
+            .unwrap_or_else(|e| panic!("GITHUB_OUTPUT does not parse: {e}\n{output_file}"))
+            .into_iter()
+            .collect();
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            output_file,
+            outputs,
+            summary: env.summary_file(),
+        };
+        let mut texts = self.texts.lock().unwrap();
+        let tag = format!("{event_name} run {}", texts.len() / 4 + 1);
+        // `::add-mask::` lines are how secrets are registered with the runner: they must carry
+        // the value. Every other line must not.
+        let stdout: String = run
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with("::add-mask::"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        texts.push((format!("{tag} stdout"), stdout));
+        texts.push((format!("{tag} stderr"), run.stderr.clone()));
+        texts.push((format!("{tag} GITHUB_OUTPUT"), run.output_file.clone()));
+        texts.push((format!("{tag} step summary"), run.summary.clone()));
+        run
+    }
+
+    fn neon_calls(&self) -> usize {
+        self.neon.core.call_count()
+    }
+    fn fly_calls(&self) -> usize {
+        self.fly.core.call_count()
+    }
+    fn gh_calls(&self) -> usize {
+        self.gh.calls().len()
+    }
+    fn reset_calls(&self) {
+        self.neon.core.reset_calls();
+        self.fly.core.reset_calls();
+        self.gh.reset_calls();
+    }
+
+    /// Atlas's comments on the PR (written with the workflow token: `github-actions[bot]`).
+    fn comments(&self) -> Vec<fake_github::Comment> {
+        self.gh
+            .with(|s| s.comments_on(PR))
+            .into_iter()
+            .filter(|c| c.user == "github-actions[bot]")
+            .collect()
+    }
+
+    /// (environment, sha, statuses oldest first) of every deployment.
+    fn deployments(&self) -> Vec<(String, String, Vec<String>)> {
+        self.gh.with(|s| {
+            s.deployments
+                .iter()
+                .map(|d| (d.environment.clone(), d.sha.clone(), s.statuses_of(d.id)))
+                .collect()
+        })
+    }
+
+    /// Nothing of the preview is left on Neon or Fly.
+    fn assert_nothing_left(&self) {
+        assert_eq!(
+            self.neon.preview_branches(),
+            Vec::<String>::new(),
+            "orphaned branches"
+        );
+        assert_eq!(self.fly.app_names(), Vec::<String>::new(), "orphaned apps");
+    }
+
+    /// No secret in any run's texts, comment or deployment record; every request matched the
+    /// vendor spec; every GitHub request carried the token.
+    fn assert_clean(&self) {
+        let mut texts = self.texts.lock().unwrap().clone();
+        for c in self.gh.with(|s| s.comments.clone()) {
+            texts.push((format!("comment {}", c.id), c.body));
+        }
+        let records = self.gh.with(|s| {
+            let mut v: Vec<String> = s
+                .deployments
+                .iter()
+                .map(|d| d.payload.to_string())
+                .collect();
+            v.extend(s.statuses.iter().map(|st| st.payload.to_string()));
+            v
+        });
+        texts.extend(records.into_iter().map(|r| ("deployment record".into(), r)));
+        for (what, text) in &texts {
+            for secret in [NEON_KEY, FLY_TOKEN, GH_TOKEN, STRIPE, PASSWORD_TAG] {
+                assert!(
+                    !text.contains(secret),
+                    "secret {secret:?} leaked in {what}:\n{text}"
+                );
+            }
+        }
+        assert_eq!(self.neon.core.violations(), Vec::<String>::new(), "neon");
+        assert_eq!(self.fly.core.violations(), Vec::<String>::new(), "fly");
+        assert_eq!(self.gh.violations(), Vec::<String>::new(), "github");
+        let auth = self.gh.with(|s| s.auth.clone());
+        assert!(
+            auth.iter().all(|a| a == &format!("Bearer {GH_TOKEN}")),
+            "github requests without the token: {auth:?}"
+        );
+    }
+}
+
+/// The deployment of a preview: environment `preview/pr-N`, statuses `in_progress` then
+/// `success`.
+fn assert_deployment_contract(d: &(String, String, Vec<String>)) {
+    let (env, _, statuses) = d;
+    assert_eq!(env, ENVIRONMENT, "{d:?}");
+    assert_eq!(statuses, &vec!["in_progress", "success"], "{d:?}");
+}
+
+fn assert_contract_comment(body: &str, url: &str, sha: &str) {
+    assert!(body.contains("<!-- atlas:preview pr=2 -->"), "{body}");
+    assert!(body.contains(url), "no preview URL {url} in:\n{body}");
+    assert!(body.contains(sha), "no head sha {sha} in:\n{body}");
+    for clause in CLAUSES {
+        assert!(
+            body.contains(clause),
+            "clause {clause:?} missing in:\n{body}"
+        );
+    }
+}
+
+/// Scenarios 1-4 (+8, 9): opened -> synchronize -> the same run again -> closed.
+#[tokio::test]
+async fn a_pull_request_life_opened_synchronize_repeat_closed() {
+    let w = world().await;
+    let app = app_name();
+    let url = format!("{}/{app}", w.app_base);
+
+    // 1. Opened. A reviewer quoting the marker must not be taken for Atlas's comment.
+    let human = "<!-- atlas:preview pr=2 --> quoting the bot: looks good";
+    let human_id = w.gh.add_comment(PR, "octocat", human);
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let first_calls = (w.neon_calls(), w.fly_calls(), w.gh_calls());
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    let branch = w.neon.branch("preview/pr-2").unwrap();
+    assert_eq!(
+        branch.annotation.get("atlas_pr").map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(w.fly.app_names(), vec![app.clone()]);
+    let fly_app = w.fly.app(&app).unwrap();
+    assert_eq!(fly_app.org, ORG);
+    assert_eq!(fly_app.machines.len(), 1);
+    let machine = fly_app.machines[0].clone();
+    assert_eq!(machine.config["image"], image(HEAD1).as_str());
+    // Only the declared secret and the branch's own URI reach the app.
+    assert_eq!(
+        fly_app.secrets.keys().collect::<Vec<_>>(),
+        vec!["DATABASE_URL", "STRIPE_KEY"]
+    );
+    assert_eq!(fly_app.secrets["STRIPE_KEY"], STRIPE);
+    assert!(fly_app.secrets["DATABASE_URL"].contains(&branch.password));
+    let hits = w.app_hits.lock().unwrap().clone();
+    assert!(hits.contains(&format!("/{app}/healthz")), "{hits:?}");
+    assert!(hits.contains(&format!("/{app}/api/ping")), "{hits:?}");
+
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert_contract_comment(&comments[0].body, &url, HEAD1);
+    let deployments = w.deployments();
+    assert_eq!(deployments.len(), 1, "{deployments:?}");
+    assert_eq!(deployments[0].1, HEAD1);
+    assert_deployment_contract(&deployments[0]);
+
+    assert_eq!(r.out("preview_url"), url, "{}", r.dump());
+    assert_eq!(r.out("commit_sha"), HEAD1, "the PR head, not GITHUB_SHA");
+    assert_ne!(r.out("commit_sha"), MERGE_SHA);
+    assert_eq!(r.out("database_branch"), "preview/pr-2");
+    assert_eq!(r.out("verdict"), "pass");
+    assert!(
+        r.out("comment_url")
+            .ends_with(&format!("/pull/2#issuecomment-{}", comments[0].id)),
+        "{}",
+        r.dump()
+    );
+    assert!(
+        r.summary.contains("pass") || r.summary.contains("ready"),
+        "{}",
+        r.summary
+    );
+    // The runner is told to mask every secret, the database password included.
+    let masks: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("::add-mask::"))
+        .collect();
+    for secret in [
+        NEON_KEY,
+        FLY_TOKEN,
+        GH_TOKEN,
+        STRIPE,
+        branch.password.as_str(),
+    ] {
+        assert!(masks.contains(&secret), "no mask for {secret:?}: {masks:?}");
+    }
+
+    // 2. Synchronize: the PR moved to HEAD2 (atlas.toml in a subdirectory this time).
+    w.gh.add_pull(PR, true, HEAD2, false);
+    w.reset_calls();
+    let sync = payload("pull_request.synchronize.json", HEAD2, REPO);
+    let r = w
+        .run("pull_request", &sync, &image(HEAD2), &[], Some("app"))
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    assert_eq!(w.neon.branch("preview/pr-2").unwrap().id, branch.id);
+    assert_eq!(w.fly.app_names(), vec![app.clone()]);
+    let fly_app = w.fly.app(&app).unwrap();
+    assert_eq!(fly_app.machines.len(), 1, "machines piled up");
+    assert_eq!(
+        fly_app.machines[0].id, machine.id,
+        "machine replaced, not updated"
+    );
+    assert_eq!(fly_app.machines[0].config["image"], image(HEAD2).as_str());
+    assert_eq!(w.neon.core.count("createProjectBranch"), 0);
+    assert_eq!(w.fly.core.count("Apps_create"), 0);
+    // The one create is the one-off migrations machine (run in the app's image, then gone);
+    // the app's machine was updated in place (above).
+    assert_eq!(w.fly.core.count("Machines_create"), 1);
+    assert_eq!(
+        w.fly.tasks().len(),
+        2,
+        "migrations did not run as a fly machine"
+    );
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert_contract_comment(&comments[0].body, &url, HEAD2);
+    assert_eq!(r.out("commit_sha"), HEAD2);
+    assert_eq!(r.out("verdict"), "pass");
+    let sync_calls = (w.neon_calls(), w.fly_calls(), w.gh_calls());
+
+    // 3. The same run again converges: nothing new anywhere.
+    let comment_id = comments[0].id;
+    let deployments_before = w.deployments().len();
+    w.reset_calls();
+    let r = w.run("pull_request", &sync, &image(HEAD2), &[], None).await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let repeat_calls = (w.neon_calls(), w.fly_calls(), w.gh_calls());
+    eprintln!(
+        "calls (neon, fly, github): opened {first_calls:?}, synchronize {sync_calls:?}, repeat {repeat_calls:?}"
+    );
+    eprintln!("repeat neon calls: {:?}", w.neon.core.calls());
+    eprintln!("repeat fly calls: {:?}", w.fly.core.calls());
+    eprintln!("repeat github calls: {:#?}", w.gh.calls());
+    assert_eq!(w.neon.preview_branches().len(), 1);
+    assert_eq!(w.fly.app(&app).unwrap().machines.len(), 1);
+    assert_eq!(w.comments().len(), 1);
+    assert_eq!(w.comments()[0].id, comment_id);
+    assert_eq!(
+        w.deployments().len(),
+        deployments_before,
+        "deployment piled up"
+    );
+    assert_eq!(w.neon.core.count("createProjectBranch"), 0);
+    assert_eq!(
+        w.fly.core.count("Apps_create") + w.fly.core.count("Machines_create"),
+        1,
+        "only the one-off migrations machine is created on a repeat"
+    );
+    assert!(
+        !w.gh
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("POST /repos/octo-org/kitchen/issues/")),
+        "a comment was created on a repeat: {:?}",
+        w.gh.calls()
+    );
+    assert_eq!(r.out("verdict"), "pass");
+
+    // 4. Closed.
+    w.gh.add_pull(PR, false, HEAD2, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.closed.unmerged.json", HEAD2, REPO),
+            &image(HEAD2),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.assert_nothing_left();
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(
+        comments[0].body.to_lowercase().contains("destroyed"),
+        "{}",
+        comments[0].body
+    );
+    // the contract the preview last ran under, from the comment it replaces: the last up's
+    // evidence, not "not run"; its creation time is Neon's, not "in an earlier run".
+    assert!(
+        !comments[0].body.contains("in an earlier run"),
+        "{}",
+        comments[0].body
+    );
+    assert!(
+        comments[0].body.contains("smoke: 1/1 passed")
+            && comments[0].body.contains("applied cleanly")
+            && !comments[0].body.contains("not run"),
+        "{}",
+        comments[0].body
+    );
+    for (env, sha, statuses) in w.deployments() {
+        assert_eq!(
+            statuses.last().map(String::as_str),
+            Some("inactive"),
+            "deployment {env} at {sha}: {statuses:?}"
+        );
+    }
+    assert_eq!(r.out("verdict"), "destroyed", "{}", r.dump());
+    assert!(r.out("comment_url").contains("#issuecomment-"));
+    let theirs =
+        w.gh.with(|s| s.comments.iter().find(|c| c.id == human_id).cloned());
+    assert_eq!(theirs.map(|c| c.body), Some(human.to_string()));
+
+    w.assert_clean();
+}
+
+/// Scenario 5a: 5xx bursts and 429 with `Retry-After` on each provider during up.
+#[tokio::test]
+async fn transient_faults_on_every_provider_do_not_fail_the_preview() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let neon = &w.neon.core;
+    neon.fault("listProjectBranches", Fault::Status(503, None), 2);
+    neon.fault("createProjectBranch", Fault::Status(503, None), 2);
+    neon.fault(
+        "getProjectOperation",
+        Fault::Status(429, Some("1".into())),
+        1,
+    );
+    let fly = &w.fly.core;
+    fly.fault("Apps_show", Fault::Status(503, None), 2);
+    fly.fault("Apps_create", Fault::Status(429, Some("1".into())), 1);
+    fly.fault("Machines_create", Fault::Status(503, None), 2);
+    w.gh.fault(fake_github::Fault::new(Method::GET, "/pulls/2", 503).times(2));
+    w.gh.fault(fake_github::Fault {
+        retry_after: Some(1),
+        ..fake_github::Fault::new(Method::POST, "/issues/2/comments", 429)
+    });
+    w.gh.fault(fake_github::Fault::secondary_rate_limit(
+        Method::POST,
+        "/deployments",
+        1,
+    ));
+
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "pass");
+    assert_eq!(w.neon.preview_branches().len(), 1);
+    let app = w.fly.app(&app_name()).unwrap();
+    assert_eq!(app.machines.len(), 1, "a retried create piled up machines");
+    assert_eq!(w.comments().len(), 1, "a retried create piled up comments");
+    assert_eq!(
+        w.deployments().len(),
+        1,
+        "a retried create piled up deployments"
+    );
+    // Every fault was met (and so retried past).
+    assert!(neon.count("createProjectBranch") >= 3, "{:?}", neon.calls());
+    assert!(fly.count("Apps_create") >= 2, "{:?}", fly.calls());
+    assert!(fly.count("Machines_create") >= 3, "{:?}", fly.calls());
+    assert!(w.gh.with(|s| s.faults.is_empty()), "github faults not met");
+
+    w.gh.add_pull(PR, false, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.closed.unmerged.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.assert_nothing_left();
+    w.assert_clean();
+}
+
+/// Scenario 5b: a machine that never starts fails the run (exit 2, the provider and call named,
+/// outputs written with verdict `error`); the following closed run leaves nothing behind.
+#[tokio::test]
+async fn a_machine_that_never_starts_fails_and_leaves_nothing() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    w.fly.set_never_start(true);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.code, 2, "an operational failure exits 2: {}", r.dump());
+    assert!(
+        r.stderr.contains("fly: wait for machine started") && r.stderr.contains(&app_name()),
+        "the error does not name the provider and the call:\n{}",
+        r.stderr
+    );
+    assert!(w.fly.core.count("Machines_wait") >= 1);
+    assert_eq!(r.out("verdict"), "error", "{}", r.dump());
+    assert_eq!(r.out("commit_sha"), HEAD1);
+    assert!(
+        !r.summary.trim().is_empty(),
+        "empty step summary on failure"
+    );
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(
+        comments[0].body.contains("Preview failed"),
+        "{}",
+        comments[0].body
+    );
+    let statuses = &w.deployments()[0].2;
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("failure"),
+        "{statuses:?}"
+    );
+
+    w.fly.set_never_start(false);
+    w.gh.add_pull(PR, false, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.closed.unmerged.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "destroyed");
+    w.assert_nothing_left();
+    w.assert_clean();
+}
+
+/// Scenario 6: a fork PR under the default policy is skipped without a single provider request.
+#[tokio::test]
+async fn a_fork_pull_request_is_skipped_without_touching_any_provider() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, "evil-fork/kitchen"),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "skipped", "{}", r.dump());
+    assert_eq!(w.neon_calls(), 0, "neon: {:?}", w.neon.core.calls());
+    assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
+    assert_eq!(w.gh_calls(), 0, "github: {:?}", w.gh.calls());
+    assert!(r.summary.contains("fork"), "{}", r.summary);
+    w.assert_clean();
+}
+
+/// Scenario 7: the live PR head moved past the event's: nothing is touched.
+#[tokio::test]
+async fn a_stale_run_touches_nothing() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD2, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "skipped", "{}", r.dump());
+    assert!(
+        r.stdout.contains("no longer the head") && r.summary.contains("no longer the head"),
+        "the stale reason is not reported: {}\n--- summary\n{}",
+        r.dump(),
+        r.summary
+    );
+    assert_eq!(w.neon_calls(), 0, "neon: {:?}", w.neon.core.calls());
+    assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
+    assert!(w.comments().is_empty());
+    assert!(w.deployments().is_empty());
+    let writes: Vec<String> =
+        w.gh.calls()
+            .into_iter()
+            .filter(|c| !c.starts_with("GET "))
+            .collect();
+    assert!(writes.is_empty(), "github writes: {writes:?}");
+    w.assert_clean();
+}
+
+/// A missing credential fails before any request, naming the input; outputs are still written.
+#[tokio::test]
+async fn a_missing_neon_api_key_fails_before_any_request() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[("neon_api_key", "")],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 2, "{}", r.dump());
+    assert!(r.stderr.contains("neon_api_key"), "{}", r.stderr);
+    assert_eq!(w.neon_calls(), 0);
+    assert_eq!(w.fly_calls(), 0);
+    assert_eq!(w.gh_calls(), 0, "github: {:?}", w.gh.calls());
+    assert_eq!(r.out("verdict"), "error", "{}", r.dump());
+    w.assert_clean();
+}

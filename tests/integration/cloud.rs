@@ -1,0 +1,853 @@
+//! Cloud providers (Neon, Fly) through the `Database` / `Platform` traits against stateful
+//! fakes that validate every request against the vendors' published API descriptions. Each
+//! test runs a preview-up-like sequence (ensure_branch -> deploy) and down (destroy +
+//! delete_branch), with faults injected, and checks: nothing orphaned after down, re-runs
+//! converge, no secret in any output, zero spec violations.
+
+use crate::common::fake_fly;
+use crate::common::fake_neon;
+use crate::common::openapi;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use atlas::config::{FlyAccess, NeonAccess, Settings};
+use atlas::http::{RetryPolicy, Timeouts};
+use atlas::naming;
+use atlas::provider::fly::FlyPlatform;
+use atlas::provider::neon::NeonDatabase;
+use atlas::provider::{
+    AppDeployment, Branch, BranchRequest, Database, Deleted, DeployRequest, Platform,
+};
+use atlas::secret::Secret;
+use fake_fly::FakeFly;
+use fake_neon::FakeNeon;
+use openapi::Fault;
+
+const REPO: &str = "octo-org/kitchen";
+const NEON_KEY: &str = "neon-api-key-Zq81xx9";
+const FLY_TOKEN: &str = "fly-token-Kp72yy4";
+const ORG: &str = "atlas-org";
+const STRIPE: &str = "sk_test_stripe_Wm33";
+
+struct Env {
+    neon: FakeNeon,
+    fly: FakeFly,
+    db: NeonDatabase,
+    platform: FlyPlatform,
+    prefix: String,
+}
+
+async fn env() -> Env {
+    let neon = FakeNeon::start(NEON_KEY).await;
+    let fly = FakeFly::start(FLY_TOKEN).await;
+    let health = openapi::serve_health().await;
+    let mut settings = Settings::default();
+    settings.fly.preview_url = Some(health);
+    settings.database.schema_only = true;
+    let policy = RetryPolicy {
+        max_attempts: 6,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+        deadline: Duration::from_secs(20),
+    };
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(2),
+        request: Duration::from_millis(700),
+    };
+    let db = NeonDatabase::new(
+        &NeonAccess {
+            api_key: Some(Secret::new(NEON_KEY)),
+            project_id: Some(fake_neon::PROJECT.into()),
+            api_url: url::Url::parse(&neon.api_url).unwrap(),
+        },
+        &settings,
+        REPO,
+        policy.clone(),
+    )
+    .unwrap()
+    .with_timeouts(timeouts, Duration::from_millis(5))
+    .unwrap();
+    let platform = FlyPlatform::new(
+        &FlyAccess {
+            api_token: Some(Secret::new(FLY_TOKEN)),
+            org: Some(ORG.into()),
+            api_url: url::Url::parse(&fly.api_url).unwrap(),
+        },
+        &settings,
+        REPO,
+        policy,
+    )
+    .unwrap()
+    .with_timeouts(timeouts, Duration::from_millis(5))
+    .unwrap();
+    let prefix = naming::prefix(settings.app.name.as_deref(), REPO);
+    Env {
+        neon,
+        fly,
+        db,
+        platform,
+        prefix,
+    }
+}
+
+impl Env {
+    fn branch_req(&self, pr: u64) -> BranchRequest {
+        BranchRequest {
+            pr,
+            name: naming::preview_branch(pr),
+            parent: "main".into(),
+            schema_only: true,
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::days(3)),
+            repository: REPO.into(),
+            database: "neondb".into(),
+            role: "neondb_owner".into(),
+        }
+    }
+
+    fn deploy_req(&self, pr: u64, sha: &str, branch: &Branch) -> DeployRequest {
+        let mut secrets = BTreeMap::new();
+        secrets.insert("DATABASE_URL".to_string(), branch.connection_uri.clone());
+        secrets.insert("STRIPE_KEY".to_string(), Secret::new(STRIPE));
+        let mut env = BTreeMap::new();
+        env.insert("ATLAS_COMMIT_SHA".to_string(), sha.to_string());
+        DeployRequest {
+            pr: Some(pr),
+            app: naming::preview_app(&self.prefix, pr),
+            sha: sha.into(),
+            repository: REPO.into(),
+            image: Some(format!("registry.fly.io/kitchen:{sha}")),
+            env,
+            secrets,
+            port: 8080,
+            health_path: "/healthz".into(),
+            readiness_timeout: Duration::from_secs(3),
+        }
+    }
+
+    async fn up(&self, pr: u64, sha: &str) -> anyhow::Result<(Branch, AppDeployment)> {
+        let b = self.db.ensure_branch(&self.branch_req(pr)).await?;
+        let d = self.platform.deploy(&self.deploy_req(pr, sha, &b)).await?;
+        Ok((b, d))
+    }
+
+    async fn down(&self, pr: u64) -> anyhow::Result<(Deleted, Deleted)> {
+        let a = self
+            .platform
+            .destroy(&naming::preview_app(&self.prefix, pr))
+            .await?;
+        let b = self.db.delete_branch(&naming::preview_branch(pr)).await?;
+        Ok((a, b))
+    }
+
+    fn calls(&self) -> usize {
+        self.neon.core.call_count() + self.fly.core.call_count()
+    }
+
+    fn reset(&self) {
+        self.neon.core.reset_calls();
+        self.fly.core.reset_calls();
+    }
+
+    /// No branch or app left on the fakes' books; every request matched the spec.
+    fn assert_clean(&self) {
+        assert!(
+            self.neon.preview_branches().is_empty(),
+            "orphaned branches: {:?}",
+            self.neon.preview_branches()
+        );
+        assert!(
+            self.fly.app_names().is_empty(),
+            "orphaned apps: {:?}",
+            self.fly.app_names()
+        );
+        self.assert_spec();
+    }
+
+    fn assert_spec(&self) {
+        assert_eq!(self.neon.core.violations(), Vec::<String>::new());
+        assert_eq!(self.fly.core.violations(), Vec::<String>::new());
+    }
+
+    /// Every secret value this test knows about, including the branch's DB password.
+    fn secret_values(&self) -> Vec<String> {
+        let mut v = vec![
+            NEON_KEY.to_string(),
+            FLY_TOKEN.to_string(),
+            STRIPE.to_string(),
+        ];
+        for b in self.neon.state.lock().unwrap().branches.iter() {
+            v.push(b.password.clone());
+        }
+        v
+    }
+
+    fn assert_no_secret(&self, text: &str) {
+        for s in self.secret_values() {
+            assert!(!text.contains(&s), "secret {s:?} leaked in: {text}");
+        }
+    }
+}
+
+fn err_text(e: &anyhow::Error) -> String {
+    format!("{e:#} || {e:?}")
+}
+
+#[tokio::test]
+async fn up_repeat_up_and_down_converge_with_call_counts() {
+    let e = env().await;
+    let (b, d) = e.up(7, "aaa111").await.unwrap();
+    let first = e.calls();
+    assert!(b.created && d.created);
+    assert!(
+        b.connection_uri.expose().contains("br-")
+            || b.connection_uri.expose().contains("ep-preview")
+    );
+    let fb = e.neon.branch("preview/pr-7").unwrap();
+    assert_eq!(fb.annotation["atlas"], "preview");
+    assert_eq!(fb.annotation["atlas_pr"], "7");
+    assert_eq!(fb.annotation["atlas_repo"], REPO);
+    assert_eq!(fb.init_source, "schema-only");
+    assert!(fb.expires_at.is_some());
+    assert!(fb.endpoint.is_some());
+    // The app got the branch's own URI, never the parent's.
+    let app = e.fly.app(&d.app).unwrap();
+    assert!(app.secrets["DATABASE_URL"].contains(&fb.password));
+    assert!(!app.secrets["DATABASE_URL"].contains("ParentPw"));
+    assert_eq!(app.org, ORG);
+    assert_eq!(app.machines.len(), 1);
+    let m = &app.machines[0];
+    assert_eq!(m.config["metadata"]["atlas_sha"], "aaa111");
+    assert_eq!(m.config["services"][0]["autostop"], "stop");
+    assert_eq!(m.config["guest"]["memory_mb"], 256);
+
+    // A repeat up creates nothing and updates the one machine in place.
+    e.reset();
+    let (b2, d2) = e.up(7, "bbb222").await.unwrap();
+    let repeat = e.calls();
+    assert!(!b2.created && !d2.created);
+    assert_eq!(e.neon.preview_branches(), vec!["preview/pr-7".to_string()]);
+    let app = e.fly.app(&d2.app).unwrap();
+    assert_eq!(app.machines.len(), 1, "machines piled up");
+    assert_eq!(app.machines[0].id, m.id);
+    assert_eq!(
+        app.machines[0].config["image"],
+        "registry.fly.io/kitchen:bbb222"
+    );
+    assert_eq!(e.neon.core.count("createProjectBranch"), 0);
+    assert_eq!(
+        e.fly.core.count("Apps_create") + e.fly.core.count("Machines_create"),
+        0
+    );
+
+    // The sweep sees exactly this PR's resources.
+    let branches = e.db.list_branches().await.unwrap();
+    assert_eq!(branches.iter().map(|o| o.pr).collect::<Vec<_>>(), vec![7]);
+    let apps = e.platform.list_apps().await.unwrap();
+    assert_eq!(apps.iter().map(|o| o.pr).collect::<Vec<_>>(), vec![7]);
+    assert!(!e.db.schema_diff(&b2).await.unwrap().diff.is_empty());
+
+    e.reset();
+    assert_eq!(
+        e.down(7).await.unwrap(),
+        (Deleted::Removed, Deleted::Removed)
+    );
+    let down = e.calls();
+    e.assert_clean();
+    assert_eq!(
+        e.down(7).await.unwrap(),
+        (Deleted::AlreadyGone, Deleted::AlreadyGone)
+    );
+    eprintln!("API calls: first up {first}, repeat up {repeat}, down {down}");
+    eprintln!(
+        "down calls: {:?} {:?}",
+        e.neon.core.calls(),
+        e.fly.core.calls()
+    );
+    let dbg = format!("{b:?} {d:?} {b2:?} {:?} {:?}", e.db, e.platform);
+    e.assert_no_secret(&dbg);
+}
+
+#[tokio::test]
+async fn transient_statuses_are_retried_and_honour_retry_after() {
+    let e = env().await;
+    e.neon.core.fault(
+        "listProjectBranches",
+        Fault::Status(429, Some("1".into())),
+        1,
+    );
+    e.neon
+        .core
+        .fault("getProjectOperation", Fault::Status(503, None), 2);
+    e.neon
+        .core
+        .fault("getConnectionURI", Fault::Status(502, None), 1);
+    e.fly.core.fault("Apps_show", Fault::Status(500, None), 1);
+    e.fly
+        .core
+        .fault("Secrets_update", Fault::Status(429, Some("0".into())), 1);
+    e.fly
+        .core
+        .fault("Machines_wait", Fault::Status(503, None), 1);
+    let start = std::time::Instant::now();
+    e.up(8, "c1").await.unwrap();
+    // Retry-After: 1 was honoured (the only sleep that long in this path).
+    assert!(start.elapsed() >= Duration::from_millis(950));
+    // A second up while the fake says the branch is locked (423) waits and converges.
+    e.neon
+        .core
+        .fault("updateProjectBranch", Fault::Status(423, None), 2);
+    e.fly
+        .core
+        .fault("Machines_update", Fault::Status(502, None), 1);
+    e.up(8, "c2").await.unwrap();
+    assert_eq!(e.neon.core.count("updateProjectBranch"), 3);
+    e.neon
+        .core
+        .fault("deleteProjectBranch", Fault::Status(503, None), 1);
+    e.fly.core.fault("Apps_delete", Fault::Status(500, None), 1);
+    e.down(8).await.unwrap();
+    e.assert_clean();
+}
+
+#[tokio::test]
+async fn creates_are_never_resent_blindly() {
+    let e = env().await;
+    // The create lands but the answer is too slow / the connection drops: re-read, don't re-send.
+    e.neon.core.fault(
+        "createProjectBranch",
+        Fault::Slow(Duration::from_millis(1500)),
+        1,
+    );
+    e.fly.core.fault("Apps_create", Fault::DropAfter, 1);
+    e.fly.core.fault("Machines_create", Fault::DropAfter, 1);
+    let (b, d) = e.up(9, "d1").await.unwrap();
+    assert_eq!(e.neon.core.count("createProjectBranch"), 1);
+    assert_eq!(e.fly.core.count("Apps_create"), 1);
+    assert_eq!(e.fly.core.count("Machines_create"), 1);
+    assert_eq!(e.neon.preview_branches().len(), 1);
+    assert_eq!(e.fly.app(&d.app).unwrap().machines.len(), 1);
+    assert!(!b.connection_uri.is_empty());
+    // A create that fails before it lands (dropped, 503) is re-sent after the lookup says no.
+    e.down(9).await.unwrap();
+    e.neon
+        .core
+        .fault("createProjectBranch", Fault::DropBefore, 1);
+    e.fly.core.fault("Apps_create", Fault::Status(503, None), 1);
+    e.up(9, "d2").await.unwrap();
+    assert_eq!(e.neon.preview_branches().len(), 1);
+    // Dropped connections on reads are retried too.
+    e.neon
+        .core
+        .fault("listProjectBranches", Fault::DropBefore, 1);
+    e.fly
+        .core
+        .fault("Apps_show", Fault::Slow(Duration::from_millis(1500)), 1);
+    e.down(9).await.unwrap();
+    e.assert_clean();
+}
+
+#[tokio::test]
+async fn eventual_consistency_404_right_after_create_is_waited_out() {
+    let e = env().await;
+    e.neon
+        .core
+        .fault("getProjectOperation", Fault::Status(404, None), 1);
+    e.neon
+        .core
+        .fault("getConnectionURI", Fault::Status(404, None), 1);
+    e.fly
+        .core
+        .fault("Secrets_update", Fault::Status(404, None), 2);
+    e.fly
+        .core
+        .fault("Machines_wait", Fault::Status(404, None), 1);
+    e.up(10, "e1").await.unwrap();
+    e.down(10).await.unwrap();
+    e.assert_clean();
+}
+
+#[tokio::test]
+async fn a_failed_operation_is_named_and_down_cleans_up() {
+    let e = env().await;
+    e.neon.fail_next_operation();
+    let err = e.up(11, "f1").await.unwrap_err();
+    let t = err_text(&err);
+    assert!(
+        t.contains("operation create_branch") && t.contains("failed"),
+        "{t}"
+    );
+    e.assert_no_secret(&t);
+    // The branch exists on the books until down runs.
+    assert_eq!(e.neon.preview_branches().len(), 1);
+    assert_eq!(
+        e.down(11).await.unwrap(),
+        (Deleted::AlreadyGone, Deleted::Removed)
+    );
+    e.assert_clean();
+}
+
+#[tokio::test]
+async fn a_machine_that_never_starts_fails_bounded_and_down_cleans_up() {
+    let e = env().await;
+    e.fly.set_never_start(true);
+    let start = std::time::Instant::now();
+    let err = e.up(12, "g1").await.unwrap_err();
+    let t = err_text(&err);
+    assert!(t.contains("did not reach `started`"), "{t}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    e.assert_no_secret(&t);
+    assert_eq!(e.fly.app_names().len(), 1);
+    // Every /wait call asked for at most 60 s.
+    e.assert_spec();
+    e.down(12).await.unwrap();
+    e.assert_clean();
+    // The next up, with the platform healthy again, converges from scratch.
+    e.fly.set_never_start(false);
+    e.up(12, "g2").await.unwrap();
+    e.down(12).await.unwrap();
+    e.assert_clean();
+}
+
+#[tokio::test]
+async fn persistent_failures_give_up_with_a_redacted_named_error() {
+    let e = env().await;
+    e.fly
+        .core
+        .fault("Secrets_update", Fault::Status(500, None), 100);
+    let err = e.up(13, "h1").await.unwrap_err();
+    let t = err_text(&err);
+    assert!(t.contains("fly: set secrets returned 500"), "{t}");
+    assert!(t.contains("gave up after"), "{t}");
+    e.assert_no_secret(&t);
+    // Down still removes what the failed up left behind.
+    e.down(13).await.unwrap();
+    e.assert_clean();
+}
+
+#[tokio::test]
+async fn foreign_resources_are_refused_not_adopted_or_deleted() {
+    let e = env().await;
+    let app = naming::preview_app(&e.prefix, 14);
+    e.fly.add_foreign(&app, ORG);
+    e.neon.add_foreign("preview/pr-15");
+    let err = e.up(14, "i1").await.unwrap_err();
+    assert!(err_text(&err).contains("not atlas's"), "{}", err_text(&err));
+    let err = e.platform.destroy(&app).await.unwrap_err();
+    assert!(err_text(&err).contains("not atlas's"));
+    assert!(e.fly.app(&app).is_some(), "a foreign app was deleted");
+    let err = e.db.ensure_branch(&e.branch_req(15)).await.unwrap_err();
+    assert!(err_text(&err).contains("not atlas's"));
+    assert!(e.db.delete_branch("preview/pr-15").await.is_err());
+    assert!(e.neon.branch("preview/pr-15").is_some());
+    assert!(e.platform.list_apps().await.unwrap().is_empty());
+    let ours: Vec<u64> =
+        e.db.list_branches()
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| o.pr)
+            .collect();
+    assert_eq!(
+        ours,
+        vec![14],
+        "only the branch atlas created for PR 14 is listed"
+    );
+    e.assert_spec();
+}
+
+#[tokio::test]
+async fn listing_paginates() {
+    let e = env().await;
+    for pr in 20..25 {
+        e.db.ensure_branch(&e.branch_req(pr)).await.unwrap();
+    }
+    // The fake serves two branches a page.
+    let mut prs: Vec<u64> =
+        e.db.list_branches()
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| o.pr)
+            .collect();
+    prs.sort();
+    assert_eq!(prs, vec![20, 21, 22, 23, 24]);
+    for pr in 20..25 {
+        e.db.delete_branch(&naming::preview_branch(pr))
+            .await
+            .unwrap();
+    }
+    e.assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real orchestration (`preview::up` / `preview::down`) with the cloud providers and a
+// local forge.
+
+mod with_preview {
+    use super::*;
+    use atlas::preview::{self, PreviewRequest, UpOptions};
+    use atlas::provider::Providers;
+    use atlas::provider::local::forge::LocalForge;
+
+    struct Run {
+        neon: FakeNeon,
+        fly: FakeFly,
+        providers: Providers,
+        settings: Settings,
+        opts: UpOptions,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn run() -> Run {
+        let e = env().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::default();
+        settings.preview.secrets = vec!["STRIPE_KEY".into()];
+        settings.app.readiness_timeout = Duration::from_secs(3);
+        let mut preview_secrets = BTreeMap::new();
+        preview_secrets.insert("STRIPE_KEY".to_string(), Secret::new(STRIPE));
+        let opts = UpOptions {
+            preview_secrets,
+            image: Some("registry.fly.io/kitchen:abc".into()),
+            artifact: "registry.fly.io/kitchen:abc".into(),
+            ttl: Some(Duration::from_secs(3 * 86400)),
+            template_dir: None,
+            audit_log: Some(dir.path().join("audit.jsonl")),
+            prefix: e.prefix.clone(),
+        };
+        let Env {
+            neon,
+            fly,
+            db,
+            platform,
+            ..
+        } = e;
+        Run {
+            neon,
+            fly,
+            providers: Providers {
+                database: Box::new(db),
+                platform: Box::new(platform),
+                forge: Box::new(LocalForge::new(dir.path(), false)),
+            },
+            settings,
+            opts,
+            _dir: dir,
+        }
+    }
+
+    fn req(pr: u64, sha: &str) -> PreviewRequest {
+        PreviewRequest {
+            pr,
+            sha: sha.into(),
+            branch: "feature/x".into(),
+            repository: REPO.into(),
+            title: Some("Add orders".into()),
+        }
+    }
+
+    impl Run {
+        fn calls(&self) -> usize {
+            self.neon.core.call_count() + self.fly.core.call_count()
+        }
+        fn reset(&self) {
+            self.neon.core.reset_calls();
+            self.fly.core.reset_calls();
+        }
+        fn assert_clean(&self) {
+            assert!(
+                self.neon.preview_branches().is_empty(),
+                "{:?}",
+                self.neon.preview_branches()
+            );
+            assert!(
+                self.fly.app_names().is_empty(),
+                "{:?}",
+                self.fly.app_names()
+            );
+            assert_eq!(self.neon.core.violations(), Vec::<String>::new());
+            assert_eq!(self.fly.core.violations(), Vec::<String>::new());
+        }
+        fn secrets(&self) -> Vec<String> {
+            let mut v = vec![
+                NEON_KEY.to_string(),
+                FLY_TOKEN.to_string(),
+                STRIPE.to_string(),
+            ];
+            for b in self.neon.state.lock().unwrap().branches.iter() {
+                v.push(b.password.clone());
+            }
+            v
+        }
+    }
+
+    #[tokio::test]
+    async fn preview_up_repeat_and_down_through_the_orchestration() {
+        let r = run().await;
+        let mut lines = Vec::new();
+        let out = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(31, "s1"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+        let first = r.calls();
+        assert!(out.app.created);
+        let app = r.fly.app(&out.app.app).unwrap();
+        assert_eq!(app.secrets["STRIPE_KEY"], STRIPE);
+        assert!(app.secrets.contains_key("DATABASE_URL"));
+        r.reset();
+        let out2 = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(31, "s2"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+        let repeat = r.calls();
+        assert!(!out2.app.created);
+        assert_eq!(r.fly.app(&out2.app.app).unwrap().machines.len(), 1);
+        assert_eq!(r.neon.preview_branches().len(), 1);
+        r.reset();
+        let down = preview::down(
+            &r.providers,
+            &r.settings,
+            &req(31, "s2"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+        let downs = r.calls();
+        r.assert_clean();
+        eprintln!("preview API calls: first up {first}, repeat up {repeat}, down {downs}");
+        let everything = format!(
+            "{} {} {} {} {} {:?}",
+            out.comment_body,
+            out.summary,
+            out2.comment_body,
+            down.comment_body,
+            lines.join("\n"),
+            out.contract
+        );
+        for s in r.secrets() {
+            assert!(!everything.contains(&s), "secret {s:?} leaked");
+        }
+        let audit = std::fs::read_to_string(r.opts.audit_log.as_ref().unwrap()).unwrap_or_default();
+        for s in r.secrets() {
+            assert!(
+                !audit.contains(&s),
+                "secret {s:?} leaked into the audit log"
+            );
+        }
+    }
+
+    /// Machines of the fake still alive, split into (task machines, app machines).
+    fn live(r: &Run) -> (usize, usize) {
+        let ms = r.fly.live_machines();
+        let tasks = ms.iter().filter(|m| m.meta("atlas_role").is_some()).count();
+        (tasks, ms.len() - tasks)
+    }
+
+    #[tokio::test]
+    async fn migrations_run_as_a_one_off_machine_in_the_apps_image() {
+        let mut r = run().await;
+        r.settings.database.migrations = Some("./migrate up".into());
+        let mut lines = Vec::new();
+        let out = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(33, "m1"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+        let tasks = r.fly.tasks();
+        assert_eq!(tasks.len(), 1, "{tasks:?}");
+        let t = &tasks[0];
+        let c = &t.config;
+        assert_eq!(c["image"], "registry.fly.io/kitchen:abc");
+        assert_eq!(
+            c["init"]["cmd"],
+            serde_json::json!(["sh", "-c", "./migrate up"])
+        );
+        assert_eq!(c["restart"]["policy"], "no");
+        assert_eq!(c["auto_destroy"], true);
+        assert!(c["services"].is_null(), "{c}");
+        assert_eq!(t.meta("atlas_role"), Some("migrations"));
+        assert_eq!(t.meta("atlas"), Some("preview"));
+        assert_eq!(t.meta("atlas_pr"), Some("33"));
+        assert_eq!(t.meta("atlas_repo"), Some(REPO));
+        assert_eq!(t.meta("atlas_sha"), Some("m1"));
+        // Same app as the deploy; the task is gone; one app machine remains; the app counts
+        // as created by this up even though the task created it.
+        let app = r.fly.app(&out.app.app).unwrap();
+        assert_eq!(app.machines.len(), 1);
+        assert!(app.machines[0].config["metadata"]["atlas_role"].is_null());
+        assert_eq!(live(&r), (0, 1));
+        assert!(out.app.created);
+        // The task got the branch's DATABASE_URL as an app secret before it was created.
+        let calls = r.fly.core.calls();
+        let secrets_at = calls.iter().position(|c| c == "Secrets_update").unwrap();
+        let create_at = calls.iter().position(|c| c == "Machines_create").unwrap();
+        assert!(secrets_at < create_at, "{calls:?}");
+        let uri = app.secrets["DATABASE_URL"].clone();
+        assert!(uri.starts_with("postgres"), "the branch uri was not set");
+        // The evidence is the task's.
+        assert!(out.contract.migrations.ran);
+        assert_eq!(out.contract.migrations.ok, Some(true));
+        let tail = out.contract.migrations.output_tail.clone().unwrap();
+        assert!(
+            tail.contains("exit code 0") && tail.contains("fly logs -a"),
+            "{tail}"
+        );
+        // A second up runs the migrations again in a new machine and still leaves one.
+        let out2 = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(33, "m2"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.fly.tasks().len(), 2);
+        assert_eq!(live(&r), (0, 1));
+        assert!(!out2.app.created);
+        let everything = format!(
+            "{} {} {} {} {:?} {:?}",
+            out.comment_body,
+            out.summary,
+            out2.comment_body,
+            lines.join("\n"),
+            out.contract,
+            out2.contract
+        );
+        assert!(!everything.contains(&uri), "the branch uri leaked");
+        for s in r.secrets() {
+            assert!(!everything.contains(&s), "secret {s:?} leaked");
+        }
+        preview::down(
+            &r.providers,
+            &r.settings,
+            &req(33, "m2"),
+            &r.opts,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        r.assert_clean();
+    }
+
+    #[tokio::test]
+    async fn failed_migrations_fail_the_gate_and_leave_nothing_behind() {
+        let mut r = run().await;
+        // An exec array: for images without a shell.
+        r.settings.database.migrations = Some(r#"["/app/migrate", "up"]"#.into());
+        r.fly.fail_task_with(3);
+        let mut lines = Vec::new();
+        let err = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(34, "n1"),
+            &r.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(atlas::error::exit_code(&err), 1, "{err:#}");
+        let t = format!("{err:#} {err:?} {}", lines.join("\n"));
+        assert!(t.contains("migrations") && t.contains("exit code 3"), "{t}");
+        let tasks = r.fly.tasks();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(
+            tasks[0].config["init"]["cmd"],
+            serde_json::json!(["/app/migrate", "up"])
+        );
+        // The app machine was never deployed (migrations come first).
+        assert_eq!(r.fly.core.count("Machines_create"), 1);
+        for s in r.secrets() {
+            assert!(!t.contains(&s), "secret {s:?} leaked: {t}");
+        }
+        preview::down(
+            &r.providers,
+            &r.settings,
+            &req(34, "n1"),
+            &r.opts,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        r.assert_clean();
+        assert_eq!(live(&r), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_failed_up_leaves_nothing_behind() {
+        let r = run().await;
+        r.fly.set_never_start(true);
+        let err = preview::up(
+            &r.providers,
+            &r.settings,
+            &req(32, "t1"),
+            &r.opts,
+            &mut |_| {},
+        )
+        .await
+        .unwrap_err();
+        let t = format!("{err:#} {err:?}");
+        for s in r.secrets() {
+            assert!(!t.contains(&s), "secret {s:?} leaked: {t}");
+        }
+        // `up` tears down on failure; a `down` afterwards is a no-op either way.
+        preview::down(
+            &r.providers,
+            &r.settings,
+            &req(32, "t1"),
+            &r.opts,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        r.assert_clean();
+    }
+}
+
+#[tokio::test]
+async fn the_fakes_record_requests_that_break_the_spec() {
+    let neon = FakeNeon::start(NEON_KEY).await;
+    let fly = FakeFly::start(FLY_TOKEN).await;
+    let http = reqwest::Client::new();
+    http.post(format!(
+        "{}/projects/{}/branches",
+        neon.api_url,
+        fake_neon::PROJECT
+    ))
+    .bearer_auth(NEON_KEY)
+    .json(&serde_json::json!({"endpoints": [{"type": "sideways"}]}))
+    .send()
+    .await
+    .unwrap();
+    http.get(format!(
+        "{}/apps/x/machines/m/wait?timeout=60&bogus=1",
+        fly.api_url
+    ))
+    .bearer_auth(FLY_TOKEN)
+    .send()
+    .await
+    .unwrap();
+    let nv = neon.core.violations();
+    assert!(
+        nv.len() == 1 && nv[0].contains("createProjectBranch"),
+        "{nv:?}"
+    );
+    let fv = fly.core.violations();
+    assert!(fv.len() == 1 && fv[0].contains("bogus"), "{fv:?}");
+}

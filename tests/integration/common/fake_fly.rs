@@ -1,0 +1,424 @@
+#![allow(dead_code)]
+//! A stateful fake of the Fly Machines API (apps, secrets, machines, wait, events): apps are
+//! kept per org, machines carry their config and metadata, a destroyed app is gone. Machines
+//! start on their first `/wait` unless told never to (then `/wait` answers 408, as Fly does when
+//! the wait times out). A one-off task machine (`restart.policy = "no"` and an `init.cmd`)
+//! starts at once, stops after a short delay with an `exit` event (code 0, or the code armed by
+//! `fail_task_with`; like Fly's Go client, a zero code is omitted from the event), and with
+//! `auto_destroy` is destroyed: gone from the list, still readable by id with its events, as
+//! Fly keeps destroyed machines for a while. `/wait?state=stopped` blocks until the task
+//! exits. Every request is validated against the published spec via `openapi::Core`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::openapi::{Core, FakeRequest, FakeResponse, Spec, serve};
+
+#[derive(Debug, Clone)]
+pub struct FakeMachine {
+    pub id: String,
+    pub instance_id: String,
+    pub state: String,
+    pub config: Value,
+    pub region: String,
+    pub created_at: String,
+}
+
+impl FakeMachine {
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.config["metadata"][key].as_str()
+    }
+    fn is_task(&self) -> bool {
+        self.config["restart"]["policy"].as_str() == Some("no")
+            && self.config["init"]["cmd"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeApp {
+    pub id: String,
+    pub name: String,
+    pub org: String,
+    pub machines: Vec<FakeMachine>,
+    pub secrets: BTreeMap<String, String>,
+    pub secrets_version: u64,
+}
+
+#[derive(Default)]
+pub struct FlyState {
+    pub apps: BTreeMap<String, FakeApp>,
+    seq: u64,
+    pub never_start: bool,
+    /// Destroyed machines, by (app, id): readable, not listed.
+    pub destroyed: BTreeMap<(String, String), FakeMachine>,
+    /// Every task machine ever created, as created.
+    pub tasks: Vec<FakeMachine>,
+    /// The exit code of the next task machines (0 when unset).
+    pub task_exit: Option<i64>,
+    /// How long a task machine runs before it exits.
+    pub task_delay: Duration,
+    /// Events per machine id, newest first (as Fly lists them).
+    pub events: BTreeMap<String, Vec<Value>>,
+    /// Running task machines: when each exits, and with what code.
+    pending: BTreeMap<String, (Instant, i64)>,
+}
+
+pub struct FakeFly {
+    pub core: Arc<Core>,
+    pub state: Arc<Mutex<FlyState>>,
+    /// `http://127.0.0.1:N/v1`
+    pub api_url: String,
+}
+
+fn err(status: u16, msg: &str) -> FakeResponse {
+    FakeResponse::json(status, json!({"error": msg}))
+}
+
+fn machine_json(m: &FakeMachine) -> Value {
+    json!({"id": m.id, "name": format!("m-{}", m.id), "state": m.state, "region": m.region,
+           "instance_id": m.instance_id, "config": m.config, "created_at": m.created_at,
+           "updated_at": m.created_at, "private_ip": "fdaa::3"})
+}
+
+fn event(id: String, kind: &str, status: &str, request: Value) -> Value {
+    json!({"id": id, "type": kind, "status": status, "source": "flyd",
+           "timestamp": chrono::Utc::now().timestamp_millis(), "request": request})
+}
+
+fn app_json(a: &FakeApp) -> Value {
+    json!({"id": a.id, "name": a.name, "status": "deployed", "machine_count": a.machines.len(),
+           "organization": {"slug": a.org, "name": a.org}})
+}
+
+impl FlyState {
+    fn next(&mut self) -> String {
+        self.seq += 1;
+        format!("{:014x}", self.seq * 0x9e37)
+    }
+
+    /// Task machines whose time has come exit (and, with `auto_destroy`, are destroyed).
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(String, i64)> = self
+            .pending
+            .iter()
+            .filter(|(_, (t, _))| *t <= now)
+            .map(|(id, (_, code))| (id.clone(), *code))
+            .collect();
+        for (id, code) in due {
+            self.pending.remove(&id);
+            let e1 = self.next();
+            let e2 = self.next();
+            let Some(app) = self
+                .apps
+                .values()
+                .find(|a| a.machines.iter().any(|m| m.id == id))
+                .map(|a| a.name.clone())
+            else {
+                continue; // destroyed by hand before it exited
+            };
+            // Fly's Go types serialise exit_code with omitempty: a zero code is absent.
+            let mut exit = json!({"guest_exit_code": code, "oom_killed": false,
+                                  "requested_stop": false,
+                                  "exited_at": chrono::Utc::now().to_rfc3339()});
+            if code != 0 {
+                exit["exit_code"] = json!(code);
+            }
+            let evs = self.events.entry(id.clone()).or_default();
+            evs.insert(0, event(e1, "exit", "stopped", json!({"exit_event": exit})));
+            let a = self.apps.get_mut(&app).unwrap();
+            let i = a.machines.iter().position(|m| m.id == id).unwrap();
+            a.machines[i].state = "stopped".into();
+            if a.machines[i].config["auto_destroy"].as_bool() == Some(true) {
+                let mut m = a.machines.remove(i);
+                evs.insert(0, event(e2, "destroy", "destroyed", json!({})));
+                m.state = "destroyed".into();
+                self.destroyed.insert((app, id), m);
+            }
+        }
+    }
+
+    fn machine_json(&self, m: &FakeMachine) -> Value {
+        let mut v = machine_json(m);
+        v["events"] = json!(self.events.get(&m.id).cloned().unwrap_or_default());
+        v
+    }
+
+    /// A machine of `app`, live or destroyed.
+    fn find(&self, app: &str, id: &str) -> Option<&FakeMachine> {
+        self.apps
+            .get(app)
+            .and_then(|a| a.machines.iter().find(|m| m.id == id))
+            .or_else(|| self.destroyed.get(&(app.to_string(), id.to_string())))
+    }
+
+    fn handle(&mut self, r: &FakeRequest) -> FakeResponse {
+        let app = r.param("app_name").to_string();
+        let op = r.op.operation_id.as_str();
+        if r.op.params.contains_key("app_name") && !self.apps.contains_key(&app) {
+            return err(404, "app not found");
+        }
+        self.tick();
+        match op {
+            "Apps_create" => {
+                let body = r.body.clone().unwrap_or(Value::Null);
+                let name = body["name"].as_str().unwrap_or("").to_string();
+                if self.apps.contains_key(&name) {
+                    return err(422, "app name has already been taken");
+                }
+                let id = self.next();
+                self.apps.insert(
+                    name.clone(),
+                    FakeApp {
+                        id,
+                        name,
+                        org: body["org_slug"].as_str().unwrap_or("personal").to_string(),
+                        machines: Vec::new(),
+                        secrets: BTreeMap::new(),
+                        secrets_version: 0,
+                    },
+                );
+                FakeResponse::empty(201)
+            }
+            "Apps_show" => FakeResponse::json(200, app_json(&self.apps[&app])),
+            "Apps_list" => {
+                let org = r.q("org_slug").unwrap_or("");
+                let apps: Vec<Value> = self
+                    .apps
+                    .values()
+                    .filter(|a| org.is_empty() || a.org == org)
+                    .map(app_json)
+                    .collect();
+                FakeResponse::json(200, json!({"total_apps": apps.len(), "apps": apps}))
+            }
+            "Apps_delete" => {
+                self.apps.remove(&app);
+                self.destroyed.retain(|(a, _), _| *a != app);
+                FakeResponse::empty(202)
+            }
+            "Secrets_update" => {
+                let a = self.apps.get_mut(&app).unwrap();
+                if let Some(v) = r.body.as_ref().and_then(|b| b["values"].as_object()) {
+                    for (k, v) in v {
+                        a.secrets
+                            .insert(k.clone(), v.as_str().unwrap_or("").to_string());
+                    }
+                }
+                a.secrets_version += 1;
+                let names: Vec<Value> = a.secrets.keys().map(|k| json!({"name": k})).collect();
+                FakeResponse::json(200, json!({"version": a.secrets_version, "secrets": names}))
+            }
+            "Machines_list" => {
+                let a = &self.apps[&app];
+                FakeResponse::json(
+                    200,
+                    json!(a.machines.iter().map(machine_json).collect::<Vec<_>>()),
+                )
+            }
+            "Machines_create" => {
+                let id = self.next();
+                let inst = self.next();
+                let body = r.body.clone().unwrap_or(Value::Null);
+                let mut m = FakeMachine {
+                    id,
+                    instance_id: inst,
+                    state: "created".into(),
+                    config: body["config"].clone(),
+                    region: body["region"].as_str().unwrap_or("iad").to_string(),
+                    created_at: chrono::Utc::now().to_rfc3339(),
+                };
+                let e1 = self.next();
+                let mut evs = vec![event(e1, "launch", "created", json!({}))];
+                if m.is_task() {
+                    // A task runs its command at once; it exits after `task_delay`.
+                    let e2 = self.next();
+                    evs.insert(0, event(e2, "start", "started", json!({})));
+                    m.state = "started".into();
+                    self.pending.insert(
+                        m.id.clone(),
+                        (
+                            Instant::now() + self.task_delay,
+                            self.task_exit.unwrap_or(0),
+                        ),
+                    );
+                    self.tasks.push(m.clone());
+                }
+                self.events.insert(m.id.clone(), evs);
+                let v = self.machine_json(&m);
+                self.apps.get_mut(&app).unwrap().machines.push(m);
+                FakeResponse::json(200, v)
+            }
+            "Machines_update" => {
+                let inst = self.next();
+                let a = self.apps.get_mut(&app).unwrap();
+                let Some(m) = a
+                    .machines
+                    .iter_mut()
+                    .find(|m| m.id == r.param("machine_id"))
+                else {
+                    return err(404, "machine not found");
+                };
+                if let Some(c) = r.body.as_ref().map(|b| b["config"].clone()) {
+                    m.config = c;
+                }
+                m.instance_id = inst;
+                m.state = "replacing".into();
+                FakeResponse::json(200, machine_json(m))
+            }
+            "Machines_delete" => {
+                self.pending.remove(r.param("machine_id"));
+                let a = self.apps.get_mut(&app).unwrap();
+                let before = a.machines.len();
+                a.machines.retain(|m| m.id != r.param("machine_id"));
+                if a.machines.len() == before {
+                    return err(404, "machine not found");
+                }
+                FakeResponse::json(200, json!({"ok": true}))
+            }
+            "Machines_show" => match self.find(&app, r.param("machine_id")) {
+                Some(m) => FakeResponse::json(200, self.machine_json(m)),
+                None => err(404, "machine not found"),
+            },
+            "Machines_list_events" => match self.find(&app, r.param("machine_id")) {
+                Some(m) => FakeResponse::json(
+                    200,
+                    json!(self.events.get(&m.id).cloned().unwrap_or_default()),
+                ),
+                None => err(404, "machine not found"),
+            },
+            "Machines_wait" if r.q("state") == Some("stopped") => {
+                let id = r.param("machine_id").to_string();
+                let timeout: u64 = r.q("timeout").and_then(|t| t.parse().ok()).unwrap_or(60);
+                if timeout > 60 {
+                    return err(400, "timeout must be at most 60 seconds");
+                }
+                let Some(m) = self.find(&app, &id) else {
+                    return err(404, "machine not found");
+                };
+                // Block until the task exits, as Fly does (the delay is short by design).
+                if m.state == "started"
+                    && let Some((t, _)) = self.pending.get(&id).copied()
+                {
+                    let left = t.saturating_duration_since(Instant::now());
+                    if left > Duration::from_secs(timeout) {
+                        return err(408, "deadline_exceeded: machine did not reach stopped");
+                    }
+                    std::thread::sleep(left);
+                    self.tick();
+                }
+                match self.find(&app, &id).map(|m| m.state.as_str()) {
+                    Some("stopped" | "destroyed") => FakeResponse::json(
+                        200,
+                        json!({"ok": true, "state": "stopped", "version": id}),
+                    ),
+                    Some(_) => err(408, "deadline_exceeded: machine did not reach stopped"),
+                    None => err(404, "machine not found"),
+                }
+            }
+            "Machines_wait" => {
+                let never = self.never_start;
+                let a = self.apps.get_mut(&app).unwrap();
+                let Some(m) = a
+                    .machines
+                    .iter_mut()
+                    .find(|m| m.id == r.param("machine_id"))
+                else {
+                    return err(404, "machine not found");
+                };
+                let timeout: u64 = r.q("timeout").and_then(|t| t.parse().ok()).unwrap_or(60);
+                if timeout > 60 {
+                    return err(400, "timeout must be at most 60 seconds");
+                }
+                if never {
+                    return err(408, "deadline_exceeded: machine did not reach started");
+                }
+                m.state = "started".into();
+                FakeResponse::json(
+                    200,
+                    json!({"ok": true, "state": "started", "version": m.instance_id}),
+                )
+            }
+            other => err(400, &format!("fake fly does not implement {other}")),
+        }
+    }
+}
+
+impl FakeFly {
+    pub async fn start(token: &str) -> FakeFly {
+        let core = Core::new(Spec::fly(), token);
+        let state = Arc::new(Mutex::new(FlyState {
+            task_delay: Duration::from_millis(40),
+            ..FlyState::default()
+        }));
+        let s = state.clone();
+        let base = serve(
+            core.clone(),
+            Arc::new(move |r: &FakeRequest| s.lock().unwrap().handle(r)),
+        )
+        .await;
+        FakeFly {
+            core,
+            state,
+            api_url: format!("{base}/v1"),
+        }
+    }
+
+    pub fn app_names(&self) -> Vec<String> {
+        self.state.lock().unwrap().apps.keys().cloned().collect()
+    }
+
+    pub fn app(&self, name: &str) -> Option<FakeApp> {
+        self.state.lock().unwrap().apps.get(name).cloned()
+    }
+
+    /// An app of that name that is someone else's (a machine without Atlas metadata).
+    pub fn add_foreign(&self, name: &str, org: &str) {
+        let mut s = self.state.lock().unwrap();
+        let id = s.next();
+        let mid = s.next();
+        s.apps.insert(
+            name.into(),
+            FakeApp {
+                id,
+                name: name.into(),
+                org: org.into(),
+                machines: vec![FakeMachine {
+                    id: mid.clone(),
+                    instance_id: mid,
+                    state: "started".into(),
+                    config: json!({"image": "nginx", "metadata": {"owner": "someone"}}),
+                    region: "ams".into(),
+                    created_at: chrono::Utc::now().to_rfc3339(),
+                }],
+                secrets: BTreeMap::new(),
+                secrets_version: 0,
+            },
+        );
+    }
+
+    /// Task machines created from now on exit with `code` (0: succeed again).
+    pub fn fail_task_with(&self, code: i64) {
+        self.state.lock().unwrap().task_exit = Some(code);
+    }
+
+    /// Every task machine created so far (as created).
+    pub fn tasks(&self) -> Vec<FakeMachine> {
+        self.state.lock().unwrap().tasks.clone()
+    }
+
+    /// Live machines of every app (task machines included while they exist).
+    pub fn live_machines(&self) -> Vec<FakeMachine> {
+        let mut s = self.state.lock().unwrap();
+        s.tick();
+        s.apps.values().flat_map(|a| a.machines.clone()).collect()
+    }
+
+    pub fn set_never_start(&self, yes: bool) {
+        self.state.lock().unwrap().never_start = yes;
+    }
+}

@@ -1,0 +1,579 @@
+#![allow(dead_code)]
+//! A stateful fake of the GitHub REST API for the calls Atlas makes: issue comments (list with
+//! pagination and a `Link` header, create, update, delete), deployments (create, list) and their
+//! statuses (create, list), pulls (get, list) and `GET /user`.
+//!
+//! Every request is checked against `tests/data/specs/github-subset.json` (GitHub's own description of these operations) through
+//! `openapi.rs`; violations are recorded (tests assert there are none). Faults can be queued:
+//! a status (403 secondary rate limit with `Retry-After`, 5xx) for the next matching request,
+//! optionally after the request took effect ("landed"), as when a create succeeds but the
+//! response is lost.
+//!
+//! Include next to `openapi.rs`:
+//! `crate::common::openapi` and `crate::common::fake_github`
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::common::openapi::Spec;
+
+#[derive(Debug, Clone)]
+pub struct Comment {
+    pub id: u64,
+    pub pr: u64,
+    pub user: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub id: u64,
+    pub sha: String,
+    pub environment: String,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub id: u64,
+    pub deployment: u64,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pull {
+    pub number: u64,
+    pub open: bool,
+    pub head_sha: String,
+    pub merged: bool,
+}
+
+/// A queued fault: the next `times` requests whose method matches and whose path contains
+/// `path_contains` get `status` (with `Retry-After: retry_after` when set).
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: Method,
+    pub path_contains: String,
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub body: String,
+    pub times: usize,
+    /// Apply the request first, then answer with the fault (a lost response).
+    pub landed: bool,
+}
+
+impl Fault {
+    pub fn new(method: Method, path_contains: &str, status: u16) -> Fault {
+        Fault {
+            method,
+            path_contains: path_contains.to_string(),
+            status,
+            retry_after: None,
+            body: format!("{{\"message\":\"fake fault {status}\"}}"),
+            times: 1,
+            landed: false,
+        }
+    }
+
+    /// GitHub's secondary rate limit: 403 with `Retry-After`.
+    pub fn secondary_rate_limit(method: Method, path_contains: &str, retry_after: u64) -> Fault {
+        Fault {
+            retry_after: Some(retry_after),
+            body: "{\"message\":\"You have exceeded a secondary rate limit. Please wait a few minutes before you try again.\",\"documentation_url\":\"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits\"}".into(),
+            ..Fault::new(method, path_contains, 403)
+        }
+    }
+
+    pub fn times(mut self, n: usize) -> Fault {
+        self.times = n;
+        self
+    }
+
+    pub fn landed(mut self) -> Fault {
+        self.landed = true;
+        self
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    pub addr: String,
+    pub repo: String,
+    /// The login `GET /user` returns; `None` answers 403 like an installation token.
+    pub user: Option<String>,
+    /// Who new comments are attributed to (the token's identity).
+    pub author: String,
+    pub comments: Vec<Comment>,
+    pub deployments: Vec<Deployment>,
+    pub statuses: Vec<Status>,
+    pub pulls: BTreeMap<u64, Pull>,
+    pub next_id: u64,
+    pub faults: VecDeque<Fault>,
+    /// `METHOD path?query` of every request.
+    pub calls: Vec<String>,
+    pub violations: Vec<String>,
+    /// When set, a comment create first inserts a twin by the same author (another run raced).
+    pub race_on_create: bool,
+    /// `Authorization` headers seen (tests check the token is sent).
+    pub auth: Vec<String>,
+}
+
+impl State {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn comment_json(&self, c: &Comment) -> Value {
+        json!({
+            "id": c.id,
+            "node_id": format!("IC_{}", c.id),
+            "url": format!("http://{}/repos/{}/issues/comments/{}", self.addr, self.repo, c.id),
+            "html_url": format!("https://github.com/{}/pull/{}#issuecomment-{}", self.repo, c.pr, c.id),
+            "issue_url": format!("http://{}/repos/{}/issues/{}", self.addr, self.repo, c.pr),
+            "body": c.body,
+            "user": { "login": c.user, "id": 1, "type": if c.user.ends_with("[bot]") { "Bot" } else { "User" } },
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+            "author_association": "OWNER",
+        })
+    }
+
+    fn deployment_json(&self, d: &Deployment) -> Value {
+        json!({
+            "id": d.id,
+            "url": format!("http://{}/repos/{}/deployments/{}", self.addr, self.repo, d.id),
+            "sha": d.sha,
+            "ref": d.sha,
+            "task": "deploy",
+            "environment": d.environment,
+            "transient_environment": d.payload["transient_environment"],
+            "production_environment": d.payload["production_environment"],
+            "description": d.payload["description"],
+            "created_at": "2026-01-01T00:00:00Z",
+        })
+    }
+
+    /// The statuses of a deployment, oldest first.
+    pub fn statuses_of(&self, deployment: u64) -> Vec<String> {
+        self.statuses
+            .iter()
+            .filter(|s| s.deployment == deployment)
+            .map(|s| s.payload["state"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    pub fn comments_on(&self, pr: u64) -> Vec<Comment> {
+        self.comments
+            .iter()
+            .filter(|c| c.pr == pr)
+            .cloned()
+            .collect()
+    }
+
+    pub fn calls_matching(&self, prefix: &str) -> usize {
+        self.calls.iter().filter(|c| c.starts_with(prefix)).count()
+    }
+}
+
+pub struct FakeGithub {
+    pub url: String,
+    pub state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGithub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn spec() -> &'static Spec {
+    static SPEC: std::sync::OnceLock<Spec> = std::sync::OnceLock::new();
+    SPEC.get_or_init(Spec::github)
+}
+
+impl FakeGithub {
+    /// Starts the fake for `repo` (`owner/name`) with `GET /user` answering `user`.
+    pub async fn start(repo: &str, user: Option<&str>) -> FakeGithub {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            addr: addr.to_string(),
+            repo: repo.to_string(),
+            user: user.map(str::to_string),
+            author: user.unwrap_or("github-actions[bot]").to_string(),
+            ..Default::default()
+        }));
+        let s = state.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let s = s.clone();
+                async move { handle(&s, method, uri, headers, body) }
+            },
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeGithub {
+            url: format!("http://{addr}"),
+            state,
+            task,
+        }
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    pub fn add_pull(&self, number: u64, open: bool, head_sha: &str, merged: bool) {
+        self.with(|s| {
+            s.pulls.insert(
+                number,
+                Pull {
+                    number,
+                    open,
+                    head_sha: head_sha.to_string(),
+                    merged,
+                },
+            )
+        });
+    }
+
+    /// Adds a comment written by someone (not through the API: no call recorded).
+    pub fn add_comment(&self, pr: u64, user: &str, body: &str) -> u64 {
+        self.with(|s| {
+            let id = s.id();
+            s.comments.push(Comment {
+                id,
+                pr,
+                user: user.to_string(),
+                body: body.to_string(),
+            });
+            id
+        })
+    }
+
+    pub fn fault(&self, f: Fault) {
+        self.with(|s| s.faults.push_back(f));
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.with(|s| s.calls.clone())
+    }
+
+    pub fn reset_calls(&self) {
+        self.with(|s| s.calls.clear());
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.with(|s| s.violations.clone())
+    }
+}
+
+fn json_resp(status: StatusCode, v: Value) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+fn not_found() -> Response {
+    json_resp(
+        StatusCode::NOT_FOUND,
+        json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}),
+    )
+}
+
+fn query(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One page of `items` with a GitHub-style `Link` header.
+fn page(state: &State, uri: &Uri, items: Vec<Value>) -> Response {
+    let q = query(uri);
+    let per_page: usize = q
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let start = (page - 1) * per_page;
+    let slice: Vec<Value> = items.iter().skip(start).take(per_page).cloned().collect();
+    let last = items.len().div_ceil(per_page).max(1);
+    let mut resp = json_resp(StatusCode::OK, Value::Array(slice));
+    let link_for = |p: usize| {
+        let mut q2 = q.clone();
+        q2.insert("page".into(), p.to_string());
+        let qs: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(q2.iter())
+            .finish();
+        format!("<http://{}{}?{}>", state.addr, uri.path(), qs)
+    };
+    let mut links = Vec::new();
+    if page < last {
+        links.push(format!("{}; rel=\"next\"", link_for(page + 1)));
+        links.push(format!("{}; rel=\"last\"", link_for(last)));
+    }
+    if page > 1 {
+        links.push(format!("{}; rel=\"prev\"", link_for(page - 1)));
+        links.push(format!("{}; rel=\"first\"", link_for(1)));
+    }
+    if !links.is_empty() {
+        resp.headers_mut()
+            .insert("link", links.join(", ").parse().unwrap());
+    }
+    resp
+}
+
+fn handle(
+    state: &Arc<Mutex<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    let pq = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    s.calls.push(format!("{method} {pq}"));
+    if let Some(a) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        s.auth.push(a.to_string());
+    }
+    let json_body: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                s.violations
+                    .push(format!("{method} {pq}: body is not JSON: {e}"));
+                return json_resp(
+                    StatusCode::BAD_REQUEST,
+                    json!({"message": "Problems parsing JSON"}),
+                );
+            }
+        }
+    };
+    if let Err(e) = spec().check(method.as_str(), &pq, json_body.as_ref()) {
+        s.violations.push(format!("{method} {pq}: {e}"));
+        return json_resp(StatusCode::UNPROCESSABLE_ENTITY, json!({"message": e}));
+    }
+    // Faults.
+    let fault_idx = s
+        .faults
+        .iter()
+        .position(|f| f.method == method && uri.path().contains(&f.path_contains));
+    let mut landed_fault = None;
+    if let Some(i) = fault_idx {
+        let f = s.faults[i].clone();
+        if f.times <= 1 {
+            s.faults.remove(i);
+        } else {
+            s.faults[i].times -= 1;
+        }
+        if f.landed {
+            landed_fault = Some(f);
+        } else {
+            return fault_response(&f);
+        }
+    }
+    let resp = route(&mut s, &method, &uri, json_body.unwrap_or(Value::Null));
+    match landed_fault {
+        Some(f) => fault_response(&f),
+        None => resp,
+    }
+}
+
+fn fault_response(f: &Fault) -> Response {
+    let mut r = (
+        StatusCode::from_u16(f.status).unwrap(),
+        [("content-type", "application/json")],
+        f.body.clone(),
+    )
+        .into_response();
+    if let Some(after) = f.retry_after {
+        r.headers_mut()
+            .insert("retry-after", after.to_string().parse().unwrap());
+    }
+    r
+}
+
+fn route(s: &mut State, method: &Method, uri: &Uri, body: Value) -> Response {
+    let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    if segs == ["user"] && method == Method::GET {
+        return match &s.user {
+            Some(u) => json_resp(StatusCode::OK, json!({"login": u, "id": 1, "type": "User"})),
+            None => json_resp(
+                StatusCode::FORBIDDEN,
+                json!({"message": "Resource not accessible by integration"}),
+            ),
+        };
+    }
+    if segs.len() < 3 || segs[0] != "repos" || format!("{}/{}", segs[1], segs[2]) != s.repo {
+        return not_found();
+    }
+    let rest = &segs[3..];
+    match (method.clone(), rest) {
+        (Method::GET, ["issues", n, "comments"]) => {
+            let Ok(pr) = n.parse::<u64>() else {
+                return not_found();
+            };
+            let items: Vec<Value> = s
+                .comments
+                .iter()
+                .filter(|c| c.pr == pr)
+                .map(|c| s.comment_json(c))
+                .collect();
+            page(s, uri, items)
+        }
+        (Method::POST, ["issues", n, "comments"]) => {
+            let Ok(pr) = n.parse::<u64>() else {
+                return not_found();
+            };
+            let text = body["body"].as_str().unwrap_or_default().to_string();
+            if text.chars().count() > 65_536 {
+                return json_resp(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"message": "Validation Failed", "errors": [{"field": "body", "code": "custom", "message": "body is too long (maximum is 65536 characters)"}]}),
+                );
+            }
+            if s.race_on_create {
+                s.race_on_create = false;
+                let id = s.id();
+                let author = s.author.clone();
+                s.comments.push(Comment {
+                    id,
+                    pr,
+                    user: author,
+                    body: text.clone(),
+                });
+            }
+            let id = s.id();
+            let c = Comment {
+                id,
+                pr,
+                user: s.author.clone(),
+                body: text,
+            };
+            s.comments.push(c.clone());
+            json_resp(StatusCode::CREATED, s.comment_json(&c))
+        }
+        (Method::PATCH, ["issues", "comments", id]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let text = body["body"].as_str().unwrap_or_default().to_string();
+            let Some(c) = s.comments.iter_mut().find(|c| c.id == id) else {
+                return not_found();
+            };
+            c.body = text;
+            let c = c.clone();
+            json_resp(StatusCode::OK, s.comment_json(&c))
+        }
+        (Method::DELETE, ["issues", "comments", id]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let before = s.comments.len();
+            s.comments.retain(|c| c.id != id);
+            if s.comments.len() == before {
+                return not_found();
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        (Method::GET, ["deployments"]) => {
+            let q = query(uri);
+            let mut items: Vec<&Deployment> = s
+                .deployments
+                .iter()
+                .filter(|d| q.get("sha").is_none_or(|v| *v == d.sha))
+                .filter(|d| q.get("environment").is_none_or(|v| *v == d.environment))
+                .collect();
+            // GitHub lists newest first.
+            items.sort_by_key(|d| std::cmp::Reverse(d.id));
+            let items: Vec<Value> = items.into_iter().map(|d| s.deployment_json(d)).collect();
+            page(s, uri, items)
+        }
+        (Method::POST, ["deployments"]) => {
+            let id = s.id();
+            let d = Deployment {
+                id,
+                sha: body["ref"].as_str().unwrap_or_default().to_string(),
+                environment: body["environment"]
+                    .as_str()
+                    .unwrap_or("production")
+                    .to_string(),
+                payload: body,
+            };
+            s.deployments.push(d.clone());
+            json_resp(StatusCode::CREATED, s.deployment_json(&d))
+        }
+        (Method::POST, ["deployments", id, "statuses"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            if !s.deployments.iter().any(|d| d.id == id) {
+                return not_found();
+            }
+            let sid = s.id();
+            s.statuses.push(Status {
+                id: sid,
+                deployment: id,
+                payload: body.clone(),
+            });
+            json_resp(
+                StatusCode::CREATED,
+                json!({"id": sid, "state": body["state"], "environment_url": body["environment_url"], "log_url": body["log_url"]}),
+            )
+        }
+        (Method::GET, ["deployments", id, "statuses"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let items: Vec<Value> = s
+                .statuses
+                .iter()
+                .filter(|st| st.deployment == id)
+                .rev()
+                .map(|st| json!({"id": st.id, "state": st.payload["state"]}))
+                .collect();
+            page(s, uri, items)
+        }
+        (Method::GET, ["pulls", n]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            match s.pulls.get(&n) {
+                Some(p) => json_resp(
+                    StatusCode::OK,
+                    json!({
+                        "number": p.number,
+                        "state": if p.open { "open" } else { "closed" },
+                        "merged": p.merged,
+                        "merged_at": if p.merged { json!("2026-01-01T00:00:00Z") } else { Value::Null },
+                        "head": {"sha": p.head_sha, "ref": "feature"},
+                    }),
+                ),
+                None => not_found(),
+            }
+        }
+        (Method::GET, ["pulls"]) => {
+            let q = query(uri);
+            let want_open = q.get("state").map(String::as_str) != Some("closed");
+            let items: Vec<Value> = s
+                .pulls
+                .values()
+                .filter(|p| p.open == want_open || q.get("state").map(String::as_str) == Some("all"))
+                .map(|p| json!({"number": p.number, "state": if p.open {"open"} else {"closed"}, "head": {"sha": p.head_sha}}))
+                .collect();
+            page(s, uri, items)
+        }
+        _ => not_found(),
+    }
+}

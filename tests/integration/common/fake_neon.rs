@@ -1,0 +1,363 @@
+#![allow(dead_code)]
+//! A stateful fake of Neon API v2 (the branch, operation and connection calls Atlas makes):
+//! branches are kept, listed (with annotations, paginated) and deleted; operations run for one
+//! poll and then finish (or fail, on demand); mutations of a branch with a running operation
+//! answer 423. Every request is validated against the published spec through `openapi::Core`.
+//! Lives beside `common::openapi`, whose spec checks it uses.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::common::openapi::{Core, FakeRequest, FakeResponse, Spec, serve};
+
+pub const PROJECT: &str = "proj-atlas-test";
+pub const MAIN_ID: &str = "br-main-000001";
+
+#[derive(Debug, Clone)]
+pub struct FakeBranch {
+    pub id: String,
+    pub name: String,
+    pub parent_id: Option<String>,
+    pub init_source: String,
+    pub expires_at: Option<String>,
+    pub annotation: BTreeMap<String, String>,
+    pub endpoint: Option<String>,
+    pub password: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone)]
+struct FakeOp {
+    id: String,
+    branch_id: String,
+    action: String,
+    /// Operations run for a while (by the clock, as on Neon), then finish or fail.
+    done_at: std::time::Instant,
+    fail: bool,
+    status: String,
+}
+
+impl FakeOp {
+    fn tick(&mut self) {
+        if self.status == "running" && std::time::Instant::now() >= self.done_at {
+            self.status = if self.fail { "failed" } else { "finished" }.into();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct NeonState {
+    pub branches: Vec<FakeBranch>,
+    ops: Vec<FakeOp>,
+    seq: u64,
+    /// The next operation created fails.
+    pub fail_next_op: bool,
+    pub page_size: usize,
+}
+
+pub struct FakeNeon {
+    pub core: Arc<Core>,
+    pub state: Arc<Mutex<NeonState>>,
+    /// `http://127.0.0.1:N/api/v2`
+    pub api_url: String,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn branch_json(b: &FakeBranch) -> Value {
+    let mut v = json!({
+        "id": b.id, "project_id": PROJECT, "name": b.name,
+        "current_state": "ready", "state_changed_at": b.created_at,
+        "creation_source": "console", "created_at": b.created_at, "updated_at": b.created_at,
+        "default": b.parent_id.is_none(), "protected": false, "cpu_used_sec": 0,
+        "active_time_seconds": 0, "compute_time_seconds": 0, "written_data_bytes": 0,
+        "data_transfer_bytes": 0, "init_source": b.init_source,
+    });
+    if let Some(p) = &b.parent_id {
+        v["parent_id"] = json!(p);
+    }
+    if let Some(e) = &b.expires_at {
+        v["expires_at"] = json!(e);
+    }
+    v
+}
+
+fn op_json(o: &FakeOp) -> Value {
+    let mut v = json!({
+        "id": o.id, "project_id": PROJECT, "branch_id": o.branch_id, "action": o.action,
+        "status": o.status, "failures_count": if o.status == "failed" { 1 } else { 0 },
+        "created_at": now(), "updated_at": now(), "total_duration_ms": 10,
+    });
+    if o.status == "failed" {
+        v["error"] = json!("injected: compute failed to start");
+    }
+    v
+}
+
+fn err(status: u16, msg: &str) -> FakeResponse {
+    FakeResponse::json(status, json!({"code": "", "message": msg}))
+}
+
+impl NeonState {
+    fn next(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        format!("{prefix}-{:06}", self.seq)
+    }
+    fn new_op(&mut self, branch_id: &str, action: &str) -> Value {
+        let fail = std::mem::take(&mut self.fail_next_op);
+        self.seq += 1;
+        let op = FakeOp {
+            id: format!("00000000-0000-4000-8000-{:012}", self.seq),
+            branch_id: branch_id.to_string(),
+            action: action.to_string(),
+            done_at: std::time::Instant::now() + std::time::Duration::from_millis(30),
+            fail,
+            status: "running".into(),
+        };
+        let v = op_json(&op);
+        self.ops.push(op);
+        v
+    }
+    fn locked(&mut self, branch_id: &str) -> bool {
+        self.ops.iter_mut().for_each(FakeOp::tick);
+        self.ops
+            .iter()
+            .any(|o| o.branch_id == branch_id && o.status == "running")
+    }
+    fn branch(&self, id: &str) -> Option<&FakeBranch> {
+        self.branches.iter().find(|b| b.id == id)
+    }
+
+    fn handle(&mut self, r: &FakeRequest) -> FakeResponse {
+        if r.param("project_id") != PROJECT && r.op.params.contains_key("project_id") {
+            return err(404, "project not found");
+        }
+        match r.op.operation_id.as_str() {
+            "listProjectBranches" => {
+                let search = r.q("search").unwrap_or("");
+                let limit: usize = r
+                    .q("limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(10000)
+                    .min(self.page_size.max(1));
+                let start: usize = r.q("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+                let all: Vec<&FakeBranch> = self
+                    .branches
+                    .iter()
+                    .filter(|b| b.name.contains(search) || b.id.contains(search))
+                    .collect();
+                let page: Vec<&FakeBranch> = all.iter().skip(start).take(limit).copied().collect();
+                let mut annotations = serde_json::Map::new();
+                for b in &page {
+                    if !b.annotation.is_empty() {
+                        annotations.insert(
+                            b.id.clone(),
+                            json!({"object": {"type": "console/branch", "id": b.id},
+                                   "value": b.annotation}),
+                        );
+                    }
+                }
+                let mut v = json!({
+                    "branches": page.iter().map(|b| branch_json(b)).collect::<Vec<_>>(),
+                    "annotations": annotations,
+                });
+                if start + limit < all.len() {
+                    v["pagination"] = json!({"next": (start + limit).to_string()});
+                }
+                FakeResponse::json(200, v)
+            }
+            "createProjectBranch" => {
+                let body = r.body.clone().unwrap_or(Value::Null);
+                let name = body["branch"]["name"].as_str().unwrap_or("").to_string();
+                if self.branches.iter().any(|b| b.name == name) {
+                    return err(409, "branch with that name already exists");
+                }
+                let parent = body["branch"]["parent_id"].as_str().unwrap_or(MAIN_ID);
+                if self.branch(parent).is_none() {
+                    return err(404, "parent branch not found");
+                }
+                let id = self.next("br-preview");
+                let ep = self.next("ep-preview");
+                let annotation = body["annotation_value"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let with_ep = body["endpoints"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["type"] == "read_write"));
+                let b = FakeBranch {
+                    id: id.clone(),
+                    name,
+                    parent_id: Some(parent.to_string()),
+                    init_source: body["branch"]["init_source"]
+                        .as_str()
+                        .unwrap_or("parent-data")
+                        .to_string(),
+                    expires_at: body["branch"]["expires_at"].as_str().map(str::to_string),
+                    annotation,
+                    endpoint: with_ep.then(|| ep.clone()),
+                    password: format!("npg_Pw{}Sekr1t", self.seq * 7919),
+                    created_at: now(),
+                };
+                let bj = branch_json(&b);
+                self.branches.push(b);
+                let mut ops = vec![self.new_op(&id, "create_branch")];
+                if with_ep {
+                    ops.push(self.new_op(&id, "start_compute"));
+                }
+                FakeResponse::json(
+                    201,
+                    json!({"branch": bj, "endpoints": [], "operations": ops,
+                           "roles": [], "databases": [], "connection_uris": []}),
+                )
+            }
+            "getProjectOperation" => {
+                let id = r.param("operation_id");
+                let Some(o) = self.ops.iter_mut().find(|o| o.id == id) else {
+                    return err(404, "operation not found");
+                };
+                o.tick();
+                FakeResponse::json(200, json!({"operation": op_json(o)}))
+            }
+            "updateProjectBranch" => {
+                let id = r.param("branch_id").to_string();
+                if self.branch(&id).is_none() {
+                    return err(404, "branch not found");
+                }
+                if self.locked(&id) {
+                    return err(423, "branch has running operations");
+                }
+                let exp = r.body.as_ref().map(|b| b["branch"]["expires_at"].clone());
+                let b = self.branches.iter_mut().find(|b| b.id == id).unwrap();
+                if let Some(e) = exp {
+                    b.expires_at = e.as_str().map(str::to_string);
+                }
+                let bj = branch_json(b);
+                FakeResponse::json(200, json!({"branch": bj, "operations": []}))
+            }
+            "deleteProjectBranch" => {
+                let id = r.param("branch_id").to_string();
+                if self.branch(&id).is_none() {
+                    return err(404, "branch not found");
+                }
+                if self.locked(&id) {
+                    return err(423, "branch has running operations");
+                }
+                let i = self.branches.iter().position(|b| b.id == id).unwrap();
+                let b = self.branches.remove(i);
+                let op = self.new_op(&id, "delete_timeline");
+                FakeResponse::json(200, json!({"branch": branch_json(&b), "operations": [op]}))
+            }
+            "getConnectionURI" => {
+                let id = r.q("branch_id").unwrap_or(MAIN_ID);
+                let Some(b) = self.branch(id) else {
+                    return err(404, "branch not found");
+                };
+                let Some(ep) = &b.endpoint else {
+                    return err(404, "branch has no endpoint");
+                };
+                let db = r.q("database_name").unwrap_or("neondb");
+                let role = r.q("role_name").unwrap_or("neondb_owner");
+                FakeResponse::json(
+                    200,
+                    json!({"uri": format!("postgresql://{role}:{}@{ep}.neon.test/{db}?sslmode=require", b.password)}),
+                )
+            }
+            "getProjectBranchSchemaComparison" => {
+                let id = r.param("branch_id");
+                if self.branch(id).is_none() {
+                    return err(404, "branch not found");
+                }
+                FakeResponse::json(
+                    200,
+                    json!({"diff": "--- a\n+++ b\n+CREATE TABLE orders (id bigint);\n"}),
+                )
+            }
+            other => err(400, &format!("fake neon does not implement {other}")),
+        }
+    }
+}
+
+impl FakeNeon {
+    /// Starts the fake with a `main` branch (and its endpoint) in project [`PROJECT`].
+    pub async fn start(token: &str) -> FakeNeon {
+        let core = Core::new(Spec::neon(), token);
+        let state = Arc::new(Mutex::new(NeonState {
+            page_size: 2,
+            ..Default::default()
+        }));
+        state.lock().unwrap().branches.push(FakeBranch {
+            id: MAIN_ID.into(),
+            name: "main".into(),
+            parent_id: None,
+            init_source: "parent-data".into(),
+            expires_at: None,
+            annotation: BTreeMap::new(),
+            endpoint: Some("ep-main-000001".into()),
+            password: "npg_ParentPw99".into(),
+            created_at: now(),
+        });
+        let s = state.clone();
+        let base = serve(
+            core.clone(),
+            Arc::new(move |r: &FakeRequest| s.lock().unwrap().handle(r)),
+        )
+        .await;
+        FakeNeon {
+            core,
+            state,
+            api_url: format!("{base}/api/v2"),
+        }
+    }
+
+    /// Branch names on the fake's books, excluding `main`.
+    pub fn preview_branches(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .branches
+            .iter()
+            .filter(|b| b.id != MAIN_ID)
+            .map(|b| b.name.clone())
+            .collect()
+    }
+
+    pub fn branch(&self, name: &str) -> Option<FakeBranch> {
+        self.state
+            .lock()
+            .unwrap()
+            .branches
+            .iter()
+            .find(|b| b.name == name)
+            .cloned()
+    }
+
+    /// Adds a branch nobody annotated (someone else's).
+    pub fn add_foreign(&self, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        let id = s.next("br-foreign");
+        s.branches.push(FakeBranch {
+            id,
+            name: name.into(),
+            parent_id: Some(MAIN_ID.into()),
+            init_source: "parent-data".into(),
+            expires_at: None,
+            annotation: BTreeMap::new(),
+            endpoint: None,
+            password: "npg_ForeignPw1".into(),
+            created_at: now(),
+        });
+    }
+
+    pub fn fail_next_operation(&self) {
+        self.state.lock().unwrap().fail_next_op = true;
+    }
+}
