@@ -321,6 +321,11 @@ pub struct LoadSettings {
     pub runs: usize,
     /// The scenario (default: `GET /`).
     pub requests: Vec<RequestSpec>,
+    /// The process's proxy variables (`http_proxy`, `https_proxy`, `all_proxy`, `no_proxy`, in
+    /// either case), which the generator honours like curl; filled in by `commands/`, which
+    /// alone reads the environment. Not an atlas.toml key.
+    #[serde(skip)]
+    pub proxy_env: Vec<(String, String)>,
 }
 
 impl Default for LoadSettings {
@@ -338,6 +343,7 @@ impl Default for LoadSettings {
             late_after: Duration::from_millis(10),
             runs: 1,
             requests: Vec::new(),
+            proxy_env: Vec::new(),
         }
     }
 }
