@@ -94,10 +94,11 @@ pub fn run_deadline() -> Option<(Instant, chrono::DateTime<chrono::Utc>)> {
 /// overrides it.
 pub const DEFAULT_RUN_BUDGET: Duration = Duration::from_secs(30 * 60);
 
-/// The run budget from `ATLAS_DEADLINE`, else [`DEFAULT_RUN_BUDGET`].
-pub fn run_budget_from_env() -> anyhow::Result<Duration> {
-    match std::env::var("ATLAS_DEADLINE") {
-        Ok(v) if !v.trim().is_empty() => humantime::parse_duration(v.trim()).map_err(|e| {
+/// The run budget from the value of `ATLAS_DEADLINE` (read by `commands/`), else
+/// [`DEFAULT_RUN_BUDGET`].
+pub fn run_budget(value: Option<&str>) -> anyhow::Result<Duration> {
+    match value.map(str::trim) {
+        Some(v) if !v.is_empty() => humantime::parse_duration(v).map_err(|e| {
             anyhow::anyhow!("ATLAS_DEADLINE {v:?} is not a duration such as `25m`: {e}")
         }),
         _ => Ok(DEFAULT_RUN_BUDGET),

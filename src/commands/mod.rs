@@ -31,7 +31,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run => {
             // One deadline for the whole run: no retry starts that would end past it.
-            crate::http::set_run_deadline(crate::http::run_budget_from_env()?);
+            let budget = std::env::var("ATLAS_DEADLINE").ok();
+            crate::http::set_run_deadline(crate::http::run_budget(budget.as_deref())?);
             let mut ctx = Ctx::load(cli.config.as_deref())?;
             let event = load_event(&ctx.github, None, None)?;
             let plan = plan_for(&ctx, &event);

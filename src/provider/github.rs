@@ -153,9 +153,9 @@ impl GithubForge {
         )?;
         let forge = GithubForge::new(&github.api_url, repository, token)?;
         // A custom GitHub App's installation token cannot learn its own login: it is configured.
-        Ok(match std::env::var("INPUT_GITHUB_APP_LOGIN") {
-            Ok(l) if !l.trim().is_empty() => forge.with_identity(l.trim()),
-            _ => forge,
+        Ok(match &config.github_app_login {
+            Some(l) => forge.with_identity(l),
+            None => forge,
         })
     }
 

@@ -71,6 +71,8 @@ struct World {
     /// Send SIGINT once a machine exists; how long the run took to exit after it.
     interrupt: std::sync::atomic::AtomicBool,
     signal_to_exit: Mutex<Option<Duration>>,
+    /// Extra process environment for the runs (`ATLAS_DEADLINE`).
+    extra_env: Mutex<Vec<(String, String)>>,
 }
 
 /// The app behind the preview URL: `/<app>/healthz` and `/<app>/api/ping` answer, nothing else.
@@ -112,6 +114,7 @@ async fn world() -> World {
         time_v: Default::default(),
         interrupt: Default::default(),
         signal_to_exit: Mutex::new(None),
+        extra_env: Mutex::new(Vec::new()),
     }
 }
 
@@ -235,6 +238,9 @@ impl World {
         env.vars
             .insert("GITHUB_API_URL".into(), self.gh.url.clone());
         env.vars.insert("ATLAS_RETRY_POLICY".into(), "fast".into());
+        for (k, v) in self.extra_env.lock().unwrap().iter() {
+            env.vars.insert(k.clone(), v.clone());
+        }
 
         // With `time_v`, GNU time reports the run's peak memory on stderr.
         let mut cmd = if self.time_v.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1077,5 +1083,56 @@ async fn down_deletes_the_branch_even_when_the_app_destroy_fails_and_lists_the_s
         "the branch was kept"
     );
     assert_eq!(w.fly.app_names(), vec![app_name()]);
+    w.assert_clean();
+}
+
+/// One deadline per run: a wait the server names (429 + Retry-After: 10 on the comment) that
+/// would end past the run's deadline (`ATLAS_DEADLINE=5s`, shorter than the call's own budget) fails at once, saying until when,
+/// instead of sleeping through it; the first creation is torn down.
+#[tokio::test]
+async fn a_wait_past_the_run_deadline_fails_at_once_naming_the_time() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    w.extra_env
+        .lock()
+        .unwrap()
+        .push(("ATLAS_DEADLINE".into(), "5s".into()));
+    w.gh.fault(
+        fake_github::Fault {
+            retry_after: Some(10),
+            ..fake_github::Fault::new(Method::POST, "/issues/2/comments", 429)
+        }
+        .times(10),
+    );
+    let t = std::time::Instant::now();
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    let took = t.elapsed();
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stderr.contains("rate-limited until ")
+            && r.stderr.contains("asked to wait 10s")
+            && r.stderr.contains("this run's deadline"),
+        "{}",
+        r.dump()
+    );
+    // The call's own budget (20 s) would allow the 10 s wait; the run's 5 s deadline does not.
+    assert!(
+        took < Duration::from_secs(9),
+        "waited instead of failing: {took:?}"
+    );
+    // The ready comment and the failed comment: each tried once, neither retried early.
+    assert_eq!(
+        w.gh.with(|s| s.calls_matching("POST /repos/octo-org/kitchen/issues/2/comments")),
+        2
+    );
+    w.assert_nothing_left();
     w.assert_clean();
 }
