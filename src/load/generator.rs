@@ -61,6 +61,15 @@ pub struct RequestSpec {
     pub weight: u32,
     /// The status that counts as success (default: any 2xx or 3xx).
     pub expect: Option<u16>,
+    /// This endpoint's p95 must stay under this many milliseconds, whatever its history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p95_ms: Option<f64>,
+    /// This endpoint's `percentage` margin over its history (default: `[baseline]`'s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold_pct: Option<f64>,
+    /// This endpoint's threshold model (default: `[baseline] model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<super::models::ThresholdModel>,
 }
 
 impl Default for RequestSpec {
@@ -73,6 +82,9 @@ impl Default for RequestSpec {
             body: None,
             weight: 1,
             expect: None,
+            p95_ms: None,
+            threshold_pct: None,
+            model: None,
         }
     }
 }

@@ -9,6 +9,8 @@
 
 pub mod gate;
 pub mod generator;
+pub mod history;
+pub mod models;
 mod proxy;
 pub mod stats;
 pub mod summary;
@@ -21,6 +23,8 @@ use anyhow::Context as _;
 
 pub use gate::{Comparison, GateSettings, MetricComparison, Verdict, compare};
 pub use generator::{LoadSettings, Model, Progress, RequestSpec, run, run_with};
+pub use history::{EndpointGate, History, HistoryFile, compare_history, read_history};
+pub use models::ThresholdModel;
 pub use summary::{Summary, parse_summary, read_summary};
 
 /// `atlas load` flags. They override `[load]` in atlas.toml.
@@ -78,8 +82,21 @@ pub enum BaselineCommand {
     /// Compare a summary with a baseline (Atlas, k6 --summary-export or k6 handleSummary JSON).
     /// Exit 1 when the gate fails; inconclusive exits 0 and says why.
     Compare {
-        baseline: PathBuf,
-        current: PathBuf,
+        /// BASELINE CURRENT; with --history, CURRENT (several files: their median is the
+        /// candidate, as with `atlas load --runs N`).
+        #[arg(required = true, value_name = "FILES")]
+        files: Vec<PathBuf>,
+        /// Compare with a history instead of one baseline: a directory of summaries or a
+        /// history file.
+        #[arg(long)]
+        history: Option<PathBuf>,
+        /// Threshold model over the history: percentage, t_test or iqr (default: [baseline]
+        /// model, t_test).
+        #[arg(long)]
+        model: Option<ThresholdModel>,
+        /// The last N comparable history runs to use (default: [baseline] history_runs, 20).
+        #[arg(long)]
+        history_runs: Option<usize>,
         /// Regression threshold in percent (default: [baseline] threshold_pct, 20).
         #[arg(long)]
         threshold: Option<f64>,
@@ -300,8 +317,10 @@ pub async fn cli_baseline(
 ) -> anyhow::Result<()> {
     match cmd {
         BaselineCommand::Compare {
-            baseline,
-            current,
+            files,
+            history,
+            model,
+            history_runs,
             threshold,
             out,
             json,
@@ -310,7 +329,34 @@ pub async fn cli_baseline(
             if let Some(t) = threshold {
                 gate.threshold_pct = *t;
             }
-            let c = compare(&read_summary(baseline)?, &read_summary(current)?, &gate);
+            if let Some(m) = model {
+                gate.model = *m;
+            }
+            if let Some(n) = history_runs {
+                gate.history_runs = *n;
+            }
+            let c = match history {
+                Some(path) => {
+                    let runs = files
+                        .iter()
+                        .map(|f| read_summary(f))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let current =
+                        Summary::median_of(&runs).context("no current summary was given")?;
+                    let h = read_history(path)?;
+                    let gates = EndpointGate::from_specs(&settings.load.requests);
+                    compare_history(&h, &current, &gate, &gates)
+                }
+                None => {
+                    let [baseline, current] = files.as_slice() else {
+                        anyhow::bail!(
+                            "baseline compare takes BASELINE CURRENT (two files), or --history PATH CURRENT; got {} files",
+                            files.len()
+                        );
+                    };
+                    compare(&read_summary(baseline)?, &read_summary(current)?, &gate)
+                }
+            };
             if let Some(path) = out {
                 write_json(path, &c)?;
             }
