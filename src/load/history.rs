@@ -26,7 +26,7 @@ use super::summary::{Summary, parse_summary};
 /// One run of the history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryEntry {
-    /// Where it came from: the file name, or `entry N (commit abc1234)`.
+    /// Where it came from: the file name, or `N (commit abc1234)`: the position in a history file.
     pub label: String,
     pub commit: Option<String>,
     pub summary: Summary,
@@ -100,8 +100,8 @@ pub fn parse_history(text: &str) -> anyhow::Result<History> {
     let mut h = History::default();
     for (i, (commit, value)) in items.into_iter().enumerate() {
         let label = match &commit {
-            Some(c) => format!("entry {} (commit {})", i + 1, short(c)),
-            None => format!("entry {}", i + 1),
+            Some(c) => format!("{} (commit {})", i + 1, short(c)),
+            None => format!("{}", i + 1),
         };
         match parse_summary(&value.to_string()) {
             Ok(summary) => h.entries.push(HistoryEntry {
@@ -376,7 +376,7 @@ pub fn compare_history(
     let mut usable: Vec<&HistoryEntry> = Vec::new();
     for e in &history.entries {
         match incomparable(&e.summary, current, gate) {
-            Some(why) => notes.push(format!("skipped history {}: {why}", e.label)),
+            Some(why) => notes.push(format!("skipped history entry {}: {why}", e.label)),
             None => usable.push(e),
         }
     }
@@ -595,5 +595,330 @@ pub fn compare_history(
         current_source: current.source.clone(),
         model: Some(gate.model.to_string()),
         history_runs: Some(used.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::summary::{EndpointSummary, Shape, Trend};
+
+    fn shape() -> Shape {
+        Shape {
+            model: "open".into(),
+            rate: Some(50.0),
+            vus: None,
+            duration_s: 60.0,
+            connections: 50,
+            requests: vec!["GET /menu x1".into(), "GET /orders x1".into()],
+        }
+    }
+
+    /// A run with p95 `p95`, avg p95/1.4, errors `err`, and two endpoints.
+    fn run(p95: f64, err: f64, menu_p95: f64) -> Summary {
+        let mut s = Summary::default();
+        s.metrics.http_req_duration = Trend {
+            p95,
+            avg: p95 / 1.4,
+            ..Trend::default()
+        };
+        s.metrics.http_reqs.total = 3000;
+        s.metrics.errors.rate = err;
+        s.settings = Some(shape());
+        for (name, p) in [("GET /menu", menu_p95), ("GET /orders", p95)] {
+            s.endpoints.push(EndpointSummary {
+                name: name.into(),
+                method: "GET".into(),
+                path: name[4..].into(),
+                count: 1500,
+                rate: 25.0,
+                errors: (err * 1500.0).round() as u64,
+                duration: Trend {
+                    p95: p,
+                    avg: p / 1.4,
+                    ..Trend::default()
+                },
+            });
+        }
+        s
+    }
+
+    /// 20 runs with a deterministic ~5% spread around 380 ms.
+    fn history(n: usize) -> History {
+        let entries = (0..n)
+            .map(|i| {
+                let f = 1.0 + 0.05 * ((i as f64 * 2.399).sin());
+                HistoryEntry {
+                    label: format!("run-{i:02}.json"),
+                    commit: None,
+                    summary: run(380.0 * f, 0.0093, 200.0 * f),
+                }
+            })
+            .collect();
+        History {
+            entries,
+            notes: vec![],
+        }
+    }
+
+    fn row<'a>(c: &'a Comparison, label: &str) -> &'a MetricComparison {
+        c.metrics.iter().find(|m| m.label == label).unwrap()
+    }
+
+    #[test]
+    fn same_numbers_pass_and_say_how_many_runs() {
+        let c = compare_history(
+            &history(20),
+            &run(380.0, 0.0093, 200.0),
+            &GateSettings::default(),
+            &[],
+        );
+        assert_eq!(c.verdict, Verdict::Pass, "{}", c.to_text());
+        assert_eq!(c.history_runs, Some(20));
+        assert_eq!(c.model.as_deref(), Some("t_test"));
+        assert!(c.notes.iter().any(|n| n.contains("compared with 20 runs")));
+        let p95 = row(&c, "P95 Latency");
+        assert!(
+            p95.note.contains("within the 99% upper bound"),
+            "{}",
+            p95.note
+        );
+        assert!(p95.bound.unwrap() > 380.0);
+    }
+
+    #[test]
+    fn a_regression_fails_naming_the_model_and_bound() {
+        for (model, words) in [
+            (ThresholdModel::TTest, "above the 99% upper bound"),
+            (ThresholdModel::Iqr, "above the Q3 + 1.5 IQR"),
+            (ThresholdModel::Percentage, "above the median + 20%"),
+        ] {
+            let gate = GateSettings {
+                model,
+                ..GateSettings::default()
+            };
+            let c = compare_history(&history(20), &run(520.0, 0.0093, 270.0), &gate, &[]);
+            assert_eq!(c.verdict, Verdict::Fail, "{model}: {}", c.to_text());
+            let f = c.failures();
+            assert!(
+                f.contains("p95 520 ms ") && f.contains(words) && f.contains("of 20 runs"),
+                "{f}"
+            );
+            assert_eq!(c.model.as_deref(), Some(model.as_str()));
+        }
+    }
+
+    #[test]
+    fn too_little_history_is_inconclusive_not_a_pass_or_an_alarm() {
+        for n in [0, 1, 4] {
+            let c = compare_history(
+                &history(n),
+                &run(900.0, 0.2, 500.0),
+                &GateSettings::default(),
+                &[],
+            );
+            assert_eq!(c.verdict, Verdict::Inconclusive, "{n}: {}", c.to_text());
+            assert!(
+                c.notes.iter().any(|x| x.contains("not enough history")),
+                "{:?}",
+                c.notes
+            );
+            assert_eq!(c.history_runs, Some(n));
+        }
+    }
+
+    #[test]
+    fn bad_entries_are_skipped_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, e) in history(8).entries.iter().enumerate() {
+            std::fs::write(
+                dir.path().join(format!("run-{i:02}.json")),
+                serde_json::to_string(&e.summary).unwrap(),
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.path().join("run-50.json"), "{not json").unwrap();
+        let mut other = run(100.0, 0.0, 50.0);
+        other.settings.as_mut().unwrap().rate = Some(200.0);
+        std::fs::write(
+            dir.path().join("run-51.json"),
+            serde_json::to_string(&other).unwrap(),
+        )
+        .unwrap();
+        let mut few = run(100.0, 0.0, 50.0);
+        few.metrics.http_reqs.total = 10;
+        std::fs::write(
+            dir.path().join("run-52.json"),
+            serde_json::to_string(&few).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let h = read_history(dir.path()).unwrap();
+        assert_eq!(h.entries.len(), 10);
+        let c = compare_history(
+            &h,
+            &run(380.0, 0.0093, 200.0),
+            &GateSettings::default(),
+            &[],
+        );
+        assert_eq!(c.history_runs, Some(8));
+        let notes = c.notes.join("\n");
+        assert!(
+            notes.contains("skipped history entry run-50.json: it does not parse"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("skipped history entry run-51.json: different load settings"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("skipped history entry run-52.json: it has 10 requests"),
+            "{notes}"
+        );
+        assert!(notes.contains("compared with 8 runs"), "{notes}");
+        assert_eq!(c.verdict, Verdict::Pass, "{}", c.to_text());
+    }
+
+    #[test]
+    fn the_last_n_runs_are_used() {
+        let mut h = history(30);
+        // the 10 oldest were much faster: outside the window they cannot make today look slow.
+        for e in h.entries.iter_mut().take(10) {
+            e.summary = run(200.0, 0.0093, 100.0);
+        }
+        let c = compare_history(
+            &h,
+            &run(385.0, 0.0093, 201.0),
+            &GateSettings::default(),
+            &[],
+        );
+        assert_eq!(c.history_runs, Some(20));
+        assert_eq!(c.verdict, Verdict::Pass, "{}", c.to_text());
+    }
+
+    #[test]
+    fn each_endpoint_is_gated_against_its_own_history() {
+        // /menu doubles while the global p95 (driven by /orders) stays put.
+        let c = compare_history(
+            &history(20),
+            &run(380.0, 0.0093, 400.0),
+            &GateSettings::default(),
+            &[],
+        );
+        assert_eq!(c.verdict, Verdict::Fail, "{}", c.to_text());
+        assert_eq!(row(&c, "P95 Latency").verdict, Verdict::Pass);
+        assert_eq!(row(&c, "GET /orders p95").verdict, Verdict::Pass);
+        let menu = row(&c, "GET /menu p95");
+        assert_eq!(menu.verdict, Verdict::Fail);
+        assert_eq!(menu.endpoint.as_deref(), Some("GET /menu"));
+        assert!(
+            c.failures()
+                .contains("GET /menu p95 400 ms above the 99% upper bound"),
+            "{}",
+            c.failures()
+        );
+
+        // a configured ceiling and a per-endpoint model
+        let gates = vec![
+            EndpointGate {
+                name: "GET /menu".into(),
+                p95_ms: Some(150.0),
+                threshold_pct: None,
+                model: None,
+            },
+            EndpointGate {
+                name: "GET /orders".into(),
+                p95_ms: None,
+                threshold_pct: Some(50.0),
+                model: Some(ThresholdModel::Percentage),
+            },
+        ];
+        let c = compare_history(
+            &history(20),
+            &run(500.0, 0.0093, 200.0),
+            &GateSettings::default(),
+            &gates,
+        );
+        let menu = row(&c, "GET /menu p95");
+        assert_eq!(menu.verdict, Verdict::Fail, "{}", c.to_text());
+        assert!(
+            menu.note.contains("above the configured 150 ms"),
+            "{}",
+            menu.note
+        );
+        let orders = row(&c, "GET /orders p95");
+        // +32% is within its own 50% margin, though the global t_test row fails
+        assert_eq!(orders.verdict, Verdict::Pass, "{}", orders.note);
+        assert!(orders.note.contains("median + 50%"), "{}", orders.note);
+        assert_eq!(row(&c, "P95 Latency").verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn error_rate_regressions_need_the_floor() {
+        let c = compare_history(
+            &history(20),
+            &run(380.0, 0.012, 200.0),
+            &GateSettings::default(),
+            &[],
+        );
+        assert_eq!(
+            row(&c, "Error Rate").verdict,
+            Verdict::Pass,
+            "{}",
+            c.to_text()
+        );
+        let c = compare_history(
+            &history(20),
+            &run(380.0, 0.05, 200.0),
+            &GateSettings::default(),
+            &[],
+        );
+        assert_eq!(
+            row(&c, "Error Rate").verdict,
+            Verdict::Fail,
+            "{}",
+            c.to_text()
+        );
+    }
+
+    #[test]
+    fn history_file_appends_folds_and_stops_at_the_merge_base() {
+        let mut f = HistoryFile::default();
+        for i in 0..7 {
+            f.append(
+                StoredEntry {
+                    commit: format!("{i}{}", "a".repeat(39)),
+                    recorded_at: None,
+                    summary: serde_json::to_value(run(380.0 + i as f64, 0.0, 200.0)).unwrap(),
+                },
+                5,
+            );
+        }
+        assert_eq!(f.entries.len(), 5);
+        assert!(f.entries[0].commit.starts_with('2'));
+        assert_eq!(f.up_to(&format!("4{}", "a".repeat(39))).len(), 3);
+        assert_eq!(f.up_to("4aaaaaa").len(), 3);
+        assert_eq!(f.up_to("unknown").len(), 5);
+        // the same commit replaces its entry
+        f.append(
+            StoredEntry {
+                commit: f.entries[4].commit.clone(),
+                recorded_at: None,
+                summary: serde_json::json!({}),
+            },
+            5,
+        );
+        assert_eq!(f.entries.len(), 5);
+        // round trip through the file format, with one broken entry skipped
+        let text = serde_json::to_string(&f).unwrap();
+        let h = parse_history(&text).unwrap();
+        assert_eq!(h.entries.len(), 4);
+        assert_eq!(h.notes.len(), 1);
+        assert!(
+            h.notes[0].contains("commit 6aaaaaa") && h.notes[0].contains("does not parse"),
+            "{:?}",
+            h.notes
+        );
+        assert!(parse_history("{\"x\": 1}").is_err());
     }
 }

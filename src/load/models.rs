@@ -337,12 +337,12 @@ mod tests {
     #[test]
     fn t_cdf_and_incomplete_beta_known_values() {
         // df = 1 is Cauchy: F(t) = 1/2 + atan(t)/pi
-        for t in [-3.0, -0.5, 0.0, 0.7, 2.0, 10.0] {
+        for t in [-3.0f64, -0.5, 0.0, 0.7, 2.0, 10.0] {
             let want = 0.5 + f64::atan(t) / std::f64::consts::PI;
             assert!(close(student_t_cdf(t, 1.0), want, 1e-10), "t={t}");
         }
         // df = 2: F(t) = 1/2 + t / (2 sqrt(2 + t^2))
-        for t in [-2.0, 0.3, 1.5, 4.0] {
+        for t in [-2.0f64, 0.3, 1.5, 4.0] {
             let want = 0.5 + t / (2.0 * (2.0 + t * t).sqrt());
             assert!(close(student_t_cdf(t, 2.0), want, 1e-10), "t={t}");
         }
@@ -371,7 +371,7 @@ mod tests {
         // linear scale, hand-computed: mean 10, s = sqrt(2.5), n = 5, t(0.99, 4) = 3.7469
         let h = [8.0, 9.0, 10.0, 11.0, 12.0];
         let b = upper_bound(&params(ThresholdModel::TTest), &h, 1, false).unwrap();
-        let want = 10.0 + 3.746_947 * 2.5f64.sqrt() * (1.0 + 1.0 / 5.0f64).sqrt();
+        let want = 10.0 + 3.746_947 * 2.5f64.sqrt() * (1.0f64 + 1.0 / 5.0).sqrt();
         assert!(close(b.upper, want, 1e-4), "{} vs {want}", b.upper);
         assert_eq!(b.center, 10.0);
         assert_eq!(b.describe, "99% upper bound");
