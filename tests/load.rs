@@ -1044,3 +1044,146 @@ fn cli_load_update_and_compare_end_to_end_without_leaking_credentials() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The gate over a history of runs.
+
+/// The k6 export with its p95 and avg scaled by `f`.
+fn k6_scaled(f: f64) -> String {
+    K6_EXPORT
+        .replace("\"avg\": 275.01", &format!("\"avg\": {}", 275.01 * f))
+        .replace("\"p(95)\": 387.57", &format!("\"p(95)\": {}", 387.57 * f))
+}
+
+#[test]
+fn baseline_compare_against_a_history_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let hist = dir.path().join("history");
+    std::fs::create_dir(&hist).unwrap();
+    for i in 0..12 {
+        let f = 1.0 + 0.04 * ((i as f64) * 1.7).sin();
+        std::fs::write(hist.join(format!("run-{i:02}.json")), k6_scaled(f)).unwrap();
+    }
+    std::fs::write(hist.join("run-99.json"), "{\"metrics\": 3}").unwrap();
+    std::fs::write(dir.path().join("same.json"), k6_scaled(1.0)).unwrap();
+    std::fs::write(dir.path().join("slow.json"), k6_scaled(1.35)).unwrap();
+    std::fs::write(dir.path().join("slow2.json"), k6_scaled(1.4)).unwrap();
+
+    let out = atlas(
+        dir.path(),
+        &["baseline", "compare", "--history", "history", "same.json"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("gate: pass"), "{stderr}");
+    assert!(
+        stderr.contains("compared with 12 runs of the history under the t_test model"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("skipped history entry run-99.json: it does not parse"),
+        "{stderr}"
+    );
+
+    // a regression: exit 1, the sentence names the model, the bound and the run count; the
+    // candidate may be the median of several runs.
+    for model in ["t_test", "iqr", "percentage"] {
+        let out = atlas(
+            dir.path(),
+            &[
+                "baseline",
+                "compare",
+                "--history",
+                "history",
+                "--model",
+                model,
+                "slow.json",
+                "slow2.json",
+                "--json",
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{model}: {stderr}");
+        assert!(stderr.contains("median of 2 runs"), "{stderr}");
+        assert!(stderr.contains("of 12 runs"), "{stderr}");
+        let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(c["verdict"], "fail");
+        assert_eq!(c["model"], model);
+        assert_eq!(c["history_runs"], 12);
+        assert!(c["metrics"][0]["bound"].as_f64().unwrap() < 387.57 * 1.35);
+    }
+    let out = atlas(
+        dir.path(),
+        &["baseline", "compare", "--history", "history", "slow.json"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("p95 523 ms above the 99% upper bound"),
+        "{stderr}"
+    );
+
+    // too little history: inconclusive (exit 0), said so, even for a clear regression.
+    let out = atlas(
+        dir.path(),
+        &[
+            "baseline",
+            "compare",
+            "--history",
+            "history",
+            "--history-runs",
+            "3",
+            "slow.json",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("gate: inconclusive"), "{stderr}");
+    assert!(stderr.contains("not enough history"), "{stderr}");
+
+    // a missing history is an operational error naming it; a wrong model is a usage error.
+    let out = atlas(
+        dir.path(),
+        &["baseline", "compare", "--history", "nowhere", "same.json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
+    let out = atlas(
+        dir.path(),
+        &[
+            "baseline",
+            "compare",
+            "--history",
+            "history",
+            "--model",
+            "zscore",
+            "same.json",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("t_test"));
+    // without --history, exactly two files
+    let out = atlas(dir.path(), &["baseline", "compare", "same.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BASELINE CURRENT"));
+}
+
+#[test]
+fn endpoint_thresholds_parse_from_atlas_toml() {
+    let s: atlas::config::Settings = toml::from_str(
+        "[baseline]\nmodel = \"iqr\"\nhistory_runs = 30\n\n[[load.requests]]\npath = \"/menu\"\np95_ms = 300\nthreshold_pct = 15\nmodel = \"percentage\"\n",
+    )
+    .unwrap();
+    assert_eq!(s.baseline.model, atlas::load::ThresholdModel::Iqr);
+    assert_eq!(s.baseline.history_runs, 30);
+    let g = atlas::load::EndpointGate::from_specs(&s.load.requests);
+    assert_eq!(g[0].name, "GET /menu");
+    assert_eq!(g[0].p95_ms, Some(300.0));
+    assert_eq!(g[0].threshold_pct, Some(15.0));
+    assert_eq!(g[0].model, Some(atlas::load::ThresholdModel::Percentage));
+    let e =
+        toml::from_str::<atlas::config::Settings>("[baseline]\nmodel = \"zscore\"\n").unwrap_err();
+    assert!(
+        e.to_string().contains("zscore") || e.to_string().contains("t_test"),
+        "{e}"
+    );
+}
