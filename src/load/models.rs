@@ -263,7 +263,8 @@ pub fn student_t_cdf(t: f64, df: f64) -> f64 {
 /// The `p` quantile of Student's t with `df` > 0 degrees of freedom, by bisection on the CDF
 /// (monotone, so this cannot diverge). `None` for p outside (0, 1) or df <= 0.
 pub fn student_t_quantile(p: f64, df: f64) -> Option<f64> {
-    if !(p > 0.0 && p < 1.0) || !(df > 0.0) || !df.is_finite() {
+    let valid = p > 0.0 && p < 1.0 && df > 0.0 && df.is_finite();
+    if !valid {
         return None;
     }
     if p < 0.5 {
