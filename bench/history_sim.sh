@@ -15,4 +15,9 @@ cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-release}
 DIR=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 cargo build --profile "$PROFILE" --bin atlas --example history_sim >&2
-ATLAS=${ATLAS:-$PWD/target/$DIR/atlas} exec "target/$DIR/examples/history_sim"
+# copies, so a rebuild during the run cannot swap the binaries under it
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cp "${ATLAS:-target/$DIR/atlas}" "$WORK/atlas"
+cp "target/$DIR/examples/history_sim" "$WORK/history_sim"
+ATLAS="$WORK/atlas" "$WORK/history_sim"

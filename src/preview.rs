@@ -191,7 +191,9 @@ pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<Loa
         .context("load test against the preview")?;
     let load = serde_json::to_value(&summary)?;
     let path = &settings.baseline.path;
-    if !path.is_file() {
+    let gated =
+        crate::load::history::gate_summary(&summary, &settings.baseline, &settings.load.requests)?;
+    let Some(cmp) = gated else {
         return Ok(LoadGate {
             load: Some(load),
             note: Some(format!(
@@ -200,9 +202,7 @@ pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<Loa
             )),
             ..LoadGate::default()
         });
-    }
-    let baseline = crate::load::read_summary(path)?;
-    let cmp = crate::load::compare(&baseline, &summary, &settings.baseline);
+    };
     let note = match cmp.verdict {
         Verdict::Pass => None,
         Verdict::Inconclusive => Some(format!(
@@ -211,12 +211,13 @@ pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<Loa
         )),
         Verdict::Fail => None,
     };
-    let failed = (cmp.verdict == Verdict::Fail).then(|| {
-        format!(
+    let failed = (cmp.verdict == Verdict::Fail).then(|| match &cmp.model {
+        Some(model) => format!("worse than the history ({model} model): {}", cmp.failures()),
+        None => format!(
             "more than {}% worse than the baseline: {}",
             cmp.threshold_pct,
             cmp.failures()
-        )
+        ),
     });
     Ok(LoadGate {
         load: Some(load),

@@ -43,6 +43,11 @@ pub struct GateSettings {
     pub confidence: f64,
     /// `iqr`: the fence multiplier k in `Q3 + k * IQR` (default 1.5).
     pub iqr_k: f64,
+    /// A history to gate against instead of `path`: a directory of summaries or a history
+    /// file (unset: the fixed baseline).
+    pub history: Option<std::path::PathBuf>,
+    /// The most entries a history file keeps; older ones are folded away (default 200).
+    pub history_max: usize,
 }
 
 impl Default for GateSettings {
@@ -61,6 +66,8 @@ impl Default for GateSettings {
             min_history: 5,
             confidence: 0.99,
             iqr_k: 1.5,
+            history: None,
+            history_max: 200,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! other settings (rate, duration, endpoints) or too few requests, are skipped with a note; the
 //! verdict says how many runs it used, and too few is inconclusive.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -598,6 +598,95 @@ pub fn compare_history(
     }
 }
 
+/// Records `summary` (measured at `commit`) in the history at `path`: a history file gets the
+/// entry appended (the oldest folded away beyond `max_entries`), a directory a new file named
+/// after the entry's position and commit. A missing path ending in `.json` becomes a file,
+/// otherwise a directory.
+pub fn record(
+    path: &Path,
+    summary: &Summary,
+    commit: &str,
+    max_entries: usize,
+) -> anyhow::Result<PathBuf> {
+    let value = serde_json::to_value(summary).context("cannot serialise the summary")?;
+    let as_file =
+        path.is_file() || (!path.exists() && path.extension().is_some_and(|x| x == "json"));
+    if as_file {
+        let mut file: HistoryFile = if path.is_file() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the history {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a history file", path.display()))?
+        } else {
+            HistoryFile::default()
+        };
+        file.append(
+            StoredEntry {
+                commit: commit.to_string(),
+                recorded_at: Some(
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ),
+                summary: value,
+            },
+            max_entries,
+        );
+        let text = serde_json::to_string_pretty(&file).context("cannot serialise the history")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the history {}", path.display()))?;
+        Ok(path.to_path_buf())
+    } else {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create the history directory {}", path.display()))?;
+        let n = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read the history directory {}", path.display()))?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
+        // only [0-9a-zA-Z] of the commit reaches the file name: it is user input.
+        let safe: String = commit
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        let out = path.join(format!("{n:06}-{safe}.json"));
+        let mut s = summary.clone();
+        let src = s.source.get_or_insert_with(Default::default);
+        if src.format.is_empty() {
+            src.format = "atlas".into();
+        }
+        src.commit = Some(commit.to_string());
+        let text = serde_json::to_string_pretty(&s).context("cannot serialise the summary")?;
+        std::fs::write(&out, text + "\n")
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        Ok(out)
+    }
+}
+
+/// The gate for a fresh summary: against the configured history when there is one, else the
+/// fixed baseline file, else none (measured, not gated).
+pub fn gate_summary(
+    summary: &Summary,
+    gate: &GateSettings,
+    requests: &[RequestSpec],
+) -> anyhow::Result<Option<Comparison>> {
+    if let Some(h) = &gate.history
+        && h.exists()
+    {
+        let history = read_history(h)?;
+        return Ok(Some(compare_history(
+            &history,
+            summary,
+            gate,
+            &EndpointGate::from_specs(requests),
+        )));
+    }
+    if gate.path.is_file() {
+        let baseline = super::summary::read_summary(&gate.path)?;
+        return Ok(Some(super::gate::compare(&baseline, summary, gate)));
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -920,5 +1009,61 @@ mod tests {
             h.notes
         );
         assert!(parse_history("{\"x\": 1}").is_err());
+    }
+
+    #[test]
+    fn record_then_gate_from_a_directory_and_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, is_file) in [
+            (dir.path().join("runs"), false),
+            (dir.path().join("history.json"), true),
+        ] {
+            for (i, e) in history(6).entries.iter().enumerate() {
+                record(&path, &e.summary, &format!("c{i}; rm -rf /"), 5).unwrap();
+            }
+            assert_eq!(path.is_file(), is_file);
+            let h = read_history(&path).unwrap();
+            // the file folds the oldest away; the directory keeps every run
+            assert_eq!(
+                h.entries.len(),
+                if is_file { 5 } else { 6 },
+                "{:?}",
+                h.notes
+            );
+            assert_eq!(
+                h.entries.last().unwrap().commit.as_deref(),
+                Some("c5; rm -rf /")
+            );
+            if !is_file {
+                let names: Vec<String> = std::fs::read_dir(&path)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                assert!(
+                    names.contains(&"000005-c5rmrf.json".to_string()),
+                    "{names:?}"
+                );
+            }
+            let gate = GateSettings {
+                history: Some(path.clone()),
+                ..GateSettings::default()
+            };
+            let c = gate_summary(&run(380.0, 0.0093, 200.0), &gate, &[])
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.history_runs, Some(if is_file { 5 } else { 6 }));
+            assert_eq!(c.verdict, Verdict::Pass, "{}", c.to_text());
+        }
+        // no history and no baseline file: not gated
+        let gate = GateSettings {
+            history: Some(dir.path().join("absent")),
+            path: dir.path().join("absent.json"),
+            ..GateSettings::default()
+        };
+        assert!(
+            gate_summary(&run(1.0, 0.0, 1.0), &gate, &[])
+                .unwrap()
+                .is_none()
+        );
     }
 }

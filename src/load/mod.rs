@@ -107,6 +107,18 @@ pub enum BaselineCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Record a summary in a history (a directory of summaries or a history file), keyed by
+    /// its commit; a history file keeps at most [baseline] history_max entries.
+    Record {
+        /// The history (default: [baseline] history).
+        #[arg(long)]
+        history: Option<PathBuf>,
+        #[arg(long)]
+        from: PathBuf,
+        /// The commit it was measured at (default: the summary's, else $GITHUB_SHA).
+        #[arg(long)]
+        commit: Option<String>,
+    },
     /// Write a baseline from a summary, recording its settings and where and when it was
     /// measured.
     Update {
@@ -367,6 +379,25 @@ pub async fn cli_baseline(
                 );
             }
             gate_result(&c)
+        }
+        BaselineCommand::Record {
+            history,
+            from,
+            commit,
+        } => {
+            let path = history
+                .clone()
+                .or_else(|| settings.baseline.history.clone())
+                .context("no history: pass --history PATH or set [baseline] history")?;
+            let s = read_summary(from)?;
+            let commit = commit
+                .clone()
+                .or_else(|| s.source.as_ref().and_then(|x| x.commit.clone()))
+                .or_else(|| std::env::var("GITHUB_SHA").ok().filter(|v| !v.is_empty()))
+                .context("no commit: pass --commit SHA (the summary records none)")?;
+            let wrote = history::record(&path, &s, &commit, settings.baseline.history_max)?;
+            eprintln!("history: recorded {} in {}", commit, wrote.display());
+            Ok(())
         }
         BaselineCommand::Update { from, out } => {
             let vars: Vec<(String, String)> = std::env::vars().collect();

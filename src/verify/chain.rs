@@ -978,12 +978,8 @@ impl LoadGate for LoadModuleGate {
             m.http_req_duration.avg,
             m.http_req_duration.p95
         );
-        let comparison = if self.gate.path.is_file() {
-            let baseline = crate::load::read_summary(&self.gate.path)?;
-            Some(crate::load::compare(&baseline, &summary, &self.gate))
-        } else {
-            None
-        };
+        let comparison =
+            crate::load::history::gate_summary(&summary, &self.gate, &self.load.requests)?;
         let (ok, text) = match &comparison {
             None => (
                 true,
