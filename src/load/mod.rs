@@ -7,6 +7,7 @@
 //! - [`read_summary`] reads Atlas, seed, k6 `--summary-export` and k6 `handleSummary` JSON.
 //! - [`paired`] measures a baseline URL and a candidate URL alternately in the same job.
 
+pub mod dashboard;
 pub mod gate;
 pub mod generator;
 pub mod history;
@@ -118,6 +119,23 @@ pub enum BaselineCommand {
         /// The commit it was measured at (default: the summary's, else $GITHUB_SHA).
         #[arg(long)]
         commit: Option<String>,
+    },
+    /// Write the trend dashboard of a history: one self-contained HTML file (inline SVG, no
+    /// external requests).
+    Dashboard {
+        /// The history (default: [baseline] history).
+        #[arg(long)]
+        history: Option<PathBuf>,
+        /// The run under review, drawn as its own point.
+        #[arg(long)]
+        current: Option<PathBuf>,
+        /// A release commit to mark (repeatable).
+        #[arg(long = "release")]
+        releases: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "Atlas load history")]
+        title: String,
     },
     /// Write a baseline from a summary, recording its settings and where and when it was
     /// measured.
@@ -397,6 +415,28 @@ pub async fn cli_baseline(
                 .context("no commit: pass --commit SHA (the summary records none)")?;
             let wrote = history::record(&path, &s, &commit, settings.baseline.history_max)?;
             eprintln!("history: recorded {} in {}", commit, wrote.display());
+            Ok(())
+        }
+        BaselineCommand::Dashboard {
+            history,
+            current,
+            releases,
+            out,
+            title,
+        } => {
+            let path = history
+                .clone()
+                .or_else(|| settings.baseline.history.clone())
+                .context("no history: pass --history PATH or set [baseline] history")?;
+            let h = read_history(&path)?;
+            let cur = current.as_deref().map(read_summary).transpose()?;
+            let html = dashboard::render(&h, cur.as_ref(), releases, title);
+            std::fs::write(out, html).with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!(
+                "dashboard: wrote {} ({} runs)",
+                out.display(),
+                h.entries.len()
+            );
             Ok(())
         }
         BaselineCommand::Update { from, out } => {
