@@ -1118,7 +1118,7 @@ fn baseline_compare_against_a_history_directory() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("p95 523 ms above the 99% upper bound"),
+        stderr.contains("p95 523 ms above the 99.5% upper bound"),
         "{stderr}"
     );
 

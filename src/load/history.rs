@@ -768,7 +768,7 @@ mod tests {
         assert!(c.notes.iter().any(|n| n.contains("compared with 20 runs")));
         let p95 = row(&c, "P95 Latency");
         assert!(
-            p95.note.contains("within the 99% upper bound"),
+            p95.note.contains("within the 99.5% upper bound"),
             "{}",
             p95.note
         );
@@ -778,7 +778,7 @@ mod tests {
     #[test]
     fn a_regression_fails_naming_the_model_and_bound() {
         for (model, words) in [
-            (ThresholdModel::TTest, "above the 99% upper bound"),
+            (ThresholdModel::TTest, "above the 99.5% upper bound"),
             (ThresholdModel::Iqr, "above the Q3 + 1.5 IQR"),
             (ThresholdModel::Percentage, "above the median + 20%"),
         ] {
@@ -902,7 +902,7 @@ mod tests {
         assert_eq!(menu.endpoint.as_deref(), Some("GET /menu"));
         assert!(
             c.failures()
-                .contains("GET /menu p95 400 ms above the 99% upper bound"),
+                .contains("GET /menu p95 400 ms above the 99.5% upper bound"),
             "{}",
             c.failures()
         );

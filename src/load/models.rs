@@ -149,12 +149,9 @@ pub fn upper_bound(p: &ModelParams, history: &[f64], m: usize, log: bool) -> Opt
 }
 
 fn percent_text(conf: f64) -> String {
-    let p = conf * 100.0;
-    if (p - p.round()).abs() < 1e-9 {
-        format!("{p:.0}%")
-    } else {
-        format!("{p}%")
-    }
+    // 0.995 * 100 is 99.49999999999999 in binary: print at most 4 decimals, trailing zeros cut.
+    let t = format!("{:.4}", conf * 100.0);
+    format!("{}%", t.trim_end_matches('0').trim_end_matches('.'))
 }
 
 /// Linear-interpolation quantile of sorted values (R's type 7).
@@ -376,6 +373,8 @@ mod tests {
         assert!(close(b.upper, want, 1e-4), "{} vs {want}", b.upper);
         assert_eq!(b.center, 10.0);
         assert_eq!(b.describe, "99% upper bound");
+        assert_eq!(percent_text(0.995), "99.5%");
+        assert_eq!(percent_text(0.9), "90%");
         // a median of 3 candidate runs has a narrower interval
         let b3 = upper_bound(&params(ThresholdModel::TTest), &h, 3, false).unwrap();
         assert!(b3.upper < b.upper);
