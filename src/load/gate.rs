@@ -65,7 +65,7 @@ impl Default for GateSettings {
             history_runs: 20,
             min_history: 5,
             // per metric: p95 and avg are both gated (and correlated), so 99.5% each keeps the
-            // whole gate's false alarms near 1% (bench/RESULTS-history.md).
+            // whole gate's false alarms near 1% (bench/RESULTS.md, the history gate).
             confidence: 0.995,
             iqr_k: 1.5,
             history: None,
