@@ -39,6 +39,38 @@ pub struct History {
     pub notes: Vec<String>,
 }
 
+impl History {
+    /// The entries up to and including the last one measured at `commit` (a PR's merge base
+    /// with the default branch): the runs a PR is compared with. When the commit is not in the
+    /// history (a force-pushed or pruned history), every entry is kept and a note says so.
+    pub fn up_to(mut self, commit: &str) -> History {
+        let matches = |c: &Option<String>| {
+            c.as_deref().is_some_and(|c| {
+                c == commit
+                    || (commit.len() >= 7 && c.starts_with(commit))
+                    || (c.len() >= 7 && commit.starts_with(c))
+            })
+        };
+        match self.entries.iter().rposition(|e| matches(&e.commit)) {
+            Some(i) => {
+                let later = self.entries.len() - i - 1;
+                self.entries.truncate(i + 1);
+                if later > 0 {
+                    self.notes.push(format!(
+                        "{later} runs after the merge base {} left out",
+                        short(commit)
+                    ));
+                }
+            }
+            None => self.notes.push(format!(
+                "the merge base {} is not in the history: compared with its latest runs",
+                short(commit)
+            )),
+        }
+        self
+    }
+}
+
 /// The history file format. Summaries are kept as JSON values so that one entry that does not
 /// parse (an older or hand-edited one) is skipped instead of making the whole history unusable.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -1009,6 +1041,28 @@ mod tests {
             h.notes
         );
         assert!(parse_history("{\"x\": 1}").is_err());
+    }
+
+    #[test]
+    fn a_pr_is_compared_with_the_runs_up_to_its_merge_base() {
+        let mut h = history(8);
+        for (i, e) in h.entries.iter_mut().enumerate() {
+            e.commit = Some(format!("{i}{}", "b".repeat(39)));
+        }
+        let cut = h.clone().up_to("5bbbbbbb");
+        assert_eq!(cut.entries.len(), 6);
+        assert!(
+            cut.notes[0].contains("2 runs after the merge base 5bbbbbb left out"),
+            "{:?}",
+            cut.notes
+        );
+        let all = h.up_to("ffffffff");
+        assert_eq!(all.entries.len(), 8);
+        assert!(
+            all.notes[0].contains("not in the history"),
+            "{:?}",
+            all.notes
+        );
     }
 
     #[test]

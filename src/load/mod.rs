@@ -98,6 +98,9 @@ pub enum BaselineCommand {
         /// The last N comparable history runs to use (default: [baseline] history_runs, 20).
         #[arg(long)]
         history_runs: Option<usize>,
+        /// A PR's merge base: compare with the history's runs up to this commit.
+        #[arg(long, requires = "history")]
+        merge_base: Option<String>,
         /// Regression threshold in percent (default: [baseline] threshold_pct, 20).
         #[arg(long)]
         threshold: Option<f64>,
@@ -351,6 +354,7 @@ pub async fn cli_baseline(
             history,
             model,
             history_runs,
+            merge_base,
             threshold,
             out,
             json,
@@ -373,7 +377,10 @@ pub async fn cli_baseline(
                         .collect::<anyhow::Result<Vec<_>>>()?;
                     let current =
                         Summary::median_of(&runs).context("no current summary was given")?;
-                    let h = read_history(path)?;
+                    let mut h = read_history(path)?;
+                    if let Some(base) = merge_base {
+                        h = h.up_to(base);
+                    }
                     let gates = EndpointGate::from_specs(&settings.load.requests);
                     compare_history(&h, &current, &gate, &gates)
                 }
