@@ -7,6 +7,7 @@
 //! - [`read_summary`] reads Atlas, seed, k6 `--summary-export` and k6 `handleSummary` JSON.
 //! - [`paired`] measures a baseline URL and a candidate URL alternately in the same job.
 
+pub mod alerts;
 pub mod dashboard;
 pub mod gate;
 pub mod generator;
