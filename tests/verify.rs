@@ -18,7 +18,7 @@ use std::path::Path;
 
 use atlas::config::Settings;
 use atlas::provider::Platform;
-use atlas::provider::local_process::LocalProcess;
+use atlas::provider::local::process::LocalProcess;
 use atlas::verify::local::LocalFleet;
 use atlas::verify::{Chain, Fleet, Mode, ProbeLoad, Release, chain};
 use verify_env::*;

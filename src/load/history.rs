@@ -15,13 +15,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::gate::{
-    Comparison, GateSettings, MetricComparison, Verdict, change_display, change_pct, ms, pct,
-    same_shape, shape_text,
+    Comparison, MetricComparison, Verdict, change_display, change_pct, ms, pct, same_shape,
+    shape_text,
 };
-use super::generator::RequestSpec;
 use super::models::{ModelParams, ThresholdModel, upper_bound};
 use super::stats::median;
 use super::summary::{Summary, parse_summary};
+use crate::config::{GateSettings, RequestSpec};
 
 /// One run of the history.
 #[derive(Debug, Clone, PartialEq)]

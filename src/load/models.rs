@@ -14,49 +14,9 @@
 //! multiplicative (a slower runner makes every request slower), so log-latency is close to
 //! normal while raw latency has a long upper tail that would make a normal model fire too often.
 
-use serde::{Deserialize, Serialize};
-
 use super::stats::median;
 
-/// Which rule turns the history into a bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ThresholdModel {
-    Percentage,
-    #[default]
-    TTest,
-    Iqr,
-}
-
-impl ThresholdModel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ThresholdModel::Percentage => "percentage",
-            ThresholdModel::TTest => "t_test",
-            ThresholdModel::Iqr => "iqr",
-        }
-    }
-}
-
-impl std::fmt::Display for ThresholdModel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for ThresholdModel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "percentage" => Ok(ThresholdModel::Percentage),
-            "t_test" => Ok(ThresholdModel::TTest),
-            "iqr" => Ok(ThresholdModel::Iqr),
-            other => Err(format!(
-                "{other:?} is not a threshold model (percentage, t_test or iqr)"
-            )),
-        }
-    }
-}
+pub use crate::config::ThresholdModel;
 
 /// The parameters a model uses.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -245,7 +245,7 @@ impl Env {
                     state_dir: state.clone(),
                     ..Default::default()
                 };
-                let pg = atlas::provider::local_pg::LocalPg::start(&settings, &state, &mut |_| {})
+                let pg = atlas::provider::local::pg::LocalPg::start(&settings, &state, &mut |_| {})
                     .await
                     .unwrap();
                 let dbs = pg.databases().await.unwrap();
