@@ -1,5 +1,5 @@
 //! `atlas plan` as the runner calls it: the policy table over GitHub's real example payloads
-//! (../shared/events/octokit) and payloads built for the cases they lack, plus bad input.
+//! (tests/data/events) and payloads built for the cases they lack, plus bad input.
 //! Every case runs the real binary with a scrubbed, runner-shaped environment.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 
 fn events_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/events/octokit")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/events")
 }
 
 fn payload(name: &str) -> Value {

@@ -51,6 +51,10 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     if let Some(build) = &settings.local.build {
         say(&format!("→ build: {build}"));
+        say(
+            "  (the first run compiles the example app and its dependencies: about 1-2 minutes \
+             on 2 cores; later runs take seconds)",
+        );
         let t = Instant::now();
         let status = super::ctx::build(build, "build command").await?;
         if !status.success() {
