@@ -105,7 +105,7 @@ pub fn port_open(url: &str) -> bool {
 /// Fails the test, naming the Debian package, when PostgreSQL's server binaries are missing: a
 /// test that needs PostgreSQL never passes without it.
 pub fn require_postgres() {
-    if let Err(e) = atlas::provider::local_pg::find_bindir(None) {
+    if let Err(e) = atlas::provider::local::pg::find_bindir(None) {
         panic!("this test needs PostgreSQL: {e:#}");
     }
 }
