@@ -139,7 +139,8 @@ pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<Loa
     let summary = crate::load::run_repeated(&settings.load, url)
         .await
         .context("load test against the preview")?;
-    let run = crate::evidence::load_gate::judge(summary, &settings.baseline)?;
+    let run =
+        crate::evidence::load_gate::judge(summary, &settings.baseline, &settings.load.requests)?;
     Ok(LoadGate {
         load: Some(serde_json::to_value(&run.summary)?),
         comparison: run

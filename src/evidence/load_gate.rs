@@ -1,12 +1,14 @@
-//! The load-gate adapter: a measured [`Summary`] judged against the `[baseline]` file by the
-//! load module's gate ([`crate::load::gate::compare`]). Preview and verify both judge through
-//! here, so the gate has one rule set and its verdict one sentence.
+//! The load-gate adapter: a measured [`Summary`] judged against the `[baseline]` history (the
+//! threshold models of [`crate::load::history`]) or else its fixed file
+//! ([`crate::load::gate::compare`]). Preview and verify both judge through here, so the gate
+//! has one rule set and its verdict one sentence.
 
 use std::path::PathBuf;
 
-use crate::config::GateSettings;
-use crate::load::gate::{Comparison, Verdict, compare};
-use crate::load::summary::{Summary, read_summary};
+use crate::config::{GateSettings, RequestSpec};
+use crate::load::gate::{Comparison, Verdict};
+use crate::load::history::gate_summary;
+use crate::load::summary::Summary;
 
 /// A measured load run and, when a baseline file exists, its comparison with it.
 #[derive(Debug, Clone)]
@@ -18,15 +20,15 @@ pub struct GateRun {
     pub baseline: PathBuf,
 }
 
-/// Judges `summary` against `[baseline] path`; a missing file means "measured, not gated", an
+/// Judges `summary` against `[baseline] history` when it exists (each endpoint of `requests`
+/// against its own runs), else `[baseline] path`; neither means "measured, not gated", an
 /// unreadable one is an error naming the file.
-pub fn judge(summary: Summary, gate: &GateSettings) -> anyhow::Result<GateRun> {
-    let comparison = if gate.path.is_file() {
-        let baseline = read_summary(&gate.path)?;
-        Some(compare(&baseline, &summary, gate))
-    } else {
-        None
-    };
+pub fn judge(
+    summary: Summary,
+    gate: &GateSettings,
+    requests: &[RequestSpec],
+) -> anyhow::Result<GateRun> {
+    let comparison = gate_summary(&summary, gate, requests)?;
     Ok(GateRun {
         summary,
         comparison,
@@ -55,12 +57,13 @@ impl GateRun {
     /// The failure sentence when the gate failed: the one wording for every flow.
     pub fn failure(&self) -> Option<String> {
         let c = self.comparison.as_ref()?;
-        (c.verdict == Verdict::Fail).then(|| {
-            format!(
+        (c.verdict == Verdict::Fail).then(|| match &c.model {
+            Some(model) => format!("worse than the history ({model} model): {}", c.failures()),
+            None => format!(
                 "more than {}% worse than the baseline: {}",
                 c.threshold_pct,
                 c.failures()
-            )
+            ),
         })
     }
 

@@ -970,7 +970,7 @@ impl LoadGate for LoadModuleGate {
     async fn run(&self, base_url: &str) -> anyhow::Result<Outcome> {
         use crate::load::Verdict;
         let summary = crate::load::run_repeated(&self.load, base_url).await?;
-        let run = crate::evidence::load_gate::judge(summary, &self.gate)?;
+        let run = crate::evidence::load_gate::judge(summary, &self.gate, &self.load.requests)?;
         let measured = run.measured();
         let verdict = run
             .not_gated()
