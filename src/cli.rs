@@ -42,6 +42,8 @@ pub enum Command {
     Baseline(crate::load::BaselineCommand),
     /// The whole preview lifecycle locally, against examples/.
     Demo(DemoArgs),
+    /// The access gate: a reverse proxy in front of a preview app.
+    Gate(crate::gate::GateArgs),
 }
 
 #[derive(Debug, Args)]

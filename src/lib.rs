@@ -10,6 +10,7 @@ pub mod contract;
 pub mod demo;
 pub mod error;
 pub mod event;
+pub mod gate;
 pub mod gha;
 pub mod github_env;
 pub mod http;
@@ -180,6 +181,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             load::cli_baseline(cmd, &settings).await
         }
         Command::Demo(args) => preview::cli_demo(args).await,
+        Command::Gate(args) => {
+            // The gate's secrets arrive in its environment only, never as flags.
+            let key = std::env::var("ATLAS_GATE_KEY")
+                .ok()
+                .map(secret::Secret::new);
+            let gh = std::env::var("ATLAS_GATE_GITHUB_CLIENT_SECRET")
+                .ok()
+                .map(secret::Secret::new);
+            let opts = args.options(
+                key.as_ref().map(|k| k.expose()),
+                gh.as_ref().map(|k| k.expose()),
+            )?;
+            gate::run(opts, args.listen).await
+        }
     }
 }
 
