@@ -77,7 +77,7 @@ async fn upstream() -> (SocketAddr, Log) {
                     .header("content-type", "text/html")
                     .header("set-cookie", "app_session=abc; Path=/")
                     .body(axum::body::Body::from(format!(
-                        "<!doctype html><title>app</title><h1 id=\"app\">preview app {}</h1><p>got {} bytes</p>",
+                        "<!doctype html><title>app</title><h1 id=\"app\">preview app {}</h1><p>got {} bytes</p><p id=\"where\"></p><script>document.getElementById('where').textContent='at:'+location.pathname+location.search+' cookies:'+document.cookie</script>",
                         uri.path(),
                         body.len()
                     )))
@@ -648,4 +648,127 @@ async fn an_upstream_that_is_down_is_a_502_page() {
     let r = client().get(format!("{base}/")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert!(r.text().await.unwrap().contains("did not answer"));
+}
+
+/// `atlas gate` as a process; returns (child, base URL). The key comes through the environment.
+fn spawn_gate_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
+    cmd.arg("gate").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, addr)
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Real headless Chromium, since cookie and redirect handling is where browsers differ.
+fn chromium_dump(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("chromium must be installed (.ci/run installs Debian's chromium)");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn chromium_opens_the_app_through_a_signed_link() {
+    let (up, log) = upstream().await;
+    let key_hex = PreviewKey::derived_hex(&secret(), PREVIEW, NONCE);
+    let (child, base) = spawn_gate_binary(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &up.to_string(),
+            "--mode",
+            "signed-link",
+            "--preview",
+            PREVIEW,
+            "--pr",
+            "7",
+        ],
+        &[("ATLAS_GATE_KEY", key_hex.expose())],
+    );
+    let mut child = Kill(child);
+    // Without the link Chromium gets the sign-in page.
+    let b = base.clone();
+    let dom = tokio::task::spawn_blocking(move || chromium_dump(&format!("{b}/orders")))
+        .await
+        .unwrap();
+    assert!(dom.contains("open it with a signed link"), "{dom}");
+    assert!(log.lock().unwrap().is_empty());
+    // With it: the app page, at the clean URL, and the session cookie invisible to scripts.
+    let url = format!("{base}{}&tab=2", link("/orders", 3600));
+    let dom = tokio::task::spawn_blocking(move || chromium_dump(&url))
+        .await
+        .unwrap();
+    assert!(dom.contains("preview app /orders"), "{dom}");
+    assert!(
+        dom.contains("at:/orders?tab=2 cookies:app_session=abc"),
+        "{dom}"
+    );
+    assert!(!dom.contains("atlas_token"), "{dom}");
+    assert!(
+        !dom.contains("atlas_gate"),
+        "an HttpOnly cookie is not readable: {dom}"
+    );
+    {
+        let seen = log.lock().unwrap();
+        let page = seen
+            .iter()
+            .find(|s| s.uri == "/orders?tab=2")
+            .expect("the app page was requested");
+        assert!(
+            page.header("cookie").is_none_or(|c| !c.contains("atlas_")),
+            "{page:?}"
+        );
+    }
+    // The key never appears in the gate's output.
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!err.contains(key_hex.expose()), "{err}");
 }
