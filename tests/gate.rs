@@ -772,3 +772,159 @@ async fn chromium_opens_the_app_through_a_signed_link() {
     std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!err.contains(key_hex.expose()), "{err}");
 }
+
+/// Follows one GitHub sign-in as a browser would; returns the final response of `path`.
+async fn github_sign_in(base: &str, path: &str) -> (reqwest::StatusCode, String, Option<String>) {
+    let c = client();
+    let r = c.get(format!("{base}{path}")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let page = r.text().await.unwrap();
+    let href = page
+        .split("href=\"")
+        .nth(1)
+        .and_then(|h| h.split('"').next())
+        .expect("a sign-in link")
+        .replace("&amp;", "&");
+    assert!(href.starts_with("/_atlas/github/login?next="), "{href}");
+    let r = c.get(format!("{base}{href}")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let authorize = r.headers()["location"].to_str().unwrap().to_string();
+    let oauth_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(oauth_cookie.contains("HttpOnly"), "{oauth_cookie}");
+    let oauth_pair = oauth_cookie.split(';').next().unwrap().to_string();
+    let r = c.get(&authorize).send().await.unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    let callback = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        callback.starts_with(&format!("{base}/_atlas/github/callback?code=")),
+        "{callback}"
+    );
+    let r = c
+        .get(&callback)
+        .header("cookie", &oauth_pair)
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 303 {
+        return (r.status(), r.text().await.unwrap(), None);
+    }
+    assert_eq!(r.headers()["location"], path);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("atlas_gate="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    let pair = session.split(';').next().unwrap().to_string();
+    let r = c
+        .get(format!("{base}{path}"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap(), Some(pair))
+}
+
+#[tokio::test]
+async fn github_sign_in_lets_in_readers_and_team_members_only() {
+    let gh = fake_github::FakeGithub::start("acme/shop", None).await;
+    gh.with(|s| {
+        s.oauth_apps
+            .insert("Iv1.gateclient".into(), "gate-client-secret-9c1".into());
+        s.permissions.insert("reader".into(), "read".into());
+        s.permissions.insert("stranger".into(), "none".into());
+        s.teams
+            .insert("acme/reviewers".into(), vec!["teammate".into()]);
+    });
+    let (up, log) = upstream().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut o = options(Mode::Github, up);
+    o.github = Some(atlas::gate::github::GithubAccess {
+        client_id: "Iv1.gateclient".into(),
+        client_secret: Secret::new("gate-client-secret-9c1"),
+        repo: "acme/shop".into(),
+        teams: vec!["acme/reviewers".into()],
+        web_url: gh.url.clone(),
+        api_url: gh.url.clone(),
+        public_url: base.clone(),
+    });
+    let gate = Arc::new(Gate::new(o).unwrap());
+    tokio::spawn(gate.serve(listener));
+
+    gh.with(|s| s.oauth_browser_user = Some("reader".into()));
+    let (status, body, cookie) = github_sign_in(&base, "/private?x=1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("preview app /private"));
+    let seen = log.lock().unwrap().last().cloned().unwrap();
+    assert!(seen.header("cookie").is_none(), "{seen:?}");
+
+    gh.with(|s| s.oauth_browser_user = Some("teammate".into()));
+    let (status, body, _) = github_sign_in(&base, "/").await;
+    assert_eq!(status, 200, "{body}");
+
+    gh.with(|s| s.oauth_browser_user = Some("stranger".into()));
+    let (status, body, _) = github_sign_in(&base, "/").await;
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("signed in to GitHub as <code>stranger</code>"),
+        "{body}"
+    );
+    assert_eq!(log.lock().unwrap().len(), 2);
+
+    // A session cookie is bound to this preview: the same login minted elsewhere does not pass.
+    let other = PreviewKey::derive(&secret(), "shop-abc123-pr-8", NONCE).mint(
+        Kind::Session,
+        gate::token::now() + 600,
+        "reader",
+    );
+    let r = client()
+        .get(format!("{base}/"))
+        .header("cookie", format!("atlas_gate={other}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(cookie.is_some());
+
+    // A callback replayed into a browser that did not start the sign-in is refused.
+    gh.with(|s| s.oauth_browser_user = Some("reader".into()));
+    let r = client()
+        .get(format!("{base}/_atlas/github/login?next=%2F"))
+        .send()
+        .await
+        .unwrap();
+    let authorize = r.headers()["location"].to_str().unwrap().to_string();
+    let r = client().get(&authorize).send().await.unwrap();
+    let callback = r.headers()["location"].to_str().unwrap().to_string();
+    let r = client().get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("started in another browser")
+    );
+
+    assert!(gh.violations().is_empty(), "{:?}", gh.violations());
+    let calls = gh.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("GET /repos/acme/shop/collaborators/reader/permission")),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("GET /orgs/acme/teams/reviewers/memberships/teammate")),
+        "{calls:?}"
+    );
+    // The client secret travels only to the token endpoint, never to a page.
+    assert!(!body.contains("gate-client-secret-9c1"));
+}
