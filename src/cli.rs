@@ -43,7 +43,8 @@ pub enum Command {
     /// The whole preview lifecycle locally, against examples/.
     Demo(DemoArgs),
     /// The access gate: a reverse proxy in front of a preview app.
-    Gate(crate::gate::GateArgs),
+    #[command(subcommand)]
+    Gate(crate::gate::GateCommand),
 }
 
 #[derive(Debug, Args)]

@@ -181,19 +181,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             load::cli_baseline(cmd, &settings).await
         }
         Command::Demo(args) => preview::cli_demo(args).await,
-        Command::Gate(args) => {
+        Command::Gate(cmd) => {
             // The gate's secrets arrive in its environment only, never as flags.
-            let key = std::env::var("ATLAS_GATE_KEY")
-                .ok()
-                .map(secret::Secret::new);
-            let gh = std::env::var("ATLAS_GATE_GITHUB_CLIENT_SECRET")
-                .ok()
-                .map(secret::Secret::new);
-            let opts = args.options(
-                key.as_ref().map(|k| k.expose()),
-                gh.as_ref().map(|k| k.expose()),
-            )?;
-            gate::run(opts, args.listen).await
+            let env = |n: &str| {
+                std::env::var(n)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(secret::Secret::new)
+            };
+            let key = env("ATLAS_GATE_KEY");
+            match cmd {
+                gate::GateCommand::Serve(args) => {
+                    let gh = env("ATLAS_GATE_GITHUB_CLIENT_SECRET");
+                    let opts = args.options(
+                        key.as_ref().map(|k| k.expose()),
+                        gh.as_ref().map(|k| k.expose()),
+                    )?;
+                    gate::run(opts, args.listen).await
+                }
+                gate::GateCommand::Mint(args) => {
+                    let root = env("ATLAS_GATE_SECRET").or_else(|| env("INPUT_GATE_SECRET"));
+                    println!(
+                        "{}",
+                        args.mint(root.as_ref(), key.as_ref().map(|k| k.expose()))?
+                    );
+                    Ok(())
+                }
+            }
         }
     }
 }

@@ -654,7 +654,7 @@ async fn an_upstream_that_is_down_is_a_502_page() {
 fn spawn_gate_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::io::BufRead as _;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
-    cmd.arg("gate").args(args);
+    cmd.args(["gate", "serve"]).args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -64,7 +64,79 @@ pub struct Upstream {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// `atlas gate` flags. Secrets come from the environment only: `ATLAS_GATE_KEY` (the preview's
+/// `atlas gate serve|mint`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum GateCommand {
+    /// Run the gate in front of an app.
+    Serve(GateArgs),
+    /// Mint a link or a bypass token for a preview (prints it; the secret comes from the
+    /// environment: ATLAS_GATE_SECRET with --nonce, or a preview's ATLAS_GATE_KEY).
+    Mint(MintArgs),
+}
+
+/// `atlas gate mint` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MintArgs {
+    /// link or bypass.
+    #[arg(long, default_value = "link")]
+    pub kind: String,
+    /// The preview's name.
+    #[arg(long)]
+    pub preview: String,
+    /// The nonce the preview was created with (with ATLAS_GATE_SECRET).
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// The run a bypass token belongs to.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// How long it stays valid.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// The preview's URL (a link is printed as `<url>?atlas_token=...`).
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+impl MintArgs {
+    /// Mints from the repository secret (with `--nonce`) or from a preview's derived key.
+    pub fn mint(&self, secret: Option<&Secret>, key_hex: Option<&str>) -> anyhow::Result<String> {
+        if !token::is_field(&self.preview) {
+            anyhow::bail!("--preview `{}` must be [A-Za-z0-9_-]", self.preview);
+        }
+        let key = match (secret, &self.nonce, key_hex) {
+            (Some(s), Some(n), _) => PreviewKey::derive(s, &self.preview, n),
+            (Some(_), None, _) => anyhow::bail!("ATLAS_GATE_SECRET needs --nonce (the preview's)"),
+            (None, _, Some(k)) => PreviewKey::from_hex(&self.preview, k)
+                .map_err(|e| anyhow::anyhow!("ATLAS_GATE_KEY: {e}"))?,
+            (None, _, None) => {
+                anyhow::bail!("set ATLAS_GATE_SECRET (with --nonce) or ATLAS_GATE_KEY")
+            }
+        };
+        let exp = token::now() + self.ttl.as_secs();
+        match self.kind.as_str() {
+            "link" => {
+                let t = key.mint(Kind::Link, exp, "link");
+                Ok(match &self.url {
+                    Some(u) => format!(
+                        "{u}{}{LINK_PARAM}={t}",
+                        if u.contains('?') { '&' } else { '?' }
+                    ),
+                    None => t,
+                })
+            }
+            "bypass" => {
+                let run = self.run.as_deref().context("a bypass token needs --run")?;
+                if !token::is_field(run) {
+                    anyhow::bail!("--run `{run}` must be [A-Za-z0-9_-]");
+                }
+                Ok(key.mint(Kind::Bypass, exp, run))
+            }
+            k => anyhow::bail!("--kind `{k}`: expected link or bypass"),
+        }
+    }
+}
+
+/// `atlas gate serve` flags. Secrets come from the environment only: `ATLAS_GATE_KEY` (the preview's
 /// derived key, hex) and `ATLAS_GATE_GITHUB_CLIENT_SECRET`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GateArgs {
