@@ -928,3 +928,89 @@ async fn github_sign_in_lets_in_readers_and_team_members_only() {
     // The client secret travels only to the token endpoint, never to a page.
     assert!(!body.contains("gate-client-secret-9c1"));
 }
+
+/// A platform whose "app" is already running at a fixed address (the test's upstream).
+struct Running(SocketAddr, Arc<Mutex<u32>>);
+
+#[async_trait::async_trait]
+impl atlas::provider::Platform for Running {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    async fn deploy(
+        &self,
+        req: &atlas::provider::DeployRequest,
+    ) -> anyhow::Result<atlas::provider::AppDeployment> {
+        Ok(atlas::provider::AppDeployment {
+            app: req.app.clone(),
+            url: format!("http://{}", self.0),
+            instances: vec!["1".into()],
+            logs: None,
+            created: true,
+        })
+    }
+    async fn destroy(&self, _app: &str) -> anyhow::Result<atlas::provider::Deleted> {
+        *self.1.lock().unwrap() += 1;
+        Ok(atlas::provider::Deleted::Removed)
+    }
+    async fn list_apps(&self) -> anyhow::Result<Vec<atlas::provider::Owned>> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn a_local_preview_is_gated_until_down_and_down_kills_its_links() {
+    use atlas::provider::Platform as _;
+    let (up, log) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let destroyed = Arc::new(Mutex::new(0));
+    let platform = atlas::gate::local::LocalGate::new(
+        Box::new(Running(up, destroyed.clone())),
+        dir.path(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_atlas")),
+        Mode::SignedLink,
+        secret(),
+        Duration::from_secs(600),
+    );
+    let req = atlas::provider::DeployRequest {
+        pr: Some(7),
+        app: PREVIEW.into(),
+        sha: "a".repeat(40),
+        repository: "local/atlas-preview".into(),
+        image: None,
+        env: Default::default(),
+        secrets: Default::default(),
+        port: 0,
+        health_path: "/healthz".into(),
+        readiness_timeout: Duration::from_secs(10),
+    };
+    let dep = platform.deploy(&req).await.unwrap();
+    assert_ne!(dep.url, format!("http://{up}"), "the preview URL is the gate's");
+    let r = client().get(format!("{}/", dep.url)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let bypass = platform.bypass().token(PREVIEW).expect("this run's bypass token");
+    let r = client()
+        .get(format!("{}/menu", dep.url))
+        .header("x-atlas-bypass", bypass.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let nonce = atlas::gate::local::nonce(dir.path(), PREVIEW).expect("a nonce");
+    let link = atlas::gate::mint_link(&secret(), PREVIEW, &nonce, &dep.url, Duration::from_secs(60));
+    let r = client().get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    // An update keeps the nonce (links stay valid) and replaces the gate process.
+    let dep2 = platform.deploy(&req).await.unwrap();
+    assert_eq!(atlas::gate::local::nonce(dir.path(), PREVIEW).as_deref(), Some(nonce.as_str()));
+    assert_eq!(client().get(&link.replace(&dep.url, &dep2.url)).send().await.unwrap().status(), 303);
+    // Down: nothing answers, and a preview created again does not honour the old link.
+    platform.destroy(PREVIEW).await.unwrap();
+    assert_eq!(*destroyed.lock().unwrap(), 1);
+    assert!(client().get(format!("{}/", dep2.url)).send().await.is_err(), "the gate still answers");
+    let dep3 = platform.deploy(&req).await.unwrap();
+    let r = client().get(link.replace(&dep.url, &dep3.url)).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    platform.destroy(PREVIEW).await.unwrap();
+    assert_eq!(log.lock().unwrap().len(), 1, "only the bypassed request reached the app");
+}

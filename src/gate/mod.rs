@@ -10,6 +10,7 @@
 //! The proxy itself is in [`server`]; [`cli`] is `atlas gate`.
 
 pub mod github;
+pub mod local;
 pub mod pages;
 pub mod server;
 pub mod token;
