@@ -63,6 +63,21 @@ pub enum PreviewCommand {
     Up(PreviewArgs),
     /// Destroy the preview of a PR.
     Down(PreviewArgs),
+    /// Mint a signed link to a PR's preview (access = "signed-link").
+    Link(LinkArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LinkArgs {
+    /// Pull request number.
+    #[arg(long)]
+    pub pr: u64,
+    /// How long the link stays valid.
+    #[arg(long, default_value = "24h", value_parser = |s: &str| humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e}")))]
+    pub ttl: std::time::Duration,
+    /// The local preview (the gate's secret comes from ATLAS_GATE_SECRET or the state directory).
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(Debug, Args, Clone)]

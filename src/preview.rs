@@ -327,6 +327,9 @@ fn base_contract(settings: &Settings, req: &PreviewRequest, opts: &UpOptions) ->
     c.data.schema_only = settings.database.schema_only;
     c.data.external_systems = settings.database.external_systems.clone();
     c.identity.access = settings.preview.access.clone();
+    c.identity.who = crate::gate::Mode::from_access(&settings.preview.access)
+        .filter(|m| *m != crate::gate::Mode::Public)
+        .map(|m| m.who(&req.repository));
     c.secrets.names = settings.preview.secrets.clone();
     c.secrets.production_secrets = false;
     c.migrations.command = settings.database.migrations.clone();
@@ -662,6 +665,17 @@ async fn up_inner(
         .await?;
     contract.code.url = app.url.clone();
     contract.evidence.logs = app.logs.clone();
+    // Behind an access gate, Atlas's own checks carry this run's bypass token.
+    let gated;
+    let settings = match providers.platform.bypass_header(&app.app) {
+        Some(h) => {
+            gated = crate::gate::with_bypass(settings, &h);
+            contract.evidence.through_gate = true;
+            contract.identity.until = contract.lifecycle.expires.clone();
+            &gated
+        }
+        None => settings,
+    };
     steps.end(
         "deploy",
         &format!(
@@ -878,10 +892,19 @@ pub async fn local_providers(
     }
     let pg = std::sync::Arc::new(pg);
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut platform: Box<dyn crate::provider::Platform> =
+        Box::new(LocalProcess::new(&state_dir, &command, &cwd));
+    if let Some(mode) = crate::gate::Mode::from_access(&settings.preview.access)
+        .filter(|m| *m != crate::gate::Mode::Public)
+    {
+        platform = Box::new(crate::gate::local::LocalGate::for_state_dir(
+            platform, &state_dir, mode,
+        )?);
+    }
     Ok(LocalSetup {
         providers: Providers {
             database: Box::new(ArcDb(pg.clone())),
-            platform: Box::new(LocalProcess::new(&state_dir, &command, &cwd)),
+            platform,
             forge: Box::new(LocalForge::new(&state_dir, print_comments)),
         },
         pg,
@@ -958,6 +981,7 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
     let (args, is_up) = match cmd {
         PreviewCommand::Up(a) => (a, true),
         PreviewCommand::Down(a) => (a, false),
+        PreviewCommand::Link(a) => return link(a, &settings),
     };
     if !args.local {
         bail!(
@@ -1004,6 +1028,23 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
         stop_if_idle(&setup).await;
         Ok(())
     }
+}
+
+/// `atlas preview link --pr N --local`: prints a signed link to the running local preview.
+fn link(args: &crate::cli::LinkArgs, settings: &Settings) -> anyhow::Result<()> {
+    if !args.local {
+        bail!(
+            "links to cloud previews are minted by the action's run (the PR comment); pass --local for a preview on this machine"
+        );
+    }
+    let state_dir = settings.local.state_dir.clone();
+    let opts = local_options(settings, &state_dir)?;
+    let app = app_name(&opts, args.pr);
+    println!(
+        "{}",
+        crate::gate::local::local_link(&state_dir, &app, args.ttl)?
+    );
+    Ok(())
 }
 
 /// Stops atlas's own cluster when no preview branch is left on it.

@@ -4,6 +4,8 @@
 
 #[path = "support/fake_github.rs"]
 mod fake_github;
+#[path = "support/local_env.rs"]
+mod local_env;
 #[path = "support/openapi.rs"]
 mod openapi;
 
@@ -985,10 +987,17 @@ async fn a_local_preview_is_gated_until_down_and_down_kills_its_links() {
         readiness_timeout: Duration::from_secs(10),
     };
     let dep = platform.deploy(&req).await.unwrap();
-    assert_ne!(dep.url, format!("http://{up}"), "the preview URL is the gate's");
+    assert_ne!(
+        dep.url,
+        format!("http://{up}"),
+        "the preview URL is the gate's"
+    );
     let r = client().get(format!("{}/", dep.url)).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let bypass = platform.bypass().token(PREVIEW).expect("this run's bypass token");
+    let bypass = platform
+        .bypass()
+        .token(PREVIEW)
+        .expect("this run's bypass token");
     let r = client()
         .get(format!("{}/menu", dep.url))
         .header("x-atlas-bypass", bypass.expose())
@@ -997,20 +1006,141 @@ async fn a_local_preview_is_gated_until_down_and_down_kills_its_links() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let nonce = atlas::gate::local::nonce(dir.path(), PREVIEW).expect("a nonce");
-    let link = atlas::gate::mint_link(&secret(), PREVIEW, &nonce, &dep.url, Duration::from_secs(60));
+    let link = atlas::gate::mint_link(
+        &secret(),
+        PREVIEW,
+        &nonce,
+        &dep.url,
+        Duration::from_secs(60),
+    );
     let r = client().get(&link).send().await.unwrap();
     assert_eq!(r.status(), 303);
     // An update keeps the nonce (links stay valid) and replaces the gate process.
     let dep2 = platform.deploy(&req).await.unwrap();
-    assert_eq!(atlas::gate::local::nonce(dir.path(), PREVIEW).as_deref(), Some(nonce.as_str()));
-    assert_eq!(client().get(&link.replace(&dep.url, &dep2.url)).send().await.unwrap().status(), 303);
+    assert_eq!(
+        atlas::gate::local::nonce(dir.path(), PREVIEW).as_deref(),
+        Some(nonce.as_str())
+    );
+    assert_eq!(
+        client()
+            .get(link.replace(&dep.url, &dep2.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
     // Down: nothing answers, and a preview created again does not honour the old link.
     platform.destroy(PREVIEW).await.unwrap();
     assert_eq!(*destroyed.lock().unwrap(), 1);
-    assert!(client().get(format!("{}/", dep2.url)).send().await.is_err(), "the gate still answers");
+    assert!(
+        client().get(format!("{}/", dep2.url)).send().await.is_err(),
+        "the gate still answers"
+    );
     let dep3 = platform.deploy(&req).await.unwrap();
-    let r = client().get(link.replace(&dep.url, &dep3.url)).send().await.unwrap();
+    let r = client()
+        .get(link.replace(&dep.url, &dep3.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     platform.destroy(PREVIEW).await.unwrap();
-    assert_eq!(log.lock().unwrap().len(), 1, "only the bypassed request reached the app");
+    assert_eq!(
+        log.lock().unwrap().len(),
+        1,
+        "only the bypassed request reached the app"
+    );
+}
+
+fn out_text(o: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_link_local_preview_end_to_end() {
+    let toml = local_env::kitchen_toml(
+        "\n[load]\nrate = 20\nduration = \"1s\"\nwarmup = \"0s\"\nconnections = 2\n\n[[load.requests]]\npath = \"/menu\"\n",
+    )
+    .replace("[preview]\n", "[preview]\naccess = \"signed-link\"\n");
+    let mut env = local_env::Env::new(&toml);
+    let out = env.up(7);
+    assert!(out.status.success(), "{}", out_text(&out));
+    let comment = env.comment(7);
+    assert!(
+        comment.contains("access: signed\\-link · who: holders of a signed link"),
+        "{comment}"
+    );
+    assert!(comment.contains(" · until 20"), "{comment}");
+    assert!(
+        comment.contains("(smoke and load through the access gate)"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("measured, no baseline"),
+        "the load ran: {comment}"
+    );
+    let url = comment
+        .lines()
+        .find_map(|l| l.strip_prefix("**Environment URL:**"))
+        .expect("a URL")
+        .trim()
+        .to_string();
+    let r = client().get(format!("{url}/menu")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the preview URL is the gate's");
+
+    let out = env.atlas(&["preview", "link", "--pr", "7", "--local", "--ttl", "1h"]);
+    assert!(out.status.success(), "{}", out_text(&out));
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(link.contains("atlas_token="), "{link}");
+    let r = client().get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let pair = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = client()
+        .get(format!("{url}/menu"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("margherita"));
+
+    let out = env.down(7);
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert!(
+        client().get(format!("{url}/menu")).send().await.is_err(),
+        "something still answers"
+    );
+    assert!(client().get(&link).send().await.is_err());
+    let out = env.atlas(&["preview", "link", "--pr", "7", "--local"]);
+    assert!(
+        !out.status.success(),
+        "a link to a destroyed preview was minted"
+    );
+    env.assert_nothing_left();
+    env.assert_no_secrets();
+    // Neither the gate's secret nor a token is in any output or in the comment.
+    let gate_secret = std::fs::read_to_string(env.state().join("gate/secret")).unwrap();
+    for t in &env.outputs {
+        assert!(!t.contains(gate_secret.trim()));
+        assert!(!t.contains("bypass."), "a bypass token was printed");
+    }
+    assert!(!env.comment(7).contains("atlas_token"));
+    let gates: Vec<_> = std::fs::read_dir(env.state().join("gate/apps"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(gates.is_empty(), "gate state left");
 }

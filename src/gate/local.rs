@@ -84,6 +84,33 @@ impl LocalGate {
         }
     }
 
+    /// The local preview's gate: state in `<state_dir>/gate`, this atlas binary, and the
+    /// repository secret from `ATLAS_GATE_SECRET` (or `INPUT_GATE_SECRET`), else one drawn once
+    /// and kept in `<state_dir>/gate/secret` (mode 0600) so local links survive across runs.
+    pub fn for_state_dir(
+        inner: Box<dyn Platform>,
+        state_dir: &Path,
+        mode: Mode,
+    ) -> anyhow::Result<LocalGate> {
+        if mode == Mode::Github {
+            anyhow::bail!(
+                "[preview] access = \"github\" needs a public callback URL and an OAuth app: \
+                 locally use \"signed-link\" (or run `atlas gate serve --mode github` yourself)"
+            );
+        }
+        let dir = state_dir.join("gate");
+        let secret = local_secret(&dir)?;
+        let exe = std::env::current_exe().context("cannot find the atlas binary for the gate")?;
+        Ok(LocalGate::new(
+            inner,
+            &dir,
+            &exe,
+            mode,
+            secret,
+            Duration::from_secs(3600),
+        ))
+    }
+
     /// The handle the smoke checks and load test read their bypass header from.
     pub fn bypass(&self) -> Bypass {
         self.bypass.clone()
@@ -190,4 +217,59 @@ impl Platform for LocalGate {
     async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
         self.inner.run_task(req).await
     }
+
+    fn bypass_header(&self, app: &str) -> Option<(String, Secret)> {
+        self.bypass
+            .token(app)
+            .map(|t| (super::BYPASS_HEADER.to_string(), t))
+    }
+}
+
+/// The local repository secret (see [`LocalGate::for_state_dir`]).
+pub fn local_secret(dir: &Path) -> anyhow::Result<Secret> {
+    for var in ["ATLAS_GATE_SECRET", "INPUT_GATE_SECRET"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.trim().is_empty()
+        {
+            return Ok(Secret::new(v.trim()));
+        }
+    }
+    let path = dir.join("secret");
+    if let Ok(s) = std::fs::read_to_string(&path)
+        && !s.trim().is_empty()
+    {
+        return Ok(Secret::new(s.trim()));
+    }
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let s = format!("{}{}", new_nonce(), new_nonce());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(s.as_bytes())?;
+    Ok(Secret::new(s))
+}
+
+/// A link to the local preview `app`: its gate's URL, nonce and the local secret.
+pub fn local_link(state_dir: &Path, app: &str, ttl: Duration) -> anyhow::Result<String> {
+    let dir = state_dir.join("gate");
+    let nonce = nonce(&dir, app).with_context(|| {
+        format!("no gated local preview `{app}` (run `atlas preview up --local` with [preview] access = \"signed-link\")")
+    })?;
+    let st = LocalProcess::new(&dir, "", &dir)
+        .state(app)
+        .filter(|s| s.alive())
+        .with_context(|| format!("the gate of `{app}` is not running"))?;
+    let secret = local_secret(&dir)?;
+    Ok(super::mint_link(
+        &secret,
+        app,
+        &nonce,
+        &format!("http://127.0.0.1:{}/", st.port),
+        ttl,
+    ))
 }

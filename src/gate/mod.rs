@@ -46,6 +46,27 @@ impl Mode {
         }
     }
 
+    /// The mode an `[preview] access` declaration names: its first word (`public (local: ...)`
+    /// is public). `None` for a declaration no gate enforces.
+    pub fn from_access(access: &str) -> Option<Mode> {
+        let word = access
+            .split(|c: char| c.is_whitespace() || c == '(')
+            .next()
+            .unwrap_or("");
+        Mode::parse(word).ok()
+    }
+
+    /// Who gets in, in words, for the identity clause.
+    pub fn who(self, repository: &str) -> String {
+        match self {
+            Mode::Public => "anyone with the URL".into(),
+            Mode::SignedLink => {
+                "holders of a signed link (minted from the repository's gate secret)".into()
+            }
+            Mode::Github => format!("GitHub users with read access to {repository}"),
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Mode, String> {
         match s.trim() {
             "" | "public" => Ok(Mode::Public),
@@ -327,4 +348,22 @@ pub fn mint_bypass(
 ) -> Secret {
     let key = PreviewKey::derive(secret, preview, nonce);
     Secret::new(key.mint(Kind::Bypass, token::now() + ttl.as_secs(), run))
+}
+
+/// `settings` with `header` added to every smoke check and load request, so Atlas's own traffic
+/// passes the gate and measures what reviewers get.
+pub fn with_bypass(
+    settings: &crate::config::Settings,
+    header: &(String, Secret),
+) -> crate::config::Settings {
+    let mut s = settings.clone();
+    for c in &mut s.smoke {
+        c.headers
+            .insert(header.0.clone(), header.1.expose().to_string());
+    }
+    for r in &mut s.load.requests {
+        r.headers
+            .insert(header.0.clone(), header.1.expose().to_string());
+    }
+    s
 }
