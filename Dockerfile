@@ -28,6 +28,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY templates ./templates
+# The workspace's other member (the example app): cargo reads its manifest, never builds it here.
+COPY examples/kitchen/Cargo.toml examples/kitchen/main.rs ./examples/kitchen/
 # --locked: the image is built from exactly the reviewed Cargo.lock. The cache mounts keep the
 # registry and target dir between builds on the same builder; the binary is copied out of the
 # cache mount because cache mounts are not part of the image.

@@ -132,11 +132,74 @@ const RECORD_CLOSE: &str = " -->";
 /// A schema diff longer than this is cut in the record (its line count is kept).
 const RECORD_DIFF_CHARS: usize = 4096;
 
+/// Copies the keys of `from` named in `keys` (those present) into a new object.
+fn pick(from: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    if let Some(m) = from.as_object() {
+        for k in keys {
+            if let Some(v) = m.get(*k) {
+                out.insert((*k).to_string(), v.clone());
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+/// What the load table and the latency chart read from a load summary, and nothing else (the
+/// summary's histograms and per-step series would not fit in a comment).
+fn record_load(load: &serde_json::Value) -> serde_json::Value {
+    let metrics = &load["metrics"];
+    let mut m = serde_json::Map::new();
+    for (name, keys) in [
+        (
+            "http_req_duration",
+            &[
+                "avg", "med", "p50", "p90", "p95", "p99", "p(50)", "p(90)", "p(95)", "p(99)",
+            ][..],
+        ),
+        ("http_reqs", &["total"][..]),
+        ("errors", &["rate"][..]),
+    ] {
+        if metrics.get(name).is_some_and(|v| v.is_object()) {
+            m.insert(name.into(), pick(&metrics[name], keys));
+        }
+    }
+    serde_json::json!({ "measured": true, "metrics": m })
+}
+
+/// What the load table shows of a baseline comparison: the verdict and each metric's row.
+fn record_comparison(cmp: &serde_json::Value) -> serde_json::Value {
+    let mut out = pick(cmp, &["verdict"]);
+    if let Some(rows) = cmp.get("metrics").and_then(|v| v.as_array()) {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                pick(
+                    r,
+                    &[
+                        "name",
+                        "label",
+                        "unit",
+                        "baseline",
+                        "current",
+                        "verdict",
+                        "current_display",
+                        "baseline_display",
+                        "change_display",
+                    ],
+                )
+            })
+            .collect();
+        out["metrics"] = serde_json::Value::Array(rows);
+    }
+    out
+}
+
 impl Contract {
     /// The contract as one hidden line for the PR comment, so that `down` can show the contract
     /// the preview last ran under (its evidence included) instead of a fresh one whose evidence
     /// clauses would read "not run". Base64 JSON: no user text (a branch called `-->`) can end
-    /// the HTML comment early. Only what the contract table shows is kept, and secret values
+    /// the HTML comment early. Only what the contract and load tables show is kept, and secret values
     /// are redacted before encoding, because nothing can redact them after.
     pub fn record(&self) -> String {
         let mut c = self.clone();
@@ -153,16 +216,8 @@ impl Contract {
             c.migrations.schema_diff = Some(format!("{}{}", &diff[..cut], "\n".repeat(missing)));
         }
         c.evidence.timings.clear();
-        c.evidence.load = c
-            .evidence
-            .load
-            .as_ref()
-            .map(|_| serde_json::json!({ "measured": true }));
-        c.evidence.comparison = c
-            .evidence
-            .comparison
-            .as_ref()
-            .map(|v| serde_json::json!({ "verdict": v["verdict"] }));
+        c.evidence.load = c.evidence.load.as_ref().map(record_load);
+        c.evidence.comparison = c.evidence.comparison.as_ref().map(record_comparison);
         let json = serde_json::to_string(&c).unwrap_or_default();
         let json = crate::secret::redact(&json);
         format!(

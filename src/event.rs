@@ -10,38 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-/// What to do with a fork PR (one whose head repository is not the base repository).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ForkPolicy {
-    /// Never deploy forks (default): zero Neon/Fly calls.
-    Skip,
-    /// Deploy a fork only for the commit a maintainer labelled with `trusted_label`.
-    Label,
-    /// Deploy forks like any PR (only for repositories that trust every contributor).
-    Allow,
-}
-
-/// The policy knobs `plan` reads.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Policy {
-    pub fork_policy: ForkPolicy,
-    pub trusted_label: String,
-    pub trust_dependabot: bool,
-    /// Tags that trigger a release (`v*` by default; `*` is the only wildcard).
-    pub tag_pattern: String,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            fork_policy: ForkPolicy::Skip,
-            trusted_label: "atlas:preview".into(),
-            trust_dependabot: false,
-            tag_pattern: "v*".into(),
-        }
-    }
-}
+pub use crate::config::{ForcedCommand, ForkPolicy, Policy};
 
 /// A pull request, as far as Atlas cares.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -296,6 +265,9 @@ pub struct Plan {
     #[serde(rename = "ref")]
     pub git_ref: String,
     pub reason: String,
+    /// `command: plan`: print the decision, run nothing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// What `plan` knows besides the payload: the runner's `GITHUB_SHA` and `GITHUB_REF`, used where
@@ -335,14 +307,48 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 const DEPENDABOT: &str = "dependabot[bot]";
 
-/// The whole policy. Pure: no I/O, no clock, no environment.
+/// The whole policy, the `command` input included. Pure: no I/O, no clock, no environment.
+///
+/// A forced command replaces the event's decision, except a fork's (or an untrusted
+/// author's) skip: that is a trust decision no input overrides. `command: plan` keeps the
+/// decision and marks it a dry run, which the dispatcher prints and does not execute.
 pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
+    let mut p = plan_event(event, policy, ctx);
+    let forced = match policy.command {
+        ForcedCommand::Auto => None,
+        ForcedCommand::Plan => {
+            p.dry_run = true;
+            None
+        }
+        ForcedCommand::PreviewUp => Some(CommandKind::PreviewUp),
+        ForcedCommand::PreviewDown => Some(CommandKind::PreviewDown),
+        ForcedCommand::Verify => Some(CommandKind::Verify),
+        ForcedCommand::Release => Some(CommandKind::Release),
+        ForcedCommand::Sweep => Some(CommandKind::Sweep),
+    };
+    if let Some(c) = forced {
+        let fork_skip = p.command == CommandKind::Skip
+            && matches!(event, Event::PullRequest { pr, .. } if pr.is_fork());
+        if !fork_skip {
+            p.command = c;
+            p.reason = format!("input `command` is {}", c.as_str());
+            if let Some(pr) = policy.pr {
+                p.pr = Some(pr);
+            }
+        }
+    }
+    p
+}
+
+/// The event's own decision, before the `command` input.
+fn plan_event(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
     let skip = |sha: &str, git_ref: &str, pr: Option<u64>, reason: String| Plan {
         command: CommandKind::Skip,
         pr,
         sha: sha.to_string(),
         git_ref: git_ref.to_string(),
         reason,
+        dry_run: false,
     };
     match event {
         Event::PullRequest {
@@ -355,6 +361,7 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
                 sha: pr.head_sha.clone(),
                 git_ref: git_ref.clone(),
                 reason,
+                dry_run: false,
             };
             let untrusted_author = pr.author == DEPENDABOT && !policy.trust_dependabot;
             let fork = pr.is_fork();
@@ -483,6 +490,7 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
                         sha: after.clone(),
                         git_ref: git_ref.clone(),
                         reason: format!("tag {tag} matches {}", policy.tag_pattern),
+                        dry_run: false,
                     };
                 }
                 return skip(
@@ -504,6 +512,7 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
                         sha: after.clone(),
                         git_ref: git_ref.clone(),
                         reason: format!("push to the default branch {default}"),
+                        dry_run: false,
                     };
                 }
                 return skip(
@@ -526,6 +535,7 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
             sha: ctx.sha.clone(),
             git_ref: ctx.git_ref.clone(),
             reason: "scheduled sweep of leftover previews".into(),
+            dry_run: false,
         },
         Event::WorkflowDispatch {
             git_ref, inputs, ..
@@ -556,7 +566,7 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
                         pr,
                         format!(
                             "workflow_dispatch command {:?} is not one of preview-up, preview-down, verify, release, sweep",
-                            crate::config::truncate(other, 40)
+                            crate::text::truncate(other, 40)
                         ),
                     );
                 }
@@ -567,6 +577,7 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
                 sha: ctx.sha.clone(),
                 git_ref: git_ref.clone(),
                 reason: format!("started by hand (workflow_dispatch: {})", command.as_str()),
+                dry_run: false,
             }
         }
         Event::Other { name } => skip(
@@ -575,7 +586,7 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
             None,
             format!(
                 "event `{}` does not trigger atlas",
-                crate::config::truncate(name, 60)
+                crate::text::truncate(name, 60)
             ),
         ),
     }
@@ -611,5 +622,102 @@ mod tests {
             Event::parse("push", "[]"),
             Err(EventError::Json(_))
         ));
+    }
+
+    fn pr_event(action: &str, head_repo: Option<&str>, author: &str) -> Event {
+        let body = serde_json::json!({
+            "action": action,
+            "number": 7,
+            "pull_request": {
+                "number": 7,
+                "title": "t",
+                "state": if action == "closed" { "closed" } else { "open" },
+                "merged": false,
+                "draft": false,
+                "user": {"login": author},
+                "labels": [],
+                "head": {"sha": "ec26c3e57ca3a959ca5aad62de7213c562f8c821", "ref": "feature", "repo": head_repo.map(|r| serde_json::json!({"full_name": r}))},
+                "base": {"ref": "main", "repo": {"full_name": "o/r"}}
+            },
+            "repository": {"full_name": "o/r", "default_branch": "main"}
+        });
+        Event::parse("pull_request", &body.to_string()).unwrap()
+    }
+
+    /// The `command` input inside `plan`: (event, input, command, dry run, reason starts with).
+    #[test]
+    fn forced_command_and_fork_rules() {
+        use CommandKind::*;
+        let ctx = Context::default();
+        let same = || pr_event("opened", Some("o/r"), "someone");
+        let fork = || pr_event("opened", Some("evil/r"), "someone");
+        let closed = || pr_event("closed", Some("o/r"), "someone");
+        let bot = || pr_event("opened", Some("o/r"), DEPENDABOT);
+        let cases: Vec<(Event, ForcedCommand, CommandKind, bool, &str)> = vec![
+            (same(), ForcedCommand::Auto, PreviewUp, false, ""),
+            (same(), ForcedCommand::Plan, PreviewUp, true, ""),
+            (closed(), ForcedCommand::Plan, PreviewDown, true, ""),
+            (fork(), ForcedCommand::Plan, Skip, true, ""),
+            (
+                same(),
+                ForcedCommand::PreviewDown,
+                PreviewDown,
+                false,
+                "input `command` is preview-down",
+            ),
+            (
+                closed(),
+                ForcedCommand::Verify,
+                Verify,
+                false,
+                "input `command` is verify",
+            ),
+            (
+                same(),
+                ForcedCommand::Sweep,
+                Sweep,
+                false,
+                "input `command` is sweep",
+            ),
+            // A forced command never overrides a fork's skip: that is a trust decision.
+            (fork(), ForcedCommand::PreviewUp, Skip, false, ""),
+            (fork(), ForcedCommand::Release, Skip, false, ""),
+            // An untrusted author's skip is no fork's: a forced command takes over.
+            (
+                bot(),
+                ForcedCommand::PreviewUp,
+                PreviewUp,
+                false,
+                "input `command` is preview-up",
+            ),
+        ];
+        for (i, (event, command, want, dry, reason)) in cases.into_iter().enumerate() {
+            let policy = Policy {
+                command,
+                pr: Some(42),
+                ..Policy::default()
+            };
+            let p = plan(&event, &policy, &ctx);
+            assert_eq!(p.command, want, "case {i}: {p:?}");
+            assert_eq!(p.dry_run, dry, "case {i}: {p:?}");
+            assert!(p.reason.starts_with(reason), "case {i}: {p:?}");
+            let forced = !reason.is_empty();
+            assert_eq!(p.pr, Some(if forced { 42 } else { 7 }), "case {i}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn a_dry_run_is_marked_in_the_json_and_only_then() {
+        let ctx = Context::default();
+        let e = pr_event("opened", Some("o/r"), "someone");
+        let auto = serde_json::to_value(plan(&e, &Policy::default(), &ctx)).unwrap();
+        assert!(auto.get("dry_run").is_none(), "{auto}");
+        let policy = Policy {
+            command: ForcedCommand::Plan,
+            ..Policy::default()
+        };
+        let dry = serde_json::to_value(plan(&e, &policy, &ctx)).unwrap();
+        assert_eq!(dry["dry_run"], true, "{dry}");
+        assert_eq!(dry["command"], "preview-up", "{dry}");
     }
 }

@@ -522,6 +522,11 @@ impl Client {
     }
 }
 
+/// `s` percent-encoded for one path segment or query value of a vendor URL.
+pub fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -247,14 +247,14 @@ pub fn write<W: Write>(
     write_outputs(gha, report)?;
     let md = renderer.render(
         "summary.md.j2",
-        &serde_json::json!({
-            "command": report.command,
-            "pr": report.pr,
-            "verdict": report.verdict,
-            "reason": report.reason,
-            "contract": report.contract,
-            "error": report.error,
-        }),
+        &crate::report::SummaryContext {
+            command: &report.command,
+            pr: report.pr,
+            verdict: &report.verdict,
+            reason: report.reason.as_deref(),
+            contract: report.contract.as_ref(),
+            error: report.error.as_deref(),
+        },
     )?;
     gha.append_summary(&md)
         .context("cannot append to GITHUB_STEP_SUMMARY")?;

@@ -20,24 +20,21 @@
 //! a file, the action to `$GITHUB_STEP_SUMMARY`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::cli::{DemoArgs, PreviewArgs, PreviewCommand};
 use crate::config::{DataModel, Settings};
 use crate::contract::{Contract, SmokeResult, Timing};
 use crate::error::GateFailed;
-use crate::provider::local_forge::LocalForge;
-use crate::provider::local_pg::LocalPg;
-use crate::provider::local_process::LocalProcess;
+use crate::provider::local::pg::LocalPg;
 use crate::provider::{
     AppDeployment, BranchRequest, Deleted, DeployRequest, DeployState, Providers, TaskRequest,
 };
+use crate::report::{DestroyedComment, PreviewComment, SummaryContext};
 use crate::secret::{self, Secret};
 
 /// What is being previewed.
@@ -110,53 +107,7 @@ pub fn marker(pr: u64) -> String {
 /// Bound on a migrations run on the platform (one-off machine), from create to exit.
 const MIGRATIONS_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// The output of a migrations run.
-#[derive(Debug, Clone)]
-pub struct MigrationRun {
-    pub ok: bool,
-    pub duration_ms: u64,
-    /// Last 40 lines of combined output, redacted.
-    pub tail: String,
-}
-
-/// Runs the migrations command with `DATABASE_URL` set, in a cleared environment (PATH, HOME)
-/// so no token of atlas's own reaches it.
-pub async fn run_migrations(command: &str, url: &Secret) -> anyhow::Result<MigrationRun> {
-    let start = Instant::now();
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .env_clear()
-        .env("DATABASE_URL", url.expose())
-        .env("ATLAS_PREVIEW", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for k in ["PATH", "HOME"] {
-        if let Some(v) = std::env::var_os(k) {
-            cmd.env(k, v);
-        }
-    }
-    let out = cmd
-        .output()
-        .await
-        .with_context(|| format!("cannot run the migrations command `{command}`"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = secret::redact(&lines[lines.len().saturating_sub(40)..].join("\n"));
-    Ok(MigrationRun {
-        ok: out.status.success(),
-        duration_ms: start.elapsed().as_millis() as u64,
-        tail: if out.status.success() {
-            tail
-        } else {
-            format!("{tail}\n(exit: {})", out.status)
-        },
-    })
-}
+pub use crate::provider::local::migrate::{MigrationRun, run_migrations};
 
 /// Load evidence for the contract.
 #[derive(Debug, Clone, Default)]
@@ -232,59 +183,7 @@ pub async fn run_smoke(settings: &Settings, base: &str) -> anyhow::Result<Vec<Sm
         .timeout(Duration::from_secs(10))
         .no_proxy()
         .build()?;
-    let mut out = Vec::new();
-    for c in &settings.smoke {
-        let start = Instant::now();
-        let method = reqwest::Method::from_bytes(c.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| anyhow!("[[smoke]] method {:?} is not an HTTP method", c.method))?;
-        let mut rb = client.request(method, format!("{base}{}", c.path));
-        for (k, v) in &c.headers {
-            rb = rb.header(k, v);
-        }
-        if let Some(b) = &c.body {
-            rb = rb
-                .header("content-type", "application/json")
-                .body(b.clone());
-        }
-        let (status, ok, detail) = match rb.send().await {
-            Ok(r) => {
-                let st = r.status().as_u16();
-                let body = r.text().await.unwrap_or_default();
-                if st != c.status {
-                    (
-                        Some(st),
-                        false,
-                        Some(format!("expected {}, got {st}", c.status)),
-                    )
-                } else if let Some(want) = &c.body_contains
-                    && !body.contains(want.as_str())
-                {
-                    (
-                        Some(st),
-                        false,
-                        Some(format!("body does not contain {want:?}")),
-                    )
-                } else {
-                    (Some(st), true, None)
-                }
-            }
-            Err(e) => (None, false, Some(secret::redact(&format!("{e}")))),
-        };
-        out.push(SmokeResult {
-            name: c
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{} {}", c.method, c.path)),
-            method: c.method.to_ascii_uppercase(),
-            path: c.path.clone(),
-            expected: c.status,
-            status,
-            ok,
-            duration_ms: start.elapsed().as_millis() as u64,
-            detail,
-        });
-    }
-    Ok(out)
+    crate::evidence::checks::run_checks(&client, base, &settings.smoke, "[[smoke]]").await
 }
 
 struct Steps<'a> {
@@ -419,14 +318,14 @@ pub async fn up(
                     leftovers.join("; ")
                 ));
             }
-            let ctx = serde_json::json!({
-                "marker": marker(req.pr),
-                "pr": req.pr,
-                "status": "failed",
-                "contract": contract,
-                "error": msg,
-                "generated_at": Utc::now().to_rfc3339(),
-            });
+            let ctx = PreviewComment {
+                marker: marker(req.pr),
+                pr: req.pr,
+                status: "failed",
+                contract: &contract,
+                error: Some(msg.clone()),
+                generated_at: Utc::now().to_rfc3339(),
+            };
             if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
                 let body = with_record(body, &contract);
                 let _ = providers
@@ -476,14 +375,14 @@ async fn publish_ready(
     contract: &Contract,
     app: AppDeployment,
 ) -> anyhow::Result<UpOutcome> {
-    let ctx = serde_json::json!({
-        "marker": marker(req.pr),
-        "pr": req.pr,
-        "status": "ready",
-        "contract": contract,
-        "error": null,
-        "generated_at": Utc::now().to_rfc3339(),
-    });
+    let ctx = PreviewComment {
+        marker: marker(req.pr),
+        pr: req.pr,
+        status: "ready",
+        contract,
+        error: None,
+        generated_at: Utc::now().to_rfc3339(),
+    };
     let body = with_record(renderer.render_comment("preview.md.j2", &ctx)?, contract);
     let comment = providers
         .forge
@@ -499,13 +398,7 @@ async fn publish_ready(
             "preview ready",
         )
         .await?;
-    let summary = renderer.render(
-        "summary.md.j2",
-        &serde_json::json!({
-            "command": "preview up", "pr": req.pr, "verdict": "ready",
-            "reason": null, "contract": contract, "error": null,
-        }),
-    )?;
+    let summary = render_summary(renderer, "preview up", req.pr, "ready", contract)?;
     audit(
         opts,
         serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
@@ -518,6 +411,27 @@ async fn publish_ready(
         comment_body: body,
         summary,
     })
+}
+
+/// The job summary of `preview up` / `preview down`.
+fn render_summary(
+    renderer: &crate::report::Renderer,
+    command: &str,
+    pr: u64,
+    verdict: &str,
+    contract: &Contract,
+) -> anyhow::Result<String> {
+    renderer.render(
+        "summary.md.j2",
+        &SummaryContext {
+            command,
+            pr: Some(pr),
+            verdict,
+            reason: None,
+            contract: Some(contract),
+            error: None,
+        },
+    )
 }
 
 fn branch_name(providers: &Providers, pr: u64) -> String {
@@ -794,15 +708,15 @@ pub async fn down(
         c
     });
     contract.lifecycle.destroyed = Some(destroyed_at.clone());
-    let ctx = serde_json::json!({
-        "marker": marker(req.pr),
-        "pr": req.pr,
-        "destroyed_at": destroyed_at,
-        "removed": removed,
-        "audit": opts.audit_log.as_ref().map(|p| p.display().to_string()),
-        "contract": contract,
-        "generated_at": Utc::now().to_rfc3339(),
-    });
+    let ctx = DestroyedComment {
+        marker: marker(req.pr),
+        pr: req.pr,
+        destroyed_at: &destroyed_at,
+        removed: &removed,
+        audit: opts.audit_log.as_ref().map(|p| p.display().to_string()),
+        contract: &contract,
+        generated_at: Utc::now().to_rfc3339(),
+    };
     let body = renderer.render_comment("destroyed.md.j2", &ctx)?;
     let comment = providers
         .forge
@@ -812,260 +726,11 @@ pub async fn down(
         .forge
         .deactivate_environment(&preview_environment(req.pr))
         .await?;
-    let summary = renderer.render(
-        "summary.md.j2",
-        &serde_json::json!({
-            "command": "preview down", "pr": req.pr, "verdict": "destroyed",
-            "reason": null, "contract": contract, "error": null,
-        }),
-    )?;
+    let summary = render_summary(&renderer, "preview down", req.pr, "destroyed", &contract)?;
     Ok(DownOutcome {
         removed,
         comment,
         comment_body: body,
         summary,
     })
-}
-
-/// The local family, with the state directory resolved. The returned `LocalPg` handle is also
-/// kept so callers can stop the cluster.
-pub struct LocalSetup {
-    pub providers: Providers,
-    pub pg: std::sync::Arc<LocalPg>,
-    pub state_dir: PathBuf,
-}
-
-struct ArcDb(std::sync::Arc<LocalPg>);
-
-#[async_trait::async_trait]
-impl crate::provider::Database for ArcDb {
-    fn kind(&self) -> &'static str {
-        self.0.kind()
-    }
-    async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<crate::provider::Branch> {
-        self.0.ensure_branch(req).await
-    }
-    async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
-        self.0.delete_branch(name).await
-    }
-    async fn schema_diff(
-        &self,
-        branch: &crate::provider::Branch,
-    ) -> anyhow::Result<crate::provider::SchemaDiff> {
-        self.0.schema_diff(branch).await
-    }
-    async fn list_branches(&self) -> anyhow::Result<Vec<crate::provider::Owned>> {
-        self.0.list_branches().await
-    }
-}
-
-/// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.
-pub async fn local_providers(
-    settings: &Settings,
-    state_dir: &Path,
-    print_comments: bool,
-    log: &mut dyn FnMut(&str),
-) -> anyhow::Result<LocalSetup> {
-    use crate::provider::Database as _;
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
-    let state_dir = state_dir
-        .canonicalize()
-        .with_context(|| format!("cannot resolve {}", state_dir.display()))?;
-    let command = settings.local.command.clone().context(
-        "[local] command is not set in atlas.toml: it is the shell command that runs the app",
-    )?;
-    let pg = LocalPg::start(&settings.local, &state_dir, log).await?;
-    if let Err(e) = pg
-        .ensure_parent(
-            &settings.database.parent,
-            settings.database.migrations.as_deref(),
-            log,
-        )
-        .await
-    {
-        // Do not leave a cluster running that serves no preview.
-        if pg.owns_cluster() && pg.list_branches().await.is_ok_and(|b| b.is_empty()) {
-            let _ = pg.stop().await;
-        }
-        return Err(e);
-    }
-    let pg = std::sync::Arc::new(pg);
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let mut platform: Box<dyn crate::provider::Platform> =
-        Box::new(LocalProcess::new(&state_dir, &command, &cwd));
-    if let Some(mode) = crate::gate::Mode::from_access(&settings.preview.access)
-        .filter(|m| *m != crate::gate::Mode::Public)
-    {
-        platform = Box::new(crate::gate::local::LocalGate::for_state_dir(
-            platform, &state_dir, mode,
-        )?);
-    }
-    Ok(LocalSetup {
-        providers: Providers {
-            database: Box::new(ArcDb(pg.clone())),
-            platform,
-            forge: Box::new(LocalForge::new(&state_dir, print_comments)),
-        },
-        pg,
-        state_dir,
-    })
-}
-
-fn git(args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
-pub(crate) fn local_request(args: &PreviewArgs, pr: u64) -> PreviewRequest {
-    PreviewRequest {
-        pr,
-        sha: args
-            .sha
-            .clone()
-            .or_else(|| git(&["rev-parse", "HEAD"]))
-            .unwrap_or_else(|| "0000000000000000000000000000000000000000".into()),
-        branch: args
-            .branch
-            .clone()
-            .or_else(|| git(&["rev-parse", "--abbrev-ref", "HEAD"]))
-            .unwrap_or_else(|| "local".into()),
-        repository: "local/atlas-preview".into(),
-        title: None,
-    }
-}
-
-pub(crate) fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Result<UpOptions> {
-    // The same inputs as the action (`INPUT_PREVIEW_SECRETS`, `INPUT_TTL`, ...) apply locally.
-    let config = crate::config::Config::from_vars(std::env::vars())?;
-    Ok(UpOptions {
-        preview_secrets: config.preview_secrets,
-        image: None,
-        artifact: settings.local.command.clone().unwrap_or_default(),
-        ttl: config.ttl,
-        template_dir: config
-            .template_dir
-            .or_else(|| settings.templates.dir.clone()),
-        audit_log: Some(state_dir.join("audit.jsonl")),
-        prefix: crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-preview"),
-    })
-}
-
-fn print_step(line: &str) {
-    eprintln!("{}", secret::redact(line));
-}
-
-/// Runs `fut`; on Ctrl-C (or SIGTERM) drops it and returns an "interrupted" error.
-async fn interruptible<T>(
-    fut: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install a SIGTERM handler")?;
-    tokio::select! {
-        r = fut => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (Ctrl-C)")),
-        _ = term.recv() => Err(anyhow!("interrupted (SIGTERM)")),
-    }
-}
-
-/// `atlas preview up|down --local`.
-pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<()> {
-    let settings = crate::settings_for_cli(config)?;
-    let (args, is_up) = match cmd {
-        PreviewCommand::Up(a) => (a, true),
-        PreviewCommand::Down(a) => (a, false),
-        PreviewCommand::Link(a) => return link(a, &settings),
-    };
-    if !args.local {
-        bail!(
-            "cloud previews run as the GitHub Action (`atlas run`); pass --local to run this preview on this machine"
-        );
-    }
-    let pr = args
-        .pr
-        .context("--pr is required: the pull request number whose preview to manage")?;
-    let state_dir = settings.local.state_dir.clone();
-    let mut log = print_step;
-    let setup = interruptible(local_providers(&settings, &state_dir, true, &mut log)).await?;
-    let opts = local_options(&settings, &setup.state_dir)?;
-    let req = local_request(args, pr);
-    let forge = LocalForge::new(&setup.state_dir, false);
-    if is_up {
-        forge.set_pr(pr, true, &req.sha)?;
-        let result = interruptible(up(&setup.providers, &settings, &req, &opts, &mut log)).await;
-        match result {
-            Ok(out) => {
-                forge.append_summary(&out.summary)?;
-                eprintln!(
-                    "preview of PR #{pr} is ready at {} (comment: {})",
-                    out.app.url, out.comment.url
-                );
-                Ok(())
-            }
-            Err(e) => {
-                // An interrupted `up` was dropped mid-step: tear down what it may have made.
-                if format!("{e}").starts_with("interrupted") {
-                    print_step("→ interrupted: tearing down the preview");
-                    let mut quiet = |_: &str| {};
-                    let _ = down(&setup.providers, &settings, &req, &opts, &mut quiet).await;
-                }
-                // The cluster runs only while a preview exists.
-                stop_if_idle(&setup).await;
-                Err(e)
-            }
-        }
-    } else {
-        let out = down(&setup.providers, &settings, &req, &opts, &mut log).await?;
-        forge.set_pr(pr, false, &req.sha)?;
-        forge.append_summary(&out.summary)?;
-        stop_if_idle(&setup).await;
-        Ok(())
-    }
-}
-
-/// `atlas preview link --pr N --local`: prints a signed link to the running local preview.
-fn link(args: &crate::cli::LinkArgs, settings: &Settings) -> anyhow::Result<()> {
-    if !args.local {
-        bail!(
-            "links to cloud previews are minted by the action's run (the PR comment); pass --local for a preview on this machine"
-        );
-    }
-    let state_dir = settings.local.state_dir.clone();
-    let opts = local_options(settings, &state_dir)?;
-    let app = app_name(&opts, args.pr);
-    println!(
-        "{}",
-        crate::gate::local::local_link(&state_dir, &app, args.ttl)?
-    );
-    Ok(())
-}
-
-/// Stops atlas's own cluster when no preview branch is left on it.
-async fn stop_if_idle(setup: &LocalSetup) {
-    use crate::provider::Database as _;
-    if setup.pg.owns_cluster()
-        && setup
-            .pg
-            .list_branches()
-            .await
-            .map(|b| b.is_empty())
-            .unwrap_or(false)
-    {
-        match setup.pg.stop().await {
-            Ok(()) => print_step("  ✓ local PostgreSQL stopped (no previews left)"),
-            Err(e) => print_step(&format!("  ! cannot stop local PostgreSQL: {e:#}")),
-        }
-    }
-}
-
-/// `atlas demo`: the whole lifecycle against the example app. See `crate::demo`.
-pub async fn cli_demo(args: &DemoArgs) -> anyhow::Result<()> {
-    crate::demo::run(args).await
 }

@@ -230,6 +230,51 @@ pub fn override_dir(input: Option<&PathBuf>, settings: Option<&PathBuf>) -> Opti
     input.or(settings).cloned()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Render contexts: one struct per template, so a template's variables are a type, not a
+// hand-written `json!` at each call site.
+
+/// `summary.md.j2`: the job summary of any command.
+#[derive(Debug, serde::Serialize)]
+pub struct SummaryContext<'a, C: serde::Serialize> {
+    pub command: &'a str,
+    pub pr: Option<u64>,
+    pub verdict: &'a str,
+    pub reason: Option<&'a str>,
+    pub contract: Option<&'a C>,
+    pub error: Option<&'a str>,
+}
+
+/// `preview.md.j2`: the sticky comment of a live (or failed) preview.
+#[derive(Debug, serde::Serialize)]
+pub struct PreviewComment<'a, C: serde::Serialize> {
+    pub marker: String,
+    pub pr: u64,
+    /// `ready` or `failed`.
+    pub status: &'a str,
+    pub contract: &'a C,
+    pub error: Option<String>,
+    pub generated_at: String,
+}
+
+/// `destroyed.md.j2`: the sticky comment after `down`.
+#[derive(Debug, serde::Serialize)]
+pub struct DestroyedComment<'a, C: serde::Serialize, R: serde::Serialize> {
+    pub marker: String,
+    pub pr: u64,
+    pub destroyed_at: &'a str,
+    pub removed: &'a R,
+    pub audit: Option<String>,
+    pub contract: &'a C,
+    pub generated_at: String,
+}
+
+/// `skip.md.j2`.
+#[derive(Debug, serde::Serialize)]
+pub struct SkipContext<'a> {
+    pub reason: &'a str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! `atlas plan` as the runner calls it: the policy table over GitHub's real example payloads
-//! (../shared/events/octokit) and payloads built for the cases they lack, plus bad input.
+//! (tests/data/events) and payloads built for the cases they lack, plus bad input.
 //! Every case runs the real binary with a scrubbed, runner-shaped environment.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 
 fn events_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/events/octokit")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/events")
 }
 
 fn payload(name: &str) -> Value {
@@ -414,4 +414,53 @@ fn help_lists_every_subcommand() {
     }
     let out = atlas(&["--version"], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("atlas "));
+}
+
+/// `command: plan` on `atlas run` (the action's entry point) prints the decision and runs
+/// nothing: with no provider token at all, a preview-up or preview-down would fail on the
+/// missing inputs, so success here means no flow started.
+#[test]
+fn run_with_command_plan_prints_the_decision_and_runs_nothing() {
+    for (file, want) in [
+        ("pull_request.opened.json", "preview-up"),
+        ("pull_request.closed.unmerged.json", "preview-down"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("event.json");
+        std::fs::write(&path, serde_json::to_vec(&payload(file)).unwrap()).unwrap();
+        let output = dir.path().join("output");
+        let summary = dir.path().join("summary");
+        std::fs::write(&output, "").unwrap();
+        std::fs::write(&summary, "").unwrap();
+        let out = atlas(
+            &["run"],
+            &[
+                ("GITHUB_EVENT_NAME", "pull_request"),
+                ("GITHUB_EVENT_PATH", path.to_str().unwrap()),
+                ("GITHUB_SHA", "ffffffffffffffffffffffffffffffffffffffff"),
+                ("GITHUB_REF", "refs/heads/main"),
+                ("GITHUB_REPOSITORY", "Codertocat/Hello-World"),
+                ("GITHUB_ACTIONS", "true"),
+                ("GITHUB_OUTPUT", output.to_str().unwrap()),
+                ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+                ("INPUT_COMMAND", "plan"),
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{file}: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let decision: Value = stdout
+            .lines()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| panic!("{file}: no decision printed: {stdout}"));
+        assert_eq!(decision["command"], want, "{file}: {decision}");
+        assert_eq!(decision["dry_run"], true, "{file}: {decision}");
+        assert!(stdout.contains("plan only"), "{file}: {stdout}");
+        // Nothing ran, so nothing was reported as run.
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), "", "{file}");
+        assert_eq!(std::fs::read_to_string(&summary).unwrap(), "", "{file}");
+    }
 }

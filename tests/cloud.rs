@@ -491,7 +491,7 @@ mod with_preview {
     use super::*;
     use atlas::preview::{self, PreviewRequest, UpOptions};
     use atlas::provider::Providers;
-    use atlas::provider::local_forge::LocalForge;
+    use atlas::provider::local::forge::LocalForge;
 
     struct Run {
         neon: FakeNeon,

@@ -770,7 +770,7 @@ fn https_targets_are_verified_against_the_system_roots() {
     let _g = serial();
     let server = tls_server();
     let dir = tempfile::tempdir().unwrap();
-    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls/ca.pem");
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls/ca.pem");
     let args = [
         "load",
         "--target",
@@ -835,7 +835,7 @@ fn a_proxy_from_the_environment_carries_https_and_http_with_masked_credentials()
     let server = tls_server();
     let proxy = test_proxy();
     let dir = tempfile::tempdir().unwrap();
-    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls/ca.pem");
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls/ca.pem");
     let password = "pr0xy-pa55-31f9";
     let proxy_url = proxy
         .url

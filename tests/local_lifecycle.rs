@@ -297,3 +297,76 @@ fn ctrl_c_in_the_middle_tears_everything_down() {
     env.assert_nothing_left();
     env.assert_no_secrets();
 }
+
+/// `atlas demo` itself, with the repository's own atlas.toml (load test and baseline gate): the
+/// preview goes up and down, the destroyed comment and the job summary render from the contract
+/// restored from the comment's record, and nothing is left behind.
+#[test]
+fn the_demo_runs_up_and_down_with_its_load_gate() {
+    // The repository's atlas.toml, relocated to a project directory of its own (paths made
+    // absolute) so that the gate compares with a baseline written for this test: a machine
+    // busy with other builds measures latencies the committed baseline would call a regression.
+    let root = local_env::ROOT;
+    let project = tempfile::tempdir().unwrap();
+    let toml = std::fs::read_to_string(format!("{root}/atlas.toml"))
+        .unwrap()
+        .replace("sh examples/", &format!("sh {root}/examples/"))
+        .replace(
+            "-p kitchen",
+            &format!("--manifest-path {root}/Cargo.toml -p kitchen"),
+        )
+        .replace("\"examples/kitchen/baseline.json\"", "\"baseline.json\"");
+    assert!(
+        toml.contains("[load]") && toml.contains("[baseline]"),
+        "{toml}"
+    );
+    std::fs::write(project.path().join("atlas.toml"), toml).unwrap();
+    let mut baseline: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/examples/kitchen/baseline.json")).unwrap(),
+    )
+    .unwrap();
+    // a baseline 100x slower than the committed one: this run cannot be a regression of it.
+    if let Some(d) = baseline["metrics"]["http_req_duration"].as_object_mut() {
+        for v in d.values_mut() {
+            *v = serde_json::json!(v.as_f64().unwrap_or(0.0) * 100.0);
+        }
+    }
+    std::fs::write(project.path().join("baseline.json"), baseline.to_string()).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+        .args(["demo", "--state-dir"])
+        .arg(state.path())
+        .current_dir(project.path())
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (up, down) = stdout
+        .split_once("Preview destroyed")
+        .unwrap_or_else(|| panic!("no destroyed comment: {all}"));
+    // up: the gate compared with the baseline (a Baseline column), down: the same verdict.
+    assert!(
+        up.contains("| Metric | Value | Baseline | Change | Verdict |"),
+        "{up}"
+    );
+    let verdict = ["load: pass", "load: fail", "load: inconclusive"]
+        .into_iter()
+        .find(|v| up.contains(v))
+        .unwrap_or_else(|| panic!("no gate verdict: {up}"));
+    assert!(
+        down.contains(verdict),
+        "the destroyed comment keeps {verdict}: {down}"
+    );
+    for c in CLAUSES {
+        assert!(down.contains(c), "{c}: {down}");
+    }
+    for line in [
+        "✓ no database",
+        "✓ no process",
+        "✓ nothing listens on port",
+        "✓ PostgreSQL stopped",
+    ] {
+        assert!(all.contains(line), "{line}: {all}");
+    }
+}

@@ -1,5 +1,5 @@
 //! The fork and trust policy of `plan`, as a table over the real webhook payloads in
-//! `../shared/events/octokit/` and payloads constructed from them (fork PR, deleted head
+//! `tests/data/events/` and payloads constructed from them (fork PR, deleted head
 //! repository, dependabot, trusted label, synchronize after the label).
 
 use std::path::PathBuf;
@@ -8,11 +8,7 @@ use atlas::event::{CommandKind, Context, Event, ForkPolicy, Policy, plan};
 use serde_json::{Value, json};
 
 fn events_dir() -> PathBuf {
-    std::env::var_os("ATLAS_EVENTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/events/octokit")
-        })
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/events")
 }
 
 fn payload(file: &str) -> Value {

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use atlas::config::Settings;
 use atlas::provider::Platform;
-use atlas::provider::local_process::LocalProcess;
+use atlas::provider::local::process::LocalProcess;
 use atlas::verify::local::LocalFleet;
 use atlas::verify::{Chain, Fleet, Mode, ProbeLoad, Release, chain};
 use verify_env::*;
@@ -233,10 +233,7 @@ fn pg_toml(dir: &Path, migrations: &str) -> String {
 
 #[test]
 fn local_release_with_postgres_promotes_and_leaves_nothing() {
-    if !have_postgres() {
-        eprintln!("skipped: no PostgreSQL binaries");
-        return;
-    }
+    require_postgres();
     let dir = tempdir();
     let log = dir.path().join("migrations.log");
     let m = format!(
@@ -300,10 +297,7 @@ fn local_release_with_postgres_promotes_and_leaves_nothing() {
 
 #[test]
 fn failing_rehearsal_never_touches_production() {
-    if !have_postgres() {
-        eprintln!("skipped: no PostgreSQL binaries");
-        return;
-    }
+    require_postgres();
     let dir = tempdir();
     let log = dir.path().join("migrations.log");
     // fails only on the copy of production (production's data would break it)
@@ -712,7 +706,9 @@ p95_floor_ms = 15.0
         .unwrap();
         let summary = d.join("summary.md");
         let output = d.join("output.txt");
-        let event = "/work/shared/events/octokit/push.tag.created.json";
+        let event = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/events/push.tag.created.json");
+        let event = event.to_str().unwrap();
         let vars: Vec<(String, String)> = [
             ("GITHUB_ACTIONS", "true"),
             ("GITHUB_EVENT_NAME", "push"),
@@ -886,10 +882,7 @@ fn sigterm_mid_release_tears_every_process_down() {
 /// migrations on a copy of the live database, and promotes again.
 #[test]
 fn kitchen_example_releases_twice_locally() {
-    if !have_postgres() {
-        eprintln!("skipped: no PostgreSQL binaries");
-        return;
-    }
+    require_postgres();
     let bin = local_env::kitchen();
     let dir = tempdir();
     let toml = format!(

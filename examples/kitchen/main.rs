@@ -7,8 +7,8 @@
 //! secret `KITCHEN_API_KEY` (when set, `POST /orders` needs it in `x-api-key`).
 //!
 //! Routes: `GET /healthz`, `GET /menu`, `GET /orders/{id}`, `POST /orders`
-//! (`{"item_id": 1, "quantity": 2}`). It uses axum and tokio-postgres (dev-dependencies of atlas,
-//! so `cargo build --example kitchen` shares atlas's dependency tree) with a small round-robin
+//! (`{"item_id": 1, "quantity": 2}`). It uses axum and tokio-postgres (its own package,
+//! `examples/kitchen/Cargo.toml`, so building it compiles nothing else) with a small round-robin
 //! pool of connections.
 
 use std::sync::Arc;

@@ -12,11 +12,11 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::pages::{esc, page};
-use super::server::{
-    Body, Gate, OAUTH_COOKIE, clear_cookie, cookie, html, query_param, redirect, refused,
-    safe_next, set_cookie,
+use super::respond::{
+    Body, OAUTH_COOKIE, clear_cookie, cookie, html, query_param, redirect, safe_next,
+    session_cookie, set_cookie,
 };
-use super::token::{Kind, new_nonce, now};
+use super::token::{Kind, PreviewKey, new_nonce, now};
 use crate::secret::Secret;
 
 /// The OAuth app (or GitHub App) the gate signs in with, and who may enter.
@@ -45,12 +45,20 @@ impl GithubAccess {
     }
 }
 
+/// What a sign-in needs of its gate (the gate builds it; this module never sees the proxy).
+pub struct SignIn<'a> {
+    pub github: &'a GithubAccess,
+    pub key: &'a PreviewKey,
+    pub https: bool,
+    pub pr: Option<u64>,
+    pub session_ttl: std::time::Duration,
+    pub http: &'a reqwest::Client,
+}
+
 const STATE_TTL: u64 = 600;
 
-pub(super) fn login(gate: &Gate, req: &Request<Incoming>) -> Response<Body> {
-    let (Some(gh), Some(key)) = (&gate.options().github, &gate.options().key) else {
-        return refused("Sign-in is not configured", "", gate.options().pr);
-    };
+pub(super) fn login(gate: &SignIn<'_>, req: &Request<Incoming>) -> Response<Body> {
+    let (gh, key) = (gate.github, gate.key);
     let next = query_param(req.uri(), "next")
         .map(|n| {
             url::form_urlencoded::parse(format!("n={n}").as_bytes())
@@ -79,7 +87,7 @@ pub(super) fn login(gate: &Gate, req: &Request<Incoming>) -> Response<Body> {
         &mut r,
         &format!(
             "{OAUTH_COOKIE}={nonce}; Path=/_atlas/github/; Max-Age={STATE_TTL}; HttpOnly; SameSite=Lax{}",
-            if gate.is_https() { "; Secure" } else { "" }
+            if gate.https { "; Secure" } else { "" }
         ),
     );
     r
@@ -89,11 +97,8 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-pub(super) async fn callback(gate: &Gate, req: &Request<Incoming>) -> Response<Body> {
-    let pr = gate.options().pr;
-    let (Some(gh), Some(key)) = (&gate.options().github, &gate.options().key) else {
-        return refused("Sign-in is not configured", "", pr);
-    };
+pub(super) async fn callback(gate: &SignIn<'_>, req: &Request<Incoming>) -> Response<Body> {
+    let (gh, key) = (gate.github, gate.key);
     let restart = |why: &str| {
         html(
             StatusCode::FORBIDDEN,
@@ -144,10 +149,10 @@ pub(super) async fn callback(gate: &Gate, req: &Request<Incoming>) -> Response<B
     };
     match allowed(gate, gh, &login.0, &login.1).await {
         Ok(true) => {
-            let ttl = gate.options().session_ttl.as_secs().max(60);
+            let ttl = gate.session_ttl.as_secs().max(60);
             let session = key.mint(Kind::Session, now() + ttl, &login.0);
             let mut r = redirect(&next);
-            set_cookie(&mut r, &gate.session_cookie(&session, ttl));
+            set_cookie(&mut r, &session_cookie(&session, ttl, gate.https));
             set_cookie(&mut r, &clear_cookie(OAUTH_COOKIE));
             r
         }
@@ -179,13 +184,17 @@ pub(super) async fn callback(gate: &Gate, req: &Request<Incoming>) -> Response<B
 }
 
 /// Code -> user token -> login. The token is registered for redaction and never stored.
-async fn sign_in(gate: &Gate, gh: &GithubAccess, code: &str) -> anyhow::Result<(String, Secret)> {
+async fn sign_in(
+    gate: &SignIn<'_>,
+    gh: &GithubAccess,
+    code: &str,
+) -> anyhow::Result<(String, Secret)> {
     let url = format!(
         "{}/login/oauth/access_token",
         gh.web_url.trim_end_matches('/')
     );
     let resp = gate
-        .http()
+        .http
         .post(&url)
         .header("accept", "application/json")
         .form(&[
@@ -219,12 +228,12 @@ async fn sign_in(gate: &Gate, gh: &GithubAccess, code: &str) -> anyhow::Result<(
 }
 
 async fn api(
-    gate: &Gate,
+    gate: &SignIn<'_>,
     gh: &GithubAccess,
     token: &Secret,
     path: &str,
 ) -> reqwest::Result<reqwest::Response> {
-    gate.http()
+    gate.http
         .get(format!("{}{path}", gh.api_url.trim_end_matches('/')))
         .header("accept", "application/vnd.github+json")
         .header("user-agent", "atlas-gate")
@@ -236,7 +245,7 @@ async fn api(
 
 /// Read permission on the repository, or active membership of a listed team.
 async fn allowed(
-    gate: &Gate,
+    gate: &SignIn<'_>,
     gh: &GithubAccess,
     login: &str,
     token: &Secret,

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use super::token::{Kind, PreviewKey, new_nonce, now};
 use super::{Mode, token};
-use crate::provider::local_process::LocalProcess;
+use crate::provider::local::process::LocalProcess;
 use crate::provider::{
     AppDeployment, Deleted, DeployRequest, Owned, Platform, TaskOutput, TaskRequest,
 };
@@ -84,13 +84,15 @@ impl LocalGate {
         }
     }
 
-    /// The local preview's gate: state in `<state_dir>/gate`, this atlas binary, and the
-    /// repository secret from `ATLAS_GATE_SECRET` (or `INPUT_GATE_SECRET`), else one drawn once
+    /// The local preview's gate: state in `<state_dir>/gate`, `exe` (this atlas binary) runs
+    /// it, and the repository secret is `env_secret` (`ATLAS_GATE_SECRET`), else one drawn once
     /// and kept in `<state_dir>/gate/secret` (mode 0600) so local links survive across runs.
     pub fn for_state_dir(
         inner: Box<dyn Platform>,
         state_dir: &Path,
         mode: Mode,
+        env_secret: Option<Secret>,
+        exe: &Path,
     ) -> anyhow::Result<LocalGate> {
         if mode == Mode::Github {
             anyhow::bail!(
@@ -99,12 +101,11 @@ impl LocalGate {
             );
         }
         let dir = state_dir.join("gate");
-        let secret = local_secret(&dir)?;
-        let exe = std::env::current_exe().context("cannot find the atlas binary for the gate")?;
+        let secret = local_secret(&dir, env_secret)?;
         Ok(LocalGate::new(
             inner,
             &dir,
-            &exe,
+            exe,
             mode,
             secret,
             Duration::from_secs(3600),
@@ -226,13 +227,9 @@ impl Platform for LocalGate {
 }
 
 /// The local repository secret (see [`LocalGate::for_state_dir`]).
-pub fn local_secret(dir: &Path) -> anyhow::Result<Secret> {
-    for var in ["ATLAS_GATE_SECRET", "INPUT_GATE_SECRET"] {
-        if let Ok(v) = std::env::var(var)
-            && !v.trim().is_empty()
-        {
-            return Ok(Secret::new(v.trim()));
-        }
+pub fn local_secret(dir: &Path, env_secret: Option<Secret>) -> anyhow::Result<Secret> {
+    if let Some(s) = env_secret.filter(|s| !s.expose().trim().is_empty()) {
+        return Ok(s);
     }
     let path = dir.join("secret");
     if let Ok(s) = std::fs::read_to_string(&path)
@@ -255,7 +252,12 @@ pub fn local_secret(dir: &Path) -> anyhow::Result<Secret> {
 }
 
 /// A link to the local preview `app`: its gate's URL, nonce and the local secret.
-pub fn local_link(state_dir: &Path, app: &str, ttl: Duration) -> anyhow::Result<String> {
+pub fn local_link(
+    state_dir: &Path,
+    app: &str,
+    ttl: Duration,
+    env_secret: Option<Secret>,
+) -> anyhow::Result<String> {
     let dir = state_dir.join("gate");
     let nonce = nonce(&dir, app).with_context(|| {
         format!("no gated local preview `{app}` (run `atlas preview up --local` with [preview] access = \"signed-link\")")
@@ -264,7 +266,7 @@ pub fn local_link(state_dir: &Path, app: &str, ttl: Duration) -> anyhow::Result<
         .state(app)
         .filter(|s| s.alive())
         .with_context(|| format!("the gate of `{app}` is not running"))?;
-    let secret = local_secret(&dir)?;
+    let secret = local_secret(&dir, env_secret)?;
     Ok(super::mint_link(
         &secret,
         app,

@@ -12,6 +12,7 @@
 pub mod github;
 pub mod local;
 pub mod pages;
+mod respond;
 pub mod server;
 pub mod token;
 

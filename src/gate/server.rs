@@ -21,17 +21,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use super::github::GithubAccess;
+use super::github::{GithubAccess, SignIn};
 use super::pages::{esc, fresh_link_hint, page};
+pub use super::respond::{Body, COOKIE, OAUTH_COOKIE};
+use super::respond::{
+    clear_cookie, cookie, html, query_param, redirect, refused, session_cookie, set_cookie,
+};
 use super::token::{Kind, PreviewKey, Refusal, now};
 use super::{Mode, Upstream};
 
-/// The response body: the upstream's, streamed, or one the gate wrote.
-pub type Body = Either<Incoming, Full<Bytes>>;
-
-/// The session cookie (and the prefix of every cookie the gate owns, stripped upstream).
-pub const COOKIE: &str = "atlas_gate";
-pub const OAUTH_COOKIE: &str = "atlas_oauth";
 const COOKIE_PREFIX: &str = "atlas_";
 /// The bypass header Atlas's own traffic carries; every `x-atlas-*` header is stripped upstream.
 pub const BYPASS_HEADER: &str = "x-atlas-bypass";
@@ -148,10 +146,6 @@ impl Gate {
         &self.opts
     }
 
-    pub(super) fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     /// Serves connections from `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
         loop {
@@ -211,10 +205,16 @@ impl Gate {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/_atlas/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/_atlas/github/login") if self.opts.mode == Mode::Github => {
-                super::github::login(self, &req)
+                match self.sign_in_view() {
+                    Some(v) => super::github::login(&v, &req),
+                    None => refused("Sign-in is not configured", "", self.opts.pr),
+                }
             }
             (&Method::GET, "/_atlas/github/callback") if self.opts.mode == Mode::Github => {
-                super::github::callback(self, &req).await
+                match self.sign_in_view() {
+                    Some(v) => super::github::callback(&v, &req).await,
+                    None => refused("Sign-in is not configured", "", self.opts.pr),
+                }
             }
             (&Method::GET | &Method::POST, "/_atlas/signout") => {
                 let mut r = html(
@@ -305,15 +305,20 @@ impl Gate {
         }
     }
 
-    pub(super) fn session_cookie(&self, value: &str, max_age: u64) -> String {
-        format!(
-            "{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-            if self.opts.https { "; Secure" } else { "" }
-        )
+    fn session_cookie(&self, value: &str, max_age: u64) -> String {
+        session_cookie(value, max_age, self.opts.https)
     }
 
-    pub(super) fn is_https(&self) -> bool {
-        self.opts.https
+    /// What the GitHub sign-in needs of this gate.
+    fn sign_in_view(&self) -> Option<SignIn<'_>> {
+        Some(SignIn {
+            github: self.opts.github.as_ref()?,
+            key: self.opts.key.as_ref()?,
+            https: self.opts.https,
+            pr: self.opts.pr,
+            session_ttl: self.opts.session_ttl,
+            http: &self.http,
+        })
     }
 
     /// The 401 page: how to get in under this gate's mode.
@@ -552,26 +557,6 @@ fn strip_atlas_cookies(h: &mut HeaderMap) {
     }
 }
 
-/// The value of cookie `name`, if the request carries it.
-pub(super) fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-}
-
-/// The raw value of query parameter `name` (tokens need no decoding: their alphabet is URL-safe).
-pub(super) fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
-    uri.query()?
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// The request's path and query without the link token, as a same-origin relative URL: leading
 /// slashes and backslashes collapse to one `/`, so `//evil.example` cannot become an open
 /// redirect. Only URI characters can be in it (hyper parsed it), so no CR/LF either.
@@ -590,43 +575,6 @@ fn clean_location(uri: &Uri) -> String {
     }
 }
 
-/// A local `next` path for after sign-in: same origin only, else `/`.
-pub(super) fn safe_next(next: &str) -> String {
-    let ok = next.starts_with('/')
-        && !next.starts_with("//")
-        && !next.starts_with("/\\")
-        && next.len() <= 2048
-        && next.bytes().all(|b| (0x21..0x7f).contains(&b));
-    if ok { next.to_string() } else { "/".into() }
-}
-
-pub(super) fn clear_cookie(name: &str) -> String {
-    format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")
-}
-
-pub(super) fn set_cookie(r: &mut Response<Body>, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
-}
-
-pub(super) fn html(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    r
-}
-
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
         body.as_bytes(),
@@ -637,28 +585,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-/// 303 to a same-origin location; the page that held the token is not sent as `Referer`.
-pub(super) fn redirect(location: &str) -> Response<Body> {
-    let mut r = html(
-        StatusCode::SEE_OTHER,
-        page("Redirecting", &["Opening the preview.".into()], None),
-    );
-    if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    } else {
-        r.headers_mut()
-            .insert(header::LOCATION, HeaderValue::from_static("/"));
-    }
-    r
-}
-
-pub(super) fn refused(title: &str, why: &str, pr: Option<u64>) -> Response<Body> {
-    html(
-        StatusCode::FORBIDDEN,
-        page(title, &[esc(why), fresh_link_hint(pr)], None),
-    )
 }
 
 fn refused_for(r: &Refusal, what: &str, pr: Option<u64>) -> Response<Body> {
@@ -690,6 +616,7 @@ fn refused_for(r: &Refusal, what: &str, pr: Option<u64>) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::respond::safe_next;
     use super::*;
 
     #[test]

@@ -12,43 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{mann_whitney_greater_p, two_proportion_p};
 use super::summary::{Shape, Source, Summary};
-
-/// `[baseline]` in atlas.toml: the gate's thresholds.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GateSettings {
-    /// The baseline file (default `baseline.json`).
-    pub path: std::path::PathBuf,
-    /// Relative regression that blocks, in percent (default 20).
-    pub threshold_pct: f64,
-    /// A latency regression must also be at least this many milliseconds (default 10).
-    pub latency_floor_ms: f64,
-    /// An error-rate regression must also be at least this many percentage points (default 0.5).
-    pub error_floor_pp: f64,
-    /// Significance level for the error-rate z-test and the rank test (default 0.05).
-    pub alpha: f64,
-    /// Fewer measured requests than this on either side is inconclusive (default 100).
-    pub min_requests: u64,
-    /// An achieved rate below this fraction of the target is inconclusive (default 0.99).
-    pub min_rate_ratio: f64,
-    /// Runs per side from which the rank test must confirm a latency regression (default 4).
-    pub rank_test_runs: usize,
-}
-
-impl Default for GateSettings {
-    fn default() -> Self {
-        GateSettings {
-            path: "baseline.json".into(),
-            threshold_pct: 20.0,
-            latency_floor_ms: 10.0,
-            error_floor_pp: 0.5,
-            alpha: 0.05,
-            min_requests: 100,
-            min_rate_ratio: 0.99,
-            rank_test_runs: 4,
-        }
-    }
-}
+use crate::config::GateSettings;
 
 /// A verdict, serialised lowercase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

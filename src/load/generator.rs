@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
 
 use super::summary::{
     EndpointSummary, Errors, GeneratorInfo, Metrics, RunInfo, Shape, Source, Summary, Trend,
 };
 use super::wire::{Conn, Failure};
+use crate::config::{LoadSettings, Model, RequestSpec};
 
 /// How early a worker wakes before a request's scheduled time. tokio's timer wheel ticks every
 /// millisecond and rounds deadlines up, and the driver's epoll timeout rounds up again, so a
@@ -34,101 +34,6 @@ const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// At most this many distinct error kinds are kept; the rest are counted as `other`.
 const MAX_ERROR_KINDS: usize = 32;
-
-/// The arrival model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Model {
-    /// Constant arrival rate: `rate` requests per second whatever the server does.
-    #[default]
-    Open,
-    /// `vus` virtual users, each sending as soon as its previous response arrived.
-    Closed,
-}
-
-/// One request of the scenario (`[[load.requests]]`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RequestSpec {
-    /// Name in the per-endpoint table (default: `METHOD path`).
-    pub name: Option<String>,
-    pub method: String,
-    /// Relative to the target URL (`/api/items?page=2`).
-    pub path: String,
-    pub headers: BTreeMap<String, String>,
-    pub body: Option<String>,
-    /// Relative share of the traffic (default 1).
-    pub weight: u32,
-    /// The status that counts as success (default: any 2xx or 3xx).
-    pub expect: Option<u16>,
-}
-
-impl Default for RequestSpec {
-    fn default() -> Self {
-        RequestSpec {
-            name: None,
-            method: "GET".into(),
-            path: "/".into(),
-            headers: BTreeMap::new(),
-            body: None,
-            weight: 1,
-            expect: None,
-        }
-    }
-}
-
-/// `[load]` in atlas.toml. Flags override it.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoadSettings {
-    /// Run the load test in the preview and verify flows (default true).
-    pub enabled: bool,
-    pub model: Model,
-    /// Requests per second (open model).
-    pub rate: f64,
-    /// Virtual users (closed model).
-    pub vus: usize,
-    /// The measured period, after the warm-up.
-    #[serde(with = "crate::config::duration")]
-    pub duration: Duration,
-    /// Excluded from every statistic: cold computes and machines start here.
-    #[serde(with = "crate::config::duration")]
-    pub warmup: Duration,
-    /// Keep-alive connections: the cap on requests in flight (open model).
-    pub connections: usize,
-    /// Per-request timeout, from the actual send.
-    #[serde(with = "crate::config::duration")]
-    pub timeout: Duration,
-    /// How long requests in flight at the deadline may still finish.
-    #[serde(with = "crate::config::duration")]
-    pub grace: Duration,
-    /// A request sent this much behind its schedule counts as late.
-    #[serde(with = "crate::config::duration")]
-    pub late_after: Duration,
-    /// Repeat the test and gate on the median across runs.
-    pub runs: usize,
-    /// The scenario (default: `GET /`).
-    pub requests: Vec<RequestSpec>,
-}
-
-impl Default for LoadSettings {
-    fn default() -> Self {
-        LoadSettings {
-            enabled: true,
-            model: Model::Open,
-            rate: 50.0,
-            vus: 10,
-            duration: Duration::from_secs(30),
-            warmup: Duration::from_secs(10),
-            connections: 50,
-            timeout: Duration::from_secs(10),
-            grace: Duration::from_secs(5),
-            late_after: Duration::from_millis(10),
-            runs: 1,
-            requests: Vec::new(),
-        }
-    }
-}
 
 impl LoadSettings {
     /// The scenario, with the default `GET /` when none is configured.

@@ -14,13 +14,14 @@ pub mod stats;
 pub mod summary;
 mod wire;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use gate::{Comparison, GateSettings, MetricComparison, Verdict, compare};
-pub use generator::{LoadSettings, Model, Progress, RequestSpec, run, run_with};
+pub use crate::config::{GateSettings, LoadSettings, Model, RequestSpec};
+pub use gate::{Comparison, MetricComparison, Verdict, compare};
+pub use generator::{Progress, run, run_with};
 pub use summary::{Summary, parse_summary, read_summary};
 
 /// `atlas load` flags. They override `[load]` in atlas.toml.
@@ -238,113 +239,6 @@ pub fn summary_text(s: &Summary) -> String {
         ));
     }
     out
-}
-
-fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value).context("cannot serialise json")?;
-    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn gate_result(c: &Comparison) -> anyhow::Result<()> {
-    eprint!("{}", c.to_text());
-    if c.verdict == Verdict::Fail {
-        return Err(crate::error::GateFailed {
-            stage: "load gate".into(),
-            detail: c.failures(),
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// `atlas load`.
-pub async fn cli_load(args: &LoadArgs, settings: &crate::config::Settings) -> anyhow::Result<()> {
-    let load = settings_with_flags(&settings.load, args);
-    let mut gate = settings.baseline.clone();
-    if let Some(t) = args.threshold {
-        gate.threshold_pct = t;
-    }
-    let target = args
-        .target
-        .as_deref()
-        .context("no load target: pass --target URL")?;
-    let (summary, comparison) = if let Some(base_url) = &args.baseline_target {
-        let p = paired(&load, target, base_url, &gate).await?;
-        (p.current, Some(p.comparison))
-    } else {
-        let s = run_repeated(&load, target).await?;
-        let c = match &args.baseline {
-            Some(path) => Some(compare(&read_summary(path)?, &s, &gate)),
-            None => None,
-        };
-        (s, c)
-    };
-    eprint!("{}", summary_text(&summary));
-    match &args.out {
-        Some(path) => write_json(path, &summary)?,
-        None => println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).context("cannot serialise the summary")?
-        ),
-    }
-    match comparison {
-        Some(c) => gate_result(&c),
-        None => Ok(()),
-    }
-}
-
-/// `atlas baseline`.
-pub async fn cli_baseline(
-    cmd: &BaselineCommand,
-    settings: &crate::config::Settings,
-) -> anyhow::Result<()> {
-    match cmd {
-        BaselineCommand::Compare {
-            baseline,
-            current,
-            threshold,
-            out,
-            json,
-        } => {
-            let mut gate = settings.baseline.clone();
-            if let Some(t) = threshold {
-                gate.threshold_pct = *t;
-            }
-            let c = compare(&read_summary(baseline)?, &read_summary(current)?, &gate);
-            if let Some(path) = out {
-                write_json(path, &c)?;
-            }
-            if *json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&c).context("cannot serialise the comparison")?
-                );
-            }
-            gate_result(&c)
-        }
-        BaselineCommand::Update { from, out } => {
-            let vars: Vec<(String, String)> = std::env::vars().collect();
-            let b = baseline_from(read_summary(from)?, &vars);
-            let out = out
-                .clone()
-                .unwrap_or_else(|| settings.baseline.path.clone());
-            write_json(&out, &b)?;
-            eprintln!(
-                "baseline: wrote {} from {} (measured {} on {})",
-                out.display(),
-                from.display(),
-                b.source
-                    .as_ref()
-                    .and_then(|s| s.measured_at.clone())
-                    .unwrap_or_default(),
-                b.source
-                    .as_ref()
-                    .and_then(|s| s.target.clone())
-                    .unwrap_or_else(|| "an unknown target".into())
-            );
-            Ok(())
-        }
-    }
 }
 
 /// A baseline from a summary: the same data, with where and when it was measured filled in

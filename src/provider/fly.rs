@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{FlyAccess, Settings};
-use crate::http::{Call, Client, RetryPolicy, Timeouts, status_of};
+use crate::config::{FlyAccess, FlySettings, Settings};
+use crate::http::{Call, Client, RetryPolicy, Timeouts, enc, status_of};
 use crate::naming;
 use crate::provider::{
     AppDeployment, Deleted, DeployRequest, OWNER_KEY, OWNER_VALUE, Owned, PR_KEY, Platform,
@@ -46,52 +46,25 @@ pub const ROLE_KEY: &str = "atlas_role";
 pub const ROLE_MIGRATIONS: &str = "migrations";
 use crate::secret::{self, Secret};
 
-/// `[fly]` in atlas.toml.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FlySettings {
-    pub region: String,
-    pub cpus: u32,
-    pub memory_mb: u32,
-    /// `shared` or `performance`.
-    pub cpu_kind: String,
-    /// The port the app listens on inside the machine (default: `[app] port`).
-    pub internal_port: Option<u16>,
-    /// `stop`, `suspend` or `off`: what Fly's proxy does with an idle machine.
-    pub auto_stop: String,
-    /// The preview URL; `{app}` is replaced by the app name. Default `https://{app}.fly.dev`.
-    pub preview_url: Option<String>,
-}
-
-impl Default for FlySettings {
-    fn default() -> Self {
-        FlySettings {
-            region: "iad".into(),
-            cpus: 1,
-            memory_mb: 256,
-            cpu_kind: "shared".into(),
-            internal_port: None,
-            auto_stop: "stop".into(),
-            preview_url: None,
-        }
-    }
-}
-
+/// A Fly machine as the Machines API returns it (the fields Atlas reads); the preview platform
+/// and the verify fleet both read this one shape.
 #[derive(Debug, Clone, Deserialize)]
-struct ApiMachine {
-    id: String,
+pub(crate) struct ApiMachine {
+    pub(crate) id: String,
     #[serde(default)]
-    instance_id: Option<String>,
+    pub(crate) instance_id: Option<String>,
     #[serde(default)]
-    state: Option<String>,
+    pub(crate) state: Option<String>,
     #[serde(default)]
-    created_at: Option<String>,
+    pub(crate) region: Option<String>,
     #[serde(default)]
-    config: Value,
+    pub(crate) created_at: Option<String>,
+    #[serde(default)]
+    pub(crate) config: Value,
 }
 
 impl ApiMachine {
-    fn meta(&self, key: &str) -> Option<&str> {
+    pub(crate) fn meta(&self, key: &str) -> Option<&str> {
         self.config["metadata"][key].as_str()
     }
 
@@ -379,20 +352,19 @@ impl FlyPlatform {
         }
     }
 
-    /// The machine's JSON, or `None` when it is gone.
-    async fn get_machine(&self, app: &str, id: &str) -> anyhow::Result<Option<Value>> {
-        match self
-            .client
-            .send(Call::get(
-                "get machine",
-                format!("/apps/{}/machines/{}", enc(app), enc(id)),
-            ))
-            .await
-        {
-            Ok(r) => Ok(Some(r.json("get machine")?)),
+    /// A GET's JSON, or `None` on 404 (the machine is gone).
+    async fn get_json(&self, call: &'static str, path: String) -> anyhow::Result<Option<Value>> {
+        match self.client.send(Call::get(call, path)).await {
+            Ok(r) => Ok(Some(r.json(call)?)),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The machine's JSON, or `None` when it is gone.
+    async fn get_machine(&self, app: &str, id: &str) -> anyhow::Result<Option<Value>> {
+        let path = format!("/apps/{}/machines/{}", enc(app), enc(id));
+        self.get_json("get machine", path).await
     }
 
     /// The exit code of a finished task machine: from the machine's events, else from the
@@ -403,18 +375,9 @@ impl FlyPlatform {
         {
             return Ok(Some(code));
         }
-        match self
-            .client
-            .send(Call::get(
-                "list machine events",
-                format!("/apps/{}/machines/{}/events?limit=50", enc(app), enc(id)),
-            ))
-            .await
-        {
-            Ok(r) => Ok(exit_code(&r.json::<Value>("list machine events")?)),
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let path = format!("/apps/{}/machines/{}/events?limit=50", enc(app), enc(id));
+        let events = self.get_json("list machine events", path).await?;
+        Ok(events.and_then(|v| exit_code(&v)))
     }
 
     fn machine_config(&self, req: &DeployRequest, image: &str) -> Value {
@@ -545,10 +508,6 @@ enum Waited {
     TimedOut(String),
     /// The machine answered 404 repeatedly (an `auto_destroy` machine that finished).
     Gone,
-}
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[async_trait]

@@ -230,7 +230,7 @@ impl GithubForge {
             provider: "github",
             call: call.to_string(),
             status: r.status,
-            body: secret::redact(&crate::config::truncate(&r.body, 2_000)),
+            body: secret::redact(&crate::text::truncate(&r.body, 2_000)),
         });
         match classify(r.status, &r.headers, &r.body) {
             Some(after) => Attempt::Retry { after, error: err },
@@ -632,7 +632,7 @@ impl Forge for GithubForge {
             "required_contexts": [],
             "transient_environment": transient,
             "production_environment": environment == "production",
-            "description": crate::config::truncate(description, DESCRIPTION_MAX - 1),
+            "description": crate::text::truncate(description, DESCRIPTION_MAX - 1),
         });
         let uri = self.repo_path("/deployments");
         let mut attempts = 0;
@@ -670,7 +670,7 @@ impl Forge for GithubForge {
     ) -> anyhow::Result<()> {
         let mut payload = json!({
             "state": state.as_str(),
-            "description": crate::config::truncate(description, DESCRIPTION_MAX - 1),
+            "description": crate::text::truncate(description, DESCRIPTION_MAX - 1),
         });
         if let Some(u) = environment_url {
             payload["environment_url"] = json!(u);

@@ -8,9 +8,7 @@
 
 pub mod fly;
 pub mod github;
-pub mod local_forge;
-pub mod local_pg;
-pub mod local_process;
+pub mod local;
 pub mod neon;
 
 use std::collections::BTreeMap;

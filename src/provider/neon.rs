@@ -14,37 +14,17 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{NeonAccess, Settings};
-use crate::http::{Call, Client, RetryPolicy, Timeouts, status_of};
+use crate::http::{Call, Client, RetryPolicy, Timeouts, enc, status_of};
 use crate::naming;
 use crate::provider::{
     Branch, BranchRequest, Database, Deleted, OWNER_KEY, OWNER_VALUE, Owned, PR_KEY, REPO_KEY,
     SchemaDiff,
 };
 use crate::secret::{self, Secret};
-
-/// `[neon]` in atlas.toml.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NeonSettings {
-    /// Ask for the pooled (PgBouncer) connection URI.
-    pub pooled: bool,
-    /// How long to wait for Neon operations (branch creation, endpoint start) to finish.
-    #[serde(with = "crate::config::duration")]
-    pub operation_timeout: Duration,
-}
-
-impl Default for NeonSettings {
-    fn default() -> Self {
-        NeonSettings {
-            pooled: false,
-            operation_timeout: Duration::from_secs(300),
-        }
-    }
-}
 
 /// A Neon branch as the API returns it (the fields Atlas reads).
 #[derive(Debug, Clone, Deserialize)]
@@ -283,10 +263,6 @@ pub fn register_uri(uri: &str) -> Secret {
         secret::register(&decoded);
     }
     s
-}
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn annotation_of(v: &Value) -> BTreeMap<String, String> {

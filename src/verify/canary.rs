@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::probe::{SideRaw, SideStats};
-use super::settings::CanarySettings;
+use crate::config::CanarySettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::canary::{self, CanaryAnalysis, CanaryVerdict};
-use super::checks::{self, CheckResult, CommandRun};
 use super::fleet::{Fleet, Instance};
 use super::migrate::ReleaseDatabase;
 use super::probe::{self, SideStats};
 use crate::config::Settings;
+use crate::evidence::checks::{self, CheckResult, CommandRun};
 use crate::provider::{DeployState, DeploymentRecord, Forge};
 
 /// Which chain: push to the default branch, or a tag.
@@ -551,7 +551,7 @@ impl<'a> Runner<'a> {
         }
         if !v.checks.is_empty() {
             let client = probe::client(v.canary.timeout)?;
-            let results = checks::run_checks(&client, &base, &v.checks).await;
+            let results = checks::run_checks(&client, &base, &v.checks, "[verify] checks").await?;
             let passed = results.iter().filter(|r| r.ok).count();
             ok &= passed == results.len();
             summary.push(format!("{passed}/{} http checks passed", results.len()));

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::fleet::{Fleet, Instance, Target};
-use crate::http::{Call, Client, RetryPolicy, Timeouts, status_of};
+use crate::http::{Call, Client, RetryPolicy, Timeouts, enc, status_of};
 use crate::provider::OWNER_KEY;
+use crate::provider::fly::ApiMachine;
 
 /// Fly's header that routes a request to one machine.
 pub const PIN_HEADER: &str = "fly-force-instance-id";
@@ -22,20 +22,9 @@ pub const PIN_HEADER: &str = "fly-force-instance-id";
 pub const ROLE_KEY: &str = "atlas_role";
 pub const CANARY_ROLE: &str = "canary";
 
-#[derive(Debug, Clone, Deserialize)]
-struct ApiMachine {
-    id: String,
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    config: Value,
-}
-
 impl ApiMachine {
     fn is_canary(&self) -> bool {
-        self.config["metadata"][ROLE_KEY].as_str() == Some(CANARY_ROLE)
+        self.meta(ROLE_KEY) == Some(CANARY_ROLE)
     }
     fn instance(&self) -> Instance {
         Instance {
@@ -44,10 +33,6 @@ impl ApiMachine {
             state: self.state.clone().unwrap_or_default(),
         }
     }
-}
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 pub struct FlyFleet {

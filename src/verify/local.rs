@@ -1,5 +1,5 @@
 //! The chain on this machine: every "machine" is a local process run by the local platform
-//! ([`crate::provider::local_process::LocalProcess`]), one app per instance (`<prefix>-prod-1`
+//! ([`crate::provider::local::process::LocalProcess`]), one app per instance (`<prefix>-prod-1`
 //! .. `-prod-N`, `-qa`, `-canary`). The version an instance runs is passed to the app as
 //! `APP_VERSION` (and `ATLAS_COMMIT_SHA`), its id as `ATLAS_INSTANCE`; an update replaces the
 //! process and waits for its health path, as a machine update would.
@@ -172,7 +172,7 @@ impl Fleet for LocalFleet {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             let u = qa.database.copy_production(&qa.name).await?;
             if let Some(cmd) = &qa.migrations {
-                let run = crate::preview::run_migrations(cmd, &u).await?;
+                let run = crate::provider::local::migrate::run_migrations(cmd, &u).await?;
                 if !run.ok {
                     anyhow::bail!("the migrations failed on the QA database: {}", run.tail);
                 }
@@ -247,7 +247,7 @@ pub fn production_url(
     settings: &crate::config::Settings,
     state_dir: &Path,
 ) -> anyhow::Result<Secret> {
-    use crate::provider::local_pg::{Conn, LocalPg};
+    use crate::provider::local::pg::{Conn, LocalPg};
     let db = LocalPg::parent_database(&settings.database.parent);
     if let Some(url) = &settings.local.database_url {
         let (conn, _) = Conn::parse(url)?;

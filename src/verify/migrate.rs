@@ -152,23 +152,13 @@ impl PsqlDatabase {
 
     /// `sh -c script` with the server's `PG*` variables, `PATH`, `HOME` and `extra`.
     async fn sh(&self, script: &str, extra: &[(&str, &str)]) -> anyhow::Result<String> {
-        let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c")
-            .arg(script)
-            .env_clear()
-            .envs(
-                self.server_env
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .envs(extra.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        for k in ["PATH", "HOME"] {
-            if let Some(v) = std::env::var_os(k) {
-                cmd.env(k, v);
-            }
-        }
+        let mut cmd = crate::shell::sh(script);
+        cmd.envs(
+            self.server_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .envs(extra.iter().copied());
         let out = cmd
             .output()
             .await
@@ -227,17 +217,7 @@ impl PsqlDatabase {
             )
             .await
             .with_context(|| format!("pg_dump of {db} failed"))?;
-        // Comments and the per-dump `\restrict` keys differ between two dumps of one schema.
-        Ok(text
-            .lines()
-            .filter(|l| {
-                !l.starts_with("--")
-                    && !l.trim().is_empty()
-                    && !l.starts_with("\\restrict")
-                    && !l.starts_with("\\unrestrict")
-            })
-            .map(|l| format!("{l}\n"))
-            .collect())
+        Ok(crate::provider::local::pg::schema_lines(&text))
     }
 }
 

@@ -14,26 +14,22 @@
 
 pub mod canary;
 pub mod chain;
-pub mod checks;
-pub mod cli;
 pub mod fleet;
 pub mod fly;
 pub mod local;
 pub mod migrate;
 pub mod probe;
-pub mod settings;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::config::{CanarySettings, VerifySettings};
 pub use chain::{
     Chain, ChainReport, LoadGate, Mode, Outcome, ProbeLoad, Release, Stage, StageStatus,
     build_chain,
 };
-pub use cli::{cli_release, cli_verify, dispatch};
 pub use fleet::{Fleet, Instance, Target};
 pub use migrate::ReleaseDatabase;
-pub use settings::{CanarySettings, VerifySettings};
 
 /// Renders the report with `templates/verify.md.j2`.
 pub fn render(renderer: &crate::report::Renderer, report: &ChainReport) -> anyhow::Result<String> {

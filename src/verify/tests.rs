@@ -340,6 +340,18 @@ struct Run {
     forge: FakeForge,
 }
 
+/// A release of `version` with the default settings, fleet and load.
+async fn release(version: &str) -> Run {
+    run_with(
+        settings(""),
+        Mode::Release,
+        version,
+        |_| {},
+        FakeLoad::default(),
+    )
+    .await
+}
+
 async fn run_with(
     s: Settings,
     mode: Mode,
@@ -429,14 +441,7 @@ fn chain_description_marks_production_stages() {
 
 #[tokio::test]
 async fn healthy_release_promotes() {
-    let r = run_with(
-        settings(""),
-        Mode::Release,
-        "v2",
-        |_| {},
-        FakeLoad::default(),
-    )
-    .await;
+    let r = release("v2").await;
     assert_eq!(r.report.verdict, "passed", "{:#?}", r.report.stages);
     assert!(r.report.result().is_ok());
     assert!(r.fleet.versions().iter().all(|(_, v)| v == "v2"));
@@ -520,14 +525,7 @@ async fn failing_rehearsal_never_touches_production() {
 
 #[tokio::test]
 async fn canary_with_more_errors_is_rolled_back() {
-    let r = run_with(
-        settings(""),
-        Mode::Release,
-        "v2-errors",
-        |_| {},
-        FakeLoad::default(),
-    )
-    .await;
+    let r = release("v2-errors").await;
     assert_eq!(
         r.report.failed_stage.as_deref(),
         Some("canary"),
@@ -545,14 +543,7 @@ async fn canary_with_more_errors_is_rolled_back() {
 
 #[tokio::test]
 async fn slower_canary_is_rolled_back() {
-    let r = run_with(
-        settings(""),
-        Mode::Release,
-        "v2-slow",
-        |_| {},
-        FakeLoad::default(),
-    )
-    .await;
+    let r = release("v2-slow").await;
     assert_eq!(
         r.report.failed_stage.as_deref(),
         Some("canary"),

@@ -3,7 +3,7 @@
 //! pagination and a `Link` header, create, update, delete), deployments (create, list) and their
 //! statuses (create, list), pulls (get, list) and `GET /user`.
 //!
-//! Every request is checked against `../shared/specs/github-api.github.com.json` through
+//! Every request is checked against `tests/data/specs/github-subset.json` (GitHub's own description of these operations) through
 //! `openapi.rs`; violations are recorded (tests assert there are none). Faults can be queued:
 //! a status (403 secondary rate limit with `Retry-After`, 5xx) for the next matching request,
 //! optionally after the request took effect ("landed"), as when a create succeeds but the

@@ -253,13 +253,13 @@ pub fn closed_port_url() -> String {
     format!("http://{addr}")
 }
 
-/// An HTTPS server on 127.0.0.1 with the test-only certificate in `tests/support/tls` (valid
+/// An HTTPS server on 127.0.0.1 with the test-only certificate in `tests/data/tls` (valid
 /// for `localhost` and `127.0.0.1`, signed by `ca.pem`). It answers every request with a
 /// chunked `200`, so the TLS path also exercises chunked bodies. The url uses `localhost`.
 pub fn tls_server() -> Server {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
         .unwrap()
         .collect::<Result<_, _>>()

@@ -8,29 +8,33 @@ use std::sync::OnceLock;
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The example app's binary, built once per test binary when it is missing or stale.
+/// The example app's executable (the `kitchen` workspace package), built once per test binary.
+/// Its path comes from cargo's own build messages, so it is right wherever the build puts it
+/// (`CARGO_TARGET_DIR` included).
 pub fn kitchen() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let bin = Path::new(ROOT).join("target/debug/examples/kitchen");
-            let src = Path::new(ROOT).join("examples/kitchen/main.rs");
-            let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            // `cargo test` builds the examples already; building again from inside a test can
-            // rebuild the dependency tree with another feature set, which is slow.
-            if let (Some(b), Some(s)) = (mtime(&bin), mtime(&src))
-                && b >= s
-            {
-                return bin;
-            }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = Command::new(cargo)
-                .args(["build", "--quiet", "--example", "kitchen"])
+            let out = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "kitchen",
+                    "--message-format=json-render-diagnostics",
+                ])
                 .current_dir(ROOT)
-                .status()
+                .stderr(std::process::Stdio::inherit())
+                .output()
                 .unwrap();
-            assert!(st.success(), "cargo build --example kitchen failed");
-            Path::new(ROOT).join("target/debug/examples/kitchen")
+            assert!(out.status.success(), "cargo build -p kitchen failed");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "kitchen")
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+                .expect("cargo reported no kitchen executable")
         })
         .clone()
 }
@@ -245,7 +249,7 @@ impl Env {
                     state_dir: state.clone(),
                     ..Default::default()
                 };
-                let pg = atlas::provider::local_pg::LocalPg::start(&settings, &state, &mut |_| {})
+                let pg = atlas::provider::local::pg::LocalPg::start(&settings, &state, &mut |_| {})
                     .await
                     .unwrap();
                 let dbs = pg.databases().await.unwrap();

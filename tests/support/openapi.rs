@@ -17,11 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 
-/// Where the vendor specs live (`../shared/specs` next to the crate), overridable for CI.
+/// Where the vendor specs live: in the repository (`tests/data/specs`, see its README).
 pub fn specs_dir() -> PathBuf {
-    std::env::var_os("ATLAS_SPECS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/specs")
 }
 
 /// One matched operation.
@@ -104,14 +102,10 @@ impl Spec {
         .unwrap()
     }
 
-    /// GitHub REST (no base path).
+    /// GitHub REST (no base path): the operations the fake GitHub answers, cut from the full
+    /// description by `tests/data/specs/make_github_subset.py`.
     pub fn github() -> Spec {
-        Spec::load(
-            "github",
-            &specs_dir().join("github-api.github.com.json"),
-            "",
-        )
-        .unwrap()
+        Spec::load("github", &specs_dir().join("github-subset.json"), "").unwrap()
     }
 
     /// The spec document.

@@ -18,18 +18,13 @@ pub struct RunnerEnv {
     pub vars: BTreeMap<String, String>,
 }
 
-/// The shared webhook fixtures (`shared/` sits beside the repository, in CI too).
+/// A webhook payload of `tests/data/events` (GitHub's example payloads, see its README).
 pub fn fixture(name: &str) -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        manifest.join("../shared/events/octokit").join(name),
-        PathBuf::from("/work/shared/events/octokit").join(name),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| panic!("fixture {name} not found in {candidates:?}"))
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/events")
+        .join(name);
+    assert!(p.is_file(), "fixture {} not found", p.display());
+    p
 }
 
 /// `action.yml`'s inputs with their defaults (`None` when the input has no default).

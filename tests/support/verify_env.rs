@@ -102,13 +102,12 @@ pub fn port_open(url: &str) -> bool {
     .is_ok()
 }
 
-pub fn have_postgres() -> bool {
-    std::process::Command::new("sh")
-        .arg("-c")
-        .arg("command -v psql >/dev/null && (command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1)")
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+/// Fails the test, naming the Debian package, when PostgreSQL's server binaries are missing: a
+/// test that needs PostgreSQL never passes without it.
+pub fn require_postgres() {
+    if let Err(e) = atlas::provider::local::pg::find_bindir(None) {
+        panic!("this test needs PostgreSQL: {e:#}");
+    }
 }
 
 /// Fly's proxy for the fake Fly: routes a request to the machine named by

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use super::{CommentRef, DeployState, DeploymentRecord, Forge, PrState};
+use crate::provider::{CommentRef, DeployState, DeploymentRecord, Forge, PrState};
 
 pub struct LocalForge {
     dir: PathBuf,

@@ -1,18 +1,57 @@
-//! Configuration in two stages (the ripgrep habit): raw strings from `INPUT_*` through envy,
+//! Inputs in two stages (the ripgrep habit): raw strings from `INPUT_*` through envy,
 //! then a validated [`Config`] whose errors name the input and the problem; plus `atlas.toml`
 //! ([`Settings`]), parsed strictly (unknown keys are errors that give the key and the line).
 //!
 //! Tests feed iterators of variables; nothing here reads the process environment directly.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::event::{ForkPolicy, Policy};
 use crate::secret::Secret;
+use crate::text::truncate;
+
+/// What to do with a fork PR (one whose head repository is not the base repository).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForkPolicy {
+    /// Never deploy forks (default): zero Neon/Fly calls.
+    Skip,
+    /// Deploy a fork only for the commit a maintainer labelled with `trusted_label`.
+    Label,
+    /// Deploy forks like any PR (only for repositories that trust every contributor).
+    Allow,
+}
+
+/// The policy knobs `plan` reads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub fork_policy: ForkPolicy,
+    pub trusted_label: String,
+    pub trust_dependabot: bool,
+    /// Tags that trigger a release (`v*` by default; `*` is the only wildcard).
+    pub tag_pattern: String,
+    /// The `command` input: `auto`, a forced command, or `plan` (decide, print, run nothing).
+    pub command: ForcedCommand,
+    /// The `pr` input: the pull request a forced command acts on.
+    pub pr: Option<u64>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            fork_policy: ForkPolicy::Skip,
+            trusted_label: "atlas:preview".into(),
+            trust_dependabot: false,
+            tag_pattern: "v*".into(),
+            command: ForcedCommand::Auto,
+            pr: None,
+        }
+    }
+}
 
 /// An input error: which input, what is wrong. Exit code 2, before any network call.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -233,16 +272,6 @@ fn parse_url(input: &'static str, v: &str) -> Result<Url, InputError> {
     Ok(u)
 }
 
-pub(crate) fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n).collect();
-        t.push('…');
-        t
-    }
-}
-
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_uppercase() || c == '_')
@@ -441,6 +470,8 @@ impl Config {
                 trusted_label,
                 trust_dependabot,
                 tag_pattern,
+                command,
+                pr,
             },
             ttl,
             regression_threshold,
@@ -515,246 +546,10 @@ impl Config {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// atlas.toml
-
-/// Serde helpers for durations written as `500ms`, `30s`, `5m`.
-pub mod duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("{s:?} is not a duration like 30s or 5m ({e})"))
-        })
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub mod option {
-        use super::*;
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
-        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-            match d {
-                Some(d) => super::serialize(d, s),
-                None => s.serialize_none(),
-            }
-        }
-    }
-}
-
-/// `atlas.toml`. Every section has defaults; unknown keys are errors.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    pub app: AppSettings,
-    pub database: DatabaseSettings,
-    pub preview: PreviewSettings,
-    pub smoke: Vec<SmokeCheck>,
-    pub load: crate::load::LoadSettings,
-    pub baseline: crate::load::GateSettings,
-    pub local: LocalSettings,
-    pub neon: crate::provider::neon::NeonSettings,
-    pub fly: crate::provider::fly::FlySettings,
-    pub verify: crate::verify::VerifySettings,
-    pub templates: TemplateSettings,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AppSettings {
-    /// Name prefix for every resource (default: the repository name).
-    pub name: Option<String>,
-    /// The port the app listens on (`PORT` is set to it on Fly; locally a free port is used).
-    pub port: u16,
-    /// The readiness path probed before any test.
-    pub health_path: String,
-    #[serde(with = "duration")]
-    pub readiness_timeout: Duration,
-}
-
-impl Default for AppSettings {
-    fn default() -> Self {
-        AppSettings {
-            name: None,
-            port: 8080,
-            health_path: "/healthz".into(),
-            readiness_timeout: Duration::from_secs(120),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataModel {
-    #[default]
-    DatabaseBranch,
-    Seeded,
-    Fixtures,
-    None,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DatabaseSettings {
-    pub data_model: DataModel,
-    /// The parent branch previews branch from.
-    pub parent: String,
-    /// The database and role whose connection URI the app receives.
-    pub database: String,
-    pub role: String,
-    pub schema_only: bool,
-    /// Shell command that applies migrations; runs with `DATABASE_URL` set to the branch.
-    pub migrations: Option<String>,
-    /// External systems the preview may reach (shown in the data boundary clause).
-    pub external_systems: Vec<String>,
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        DatabaseSettings {
-            data_model: DataModel::DatabaseBranch,
-            parent: "main".into(),
-            database: "neondb".into(),
-            role: "neondb_owner".into(),
-            schema_only: false,
-            migrations: None,
-            external_systems: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PreviewSettings {
-    /// Who can open the preview: `public`, `token`, ...
-    pub access: String,
-    /// Names of the secrets a preview receives (values come from the `preview_secrets` input).
-    pub secrets: Vec<String>,
-    /// Default TTL when the `ttl` input is not set.
-    #[serde(with = "duration")]
-    pub ttl: Duration,
-}
-
-impl Default for PreviewSettings {
-    fn default() -> Self {
-        PreviewSettings {
-            access: "public".into(),
-            secrets: Vec::new(),
-            ttl: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-}
-
-/// One smoke check: `method path` must answer `status` (and contain `body_contains`).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SmokeCheck {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default = "default_method")]
-    pub method: String,
-    pub path: String,
-    #[serde(default = "default_status")]
-    pub status: u16,
-    #[serde(default)]
-    pub body_contains: Option<String>,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
-
-fn default_method() -> String {
-    "GET".into()
-}
-fn default_status() -> u16 {
-    200
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LocalSettings {
-    /// Use this PostgreSQL server instead of starting one.
-    pub database_url: Option<String>,
-    /// The command that runs the app (gets `PORT`, `DATABASE_URL`, `ATLAS_COMMIT_SHA`, ...).
-    pub command: Option<String>,
-    /// A build step run once before the app starts.
-    pub build: Option<String>,
-    /// Where atlas keeps its cluster, state, logs and rendered comments.
-    pub state_dir: PathBuf,
-    /// Directory with `initdb`/`pg_ctl` when they are not found automatically.
-    pub pg_bindir: Option<PathBuf>,
-}
-
-impl Default for LocalSettings {
-    fn default() -> Self {
-        LocalSettings {
-            database_url: None,
-            command: None,
-            build: None,
-            state_dir: PathBuf::from(".atlas"),
-            pg_bindir: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TemplateSettings {
-    /// A directory whose `*.md.j2` files override the embedded templates.
-    pub dir: Option<PathBuf>,
-}
-
-/// An `atlas.toml` error that gives the key and the line.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct SettingsError {
-    pub path: String,
-    pub message: String,
-}
-
-impl Settings {
-    /// Parses `atlas.toml` text; errors carry the line and the offending key.
-    pub fn parse(text: &str, path: &str) -> Result<Settings, SettingsError> {
-        toml::from_str::<Settings>(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let msg = e.message().trim().to_string();
-            SettingsError {
-                path: path.to_string(),
-                message: match line {
-                    Some(l) => format!("line {l}: {msg}"),
-                    None => msg,
-                },
-            }
-        })
-    }
-
-    /// Loads the file; a missing file is an error only when `required` (the input named it).
-    pub fn load(path: &Path, required: bool) -> anyhow::Result<Settings> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Settings::parse(&text, &path.display().to_string())?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-                Ok(Settings::default())
-            }
-            Err(e) => Err(anyhow::anyhow!(
-                "cannot read config {}: {e} (set the `config` input to the path of atlas.toml)",
-                path.display()
-            )),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

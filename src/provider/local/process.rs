@@ -10,7 +10,6 @@
 //! A recorded pid whose process is gone (or is now another process) is treated as stale.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -18,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{AppDeployment, Deleted, DeployRequest, Owned, Platform};
+use crate::provider::{AppDeployment, Deleted, DeployRequest, Owned, Platform};
 use crate::secret;
 
 /// `<state_dir>/apps/<app>.json`.
@@ -176,20 +175,11 @@ impl LocalProcess {
             Utc::now().to_rfc3339(),
             req.sha
         )?;
-        let mut cmd = std::process::Command::new("sh");
-        cmd.arg("-c")
-            .arg(&self.command)
-            .current_dir(&self.workdir)
-            .env_clear()
-            .stdin(Stdio::null())
+        let mut cmd = crate::shell::sh_daemon(&self.command);
+        cmd.current_dir(&self.workdir)
             .stdout(f.try_clone()?)
             .stderr(f)
             .process_group(0);
-        for k in ["PATH", "HOME"] {
-            if let Some(v) = std::env::var_os(k) {
-                cmd.env(k, v);
-            }
-        }
         for (k, v) in &req.env {
             cmd.env(k, v);
         }
@@ -289,7 +279,7 @@ impl Platform for LocalProcess {
                 {
                     p
                 }
-                _ => super::local_pg::free_port()?,
+                _ => super::free_port()?,
             };
             let (mut child, st) = self.spawn(req, port, created_at)?;
             match Self::wait_ready(&mut child, &st, &req.health_path, req.readiness_timeout).await {

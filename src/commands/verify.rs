@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::chain::{self, Chain, LoadModuleGate, Mode, Release};
-use super::local::{self, LocalFleet, QaDatabase};
-use super::migrate::{ProviderReleaseDb, PsqlDatabase, ReleaseDatabase};
 use crate::cli::ChainArgs;
 use crate::event::{Event, Plan};
 use crate::provider::BranchRequest;
+use crate::verify::chain::{self, Chain, LoadModuleGate, Mode, Release};
+use crate::verify::local::{self, LocalFleet, QaDatabase};
+use crate::verify::migrate::{ProviderReleaseDb, PsqlDatabase, ReleaseDatabase};
 
 /// Progress on stderr, redacted; a line the runner would read as a workflow command (`::x::`,
 /// e.g. from an app's log in an error) is made inert the way `gha` does it.
@@ -36,7 +36,7 @@ pub async fn cli_release(args: &ChainArgs, config: Option<&Path>) -> anyhow::Res
 }
 
 async fn run_cli(mode: Mode, args: &ChainArgs, config: Option<&Path>) -> anyhow::Result<()> {
-    let settings = crate::settings_for_cli(config)?;
+    let settings = super::ctx::settings_for_cli(config)?;
     settings.verify.validate()?;
     if !args.local {
         anyhow::bail!(
@@ -48,15 +48,7 @@ async fn run_cli(mode: Mode, args: &ChainArgs, config: Option<&Path>) -> anyhow:
 }
 
 fn git_head() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
+    super::preview::git(&["rev-parse", "--short=12", "HEAD"])
 }
 
 fn branch_request(settings: &crate::config::Settings, pr: u64, name: &str) -> BranchRequest {
@@ -89,12 +81,7 @@ async fn run_local(
     if let Some(build) = &settings.local.build {
         say(&format!("atlas {}: build: {build}", mode.as_str()));
         let t = Instant::now();
-        let status = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(build)
-            .status()
-            .await
-            .with_context(|| format!("cannot run the [local] build command `{build}`"))?;
+        let status = super::ctx::build(build, "[local] build command").await?;
         if !status.success() {
             anyhow::bail!("the [local] build command `{build}` failed ({status})");
         }
@@ -113,11 +100,11 @@ async fn run_local(
     let command = settings.local.command.clone().context(
         "[local] command is not set in atlas.toml: it is the shell command that runs the app",
     )?;
-    let platform = Box::new(crate::provider::local_process::LocalProcess::new(
+    let platform = Box::new(crate::provider::local::process::LocalProcess::new(
         &state_dir, &command, &cwd,
     ));
     let (pg, production_db) = if needs_db {
-        let setup = crate::preview::local_providers(&settings, &state_dir, false, &mut log).await?;
+        let setup = super::preview::local_providers(&settings, &state_dir, false, &mut log).await?;
         let url = local::production_url(&settings, &setup.state_dir)?;
         (Some(setup.pg), Some(url))
     } else {
@@ -140,7 +127,7 @@ async fn run_local(
     let fleet = LocalFleet::new(platform, &prefix, &settings, production_db, qa_db);
     timings.push(("postgres", t.elapsed()));
 
-    let forge = crate::provider::local_forge::LocalForge::new(&state_dir, false);
+    let forge = crate::provider::local::forge::LocalForge::new(&state_dir, false);
     let chain_run = async {
         if mode == Mode::Release {
             let t = Instant::now();
@@ -205,7 +192,7 @@ async fn run_local(
         say(&format!("  {stage}: {ms} ms"));
     }
     let renderer = crate::report::Renderer::new(settings.templates.dir.as_deref())?;
-    let md = super::render(&renderer, &report)?;
+    let md = crate::verify::render(&renderer, &report)?;
     let dir = state_dir.join("verify");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join("report.md"), &md)
@@ -249,7 +236,11 @@ async fn run_local(
 /// parent, the production database URL from the variable named by `[verify]
 /// production_database_env`. The report goes to the job summary and the outputs `verdict`,
 /// `failed_stage` and `report`.
-pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyhow::Result<()> {
+pub async fn dispatch(
+    ctx: &mut super::ctx::Ctx,
+    _event: &Event,
+    plan: &Plan,
+) -> anyhow::Result<()> {
     use crate::event::CommandKind;
     let mode = if plan.command == CommandKind::Release {
         Mode::Release
@@ -273,12 +264,8 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
         .clone()
         .context("GITHUB_REPOSITORY is not set: run atlas on GitHub Actions or use --local")?;
     let prefix = crate::naming::prefix(settings.app.name.as_deref(), &repository);
-    let fleet = super::fly::FlyFleet::new(
-        &ctx.config.fly,
-        &settings,
-        &prefix,
-        crate::http::RetryPolicy::default(),
-    )?;
+    let fleet =
+        crate::verify::fly::FlyFleet::new(&ctx.config.fly, &settings, &prefix, ctx.retry.clone())?;
     let release_db = if mode == Mode::Release && settings.database.migrations.is_some() {
         let var = &settings.verify.production_database_env;
         let url = std::env::var(var).ok().filter(|v| !v.is_empty()).with_context(|| {
@@ -292,7 +279,7 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
             &ctx.config.neon,
             &settings,
             &repository,
-            crate::http::RetryPolicy::default(),
+            ctx.retry.clone(),
         )?;
         let mut req = branch_request(&settings, 0, &settings.verify.rehearsal_branch);
         req.repository = repository.clone();
@@ -307,7 +294,7 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
     let forge = match &ctx.config.github_token {
         Some(_) => Some(
             crate::provider::github::GithubForge::from_env(&ctx.github, &ctx.config)?
-                .with_policy(crate::action::retry_policy()),
+                .with_policy(ctx.retry.clone()),
         ),
         None => None,
     };
@@ -336,7 +323,7 @@ pub async fn dispatch(ctx: &mut crate::Ctx, _event: &Event, plan: &Plan) -> anyh
         )
         .as_deref(),
     )?;
-    let md = super::render(&renderer, &report)?;
+    let md = crate::verify::render(&renderer, &report)?;
     ctx.gha.append_summary(&md)?;
     ctx.gha.set_output("verdict", &report.verdict)?;
     ctx.gha

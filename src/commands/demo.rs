@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 use crate::cli::{DemoArgs, PreviewArgs};
 use crate::preview;
@@ -28,7 +28,7 @@ fn port_closed(port: u16) -> bool {
 pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let total = Instant::now();
     let mut timings: Vec<(String, Duration)> = Vec::new();
-    let mut settings = crate::settings_for_cli(None)?;
+    let mut settings = super::ctx::settings_for_cli(None)?;
     if settings.local.command.is_none() {
         bail!(
             "atlas.toml in {} has no [local] command: run `atlas demo` from the root of the atlas repository",
@@ -51,13 +51,12 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     if let Some(build) = &settings.local.build {
         say(&format!("→ build: {build}"));
+        say(
+            "  (the first run compiles the example app and its dependencies: about 1-2 minutes \
+             on 2 cores; later runs take seconds)",
+        );
         let t = Instant::now();
-        let status = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(build)
-            .status()
-            .await
-            .with_context(|| format!("cannot run the build command `{build}`"))?;
+        let status = super::ctx::build(build, "build command").await?;
         if !status.success() {
             bail!(
                 "the build command `{build}` failed ({status}); fix it and run `atlas demo` again"
@@ -70,7 +69,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     say("→ local PostgreSQL");
     let t = Instant::now();
     let mut log = say;
-    let setup = preview::local_providers(&settings, &state_dir, false, &mut log).await?;
+    let setup = super::preview::local_providers(&settings, &state_dir, false, &mut log).await?;
     timings.push(("start PostgreSQL + migrate parent".into(), t.elapsed()));
     say(&format!(
         "  ✓ PostgreSQL on 127.0.0.1:{} ({} ms)",
@@ -86,7 +85,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         branch: None,
     };
     let req = preview_request(&pargs, pr);
-    let mut opts = preview::local_options(&settings, &setup.state_dir)?;
+    let mut opts = super::preview::local_options(&settings, &setup.state_dir)?;
     opts.preview_secrets
         .entry("KITCHEN_API_KEY".into())
         .or_insert_with(|| crate::secret::Secret::new(format!("demo-key-{}", std::process::id())));
@@ -187,5 +186,5 @@ fn is_zombie(pid: i32) -> bool {
 }
 
 fn preview_request(args: &PreviewArgs, pr: u64) -> preview::PreviewRequest {
-    preview::local_request(args, pr)
+    super::preview::local_request(args, pr)
 }

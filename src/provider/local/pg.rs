@@ -26,8 +26,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use super::{Branch, BranchRequest, Database, Deleted, Owned, SchemaDiff};
 use crate::naming;
+use crate::provider::{Branch, BranchRequest, Database, Deleted, Owned, SchemaDiff};
 use crate::secret::{self, Secret};
 
 /// The comment atlas puts on a branch database it creates: this prefix and the creation time.
@@ -195,12 +195,6 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A free loopback TCP port (bound then released; callers handle the rare race by retrying).
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
-    Ok(l.local_addr()?.port())
-}
-
 fn random_password() -> String {
     use rand::Rng as _;
     let mut rng = rand::rng();
@@ -355,7 +349,7 @@ impl LocalPg {
             let _ = std::fs::remove_file(&pwfile);
             res?;
             let st = ClusterState {
-                port: free_port()?,
+                port: super::free_port()?,
                 password,
                 bindir: bindir.clone(),
             };
@@ -376,7 +370,7 @@ impl LocalPg {
             let mut last = None;
             for attempt in 0..3 {
                 if attempt > 0 || std::net::TcpListener::bind(("127.0.0.1", st.port)).is_err() {
-                    st.port = free_port()?;
+                    st.port = super::free_port()?;
                 }
                 log(&format!(
                     "pg_ctl: starting PostgreSQL on 127.0.0.1:{}",
@@ -465,7 +459,7 @@ impl LocalPg {
             .await?;
         if let Some(cmd) = migrations {
             let url = self.conn.url(&name);
-            let out = crate::preview::run_migrations(cmd, &url).await?;
+            let out = super::migrate::run_migrations(cmd, &url).await?;
             if !out.ok {
                 // Leave no half-migrated parent behind: the next run starts over.
                 let _ = self
@@ -543,18 +537,7 @@ impl LocalPg {
                 secret::redact(String::from_utf8_lossy(&out.stderr).trim())
             );
         }
-        // Comments, blank lines and the per-dump `\restrict` keys differ between two dumps of
-        // the same schema; they are not schema.
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| {
-                !l.starts_with("--")
-                    && !l.trim().is_empty()
-                    && !l.starts_with("\\restrict")
-                    && !l.starts_with("\\unrestrict")
-            })
-            .map(|l| format!("{l}\n"))
-            .collect())
+        Ok(schema_lines(&String::from_utf8_lossy(&out.stdout)))
     }
 
     fn branches_file(&self) -> PathBuf {
@@ -783,6 +766,20 @@ impl Database for LocalPg {
             })
             .collect())
     }
+}
+
+/// A `pg_dump --schema-only` reduced to its schema: comments, blank lines and the per-dump
+/// `\restrict` keys differ between two dumps of the same schema.
+pub fn schema_lines(dump: &str) -> String {
+    dump.lines()
+        .filter(|l| {
+            !l.starts_with("--")
+                && !l.trim().is_empty()
+                && !l.starts_with("\\restrict")
+                && !l.starts_with("\\unrestrict")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, bail};
 
-use crate::Ctx;
+use super::ctx::Ctx;
 use crate::event::{CommandKind, Event, Plan};
-use crate::http::RetryPolicy;
 use crate::outputs::RunReport;
 use crate::preview::{self, PreviewRequest, UpOptions};
 use crate::provider::Providers;
@@ -21,15 +20,6 @@ use crate::provider::neon::NeonDatabase;
 use crate::report::Renderer;
 use crate::secret::Secret;
 use crate::sweep::{self, Decision, SweepOptions};
-
-/// The retry policy for provider calls. `ATLAS_RETRY_POLICY=fast` shortens backoff for tests
-/// against local fakes; nothing else reads it.
-pub fn retry_policy() -> RetryPolicy {
-    match std::env::var("ATLAS_RETRY_POLICY").as_deref() {
-        Ok("fast") => RetryPolicy::fast(),
-        _ => RetryPolicy::default(),
-    }
-}
 
 fn repository(ctx: &Ctx) -> anyhow::Result<String> {
     ctx.github
@@ -47,7 +37,7 @@ pub fn cloud_providers(ctx: &Ctx) -> anyhow::Result<Providers> {
 fn build_cloud(ctx: &Ctx, config: &crate::config::Config) -> anyhow::Result<Providers> {
     config.require_github_token()?;
     let repo = repository(ctx)?;
-    let policy = retry_policy();
+    let policy = ctx.retry.clone();
     let forge = GithubForge::from_env(&ctx.github, config)?.with_policy(policy.clone());
     let database = NeonDatabase::new(&config.neon, &ctx.settings, &repo, policy.clone())?;
     let platform = FlyPlatform::new(&config.fly, &ctx.settings, &repo, policy)?;
@@ -288,10 +278,11 @@ pub async fn cli_sweep(
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     if args.local {
-        let settings = crate::settings_for_cli(config)?;
+        let settings = super::ctx::settings_for_cli(config)?;
         let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
         let setup =
-            preview::local_providers(&settings, &settings.local.state_dir, false, &mut log).await?;
+            super::preview::local_providers(&settings, &settings.local.state_dir, false, &mut log)
+                .await?;
         let config = crate::config::Config::from_vars(std::env::vars())?;
         let mut opts = SweepOptions::from_config(&config, &settings);
         opts.dry_run |= args.dry_run;

@@ -1,0 +1,114 @@
+//! `atlas load` and `atlas baseline`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::load::*;
+
+/// `atlas load`.
+pub async fn cli_load(args: &LoadArgs, settings: &crate::config::Settings) -> anyhow::Result<()> {
+    let load = settings_with_flags(&settings.load, args);
+    let mut gate = settings.baseline.clone();
+    if let Some(t) = args.threshold {
+        gate.threshold_pct = t;
+    }
+    let target = args
+        .target
+        .as_deref()
+        .context("no load target: pass --target URL")?;
+    let (summary, comparison) = if let Some(base_url) = &args.baseline_target {
+        let p = paired(&load, target, base_url, &gate).await?;
+        (p.current, Some(p.comparison))
+    } else {
+        let s = run_repeated(&load, target).await?;
+        let c = match &args.baseline {
+            Some(path) => Some(compare(&read_summary(path)?, &s, &gate)),
+            None => None,
+        };
+        (s, c)
+    };
+    eprint!("{}", summary_text(&summary));
+    match &args.out {
+        Some(path) => write_json(path, &summary)?,
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).context("cannot serialise the summary")?
+        ),
+    }
+    match comparison {
+        Some(c) => gate_result(&c),
+        None => Ok(()),
+    }
+}
+
+/// `atlas baseline`.
+pub async fn cli_baseline(
+    cmd: &BaselineCommand,
+    settings: &crate::config::Settings,
+) -> anyhow::Result<()> {
+    match cmd {
+        BaselineCommand::Compare {
+            baseline,
+            current,
+            threshold,
+            out,
+            json,
+        } => {
+            let mut gate = settings.baseline.clone();
+            if let Some(t) = threshold {
+                gate.threshold_pct = *t;
+            }
+            let c = compare(&read_summary(baseline)?, &read_summary(current)?, &gate);
+            if let Some(path) = out {
+                write_json(path, &c)?;
+            }
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&c).context("cannot serialise the comparison")?
+                );
+            }
+            gate_result(&c)
+        }
+        BaselineCommand::Update { from, out } => {
+            let vars: Vec<(String, String)> = std::env::vars().collect();
+            let b = baseline_from(read_summary(from)?, &vars);
+            let out = out
+                .clone()
+                .unwrap_or_else(|| settings.baseline.path.clone());
+            write_json(&out, &b)?;
+            eprintln!(
+                "baseline: wrote {} from {} (measured {} on {})",
+                out.display(),
+                from.display(),
+                b.source
+                    .as_ref()
+                    .and_then(|s| s.measured_at.clone())
+                    .unwrap_or_default(),
+                b.source
+                    .as_ref()
+                    .and_then(|s| s.target.clone())
+                    .unwrap_or_else(|| "an unknown target".into())
+            );
+            Ok(())
+        }
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value).context("cannot serialise json")?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn gate_result(c: &Comparison) -> anyhow::Result<()> {
+    eprint!("{}", c.to_text());
+    if c.verdict == Verdict::Fail {
+        return Err(crate::error::GateFailed {
+            stage: "load gate".into(),
+            detail: c.failures(),
+        }
+        .into());
+    }
+    Ok(())
+}

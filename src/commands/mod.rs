@@ -1,0 +1,99 @@
+//! The command floor: the only place that reads the process environment, builds providers
+//! (cloud or local, once), picks the retry policy and prints. One match over commands; below
+//! here flows are plain async functions that take data.
+
+pub mod action;
+pub mod ctx;
+pub mod demo;
+pub mod gate;
+pub mod load;
+pub mod preview;
+pub mod verify;
+
+use crate::cli::{Cli, Command};
+use crate::event::{CommandKind, Event, Plan};
+use crate::{outputs, report};
+
+pub use ctx::{Ctx, load_event, plan_for, report_error, settings_for_cli};
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Plan(args) => {
+            let ctx = Ctx::load(cli.config.as_deref())?;
+            let event = load_event(
+                &ctx.github,
+                args.event_name.as_deref(),
+                args.event_path.as_deref(),
+            )?;
+            let plan = plan_for(&ctx, &event);
+            println!("{}", serde_json::to_string(&plan)?);
+            Ok(())
+        }
+        Command::Run => {
+            let mut ctx = Ctx::load(cli.config.as_deref())?;
+            let event = load_event(&ctx.github, None, None)?;
+            let plan = plan_for(&ctx, &event);
+            dispatch(&mut ctx, &event, &plan).await
+        }
+        Command::Preview(cmd) => preview::cli(cmd, cli.config.as_deref()).await,
+        Command::Verify(args) => verify::cli_verify(args, cli.config.as_deref()).await,
+        Command::Release(args) => verify::cli_release(args, cli.config.as_deref()).await,
+        Command::Sweep(args) => action::cli_sweep(args, cli.config.as_deref()).await,
+        Command::Load(args) => {
+            let settings = settings_for_cli(cli.config.as_deref())?;
+            load::cli_load(args, &settings).await
+        }
+        Command::Baseline(cmd) => {
+            let settings = settings_for_cli(cli.config.as_deref())?;
+            load::cli_baseline(cmd, &settings).await
+        }
+        Command::Demo(args) => demo::run(args).await,
+        Command::Gate(cmd) => gate::run(cmd).await,
+    }
+}
+
+/// Executes a plan on GitHub Actions.
+pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Result<()> {
+    ctx.gha.info(&format!(
+        "atlas: {} ({})",
+        plan.command.as_str(),
+        plan.reason
+    ));
+    if plan.dry_run {
+        // `command: plan`: the decision is the whole result; no provider is built or called.
+        ctx.gha.notice(
+            "atlas: plan only",
+            &format!(
+                "would run {} ({}); input `command` is plan",
+                plan.command.as_str(),
+                plan.reason
+            ),
+        );
+        println!("{}", serde_json::to_string(plan)?);
+        return Ok(());
+    }
+    match plan.command {
+        CommandKind::Skip => {
+            ctx.gha.notice("atlas: skipped", &plan.reason);
+            // Every output on the skip path too, so workflows can always read them.
+            let mut out = outputs::RunReport::new("skip", &plan.sha);
+            out.pr = plan.pr;
+            out.verdict = "skipped".into();
+            outputs::write_outputs(&mut ctx.gha, &out)?;
+            let r = report::Renderer::new(ctx.config.template_dir.as_deref())?;
+            let md = r.render(
+                "skip.md.j2",
+                &report::SkipContext {
+                    reason: &plan.reason,
+                },
+            )?;
+            ctx.gha.append_summary(&md)?;
+            Ok(())
+        }
+        CommandKind::PreviewUp | CommandKind::PreviewDown | CommandKind::Sweep => {
+            action::dispatch(ctx, event, plan).await
+        }
+        CommandKind::Verify | CommandKind::Release => verify::dispatch(ctx, event, plan).await,
+    }
+}

@@ -1,0 +1,269 @@
+//! `atlas preview up|down --local` and the local family's assembly (the cluster, the process,
+//! the file forge), built once per command.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::cli::{PreviewArgs, PreviewCommand};
+use crate::config::Settings;
+use crate::preview::{PreviewRequest, UpOptions, down, up};
+use crate::provider::local::forge::LocalForge;
+use crate::provider::local::pg::LocalPg;
+use crate::provider::local::process::LocalProcess;
+use crate::provider::{BranchRequest, Deleted, Providers};
+use crate::secret;
+
+/// The local family, with the state directory resolved. The returned `LocalPg` handle is also
+/// kept so callers can stop the cluster.
+pub struct LocalSetup {
+    pub providers: Providers,
+    pub pg: std::sync::Arc<LocalPg>,
+    pub state_dir: PathBuf,
+}
+
+struct ArcDb(std::sync::Arc<LocalPg>);
+
+#[async_trait::async_trait]
+impl crate::provider::Database for ArcDb {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<crate::provider::Branch> {
+        self.0.ensure_branch(req).await
+    }
+    async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
+        self.0.delete_branch(name).await
+    }
+    async fn schema_diff(
+        &self,
+        branch: &crate::provider::Branch,
+    ) -> anyhow::Result<crate::provider::SchemaDiff> {
+        self.0.schema_diff(branch).await
+    }
+    async fn list_branches(&self) -> anyhow::Result<Vec<crate::provider::Owned>> {
+        self.0.list_branches().await
+    }
+}
+
+/// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.
+pub async fn local_providers(
+    settings: &Settings,
+    state_dir: &Path,
+    print_comments: bool,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<LocalSetup> {
+    use crate::provider::Database as _;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let state_dir = state_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", state_dir.display()))?;
+    let command = settings.local.command.clone().context(
+        "[local] command is not set in atlas.toml: it is the shell command that runs the app",
+    )?;
+    let pg = LocalPg::start(&settings.local, &state_dir, log).await?;
+    if let Err(e) = pg
+        .ensure_parent(
+            &settings.database.parent,
+            settings.database.migrations.as_deref(),
+            log,
+        )
+        .await
+    {
+        // Do not leave a cluster running that serves no preview.
+        if pg.owns_cluster() && pg.list_branches().await.is_ok_and(|b| b.is_empty()) {
+            let _ = pg.stop().await;
+        }
+        return Err(e);
+    }
+    let pg = std::sync::Arc::new(pg);
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut platform: Box<dyn crate::provider::Platform> =
+        Box::new(LocalProcess::new(&state_dir, &command, &cwd));
+    if let Some(mode) = crate::gate::Mode::from_access(&settings.preview.access)
+        .filter(|m| *m != crate::gate::Mode::Public)
+    {
+        let exe = std::env::current_exe().context("cannot find the atlas binary for the gate")?;
+        platform = Box::new(crate::gate::local::LocalGate::for_state_dir(
+            platform,
+            &state_dir,
+            mode,
+            gate_secret(),
+            &exe,
+        )?);
+    }
+    Ok(LocalSetup {
+        providers: Providers {
+            database: Box::new(ArcDb(pg.clone())),
+            platform,
+            forge: Box::new(LocalForge::new(&state_dir, print_comments)),
+        },
+        pg,
+        state_dir,
+    })
+}
+
+/// The repository's gate secret, when the environment has one (`ATLAS_GATE_SECRET`, or the
+/// action's `gate_secret` input).
+fn gate_secret() -> Option<secret::Secret> {
+    ["ATLAS_GATE_SECRET", "INPUT_GATE_SECRET"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|v| !v.trim().is_empty())
+        .map(|v| secret::Secret::new(v.trim()))
+}
+
+/// `atlas preview link --pr N --local`: prints a signed link to the running local preview.
+fn link(args: &crate::cli::LinkArgs, settings: &Settings) -> anyhow::Result<()> {
+    if !args.local {
+        bail!(
+            "links to cloud previews are minted by the action's run (the PR comment); pass --local for a preview on this machine"
+        );
+    }
+    let state_dir = settings.local.state_dir.clone();
+    let opts = local_options(settings, &state_dir)?;
+    let app = crate::naming::preview_app(&opts.prefix, args.pr);
+    println!(
+        "{}",
+        crate::gate::local::local_link(&state_dir, &app, args.ttl, gate_secret())?
+    );
+    Ok(())
+}
+
+pub(super) fn git(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn local_request(args: &PreviewArgs, pr: u64) -> PreviewRequest {
+    PreviewRequest {
+        pr,
+        sha: args
+            .sha
+            .clone()
+            .or_else(|| git(&["rev-parse", "HEAD"]))
+            .unwrap_or_else(|| "0000000000000000000000000000000000000000".into()),
+        branch: args
+            .branch
+            .clone()
+            .or_else(|| git(&["rev-parse", "--abbrev-ref", "HEAD"]))
+            .unwrap_or_else(|| "local".into()),
+        repository: "local/atlas-preview".into(),
+        title: None,
+    }
+}
+
+pub fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Result<UpOptions> {
+    // The same inputs as the action (`INPUT_PREVIEW_SECRETS`, `INPUT_TTL`, ...) apply locally.
+    let config = crate::config::Config::from_vars(std::env::vars())?;
+    Ok(UpOptions {
+        preview_secrets: config.preview_secrets,
+        image: None,
+        artifact: settings.local.command.clone().unwrap_or_default(),
+        ttl: config.ttl,
+        template_dir: config
+            .template_dir
+            .or_else(|| settings.templates.dir.clone()),
+        audit_log: Some(state_dir.join("audit.jsonl")),
+        prefix: crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-preview"),
+    })
+}
+
+fn print_step(line: &str) {
+    eprintln!("{}", secret::redact(line));
+}
+
+/// Runs `fut`; on Ctrl-C (or SIGTERM) drops it and returns an "interrupted" error.
+async fn interruptible<T>(
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install a SIGTERM handler")?;
+    tokio::select! {
+        r = fut => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (Ctrl-C)")),
+        _ = term.recv() => Err(anyhow!("interrupted (SIGTERM)")),
+    }
+}
+
+/// `atlas preview up|down --local`.
+pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<()> {
+    let settings = super::ctx::settings_for_cli(config)?;
+    let (args, is_up) = match cmd {
+        PreviewCommand::Up(a) => (a, true),
+        PreviewCommand::Down(a) => (a, false),
+        PreviewCommand::Link(a) => return link(a, &settings),
+    };
+    if !args.local {
+        bail!(
+            "cloud previews run as the GitHub Action (`atlas run`); pass --local to run this preview on this machine"
+        );
+    }
+    let pr = args
+        .pr
+        .context("--pr is required: the pull request number whose preview to manage")?;
+    let state_dir = settings.local.state_dir.clone();
+    let mut log = print_step;
+    let setup = interruptible(local_providers(&settings, &state_dir, true, &mut log)).await?;
+    let opts = local_options(&settings, &setup.state_dir)?;
+    let req = local_request(args, pr);
+    let forge = LocalForge::new(&setup.state_dir, false);
+    if is_up {
+        forge.set_pr(pr, true, &req.sha)?;
+        let result = interruptible(up(&setup.providers, &settings, &req, &opts, &mut log)).await;
+        match result {
+            Ok(out) => {
+                forge.append_summary(&out.summary)?;
+                eprintln!(
+                    "preview of PR #{pr} is ready at {} (comment: {})",
+                    out.app.url, out.comment.url
+                );
+                Ok(())
+            }
+            Err(e) => {
+                // An interrupted `up` was dropped mid-step: tear down what it may have made.
+                if format!("{e}").starts_with("interrupted") {
+                    print_step("→ interrupted: tearing down the preview");
+                    let mut quiet = |_: &str| {};
+                    let _ = down(&setup.providers, &settings, &req, &opts, &mut quiet).await;
+                }
+                // The cluster runs only while a preview exists.
+                stop_if_idle(&setup).await;
+                Err(e)
+            }
+        }
+    } else {
+        let out = down(&setup.providers, &settings, &req, &opts, &mut log).await?;
+        forge.set_pr(pr, false, &req.sha)?;
+        forge.append_summary(&out.summary)?;
+        stop_if_idle(&setup).await;
+        Ok(())
+    }
+}
+
+/// Stops atlas's own cluster when no preview branch is left on it.
+async fn stop_if_idle(setup: &LocalSetup) {
+    use crate::provider::Database as _;
+    if setup.pg.owns_cluster()
+        && setup
+            .pg
+            .list_branches()
+            .await
+            .map(|b| b.is_empty())
+            .unwrap_or(false)
+    {
+        match setup.pg.stop().await {
+            Ok(()) => print_step("  ✓ local PostgreSQL stopped (no previews left)"),
+            Err(e) => print_step(&format!("  ! cannot stop local PostgreSQL: {e:#}")),
+        }
+    }
+}

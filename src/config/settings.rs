@@ -1,0 +1,577 @@
+//! `atlas.toml` ([`Settings`]): every section in one place, parsed strictly (unknown keys are
+//! errors that give the key and the line). Each engine and provider takes only its own section.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------------------------------------
+// atlas.toml
+
+/// Serde helpers for durations written as `500ms`, `30s`, `5m`.
+pub mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like 30s or 5m ({e})"))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub mod option {
+        use super::*;
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// `atlas.toml`. Every section has defaults; unknown keys are errors.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub app: AppSettings,
+    pub database: DatabaseSettings,
+    pub preview: PreviewSettings,
+    pub smoke: Vec<SmokeCheck>,
+    pub load: LoadSettings,
+    pub baseline: GateSettings,
+    pub local: LocalSettings,
+    pub neon: NeonSettings,
+    pub fly: FlySettings,
+    pub verify: VerifySettings,
+    pub templates: TemplateSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppSettings {
+    /// Name prefix for every resource (default: the repository name).
+    pub name: Option<String>,
+    /// The port the app listens on (`PORT` is set to it on Fly; locally a free port is used).
+    pub port: u16,
+    /// The readiness path probed before any test.
+    pub health_path: String,
+    #[serde(with = "duration")]
+    pub readiness_timeout: Duration,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        AppSettings {
+            name: None,
+            port: 8080,
+            health_path: "/healthz".into(),
+            readiness_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataModel {
+    #[default]
+    DatabaseBranch,
+    Seeded,
+    Fixtures,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    pub data_model: DataModel,
+    /// The parent branch previews branch from.
+    pub parent: String,
+    /// The database and role whose connection URI the app receives.
+    pub database: String,
+    pub role: String,
+    pub schema_only: bool,
+    /// Shell command that applies migrations; runs with `DATABASE_URL` set to the branch.
+    pub migrations: Option<String>,
+    /// External systems the preview may reach (shown in the data boundary clause).
+    pub external_systems: Vec<String>,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            data_model: DataModel::DatabaseBranch,
+            parent: "main".into(),
+            database: "neondb".into(),
+            role: "neondb_owner".into(),
+            schema_only: false,
+            migrations: None,
+            external_systems: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreviewSettings {
+    /// Who can open the preview: `public`, `token`, ...
+    pub access: String,
+    /// Names of the secrets a preview receives (values come from the `preview_secrets` input).
+    pub secrets: Vec<String>,
+    /// Default TTL when the `ttl` input is not set.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for PreviewSettings {
+    fn default() -> Self {
+        PreviewSettings {
+            access: "public".into(),
+            secrets: Vec::new(),
+            ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// One smoke check: `method path` must answer `status` (and contain `body_contains`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeCheck {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    #[serde(default = "default_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_status() -> u16 {
+    200
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalSettings {
+    /// Use this PostgreSQL server instead of starting one.
+    pub database_url: Option<String>,
+    /// The command that runs the app (gets `PORT`, `DATABASE_URL`, `ATLAS_COMMIT_SHA`, ...).
+    pub command: Option<String>,
+    /// A build step run once before the app starts.
+    pub build: Option<String>,
+    /// Where atlas keeps its cluster, state, logs and rendered comments.
+    pub state_dir: PathBuf,
+    /// Directory with `initdb`/`pg_ctl` when they are not found automatically.
+    pub pg_bindir: Option<PathBuf>,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings {
+            database_url: None,
+            command: None,
+            build: None,
+            state_dir: PathBuf::from(".atlas"),
+            pg_bindir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplateSettings {
+    /// A directory whose `*.md.j2` files override the embedded templates.
+    pub dir: Option<PathBuf>,
+}
+
+/// An `atlas.toml` error that gives the key and the line.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct SettingsError {
+    pub path: String,
+    pub message: String,
+}
+
+impl Settings {
+    /// Parses `atlas.toml` text; errors carry the line and the offending key.
+    pub fn parse(text: &str, path: &str) -> Result<Settings, SettingsError> {
+        toml::from_str::<Settings>(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().trim().to_string();
+            SettingsError {
+                path: path.to_string(),
+                message: match line {
+                    Some(l) => format!("line {l}: {msg}"),
+                    None => msg,
+                },
+            }
+        })
+    }
+
+    /// Loads the file; a missing file is an error only when `required` (the input named it).
+    pub fn load(path: &Path, required: bool) -> anyhow::Result<Settings> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Settings::parse(&text, &path.display().to_string())?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Settings::default())
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot read config {}: {e} (set the `config` input to the path of atlas.toml)",
+                path.display()
+            )),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections the engines and providers read; each takes only its own.
+
+/// The arrival model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Model {
+    /// Constant arrival rate: `rate` requests per second whatever the server does.
+    #[default]
+    Open,
+    /// `vus` virtual users, each sending as soon as its previous response arrived.
+    Closed,
+}
+
+/// One request of the scenario (`[[load.requests]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestSpec {
+    /// Name in the per-endpoint table (default: `METHOD path`).
+    pub name: Option<String>,
+    pub method: String,
+    /// Relative to the target URL (`/api/items?page=2`).
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    /// Relative share of the traffic (default 1).
+    pub weight: u32,
+    /// The status that counts as success (default: any 2xx or 3xx).
+    pub expect: Option<u16>,
+}
+
+impl Default for RequestSpec {
+    fn default() -> Self {
+        RequestSpec {
+            name: None,
+            method: "GET".into(),
+            path: "/".into(),
+            headers: BTreeMap::new(),
+            body: None,
+            weight: 1,
+            expect: None,
+        }
+    }
+}
+
+/// `[load]` in atlas.toml. Flags override it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadSettings {
+    /// Run the load test in the preview and verify flows (default true).
+    pub enabled: bool,
+    pub model: Model,
+    /// Requests per second (open model).
+    pub rate: f64,
+    /// Virtual users (closed model).
+    pub vus: usize,
+    /// The measured period, after the warm-up.
+    #[serde(with = "duration")]
+    pub duration: Duration,
+    /// Excluded from every statistic: cold computes and machines start here.
+    #[serde(with = "duration")]
+    pub warmup: Duration,
+    /// Keep-alive connections: the cap on requests in flight (open model).
+    pub connections: usize,
+    /// Per-request timeout, from the actual send.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// How long requests in flight at the deadline may still finish.
+    #[serde(with = "duration")]
+    pub grace: Duration,
+    /// A request sent this much behind its schedule counts as late.
+    #[serde(with = "duration")]
+    pub late_after: Duration,
+    /// Repeat the test and gate on the median across runs.
+    pub runs: usize,
+    /// The scenario (default: `GET /`).
+    pub requests: Vec<RequestSpec>,
+}
+
+impl Default for LoadSettings {
+    fn default() -> Self {
+        LoadSettings {
+            enabled: true,
+            model: Model::Open,
+            rate: 50.0,
+            vus: 10,
+            duration: Duration::from_secs(30),
+            warmup: Duration::from_secs(10),
+            connections: 50,
+            timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(5),
+            late_after: Duration::from_millis(10),
+            runs: 1,
+            requests: Vec::new(),
+        }
+    }
+}
+
+/// `[baseline]` in atlas.toml: the gate's thresholds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateSettings {
+    /// The baseline file (default `baseline.json`).
+    pub path: std::path::PathBuf,
+    /// Relative regression that blocks, in percent (default 20).
+    pub threshold_pct: f64,
+    /// A latency regression must also be at least this many milliseconds (default 10).
+    pub latency_floor_ms: f64,
+    /// An error-rate regression must also be at least this many percentage points (default 0.5).
+    pub error_floor_pp: f64,
+    /// Significance level for the error-rate z-test and the rank test (default 0.05).
+    pub alpha: f64,
+    /// Fewer measured requests than this on either side is inconclusive (default 100).
+    pub min_requests: u64,
+    /// An achieved rate below this fraction of the target is inconclusive (default 0.99).
+    pub min_rate_ratio: f64,
+    /// Runs per side from which the rank test must confirm a latency regression (default 4).
+    pub rank_test_runs: usize,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        GateSettings {
+            path: "baseline.json".into(),
+            threshold_pct: 20.0,
+            latency_floor_ms: 10.0,
+            error_floor_pp: 0.5,
+            alpha: 0.05,
+            min_requests: 100,
+            min_rate_ratio: 0.99,
+            rank_test_runs: 4,
+        }
+    }
+}
+
+/// `[neon]` in atlas.toml.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NeonSettings {
+    /// Ask for the pooled (PgBouncer) connection URI.
+    pub pooled: bool,
+    /// How long to wait for Neon operations (branch creation, endpoint start) to finish.
+    #[serde(with = "duration")]
+    pub operation_timeout: Duration,
+}
+
+impl Default for NeonSettings {
+    fn default() -> Self {
+        NeonSettings {
+            pooled: false,
+            operation_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[fly]` in atlas.toml.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlySettings {
+    pub region: String,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    /// `shared` or `performance`.
+    pub cpu_kind: String,
+    /// The port the app listens on inside the machine (default: `[app] port`).
+    pub internal_port: Option<u16>,
+    /// `stop`, `suspend` or `off`: what Fly's proxy does with an idle machine.
+    pub auto_stop: String,
+    /// The preview URL; `{app}` is replaced by the app name. Default `https://{app}.fly.dev`.
+    pub preview_url: Option<String>,
+}
+
+impl Default for FlySettings {
+    fn default() -> Self {
+        FlySettings {
+            region: "iad".into(),
+            cpus: 1,
+            memory_mb: 256,
+            cpu_kind: "shared".into(),
+            internal_port: None,
+            auto_stop: "stop".into(),
+            preview_url: None,
+        }
+    }
+}
+
+/// `[verify]` in atlas.toml.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifySettings {
+    /// The QA app (Fly app name). Default: `<prefix>-qa`.
+    pub qa_app: Option<String>,
+    /// The QA base URL. Default on Fly: `https://<qa_app>.fly.dev`; locally the QA process's URL.
+    pub qa_url: Option<String>,
+    /// The production app (Fly app name). Default: `<prefix>`.
+    pub production_app: Option<String>,
+    /// The production base URL the canary analysis and health probes use (each request pinned
+    /// to one machine). Default on Fly: `https://<production_app>.fly.dev`.
+    pub production_url: Option<String>,
+    /// Number of production machines (locally: processes). Fly uses the machines it finds and
+    /// fails when it finds fewer than this.
+    pub machines: usize,
+    /// Integration test command (run by `sh -c`) with `BASE_URL` set to QA. Only the variables
+    /// named in `integration_env` (plus `PATH` and `HOME`) reach it.
+    pub integration: Option<String>,
+    /// Names of environment variables the integration command may receive.
+    pub integration_env: Vec<String>,
+    /// The integration command is killed after this long.
+    #[serde(with = "duration")]
+    pub integration_timeout: Duration,
+    /// Lines of the integration command's output kept as evidence.
+    pub output_tail: usize,
+    /// HTTP checks against QA (same shape as `[[smoke]]`).
+    pub checks: Vec<SmokeCheck>,
+    /// Run the load test + baseline gate against QA (the scenario is `[load]`, the gate and
+    /// the baseline file `[baseline]`).
+    pub load: bool,
+    /// Name of the environment variable holding the production database URL (release only;
+    /// needed when `[database] migrations` is set).
+    pub production_database_env: String,
+    /// Name of the throwaway branch the migrations are rehearsed on.
+    pub rehearsal_branch: String,
+    /// How long each machine may take to become healthy after an update.
+    #[serde(with = "duration")]
+    pub health_timeout: Duration,
+    pub canary: CanarySettings,
+    /// Extra plain environment for the app (local processes and the canary).
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        VerifySettings {
+            qa_app: None,
+            qa_url: None,
+            production_app: None,
+            production_url: None,
+            machines: 2,
+            integration: None,
+            integration_env: Vec::new(),
+            integration_timeout: Duration::from_secs(600),
+            output_tail: 40,
+            checks: Vec::new(),
+            load: true,
+            production_database_env: "PRODUCTION_DATABASE_URL".into(),
+            rehearsal_branch: "atlas-rehearsal".into(),
+            health_timeout: Duration::from_secs(120),
+            canary: CanarySettings::default(),
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[verify.canary]`: how the canary is compared with the stable version.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CanarySettings {
+    /// Run the canary stage at all (a release without it rolls out blind).
+    pub enabled: bool,
+    /// Paths requested, round-robin, with the same sequence sent to canary and stable.
+    pub paths: Vec<String>,
+    /// Number of samples (rounds); each is reported on its own.
+    pub samples: usize,
+    /// Requests per side per sample.
+    pub requests_per_sample: usize,
+    /// Requests in flight per side.
+    pub concurrency: usize,
+    /// Pause between samples (lets a slow leak or a warming cache show).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Per-request timeout; a timeout counts as an error.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Fewer requests than this per side (after the samples) means "inconclusive": no promotion.
+    pub min_requests: usize,
+    /// Canary error rate may exceed stable's by at most this many percentage points.
+    pub max_error_rate_increase_pp: f64,
+    /// Canary p95 may exceed stable's by at most this percent ...
+    pub max_p95_increase_pct: f64,
+    /// ... unless the absolute increase is below this floor (milliseconds), which is noise.
+    pub p95_floor_ms: f64,
+}
+
+impl Default for CanarySettings {
+    fn default() -> Self {
+        CanarySettings {
+            enabled: true,
+            paths: vec!["/".into()],
+            samples: 3,
+            requests_per_sample: 100,
+            concurrency: 4,
+            interval: Duration::from_millis(0),
+            timeout: Duration::from_secs(5),
+            min_requests: 100,
+            max_error_rate_increase_pp: 1.0,
+            max_p95_increase_pct: 20.0,
+            p95_floor_ms: 10.0,
+        }
+    }
+}
+
+impl VerifySettings {
+    /// Checks that cannot be expressed in serde: bounds and cross-field rules.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let c = &self.canary;
+        let bad = |k: &str, why: &str| Err(anyhow::anyhow!("atlas.toml [verify] `{k}` {why}"));
+        if self.machines == 0 {
+            return bad("machines", "must be at least 1");
+        }
+        if c.enabled {
+            if c.samples == 0 || c.requests_per_sample == 0 || c.concurrency == 0 {
+                return bad(
+                    "canary",
+                    "needs samples, requests_per_sample and concurrency of at least 1",
+                );
+            }
+            if c.paths.is_empty() || c.paths.iter().any(|p| !p.starts_with('/')) {
+                return bad("canary.paths", "must list paths that start with `/`");
+            }
+            if !(c.max_error_rate_increase_pp >= 0.0 && c.max_p95_increase_pct >= 0.0) {
+                return bad("canary", "limits must be zero or positive numbers");
+            }
+        }
+        for n in &self.integration_env {
+            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return bad("integration_env", "must list variable names like API_TOKEN");
+            }
+        }
+        Ok(())
+    }
+}
