@@ -33,7 +33,7 @@
 //! `down`: `upsert_comment` with `destroyed.md.j2`, then `deactivate_environment("preview/pr-<n>")`.
 //! Verify / release: steps 3 and 6 with `qa` / `production` and `transient = false`.
 //! A repeat `up` of the same commit with unchanged content costs 7 calls (measured in
-//! `tests/github.rs`): 2 × pulls, `/user`, comments list, deployments list, 2 statuses.
+//! `tests/integration/github.rs`): 2 × pulls, `/user`, comments list, deployments list, 2 statuses.
 
 use std::time::Duration;
 

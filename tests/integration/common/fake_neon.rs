@@ -3,14 +3,14 @@
 //! branches are kept, listed (with annotations, paginated) and deleted; operations run for one
 //! poll and then finish (or fail, on demand); mutations of a branch with a running operation
 //! answer 423. Every request is validated against the published spec through `openapi::Core`.
-//! Use inside a test crate that also includes `support/openapi.rs` as `mod openapi`.
+//! Lives beside `common::openapi`, whose spec checks it uses.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::openapi::{Core, FakeRequest, FakeResponse, Spec, serve};
+use crate::common::openapi::{Core, FakeRequest, FakeResponse, Spec, serve};
 
 pub const PROJECT: &str = "proj-atlas-test";
 pub const MAIN_ID: &str = "br-main-000001";

@@ -1,8 +1,7 @@
 //! The local preview lifecycle end to end: the `atlas` binary, a real PostgreSQL cluster that
 //! atlas starts itself (one per test, in the test's state dir) and the example app.
 
-#[path = "support/local_env.rs"]
-mod local_env;
+use crate::common::local_env;
 
 use std::time::{Duration, Instant};
 

@@ -120,7 +120,7 @@ pub struct FlyProxy {
 }
 
 pub async fn fly_proxy(
-    state: std::sync::Arc<std::sync::Mutex<crate::fake_fly::FlyState>>,
+    state: std::sync::Arc<std::sync::Mutex<crate::common::fake_fly::FlyState>>,
     app: &str,
 ) -> FlyProxy {
     use axum::http::{HeaderMap, StatusCode, Uri};
@@ -199,12 +199,12 @@ pub async fn fly_proxy(
 
 /// Adds an app with `n` started machines running `image` to the fake Fly; returns their ids.
 pub fn seed_fly_app(
-    fly: &crate::fake_fly::FakeFly,
+    fly: &crate::common::fake_fly::FakeFly,
     name: &str,
     n: usize,
     image: &str,
 ) -> Vec<String> {
-    use crate::fake_fly::{FakeApp, FakeMachine};
+    use crate::common::fake_fly::{FakeApp, FakeMachine};
     let mut s = fly.state.lock().unwrap();
     let mut ids = Vec::new();
     let mut machines = Vec::new();
@@ -240,7 +240,7 @@ pub fn seed_fly_app(
 }
 
 /// (machine id, image) of every machine of `app`.
-pub fn fly_images(fly: &crate::fake_fly::FakeFly, app: &str) -> Vec<(String, String)> {
+pub fn fly_images(fly: &crate::common::fake_fly::FakeFly, app: &str) -> Vec<(String, String)> {
     fly.app(app)
         .map(|a| {
             a.machines

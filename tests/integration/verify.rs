@@ -3,16 +3,8 @@
 //! `atlas` binary; plus the chain over a `LocalFleet` driven from the library, where the test
 //! can look at every production process before teardown.
 
-#[path = "support/fake_fly.rs"]
-mod fake_fly;
-#[path = "support/fake_neon.rs"]
-mod fake_neon;
-#[path = "support/local_env.rs"]
-mod local_env;
-#[path = "support/openapi.rs"]
-mod openapi;
-#[path = "support/verify_env.rs"]
-mod verify_env;
+use crate::common::local_env;
+use crate::common::verify_env;
 
 use std::path::Path;
 
@@ -352,9 +344,9 @@ mod cloud {
     use atlas::verify::migrate::ProviderReleaseDb;
     use atlas::verify::{Chain, ChainReport, Mode, ProbeLoad, Release, ReleaseDatabase, chain};
 
-    use crate::fake_fly::FakeFly;
-    use crate::fake_neon::{self, FakeNeon};
-    use crate::verify_env::*;
+    use crate::common::fake_fly::FakeFly;
+    use crate::common::fake_neon::{self, FakeNeon};
+    use crate::common::verify_env::*;
 
     const FLY_TOKEN: &str = "fly-token-Verify-77q";
     const NEON_KEY: &str = "neon-key-Verify-55z";
@@ -653,9 +645,9 @@ p95_floor_ms = 15.0
 /// runner, the chain on the fake Fly + Neon; the report lands in the job summary and outputs,
 /// and no secret appears anywhere.
 mod action {
-    use crate::fake_fly::FakeFly;
-    use crate::fake_neon::{self, FakeNeon};
-    use crate::verify_env::*;
+    use crate::common::fake_fly::FakeFly;
+    use crate::common::fake_neon::{self, FakeNeon};
+    use crate::common::verify_env::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn atlas_run_releases_a_tag_on_fly() {

@@ -6,8 +6,7 @@
 // cannot deadlock a runtime.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/load_servers.rs"]
-mod load_servers;
+use crate::common::load_servers;
 
 use std::path::Path;
 use std::process::Command;

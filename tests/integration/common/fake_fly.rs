@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::openapi::{Core, FakeRequest, FakeResponse, Spec, serve};
+use crate::common::openapi::{Core, FakeRequest, FakeResponse, Spec, serve};
 
 #[derive(Debug, Clone)]
 pub struct FakeMachine {

@@ -11,16 +11,11 @@
 //! reaches stdout, stderr, `GITHUB_OUTPUT`, the step summary or a comment, and that every
 //! request matched the vendor spec.
 
-#[path = "support/fake_fly.rs"]
-mod fake_fly;
-#[path = "support/fake_github.rs"]
-mod fake_github;
-#[path = "support/fake_neon.rs"]
-mod fake_neon;
-#[path = "support/openapi.rs"]
-mod openapi;
-#[path = "support/runner_env.rs"]
-mod runner_env;
+use crate::common::fake_fly;
+use crate::common::fake_github;
+use crate::common::fake_neon;
+use crate::common::openapi;
+use crate::common::runner_env;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

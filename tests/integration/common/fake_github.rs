@@ -10,7 +10,7 @@
 //! response is lost.
 //!
 //! Include next to `openapi.rs`:
-//! `#[path = "support/openapi.rs"] mod openapi;` and `#[path = "support/fake_github.rs"] mod fake_github;`
+//! `crate::common::openapi` and `crate::common::fake_github`
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::openapi::Spec;
+use crate::common::openapi::Spec;
 
 #[derive(Debug, Clone)]
 pub struct Comment {

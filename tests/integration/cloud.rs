@@ -4,12 +4,9 @@
 //! delete_branch), with faults injected, and checks: nothing orphaned after down, re-runs
 //! converge, no secret in any output, zero spec violations.
 
-#[path = "support/fake_fly.rs"]
-mod fake_fly;
-#[path = "support/fake_neon.rs"]
-mod fake_neon;
-#[path = "support/openapi.rs"]
-mod openapi;
+use crate::common::fake_fly;
+use crate::common::fake_neon;
+use crate::common::openapi;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -12,8 +12,7 @@
 //! - the Dockerfile keeps its promises (no USER/WORKDIR in the image, exec-form smoke step) and
 //!   the example `workflows/atlas.toml` / `baseline.json` parse.
 
-#[path = "support/runner_env.rs"]
-mod runner_env;
+use crate::common::runner_env;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,11 +2,7 @@
 //! OpenAPI description: sticky comment, deployments, faults, reconcile, the sweep's PR reading,
 //! outputs and hostile input through the real templates.
 
-#[path = "support/openapi.rs"]
-mod openapi;
-
-#[path = "support/fake_github.rs"]
-mod fake_github;
+use crate::common::fake_github;
 
 use atlas::http::RetryPolicy;
 use atlas::provider::github::{ACTIONS_BOT, Author, GithubForge};

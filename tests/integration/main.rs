@@ -1,0 +1,15 @@
+//! Atlas's integration tests: one test binary (one link step), a module per area, the fakes and
+//! test servers under `common/`, the data they read under `tests/data/`.
+
+mod common;
+
+mod action_contract;
+mod action_e2e;
+mod cli_plan;
+mod cloud;
+mod github;
+mod load;
+mod local_lifecycle;
+mod plan;
+mod templates;
+mod verify;
