@@ -2,12 +2,7 @@
 //! the run-scoped bypass, hostile requests, streaming, upgrades, GitHub sign-in against the fake
 //! GitHub, and one real headless Chromium through a signed link.
 
-#[path = "support/fake_github.rs"]
-mod fake_github;
-#[path = "support/local_env.rs"]
-mod local_env;
-#[path = "support/openapi.rs"]
-mod openapi;
+use crate::common::{fake_github, local_env};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
