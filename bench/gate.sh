@@ -25,7 +25,7 @@ SRV_PORT=${SRV_PORT:-18090}
 GATE_PORT=${GATE_PORT:-18091}
 SIGNED_PORT=${SIGNED_PORT:-18092}
 
-cargo build --release --bin atlas --example bench_server >&2
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --bin atlas --example bench_server >&2
 ATLAS=$PWD/target/release/atlas
 SERVER=$PWD/target/release/examples/bench_server
 WORK=$(mktemp -d)
