@@ -67,14 +67,6 @@ pub struct Gha<W: Write> {
     actions: bool,
 }
 
-impl Gha<io::Stdout> {
-    /// Stdout, with files and mode from the process environment.
-    pub fn stdout() -> Self {
-        let actions = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
-        Gha::new(io::stdout(), Files::from_vars(std::env::vars()), actions)
-    }
-}
-
 impl<W: Write> Gha<W> {
     pub fn new(out: W, files: Files, actions: bool) -> Self {
         Gha {

@@ -124,7 +124,6 @@ pub struct LoadGate {
 /// comparison with `[baseline] path` when that file exists. An inconclusive comparison is
 /// reported, never turned into a pass or a failure.
 pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<LoadGate> {
-    use crate::load::Verdict;
     if !settings.load.enabled {
         return Ok(LoadGate {
             note: Some("load test: disabled ([load] enabled = false)".into()),
@@ -140,40 +139,17 @@ pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<Loa
     let summary = crate::load::run_repeated(&settings.load, url)
         .await
         .context("load test against the preview")?;
-    let load = serde_json::to_value(&summary)?;
-    let path = &settings.baseline.path;
-    if !path.is_file() {
-        return Ok(LoadGate {
-            load: Some(load),
-            note: Some(format!(
-                "no baseline at {}: measured, not gated (write one with `atlas baseline update`)",
-                path.display()
-            )),
-            ..LoadGate::default()
-        });
-    }
-    let baseline = crate::load::read_summary(path)?;
-    let cmp = crate::load::compare(&baseline, &summary, &settings.baseline);
-    let note = match cmp.verdict {
-        Verdict::Pass => None,
-        Verdict::Inconclusive => Some(format!(
-            "baseline gate inconclusive: {}",
-            cmp.notes.join("; ")
-        )),
-        Verdict::Fail => None,
-    };
-    let failed = (cmp.verdict == Verdict::Fail).then(|| {
-        format!(
-            "more than {}% worse than the baseline: {}",
-            cmp.threshold_pct,
-            cmp.failures()
-        )
-    });
+    let run =
+        crate::evidence::load_gate::judge(summary, &settings.baseline, &settings.load.requests)?;
     Ok(LoadGate {
-        load: Some(load),
-        comparison: Some(serde_json::to_value(&cmp)?),
-        note,
-        failed,
+        load: Some(serde_json::to_value(&run.summary)?),
+        comparison: run
+            .comparison
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()?,
+        note: run.not_gated().or_else(|| run.inconclusive()),
+        failed: run.failure(),
     })
 }
 

@@ -53,3 +53,12 @@ fn kept() -> impl Iterator<Item = (&'static str, std::ffi::OsString)> {
     KEPT.into_iter()
         .filter_map(|k| std::env::var_os(k).map(|v| (k, v)))
 }
+
+/// Where `name` is found on the `PATH` the children get: whether a child could run it.
+pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}

@@ -287,7 +287,9 @@ pub async fn cli_sweep(
         let mut opts = SweepOptions::from_config(&config, &settings);
         opts.dry_run |= args.dry_run;
         let report = sweep::sweep(&setup.providers, chrono::Utc::now(), &opts).await;
-        let mut gha = crate::gha::Gha::stdout();
+        let actions = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+        let files = crate::gha::Files::from_vars(std::env::vars());
+        let mut gha = crate::gha::Gha::new(std::io::stdout(), files, actions);
         return sweep::report_to(&mut gha, &report);
     }
     let mut ctx = Ctx::load(config)?;

@@ -67,6 +67,7 @@ impl Ctx {
             ),
         };
         let mut settings = Settings::load(&path, required)?;
+        settings.load.proxy_env = proxy_env();
         // Inputs win over atlas.toml.
         if let Some(b) = &config.baseline {
             settings.baseline.path = b.clone();
@@ -110,10 +111,25 @@ pub fn plan_for(ctx: &Ctx, event: &Event) -> Plan {
 
 /// `atlas.toml` for CLI commands that need no inputs.
 pub fn settings_for_cli(path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-    match path {
-        Some(p) => Settings::load(p, true),
-        None => Settings::load(std::path::Path::new("atlas.toml"), false),
-    }
+    let mut settings = match path {
+        Some(p) => Settings::load(p, true)?,
+        None => Settings::load(std::path::Path::new("atlas.toml"), false)?,
+    };
+    settings.load.proxy_env = proxy_env();
+    Ok(settings)
+}
+
+/// The proxy variables the load generator honours, read here so the generator takes them as data.
+fn proxy_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            matches!(
+                k.as_str(),
+                "http_proxy" | "https_proxy" | "all_proxy" | "no_proxy"
+            )
+        })
+        .collect()
 }
 
 /// Runs `[local] build` (`what` names it in the error) with atlas's own environment: a build

@@ -49,8 +49,11 @@ pub async fn cli_baseline(
 ) -> anyhow::Result<()> {
     match cmd {
         BaselineCommand::Compare {
-            baseline,
-            current,
+            files,
+            history,
+            model,
+            history_runs,
+            merge_base,
             threshold,
             out,
             json,
@@ -59,7 +62,37 @@ pub async fn cli_baseline(
             if let Some(t) = threshold {
                 gate.threshold_pct = *t;
             }
-            let c = compare(&read_summary(baseline)?, &read_summary(current)?, &gate);
+            if let Some(m) = model {
+                gate.model = *m;
+            }
+            if let Some(n) = history_runs {
+                gate.history_runs = *n;
+            }
+            let c = match history {
+                Some(path) => {
+                    let runs = files
+                        .iter()
+                        .map(|f| read_summary(f))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let current =
+                        Summary::median_of(&runs).context("no current summary was given")?;
+                    let mut h = read_history(path)?;
+                    if let Some(base) = merge_base {
+                        h = h.up_to(base);
+                    }
+                    let gates = EndpointGate::from_specs(&settings.load.requests);
+                    compare_history(&h, &current, &gate, &gates)
+                }
+                None => {
+                    let [baseline, current] = files.as_slice() else {
+                        anyhow::bail!(
+                            "baseline compare takes BASELINE CURRENT (two files), or --history PATH CURRENT; got {} files",
+                            files.len()
+                        );
+                    };
+                    compare(&read_summary(baseline)?, &read_summary(current)?, &gate)
+                }
+            };
             if let Some(path) = out {
                 write_json(path, &c)?;
             }
@@ -70,6 +103,47 @@ pub async fn cli_baseline(
                 );
             }
             gate_result(&c)
+        }
+        BaselineCommand::Record {
+            history,
+            from,
+            commit,
+        } => {
+            let path = history
+                .clone()
+                .or_else(|| settings.baseline.history.clone())
+                .context("no history: pass --history PATH or set [baseline] history")?;
+            let s = read_summary(from)?;
+            let commit = commit
+                .clone()
+                .or_else(|| s.source.as_ref().and_then(|x| x.commit.clone()))
+                .or_else(|| std::env::var("GITHUB_SHA").ok().filter(|v| !v.is_empty()))
+                .context("no commit: pass --commit SHA (the summary records none)")?;
+            let wrote = history::record(&path, &s, &commit, settings.baseline.history_max)?;
+            eprintln!("history: recorded {} in {}", commit, wrote.display());
+            Ok(())
+        }
+        BaselineCommand::Dashboard {
+            history,
+            current,
+            releases,
+            out,
+            title,
+        } => {
+            let path = history
+                .clone()
+                .or_else(|| settings.baseline.history.clone())
+                .context("no history: pass --history PATH or set [baseline] history")?;
+            let h = read_history(&path)?;
+            let cur = current.as_deref().map(read_summary).transpose()?;
+            let html = dashboard::render(&h, cur.as_ref(), releases, title);
+            std::fs::write(out, html).with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!(
+                "dashboard: wrote {} ({} runs)",
+                out.display(),
+                h.entries.len()
+            );
+            Ok(())
         }
         BaselineCommand::Update { from, out } => {
             let vars: Vec<(String, String)> = std::env::vars().collect();

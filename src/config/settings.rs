@@ -258,6 +258,46 @@ pub enum Model {
     Closed,
 }
 
+/// Which rule turns a load history into a bound (see `load::models`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdModel {
+    Percentage,
+    #[default]
+    TTest,
+    Iqr,
+}
+
+impl ThresholdModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThresholdModel::Percentage => "percentage",
+            ThresholdModel::TTest => "t_test",
+            ThresholdModel::Iqr => "iqr",
+        }
+    }
+}
+
+impl std::fmt::Display for ThresholdModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ThresholdModel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "percentage" => Ok(ThresholdModel::Percentage),
+            "t_test" => Ok(ThresholdModel::TTest),
+            "iqr" => Ok(ThresholdModel::Iqr),
+            other => Err(format!(
+                "{other:?} is not a threshold model (percentage, t_test or iqr)"
+            )),
+        }
+    }
+}
+
 /// One request of the scenario (`[[load.requests]]`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -273,6 +313,15 @@ pub struct RequestSpec {
     pub weight: u32,
     /// The status that counts as success (default: any 2xx or 3xx).
     pub expect: Option<u16>,
+    /// This endpoint's p95 must stay under this many milliseconds, whatever its history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p95_ms: Option<f64>,
+    /// This endpoint's `percentage` margin over its history (default: `[baseline]`'s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold_pct: Option<f64>,
+    /// This endpoint's threshold model (default: `[baseline] model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ThresholdModel>,
 }
 
 impl Default for RequestSpec {
@@ -285,6 +334,9 @@ impl Default for RequestSpec {
             body: None,
             weight: 1,
             expect: None,
+            p95_ms: None,
+            threshold_pct: None,
+            model: None,
         }
     }
 }
@@ -321,6 +373,11 @@ pub struct LoadSettings {
     pub runs: usize,
     /// The scenario (default: `GET /`).
     pub requests: Vec<RequestSpec>,
+    /// The process's proxy variables (`http_proxy`, `https_proxy`, `all_proxy`, `no_proxy`, in
+    /// either case), which the generator honours like curl; filled in by `commands/`, which
+    /// alone reads the environment. Not an atlas.toml key.
+    #[serde(skip)]
+    pub proxy_env: Vec<(String, String)>,
 }
 
 impl Default for LoadSettings {
@@ -338,6 +395,7 @@ impl Default for LoadSettings {
             late_after: Duration::from_millis(10),
             runs: 1,
             requests: Vec::new(),
+            proxy_env: Vec::new(),
         }
     }
 }
@@ -362,6 +420,21 @@ pub struct GateSettings {
     pub min_rate_ratio: f64,
     /// Runs per side from which the rank test must confirm a latency regression (default 4).
     pub rank_test_runs: usize,
+    /// The threshold model over a history (`percentage`, `t_test`, `iqr`; default `t_test`).
+    pub model: ThresholdModel,
+    /// The last N comparable runs of a history the models use (default 20).
+    pub history_runs: usize,
+    /// Fewer comparable runs than this in the history is inconclusive (default 5).
+    pub min_history: usize,
+    /// `t_test`: one-sided confidence of each metric's upper bound (default 0.995).
+    pub confidence: f64,
+    /// `iqr`: the fence multiplier k in `Q3 + k * IQR` (default 1.5).
+    pub iqr_k: f64,
+    /// A history to gate against instead of `path`: a directory of summaries or a history
+    /// file (unset: the fixed baseline).
+    pub history: Option<std::path::PathBuf>,
+    /// The most entries a history file keeps; older ones are folded away (default 200).
+    pub history_max: usize,
 }
 
 impl Default for GateSettings {
@@ -375,6 +448,15 @@ impl Default for GateSettings {
             min_requests: 100,
             min_rate_ratio: 0.99,
             rank_test_runs: 4,
+            model: ThresholdModel::default(),
+            history_runs: 20,
+            min_history: 5,
+            // per metric: p95 and avg are both gated (and correlated), so 99.5% each keeps the
+            // whole gate's false alarms near 1% (bench/RESULTS.md, the history gate).
+            confidence: 0.995,
+            iqr_k: 1.5,
+            history: None,
+            history_max: 200,
         }
     }
 }

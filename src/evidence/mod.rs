@@ -1,5 +1,7 @@
 //! Evidence: what the flows measure and report, one implementation each. [`checks`] runs the
-//! HTTP checks and the integration command. Imports only lower floors (config, contract,
-//! secret, shell), so preview and verify share it without reaching into each other.
+//! HTTP checks and the integration command; [`load_gate`] judges a load run against the
+//! baseline. Imports only lower floors (config, contract, secret, shell, the load engine), so
+//! preview and verify share it without reaching into each other.
 
 pub mod checks;
+pub mod load_gate;

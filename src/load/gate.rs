@@ -63,6 +63,12 @@ pub struct MetricComparison {
     pub current_display: String,
     pub baseline_display: String,
     pub change_display: String,
+    /// The model's upper bound, when the comparison is against a history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<f64>,
+    /// The endpoint (`GET /menu`) a per-endpoint row is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// The comparison of a summary with its baseline.
@@ -77,6 +83,12 @@ pub struct Comparison {
     pub baseline_source: Option<Source>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_source: Option<Source>,
+    /// The threshold model, when the comparison is against a history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// How many history runs the comparison used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_runs: Option<usize>,
 }
 
 impl Comparison {
@@ -85,11 +97,13 @@ impl Comparison {
         self.metrics
             .iter()
             .filter(|m| m.verdict == Verdict::Fail)
-            .map(|m| {
-                format!(
+            .map(|m| match m.bound {
+                // against a history the note is the sentence: "p95 412 ms above the ...".
+                Some(_) => m.note.clone(),
+                None => format!(
                     "{} {} -> {} ({})",
                     m.label, m.baseline_display, m.current_display, m.change_display
-                )
+                ),
             })
             .collect::<Vec<_>>()
             .join("; ")
@@ -119,16 +133,17 @@ impl Comparison {
         for n in &self.notes {
             out.push_str(&format!("note: {n}\n"));
         }
+
         out.push_str(&format!("gate: {}\n", self.verdict));
         out
     }
 }
 
-fn change_pct(baseline: f64, current: f64) -> Option<f64> {
+pub(crate) fn change_pct(baseline: f64, current: f64) -> Option<f64> {
     (baseline > 0.0).then(|| (current - baseline) / baseline * 100.0)
 }
 
-fn change_display(change: Option<f64>, baseline: f64, current: f64) -> String {
+pub(crate) fn change_display(change: Option<f64>, baseline: f64, current: f64) -> String {
     match change {
         Some(c) => format!("{c:+.1}%"),
         None if current == baseline => "0.0%".into(),
@@ -136,16 +151,16 @@ fn change_display(change: Option<f64>, baseline: f64, current: f64) -> String {
     }
 }
 
-fn ms(v: f64) -> String {
+pub(crate) fn ms(v: f64) -> String {
     format!("{v:.2}ms")
 }
 
-fn pct(v: f64) -> String {
+pub(crate) fn pct(v: f64) -> String {
     format!("{:.2}%", v * 100.0)
 }
 
 /// Whether two shapes describe the same test (rates within 1%).
-fn same_shape(a: &Shape, b: &Shape) -> bool {
+pub(crate) fn same_shape(a: &Shape, b: &Shape) -> bool {
     let close = |x: Option<f64>, y: Option<f64>| match (x, y) {
         (Some(x), Some(y)) => (x - y).abs() <= 0.01 * x.abs().max(y.abs()),
         (None, None) => true,
@@ -280,6 +295,8 @@ pub fn compare(baseline: &Summary, current: &Summary, gate: &GateSettings) -> Co
             current_display: ms(c),
             baseline_display: ms(b),
             change_display: change_display(change, b, c),
+            bound: None,
+            endpoint: None,
         });
     }
 
@@ -332,6 +349,8 @@ pub fn compare(baseline: &Summary, current: &Summary, gate: &GateSettings) -> Co
                 Some(ch) => format!("{ch:+.1}%"),
                 None => format!("{:+.2} pp", (c - b) * 100.0),
             },
+            bound: None,
+            endpoint: None,
         });
     }
 
@@ -367,6 +386,8 @@ pub fn compare(baseline: &Summary, current: &Summary, gate: &GateSettings) -> Co
             current_display: format!("{}", c as u64),
             baseline_display: format!("{}", b as u64),
             change_display: change_display(change, b, c),
+            bound: None,
+            endpoint: None,
         });
     }
 
@@ -394,10 +415,12 @@ pub fn compare(baseline: &Summary, current: &Summary, gate: &GateSettings) -> Co
         threshold_pct: thr,
         baseline_source: baseline.source.clone(),
         current_source: current.source.clone(),
+        model: None,
+        history_runs: None,
     }
 }
 
-fn shape_text(s: &Shape) -> String {
+pub(crate) fn shape_text(s: &Shape) -> String {
     let load = match (s.rate, s.vus) {
         (Some(r), _) => format!("{r} req/s"),
         (None, Some(v)) => format!("{v} vus"),

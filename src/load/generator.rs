@@ -135,7 +135,11 @@ impl Endpoint {
     }
 }
 
-fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target, Vec<Endpoint>)> {
+fn parse_target(
+    base_url: &str,
+    specs: &[RequestSpec],
+    proxy_env: &[(String, String)],
+) -> anyhow::Result<(Target, Vec<Endpoint>)> {
     let url = url::Url::parse(base_url).with_context(|| {
         format!("the load target {base_url:?} is not a url like http://host:port")
     })?;
@@ -172,7 +176,13 @@ fn parse_target(base_url: &str, specs: &[RequestSpec]) -> anyhow::Result<(Target
         }
         other => bail!("the load target {base_url:?} uses {other}: use http or https"),
     };
-    let proxy = super::proxy::for_target(url.scheme(), &host, &|k| std::env::var(k).ok())?;
+    let var = |k: &str| {
+        proxy_env
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+    };
+    let proxy = super::proxy::for_target(url.scheme(), &host, &var)?;
     if let Some(p) = &proxy {
         eprintln!(
             "load: {} through the proxy {}",
@@ -686,7 +696,7 @@ pub async fn run_with(
     if specs.iter().all(|r| r.weight == 0) {
         bail!("every load request has weight 0: give at least one a positive weight");
     }
-    let (target, endpoints) = parse_target(base_url, &specs)?;
+    let (target, endpoints) = parse_target(base_url, &specs, &settings.proxy_env)?;
     let mut cumulative = Vec::with_capacity(specs.len());
     let mut acc = 0u64;
     for r in &specs {

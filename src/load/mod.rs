@@ -7,8 +7,12 @@
 //! - [`read_summary`] reads Atlas, seed, k6 `--summary-export` and k6 `handleSummary` JSON.
 //! - [`paired`] measures a baseline URL and a candidate URL alternately in the same job.
 
+pub mod alerts;
+pub mod dashboard;
 pub mod gate;
 pub mod generator;
+pub mod history;
+pub mod models;
 mod proxy;
 pub mod stats;
 pub mod summary;
@@ -19,9 +23,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use crate::config::{GateSettings, LoadSettings, Model, RequestSpec};
+pub use crate::config::{GateSettings, LoadSettings, Model, RequestSpec, ThresholdModel};
 pub use gate::{Comparison, MetricComparison, Verdict, compare};
 pub use generator::{Progress, run, run_with};
+pub use history::{EndpointGate, History, HistoryFile, compare_history, read_history};
 pub use summary::{Summary, parse_summary, read_summary};
 
 /// `atlas load` flags. They override `[load]` in atlas.toml.
@@ -79,8 +84,24 @@ pub enum BaselineCommand {
     /// Compare a summary with a baseline (Atlas, k6 --summary-export or k6 handleSummary JSON).
     /// Exit 1 when the gate fails; inconclusive exits 0 and says why.
     Compare {
-        baseline: PathBuf,
-        current: PathBuf,
+        /// BASELINE CURRENT; with --history, CURRENT (several files: their median is the
+        /// candidate, as with `atlas load --runs N`).
+        #[arg(required = true, value_name = "FILES")]
+        files: Vec<PathBuf>,
+        /// Compare with a history instead of one baseline: a directory of summaries or a
+        /// history file.
+        #[arg(long)]
+        history: Option<PathBuf>,
+        /// Threshold model over the history: percentage, t_test or iqr (default: [baseline]
+        /// model, t_test).
+        #[arg(long)]
+        model: Option<ThresholdModel>,
+        /// The last N comparable history runs to use (default: [baseline] history_runs, 20).
+        #[arg(long)]
+        history_runs: Option<usize>,
+        /// A PR's merge base: compare with the history's runs up to this commit.
+        #[arg(long, requires = "history")]
+        merge_base: Option<String>,
         /// Regression threshold in percent (default: [baseline] threshold_pct, 20).
         #[arg(long)]
         threshold: Option<f64>,
@@ -90,6 +111,35 @@ pub enum BaselineCommand {
         /// Print the comparison as JSON on stdout instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Record a summary in a history (a directory of summaries or a history file), keyed by
+    /// its commit; a history file keeps at most [baseline] history_max entries.
+    Record {
+        /// The history (default: [baseline] history).
+        #[arg(long)]
+        history: Option<PathBuf>,
+        #[arg(long)]
+        from: PathBuf,
+        /// The commit it was measured at (default: the summary's, else $GITHUB_SHA).
+        #[arg(long)]
+        commit: Option<String>,
+    },
+    /// Write the trend dashboard of a history: one self-contained HTML file (inline SVG, no
+    /// external requests).
+    Dashboard {
+        /// The history (default: [baseline] history).
+        #[arg(long)]
+        history: Option<PathBuf>,
+        /// The run under review, drawn as its own point.
+        #[arg(long)]
+        current: Option<PathBuf>,
+        /// A release commit to mark (repeatable).
+        #[arg(long = "release")]
+        releases: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "Atlas load history")]
+        title: String,
     },
     /// Write a baseline from a summary, recording its settings and where and when it was
     /// measured.

@@ -278,6 +278,15 @@ impl FlyPlatform {
         Ok(())
     }
 
+    /// The image a deploy or task runs, once `app` is known to be ours: both need a registry
+    /// reference and a preview name.
+    fn checked_image<'r>(&self, app: &str, image: Option<&'r str>) -> anyhow::Result<&'r str> {
+        let image =
+            image.context("input `image` is required for a fly preview (a registry reference)")?;
+        self.check_name(app)?;
+        Ok(image)
+    }
+
     /// Get-or-create the app: adopt only our own; create with a re-read on any transient
     /// failure. Returns whether this call created it, and its machines.
     async fn ensure_app(
@@ -519,11 +528,7 @@ impl Platform for FlyPlatform {
     async fn deploy(&self, req: &DeployRequest) -> anyhow::Result<AppDeployment> {
         let deadline = Instant::now() + req.readiness_timeout;
         let app = req.app.as_str();
-        let image = req
-            .image
-            .as_deref()
-            .context("input `image` is required for a fly preview (a registry reference)")?;
-        self.check_name(app)?;
+        let image = self.checked_image(app, req.image.as_deref())?;
 
         // 1. The app: adopt only our own (a task may have created it a moment ago).
         let (app_created, all) = self.ensure_app(app, req.pr).await?;
@@ -605,11 +610,7 @@ impl Platform for FlyPlatform {
         let start = Instant::now();
         let deadline = start + req.timeout;
         let app = req.app.as_str();
-        let image = req
-            .image
-            .as_deref()
-            .context("input `image` is required for a fly preview (a registry reference)")?;
-        self.check_name(app)?;
+        let image = self.checked_image(app, req.image.as_deref())?;
         let cmd = task_cmd(&req.command)?;
 
         // 1. The app and its secrets, exactly as deploy sets them.

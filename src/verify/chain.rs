@@ -4,7 +4,7 @@
 //! production was touched.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -113,8 +113,8 @@ pub fn describe_chain(settings: &Settings, mode: Mode) -> String {
         .join("\n")
 }
 
-/// The load test + gate against QA. The default implementation is [`ProbeLoad`]; the open-model
-/// generator of `crate::load` plugs in here.
+/// The load test + gate against QA: [`LoadModuleGate`] (the open-model generator of
+/// `crate::load` judged by `crate::evidence::load_gate`); tests plug in fakes.
 #[async_trait]
 pub trait LoadGate: Send + Sync {
     async fn run(&self, base_url: &str) -> anyhow::Result<Outcome>;
@@ -970,186 +970,18 @@ impl LoadGate for LoadModuleGate {
     async fn run(&self, base_url: &str) -> anyhow::Result<Outcome> {
         use crate::load::Verdict;
         let summary = crate::load::run_repeated(&self.load, base_url).await?;
-        let m = &summary.metrics;
-        let measured = format!(
-            "{} requests, {:.2}% errors, avg {:.1} ms, p95 {:.1} ms",
-            m.http_reqs.total,
-            m.errors.rate * 100.0,
-            m.http_req_duration.avg,
-            m.http_req_duration.p95
-        );
-        let comparison = if self.gate.path.is_file() {
-            let baseline = crate::load::read_summary(&self.gate.path)?;
-            Some(crate::load::compare(&baseline, &summary, &self.gate))
-        } else {
-            None
-        };
-        let (ok, text) = match &comparison {
-            None => (
-                true,
-                format!(
-                    "{measured}; no baseline at {}, not gated",
-                    self.gate.path.display()
-                ),
-            ),
-            Some(c) => match c.verdict {
-                Verdict::Pass => (true, format!("{measured}; baseline gate passed")),
-                Verdict::Inconclusive => (
-                    true,
-                    format!(
-                        "{measured}; baseline gate inconclusive ({}), not gated",
-                        c.notes.join("; ")
-                    ),
-                ),
-                Verdict::Fail => (
-                    false,
-                    format!(
-                        "{measured}; worse than the baseline: {}",
-                        c.metrics
-                            .iter()
-                            .filter(|r| r.verdict == Verdict::Fail)
-                            .map(|r| format!(
-                                "{} {} ({})",
-                                r.label, r.current_display, r.change_display
-                            ))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ),
-            },
-        };
+        let run = crate::evidence::load_gate::judge(summary, &self.gate, &self.load.requests)?;
+        let measured = run.measured();
+        let verdict = run
+            .not_gated()
+            .or_else(|| run.inconclusive().map(|s| format!("{s}, not gated")))
+            .or_else(|| run.failure())
+            .unwrap_or_else(|| "baseline gate passed".into());
         Ok(Outcome {
-            ok,
-            summary: text,
+            ok: run.verdict() != Some(Verdict::Fail),
+            summary: format!("{measured}; {verdict}"),
             evidence: vec![measured],
-            data: Some(serde_json::json!({ "summary": summary, "comparison": comparison })),
-        })
-    }
-}
-
-/// A light [`LoadGate`] for tests and tiny setups: a fixed number of requests against QA with the canary's paths and
-/// concurrency, compared with a baseline summary in the seed format when one is configured.
-pub struct ProbeLoad {
-    pub requests: usize,
-    pub concurrency: usize,
-    pub paths: Vec<String>,
-    pub timeout: Duration,
-    /// `(p95_ms, avg_ms, error_rate)` of the baseline.
-    pub baseline: Option<(f64, f64, f64)>,
-    pub threshold_pct: f64,
-    pub floor_ms: f64,
-}
-
-impl ProbeLoad {
-    pub fn from_settings(s: &Settings) -> anyhow::Result<ProbeLoad> {
-        let v = &s.verify;
-        // The baseline file is optional: absent means "measured, not gated".
-        let baseline = if s.baseline.path.is_file() {
-            Some(read_baseline(&s.baseline.path)?)
-        } else {
-            None
-        };
-        Ok(ProbeLoad {
-            requests: v.canary.samples * v.canary.requests_per_sample,
-            concurrency: v.canary.concurrency,
-            paths: v.canary.paths.clone(),
-            timeout: v.canary.timeout,
-            baseline,
-            threshold_pct: s.baseline.threshold_pct,
-            floor_ms: v.canary.p95_floor_ms,
-        })
-    }
-}
-
-/// Reads `metrics.http_req_duration.p95/avg` and `metrics.errors.rate` of a seed-format summary.
-pub fn read_baseline(path: &std::path::Path) -> anyhow::Result<(f64, f64, f64)> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the baseline {} ({e}); check [verify] baseline",
-            path.display()
-        )
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("baseline {} is not JSON ({e})", path.display()))?;
-    let num = |p: &str| v.pointer(p).and_then(serde_json::Value::as_f64);
-    match (
-        num("/metrics/http_req_duration/p95"),
-        num("/metrics/http_req_duration/avg"),
-        num("/metrics/errors/rate"),
-    ) {
-        (Some(p95), Some(avg), Some(err)) => Ok((p95, avg, err)),
-        _ => Err(anyhow::anyhow!(
-            "baseline {} lacks metrics.http_req_duration.p95/avg or metrics.errors.rate",
-            path.display()
-        )),
-    }
-}
-
-#[async_trait]
-impl LoadGate for ProbeLoad {
-    async fn run(&self, base_url: &str) -> anyhow::Result<Outcome> {
-        let client = probe::client(self.timeout)?;
-        let target = super::fleet::Target {
-            base_url: base_url.to_string(),
-            headers: Vec::new(),
-        };
-        let raw = probe::run_side(
-            &client,
-            &target,
-            &self.paths,
-            self.requests,
-            self.concurrency,
-        )
-        .await;
-        let s = raw.stats();
-        let measured = format!(
-            "{} requests, {:.2}% errors, avg {:.1} ms, p95 {:.1} ms",
-            s.requests,
-            s.error_rate * 100.0,
-            s.avg_ms,
-            s.p95_ms
-        );
-        let Some((bp95, bavg, berr)) = self.baseline else {
-            return Ok(Outcome {
-                data: None,
-                ok: s.errors < s.requests || s.requests == 0,
-                summary: format!("{measured}; no baseline configured, not gated"),
-                evidence: vec![measured],
-            });
-        };
-        let worse = |cur: f64, base: f64, floor: f64| {
-            cur - base > floor && base > 0.0 && (cur - base) / base * 100.0 > self.threshold_pct
-        };
-        let mut fails = Vec::new();
-        if worse(s.p95_ms, bp95, self.floor_ms) {
-            fails.push(format!("p95 {:.1} ms vs baseline {bp95:.1} ms", s.p95_ms));
-        }
-        if worse(s.avg_ms, bavg, self.floor_ms) {
-            fails.push(format!("avg {:.1} ms vs baseline {bavg:.1} ms", s.avg_ms));
-        }
-        // error rate: percentage points above a 0.5 pp floor, or relative when the baseline had some
-        if (s.error_rate - berr) * 100.0 > 0.5
-            && (berr == 0.0 || (s.error_rate - berr) / berr * 100.0 > self.threshold_pct)
-        {
-            fails.push(format!(
-                "error rate {:.2}% vs baseline {:.2}%",
-                s.error_rate * 100.0,
-                berr * 100.0
-            ));
-        }
-        Ok(Outcome {
-            data: None,
-            ok: fails.is_empty(),
-            summary: if fails.is_empty() {
-                format!("{measured}; within {}% of the baseline", self.threshold_pct)
-            } else {
-                format!(
-                    "more than {}% worse than the baseline: {}",
-                    self.threshold_pct,
-                    fails.join(", ")
-                )
-            },
-            evidence: vec![measured],
+            data: Some(serde_json::json!({ "summary": run.summary, "comparison": run.comparison })),
         })
     }
 }

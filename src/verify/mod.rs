@@ -25,7 +25,7 @@ mod tests;
 
 pub use crate::config::{CanarySettings, VerifySettings};
 pub use chain::{
-    Chain, ChainReport, LoadGate, Mode, Outcome, ProbeLoad, Release, Stage, StageStatus,
+    Chain, ChainReport, LoadGate, LoadModuleGate, Mode, Outcome, Release, Stage, StageStatus,
     build_chain,
 };
 pub use fleet::{Fleet, Instance, Target};

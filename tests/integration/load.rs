@@ -11,7 +11,7 @@ use crate::common::load_servers;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atlas::load::summary::{RunInfo, RunPoint};
 use atlas::load::{
@@ -46,32 +46,50 @@ async fn run(settings: &LoadSettings, url: &str) -> Summary {
     atlas::load::run_with(settings, url, quiet()).await.unwrap()
 }
 
+/// The server's own hold times for the requests it received from `from` on: the truth a
+/// generator's latencies are compared with.
+fn held_since(server: &Server, from: Instant) -> Vec<Duration> {
+    let log = server.timings.lock().unwrap();
+    log.iter()
+        .filter(|(received, _)| *received >= from)
+        .map(|(received, answered)| *answered - *received)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_delay_p50_and_p99_within_1ms() {
     let _g = serial();
     let server = delay_server(Duration::from_millis(20));
-    // A 2-core CI machine sometimes stalls a thread for a millisecond or two, which lands in
-    // p99 whatever the generator does. Up to three measurements: the generator must be within
-    // 1 ms in at least one; an error it adds itself would show in all three.
+    // The truth is what the server did, not the nominal 20 ms: its sleep overshoots by a
+    // millisecond or more on a loaded 2-core machine. Atlas's p50 and p99 must be within 1 ms of
+    // the server's own hold times for the measured requests (those after the warm-up second).
+    // Up to three measurements: a client thread stalled by the machine lands in p99 whatever the
+    // generator does, while an error the generator adds itself would show in all three.
     let mut tries = Vec::new();
-    let s = loop {
+    let (s, truth) = loop {
+        server.timings.lock().unwrap().clear();
+        let started = Instant::now();
         let s = run(&open(200.0, 4000, 1000, 20), &server.url).await;
+        let held = held_since(&server, started + Duration::from_secs(1));
+        let truth = (quantile_ms(&held, 0.5), quantile_ms(&held, 0.99));
         let d = &s.metrics.http_req_duration;
         let (p50, p99) = (d.med.unwrap(), d.p99.unwrap());
-        tries.push((p50, p99));
-        if ((p50 - 20.0).abs() <= 1.0 && (p99 - 20.0).abs() <= 1.0) || tries.len() == 3 {
-            break s;
+        tries.push(((p50, p99), truth));
+        if ((p50 - truth.0).abs() <= 1.0 && (p99 - truth.1).abs() <= 1.0) || tries.len() == 3 {
+            break (s, truth);
         }
     };
     let d = &s.metrics.http_req_duration;
     let (p50, p99) = (d.med.unwrap(), d.p99.unwrap());
     assert!(
-        (p50 - 20.0).abs() <= 1.0,
-        "p50 {p50} ms (tries {tries:?}): {s:#?}"
+        (p50 - truth.0).abs() <= 1.0,
+        "p50 {p50} ms against the server's {} ms (tries, atlas then server: {tries:?}): {s:#?}",
+        truth.0
     );
     assert!(
-        (p99 - 20.0).abs() <= 1.0,
-        "p99 {p99} ms (tries {tries:?}): {s:#?}"
+        (p99 - truth.1).abs() <= 1.0,
+        "p99 {p99} ms against the server's {} ms (tries, atlas then server: {tries:?}): {s:#?}",
+        truth.1
     );
     assert!(
         d.min.unwrap() >= 20.0,
@@ -86,13 +104,32 @@ async fn fixed_delay_p50_and_p99_within_1ms() {
     assert!((780..=820).contains(&s.metrics.http_reqs.total), "{s:#?}");
 }
 
+/// The open-model latencies the server's own log implies for a generator sending `rate`
+/// requests a second: the generator sends in schedule order, so the k-th request the server
+/// received was scheduled k / rate after the first, and its latency is when the server answered
+/// it less that scheduled time. This counts what the nominal shape leaves out: the late end of
+/// a freeze (a timer on a busy machine) and the backlog sent once the freeze is over.
+fn open_model_reference(timings: &[(Instant, Instant)], rate: f64) -> Vec<Duration> {
+    let mut log = timings.to_vec();
+    log.sort_by_key(|(received, _)| *received);
+    let epoch = log.first().expect("the server saw requests").0;
+    log.iter()
+        .enumerate()
+        .map(|(k, (_, answered))| {
+            let scheduled = epoch + Duration::from_secs_f64(k as f64 / rate);
+            answered.saturating_duration_since(scheduled)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_model_shows_a_periodic_freeze_in_the_tail() {
     let _g = serial();
     // Freezes 1 s of every 5 s (from 0.5 s into each period, so the 10 s test covers exactly
     // two freezes and none straddles the deadline). Under the open model the latency of a
-    // request scheduled t into a freeze is 1 s - t, so P(latency > x) = (1 - x) / 5:
-    // p90 = 500 ms, p95 = 750 ms, p99 = 950 ms.
+    // request scheduled t into a freeze is F - t, so with F = 1 s P(latency > x) = (1 - x) / 5:
+    // p90 = 500 ms, p95 = 750 ms, p99 = 950 ms. The reference is what the server's own log of
+    // received and answered times implies for the generator's schedule.
     let server = freeze_server(
         Duration::from_secs(5),
         Duration::from_secs(1),
@@ -101,14 +138,17 @@ async fn open_model_shows_a_periodic_freeze_in_the_tail() {
     let s = run(&open(200.0, 10_000, 0, 50), &server.url).await;
     let d = &s.metrics.http_req_duration;
     eprintln!("freeze: {d:?}");
-    for (got, want) in [
-        (d.p90.unwrap(), 500.0),
-        (d.p95, 750.0),
-        (d.p99.unwrap(), 950.0),
+    let reference = open_model_reference(&server.timings.lock().unwrap(), 200.0);
+    for (got, q, nominal) in [
+        (d.p90.unwrap(), 0.90, 500.0),
+        (d.p95, 0.95, 750.0),
+        (d.p99.unwrap(), 0.99, 950.0),
     ] {
+        let want = quantile_ms(&reference, q);
         assert!(
             (got - want).abs() <= want * 0.03,
-            "got {got} ms, want {want} ms within 3%: {d:?}"
+            "p{} got {got} ms, want {want} ms within 3% (nominal {nominal} ms): {d:?}",
+            q * 100.0
         );
     }
     let run = s.run.as_ref().unwrap();
@@ -1042,4 +1082,354 @@ fn cli_load_update_and_compare_end_to_end_without_leaking_credentials() {
         &["baseline", "compare", "missing.json", "summary.json"],
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gate over a history of runs.
+
+/// The k6 export with its p95 and avg scaled by `f`.
+fn k6_scaled(f: f64) -> String {
+    K6_EXPORT
+        .replace("\"avg\": 275.01", &format!("\"avg\": {}", 275.01 * f))
+        .replace("\"p(95)\": 387.57", &format!("\"p(95)\": {}", 387.57 * f))
+}
+
+#[test]
+fn baseline_compare_against_a_history_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let hist = dir.path().join("history");
+    std::fs::create_dir(&hist).unwrap();
+    for i in 0..12 {
+        let f = 1.0 + 0.04 * ((i as f64) * 1.7).sin();
+        std::fs::write(hist.join(format!("run-{i:02}.json")), k6_scaled(f)).unwrap();
+    }
+    std::fs::write(hist.join("run-99.json"), "{\"metrics\": 3}").unwrap();
+    std::fs::write(dir.path().join("same.json"), k6_scaled(1.0)).unwrap();
+    std::fs::write(dir.path().join("slow.json"), k6_scaled(1.35)).unwrap();
+    std::fs::write(dir.path().join("slow2.json"), k6_scaled(1.4)).unwrap();
+
+    let out = atlas(
+        dir.path(),
+        &["baseline", "compare", "--history", "history", "same.json"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("gate: pass"), "{stderr}");
+    assert!(
+        stderr.contains("compared with 12 runs of the history under the t_test model"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("skipped history entry run-99.json: it does not parse"),
+        "{stderr}"
+    );
+
+    // a regression: exit 1, the sentence names the model, the bound and the run count; the
+    // candidate may be the median of several runs.
+    for model in ["t_test", "iqr", "percentage"] {
+        let out = atlas(
+            dir.path(),
+            &[
+                "baseline",
+                "compare",
+                "--history",
+                "history",
+                "--model",
+                model,
+                "slow.json",
+                "slow2.json",
+                "--json",
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{model}: {stderr}");
+        assert!(stderr.contains("median of 2 runs"), "{stderr}");
+        assert!(stderr.contains("of 12 runs"), "{stderr}");
+        let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(c["verdict"], "fail");
+        assert_eq!(c["model"], model);
+        assert_eq!(c["history_runs"], 12);
+        assert!(c["metrics"][0]["bound"].as_f64().unwrap() < 387.57 * 1.35);
+    }
+    let out = atlas(
+        dir.path(),
+        &["baseline", "compare", "--history", "history", "slow.json"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("p95 523 ms above the 99.5% upper bound"),
+        "{stderr}"
+    );
+
+    // too little history: inconclusive (exit 0), said so, even for a clear regression.
+    let out = atlas(
+        dir.path(),
+        &[
+            "baseline",
+            "compare",
+            "--history",
+            "history",
+            "--history-runs",
+            "3",
+            "slow.json",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("gate: inconclusive"), "{stderr}");
+    assert!(stderr.contains("not enough history"), "{stderr}");
+
+    // a missing history is an operational error naming it; a wrong model is a usage error.
+    let out = atlas(
+        dir.path(),
+        &["baseline", "compare", "--history", "nowhere", "same.json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
+    let out = atlas(
+        dir.path(),
+        &[
+            "baseline",
+            "compare",
+            "--history",
+            "history",
+            "--model",
+            "zscore",
+            "same.json",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("t_test"));
+    // without --history, exactly two files
+    let out = atlas(dir.path(), &["baseline", "compare", "same.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BASELINE CURRENT"));
+}
+
+#[test]
+fn endpoint_thresholds_parse_from_atlas_toml() {
+    let s: atlas::config::Settings = toml::from_str(
+        "[baseline]\nmodel = \"iqr\"\nhistory_runs = 30\n\n[[load.requests]]\npath = \"/menu\"\np95_ms = 300\nthreshold_pct = 15\nmodel = \"percentage\"\n",
+    )
+    .unwrap();
+    assert_eq!(s.baseline.model, atlas::load::ThresholdModel::Iqr);
+    assert_eq!(s.baseline.history_runs, 30);
+    let g = atlas::load::EndpointGate::from_specs(&s.load.requests);
+    assert_eq!(g[0].name, "GET /menu");
+    assert_eq!(g[0].p95_ms, Some(300.0));
+    assert_eq!(g[0].threshold_pct, Some(15.0));
+    assert_eq!(g[0].model, Some(atlas::load::ThresholdModel::Percentage));
+    let e =
+        toml::from_str::<atlas::config::Settings>("[baseline]\nmodel = \"zscore\"\n").unwrap_err();
+    assert!(
+        e.to_string().contains("zscore") || e.to_string().contains("t_test"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dashboard, in a real headless Chromium.
+
+/// Runs Debian's chromium headless on `page` with every request sent to a proxy on loopback
+/// that counts connections. Returns (dumped DOM, chromium's log, proxy connections).
+fn chromium(dir: &Path, page: &Path, extra: &[&str]) -> (String, String, Vec<String>) {
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = proxy.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for c in proxy.incoming() {
+                let Ok(mut c) = c else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 512];
+                let n = std::io::Read::read(&mut c, &mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                seen.lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or("").to_string());
+            }
+        });
+    }
+    let profile = tempfile::tempdir_in(dir).unwrap();
+    let out = Command::new("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1200,900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--proxy-server=http://127.0.0.1:{port}"))
+        .arg("--proxy-bypass-list=<-loopback>")
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium must be installed (.ci/run installs Debian's chromium)");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // give a request that was sent at the very end time to reach the proxy
+    std::thread::sleep(Duration::from_millis(200));
+    // the browser's own traffic (component updater, network time, account check) reaches the
+    // proxy despite the flags; it is not the page's.
+    let browser_own = |line: &str| {
+        let host = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        let host = host.split(['/', ':']).next().unwrap_or("");
+        ["google.com", "googleapis.com", "gvt1.com"]
+            .iter()
+            .any(|d| host == *d || host.ends_with(&format!(".{d}")))
+    };
+    let page_requests = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| !browser_own(l))
+        .cloned()
+        .collect();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        page_requests,
+    )
+}
+
+#[test]
+fn the_dashboard_renders_in_chromium_without_errors_or_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let hist = dir.path().join("history");
+    for i in 0..7 {
+        let mut s = parse_summary(K6_EXPORT).unwrap();
+        s.metrics.http_req_duration.p95 = 380.0 + 7.0 * i as f64;
+        s.timestamp = format!("2026-11-0{}T00:00:00Z", i + 1);
+        for (name, p95) in [("GET /menu", 300.0), ("POST /orders <b>", 500.0)] {
+            s.endpoints.push(atlas::load::summary::EndpointSummary {
+                name: name.into(),
+                method: "GET".into(),
+                path: "/".into(),
+                count: 375,
+                rate: 12.5,
+                errors: 3,
+                duration: atlas::load::summary::Trend {
+                    p95: p95 + i as f64,
+                    avg: p95 * 0.7,
+                    ..Default::default()
+                },
+            });
+        }
+        let path = dir.path().join(format!("s{i}.json"));
+        std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+        let out = atlas(
+            dir.path(),
+            &[
+                "baseline",
+                "record",
+                "--history",
+                "history",
+                "--from",
+                path.to_str().unwrap(),
+                "--commit",
+                &format!("{i}{}", "c".repeat(39)),
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read_dir(&hist).unwrap().count(), 7);
+    let out = atlas(
+        dir.path(),
+        &[
+            "baseline",
+            "dashboard",
+            "--history",
+            "history",
+            "--current",
+            "s6.json",
+            "--release",
+            "3ccccccc",
+            "--out",
+            "dashboard.html",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = dir.path().join("dashboard.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("://"), "the page references a URL");
+
+    let (dom, log, requests) = chromium(dir.path(), &page, &["--dump-dom"]);
+    // 3 sections (all, 2 endpoints) x 3 metrics, each 7 runs + the current point
+    assert!(dom.contains("data-charts=\"9\""), "{dom}");
+    assert!(dom.contains("data-expected-points=\"72\""), "{dom}");
+    assert!(
+        dom.contains("data-points=\"72\""),
+        "the script did not count 72 points: {dom}"
+    );
+    assert_eq!(dom.matches("class=\"release\"").count(), 9);
+    assert!(dom.contains("POST /orders &lt;b&gt;"));
+    assert!(!log.contains("CONSOLE"), "console output: {log}");
+    assert!(
+        requests.is_empty(),
+        "the page made network requests: {requests:?}"
+    );
+
+    // the checks can fail: a page that throws and fetches is caught by both.
+    let bad = dir.path().join("bad.html");
+    std::fs::write(
+        &bad,
+        "<!doctype html><body><img src=\"http://example.invalid/x.png\"><script>throw new Error('boom-control')</script></body>",
+    )
+    .unwrap();
+    let (_, log, requests) = chromium(dir.path(), &bad, &["--dump-dom"]);
+    assert!(
+        log.contains("CONSOLE") && log.contains("boom-control"),
+        "{log}"
+    );
+    assert!(
+        requests.iter().any(|r| r.contains("example.invalid")),
+        "the proxy saw no request from the control page: {requests:?}"
+    );
+
+    // a screenshot that is not blank: much larger than a blank page's at the same size
+    let shot = dir.path().join("shot.png");
+    chromium(
+        dir.path(),
+        &page,
+        &[&format!("--screenshot={}", shot.display())],
+    );
+    let blank_page = dir.path().join("blank.html");
+    std::fs::write(&blank_page, "<!doctype html><body></body>").unwrap();
+    let blank = dir.path().join("blank.png");
+    chromium(
+        dir.path(),
+        &blank_page,
+        &[&format!("--screenshot={}", blank.display())],
+    );
+    let (a, b) = (
+        std::fs::metadata(&shot).unwrap().len(),
+        std::fs::metadata(&blank).unwrap().len(),
+    );
+    assert!(a > 3 * b, "screenshot {a} bytes vs blank {b} bytes");
 }

@@ -189,6 +189,77 @@ fn job_summary() {
     insta::assert_snapshot!(out);
 }
 
+#[test]
+fn preview_comment_has_one_row_per_endpoint_against_a_history() {
+    use atlas::load::summary::{EndpointSummary, Summary, Trend};
+    let run = |menu: f64| {
+        let mut s = Summary::default();
+        s.metrics.http_req_duration = Trend {
+            p95: 380.0,
+            avg: 270.0,
+            ..Trend::default()
+        };
+        s.metrics.http_reqs.total = 3000;
+        for (name, p95) in [("GET /menu", menu), ("GET /orders|x", 380.0)] {
+            s.endpoints.push(EndpointSummary {
+                name: name.into(),
+                method: "GET".into(),
+                path: "/".into(),
+                count: 1500,
+                rate: 25.0,
+                errors: 0,
+                duration: Trend {
+                    p95,
+                    avg: p95 * 0.7,
+                    ..Trend::default()
+                },
+            });
+        }
+        s
+    };
+    let history = atlas::load::History {
+        entries: (0..10)
+            .map(|i| atlas::load::history::HistoryEntry {
+                label: format!("{i}"),
+                commit: None,
+                summary: run(200.0 + i as f64),
+            })
+            .collect(),
+        notes: vec![],
+    };
+    let cmp = atlas::load::compare_history(
+        &history,
+        &run(400.0),
+        &atlas::load::GateSettings::default(),
+        &[],
+    );
+    let mut c = ctx("ready", None);
+    c["contract"]["evidence"]["comparison"] = serde_json::to_value(&cmp).unwrap();
+    let out = Renderer::new(None)
+        .unwrap()
+        .render_comment("preview.md.j2", &c)
+        .unwrap();
+    assert!(
+        out.contains("| Endpoint | P95 | History median | Error rate | Verdict |"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| GET /menu | 400\\.00ms | 204\\.50ms | 0\\.00% | fail |"),
+        "{out}"
+    );
+    // user text in a name is escaped, one row per endpoint
+    assert!(out.contains("| GET /orders\\|x | 380\\.00ms |"), "{out}");
+    assert_eq!(out.matches("| GET /menu |").count(), 1);
+    assert!(
+        out.contains("Gated against 10 runs of the history (t\\_test model)")
+            || out.contains("Gated against 10 runs of the history (t_test model)"),
+        "{out}"
+    );
+    // the overall rows stay; the per-endpoint rows are not repeated in the metric table
+    assert!(out.contains("| P95 Latency | 380\\.00ms |"), "{out}");
+    assert!(!out.contains("GET /menu p95"), "{out}");
+}
+
 // ---- every template renders from every state a contract can be in ----------------------------
 
 /// The contract as `preview up` leaves it when it fails at `step` (the steps run in this order;

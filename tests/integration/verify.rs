@@ -12,7 +12,7 @@ use atlas::config::Settings;
 use atlas::provider::Platform;
 use atlas::provider::local::process::LocalProcess;
 use atlas::verify::local::LocalFleet;
-use atlas::verify::{Chain, Fleet, Mode, ProbeLoad, Release, chain};
+use atlas::verify::{Chain, Fleet, LoadModuleGate, Mode, Release, chain};
 use verify_env::*;
 
 fn toml(dir: &Path, extra: &str) -> String {
@@ -72,7 +72,7 @@ async fn library_release(version: &str) -> (atlas::verify::ChainReport, Vec<(Str
     let platform = LocalProcess::new(&dir.path().join("state"), &cmd, dir.path());
     let fleet = LocalFleet::new(Box::new(platform), "t", &settings, None, None);
     fleet.boot_production("v1", 2).await.unwrap();
-    let load = ProbeLoad::from_settings(&settings).unwrap();
+    let load = LoadModuleGate::from_settings(&settings);
     let env = |k: &str| std::env::var(k).ok();
     let c = Chain {
         settings: &settings,
@@ -342,7 +342,9 @@ mod cloud {
     use atlas::secret::Secret;
     use atlas::verify::fly::FlyFleet;
     use atlas::verify::migrate::ProviderReleaseDb;
-    use atlas::verify::{Chain, ChainReport, Mode, ProbeLoad, Release, ReleaseDatabase, chain};
+    use atlas::verify::{
+        Chain, ChainReport, LoadModuleGate, Mode, Release, ReleaseDatabase, chain,
+    };
 
     use crate::common::fake_fly::FakeFly;
     use crate::common::fake_neon::{self, FakeNeon};
@@ -378,6 +380,11 @@ health_path = "/healthz"
 
 [database]
 migrations = "echo migrating"
+
+[load]
+rate = 100.0
+duration = "1s"
+warmup = "0s"
 
 [verify]
 machines = 3
@@ -453,7 +460,7 @@ p95_floor_ms = 15.0
             prod_ids,
         };
         before(&world);
-        let load = ProbeLoad::from_settings(&settings).unwrap();
+        let load = LoadModuleGate::from_settings(&settings);
         let env = |k: &str| std::env::var(k).ok();
         let c = Chain {
             settings: &settings,

@@ -302,7 +302,7 @@ impl LocalPg {
         let bindir = find_bindir(settings.pg_bindir.as_deref())?;
         for c in ["psql", "pg_dump"] {
             let p = client(Some(&bindir), c);
-            if p.is_relative() && which(c).is_none() {
+            if p.is_relative() && crate::shell::on_path(c).is_none() {
                 bail!(
                     "the PostgreSQL client `{c}` was not found: install the Debian package `{PG_PACKAGE}`"
                 );
@@ -561,14 +561,6 @@ impl LocalPg {
         std::fs::write(&path, serde_json::to_string_pretty(&set)?)
             .with_context(|| format!("cannot write {}", path.display()))
     }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
 }
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What the handler saw.
@@ -24,6 +24,23 @@ pub type Handler = Arc<dyn Fn(&Req) -> (u16, String) + Send + Sync>;
 pub struct Server {
     pub url: String,
     pub requests: Arc<AtomicU64>,
+    /// When each request was received (its head and body read) and answered (the response
+    /// written), in the order answered: the server's own view of what it did, which the accuracy
+    /// tests compare the generator with (a sleep overshoots by a millisecond or more on a busy
+    /// 2-core machine, so the nominal delay is not the truth).
+    pub timings: Timings,
+}
+
+/// Per-request (received, answered) instants, shared by a server's connections.
+pub type Timings = Arc<Mutex<Vec<(Instant, Instant)>>>;
+
+/// The `q`-quantile (0..=1, nearest rank) of `v`, in milliseconds; `v` need not be sorted.
+pub fn quantile_ms(v: &[Duration], q: f64) -> f64 {
+    assert!(!v.is_empty(), "no samples");
+    let mut v = v.to_vec();
+    v.sort();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1].as_secs_f64() * 1000.0
 }
 
 /// Starts a server; it lives until the test process exits.
@@ -37,20 +54,25 @@ pub fn serve_with_idle_timeout(handler: Handler, idle: Option<Duration>) -> Serv
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let requests = Arc::new(AtomicU64::new(0));
-    let count = requests.clone();
+    let timings = Timings::default();
+    let (count, log) = (requests.clone(), timings.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
             let handler = handler.clone();
-            let count = count.clone();
+            let (count, log) = (count.clone(), log.clone());
             let _ = stream.set_read_timeout(idle);
-            std::thread::spawn(move || connection(stream, handler, count));
+            std::thread::spawn(move || connection(stream, handler, count, log));
         }
     });
-    Server { url, requests }
+    Server {
+        url,
+        requests,
+        timings,
+    }
 }
 
-fn connection(stream: TcpStream, handler: Handler, count: Arc<AtomicU64>) {
+fn connection(stream: TcpStream, handler: Handler, count: Arc<AtomicU64>, log: Timings) {
     let _ = stream.set_nodelay(true);
     let Ok(mut out) = stream.try_clone() else {
         return;
@@ -89,6 +111,7 @@ fn connection(stream: TcpStream, handler: Handler, count: Arc<AtomicU64>) {
             return;
         }
         count.fetch_add(1, Ordering::Relaxed);
+        let received = Instant::now();
         let (status, text) = handler(&Req {
             method,
             path,
@@ -102,6 +125,7 @@ fn connection(stream: TcpStream, handler: Handler, count: Arc<AtomicU64>) {
         if out.write_all(resp.as_bytes()).is_err() {
             return;
         }
+        log.lock().unwrap().push((received, Instant::now()));
     }
 }
 
@@ -124,14 +148,17 @@ pub fn delay_server(delay: Duration) -> Server {
 /// late, well inside the test's tolerance.
 pub fn freeze_server(period: Duration, freeze: Duration, offset: Duration) -> Server {
     let requests = Arc::new(AtomicU64::new(0));
-    let count = requests.clone();
+    let timings = Timings::default();
+    let (count, log) = (requests.clone(), timings.clone());
     let epoch: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
     let addr = event_loop(move |stream| {
-        frozen_connection(stream, epoch.clone(), count.clone(), period, freeze, offset)
+        let clocks = (epoch.clone(), count.clone(), log.clone());
+        frozen_connection(stream, clocks, period, freeze, offset)
     });
     Server {
         url: format!("http://{addr}"),
         requests,
+        timings,
     }
 }
 
@@ -188,8 +215,7 @@ async fn next_head<S: tokio::io::AsyncRead + Unpin>(
 /// Bodiless requests only (the freeze test sends GET /).
 async fn frozen_connection(
     mut stream: tokio::net::TcpStream,
-    epoch: Arc<OnceLock<Instant>>,
-    count: Arc<AtomicU64>,
+    (epoch, count, log): (Arc<OnceLock<Instant>>, Arc<AtomicU64>, Timings),
     period: Duration,
     freeze: Duration,
     offset: Duration,
@@ -198,7 +224,8 @@ async fn frozen_connection(
     let mut buf = Vec::with_capacity(4096);
     while next_head(&mut stream, &mut buf).await.is_some() {
         count.fetch_add(1, Ordering::Relaxed);
-        let e = *epoch.get_or_init(Instant::now);
+        let received = Instant::now();
+        let e = *epoch.get_or_init(|| received);
         let since = e.elapsed().as_nanos() as u64;
         let phase = since % period.as_nanos() as u64;
         let (from, to) = (
@@ -212,6 +239,7 @@ async fn frozen_connection(
         if stream.write_all(resp).await.is_err() {
             return;
         }
+        log.lock().unwrap().push((received, Instant::now()));
     }
 }
 
@@ -291,6 +319,7 @@ pub fn tls_server() -> Server {
     Server {
         url: format!("https://localhost:{}", addr.port()),
         requests,
+        timings: Timings::default(),
     }
 }
 

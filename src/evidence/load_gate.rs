@@ -1,0 +1,86 @@
+//! The load-gate adapter: a measured [`Summary`] judged against the `[baseline]` history (the
+//! threshold models of [`crate::load::history`]) or else its fixed file
+//! ([`crate::load::gate::compare`]). Preview and verify both judge through here, so the gate
+//! has one rule set and its verdict one sentence.
+
+use std::path::PathBuf;
+
+use crate::config::{GateSettings, RequestSpec};
+use crate::load::gate::{Comparison, Verdict};
+use crate::load::history::gate_summary;
+use crate::load::summary::Summary;
+
+/// A measured load run and, when a baseline file exists, its comparison with it.
+#[derive(Debug, Clone)]
+pub struct GateRun {
+    pub summary: Summary,
+    /// `None`: no baseline file, so measured but not gated.
+    pub comparison: Option<Comparison>,
+    /// Where the baseline was looked for.
+    pub baseline: PathBuf,
+}
+
+/// Judges `summary` against `[baseline] history` when it exists (each endpoint of `requests`
+/// against its own runs), else `[baseline] path`; neither means "measured, not gated", an
+/// unreadable one is an error naming the file.
+pub fn judge(
+    summary: Summary,
+    gate: &GateSettings,
+    requests: &[RequestSpec],
+) -> anyhow::Result<GateRun> {
+    let comparison = gate_summary(&summary, gate, requests)?;
+    Ok(GateRun {
+        summary,
+        comparison,
+        baseline: gate.path.clone(),
+    })
+}
+
+impl GateRun {
+    /// The run in one line: requests, error rate, mean and p95 latency.
+    pub fn measured(&self) -> String {
+        let m = &self.summary.metrics;
+        format!(
+            "{} requests, {:.2}% errors, avg {:.1} ms, p95 {:.1} ms",
+            m.http_reqs.total,
+            m.errors.rate * 100.0,
+            m.http_req_duration.avg,
+            m.http_req_duration.p95
+        )
+    }
+
+    /// The gate's verdict; `None` when there was no baseline to compare with.
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.comparison.as_ref().map(|c| c.verdict)
+    }
+
+    /// The failure sentence when the gate failed: the one wording for every flow.
+    pub fn failure(&self) -> Option<String> {
+        let c = self.comparison.as_ref()?;
+        (c.verdict == Verdict::Fail).then(|| match &c.model {
+            Some(model) => format!("worse than the history ({model} model): {}", c.failures()),
+            None => format!(
+                "more than {}% worse than the baseline: {}",
+                c.threshold_pct,
+                c.failures()
+            ),
+        })
+    }
+
+    /// Why the comparison could not decide, when it could not.
+    pub fn inconclusive(&self) -> Option<String> {
+        let c = self.comparison.as_ref()?;
+        (c.verdict == Verdict::Inconclusive)
+            .then(|| format!("baseline gate inconclusive: {}", c.notes.join("; ")))
+    }
+
+    /// The sentence for a run with no baseline file.
+    pub fn not_gated(&self) -> Option<String> {
+        self.comparison.is_none().then(|| {
+            format!(
+                "no baseline at {}: measured, not gated (write one with `atlas baseline update`)",
+                self.baseline.display()
+            )
+        })
+    }
+}
