@@ -42,6 +42,9 @@ pub enum Command {
     Baseline(crate::load::BaselineCommand),
     /// The whole preview lifecycle locally, against examples/.
     Demo(DemoArgs),
+    /// The access gate: a reverse proxy in front of a preview app.
+    #[command(subcommand)]
+    Gate(crate::gate::GateCommand),
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +63,21 @@ pub enum PreviewCommand {
     Up(PreviewArgs),
     /// Destroy the preview of a PR.
     Down(PreviewArgs),
+    /// Mint a signed link to a PR's preview (access = "signed-link").
+    Link(LinkArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LinkArgs {
+    /// Pull request number.
+    #[arg(long)]
+    pub pr: u64,
+    /// How long the link stays valid.
+    #[arg(long, default_value = "24h", value_parser = |s: &str| humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e}")))]
+    pub ttl: std::time::Duration,
+    /// The local preview (the gate's secret comes from ATLAS_GATE_SECRET or the state directory).
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -34,8 +34,14 @@ pub struct DataBoundary {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IdentityBoundary {
-    /// Who can open it: `public`, `token`, ...
+    /// Who can open it: `public`, `signed-link`, `github`, ...
     pub access: String,
+    /// In words, who gets in (set when an access gate enforces it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub who: Option<String>,
+    /// Until when that access holds (the preview's expiry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,6 +97,10 @@ pub struct EvidenceBoundary {
     pub load_note: Option<String>,
     pub logs: Option<String>,
     pub timings: Vec<Timing>,
+    /// The smoke checks and the load test went through the access gate (with this run's
+    /// bypass token), so they measured what reviewers get.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub through_gate: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

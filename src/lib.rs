@@ -10,7 +10,8 @@
 //! ```text
 //! 8 commands/ cli        read the process environment, build providers (cloud or local,
 //!                        once), pick the retry policy, print; one match over commands
-//! 7 preview verify/ sweep load (its flows)   plain async functions that take data
+//! 7 preview verify/ sweep load gate/ (flows)   plain async functions that take data; gate/ is
+//!                        the access gate (proxy, links, sign-in) and its local platform
 //! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy}
 //! 5 contract report outputs gha http github_env
 //! 4 event                pure: event + policy -> plan (forced-command and fork rules too)
@@ -30,6 +31,7 @@ pub mod contract;
 pub mod error;
 pub mod event;
 pub mod evidence;
+pub mod gate;
 pub mod gha;
 pub mod github_env;
 pub mod http;

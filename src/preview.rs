@@ -227,6 +227,9 @@ fn base_contract(settings: &Settings, req: &PreviewRequest, opts: &UpOptions) ->
     c.data.schema_only = settings.database.schema_only;
     c.data.external_systems = settings.database.external_systems.clone();
     c.identity.access = settings.preview.access.clone();
+    c.identity.who = crate::gate::Mode::from_access(&settings.preview.access)
+        .filter(|m| *m != crate::gate::Mode::Public)
+        .map(|m| m.who(&req.repository));
     c.secrets.names = settings.preview.secrets.clone();
     c.secrets.production_secrets = false;
     c.migrations.command = settings.database.migrations.clone();
@@ -682,6 +685,17 @@ async fn up_inner(
         .await?;
     contract.code.url = app.url.clone();
     contract.evidence.logs = app.logs.clone();
+    // Behind an access gate, Atlas's own checks carry this run's bypass token.
+    let gated;
+    let settings = match providers.platform.bypass_header(&app.app) {
+        Some(h) => {
+            gated = crate::gate::with_bypass(settings, &h);
+            contract.evidence.through_gate = true;
+            contract.identity.until = contract.lifecycle.expires.clone();
+            &gated
+        }
+        None => settings,
+    };
     steps.end(
         "deploy",
         &format!(

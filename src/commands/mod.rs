@@ -5,6 +5,7 @@
 pub mod action;
 pub mod ctx;
 pub mod demo;
+pub mod gate;
 pub mod load;
 pub mod preview;
 pub mod verify;
@@ -60,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             load::cli_baseline(cmd, &settings).await
         }
         Command::Demo(args) => demo::run(args).await,
+        Command::Gate(cmd) => gate::run(cmd).await,
     }
 }
 

@@ -80,15 +80,56 @@ pub async fn local_providers(
     }
     let pg = std::sync::Arc::new(pg);
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut platform: Box<dyn crate::provider::Platform> =
+        Box::new(LocalProcess::new(&state_dir, &command, &cwd));
+    if let Some(mode) = crate::gate::Mode::from_access(&settings.preview.access)
+        .filter(|m| *m != crate::gate::Mode::Public)
+    {
+        let exe = std::env::current_exe().context("cannot find the atlas binary for the gate")?;
+        platform = Box::new(crate::gate::local::LocalGate::for_state_dir(
+            platform,
+            &state_dir,
+            mode,
+            gate_secret(),
+            &exe,
+        )?);
+    }
     Ok(LocalSetup {
         providers: Providers {
             database: Box::new(ArcDb(pg.clone())),
-            platform: Box::new(LocalProcess::new(&state_dir, &command, &cwd)),
+            platform,
             forge: Box::new(LocalForge::new(&state_dir, print_comments)),
         },
         pg,
         state_dir,
     })
+}
+
+/// The repository's gate secret, when the environment has one (`ATLAS_GATE_SECRET`, or the
+/// action's `gate_secret` input).
+fn gate_secret() -> Option<secret::Secret> {
+    ["ATLAS_GATE_SECRET", "INPUT_GATE_SECRET"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|v| !v.trim().is_empty())
+        .map(|v| secret::Secret::new(v.trim()))
+}
+
+/// `atlas preview link --pr N --local`: prints a signed link to the running local preview.
+fn link(args: &crate::cli::LinkArgs, settings: &Settings) -> anyhow::Result<()> {
+    if !args.local {
+        bail!(
+            "links to cloud previews are minted by the action's run (the PR comment); pass --local for a preview on this machine"
+        );
+    }
+    let state_dir = settings.local.state_dir.clone();
+    let opts = local_options(settings, &state_dir)?;
+    let app = crate::naming::preview_app(&opts.prefix, args.pr);
+    println!(
+        "{}",
+        crate::gate::local::local_link(&state_dir, &app, args.ttl, gate_secret())?
+    );
+    Ok(())
 }
 
 pub(super) fn git(args: &[&str]) -> Option<String> {
@@ -160,6 +201,7 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
     let (args, is_up) = match cmd {
         PreviewCommand::Up(a) => (a, true),
         PreviewCommand::Down(a) => (a, false),
+        PreviewCommand::Link(a) => return link(a, &settings),
     };
     if !args.local {
         bail!(

@@ -179,6 +179,11 @@ pub trait Platform: Send + Sync {
     async fn run_task(&self, _req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
         Ok(None)
     }
+    /// The header (name, value) this run's own smoke and load traffic must carry to pass the
+    /// access gate in front of `app`; `None` when nothing gates it.
+    fn bypass_header(&self, _app: &str) -> Option<(String, Secret)> {
+        None
+    }
 }
 
 /// Live state of a PR, read on every run (reconcile).

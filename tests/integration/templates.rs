@@ -25,6 +25,7 @@ fn contract() -> Contract {
         },
         identity: IdentityBoundary {
             access: "public".into(),
+            ..Default::default()
         },
         secrets: SecretBoundary {
             names: vec!["DATABASE_URL".into(), "STRIPE_KEY".into()],
@@ -77,6 +78,7 @@ fn contract() -> Contract {
                 step: "deploy".into(),
                 ms: 5120,
             }],
+            through_gate: false,
         },
         lifecycle: LifecycleBoundary {
             created: Some("2026-11-23T12:00:00Z".into()),

@@ -28,6 +28,9 @@ OPERATIONS = [
     ("get", "/repos/{owner}/{repo}/commits/{ref}"),
     ("post", "/repos/{owner}/{repo}/check-runs"),
     ("patch", "/repos/{owner}/{repo}/check-runs/{check_run_id}"),
+    # the access gate's GitHub sign-in, with the signed-in user's token
+    ("get", "/repos/{owner}/{repo}/collaborators/{username}/permission"),
+    ("get", "/orgs/{org}/teams/{team_slug}/memberships/{username}"),
 ]
 
 

@@ -141,6 +141,20 @@ pub struct State {
     pub race_on_create: bool,
     /// `Authorization` headers seen (tests check the token is sent).
     pub auth: Vec<String>,
+    /// The OAuth web flow: registered apps (client id -> secret).
+    pub oauth_apps: BTreeMap<String, String>,
+    /// The user signed in to github.com in "the browser" that opens the authorize page.
+    pub oauth_browser_user: Option<String>,
+    /// Issued, unused codes -> (client id, redirect_uri, login).
+    pub oauth_codes: BTreeMap<String, (String, String, String)>,
+    /// The `Authorization` of the request being answered.
+    pub current_auth: Option<String>,
+    /// User access tokens -> login.
+    pub oauth_tokens: BTreeMap<String, String>,
+    /// Repository permission per login (`admin`, `write`, `read`, `none`); absent means none.
+    pub permissions: BTreeMap<String, String>,
+    /// Active team memberships: `org/slug` -> logins.
+    pub teams: BTreeMap<String, Vec<String>>,
 }
 
 impl State {
@@ -371,8 +385,16 @@ fn handle(
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     s.calls.push(format!("{method} {pq}"));
-    if let Some(a) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        s.auth.push(a.to_string());
+    s.current_auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(a) = s.current_auth.clone() {
+        s.auth.push(a);
+    }
+    // The OAuth web flow lives on github.com, not in the REST description: modelled on its docs.
+    if uri.path().starts_with("/login/oauth/") {
+        return oauth(&mut s, &method, &uri, &body);
     }
     let json_body: Option<Value> = if body.is_empty() {
         None
@@ -441,6 +463,43 @@ fn fault_response(f: &Fault) -> Response {
 
 fn route(s: &mut State, method: &Method, uri: &Uri, body: Value) -> Response {
     let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let bearer = s
+        .current_auth
+        .as_deref()
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("token "))
+        })
+        .map(str::to_string);
+    let oauth_user = bearer.and_then(|t| s.oauth_tokens.get(&t).cloned());
+    if segs == ["user"] && method == Method::GET && oauth_user.is_some() {
+        return json_resp(
+            StatusCode::OK,
+            json!({"login": oauth_user, "id": 2, "type": "User"}),
+        );
+    }
+    if let ["orgs", org, "teams", slug, "memberships", login] = segs.as_slice()
+        && method == Method::GET
+    {
+        if oauth_user.is_none() {
+            return json_resp(
+                StatusCode::UNAUTHORIZED,
+                json!({"message": "Requires authentication"}),
+            );
+        }
+        let member = s
+            .teams
+            .get(&format!("{org}/{slug}"))
+            .is_some_and(|m| m.iter().any(|u| u == login));
+        return if member {
+            json_resp(
+                StatusCode::OK,
+                json!({"url": format!("http://{}/orgs/{org}/teams/{slug}/memberships/{login}", s.addr), "role": "member", "state": "active"}),
+            )
+        } else {
+            not_found()
+        };
+    }
     if segs == ["user"] && method == Method::GET {
         return match &s.user {
             Some(u) => json_resp(StatusCode::OK, json!({"login": u, "id": 1, "type": "User"})),
@@ -454,6 +513,31 @@ fn route(s: &mut State, method: &Method, uri: &Uri, body: Value) -> Response {
         return not_found();
     }
     let rest = &segs[3..];
+    if let ["collaborators", login, "permission"] = rest
+        && method == Method::GET
+    {
+        // With a user's token: a private repository is invisible (404) to someone without access.
+        let Some(caller) = oauth_user else {
+            return json_resp(
+                StatusCode::UNAUTHORIZED,
+                json!({"message": "Requires authentication"}),
+            );
+        };
+        let perm_of = |u: &str| {
+            s.permissions
+                .get(u)
+                .cloned()
+                .unwrap_or_else(|| "none".into())
+        };
+        if perm_of(&caller) == "none" {
+            return not_found();
+        }
+        let p = perm_of(login);
+        return json_resp(
+            StatusCode::OK,
+            json!({"permission": p, "role_name": p, "user": {"login": login, "id": 3, "type": "User"}}),
+        );
+    }
     match (method.clone(), rest) {
         (Method::GET, ["issues", n, "comments"]) => {
             let Ok(pr) = n.parse::<u64>() else {
@@ -598,6 +682,69 @@ fn route(s: &mut State, method: &Method, uri: &Uri, body: Value) -> Response {
                 .map(|p| json!({"number": p.number, "state": if p.open {"open"} else {"closed"}, "head": {"sha": p.head_sha}}))
                 .collect();
             page(s, uri, items)
+        }
+        _ => not_found(),
+    }
+}
+
+/// `GET /login/oauth/authorize` (the browser, already signed in, approves at once and is sent
+/// back with a code) and `POST /login/oauth/access_token` (code -> token; GitHub answers errors
+/// with 200 and an `error` field).
+fn oauth(s: &mut State, method: &Method, uri: &Uri, body: &[u8]) -> Response {
+    match (method.clone(), uri.path()) {
+        (Method::GET, "/login/oauth/authorize") => {
+            let q = query(uri);
+            let client = q.get("client_id").cloned().unwrap_or_default();
+            if !s.oauth_apps.contains_key(&client) {
+                s.violations
+                    .push(format!("authorize: unknown client_id {client:?}"));
+                return (StatusCode::NOT_FOUND, "unknown OAuth app").into_response();
+            }
+            let (Some(redirect), Some(state)) = (q.get("redirect_uri"), q.get("state")) else {
+                s.violations
+                    .push("authorize: no redirect_uri or state".into());
+                return (StatusCode::BAD_REQUEST, "redirect_uri and state required")
+                    .into_response();
+            };
+            let Some(login) = s.oauth_browser_user.clone() else {
+                return (StatusCode::OK, "<form>Sign in to GitHub</form>").into_response();
+            };
+            let id = s.id();
+            let code = format!("code{id}");
+            s.oauth_codes
+                .insert(code.clone(), (client, redirect.clone(), login));
+            let sep = if redirect.contains('?') { '&' } else { '?' };
+            let state_enc: String =
+                url::form_urlencoded::byte_serialize(state.as_bytes()).collect();
+            let loc = format!("{redirect}{sep}code={code}&state={state_enc}");
+            (StatusCode::FOUND, [("location", loc)]).into_response()
+        }
+        (Method::POST, "/login/oauth/access_token") => {
+            let form: BTreeMap<String, String> = url::form_urlencoded::parse(body)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+            let client = get("client_id");
+            if s.oauth_apps.get(&client) != Some(&get("client_secret")) {
+                return json_resp(
+                    StatusCode::OK,
+                    json!({"error": "incorrect_client_credentials"}),
+                );
+            }
+            // A code is single-use and bound to its client and redirect_uri.
+            match s.oauth_codes.remove(&get("code")) {
+                Some((c, r, login)) if c == client && r == get("redirect_uri") => {
+                    let id = s.id();
+                    let token = format!("gho_faketoken{id:08}");
+                    s.oauth_tokens.insert(token.clone(), login);
+                    json_resp(
+                        StatusCode::OK,
+                        json!({"access_token": token, "token_type": "bearer", "scope": ""}),
+                    )
+                }
+                Some(_) => json_resp(StatusCode::OK, json!({"error": "redirect_uri_mismatch"})),
+                None => json_resp(StatusCode::OK, json!({"error": "bad_verification_code"})),
+            }
         }
         _ => not_found(),
     }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Access-gate benchmark: what `atlas gate` adds in front of an app, measured with `atlas load` on
+# loopback against bench/server.rs (a minimal single-threaded keep-alive server).
+#
+#   bench/gate.sh                       # 3 rounds; latency at 2000 req/s, throughput at 50 VUs
+#   ROUNDS=5 DURATION=10 RATE=2000 bench/gate.sh
+#
+# Placement (2-core machine): the generator and the app server share CPU $GEN_CPU in every
+# measurement; the gate runs alone on CPU $GATE_CPU with one tokio worker (TOKIO_WORKER_THREADS=1),
+# i.e. "the gate on one core". Direct and gated runs alternate, so drift hits both.
+#   latency:    open model, --rate $RATE, 20 connections: p50/p99 direct vs through the gate
+#   throughput: closed model, --vus $CONNS at full speed: req/s direct vs through the gate
+# Modes: public (forward only) and signed-link with the run-scoped bypass header (HMAC verify on
+# every request: what Atlas's own load test pays).
+# Needs: taskset, python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+RATE=${RATE:-2000}
+CONNS=${CONNS:-50}
+GEN_CPU=${GEN_CPU:-0}
+GATE_CPU=${GATE_CPU:-1}
+SRV_PORT=${SRV_PORT:-18090}
+GATE_PORT=${GATE_PORT:-18091}
+SIGNED_PORT=${SIGNED_PORT:-18092}
+
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --bin atlas --example bench_server >&2
+ATLAS=$PWD/target/release/atlas
+SERVER=$PWD/target/release/examples/bench_server
+WORK=$(mktemp -d)
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+
+taskset -c "$GEN_CPU" "$SERVER" "$SRV_PORT" & PIDS+=($!)
+# A bench-only key (not a secret: nothing else uses it).
+export ATLAS_GATE_KEY=$(printf 'b%.0s' $(seq 64))
+TOKIO_WORKER_THREADS=1 taskset -c "$GATE_CPU" "$ATLAS" gate serve --listen "127.0.0.1:$GATE_PORT" \
+  --upstream "127.0.0.1:$SRV_PORT" --mode public --preview bench >/dev/null & PIDS+=($!)
+TOKIO_WORKER_THREADS=1 taskset -c "$GATE_CPU" "$ATLAS" gate serve --listen "127.0.0.1:$SIGNED_PORT" \
+  --upstream "127.0.0.1:$SRV_PORT" --mode signed-link --preview bench --run bench-run >/dev/null & PIDS+=($!)
+sleep 0.5
+BYPASS=$("$ATLAS" gate mint --kind bypass --preview bench --run bench-run --ttl 2h)
+
+# Atlas's own traffic carries the bypass header; direct and public runs send it too (ignored),
+# so every request is byte for byte the same size.
+cat >"$WORK/atlas.toml" <<EOF
+[[load.requests]]
+path = "/"
+headers = { "x-atlas-bypass" = "$BYPASS" }
+EOF
+
+# one LABEL URL MODEL -> "req/s p50_ms p99_ms errors"
+one() {
+  local url=$1; shift
+  (cd "$WORK" && taskset -c "$GEN_CPU" "$ATLAS" load --target "$url" "$@" \
+    --duration "${DURATION}s" --warmup 1s --out "$WORK/s.json" >/dev/null 2>"$WORK/err") || {
+    cat "$WORK/err" >&2; return 1; }
+  python3 - "$WORK/s.json" "$DURATION" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); m = s["metrics"]; d = float(sys.argv[2])
+t = m["http_req_duration"]
+print(f'{m["http_reqs"]["total"]/d:.0f} {t.get("med", 0):.3f} {t.get("p99", 0):.3f} {m["errors"]["rate"]:.4f}')
+PY
+}
+
+declare -A URL=([direct]="http://127.0.0.1:$SRV_PORT" [public]="http://127.0.0.1:$GATE_PORT" [signed]="http://127.0.0.1:$SIGNED_PORT")
+echo "| round | path | latency req/s | p50 ms | p99 ms | errors | throughput req/s | errors |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+for round in $(seq 1 "$ROUNDS"); do
+  for path in direct public signed; do
+    read -r lr p50 p99 le < <(one "${URL[$path]}" --rate "$RATE" --connections 20)
+    read -r tr _ _ te < <(one "${URL[$path]}" --vus "$CONNS")
+    echo "| $round | $path | $lr | $p50 | $p99 | $le | $tr | $te |"
+  done
+done

@@ -1,0 +1,277 @@
+//! The gate in front of a local preview: a [`Platform`] that deploys the app with the platform it
+//! wraps, then runs `atlas gate serve` on loopback in front of it (itself a local process, with
+//! the same process-group, state-file and readiness handling as the app), and answers with the
+//! gate's URL. The preview's nonce is drawn when the gate is first created and kept in
+//! `<dir>/<app>.nonce` across updates; `destroy` stops the gate and deletes the nonce, so every
+//! link to the preview dies with it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+
+use super::token::{Kind, PreviewKey, new_nonce, now};
+use super::{Mode, token};
+use crate::provider::local::process::LocalProcess;
+use crate::provider::{
+    AppDeployment, Deleted, DeployRequest, Owned, Platform, TaskOutput, TaskRequest,
+};
+use crate::secret::Secret;
+
+/// What a run needs to pass its own gate: the header value, per app.
+#[derive(Debug, Clone, Default)]
+pub struct Bypass(Arc<Mutex<Vec<(String, Secret)>>>);
+
+impl Bypass {
+    /// The bypass token of `app` minted in this run, if its gate was deployed in this run.
+    pub fn token(&self, app: &str) -> Option<Secret> {
+        let v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.iter().find(|(a, _)| a == app).map(|(_, t)| t.clone())
+    }
+
+    fn set(&self, app: &str, t: Secret) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|(a, _)| a != app);
+        v.push((app.to_string(), t));
+    }
+}
+
+pub struct LocalGate {
+    inner: Box<dyn Platform>,
+    dir: PathBuf,
+    exe: PathBuf,
+    mode: Mode,
+    secret: Secret,
+    run: String,
+    /// How long this run's bypass token lives (the run's own deadline).
+    run_ttl: Duration,
+    bypass: Bypass,
+}
+
+/// The nonce a local preview was created with, if it exists.
+pub fn nonce(dir: &Path, app: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(format!("{app}.nonce")))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| token::is_field(s))
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl LocalGate {
+    /// Wraps `inner`; gate state lives in `dir`; `exe` is the atlas binary that runs the gate.
+    pub fn new(
+        inner: Box<dyn Platform>,
+        dir: &Path,
+        exe: &Path,
+        mode: Mode,
+        secret: Secret,
+        run_ttl: Duration,
+    ) -> LocalGate {
+        LocalGate {
+            inner,
+            dir: dir.to_path_buf(),
+            exe: exe.to_path_buf(),
+            mode,
+            secret,
+            run: format!("local-{}", new_nonce()),
+            run_ttl,
+            bypass: Bypass::default(),
+        }
+    }
+
+    /// The local preview's gate: state in `<state_dir>/gate`, `exe` (this atlas binary) runs
+    /// it, and the repository secret is `env_secret` (`ATLAS_GATE_SECRET`), else one drawn once
+    /// and kept in `<state_dir>/gate/secret` (mode 0600) so local links survive across runs.
+    pub fn for_state_dir(
+        inner: Box<dyn Platform>,
+        state_dir: &Path,
+        mode: Mode,
+        env_secret: Option<Secret>,
+        exe: &Path,
+    ) -> anyhow::Result<LocalGate> {
+        if mode == Mode::Github {
+            anyhow::bail!(
+                "[preview] access = \"github\" needs a public callback URL and an OAuth app: \
+                 locally use \"signed-link\" (or run `atlas gate serve --mode github` yourself)"
+            );
+        }
+        let dir = state_dir.join("gate");
+        let secret = local_secret(&dir, env_secret)?;
+        Ok(LocalGate::new(
+            inner,
+            &dir,
+            exe,
+            mode,
+            secret,
+            Duration::from_secs(3600),
+        ))
+    }
+
+    /// The handle the smoke checks and load test read their bypass header from.
+    pub fn bypass(&self) -> Bypass {
+        self.bypass.clone()
+    }
+
+    fn processes(&self, upstream: &str, app: &str, pr: Option<u64>) -> LocalProcess {
+        let mut cmd = format!(
+            "exec {} gate serve --listen 127.0.0.1:$PORT --upstream {} --mode {} --preview {} --run {}",
+            sh_quote(&self.exe.display().to_string()),
+            sh_quote(upstream),
+            self.mode.as_str(),
+            app,
+            self.run
+        );
+        if let Some(n) = pr {
+            cmd.push_str(&format!(" --pr {n}"));
+        }
+        LocalProcess::new(&self.dir, &cmd, &self.dir)
+    }
+}
+
+#[async_trait]
+impl Platform for LocalGate {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn deploy(&self, req: &DeployRequest) -> anyhow::Result<AppDeployment> {
+        if !token::is_field(&req.app) {
+            anyhow::bail!("gate: app name `{}` is not [A-Za-z0-9_-]", req.app);
+        }
+        let app = self.inner.deploy(req).await?;
+        let upstream = app
+            .url
+            .strip_prefix("http://")
+            .map(|u| u.trim_end_matches('/').to_string())
+            .with_context(|| {
+                format!(
+                    "gate: the local app's URL `{}` is not http://host:port",
+                    app.url
+                )
+            })?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let nonce = match nonce(&self.dir, &req.app) {
+            Some(n) => n,
+            None => {
+                let n = new_nonce();
+                let p = self.dir.join(format!("{}.nonce", req.app));
+                std::fs::write(&p, &n).with_context(|| format!("cannot write {}", p.display()))?;
+                n
+            }
+        };
+        let key = PreviewKey::derived_hex(&self.secret, &req.app, &nonce);
+        let gate_req = DeployRequest {
+            pr: req.pr,
+            app: req.app.clone(),
+            sha: req.sha.clone(),
+            repository: req.repository.clone(),
+            image: None,
+            env: Default::default(),
+            secrets: [("ATLAS_GATE_KEY".to_string(), key)].into_iter().collect(),
+            port: 0,
+            health_path: "/_atlas/healthz".into(),
+            readiness_timeout: Duration::from_secs(20),
+        };
+        let gate = self
+            .processes(&upstream, &req.app, req.pr)
+            .deploy(&gate_req)
+            .await
+            .context("the access gate did not start")?;
+        let t = PreviewKey::derive(&self.secret, &req.app, &nonce).mint(
+            Kind::Bypass,
+            now() + self.run_ttl.as_secs(),
+            &self.run,
+        );
+        self.bypass.set(&req.app, Secret::new(t));
+        Ok(AppDeployment {
+            url: gate.url,
+            ..app
+        })
+    }
+
+    async fn destroy(&self, app: &str) -> anyhow::Result<Deleted> {
+        // The gate first: from here on nothing answers at the preview's URL.
+        let gate = self.processes("-", app, None).destroy(app).await?;
+        let p = self.dir.join(format!("{app}.nonce"));
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", p.display())),
+        }
+        let inner = self.inner.destroy(app).await?;
+        Ok(match (gate, inner) {
+            (Deleted::AlreadyGone, Deleted::AlreadyGone) => Deleted::AlreadyGone,
+            _ => Deleted::Removed,
+        })
+    }
+
+    async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
+        self.inner.list_apps().await
+    }
+
+    async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
+        self.inner.run_task(req).await
+    }
+
+    fn bypass_header(&self, app: &str) -> Option<(String, Secret)> {
+        self.bypass
+            .token(app)
+            .map(|t| (super::BYPASS_HEADER.to_string(), t))
+    }
+}
+
+/// The local repository secret (see [`LocalGate::for_state_dir`]).
+pub fn local_secret(dir: &Path, env_secret: Option<Secret>) -> anyhow::Result<Secret> {
+    if let Some(s) = env_secret.filter(|s| !s.expose().trim().is_empty()) {
+        return Ok(s);
+    }
+    let path = dir.join("secret");
+    if let Ok(s) = std::fs::read_to_string(&path)
+        && !s.trim().is_empty()
+    {
+        return Ok(Secret::new(s.trim()));
+    }
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let s = format!("{}{}", new_nonce(), new_nonce());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(s.as_bytes())?;
+    Ok(Secret::new(s))
+}
+
+/// A link to the local preview `app`: its gate's URL, nonce and the local secret.
+pub fn local_link(
+    state_dir: &Path,
+    app: &str,
+    ttl: Duration,
+    env_secret: Option<Secret>,
+) -> anyhow::Result<String> {
+    let dir = state_dir.join("gate");
+    let nonce = nonce(&dir, app).with_context(|| {
+        format!("no gated local preview `{app}` (run `atlas preview up --local` with [preview] access = \"signed-link\")")
+    })?;
+    let st = LocalProcess::new(&dir, "", &dir)
+        .state(app)
+        .filter(|s| s.alive())
+        .with_context(|| format!("the gate of `{app}` is not running"))?;
+    let secret = local_secret(&dir, env_secret)?;
+    Ok(super::mint_link(
+        &secret,
+        app,
+        &nonce,
+        &format!("http://127.0.0.1:{}/", st.port),
+        ttl,
+    ))
+}

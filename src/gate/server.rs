@@ -1,0 +1,653 @@
+//! The reverse proxy: one hyper HTTP/1.1 server, one pooled keep-alive client to the upstream.
+//!
+//! Requests are decided (gate endpoint, redirect, refusal, or forward) from the request head
+//! alone; bodies stream through untouched in both directions, and an `Upgrade` (WebSocket) is
+//! joined byte for byte once both sides switched. The upstream is fixed by configuration and
+//! chosen per request by [`Gate::route`]: the request's `Host`, absolute-form target or path can
+//! never point the gate anywhere else.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use super::github::{GithubAccess, SignIn};
+use super::pages::{esc, fresh_link_hint, page};
+pub use super::respond::{Body, COOKIE, OAUTH_COOKIE};
+use super::respond::{
+    clear_cookie, cookie, html, query_param, redirect, refused, session_cookie, set_cookie,
+};
+use super::token::{Kind, PreviewKey, Refusal, now};
+use super::{Mode, Upstream};
+
+const COOKIE_PREFIX: &str = "atlas_";
+/// The bypass header Atlas's own traffic carries; every `x-atlas-*` header is stripped upstream.
+pub const BYPASS_HEADER: &str = "x-atlas-bypass";
+const ATLAS_HEADER_PREFIX: &str = "x-atlas-";
+/// The link's query parameter.
+pub const LINK_PARAM: &str = "atlas_token";
+/// The gate's own path namespace; nothing under it is ever forwarded.
+pub const GATE_PREFIX: &str = "/_atlas/";
+
+/// Limits and timeouts of one gate.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The request head (line + headers) must fit in this many bytes (at least 8 KiB).
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    /// A client must finish sending its request head within this.
+    pub head_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// The upstream must start answering within this.
+    pub upstream_timeout: Duration,
+    /// Idle keep-alive connections to the upstream are closed after this.
+    pub pool_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 32 * 1024,
+            max_headers: 100,
+            head_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(60),
+            pool_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything one gate needs, validated.
+#[derive(Debug)]
+pub struct GateOptions {
+    pub mode: Mode,
+    pub upstream: Upstream,
+    /// The preview's derived key; required by every mode but `public`, and for bypass tokens.
+    pub key: Option<PreviewKey>,
+    /// The run whose bypass tokens are accepted.
+    pub run: Option<String>,
+    /// The gate sits behind an edge (Fly's proxy) whose `X-Forwarded-*` headers are honest.
+    pub trust_forwarded: bool,
+    /// Reviewers reach the gate over HTTPS (cookies get `Secure`).
+    pub https: bool,
+    /// The preview's PR, for the help text of the refusal pages.
+    pub pr: Option<u64>,
+    pub github: Option<GithubAccess>,
+    /// How long a GitHub sign-in lasts.
+    pub session_ttl: Duration,
+    pub limits: Limits,
+}
+
+/// A running gate's shared state.
+pub struct Gate {
+    opts: GateOptions,
+    client: Client<HttpConnector, Incoming>,
+    /// `http://<authority>` of the default upstream, validated once.
+    base: http::uri::Authority,
+    http: reqwest::Client,
+}
+
+/// What the access check decided for a request that is not a gate endpoint.
+enum Access {
+    Forward,
+    Answer(Response<Body>),
+}
+
+impl Gate {
+    pub fn new(opts: GateOptions) -> anyhow::Result<Gate> {
+        let base: http::uri::Authority = opts.upstream.authority.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "gate upstream `{}` is not host:port: {e}",
+                opts.upstream.authority
+            )
+        })?;
+        if opts.mode != Mode::Public && opts.key.is_none() {
+            anyhow::bail!(
+                "access `{}` needs the gate key (ATLAS_GATE_KEY)",
+                opts.mode.as_str()
+            );
+        }
+        if opts.mode == Mode::Github && opts.github.is_none() {
+            anyhow::bail!("access `github` needs the GitHub OAuth client settings");
+        }
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(opts.limits.connect_timeout));
+        conn.set_keepalive(Some(Duration::from_secs(30)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(opts.limits.pool_idle)
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(256)
+            .build(conn);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Gate {
+            opts,
+            client,
+            base,
+            http,
+        })
+    }
+
+    pub fn options(&self) -> &GateOptions {
+        &self.opts
+    }
+
+    /// Serves connections from `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    eprintln!("atlas gate: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let gate = self.clone();
+            tokio::spawn(async move {
+                let limits = &gate.opts.limits;
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(limits.head_timeout)
+                    .max_buf_size(limits.max_head_bytes.max(8192))
+                    .max_headers(limits.max_headers)
+                    .keep_alive(true);
+                let g = gate.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let g = g.clone();
+                    async move { Ok::<_, Infallible>(g.handle(peer, req).await) }
+                });
+                let _ = b
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    }
+
+    /// The upstream of a request. One today; the seam where commit URLs will pick a kept machine.
+    fn route(
+        &self,
+        _req: &Request<Incoming>,
+    ) -> (&http::uri::Authority, &[(HeaderName, HeaderValue)]) {
+        (&self.base, &self.opts.upstream.headers)
+    }
+
+    async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path();
+        if path.starts_with(GATE_PREFIX) {
+            return self.endpoint(req).await;
+        }
+        match self.access(&req) {
+            Access::Forward => self.forward(peer, req).await,
+            Access::Answer(r) => r,
+        }
+    }
+
+    /// `/_atlas/...`: the gate's own endpoints; anything else there is a 404 from the gate.
+    async fn endpoint(&self, req: Request<Incoming>) -> Response<Body> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/_atlas/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/_atlas/github/login") if self.opts.mode == Mode::Github => {
+                match self.sign_in_view() {
+                    Some(v) => super::github::login(&v, &req),
+                    None => refused("Sign-in is not configured", "", self.opts.pr),
+                }
+            }
+            (&Method::GET, "/_atlas/github/callback") if self.opts.mode == Mode::Github => {
+                match self.sign_in_view() {
+                    Some(v) => super::github::callback(&v, &req).await,
+                    None => refused("Sign-in is not configured", "", self.opts.pr),
+                }
+            }
+            (&Method::GET | &Method::POST, "/_atlas/signout") => {
+                let mut r = html(
+                    StatusCode::OK,
+                    page(
+                        "Signed out",
+                        &["This browser no longer has access to the preview.".into()],
+                        Some(("/", "Back to the preview")),
+                    ),
+                );
+                set_cookie(&mut r, &clear_cookie(COOKIE));
+                r
+            }
+            _ => html(
+                StatusCode::NOT_FOUND,
+                page(
+                    "Not found",
+                    &["This path belongs to the access gate.".into()],
+                    None,
+                ),
+            ),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        now()
+    }
+
+    /// Decides whether a request may reach the upstream.
+    fn access(&self, req: &Request<Incoming>) -> Access {
+        let key = self.opts.key.as_ref();
+        if let Some(v) = req.headers().get(BYPASS_HEADER) {
+            if self.opts.mode == Mode::Public {
+                return Access::Forward;
+            }
+            return match (key, &self.opts.run, v.to_str()) {
+                (Some(k), Some(run), Ok(t)) => match k.verify(Kind::Bypass, t, self.now()) {
+                    Ok(c) if &c.extra == run => Access::Forward,
+                    Ok(_) => Access::Answer(refused(
+                        "This bypass token belongs to another run",
+                        "Atlas's bypass tokens only work during the run that minted them.",
+                        self.opts.pr,
+                    )),
+                    Err(r) => Access::Answer(refused_for(&r, "bypass token", self.opts.pr)),
+                },
+                _ => Access::Answer(refused(
+                    "Bypass refused",
+                    "This gate accepts no bypass token outside an Atlas run.",
+                    self.opts.pr,
+                )),
+            };
+        }
+        if self.opts.mode == Mode::Public {
+            return Access::Forward;
+        }
+        let Some(key) = key else {
+            return Access::Answer(text(StatusCode::INTERNAL_SERVER_ERROR, "gate has no key\n"));
+        };
+        if self.opts.mode == Mode::SignedLink
+            && let Some(token) = query_param(req.uri(), LINK_PARAM)
+        {
+            return Access::Answer(self.open_link(key, req.uri(), token));
+        }
+        if let Some(c) = cookie(req.headers(), COOKIE) {
+            match key.verify(Kind::Session, c, self.now()) {
+                Ok(_) => return Access::Forward,
+                Err(r) => {
+                    let mut resp = self.sign_in(req.uri(), Some(&r));
+                    set_cookie(&mut resp, &clear_cookie(COOKIE));
+                    return Access::Answer(resp);
+                }
+            }
+        }
+        Access::Answer(self.sign_in(req.uri(), None))
+    }
+
+    /// A link: verify, set the session cookie, and redirect to the URL without the token.
+    fn open_link(&self, key: &PreviewKey, uri: &Uri, token: &str) -> Response<Body> {
+        match key.verify(Kind::Link, token, self.now()) {
+            Ok(claims) => {
+                let session = key.mint(Kind::Session, claims.expires, "link");
+                let max_age = claims.expires.saturating_sub(self.now());
+                let mut r = redirect(&clean_location(uri));
+                set_cookie(&mut r, &self.session_cookie(&session, max_age));
+                r
+            }
+            Err(r) => refused_for(&r, "link", self.opts.pr),
+        }
+    }
+
+    fn session_cookie(&self, value: &str, max_age: u64) -> String {
+        session_cookie(value, max_age, self.opts.https)
+    }
+
+    /// What the GitHub sign-in needs of this gate.
+    fn sign_in_view(&self) -> Option<SignIn<'_>> {
+        Some(SignIn {
+            github: self.opts.github.as_ref()?,
+            key: self.opts.key.as_ref()?,
+            https: self.opts.https,
+            pr: self.opts.pr,
+            session_ttl: self.opts.session_ttl,
+            http: &self.http,
+        })
+    }
+
+    /// The 401 page: how to get in under this gate's mode.
+    fn sign_in(&self, uri: &Uri, why: Option<&Refusal>) -> Response<Body> {
+        let mut paras = Vec::new();
+        if let Some(Refusal::Expired { .. }) = why {
+            paras.push("Your access to this preview expired.".to_string());
+        }
+        let (title, action) = match self.opts.mode {
+            Mode::Github => {
+                let repo = self
+                    .opts
+                    .github
+                    .as_ref()
+                    .map(|g| g.repo.clone())
+                    .unwrap_or_default();
+                paras.push(format!(
+                    "This preview is private: sign in with a GitHub account that can read <code>{}</code>.",
+                    esc(&repo)
+                ));
+                let next = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let href = format!(
+                    "/_atlas/github/login?next={}",
+                    url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                );
+                (
+                    "Sign in to open this preview",
+                    Some((href, "Sign in with GitHub")),
+                )
+            }
+            _ => {
+                paras.push("This preview is private: open it with a signed link.".to_string());
+                paras.push(fresh_link_hint(self.opts.pr));
+                ("Sign in to open this preview", None)
+            }
+        };
+        let body = page(
+            title,
+            &paras,
+            action.as_ref().map(|(h, l)| (h.as_str(), *l)),
+        );
+        let mut r = html(StatusCode::UNAUTHORIZED, body);
+        // Not HTTP authentication: a page that says how to get in.
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("AtlasGate realm=\"preview\""),
+        );
+        r
+    }
+
+    /// Forwards a request upstream and streams the answer back.
+    async fn forward(&self, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (authority, extra) = self.route(&req);
+        let (mut parts, body) = req.into_parts();
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(authority.clone())
+            .path_and_query(pq)
+            .build();
+        let Ok(uri) = uri else {
+            return text(StatusCode::BAD_REQUEST, "bad request target\n");
+        };
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        self.clean_request_headers(&mut parts.headers, peer, upgrade);
+        for (n, v) in extra {
+            parts.headers.insert(n.clone(), v.clone());
+        }
+        let fut = self.client.request(Request::from_parts(parts, body));
+        let mut resp = match tokio::time::timeout(self.opts.limits.upstream_timeout, fut).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                eprintln!("atlas gate: upstream {authority}: {e}");
+                return html(
+                    StatusCode::BAD_GATEWAY,
+                    page(
+                        "The preview app did not answer",
+                        &["The gate could not reach the app behind it; it may be starting or have crashed. Try again in a moment.".into()],
+                        None,
+                    ),
+                );
+            }
+            Err(_) => {
+                return html(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    page(
+                        "The preview app timed out",
+                        &["The app behind the gate did not start answering in time.".into()],
+                        None,
+                    ),
+                );
+            }
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            match client_upgrade {
+                Some(client_side) => {
+                    let upstream_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(async move {
+                        if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
+                            let mut c = TokioIo::new(c);
+                            let mut u = TokioIo::new(u);
+                            let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                        }
+                    });
+                }
+                None => {
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream switched protocols unasked\n",
+                    );
+                }
+            }
+        } else {
+            strip_hop_by_hop(resp.headers_mut(), false);
+        }
+        resp.map(Either::Left)
+    }
+
+    /// What the app sees: no hop-by-hop headers, none of Atlas's headers or cookies, and
+    /// `X-Forwarded-*` that a client cannot forge unless an edge in front is trusted.
+    fn clean_request_headers(&self, h: &mut HeaderMap, peer: SocketAddr, upgrade: bool) {
+        strip_hop_by_hop(h, upgrade);
+        let atlas: Vec<HeaderName> = h
+            .keys()
+            .filter(|n| n.as_str().starts_with(ATLAS_HEADER_PREFIX))
+            .cloned()
+            .collect();
+        for n in atlas {
+            h.remove(n);
+        }
+        strip_atlas_cookies(h);
+        let ip = peer.ip().to_string();
+        let xff = match (self.opts.trust_forwarded, h.get("x-forwarded-for")) {
+            (true, Some(v)) => match v.to_str() {
+                Ok(prev) => format!("{prev}, {ip}"),
+                Err(_) => ip,
+            },
+            _ => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert("x-forwarded-for", v);
+        }
+        let trusted_proto = self.opts.trust_forwarded && h.contains_key("x-forwarded-proto");
+        if !trusted_proto {
+            h.insert(
+                "x-forwarded-proto",
+                HeaderValue::from_static(if self.opts.https { "https" } else { "http" }),
+            );
+        }
+        if !self.opts.trust_forwarded {
+            h.remove("forwarded");
+            match h.get(header::HOST).cloned() {
+                Some(host) => {
+                    h.insert("x-forwarded-host", host);
+                }
+                None => {
+                    h.remove("x-forwarded-host");
+                }
+            }
+        }
+    }
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 7.6.1) and any the `Connection` header names;
+/// an upgrade keeps `Connection: upgrade` and `Upgrade`.
+fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+    ] {
+        h.remove(n);
+    }
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    }
+}
+
+/// Drops every `atlas_*` cookie; a `Cookie` header left empty is removed.
+fn strip_atlas_cookies(h: &mut HeaderMap) {
+    if !h.contains_key(header::COOKIE) {
+        return;
+    }
+    let kept: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or("").trim();
+            !name.starts_with(COOKIE_PREFIX) && !name.starts_with("__Host-atlas_")
+        })
+        .map(str::to_string)
+        .collect();
+    h.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        h.insert(header::COOKIE, v);
+    }
+}
+
+/// The request's path and query without the link token, as a same-origin relative URL: leading
+/// slashes and backslashes collapse to one `/`, so `//evil.example` cannot become an open
+/// redirect. Only URI characters can be in it (hyper parsed it), so no CR/LF either.
+fn clean_location(uri: &Uri) -> String {
+    let path = format!("/{}", uri.path().trim_start_matches(['/', '\\']));
+    let rest: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some(LINK_PARAM))
+        .collect();
+    if rest.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn refused_for(r: &Refusal, what: &str, pr: Option<u64>) -> Response<Body> {
+    match r {
+        Refusal::Invalid => refused(
+            &format!("This {what} is not valid"),
+            &format!(
+                "The {what} was changed or was never issued for this preview, or the preview was destroyed and created again since."
+            ),
+            pr,
+        ),
+        Refusal::Expired { at } => {
+            let when = chrono::DateTime::from_timestamp(*at as i64, 0)
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_else(|| at.to_string());
+            refused(
+                &format!("This {what} has expired"),
+                &format!("The {what} expired at {when}."),
+                pr,
+            )
+        }
+        Refusal::OtherPreview { preview } => refused(
+            &format!("This {what} is for another preview"),
+            &format!("The {what} opens the preview `{preview}`, not this one."),
+            pr,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::respond::safe_next;
+    use super::*;
+
+    #[test]
+    fn the_clean_location_drops_the_token_and_stays_local() {
+        let u: Uri = "/a/b?x=1&atlas_token=t.t&y=2".parse().unwrap();
+        assert_eq!(clean_location(&u), "/a/b?x=1&y=2");
+        let u: Uri = "//evil.example/?atlas_token=t".parse().unwrap();
+        assert_eq!(clean_location(&u), "/evil.example/");
+        let u: Uri = "/\\evil.example?atlas_token=t"
+            .parse()
+            .unwrap_or_else(|_| "/".parse().unwrap());
+        assert!(!clean_location(&u).starts_with("/\\"));
+        assert_eq!(safe_next("//evil"), "/");
+        assert_eq!(safe_next("https://evil"), "/");
+        assert_eq!(safe_next("/ok?x=1"), "/ok?x=1");
+    }
+
+    #[test]
+    fn atlas_cookies_never_reach_the_app() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; atlas_gate=x; b=2"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("atlas_oauth=y"));
+        strip_atlas_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("atlas_gate=x"));
+        strip_atlas_cookies(&mut h);
+        assert!(!h.contains_key(header::COOKIE));
+    }
+}
