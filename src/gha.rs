@@ -124,8 +124,11 @@ impl<W: Write> Gha<W> {
 
     /// Plain log text: redacted, and each line made inert.
     pub fn info(&mut self, text: &str) {
-        for line in secret::redact(text).split('\n') {
-            let _ = writeln!(self.out, "{}", inert_line(line.trim_end_matches('\r')));
+        // The runner reads its output line by line and a lone CR ends a line too, so CR is a
+        // line break here as well (else `title\r::add-mask::x` would be a command).
+        let text = secret::redact(text).replace("\r\n", "\n");
+        for line in text.split(['\n', '\r']) {
+            let _ = writeln!(self.out, "{}", inert_line(line));
         }
     }
 
@@ -312,6 +315,21 @@ mod tests {
         let t = text(g);
         for line in t.lines() {
             assert!(!line.trim_start().starts_with("::"), "{line}");
+        }
+    }
+
+    #[test]
+    fn carriage_returns_and_encoded_newlines_cannot_start_a_command() {
+        // `%0A` in user text stays literal inside a command's data (the runner would decode it
+        // into a newline), and CR is escaped, not passed through as a line break.
+        assert_eq!(escape_data("a%0A::add-mask::x"), "a%250A::add-mask::x");
+        assert_eq!(escape_data("a\r::add-mask::x"), "a%0D::add-mask::x");
+        assert_eq!(escape_property("t%0D\r,x:y"), "t%250D%0D%2Cx%3Ay");
+        let mut g = capture(true);
+        g.info("title\r::add-mask::x\r\n\r::error::forged\n%0A::warning::y");
+        let t = text(g);
+        for line in t.split(['\n', '\r']) {
+            assert!(!line.trim_start().starts_with("::"), "{line:?} in {t:?}");
         }
     }
 

@@ -74,22 +74,76 @@ pub enum Attempt<T> {
     },
 }
 
-/// Runs `f` until it is done, the attempts are used up or the deadline passes.
+/// The one deadline of this run (`atlas run`): no retry is started that would end after it.
+static RUN_DEADLINE: std::sync::OnceLock<(Instant, chrono::DateTime<chrono::Utc>)> =
+    std::sync::OnceLock::new();
+
+/// Fixes the run's deadline `budget` from now (first call wins: one deadline per run).
+pub fn set_run_deadline(budget: Duration) {
+    let now = chrono::Utc::now();
+    let wall = now + chrono::Duration::from_std(budget).unwrap_or(chrono::Duration::days(1));
+    let _ = RUN_DEADLINE.set((Instant::now() + budget, wall));
+}
+
+/// The run's deadline, if one was set: as an `Instant` and as wall-clock time for messages.
+pub fn run_deadline() -> Option<(Instant, chrono::DateTime<chrono::Utc>)> {
+    RUN_DEADLINE.get().copied()
+}
+
+/// The default run budget, below GitHub's job timeout; `ATLAS_DEADLINE` (`90s`, `25m`)
+/// overrides it.
+pub const DEFAULT_RUN_BUDGET: Duration = Duration::from_secs(30 * 60);
+
+/// The run budget from the value of `ATLAS_DEADLINE` (read by `commands/`), else
+/// [`DEFAULT_RUN_BUDGET`].
+pub fn run_budget(value: Option<&str>) -> anyhow::Result<Duration> {
+    match value.map(str::trim) {
+        Some(v) if !v.is_empty() => humantime::parse_duration(v).map_err(|e| {
+            anyhow::anyhow!("ATLAS_DEADLINE {v:?} is not a duration such as `25m`: {e}")
+        }),
+        _ => Ok(DEFAULT_RUN_BUDGET),
+    }
+}
+
+/// Runs `f` until it is done, the attempts are used up or the deadline passes. A wait the
+/// server named (`Retry-After`, a rate-limit reset) is never shortened: when it would end past
+/// the policy's or the run's deadline, this fails at once, saying until when the server asked
+/// to wait.
 pub async fn with_retry<T, F, Fut>(policy: &RetryPolicy, mut f: F) -> anyhow::Result<T>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Attempt<T>>,
 {
     let start = Instant::now();
+    let mut limit = start + policy.deadline;
+    let mut limit_name = format!("the call's retry budget of {}s", policy.deadline.as_secs());
+    if let Some((at, wall)) = run_deadline()
+        && at < limit
+    {
+        limit = at;
+        limit_name = format!(
+            "this run's deadline ({})",
+            wall.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+    }
     let mut attempt = 1;
     loop {
         match f(attempt).await {
             Attempt::Done(r) => return r,
             Attempt::Retry { after, error } => {
-                let wait = after
-                    .map(|a| a.min(policy.max_delay.max(Duration::from_secs(60))))
-                    .unwrap_or_else(|| policy.backoff(attempt));
-                if attempt >= policy.max_attempts || start.elapsed() + wait > policy.deadline {
+                let wait = after.unwrap_or_else(|| policy.backoff(attempt));
+                if let Some(a) = after
+                    && Instant::now() + a > limit
+                {
+                    let until = chrono::Utc::now()
+                        + chrono::Duration::from_std(a).unwrap_or(chrono::Duration::days(1));
+                    return Err(error.context(format!(
+                        "rate-limited until {} (the server asked to wait {}s), past {limit_name}: giving up now instead of waiting",
+                        until.format("%Y-%m-%dT%H:%M:%SZ"),
+                        a.as_secs()
+                    )));
+                }
+                if attempt >= policy.max_attempts || Instant::now() + wait > limit {
                     return Err(error.context(format!(
                         "gave up after {attempt} attempt(s) in {:.1}s",
                         start.elapsed().as_secs_f64()
@@ -291,6 +345,56 @@ pub struct Client {
     headers: reqwest::header::HeaderMap,
     /// Counts requests sent (every attempt), for the call figures in reports.
     sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Minimum spacing of mutations of one target (Fly: 1 request/s per action and machine).
+    pace: Option<Duration>,
+    last_mutation: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+    /// 423 is returned to the caller, which knows what to wait for (Neon: the project's
+    /// running operations), instead of being retried blindly.
+    locked_to_caller: bool,
+}
+
+/// Cap on a provider response body: an API answer is a few KiB; more is an error, not memory.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// What a check of the preview app (smoke, verify, canary probe) reads of a body at most: the
+/// app runs the PR's code, and an endless body must not take the runner's memory.
+pub const CHECK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Reads the first `limit` bytes of a body (or all of a shorter one) and stops there: the rest
+/// is never read, the connection is dropped with the response. Returns the bytes and whether
+/// the body was longer.
+pub async fn read_prefix(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - buf.len();
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((buf, true));
+        }
+        buf.extend_from_slice(&chunk);
+        if buf.len() == limit {
+            return Ok((buf, resp.chunk().await.ok().flatten().is_some()));
+        }
+    }
+    Ok((buf, false))
+}
+
+/// Reads at most `cap` bytes of a body; `Ok(None)` when it is longer (the rest is not read).
+pub async fn read_capped(
+    resp: &mut reqwest::Response,
+    cap: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > cap {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf))
 }
 
 impl std::fmt::Debug for Client {
@@ -332,7 +436,22 @@ impl Client {
             policy,
             headers: reqwest::header::HeaderMap::new(),
             sent: Default::default(),
+            pace: None,
+            last_mutation: Default::default(),
+            locked_to_caller: false,
         })
+    }
+
+    /// Spaces mutations (non-GET) of the same method and path at least `every` apart.
+    pub fn with_pacing(mut self, every: Duration) -> Client {
+        self.pace = Some(every);
+        self
+    }
+
+    /// Returns 423 Locked to the caller instead of retrying it.
+    pub fn with_locked_to_caller(mut self) -> Client {
+        self.locked_to_caller = true;
+        self
     }
 
     /// Adds a header sent with every request.
@@ -365,6 +484,9 @@ impl Client {
         )?;
         c.sent = self.sent.clone();
         c.headers = self.headers.clone();
+        c.pace = self.pace;
+        c.last_mutation = self.last_mutation.clone();
+        c.locked_to_caller = self.locked_to_caller;
         Ok(c)
     }
 
@@ -399,8 +521,34 @@ impl Client {
         if let Some(t) = call.timeout {
             rb = rb.timeout(t);
         }
+        let pace_key = format!(
+            "{} {}",
+            call.method,
+            call.path.split('?').next().unwrap_or_default()
+        );
+        if let Some(every) = self.pace
+            && call.method != reqwest::Method::GET
+        {
+            let key = pace_key.clone();
+            let wait = {
+                let mut last = self.last_mutation.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let at = last.get(&key).map_or(now, |t| (*t + every).max(now));
+                last.insert(key, at);
+                at - now
+            };
+            tokio::time::sleep(wait).await;
+        }
         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let resp = match rb.send().await {
+        let sent = rb.send().await;
+        if self.pace.is_some() && call.method != reqwest::Method::GET {
+            // Spacing counts from the answer too: the server sees arrivals, not our sends.
+            let mut last = self.last_mutation.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let t = last.entry(pace_key).or_insert(now);
+            *t = (*t).max(now);
+        }
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 let kind = if e.is_timeout() {
@@ -419,10 +567,19 @@ impl Client {
                 return Err(Failure::Retry(None, err));
             }
         };
+        let mut resp = resp;
         let status = resp.status().as_u16();
         let delay = server_delay(resp.headers());
-        let body = match resp.text().await {
-            Ok(b) => b,
+        let body = match read_capped(&mut resp, MAX_BODY).await {
+            Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(None) => {
+                return Err(Failure::Fatal(anyhow::anyhow!(
+                    "{}: {}: the response body (status {status}) is larger than {} MiB; refusing to read it",
+                    self.provider,
+                    call.name,
+                    MAX_BODY / (1024 * 1024)
+                )));
+            }
             Err(e) => {
                 let err = anyhow::anyhow!(
                     "{}: {}: reading the response failed: {}",
@@ -439,7 +596,16 @@ impl Client {
         let err = self.error(call, status, &body);
         // GitHub signals an exhausted rate limit with 403 + x-ratelimit-remaining: 0.
         let rate_limited = status == 403 && delay.is_some();
-        if retryable_status(status) || rate_limited || (status == 404 && call.transient_404) {
+        // Fly: another deploy or a `fly` session holds the machine's lease for a few seconds.
+        let lease_held = status == 409 && body.to_ascii_lowercase().contains("lease");
+        if status == 423 && self.locked_to_caller {
+            return Err(Failure::Fatal(err));
+        }
+        if retryable_status(status)
+            || rate_limited
+            || lease_held
+            || (status == 404 && call.transient_404)
+        {
             // 423 (Neon: an operation is still running) lasts seconds; a jittered backoff near
             // zero would only burn attempts, so wait a steady interval instead.
             let delay = match (status, delay) {

@@ -162,10 +162,35 @@ pub async fn run_smoke(settings: &Settings, base: &str) -> anyhow::Result<Vec<Sm
     crate::evidence::checks::run_checks(&client, base, &settings.smoke, "[[smoke]]").await
 }
 
+/// What the current `up` of a first preview created so far: torn down if the run is cancelled
+/// (SIGINT/SIGTERM) before it finished. Empty for an update, which is never torn down.
+#[derive(Debug, Clone, Default)]
+pub struct CreatedThisRun {
+    pub branch: Option<String>,
+    pub app: Option<String>,
+}
+
+static CREATED: std::sync::Mutex<CreatedThisRun> = std::sync::Mutex::new(CreatedThisRun {
+    branch: None,
+    app: None,
+});
+
+fn ledger(f: impl FnOnce(&mut CreatedThisRun)) {
+    f(&mut CREATED.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// Takes what a cancelled `up` of a first preview had created (see [`CreatedThisRun`]).
+pub fn take_created_this_run() -> CreatedThisRun {
+    std::mem::take(&mut CREATED.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 struct Steps<'a> {
     timings: Vec<Timing>,
     log: &'a mut dyn FnMut(&str),
     at: Instant,
+    /// What this run touched, so that a failure tears down only what this run created.
+    branch_created: Option<bool>,
+    platform_touched: bool,
 }
 
 impl Steps<'_> {
@@ -251,6 +276,16 @@ pub async fn up(
         timings: Vec::new(),
         log,
         at: Instant::now(),
+        branch_created: None,
+        platform_touched: false,
+    };
+    // The version serving now, if any: an update that fails must leave it serving.
+    let live = match providers.forge.comment_body(req.pr, &marker(req.pr)).await {
+        Ok(body) => body
+            .as_deref()
+            .and_then(Contract::from_comment)
+            .filter(|c| c.lifecycle.destroyed.is_none() && !c.code.url.is_empty()),
+        Err(_) => None,
     };
     let environment = preview_environment(req.pr);
     let record = providers
@@ -268,26 +303,60 @@ pub async fn up(
         )
         .await?;
     contract.code.deployment = record.url.clone();
-    let result = match up_inner(providers, settings, req, opts, &mut contract, &mut steps).await {
+    let first = live.is_none();
+    let result = match up_inner(
+        providers,
+        settings,
+        req,
+        opts,
+        &mut contract,
+        &mut steps,
+        first,
+    )
+    .await
+    {
         Ok(app) => publish_ready(providers, &renderer, req, opts, &record, &contract, app).await,
         Err(e) => Err(e),
     };
+    // Finished either way: a cancel from here on has nothing of this run's to tear down.
+    if result.is_ok() {
+        take_created_this_run();
+    }
     match result {
         Ok(outcome) => Ok(outcome),
         Err(err) => {
-            // Tear down everything of this preview: a failed preview is never left half-alive.
+            let update = live.is_some() || steps.branch_created == Some(false);
+            let mut leftovers = Vec::new();
+            let mut msg = secret::redact(&format!("{err:#}"));
+            if update {
+                // An update that failed destroys nothing: the previous version keeps serving.
+                let still = match &live {
+                    Some(l) => format!("commit {} is still live at {}", l.code.sha, l.code.url),
+                    None => "the previous version is still serving".to_string(),
+                };
+                (steps.log)(&format!("→ the update failed; nothing torn down: {still}"));
+                msg.push_str(&format!(" — the update was not applied; {still}"));
+                return fail_update(
+                    providers, &renderer, req, opts, &record, &contract, live, msg, err,
+                )
+                .await;
+            }
+            // A first creation that failed: tear down what this run created, and only that.
             (steps.log)("→ tearing down after the failure");
             let app = app_name(opts, req.pr);
             let branch = branch_name(providers, req.pr);
-            let mut leftovers = Vec::new();
-            if let Err(e) = providers.platform.destroy(&app).await {
+            if steps.platform_touched
+                && let Err(e) = providers.platform.destroy(&app).await
+            {
                 leftovers.push(format!("app {app}: {e:#}"));
             }
-            if let Err(e) = providers.database.delete_branch(&branch).await {
+            if steps.branch_created == Some(true)
+                && let Err(e) = providers.database.delete_branch(&branch).await
+            {
                 leftovers.push(format!("database branch {branch}: {e:#}"));
             }
+            take_created_this_run();
             contract.lifecycle.destroyed = Some(Utc::now().to_rfc3339());
-            let mut msg = secret::redact(&format!("{err:#}"));
             if !leftovers.is_empty() {
                 msg.push_str(&format!(
                     " — teardown incomplete, run `atlas preview down` to finish: {}",
@@ -325,6 +394,54 @@ pub async fn up(
             }
         }
     }
+}
+
+/// A failed update: the failed comment names the commit still live and keeps the live
+/// contract's record (so the next run and `down` see what serves), the new deployment is marked
+/// failed, and the error is returned with nothing torn down.
+#[allow(clippy::too_many_arguments)]
+async fn fail_update(
+    providers: &Providers,
+    renderer: &crate::report::Renderer,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    record: &crate::provider::DeploymentRecord,
+    contract: &Contract,
+    live: Option<Contract>,
+    msg: String,
+    err: anyhow::Error,
+) -> anyhow::Result<UpOutcome> {
+    let ctx = serde_json::json!({
+        "marker": marker(req.pr),
+        "pr": req.pr,
+        "status": "failed",
+        "contract": contract,
+        "error": msg,
+        "generated_at": Utc::now().to_rfc3339(),
+    });
+    if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
+        let body = with_record(body, live.as_ref().unwrap_or(contract));
+        let _ = providers
+            .forge
+            .upsert_comment(req.pr, &marker(req.pr), &body)
+            .await;
+    }
+    let _ = providers
+        .forge
+        .set_deployment_status(record, DeployState::Failure, None, None, "update failed")
+        .await;
+    let _ = audit(
+        opts,
+        serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
+            "sha": req.sha, "result": "update-failed", "error": msg}),
+    );
+    let still = live.map_or_else(
+        || "the previous version is still serving".to_string(),
+        |l| format!("commit {} is still live", l.code.sha),
+    );
+    Err(err.context(format!(
+        "the update was not applied; nothing was torn down: {still}"
+    )))
 }
 
 /// The comment with the contract's record (see [`Contract::record`]) after its first line, the
@@ -425,6 +542,7 @@ async fn up_inner(
     opts: &UpOptions,
     contract: &mut Contract,
     steps: &mut Steps<'_>,
+    first: bool,
 ) -> anyhow::Result<AppDeployment> {
     let ttl = opts.ttl.unwrap_or(settings.preview.ttl);
     let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
@@ -444,6 +562,10 @@ async fn up_inner(
             role: settings.database.role.clone(),
         })
         .await?;
+    steps.branch_created = Some(branch.created);
+    if first && branch.created {
+        ledger(|l| l.branch = Some(branch.name.clone()));
+    }
     contract.data.provider = providers.database.kind().into();
     contract.data.branch = Some(branch.name.clone());
     contract.data.parent = Some(branch.parent.clone());
@@ -484,6 +606,10 @@ async fn up_inner(
     }
     if let Some(cmd) = &settings.database.migrations {
         steps.begin("migrations");
+        steps.platform_touched = true;
+        if first && branch.created {
+            ledger(|l| l.app = Some(app_name(opts, req.pr)));
+        }
         // In the app's own image on the platform when it can (the action container has no
         // shell); else here.
         let task = providers
@@ -538,6 +664,10 @@ async fn up_inner(
     }
 
     steps.begin("deploy");
+    steps.platform_touched = true;
+    if first && branch.created {
+        ledger(|l| l.app = Some(app_name(opts, req.pr)));
+    }
     let app = providers
         .platform
         .deploy(&DeployRequest {
@@ -640,19 +770,39 @@ pub async fn down(
             None
         }
     };
+    // Both are tried whatever the other did: a failed app destroy must not keep the branch.
     let t = Instant::now();
-    let a = providers.platform.destroy(&app).await?;
-    log(&format!(
-        "  ✓ app {app}: {} ({} ms)",
-        word(a),
-        t.elapsed().as_millis()
-    ));
+    let a = providers.platform.destroy(&app).await;
+    let a_ms = t.elapsed().as_millis();
     let t = Instant::now();
-    let b = providers.database.delete_branch(&branch).await?;
+    let b = providers.database.delete_branch(&branch).await;
+    let b_ms = t.elapsed().as_millis();
+    let (a, b) = match (a, b) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => {
+            let mut survived = Vec::new();
+            let mut gone = Vec::new();
+            match a {
+                Ok(d) => gone.push(format!("app {app}: {}", word(d))),
+                Err(e) => survived.push(format!("app {app} ({e:#})")),
+            }
+            match b {
+                Ok(d) => gone.push(format!("database branch {branch}: {}", word(d))),
+                Err(e) => survived.push(format!("database branch {branch} ({e:#})")),
+            }
+            for g in &gone {
+                log(&format!("  ✓ {g}"));
+            }
+            bail!(
+                "teardown incomplete; still there (their ownership marks are kept for `atlas sweep`): {}",
+                secret::redact(&survived.join("; "))
+            );
+        }
+    };
+    log(&format!("  ✓ app {app}: {} ({a_ms} ms)", word(a)));
     log(&format!(
-        "  ✓ database branch {branch}: {} ({} ms)",
-        word(b),
-        t.elapsed().as_millis()
+        "  ✓ database branch {branch}: {} ({b_ms} ms)",
+        word(b)
     ));
     let removed = vec![
         Removed {

@@ -51,14 +51,33 @@ pub fn register(value: &str) {
     reg.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-/// The forms in which a secret can leak: verbatim and percent-encoded (passwords in URIs).
+/// The forms in which a secret can leak: verbatim, percent-encoded (passwords in URIs),
+/// JSON-escaped (inside a serialised body) and base64 (Basic auth, encoded records).
 fn forms(value: &str) -> Vec<String> {
+    use base64::Engine as _;
     let mut out = vec![value.to_string()];
+    let mut push = |f: String| {
+        if !f.is_empty() && !out.contains(&f) {
+            out.push(f);
+        }
+    };
     let enc: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
     if enc != value {
-        out.push(enc.clone());
+        push(enc.clone());
         // form encoding writes ' ' as '+'; URIs use %20.
-        out.push(enc.replace('+', "%20"));
+        push(enc.replace('+', "%20"));
+    }
+    if let Ok(json) = serde_json::to_string(value) {
+        push(json[1..json.len() - 1].to_string());
+    }
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    for e in engines {
+        push(e.encode(value.as_bytes()));
     }
     out
 }
@@ -117,5 +136,24 @@ mod tests {
         let r = redact(text);
         assert!(!r.contains("p@ss word/xyz"), "{r}");
         assert!(!r.contains("p%40ss%20word%2Fxyz"), "{r}");
+    }
+
+    #[test]
+    fn redact_replaces_base64_and_json_escaped_forms() {
+        use base64::Engine as _;
+        let v = "tok\"en\\with/quote+slash";
+        let _s = Secret::new(v);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(v);
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let json = serde_json::to_string(v).unwrap();
+        let text = format!("basic {b64} url {b64url} body {{\"k\":{json}}}");
+        let r = redact(&text);
+        assert!(!r.contains(&b64), "{r}");
+        assert!(!r.contains(&b64url), "{r}");
+        assert!(!r.contains(&json[1..json.len() - 1]), "{r}");
+        // Redaction comes before any cut: the truncating helpers never see the raw value.
+        let long = format!("{}{v}", "x".repeat(1990));
+        let cut = crate::http::redact_body(&long);
+        assert!(!cut.contains(&v[..4]), "{cut}");
     }
 }

@@ -21,6 +21,64 @@ use crate::report::Renderer;
 use crate::secret::Secret;
 use crate::sweep::{self, Decision, SweepOptions};
 
+/// After SIGINT/SIGTERM: tears down what this run created for a first preview (bounded well
+/// inside the runner's 10 s from SIGINT to kill) and returns the one-line state as the error.
+pub async fn after_cancel(ctx: &Ctx, signal: &str) -> anyhow::Error {
+    let created = crate::preview::take_created_this_run();
+    if created.branch.is_none() && created.app.is_none() {
+        return anyhow::anyhow!(
+            "cancelled by {signal}: stopped; this run had created nothing that needs tearing down"
+        );
+    }
+    let teardown = async {
+        let providers = cloud_providers(ctx)?;
+        let mut done = Vec::new();
+        let mut left = Vec::new();
+        if let Some(app) = &created.app {
+            match providers.platform.destroy(app).await {
+                Ok(_) => done.push(format!("app {app}")),
+                Err(e) => left.push(format!(
+                    "app {app} ({})",
+                    crate::secret::redact(&format!("{e:#}"))
+                )),
+            }
+        }
+        if let Some(b) = &created.branch {
+            match providers.database.delete_branch(b).await {
+                Ok(_) => done.push(format!("database branch {b}")),
+                Err(e) => left.push(format!(
+                    "database branch {b} ({})",
+                    crate::secret::redact(&format!("{e:#}"))
+                )),
+            }
+        }
+        anyhow::Ok((done, left))
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(6), teardown).await {
+        Ok(Ok((done, left))) if left.is_empty() => anyhow::anyhow!(
+            "cancelled by {signal}: stopped; tore down what this run had created: {}",
+            done.join(", ")
+        ),
+        Ok(Ok((done, left))) => anyhow::anyhow!(
+            "cancelled by {signal}: stopped; tore down {}; left for `atlas sweep`: {}",
+            if done.is_empty() {
+                "nothing".to_string()
+            } else {
+                done.join(", ")
+            },
+            left.join(", ")
+        ),
+        Ok(Err(e)) => anyhow::anyhow!(
+            "cancelled by {signal}: stopped; could not tear down ({}), left for `atlas sweep`: {:?}",
+            crate::secret::redact(&format!("{e:#}")),
+            created
+        ),
+        Err(_) => anyhow::anyhow!(
+            "cancelled by {signal}: stopped; the teardown did not finish in 6 s, left for `atlas sweep`: {created:?}"
+        ),
+    }
+}
+
 fn repository(ctx: &Ctx) -> anyhow::Result<String> {
     ctx.github
         .repository

@@ -31,10 +31,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run => {
+            // One deadline for the whole run: no retry starts that would end past it.
+            let budget = std::env::var("ATLAS_DEADLINE").ok();
+            crate::http::set_run_deadline(crate::http::run_budget(budget.as_deref())?);
             let mut ctx = Ctx::load(cli.config.as_deref())?;
             let event = load_event(&ctx.github, None, None)?;
             let plan = plan_for(&ctx, &event);
-            dispatch(&mut ctx, &event, &plan).await
+            let signal = {
+                let work = dispatch(&mut ctx, &event, &plan);
+                tokio::pin!(work);
+                tokio::select! {
+                    r = &mut work => return r,
+                    s = cancel_signal() => s?,
+                }
+                // `work` is dropped here: no new call starts; the one in flight is abandoned.
+            };
+            Err(action::after_cancel(&ctx, signal).await)
         }
         Command::Preview(cmd) => preview::cli(cmd, cli.config.as_deref()).await,
         Command::Verify(args) => verify::cli_verify(args, cli.config.as_deref()).await,
@@ -51,6 +63,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Gate(cmd) => gate::run(cmd).await,
     }
+}
+
+/// Resolves on the first SIGINT or SIGTERM (the runner sends SIGINT on cancel, SIGTERM 7.5 s
+/// later, then kills) with the signal's name.
+async fn cancel_signal() -> anyhow::Result<&'static str> {
+    use anyhow::Context as _;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    })
 }
 
 /// Executes a plan on GitHub Actions.

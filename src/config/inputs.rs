@@ -82,6 +82,7 @@ pub struct RawInputs {
     pub config: Option<String>,
     pub working_directory: Option<String>,
     pub github_token: Option<String>,
+    pub github_app_login: Option<String>,
     pub neon_api_key: Option<String>,
     pub neon_project_id: Option<String>,
     pub neon_api_url: Option<String>,
@@ -110,6 +111,7 @@ pub const INPUT_NAMES: &[&str] = &[
     "config",
     "working_directory",
     "github_token",
+    "github_app_login",
     "neon_api_key",
     "neon_project_id",
     "neon_api_url",
@@ -221,6 +223,8 @@ pub struct Config {
     pub config_path: PathBuf,
     pub working_directory: Option<PathBuf>,
     pub github_token: Option<Secret>,
+    /// A custom GitHub App's bot login (`<slug>[bot]`): whose marker comments are ours.
+    pub github_app_login: Option<String>,
     pub neon: NeonAccess,
     pub fly: FlyAccess,
     pub image: Option<String>,
@@ -453,6 +457,7 @@ impl Config {
             config_path: PathBuf::from(nonempty(&raw.config).unwrap_or("atlas.toml")),
             working_directory: nonempty(&raw.working_directory).map(PathBuf::from),
             github_token,
+            github_app_login: nonempty(&raw.github_app_login).map(|l| l.trim().to_string()),
             neon: NeonAccess {
                 api_key: neon_key,
                 project_id: nonempty(&raw.neon_project_id).map(str::to_string),

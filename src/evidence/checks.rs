@@ -156,7 +156,11 @@ pub async fn run_checks(
         let (status, ok, detail) = match rb.send().await {
             Ok(r) => {
                 let st = r.status().as_u16();
-                let body = r.text().await.unwrap_or_default();
+                // The app runs the PR's code: read only what the check needs.
+                let (body, _) = crate::http::read_prefix(r, crate::http::CHECK_BODY_LIMIT)
+                    .await
+                    .unwrap_or_default();
+                let body = String::from_utf8_lossy(&body);
                 if st != c.status {
                     (
                         Some(st),
@@ -169,7 +173,10 @@ pub async fn run_checks(
                     (
                         Some(st),
                         false,
-                        Some(format!("body does not contain {want:?}")),
+                        Some(format!(
+                            "body does not contain {want:?} (in its first {} KiB)",
+                            crate::http::CHECK_BODY_LIMIT / 1024
+                        )),
                     )
                 } else {
                     (Some(st), true, None)
@@ -329,7 +336,7 @@ mod tests {
         assert!(!r[2].ok);
         assert_eq!(
             r[2].detail.as_deref(),
-            Some("body does not contain \"nowhere in the echo\"")
+            Some("body does not contain \"nowhere in the echo\" (in its first 1024 KiB)")
         );
     }
 

@@ -58,6 +58,8 @@ pub(crate) struct ApiMachine {
     #[serde(default)]
     pub(crate) region: Option<String>,
     #[serde(default)]
+    pub(crate) updated_at: Option<String>,
+    #[serde(default)]
     pub(crate) created_at: Option<String>,
     #[serde(default)]
     pub(crate) config: Value,
@@ -138,13 +140,15 @@ pub fn api_client(
     } else {
         Client::bearer(token)
     };
-    Client::new(
+    // Fly's documented rate limit for mutations: 1 request/s per action and machine.
+    Ok(Client::new(
         "fly",
         &access.api_url,
         Some(auth),
         policy,
         Timeouts::default(),
-    )
+    )?
+    .with_pacing(Duration::from_secs(1)))
 }
 
 impl FlyPlatform {
@@ -254,6 +258,24 @@ impl FlyPlatform {
         None
     }
 
+    fn is_atlas_machine(&self, m: &ApiMachine, pr: u64) -> bool {
+        m.meta(OWNER_KEY) == Some(OWNER_VALUE)
+            && m.meta(REPO_KEY) == Some(self.repository.as_str())
+            && m.meta(PR_KEY) == Some(pr.to_string().as_str())
+    }
+
+    /// For teardown: an app is atlas's when its org is ours and atlas made one of its machines
+    /// (or it has none); machines made by hand beside them do not make it foreign. Returns the
+    /// machines to judge ownership by.
+    fn atlas_machines(&self, ms: &[ApiMachine], pr: u64) -> Vec<ApiMachine> {
+        let ours: Vec<ApiMachine> = ms
+            .iter()
+            .filter(|m| self.is_atlas_machine(m, pr))
+            .cloned()
+            .collect();
+        if ours.is_empty() { ms.to_vec() } else { ours }
+    }
+
     /// Atlas's ownership marks for a machine.
     fn metadata(&self, pr: Option<u64>, sha: &str) -> BTreeMap<String, String> {
         let mut metadata = BTreeMap::new();
@@ -311,7 +333,19 @@ impl FlyPlatform {
                         Call::post("create app", "/apps")
                             .json(json!({"name": app, "org_slug": self.org})),
                         |_| Ok(()),
-                        || async move { Ok(self.get_app(app, false).await?.map(|_| ())) },
+                        || async move {
+                            // A conflict (422 name taken) adopts only an app that is ours.
+                            let Some(a) = self.get_app(app, false).await? else {
+                                return Ok(None);
+                            };
+                            let ms = self.machines(app, false).await?;
+                            if let Some(why) = self.foreign(&a, &ms, pr) {
+                                anyhow::bail!(
+                                    "fly: app name `{app}` is taken by an app that is not atlas's ({why}); atlas left it alone and will not adopt it: pick another [app] name or delete it"
+                                );
+                            }
+                            Ok(Some(()))
+                        },
                     )
                     .await?;
                 Ok((created, Vec::new()))
@@ -724,8 +758,20 @@ impl Platform for FlyPlatform {
             Err(e) if status_of(&e) == Some(404) => return Ok(Deleted::AlreadyGone),
             Err(e) => return Err(e),
         };
-        if let Some(why) = self.foreign(&a, &ms, Some(pr)) {
+        if let Some(why) = self.foreign(&a, &self.atlas_machines(&ms, pr), Some(pr)) {
             anyhow::bail!("fly: app `{app}` is not atlas's ({why}); it was left alone");
+        }
+        let hand_made: Vec<&str> = ms
+            .iter()
+            .filter(|m| !self.is_atlas_machine(m, pr))
+            .map(|m| m.id.as_str())
+            .collect();
+        if !hand_made.is_empty() {
+            // Reported, not a reason to orphan the app: the app (name, org, machines) is ours.
+            eprintln!(
+                "::warning::fly: app `{app}` had machine(s) not made by atlas ({}); they were destroyed with the app",
+                hand_made.join(", ")
+            );
         }
         match self
             .client
@@ -760,15 +806,20 @@ impl Platform for FlyPlatform {
                 Err(e) if status_of(&e) == Some(404) => continue,
                 Err(e) => return Err(e),
             };
-            if self.foreign(a, &ms, Some(pr)).is_some() {
+            if self
+                .foreign(a, &self.atlas_machines(&ms, pr), Some(pr))
+                .is_some()
+            {
                 continue;
             }
+            // Aged by last activity (the newest machine update), as the Neon branch's expiry
+            // is renewed on every push: an open PR's app updated today is not old.
             let created_at = ms
                 .iter()
-                .filter_map(|m| m.created_at.as_deref())
+                .filter_map(|m| m.updated_at.as_deref().or(m.created_at.as_deref()))
                 .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&chrono::Utc))
-                .min();
+                .max();
             out.push(Owned {
                 name: name.to_string(),
                 id: a["id"].as_str().unwrap_or(name).to_string(),

@@ -13,10 +13,10 @@
 //! token's own identity (`GET /user`, for a personal or fine-grained token). An installation
 //! token (the workflow's `GITHUB_TOKEN`, or a custom GitHub App's) gets 403 there ("Resource not
 //! accessible by integration") and cannot learn its own `<app-slug>[bot]` login without the app's
-//! JWT (`GET /app`). For those, ours is a marker comment written by an app (`type: Bot`): only an
-//! installed app can write as a bot, so a person quoting the marker never takes the comment over,
-//! and a custom app finds its own comment on the next run instead of adding a second one.
-//! [`GithubForge::with_identity`] pins one login.
+//! JWT (`GET /app`). For those, ours is a marker comment written by `github-actions[bot]` (a
+//! `type: Bot` user): another app echoing the marker, or a person quoting it, never takes the
+//! comment over. A custom app's login is configured (`github_app_login` input,
+//! [`GithubForge::with_identity`]).
 //!
 //! ## How preview dispatch drives it (`up`, in order)
 //! 1. `GithubForge::from_env(&ctx.github, &ctx.config)` (inside the Tokio runtime);
@@ -97,9 +97,10 @@ impl Author {
         let login = comment["user"]["login"].as_str();
         match self {
             Author::Login(me) => login == Some(me.as_str()),
+            // The workflow token writes as github-actions[bot]; any other bot (another
+            // workflow's app echoing the marker) is not us. A custom app is pinned by login.
             Author::App => {
-                comment["user"]["type"].as_str() == Some("Bot")
-                    && login.is_some_and(|l| l.ends_with("[bot]"))
+                comment["user"]["type"].as_str() == Some("Bot") && login == Some(ACTIONS_BOT)
             }
         }
     }
@@ -150,7 +151,12 @@ impl GithubForge {
         let repository = github.repository.as_deref().context(
             "GITHUB_REPOSITORY is not set (atlas talks to GitHub only on Actions or with --repo)",
         )?;
-        GithubForge::new(&github.api_url, repository, token)
+        let forge = GithubForge::new(&github.api_url, repository, token)?;
+        // A custom GitHub App's installation token cannot learn its own login: it is configured.
+        Ok(match &config.github_app_login {
+            Some(l) => forge.with_identity(l),
+            None => forge,
+        })
     }
 
     /// Replaces the retry policy (tests use [`RetryPolicy::fast`]).
@@ -202,6 +208,7 @@ impl GithubForge {
     /// not errors (404 for `pr_state`, 404 for a delete).
     async fn attempt(
         &self,
+        n: u32,
         call: &str,
         method: &Method,
         uri: &str,
@@ -226,15 +233,16 @@ impl GithubForge {
         if (200..300).contains(&r.status) || ok.contains(&r.status) {
             return Attempt::Done(Ok(r));
         }
+        // Redact first: a cut made before redaction could leave a token's prefix behind.
         let err = anyhow::Error::new(ProviderError {
             provider: "github",
             call: call.to_string(),
             status: r.status,
-            body: secret::redact(&crate::text::truncate(&r.body, 2_000)),
+            body: crate::text::truncate(&secret::redact(&r.body), 2_000),
         });
-        match classify(r.status, &r.headers, &r.body) {
+        match classify(r.status, &r.headers, &r.body, n) {
             Some(after) => Attempt::Retry { after, error: err },
-            None => Attempt::Done(Err(err)),
+            None => Attempt::Done(Err(permission_hint(r.status, &r.body, err))),
         }
     }
 
@@ -247,7 +255,10 @@ impl GithubForge {
         body: Option<&Value>,
         ok: &[u16],
     ) -> anyhow::Result<Resp> {
-        with_retry(&self.policy, |_| self.attempt(call, &method, uri, body, ok)).await
+        with_retry(&self.policy, |n| {
+            self.attempt(n, call, &method, uri, body, ok)
+        })
+        .await
     }
 
     /// Sends a create once. `Err` is final; `Ok(Err(_))` is a transient failure after which
@@ -255,19 +266,32 @@ impl GithubForge {
     /// again (after waiting what the server asked for).
     async fn create_once(
         &self,
+        n: u32,
         call: &str,
         uri: &str,
         body: &Value,
     ) -> anyhow::Result<Result<Resp, anyhow::Error>> {
         match self
-            .attempt(call, &Method::POST, uri, Some(body), &[])
+            .attempt(n, call, &Method::POST, uri, Some(body), &[])
             .await
         {
             Attempt::Done(r) => r.map(Ok),
             Attempt::Retry { after, error } => {
-                let wait = after
-                    .map(|a| a.min(Duration::from_secs(60)))
-                    .unwrap_or_else(|| self.policy.backoff(1));
+                let wait = after.unwrap_or_else(|| self.policy.backoff(n));
+                // Never before the time the server named; past the deadline, fail now.
+                let mut limit = std::time::Instant::now() + self.policy.deadline;
+                if let Some((at, _)) = crate::http::run_deadline() {
+                    limit = limit.min(at);
+                }
+                if std::time::Instant::now() + wait > limit {
+                    let until = chrono::Utc::now()
+                        + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::days(1));
+                    return Err(error.context(format!(
+                        "rate-limited until {} (the server asked to wait {}s), past this run's deadline: giving up now instead of waiting",
+                        until.format("%Y-%m-%dT%H:%M:%SZ"),
+                        wait.as_secs()
+                    )));
+                }
                 tokio::time::sleep(wait).await;
                 Ok(Err(error))
             }
@@ -396,7 +420,12 @@ impl GithubForge {
 
 /// Decides whether a failed response is transient and how long the server asked us to wait.
 /// `Some(after)` retries; `None` is final.
-fn classify(status: u16, headers: &HeaderMap, body: &str) -> Option<Option<Duration>> {
+fn classify(
+    status: u16,
+    headers: &HeaderMap,
+    body: &str,
+    attempt: u32,
+) -> Option<Option<Duration>> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
     let retry_after = header("retry-after")
         .and_then(|v| v.parse::<u64>().ok())
@@ -413,7 +442,9 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Option<Option<Durat
     let code = StatusCode::from_u16(status).ok()?;
     // GitHub's guidance for a secondary rate limit without headers: wait at least a minute.
     let secondary = || body.to_ascii_lowercase().contains("rate limit");
-    let minute = Some(Duration::from_secs(60));
+    // At least a minute, doubling with each attempt that meets the limit again.
+    let minute =
+        Some(Duration::from_secs(60).saturating_mul(1 << attempt.saturating_sub(1).min(6)));
     if status == 429 {
         return Some(
             retry_after
@@ -434,6 +465,22 @@ fn classify(status: u16, headers: &HeaderMap, body: &str) -> Option<Option<Durat
         }
     }
     None
+}
+
+/// A final 401/403 says which input and which permission to fix.
+fn permission_hint(status: u16, body: &str, err: anyhow::Error) -> anyhow::Error {
+    match status {
+        401 => err.context(
+            "github rejected the credentials (401): check the `github_token` input (an expired or revoked token?)",
+        ),
+        403 if body.contains("Resource not accessible by integration") => err.context(
+            "the `github_token` lacks a permission: give the workflow `permissions: pull-requests: write` (comments) and `deployments: write` (deployment records)",
+        ),
+        403 => err.context(
+            "github refused the call (403): check the `github_token` input's permissions (`pull-requests: write`, `deployments: write`)",
+        ),
+        _ => err,
+    }
 }
 
 /// The `rel="next"` URL of a `Link` header.
@@ -560,7 +607,7 @@ impl Forge for GithubForge {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.create_once(call, &uri, &payload).await? {
+            match self.create_once(attempts, call, &uri, &payload).await? {
                 Ok(r) => {
                     created = Some(r.json(call)?);
                     break;
@@ -638,7 +685,7 @@ impl Forge for GithubForge {
         let mut attempts = 0;
         let r = loop {
             attempts += 1;
-            match self.create_once(call, &uri, &payload).await? {
+            match self.create_once(attempts, call, &uri, &payload).await? {
                 Ok(r) => break r,
                 // It may have been created before the failure: look it up before re-sending.
                 Err(e) => {
@@ -727,20 +774,26 @@ mod tests {
 
     #[test]
     fn classifies_transient_failures() {
-        assert_eq!(classify(502, &HeaderMap::new(), ""), Some(None));
+        assert_eq!(classify(502, &HeaderMap::new(), "", 1), Some(None));
         assert_eq!(
-            classify(403, &headers(&[("retry-after", "3")]), ""),
+            classify(403, &headers(&[("retry-after", "3")]), "", 1),
             Some(Some(Duration::from_secs(3)))
         );
         assert_eq!(
             classify(
                 403,
                 &HeaderMap::new(),
-                "You have exceeded a secondary rate limit"
+                "You have exceeded a secondary rate limit",
+                1
             ),
             Some(Some(Duration::from_secs(60)))
         );
-        assert_eq!(classify(429, &HeaderMap::new(), ""), Some(None));
+        // Then exponential: 120 s on the second meeting, 240 s on the third.
+        assert_eq!(
+            classify(403, &HeaderMap::new(), "secondary rate limit", 3),
+            Some(Some(Duration::from_secs(240)))
+        );
+        assert_eq!(classify(429, &HeaderMap::new(), "", 1), Some(None));
         let reset = (chrono::Utc::now().timestamp() + 5).to_string();
         let r = classify(
             403,
@@ -749,6 +802,7 @@ mod tests {
                 ("x-ratelimit-reset", &reset),
             ]),
             "",
+            1,
         );
         assert!(
             matches!(r, Some(Some(d)) if d <= Duration::from_secs(6)),
@@ -759,12 +813,13 @@ mod tests {
             classify(
                 403,
                 &HeaderMap::new(),
-                "Resource not accessible by integration"
+                "Resource not accessible by integration",
+                1
             ),
             None
         );
-        assert_eq!(classify(404, &HeaderMap::new(), ""), None);
-        assert_eq!(classify(422, &HeaderMap::new(), ""), None);
+        assert_eq!(classify(404, &HeaderMap::new(), "", 1), None);
+        assert_eq!(classify(422, &HeaderMap::new(), "", 1), None);
     }
 
     #[test]

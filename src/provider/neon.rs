@@ -80,7 +80,8 @@ impl NeonDatabase {
             Some(Client::bearer(key)),
             policy,
             Timeouts::default(),
-        )?;
+        )?
+        .with_locked_to_caller();
         Ok(NeonDatabase {
             client,
             project,
@@ -167,7 +168,9 @@ impl NeonDatabase {
             && pr.is_none_or(|pr| ann.get(PR_KEY) == Some(&pr.to_string()))
     }
 
-    /// Polls every operation until it finished; a failed one is an error naming it.
+    /// Polls every operation until it is terminal (finished, skipped, cancelled) within
+    /// `operation_timeout`. A `failed` operation is not terminal on Neon (it is retried), so it
+    /// is polled on; only when the budget runs out is its last error reported.
     async fn wait_operations(&self, ops: &Value, transient_404: bool) -> anyhow::Result<()> {
         let ops: Vec<ApiOperation> = serde_json::from_value(ops.clone()).unwrap_or_default();
         let start = std::time::Instant::now();
@@ -176,20 +179,24 @@ impl NeonDatabase {
             loop {
                 match cur.status.as_str() {
                     "finished" | "skipped" => break,
-                    "failed" | "error" | "cancelled" | "cancelling" => {
+                    "cancelled" => {
                         anyhow::bail!(
-                            "neon: operation {} ({}) {}: {}",
+                            "neon: operation {} ({}) was cancelled: {}",
                             cur.action,
                             cur.id,
-                            cur.status,
                             secret::redact(cur.error.as_deref().unwrap_or("no detail given"))
                         );
                     }
                     _ => {}
                 }
                 if start.elapsed() > self.operation_timeout {
+                    let detail = cur
+                        .error
+                        .as_deref()
+                        .map(|e| format!(" (last error: {})", secret::redact(e)))
+                        .unwrap_or_default();
                     anyhow::bail!(
-                        "neon: operation {} ({}) still {} after {:?}; raise [neon] operation_timeout or check the neon console",
+                        "neon: operation {} ({}) still {} after {:?}{detail}; raise [neon] operation_timeout or check the neon console",
                         cur.action,
                         cur.id,
                         cur.status,
@@ -213,6 +220,60 @@ impl NeonDatabase {
             }
         }
         Ok(())
+    }
+
+    /// Waits until the project has no operation that is not terminal (Neon answers 423 to
+    /// mutations meanwhile), within `operation_timeout` from `since`.
+    async fn wait_project_idle(&self, call: &str, since: std::time::Instant) -> anyhow::Result<()> {
+        loop {
+            let r = self
+                .client
+                .send(Call::get(
+                    "list project operations",
+                    format!("{}/operations?limit=100", self.p()),
+                ))
+                .await?;
+            let v: Value = r.json("list project operations")?;
+            let ops: Vec<ApiOperation> =
+                serde_json::from_value(v["operations"].clone()).unwrap_or_default();
+            let pending: Vec<&ApiOperation> = ops
+                .iter()
+                .filter(|o| !matches!(o.status.as_str(), "finished" | "skipped" | "cancelled"))
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if since.elapsed() > self.operation_timeout {
+                let names: Vec<String> = pending
+                    .iter()
+                    .map(|o| format!("{} ({}) {}", o.action, o.id, o.status))
+                    .collect();
+                anyhow::bail!(
+                    "neon: {call}: the project stayed locked (423) for {:?} by running operations: {}; retry later or raise [neon] operation_timeout",
+                    self.operation_timeout,
+                    names.join(", ")
+                );
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    /// Runs a mutation; on 423 Locked waits for the project's running operations, then sends
+    /// it again (all within `operation_timeout`).
+    async fn unlocked<T, F, Fut>(&self, call: &str, f: F) -> anyhow::Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let since = std::time::Instant::now();
+        loop {
+            match f().await {
+                Err(e) if status_of(&e) == Some(423) => {
+                    self.wait_project_idle(call, since).await?;
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn connection_uri(
@@ -300,15 +361,16 @@ impl Database for NeonDatabase {
                 // Refresh the expiry on every up (one PATCH; its operations are awaited).
                 if let Some(at) = req.expires_at {
                     let r = self
-                        .client
-                        .send(
-                            Call::patch(
-                                "update branch expires_at",
-                                format!("{}/branches/{}", self.p(), enc(&b.id)),
+                        .unlocked("update branch expires_at", || {
+                            self.client.send(
+                                Call::patch(
+                                    "update branch expires_at",
+                                    format!("{}/branches/{}", self.p(), enc(&b.id)),
+                                )
+                                .json(json!({"branch": {"expires_at": rfc3339(at)}}))
+                                .idempotent(),
                             )
-                            .json(json!({"branch": {"expires_at": rfc3339(at)}}))
-                            .idempotent(),
-                        )
+                        })
                         .await?;
                     let v: Value = r.json("update branch")?;
                     self.wait_operations(&v["operations"], false).await?;
@@ -345,9 +407,10 @@ impl Database for NeonDatabase {
                 });
                 let name = req.name.clone();
                 let ((b, ops), created) = self
+                    .unlocked("create branch", || self
                     .client
                     .create(
-                        Call::post("create branch", format!("{}/branches", self.p())).json(body),
+                        Call::post("create branch", format!("{}/branches", self.p())).json(body.clone()),
                         |r| {
                             let v: Value = r.json("create branch")?;
                             let b: ApiBranch = serde_json::from_value(v["branch"].clone())
@@ -357,10 +420,21 @@ impl Database for NeonDatabase {
                         || {
                             let name = name.clone();
                             async move {
-                                Ok(self.find(&name).await?.map(|(b, _)| (b, Value::Null)))
+                                // A conflict adopts only a branch carrying our marks.
+                                match self.find(&name).await? {
+                                    Some((b, ann)) if self.is_ours(&ann, Some(req.pr)) => {
+                                        Ok(Some((b, Value::Null)))
+                                    }
+                                    Some(_) => anyhow::bail!(
+                                        "neon: branch `{name}` was created by someone else meanwhile (no atlas annotation for PR #{} of {}); atlas left it alone and will not adopt it: rename or delete it",
+                                        req.pr,
+                                        self.repository
+                                    ),
+                                    None => Ok(None),
+                                }
                             }
                         },
-                    )
+                    ))
                     .await?;
                 self.wait_operations(&ops, true).await?;
                 (b, created)
@@ -389,11 +463,12 @@ impl Database for NeonDatabase {
             );
         }
         let r = self
-            .client
-            .send(Call::delete(
-                "delete branch",
-                format!("{}/branches/{}", self.p(), enc(&b.id)),
-            ))
+            .unlocked("delete branch", || {
+                self.client.send(Call::delete(
+                    "delete branch",
+                    format!("{}/branches/{}", self.p(), enc(&b.id)),
+                ))
+            })
             .await;
         match r {
             Ok(r) => {

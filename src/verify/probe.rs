@@ -102,7 +102,9 @@ pub async fn run_side(
                     Ok(resp) => {
                         let status = resp.status();
                         // read the body so the latency includes it, as a user would see it
-                        let body = resp.bytes().await;
+                        // (at most CHECK_BODY_LIMIT of it: the canary runs untrusted code)
+                        let body =
+                            crate::http::read_prefix(resp, crate::http::CHECK_BODY_LIMIT).await;
                         body.is_ok() && (status.is_success() || status.is_redirection())
                     }
                     Err(_) => false,

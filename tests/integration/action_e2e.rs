@@ -66,6 +66,13 @@ struct World {
     app_hits: Arc<Mutex<Vec<String>>>,
     /// Every run's texts, checked for secrets at the end.
     texts: Mutex<Vec<(String, String)>>,
+    /// Run atlas under `/usr/bin/time -v` (peak RSS).
+    time_v: std::sync::atomic::AtomicBool,
+    /// Send SIGINT once a machine exists; how long the run took to exit after it.
+    interrupt: std::sync::atomic::AtomicBool,
+    signal_to_exit: Mutex<Option<Duration>>,
+    /// Extra process environment for the runs (`ATLAS_DEADLINE`).
+    extra_env: Mutex<Vec<(String, String)>>,
 }
 
 /// The app behind the preview URL: `/<app>/healthz` and `/<app>/api/ping` answer, nothing else.
@@ -104,6 +111,10 @@ async fn world() -> World {
         app_base,
         app_hits,
         texts: Mutex::new(Vec::new()),
+        time_v: Default::default(),
+        interrupt: Default::default(),
+        signal_to_exit: Mutex::new(None),
+        extra_env: Mutex::new(Vec::new()),
     }
 }
 
@@ -227,18 +238,54 @@ impl World {
         env.vars
             .insert("GITHUB_API_URL".into(), self.gh.url.clone());
         env.vars.insert("ATLAS_RETRY_POLICY".into(), "fast".into());
+        for (k, v) in self.extra_env.lock().unwrap().iter() {
+            env.vars.insert(k.clone(), v.clone());
+        }
 
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+        // With `time_v`, GNU time reports the run's peak memory on stderr.
+        let mut cmd = if self.time_v.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut c = tokio::process::Command::new("/usr/bin/time");
+            c.arg("-v").arg(env!("CARGO_BIN_EXE_atlas"));
+            c
+        } else {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+        };
+        let child = cmd
             .arg("run")
             .env_clear()
             .envs(&env.vars)
             .current_dir(env.workspace())
             .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(45), child)
-            .await
-            .expect("atlas run did not finish within 45 s")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let pid = child.id().unwrap();
+        let wait = child.wait_with_output();
+        tokio::pin!(wait);
+        let interrupt = self.interrupt.load(std::sync::atomic::Ordering::Relaxed);
+        let mut signalled: Option<std::time::Instant> = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+        let out = loop {
+            tokio::select! {
+                o = &mut wait => break o.unwrap(),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                    assert!(tokio::time::Instant::now() < deadline, "atlas run did not finish within 45 s");
+                    // SIGINT as the runner sends it on cancel, once a machine exists (the run
+                    // is then waiting for it to start).
+                    if interrupt && signalled.is_none() && !self.fly.live_machines().is_empty() {
+                        std::process::Command::new("kill")
+                            .args(["-INT", &pid.to_string()])
+                            .status()
+                            .unwrap();
+                        signalled = Some(std::time::Instant::now());
+                    }
+                }
+            }
+        };
+        if let Some(t) = signalled {
+            *self.signal_to_exit.lock().unwrap() = Some(t.elapsed());
+        }
         let output_file = env.output_file();
         let outputs = atlas::gha::parse_output_file(&output_file)
             .unwrap_or_else(|e| panic!("GITHUB_OUTPUT does not parse: {e}\n{output_file}"))
@@ -318,6 +365,13 @@ impl World {
     fn assert_clean(&self) {
         let mut texts = self.texts.lock().unwrap().clone();
         for c in self.gh.with(|s| s.comments.clone()) {
+            // The contract record is base64 JSON: decode it, or the scan cannot see inside.
+            if let Some(record) = atlas::contract::Contract::from_comment(&c.body) {
+                texts.push((
+                    format!("comment {} contract record", c.id),
+                    serde_json::to_string(&record).unwrap(),
+                ));
+            }
             texts.push((format!("comment {}", c.id), c.body));
         }
         let records = self.gh.with(|s| {
@@ -785,5 +839,300 @@ async fn a_missing_neon_api_key_fails_before_any_request() {
     assert_eq!(w.fly_calls(), 0);
     assert_eq!(w.gh_calls(), 0, "github: {:?}", w.gh.calls());
     assert_eq!(r.out("verdict"), "error", "{}", r.dump());
+    w.assert_clean();
+}
+
+/// A push whose update fails (Fly keeps answering the machine update with 409 "lease held")
+/// leaves the version that served running: the app, its machine on the old image and the
+/// database branch stay; the comment says which commit is still live; the run exits non-zero.
+/// Only a first creation that fails is torn down (see the never-starts test above).
+#[tokio::test]
+async fn a_failed_update_leaves_the_previous_version_serving() {
+    let w = world().await;
+    let app = app_name();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+
+    w.gh.add_pull(PR, true, HEAD2, false);
+    w.fly.hold_leases(&app, Duration::MAX);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.synchronize.json", HEAD2, REPO),
+            &image(HEAD2),
+            &[],
+            None,
+        )
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stderr.contains(&format!("commit {HEAD1} is still live")),
+        "the error does not say what still serves:\n{}",
+        r.stderr
+    );
+    assert!(
+        w.fly.core.count("Machines_update") >= 2,
+        "409 was not retried"
+    );
+    assert_eq!(w.fly.core.count("Apps_delete"), 0, "the app was destroyed");
+    assert_eq!(w.neon.core.count("deleteProjectBranch"), 0);
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    let fly_app = w.fly.app(&app).expect("the serving app was destroyed");
+    assert_eq!(fly_app.machines.len(), 1);
+    assert_eq!(fly_app.machines[0].config["image"], image(HEAD1).as_str());
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(
+        comments[0].body.contains("Preview failed")
+            && comments[0]
+                .body
+                .contains(&format!("commit {HEAD1} is still live")),
+        "{}",
+        comments[0].body
+    );
+
+    // Closing still removes everything: the live record was kept.
+    w.gh.add_pull(PR, false, HEAD2, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.closed.unmerged.json", HEAD2, REPO),
+            &image(HEAD2),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.assert_nothing_left();
+    w.assert_clean();
+}
+
+/// A preview app (the PR's code) that answers its health path and then, on the smoke path,
+/// an endless body: bytes as fast as the socket takes them, never an end.
+async fn endless_app() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                if line.contains("/healthz") {
+                    let _ = sock
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    return;
+                }
+                if sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+                    )
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                while sock.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The preview app answers the smoke check with an endless body: atlas reads only the first
+/// MiB (the check fails naming it), the first creation is torn down, and the run's peak memory
+/// stays small. Prints the peak RSS that `/usr/bin/time -v` measured.
+#[tokio::test]
+async fn an_endless_body_from_the_preview_app_is_read_only_as_far_as_the_check_needs() {
+    let mut w = world().await;
+    w.app_base = endless_app().await;
+    w.time_v.store(true, std::sync::atomic::Ordering::Relaxed);
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stderr
+            .contains("body does not contain \"pong\" (in its first 1024 KiB)"),
+        "{}",
+        r.dump()
+    );
+    let rss_kb: u64 = r
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("no peak RSS from /usr/bin/time -v");
+    eprintln!("peak RSS of a run against an endless body: {rss_kb} KiB");
+    assert!(rss_kb < 50 * 1024, "peak RSS {rss_kb} KiB is over 50 MB");
+    w.assert_nothing_left();
+    w.assert_clean();
+}
+
+/// L2: SIGINT while the run waits for the Fly machine of a first preview: no new work, what
+/// this run created (app, database branch) is torn down, one line of state, non-zero exit well
+/// inside the runner's 7.5 s before SIGTERM.
+#[tokio::test]
+async fn sigint_during_the_machine_wait_tears_down_what_this_run_created() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    w.fly.set_never_start(true);
+    w.interrupt
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    let took = w
+        .signal_to_exit
+        .lock()
+        .unwrap()
+        .expect("no SIGINT was sent");
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stderr.contains("cancelled by SIGINT")
+            && r.stderr.contains("tore down what this run had created")
+            && r.stderr.contains(&app_name())
+            && r.stderr.contains("preview/pr-2"),
+        "{}",
+        r.dump()
+    );
+    assert!(
+        took < Duration::from_millis(7500),
+        "exit {took:?} after SIGINT"
+    );
+    w.assert_nothing_left();
+    w.assert_clean();
+}
+
+/// F9: down tries both deletes: with the app's DELETE failing for good, the database branch is
+/// still deleted, the run exits non-zero and names the survivor (its marks kept for the sweep).
+#[tokio::test]
+async fn down_deletes_the_branch_even_when_the_app_destroy_fails_and_lists_the_survivor() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.gh.add_pull(PR, false, HEAD1, false);
+    w.fly
+        .core
+        .fault("Apps_delete", Fault::Status(500, None), 1000);
+    let closed = payload("pull_request.closed.unmerged.json", HEAD1, REPO);
+    let r = w
+        .run("pull_request", &closed, &image(HEAD1), &[], None)
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stderr.contains("still there") && r.stderr.contains(&format!("app {}", app_name())),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(
+        w.neon.preview_branches(),
+        Vec::<String>::new(),
+        "the branch was kept"
+    );
+    assert_eq!(w.fly.app_names(), vec![app_name()]);
+    w.assert_clean();
+}
+
+/// One deadline per run: a wait the server names (429 + Retry-After: 10 on the comment) that
+/// would end past the run's deadline (`ATLAS_DEADLINE=5s`, shorter than the call's own budget) fails at once, saying until when,
+/// instead of sleeping through it; the first creation is torn down.
+#[tokio::test]
+async fn a_wait_past_the_run_deadline_fails_at_once_naming_the_time() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    w.extra_env
+        .lock()
+        .unwrap()
+        .push(("ATLAS_DEADLINE".into(), "5s".into()));
+    w.gh.fault(
+        fake_github::Fault {
+            retry_after: Some(10),
+            ..fake_github::Fault::new(Method::POST, "/issues/2/comments", 429)
+        }
+        .times(10),
+    );
+    let t = std::time::Instant::now();
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    let took = t.elapsed();
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stderr.contains("rate-limited until ")
+            && r.stderr.contains("asked to wait 10s")
+            && r.stderr.contains("this run's deadline"),
+        "{}",
+        r.dump()
+    );
+    // The call's own budget (20 s) would allow the 10 s wait; the run's 5 s deadline does not.
+    assert!(
+        took < Duration::from_secs(9),
+        "waited instead of failing: {took:?}"
+    );
+    // The ready comment and the failed comment: each tried once, neither retried early.
+    assert_eq!(
+        w.gh.with(|s| s.calls_matching("POST /repos/octo-org/kitchen/issues/2/comments")),
+        2
+    );
+    w.assert_nothing_left();
     w.assert_clean();
 }

@@ -45,6 +45,7 @@ async fn env() -> Env {
     let mut settings = Settings::default();
     settings.fly.preview_url = Some(health);
     settings.database.schema_only = true;
+    settings.neon.operation_timeout = Duration::from_secs(2);
     let policy = RetryPolicy {
         max_attempts: 6,
         base_delay: Duration::from_millis(5),
@@ -367,22 +368,187 @@ async fn eventual_consistency_404_right_after_create_is_waited_out() {
     e.assert_clean();
 }
 
+/// N6: an operation that keeps failing is polled until the budget ends, then named with its
+/// last error; down still cleans up.
 #[tokio::test]
-async fn a_failed_operation_is_named_and_down_cleans_up() {
+async fn an_operation_that_keeps_failing_is_named_after_the_budget_and_down_cleans_up() {
     let e = env().await;
     e.neon.fail_next_operation();
+    let t = std::time::Instant::now();
     let err = e.up(11, "f1").await.unwrap_err();
+    let took = t.elapsed();
     let t = err_text(&err);
     assert!(
-        t.contains("operation create_branch") && t.contains("failed"),
+        t.contains("operation create_branch") && t.contains("still failed after"),
         "{t}"
     );
+    assert!(t.contains("last error: injected"), "{t}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "gave up before the budget: {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
     e.assert_no_secret(&t);
     // The branch exists on the books until down runs.
     assert_eq!(e.neon.preview_branches().len(), 1);
     assert_eq!(
         e.down(11).await.unwrap(),
         (Deleted::AlreadyGone, Deleted::Removed)
+    );
+    e.assert_clean();
+}
+
+/// N5: `failed` is not terminal on Neon (it retries the operation): Atlas keeps polling and
+/// proceeds once it finished.
+#[tokio::test]
+async fn a_failed_operation_that_neon_retries_is_polled_until_finished() {
+    let e = env().await;
+    e.neon
+        .fail_then_finish_next_operation(Duration::from_millis(300));
+    let (b, _) = e.up(12, "f2").await.unwrap();
+    assert!(b.created);
+    assert!(
+        e.neon.core.count("getProjectOperation") >= 3,
+        "{:?}",
+        e.neon.core.calls()
+    );
+    e.down(12).await.unwrap();
+    e.assert_clean();
+}
+
+/// N2/N10: 423 Locked waits for the project's running operations (listed), then the mutation
+/// is sent again; on delete too.
+#[tokio::test]
+async fn locked_projects_are_waited_out_by_their_operations() {
+    let e = env().await;
+    e.neon.busy_for(Duration::from_millis(400));
+    e.up(13, "l1").await.unwrap();
+    assert_eq!(
+        e.neon.core.count("createProjectBranch"),
+        2,
+        "{:?}",
+        e.neon.core.calls()
+    );
+    assert!(e.neon.core.count("listProjectOperations") >= 1);
+    e.neon.busy_for(Duration::from_millis(400));
+    e.down(13).await.unwrap();
+    assert_eq!(e.neon.core.count("deleteProjectBranch"), 2);
+    e.assert_clean();
+    // Locked beyond the budget: a clear error naming the operation that holds the lock.
+    e.neon.busy_for(Duration::from_secs(30));
+    let err = e.up(14, "l2").await.unwrap_err();
+    let t = err_text(&err);
+    assert!(
+        t.contains("locked (423)") && t.contains("start_compute"),
+        "{t}"
+    );
+    assert!(e.neon.preview_branches().is_empty());
+}
+
+/// N7/F3: a create that meets a conflict adopts only what carries Atlas's marks; a foreign
+/// resource created meanwhile is named and left alone.
+#[tokio::test]
+async fn a_create_conflict_with_a_foreign_resource_fails_and_leaves_it_alone() {
+    let e = env().await;
+    e.neon.race_foreign_create(&naming::preview_branch(15));
+    let err = e.up(15, "c1").await.unwrap_err();
+    let t = err_text(&err);
+    assert!(
+        t.contains("preview/pr-15") && t.contains("will not adopt"),
+        "{t}"
+    );
+    assert!(
+        e.neon.branch("preview/pr-15").is_some(),
+        "the foreign branch was touched"
+    );
+    assert_eq!(e.neon.core.count("deleteProjectBranch"), 0);
+
+    let app = naming::preview_app(&e.prefix, 16);
+    e.fly.race_foreign_create(&app);
+    let b = e.db.ensure_branch(&e.branch_req(16)).await.unwrap();
+    let err = e
+        .platform
+        .deploy(&e.deploy_req(16, "c2", &b))
+        .await
+        .unwrap_err();
+    let t = err_text(&err);
+    assert!(
+        t.contains(&app) && t.contains("not atlas's") && t.contains("squatter-org"),
+        "{t}"
+    );
+    assert_eq!(e.fly.app(&app).unwrap().org, "squatter-org");
+    assert_eq!(e.fly.core.count("Apps_delete"), 0);
+    e.assert_spec();
+}
+
+/// F7/F1: a machine lease held by someone else (409) is retried with backoff until it is
+/// released, updates of one machine are paced 1 s apart; a lease held for good is a clear
+/// error after the budget.
+#[tokio::test]
+async fn a_held_lease_is_waited_out_and_updates_are_paced() {
+    let e = env().await;
+    e.up(17, "p1").await.unwrap();
+    let app = naming::preview_app(&e.prefix, 17);
+    let machine = e.fly.app(&app).unwrap().machines[0].id.clone();
+    e.fly.hold_leases(&app, Duration::from_millis(1500));
+    e.up(17, "p2").await.unwrap();
+    let times = e.fly.update_times(&machine);
+    assert!(times.len() >= 2, "the 409 was not retried: {times:?}");
+    for w in times.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(990),
+            "updates of one machine closer than 1 s: {:?}",
+            w[1] - w[0]
+        );
+    }
+    assert_eq!(
+        e.fly.app(&app).unwrap().machines[0].config["image"],
+        "registry.fly.io/kitchen:p2"
+    );
+    e.fly.hold_leases(&app, Duration::MAX);
+    let err = e.up(17, "p3").await.unwrap_err();
+    let t = err_text(&err);
+    assert!(
+        t.contains("update machine") && t.contains("409") && t.contains("lease currently held"),
+        "{t}"
+    );
+    assert!(t.contains("gave up after"), "{t}");
+    e.fly.hold_leases(&app, Duration::ZERO);
+    e.down(17).await.unwrap();
+    e.assert_clean();
+}
+
+/// A machine made by hand in an Atlas app is reported, not a reason to orphan the app; the
+/// sweep sees the app by its last activity (the newest machine update), not its oldest machine.
+#[tokio::test]
+async fn hand_made_machines_do_not_orphan_an_app_and_apps_age_by_last_activity() {
+    let e = env().await;
+    e.up(18, "h1").await.unwrap();
+    let app = naming::preview_app(&e.prefix, 18);
+    e.fly.backdate(&app, chrono::Duration::days(10));
+    let listed = e.platform.list_apps().await.unwrap();
+    let age = chrono::Utc::now() - listed[0].created_at.unwrap();
+    assert!(age > chrono::Duration::days(9), "{listed:?}");
+    // A push updates the machine: the app's last activity is now.
+    e.up(18, "h2").await.unwrap();
+    let listed = e.platform.list_apps().await.unwrap();
+    let age = chrono::Utc::now() - listed[0].created_at.unwrap();
+    assert!(
+        age < chrono::Duration::minutes(5),
+        "aged by its oldest machine: {listed:?}"
+    );
+
+    let hand = e.fly.add_hand_made_machine(&app);
+    let listed = e.platform.list_apps().await.unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "the sweep no longer sees the app: {listed:?}"
+    );
+    assert_eq!(
+        e.down(18).await.unwrap(),
+        (Deleted::Removed, Deleted::Removed),
+        "hand-made machine {hand} orphaned the app"
     );
     e.assert_clean();
 }

@@ -175,9 +175,9 @@ async fn installation_tokens_own_the_marker_comments_an_app_wrote() {
 }
 
 #[tokio::test]
-async fn a_custom_github_app_finds_its_own_comment_on_the_next_run() {
+async fn a_custom_github_app_finds_its_own_comment_only_when_configured() {
     // An installation token of the team's own app: comments are written as `<slug>[bot]`,
-    // which the token cannot look up.
+    // which the token cannot look up, so the login is configured (`github_app_login`).
     let gh = FakeGithub::start(REPO, None).await;
     gh.with(|s| s.author = "acme-previews[bot]".into());
     gh.add_comment(7, "someone", &format!("{MARKER} quoted in a review"));
@@ -185,7 +185,8 @@ async fn a_custom_github_app_finds_its_own_comment_on_the_next_run() {
         // every run is a new process with a new client.
         let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
             .unwrap()
-            .with_policy(RetryPolicy::fast());
+            .with_policy(RetryPolicy::fast())
+            .with_identity("acme-previews[bot]");
         let r = forge
             .upsert_comment(7, MARKER, &format!("{MARKER}\nrun {run}"))
             .await
@@ -200,18 +201,37 @@ async fn a_custom_github_app_finds_its_own_comment_on_the_next_run() {
     assert_eq!(ours.len(), 1, "one sticky comment, not one per run: {c:#?}");
     assert!(ours[0].body.ends_with("run 2"));
     assert_eq!(c.len(), 2, "the person's comment is left alone");
+    assert_clean(&gh);
+}
 
-    // a pinned login (`with_identity`) matches that login only.
-    let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
-        .unwrap()
-        .with_policy(RetryPolicy::fast())
-        .with_identity("acme-previews[bot]");
+/// Another workflow's bot echoing the marker is not us: the workflow token (an installation
+/// token that cannot read `GET /user`) owns only github-actions[bot]'s marker comments.
+#[tokio::test]
+async fn another_bots_marker_comment_is_neither_edited_nor_deleted() {
+    let (gh, forge) = setup(None).await;
+    let echo = format!("{MARKER}\nechoed by another workflow");
+    gh.add_comment(7, "renovate[bot]", &echo);
+    gh.add_comment(7, "acme-previews[bot]", &echo);
     let r = forge
-        .upsert_comment(7, MARKER, &format!("{MARKER}\nrun 3"))
+        .upsert_comment(7, MARKER, &format!("{MARKER}\nours"))
         .await
         .unwrap();
-    assert_eq!(r.action, "updated");
-    assert_eq!(gh.with(|s| s.calls_matching("GET /user")), 3);
+    assert_eq!(r.action, "created");
+    let again = forge
+        .upsert_comment(7, MARKER, &format!("{MARKER}\nours 2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.action.as_str(), again.id.as_str()),
+        ("updated", r.id.as_str())
+    );
+    let c = gh.with(|s| s.comments_on(7));
+    assert_eq!(c.len(), 3, "{c:#?}");
+    for other in ["renovate[bot]", "acme-previews[bot]"] {
+        let o = c.iter().find(|c| c.user == other).unwrap();
+        assert_eq!(o.body, echo, "{other}'s comment was touched");
+    }
+    assert_eq!(gh.with(|s| s.calls_matching("DELETE ")), 0);
     assert_clean(&gh);
 }
 
@@ -400,7 +420,30 @@ async fn permanent_errors_name_github_the_call_and_the_status_without_the_token(
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("403"), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("`github_token`")
+            && format!("{e:#}").contains("pull-requests: write"),
+        "the error names neither the input nor the permission: {e:#}"
+    );
     assert_eq!(gh.with(|s| s.calls_matching("POST ")), 1);
+    // 401: bad credentials, no retry, the input named, the token not shown.
+    gh.reset_calls();
+    gh.fault(Fault {
+        body: "{\"message\":\"Bad credentials\"}".into(),
+        ..Fault::new(Method::GET, "/pulls/9", 401)
+    });
+    let e = forge.pr_state(9).await.unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("401") && msg.contains("`github_token`"),
+        "{msg}"
+    );
+    assert!(!msg.contains(TOKEN), "{msg}");
+    assert_eq!(
+        gh.with(|s| s.calls_matching("GET /repos")),
+        1,
+        "401 was retried"
+    );
     assert_clean(&gh);
 }
 
@@ -1026,4 +1069,73 @@ mod sweeping {
         assert_eq!(*apps.deleted.lock().unwrap(), vec!["kitchen-abc123-pr-2"]);
         assert_clean(&gh);
     }
+}
+
+/// A primary rate limit whose reset is 15 minutes out is never retried early: the call fails at
+/// once (well under a second of wall time) saying until when GitHub asked to wait.
+#[tokio::test]
+async fn a_rate_limit_reset_beyond_the_deadline_fails_fast_naming_the_time() {
+    let (gh, forge) = setup(Some("atlas-bot")).await;
+    gh.fault(Fault::primary_rate_limit(Method::GET, "/pulls/9", 15 * 60).times(100));
+    let t = std::time::Instant::now();
+    let e = forge.pr_state(9).await.unwrap_err();
+    let took = t.elapsed();
+    let msg = format!("{e:#}");
+    eprintln!("rate limit 15 min out: failed after {took:?}");
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}: {msg}");
+    assert!(msg.contains("rate-limited until "), "{msg}");
+    let reset = chrono::Utc::now() + chrono::Duration::seconds(15 * 60);
+    assert!(
+        msg.contains(&reset.format("%Y-%m-%dT%H:%M").to_string())
+            || msg.contains(
+                &(reset + chrono::Duration::seconds(1))
+                    .format("%Y-%m-%dT%H:%M")
+                    .to_string()
+            ),
+        "the server's reset time is not named: {msg}"
+    );
+    assert_eq!(
+        gh.with(|s| s.calls_matching("GET /repos")),
+        1,
+        "retried before the reset"
+    );
+    assert_clean(&gh);
+}
+
+/// GitHub's secondary limit without headers waits at least a minute: with a budget shorter
+/// than that, the call fails at once rather than retrying early.
+#[tokio::test]
+async fn a_secondary_limit_without_headers_is_not_retried_within_a_minute() {
+    let (gh, forge) = setup(Some("atlas-bot")).await;
+    gh.fault(
+        Fault {
+            retry_after: None,
+            ..Fault::secondary_rate_limit(Method::GET, "/pulls/9", 0)
+        }
+        .times(100),
+    );
+    let t = std::time::Instant::now();
+    let e = forge.pr_state(9).await.unwrap_err();
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    assert!(format!("{e:#}").contains("asked to wait 60s"), "{e:#}");
+    assert_eq!(gh.with(|s| s.calls_matching("GET /repos")), 1);
+    assert_clean(&gh);
+}
+
+/// The error body is redacted before it is cut: a token straddling the cut leaves no prefix.
+#[tokio::test]
+async fn a_token_at_the_truncation_boundary_leaves_no_prefix() {
+    let (gh, forge) = setup(Some("atlas-bot")).await;
+    let pad = "x".repeat(1_980);
+    gh.fault(Fault {
+        body: format!("{{\"message\":\"{pad}{TOKEN}\"}}"),
+        ..Fault::new(Method::GET, "/pulls/9", 422)
+    });
+    let e = forge.pr_state(9).await.unwrap_err();
+    let msg = format!("{e:#} {e:?}");
+    assert!(
+        !msg.contains(&TOKEN[..8]),
+        "a prefix of the token leaked: {msg}"
+    );
+    assert_clean(&gh);
 }

@@ -66,6 +66,15 @@ pub struct FlyState {
     pub events: BTreeMap<String, Vec<Value>>,
     /// Running task machines: when each exits, and with what code.
     pending: BTreeMap<String, (Instant, i64)>,
+    /// Leases held by someone else (another deploy, a `fly` session), by machine id, until
+    /// then: updates and deletes of the machine answer 409 as Fly does.
+    pub leases: BTreeMap<String, Instant>,
+    /// When each machine was last updated (Fly's `updated_at`), by id.
+    pub updated: BTreeMap<String, String>,
+    /// Someone in another org takes this app name between Atlas's lookup and its create.
+    pub race_foreign: Option<String>,
+    /// When each mutation (operation, machine id) arrived, to check Fly's 1 req/s pacing.
+    pub mutations: Vec<(String, String, Instant)>,
 }
 
 pub struct FakeFly {
@@ -168,6 +177,21 @@ impl FlyState {
             "Apps_create" => {
                 let body = r.body.clone().unwrap_or(Value::Null);
                 let name = body["name"].as_str().unwrap_or("").to_string();
+                if self.race_foreign.as_deref() == Some(name.as_str()) {
+                    self.race_foreign = None;
+                    let id = self.next();
+                    self.apps.insert(
+                        name.clone(),
+                        FakeApp {
+                            id,
+                            name: name.clone(),
+                            org: "squatter-org".into(),
+                            machines: Vec::new(),
+                            secrets: BTreeMap::new(),
+                            secrets_version: 0,
+                        },
+                    );
+                }
                 if self.apps.contains_key(&name) {
                     return err(422, "app name has already been taken");
                 }
@@ -215,10 +239,18 @@ impl FlyState {
             }
             "Machines_list" => {
                 let a = &self.apps[&app];
-                FakeResponse::json(
-                    200,
-                    json!(a.machines.iter().map(machine_json).collect::<Vec<_>>()),
-                )
+                let list: Vec<Value> = a
+                    .machines
+                    .iter()
+                    .map(|m| {
+                        let mut v = machine_json(m);
+                        if let Some(u) = self.updated.get(&m.id) {
+                            v["updated_at"] = json!(u);
+                        }
+                        v
+                    })
+                    .collect();
+                FakeResponse::json(200, json!(list))
             }
             "Machines_create" => {
                 let id = self.next();
@@ -254,6 +286,20 @@ impl FlyState {
                 FakeResponse::json(200, v)
             }
             "Machines_update" => {
+                let id = r.param("machine_id").to_string();
+                self.mutations
+                    .push(("Machines_update".into(), id.clone(), Instant::now()));
+                if let Some(until) = self.leases.get(&id)
+                    && Instant::now() < *until
+                {
+                    return err(
+                        409,
+                        &format!(
+                            "failed to update VM {id}: lease currently held by 0a1b2c3d@deploy, expires at {}",
+                            chrono::Utc::now().to_rfc3339()
+                        ),
+                    );
+                }
                 let inst = self.next();
                 let a = self.apps.get_mut(&app).unwrap();
                 let Some(m) = a
@@ -268,7 +314,10 @@ impl FlyState {
                 }
                 m.instance_id = inst;
                 m.state = "replacing".into();
-                FakeResponse::json(200, machine_json(m))
+                let mid = m.id.clone();
+                let v = machine_json(m);
+                self.updated.insert(mid, chrono::Utc::now().to_rfc3339());
+                FakeResponse::json(200, v)
             }
             "Machines_delete" => {
                 self.pending.remove(r.param("machine_id"));
@@ -416,6 +465,69 @@ impl FakeFly {
         let mut s = self.state.lock().unwrap();
         s.tick();
         s.apps.values().flat_map(|a| a.machines.clone()).collect()
+    }
+
+    /// Someone else holds the lease of every machine of `app` for `d` (`Duration::MAX`: for
+    /// good).
+    pub fn hold_leases(&self, app: &str, d: Duration) {
+        let mut s = self.state.lock().unwrap();
+        let until = Instant::now()
+            .checked_add(d)
+            .unwrap_or(Instant::now() + Duration::from_secs(86_400));
+        let ids: Vec<String> = s
+            .apps
+            .get(app)
+            .map(|a| a.machines.iter().map(|m| m.id.clone()).collect())
+            .unwrap_or_default();
+        for id in ids {
+            s.leases.insert(id, until);
+        }
+    }
+
+    /// A machine made by hand (`fly machine run`, no atlas metadata) in `app`.
+    pub fn add_hand_made_machine(&self, app: &str) -> String {
+        let mut s = self.state.lock().unwrap();
+        let id = s.next();
+        let m = FakeMachine {
+            id: id.clone(),
+            instance_id: id.clone(),
+            state: "started".into(),
+            config: json!({"image": "debug-shell"}),
+            region: "ams".into(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+        };
+        s.apps.get_mut(app).unwrap().machines.push(m);
+        id
+    }
+
+    /// Backdates every machine's creation (and last update) of `app` by `d`.
+    pub fn backdate(&self, app: &str, d: chrono::Duration) {
+        let mut s = self.state.lock().unwrap();
+        let at = (chrono::Utc::now() - d).to_rfc3339();
+        let ids: Vec<String> = s.apps[app].machines.iter().map(|m| m.id.clone()).collect();
+        for m in s.apps.get_mut(app).unwrap().machines.iter_mut() {
+            m.created_at = at.clone();
+        }
+        for id in ids {
+            s.updated.remove(&id);
+        }
+    }
+
+    /// Someone in another org takes `name` just before Atlas's create.
+    pub fn race_foreign_create(&self, name: &str) {
+        self.state.lock().unwrap().race_foreign = Some(name.to_string());
+    }
+
+    /// Arrival times of the updates of one machine.
+    pub fn update_times(&self, machine: &str) -> Vec<Instant> {
+        self.state
+            .lock()
+            .unwrap()
+            .mutations
+            .iter()
+            .filter(|(op, id, _)| op == "Machines_update" && id == machine)
+            .map(|(_, _, t)| *t)
+            .collect()
     }
 
     pub fn set_never_start(&self, yes: bool) {

@@ -66,6 +66,8 @@ pub struct Fault {
     pub times: usize,
     /// Apply the request first, then answer with the fault (a lost response).
     pub landed: bool,
+    /// Extra response headers (`x-ratelimit-*`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Fault {
@@ -78,6 +80,23 @@ impl Fault {
             body: format!("{{\"message\":\"fake fault {status}\"}}"),
             times: 1,
             landed: false,
+            headers: Vec::new(),
+        }
+    }
+
+    /// GitHub's primary rate limit: 403 with `x-ratelimit-remaining: 0` and a reset
+    /// `reset_in` seconds from now.
+    pub fn primary_rate_limit(method: Method, path_contains: &str, reset_in: i64) -> Fault {
+        let reset = chrono::Utc::now().timestamp() + reset_in;
+        Fault {
+            body: "{\"message\":\"API rate limit exceeded for installation ID 1.\",\"documentation_url\":\"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api\"}".into(),
+            headers: vec![
+                ("x-ratelimit-limit".into(), "5000".into()),
+                ("x-ratelimit-remaining".into(), "0".into()),
+                ("x-ratelimit-used".into(), "5000".into()),
+                ("x-ratelimit-reset".into(), reset.to_string()),
+            ],
+            ..Fault::new(method, path_contains, 403)
         }
     }
 
@@ -432,6 +451,12 @@ fn fault_response(f: &Fault) -> Response {
     if let Some(after) = f.retry_after {
         r.headers_mut()
             .insert("retry-after", after.to_string().parse().unwrap());
+    }
+    for (k, v) in &f.headers {
+        r.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     r
 }

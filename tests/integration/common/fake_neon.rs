@@ -36,14 +36,26 @@ struct FakeOp {
     /// Operations run for a while (by the clock, as on Neon), then finish or fail.
     done_at: std::time::Instant,
     fail: bool,
+    /// A failed operation is not terminal on Neon: it is retried, and finishes at this time
+    /// (`None`: it keeps failing).
+    recover_at: Option<std::time::Instant>,
     status: String,
 }
 
 impl FakeOp {
     fn tick(&mut self) {
-        if self.status == "running" && std::time::Instant::now() >= self.done_at {
+        let now = std::time::Instant::now();
+        if self.status == "running" && now >= self.done_at {
             self.status = if self.fail { "failed" } else { "finished" }.into();
         }
+        if self.status == "failed" && self.recover_at.is_some_and(|t| now >= t) {
+            self.status = "finished".into();
+        }
+    }
+    /// Neon's terminal statuses; `failed` is not one of them.
+    /// Whether it still holds the project's lock: running, or failed and being retried.
+    fn pending(&self) -> bool {
+        self.status == "running" || (self.status == "failed" && self.recover_at.is_some())
     }
 }
 
@@ -52,8 +64,12 @@ pub struct NeonState {
     pub branches: Vec<FakeBranch>,
     ops: Vec<FakeOp>,
     seq: u64,
-    /// The next operation created fails.
+    /// The next operation created fails (and keeps failing).
     pub fail_next_op: bool,
+    /// The next operation created fails, then Neon's retry finishes it after this long.
+    pub flaky_next_op: Option<std::time::Duration>,
+    /// Someone else creates a branch of this name between Atlas's lookup and its create.
+    pub race_foreign: Option<String>,
     pub page_size: usize,
 }
 
@@ -108,25 +124,28 @@ impl NeonState {
         format!("{prefix}-{:06}", self.seq)
     }
     fn new_op(&mut self, branch_id: &str, action: &str) -> Value {
-        let fail = std::mem::take(&mut self.fail_next_op);
+        let flaky = self.flaky_next_op.take();
+        let fail = std::mem::take(&mut self.fail_next_op) || flaky.is_some();
         self.seq += 1;
+        let done_at = std::time::Instant::now() + std::time::Duration::from_millis(30);
         let op = FakeOp {
             id: format!("00000000-0000-4000-8000-{:012}", self.seq),
             branch_id: branch_id.to_string(),
             action: action.to_string(),
-            done_at: std::time::Instant::now() + std::time::Duration::from_millis(30),
+            done_at,
             fail,
+            recover_at: flaky.map(|d| done_at + d),
             status: "running".into(),
         };
         let v = op_json(&op);
         self.ops.push(op);
         v
     }
-    fn locked(&mut self, branch_id: &str) -> bool {
+    /// Neon locks a project while any of its operations is not terminal (a failed one is
+    /// being retried): mutations answer 423.
+    fn locked(&mut self, _branch_id: &str) -> bool {
         self.ops.iter_mut().for_each(FakeOp::tick);
-        self.ops
-            .iter()
-            .any(|o| o.branch_id == branch_id && o.status == "running")
+        self.ops.iter().any(FakeOp::pending)
     }
     fn branch(&self, id: &str) -> Option<&FakeBranch> {
         self.branches.iter().find(|b| b.id == id)
@@ -170,9 +189,38 @@ impl NeonState {
                 }
                 FakeResponse::json(200, v)
             }
+            "listProjectOperations" => {
+                self.ops.iter_mut().for_each(FakeOp::tick);
+                let ops: Vec<Value> = self.ops.iter().rev().map(op_json).collect();
+                FakeResponse::json(
+                    200,
+                    json!({"operations": ops, "pagination": {"cursor": ""}}),
+                )
+            }
             "createProjectBranch" => {
+                if self.locked("") {
+                    return err(
+                        423,
+                        "project already has running conflicting operations, scheduling of new ones is prohibited",
+                    );
+                }
                 let body = r.body.clone().unwrap_or(Value::Null);
                 let name = body["branch"]["name"].as_str().unwrap_or("").to_string();
+                if self.race_foreign.as_deref() == Some(name.as_str()) {
+                    self.race_foreign = None;
+                    let id = self.next("br-foreign");
+                    self.branches.push(FakeBranch {
+                        id,
+                        name: name.clone(),
+                        parent_id: Some(MAIN_ID.into()),
+                        init_source: "parent-data".into(),
+                        expires_at: None,
+                        annotation: BTreeMap::new(),
+                        endpoint: None,
+                        password: "npg_ForeignPw2".into(),
+                        created_at: now(),
+                    });
+                }
                 if self.branches.iter().any(|b| b.name == name) {
                     return err(409, "branch with that name already exists");
                 }
@@ -359,5 +407,32 @@ impl FakeNeon {
 
     pub fn fail_next_operation(&self) {
         self.state.lock().unwrap().fail_next_op = true;
+    }
+
+    /// The next operation fails, then finishes `after` later (Neon retries failed operations).
+    pub fn fail_then_finish_next_operation(&self, after: std::time::Duration) {
+        self.state.lock().unwrap().flaky_next_op = Some(after);
+    }
+
+    /// Someone else creates `name` (without Atlas's annotation) just before Atlas's create.
+    pub fn race_foreign_create(&self, name: &str) {
+        self.state.lock().unwrap().race_foreign = Some(name.to_string());
+    }
+
+    /// Something else (a console action, another run) keeps the project busy for `d`: an
+    /// operation on the main branch runs that long, and mutations answer 423 meanwhile.
+    pub fn busy_for(&self, d: std::time::Duration) {
+        let mut s = self.state.lock().unwrap();
+        s.seq += 1;
+        let op = FakeOp {
+            id: format!("00000000-0000-4000-8000-{:012}", s.seq),
+            branch_id: MAIN_ID.to_string(),
+            action: "start_compute".into(),
+            done_at: std::time::Instant::now() + d,
+            fail: false,
+            recover_at: None,
+            status: "running".into(),
+        };
+        s.ops.push(op);
     }
 }
