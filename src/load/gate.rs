@@ -363,32 +363,7 @@ pub fn compare(baseline: &Summary, current: &Summary, gate: &GateSettings) -> Co
         );
         let enough = baseline.metrics.http_reqs.total >= gate.min_requests
             && current.metrics.http_reqs.total >= gate.min_requests;
-        let change = change_pct(b, c);
-        metrics.push(MetricComparison {
-            name: "requests".into(),
-            label: "Total Requests".into(),
-            unit: "count".into(),
-            baseline: b,
-            current: c,
-            change_pct: change,
-            floor: gate.min_requests as f64,
-            p_value: None,
-            verdict: if enough {
-                Verdict::Pass
-            } else {
-                Verdict::Inconclusive
-            },
-            note: if enough {
-                String::new()
-            } else {
-                format!("fewer than {}", gate.min_requests)
-            },
-            current_display: format!("{}", c as u64),
-            baseline_display: format!("{}", b as u64),
-            change_display: change_display(change, b, c),
-            bound: None,
-            endpoint: None,
-        });
+        metrics.push(requests_row(b, c, enough, gate.min_requests));
     }
 
     let any_fail = metrics.iter().any(|m| m.verdict == Verdict::Fail);
@@ -433,4 +408,36 @@ pub(crate) fn shape_text(s: &Shape) -> String {
         s.connections,
         s.requests.join(", ")
     )
+}
+
+/// The request-count row: not gated, but fewer than `min_requests` on either side makes the
+/// whole comparison inconclusive, so the row carries that verdict. `b` is the baseline side (a
+/// fixed baseline's count, or the history's median).
+pub(crate) fn requests_row(b: f64, c: f64, enough: bool, min_requests: u64) -> MetricComparison {
+    let change = change_pct(b, c);
+    MetricComparison {
+        name: "requests".into(),
+        label: "Total Requests".into(),
+        unit: "count".into(),
+        baseline: b,
+        current: c,
+        change_pct: change,
+        floor: min_requests as f64,
+        p_value: None,
+        verdict: if enough {
+            Verdict::Pass
+        } else {
+            Verdict::Inconclusive
+        },
+        note: if enough {
+            String::new()
+        } else {
+            format!("fewer than {min_requests}")
+        },
+        current_display: format!("{}", c as u64),
+        baseline_display: format!("{}", b as u64),
+        change_display: change_display(change, b, c),
+        bound: None,
+        endpoint: None,
+    }
 }

@@ -512,32 +512,7 @@ pub fn compare_history(
         let b = median(&hist).unwrap_or(0.0);
         let c = current.metrics.http_reqs.total as f64;
         let enough = current.metrics.http_reqs.total >= gate.min_requests;
-        let change = change_pct(b, c);
-        metrics.push(MetricComparison {
-            name: "requests".into(),
-            label: "Total Requests".into(),
-            unit: "count".into(),
-            baseline: b,
-            current: c,
-            change_pct: change,
-            floor: gate.min_requests as f64,
-            p_value: None,
-            verdict: if enough {
-                Verdict::Pass
-            } else {
-                Verdict::Inconclusive
-            },
-            note: if enough {
-                String::new()
-            } else {
-                format!("fewer than {}", gate.min_requests)
-            },
-            current_display: format!("{}", c as u64),
-            baseline_display: format!("{}", b as u64),
-            change_display: change_display(change, b, c),
-            bound: None,
-            endpoint: None,
-        });
+        metrics.push(super::gate::requests_row(b, c, enough, gate.min_requests));
     }
 
     // per endpoint: each gated against its own history.
