@@ -130,27 +130,45 @@ async fn open_model_shows_a_periodic_freeze_in_the_tail() {
     // request scheduled t into a freeze is F - t, so with F = 1 s P(latency > x) = (1 - x) / 5:
     // p90 = 500 ms, p95 = 750 ms, p99 = 950 ms. The reference is what the server's own log of
     // received and answered times implies for the generator's schedule.
-    let server = freeze_server(
-        Duration::from_secs(5),
-        Duration::from_secs(1),
-        Duration::from_millis(500),
-    );
-    let s = run(&open(200.0, 10_000, 0, 50), &server.url).await;
-    let d = &s.metrics.http_req_duration;
-    eprintln!("freeze: {d:?}");
-    let reference = open_model_reference(&server.timings.lock().unwrap(), 200.0);
-    for (got, q, nominal) in [
-        (d.p90.unwrap(), 0.90, 500.0),
-        (d.p95, 0.95, 750.0),
-        (d.p99.unwrap(), 0.99, 950.0),
-    ] {
-        let want = quantile_ms(&reference, q);
-        assert!(
-            (got - want).abs() <= want * 0.03,
-            "p{} got {got} ms, want {want} ms within 3% (nominal {nominal} ms): {d:?}",
-            q * 100.0
+    // Up to three measurements, as in the fixed-delay test: a client thread stalled by the
+    // machine (the suite runs other tests beside this one) lands in the tail whatever the
+    // generator does, while an error the generator adds itself would show in all three.
+    let quantiles = [(0.90, 500.0), (0.95, 750.0), (0.99, 950.0)];
+    let mut tries = Vec::new();
+    let (s, misses) = loop {
+        // a server of its own per try: its freeze clock starts at its first request.
+        let server = freeze_server(
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+            Duration::from_millis(500),
         );
-    }
+        let s = run(&open(200.0, 10_000, 0, 50), &server.url).await;
+        let d = &s.metrics.http_req_duration;
+        eprintln!("freeze: {d:?}");
+        let reference = open_model_reference(&server.timings.lock().unwrap(), 200.0);
+        let misses: Vec<String> = quantiles
+            .iter()
+            .zip([d.p90.unwrap(), d.p95, d.p99.unwrap()])
+            .filter_map(|(&(q, nominal), got)| {
+                let want = quantile_ms(&reference, q);
+                ((got - want).abs() > want * 0.03).then(|| {
+                    format!(
+                        "p{} got {got} ms, want {want} ms within 3% (nominal {nominal} ms)",
+                        q * 100.0
+                    )
+                })
+            })
+            .collect();
+        tries.push(misses.clone());
+        if misses.is_empty() || tries.len() == 3 {
+            break (s, misses);
+        }
+    };
+    assert!(
+        misses.is_empty(),
+        "{misses:?} (every try: {tries:?}): {:?}",
+        s.metrics.http_req_duration
+    );
     let run = s.run.as_ref().unwrap();
     // the backlog during a freeze went out late, and is counted.
     assert!(run.late > 200, "{run:?}");
