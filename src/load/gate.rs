@@ -366,23 +366,12 @@ pub fn compare(baseline: &Summary, current: &Summary, gate: &GateSettings) -> Co
         metrics.push(requests_row(b, c, enough, gate.min_requests));
     }
 
-    let any_fail = metrics.iter().any(|m| m.verdict == Verdict::Fail);
-    let any_unsure = metrics.iter().any(|m| m.verdict == Verdict::Inconclusive);
-    let verdict = if inconclusive {
-        if any_fail {
-            notes.push(
-                "a metric crossed its threshold, but the measurement is not trustworthy enough to fail the gate"
-                    .into(),
-            );
-        }
-        Verdict::Inconclusive
-    } else if any_fail {
-        Verdict::Fail
-    } else if any_unsure {
-        Verdict::Inconclusive
-    } else {
-        Verdict::Pass
-    };
+    let verdict = overall_verdict(
+        &metrics,
+        inconclusive,
+        &mut notes,
+        "a metric crossed its threshold, but the measurement is not trustworthy enough to fail the gate",
+    );
     Comparison {
         verdict,
         metrics,
@@ -439,5 +428,30 @@ pub(crate) fn requests_row(b: f64, c: f64, enough: bool, min_requests: u64) -> M
         change_display: change_display(change, b, c),
         bound: None,
         endpoint: None,
+    }
+}
+
+/// The comparison's verdict from its rows: a failing row fails it, an unsure one makes it
+/// inconclusive, and `inconclusive` (too few requests, a missed rate, too little history)
+/// overrides both; a row that crossed its bound then only leaves `crossed` as a note.
+pub(crate) fn overall_verdict(
+    metrics: &[MetricComparison],
+    inconclusive: bool,
+    notes: &mut Vec<String>,
+    crossed: &str,
+) -> Verdict {
+    let any_fail = metrics.iter().any(|m| m.verdict == Verdict::Fail);
+    let any_unsure = metrics.iter().any(|m| m.verdict == Verdict::Inconclusive);
+    if inconclusive {
+        if any_fail {
+            notes.push(crossed.into());
+        }
+        Verdict::Inconclusive
+    } else if any_fail {
+        Verdict::Fail
+    } else if any_unsure {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
     }
 }

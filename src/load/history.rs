@@ -576,23 +576,12 @@ pub fn compare_history(
         }
     }
 
-    let any_fail = metrics.iter().any(|m| m.verdict == Verdict::Fail);
-    let any_unsure = metrics.iter().any(|m| m.verdict == Verdict::Inconclusive);
-    let verdict = if inconclusive {
-        if any_fail {
-            notes.push(
-                "a metric crossed its bound, but the comparison is not trustworthy enough to fail the gate"
-                    .into(),
-            );
-        }
-        Verdict::Inconclusive
-    } else if any_fail {
-        Verdict::Fail
-    } else if any_unsure {
-        Verdict::Inconclusive
-    } else {
-        Verdict::Pass
-    };
+    let verdict = super::gate::overall_verdict(
+        &metrics,
+        inconclusive,
+        &mut notes,
+        "a metric crossed its bound, but the comparison is not trustworthy enough to fail the gate",
+    );
     Comparison {
         verdict,
         metrics,
