@@ -22,13 +22,43 @@ pub struct CodeIdentity {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DataBoundary {
-    /// `database-branch`, `seeded`, `fixtures` or `none`.
+    /// `database-branch`, `anonymized`, `seeded`, `fixtures` or `none`.
     pub model: String,
     pub provider: String,
     pub branch: Option<String>,
     pub parent: Option<String>,
     pub schema_only: bool,
     pub external_systems: Vec<String>,
+    /// The parent's point in time the branch holds: its head when the branch was created or
+    /// last reset (RFC 3339), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_at: Option<String>,
+    /// Whether the parent's rows are present: `copied`, `masked` or `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_rows: Option<String>,
+    /// The masking rules applied, `table.column -> function` (never a value).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub masking: Vec<String>,
+    /// How long the masking took on this run's new branch (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masking_ms: Option<u64>,
+    /// The seed command (`seeded`, `fixtures`) and how its run went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedResult>,
+}
+
+/// The `[database] seed` command of a preview and its last run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SeedResult {
+    pub command: String,
+    /// False on a push that reused the branch (a seed runs on a new or reset branch only).
+    pub ran: bool,
+    pub ok: Option<bool>,
+    pub exit_code: Option<i64>,
+    pub duration_ms: Option<u64>,
+    /// Tail of the seed's output (redacted).
+    pub output_tail: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -111,6 +141,9 @@ pub struct LifecycleBoundary {
     pub expires: Option<String>,
     pub destroyed: Option<String>,
     pub audit: Option<String>,
+    /// When the branch was last restored from its parent (`reset = "on-push"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset: Option<String>,
 }
 
 /// The seven clauses.
@@ -204,6 +237,9 @@ impl Contract {
     pub fn record(&self) -> String {
         let mut c = self.clone();
         c.migrations.output_tail = None;
+        if let Some(seed) = &mut c.data.seed {
+            seed.output_tail = None;
+        }
         if let Some(diff) = &c.migrations.schema_diff
             && diff.len() > RECORD_DIFF_CHARS
         {

@@ -10,11 +10,12 @@
 //! ```text
 //! 8 commands/ cli        read the process environment, build providers (cloud or local,
 //!                        once), pick the retry policy, print; one match over commands
-//! 7 preview verify/ sweep load gate/ (flows)   plain async functions that take data; gate/ is
+//! 7 preview seed verify/ sweep load gate/ (flows)   plain async functions that take data; gate/ is
 //!                        the access gate (proxy, links, sign-in) and its local platform
 //! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy}
 //! 5 contract report outputs gha http github_env
 //! 4 event                pure: event + policy -> plan (forced-command and fork rules too)
+//!   data/                pure: data models, masking rules and their SQL, the seed plan
 //! 3 config/              inputs and every atlas.toml section; imports only secret and text
 //! 1 secret naming text shell error          the ground floor
 //! ```
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contract;
+pub mod data;
 pub mod error;
 pub mod event;
 pub mod evidence;
@@ -42,6 +44,7 @@ pub mod preview;
 pub mod provider;
 pub mod report;
 pub mod secret;
+pub mod seed;
 pub mod shell;
 pub mod sweep;
 pub mod text;

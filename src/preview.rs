@@ -27,7 +27,7 @@ use anyhow::{Context as _, anyhow, bail};
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::config::{DataModel, Settings};
+use crate::config::{ResetPolicy, Settings};
 use crate::contract::{Contract, SmokeResult, Timing};
 use crate::error::GateFailed;
 use crate::provider::local::pg::LocalPg;
@@ -217,14 +217,17 @@ fn base_contract(settings: &Settings, req: &PreviewRequest, opts: &UpOptions) ->
     c.code.sha = req.sha.clone();
     c.code.branch = req.branch.clone();
     c.code.artifact = opts.artifact.clone();
-    c.data.model = match settings.database.data_model {
-        DataModel::DatabaseBranch => "database-branch",
-        DataModel::Seeded => "seeded",
-        DataModel::Fixtures => "fixtures",
-        DataModel::None => "none",
-    }
-    .into();
+    c.data.model = crate::data::model_name(settings.database.data_model).into();
     c.data.schema_only = settings.database.schema_only;
+    if let Ok(plan) = crate::data::plan(&settings.database) {
+        c.data.schema_only = plan.schema_only;
+        c.data.parent_rows = Some(plan.parent_rows().into());
+        c.data.masking = plan.masking.iter().flatten().map(|m| m.display()).collect();
+        c.data.seed = plan.seed.map(|command| crate::contract::SeedResult {
+            command,
+            ..Default::default()
+        });
+    }
     c.data.external_systems = settings.database.external_systems.clone();
     c.identity.access = settings.preview.access.clone();
     c.identity.who = crate::gate::Mode::from_access(&settings.preview.access)
@@ -263,6 +266,13 @@ pub async fn up(
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<UpOutcome> {
     let renderer = crate::report::Renderer::new(opts.template_dir.as_deref())?;
+    // A bad data model (a rule, a missing seed) fails before anything is created.
+    let plan = crate::data::plan(&settings.database)?;
+    if providers.database.kind() == "local-postgres"
+        && let Some(masks) = &plan.masking
+    {
+        crate::data::masking::local_sql(masks).context("data_model = \"anonymized\" locally")?;
+    }
     if let Some(st) = providers.forge.pr_state(req.pr).await?
         && !st.open
     {
@@ -548,20 +558,45 @@ async fn up_inner(
     let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
     contract.lifecycle.expires = Some(expires.to_rfc3339());
 
+    let plan = crate::data::plan(&settings.database)?;
+    let mut env = BTreeMap::new();
+    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
+    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
+    let mut secrets = BTreeMap::new();
+    for name in &settings.preview.secrets {
+        let v = opts.preview_secrets.get(name).with_context(|| {
+            format!(
+                "[preview] secrets declares {name} but the `preview_secrets` input has no value for it (locally: INPUT_PREVIEW_SECRETS='{name}=...')"
+            )
+        })?;
+        secrets.insert(name.clone(), v.clone());
+    }
+    if !plan.branch {
+        // `none`: no branch and no DATABASE_URL; straight to the deploy.
+        contract.data.provider = "none".into();
+        let now = Utc::now().to_rfc3339();
+        if first {
+            contract.lifecycle.created = Some(now);
+        } else {
+            contract.lifecycle.created = Some("in an earlier run".into());
+            contract.lifecycle.updated = Some(now);
+        }
+        return deploy_and_check(providers, settings, req, opts, contract, steps, first, first, env, secrets).await;
+    }
     steps.begin("database branch");
-    let branch = providers
-        .database
-        .ensure_branch(&BranchRequest {
-            pr: req.pr,
-            name: branch_name(providers, req.pr),
-            parent: settings.database.parent.clone(),
-            schema_only: settings.database.schema_only,
-            expires_at: Some(expires),
-            repository: req.repository.clone(),
-            database: settings.database.database.clone(),
-            role: settings.database.role.clone(),
-        })
-        .await?;
+    let branch_req = BranchRequest {
+        pr: req.pr,
+        name: branch_name(providers, req.pr),
+        parent: settings.database.parent.clone(),
+        schema_only: plan.schema_only,
+        expires_at: Some(expires),
+        repository: req.repository.clone(),
+        database: settings.database.database.clone(),
+        role: settings.database.role.clone(),
+        masking: plan.masking.clone(),
+        anonymize_timeout: settings.database.anonymize_timeout,
+    };
+    let branch = providers.database.ensure_branch(&branch_req).await?;
     steps.branch_created = Some(branch.created);
     if first && branch.created {
         ledger(|l| l.branch = Some(branch.name.clone()));
@@ -570,8 +605,12 @@ async fn up_inner(
     contract.data.branch = Some(branch.name.clone());
     contract.data.parent = Some(branch.parent.clone());
     let now = Utc::now().to_rfc3339();
+    contract.data.parent_at = branch.created_at.map(|t| t.to_rfc3339());
     if branch.created {
         contract.lifecycle.created = Some(now);
+        if plan.masking.is_some() {
+            contract.data.masking_ms = Some(steps.at.elapsed().as_millis() as u64);
+        }
     } else {
         contract.lifecycle.created = Some(
             branch
@@ -590,20 +629,24 @@ async fn up_inner(
         ),
     );
 
-    // The app's environment and secrets: the migrations task runs with the same ones.
-    let mut env = BTreeMap::new();
-    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
-    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
-    let mut secrets = BTreeMap::new();
-    secrets.insert("DATABASE_URL".to_string(), branch.connection_uri.clone());
-    for name in &settings.preview.secrets {
-        let v = opts.preview_secrets.get(name).with_context(|| {
-            format!(
-                "[preview] secrets declares {name} but the `preview_secrets` input has no value for it (locally: INPUT_PREVIEW_SECRETS='{name}=...')"
-            )
-        })?;
-        secrets.insert(name.clone(), v.clone());
+    // `reset = "on-push"`: a reused branch goes back to its parent's head before migrations.
+    let mut reset = false;
+    if !branch.created && plan.reset == ResetPolicy::OnPush {
+        steps.begin("database reset");
+        providers
+            .database
+            .reset_branch(&branch, &branch_req)
+            .await
+            .with_context(|| format!("resetting {} from {}", branch.name, branch.parent))?;
+        let at = Utc::now().to_rfc3339();
+        contract.lifecycle.reset = Some(at.clone());
+        contract.data.parent_at = Some(at);
+        reset = true;
+        steps.end("database reset", &format!("{} restored from {}", branch.name, branch.parent));
     }
+
+    // The app's environment and secrets: the migrations task runs with the same ones.
+    secrets.insert("DATABASE_URL".to_string(), branch.connection_uri.clone());
     if let Some(cmd) = &settings.database.migrations {
         steps.begin("migrations");
         steps.platform_touched = true;
@@ -663,9 +706,70 @@ async fn up_inner(
         }
     }
 
+    if let Some(cmd) = &plan.seed {
+        if branch.created || reset {
+            steps.begin("seed");
+            steps.platform_touched = true;
+            if first && branch.created {
+                ledger(|l| l.app = Some(app_name(opts, req.pr)));
+            }
+            let task = TaskRequest {
+                app: app_name(opts, req.pr),
+                pr: Some(req.pr),
+                sha: req.sha.clone(),
+                repository: req.repository.clone(),
+                image: opts.image.clone(),
+                command: cmd.clone(),
+                secrets: secrets.clone(),
+                env: env.clone(),
+                timeout: MIGRATIONS_TIMEOUT,
+            };
+            let run = crate::seed::run_seed(
+                providers.platform.as_ref(),
+                task,
+                &branch.connection_uri,
+                MIGRATIONS_TIMEOUT,
+            )
+            .await?;
+            let ok = run.ok == Some(true);
+            let tail = run.output_tail.clone().unwrap_or_default();
+            let code = run.exit_code;
+            contract.data.seed = Some(run);
+            if !ok {
+                return Err(GateFailed {
+                    stage: "seed".into(),
+                    detail: format!(
+                        "the seed command `{cmd}` failed (exit {}):\n{tail}",
+                        code.map_or("unknown".into(), |c| c.to_string())
+                    ),
+                }
+                .into());
+            }
+            steps.end("seed", "ran on the new branch");
+        } else {
+            (steps.log)("  · seed: not run (the branch existed: a seed runs on a new branch only)");
+        }
+    }
+    deploy_and_check(providers, settings, req, opts, contract, steps, first, branch.created, env, secrets).await
+}
+
+/// Deploys the app and runs the smoke checks and the load gate against it.
+#[allow(clippy::too_many_arguments)]
+async fn deploy_and_check(
+    providers: &Providers,
+    settings: &Settings,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    contract: &mut Contract,
+    steps: &mut Steps<'_>,
+    first: bool,
+    created: bool,
+    env: BTreeMap<String, String>,
+    secrets: BTreeMap<String, Secret>,
+) -> anyhow::Result<AppDeployment> {
     steps.begin("deploy");
     steps.platform_touched = true;
-    if first && branch.created {
+    if first && created {
         ledger(|l| l.app = Some(app_name(opts, req.pr)));
     }
     let app = providers

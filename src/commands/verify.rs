@@ -61,6 +61,8 @@ fn branch_request(settings: &crate::config::Settings, pr: u64, name: &str) -> Br
         repository: "local/atlas-verify".into(),
         database: settings.database.database.clone(),
         role: settings.database.role.clone(),
+        masking: None,
+        anonymize_timeout: std::time::Duration::from_secs(60),
     }
 }
 

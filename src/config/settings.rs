@@ -86,6 +86,8 @@ impl Default for AppSettings {
 pub enum DataModel {
     #[default]
     DatabaseBranch,
+    /// A copy of the parent with `[[database.masking]]` applied before the app sees it.
+    Anonymized,
     Seeded,
     Fixtures,
     None,
@@ -105,6 +107,44 @@ pub struct DatabaseSettings {
     pub migrations: Option<String>,
     /// External systems the preview may reach (shown in the data boundary clause).
     pub external_systems: Vec<String>,
+    /// Shell command that fills a new branch (`seeded`, `fixtures`); runs once, after the
+    /// migrations, with `DATABASE_URL` set to the branch.
+    pub seed: Option<String>,
+    /// The masking rules of `data_model = "anonymized"` (see `data::masking`).
+    pub masking: Vec<MaskingRule>,
+    /// `never` (default) or `on-push`: restore the branch from its parent on every push.
+    pub reset: ResetPolicy,
+    /// Bound on the anonymization of a new branch (Neon's masking run, or the local SQL).
+    #[serde(with = "duration")]
+    pub anonymize_timeout: Duration,
+}
+
+/// `[database] reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResetPolicy {
+    #[default]
+    Never,
+    OnPush,
+}
+
+/// One `[[database.masking]]` rule: a column and what replaces its values, either a PostgreSQL
+/// Anonymizer function (`anon.fake_email()`) or a literal `value`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingRule {
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    pub table: String,
+    pub column: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+fn default_schema() -> String {
+    "public".into()
 }
 
 impl Default for DatabaseSettings {
@@ -117,6 +157,10 @@ impl Default for DatabaseSettings {
             schema_only: false,
             migrations: None,
             external_systems: Vec::new(),
+            seed: None,
+            masking: Vec::new(),
+            reset: ResetPolicy::Never,
+            anonymize_timeout: Duration::from_secs(10 * 60),
         }
     }
 }

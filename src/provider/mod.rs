@@ -49,6 +49,11 @@ pub struct BranchRequest {
     pub repository: String,
     pub database: String,
     pub role: String,
+    /// `data_model = "anonymized"`: these rules are applied before the branch's connection URI
+    /// is returned; a branch that cannot be masked is deleted, never handed out.
+    pub masking: Option<Vec<crate::data::Mask>>,
+    /// Bound on the masking run.
+    pub anonymize_timeout: std::time::Duration,
 }
 
 /// A database branch that exists.
@@ -95,6 +100,15 @@ pub trait Database: Send + Sync {
     async fn schema_diff(&self, branch: &Branch) -> anyhow::Result<SchemaDiff>;
     /// Atlas-owned branches (paginated through), for the sweep.
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>>;
+    /// Restores an existing branch from its parent's head (`[database] reset = "on-push"`),
+    /// masking it again when `req.masking` is set; the branch keeps its name and URI.
+    async fn reset_branch(&self, branch: &Branch, _req: &BranchRequest) -> anyhow::Result<()> {
+        anyhow::bail!(
+            "{}: resetting branch {} is not supported",
+            self.kind(),
+            branch.name
+        )
+    }
 }
 
 /// What to deploy.

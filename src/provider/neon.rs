@@ -396,21 +396,46 @@ impl Database for NeonDatabase {
                 if let Some(at) = req.expires_at {
                     branch["expires_at"] = json!(rfc3339(at));
                 }
-                let body = json!({
-                    "branch": branch,
-                    "endpoints": [{"type": "read_write"}],
-                    "annotation_value": {
-                        OWNER_KEY: OWNER_VALUE,
-                        PR_KEY: req.pr.to_string(),
-                        REPO_KEY: self.repository,
-                    },
+                let annotation = json!({
+                    OWNER_KEY: OWNER_VALUE,
+                    PR_KEY: req.pr.to_string(),
+                    REPO_KEY: self.repository,
                 });
+                // An anonymized branch is created by its own API, masking started at once; it
+                // is never created as a plain copy first.
+                let (call_name, path, body) = match &req.masking {
+                    None => (
+                        "create branch",
+                        format!("{}/branches", self.p()),
+                        json!({
+                            "branch": branch,
+                            "endpoints": [{"type": "read_write"}],
+                            "annotation_value": annotation,
+                        }),
+                    ),
+                    Some(rules) => (
+                        "create anonymized branch",
+                        format!("{}/branch_anonymized", self.p()),
+                        json!({
+                            "branch_create": {
+                                "branch": branch,
+                                "endpoints": [{"type": "read_write"}],
+                            },
+                            "annotation_value": annotation,
+                            "masking_rules": rules
+                                .iter()
+                                .map(|m| m.neon_rule(&req.database))
+                                .collect::<Vec<_>>(),
+                            "start_anonymization": true,
+                        }),
+                    ),
+                };
                 let name = req.name.clone();
                 let ((b, ops), created) = self
-                    .unlocked("create branch", || self
+                    .unlocked(call_name, || self
                     .client
                     .create(
-                        Call::post("create branch", format!("{}/branches", self.p())).json(body.clone()),
+                        Call::post(call_name, path.clone()).json(body.clone()),
                         |r| {
                             let v: Value = r.json("create branch")?;
                             let b: ApiBranch = serde_json::from_value(v["branch"].clone())
@@ -440,6 +465,23 @@ impl Database for NeonDatabase {
                 (b, created)
             }
         };
+        if req.masking.is_some()
+            && let Err(e) = self.wait_anonymized(&branch.id, req).await
+        {
+            // Fail closed: a branch this run created that is not masked is deleted; one from
+            // an earlier run is left for `down` (its URI is not handed out either way).
+            if created {
+                let _ = self.delete_branch(&branch.name).await;
+                return Err(e.context(format!(
+                    "neon: the anonymized branch {} was deleted, its data never reached the app",
+                    branch.name
+                )));
+            }
+            return Err(e.context(format!(
+                "neon: branch {} is not anonymized; atlas does not hand it to the app (run `atlas preview down` and up again)",
+                branch.name
+            )));
+        }
         let uri = self.connection_uri(&branch.id, req, created).await?;
         Ok(Branch {
             name: branch.name,
@@ -507,6 +549,10 @@ impl Database for NeonDatabase {
         })
     }
 
+    async fn reset_branch(&self, branch: &Branch, req: &BranchRequest) -> anyhow::Result<()> {
+        self.restore_from_parent(branch, req).await
+    }
+
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
         Ok(self
             .branches(Some("preview/pr-"))
@@ -527,6 +573,96 @@ impl Database for NeonDatabase {
 }
 
 impl NeonDatabase {
+    /// Polls the branch's `anonymized_status` until its `state` is `anonymized`, within
+    /// `req.anonymize_timeout`. `error` and `initialization_error` fail at once with Neon's
+    /// message and the rules that were sent (targets and functions, never values).
+    async fn wait_anonymized(&self, branch_id: &str, req: &BranchRequest) -> anyhow::Result<()> {
+        let rules = req
+            .masking
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.display())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let start = std::time::Instant::now();
+        loop {
+            let r = self
+                .client
+                .send(
+                    Call::get(
+                        "get anonymized branch status",
+                        format!(
+                            "{}/branches/{}/anonymized_status",
+                            self.p(),
+                            enc(branch_id)
+                        ),
+                    )
+                    .transient_404(true),
+                )
+                .await?;
+            let v: Value = r.json("get anonymized branch status")?;
+            let state = v["state"].as_str().unwrap_or("").to_string();
+            let message = secret::redact(v["status_message"].as_str().unwrap_or("no message"));
+            match state.as_str() {
+                "anonymized" => return Ok(()),
+                "error" | "initialization_error" => anyhow::bail!(
+                    "neon: anonymization of branch {} failed ({state}): {message}; rules: {rules}",
+                    req.name
+                ),
+                _ => {}
+            }
+            if start.elapsed() > req.anonymize_timeout {
+                anyhow::bail!(
+                    "neon: branch {} still `{state}` ({message}) after {:?}; raise [database] anonymize_timeout",
+                    req.name,
+                    req.anonymize_timeout
+                );
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    /// `reset = "on-push"`: the branch restored from its parent's head (Neon's restore API),
+    /// then masked again when the model is `anonymized`.
+    async fn restore_from_parent(&self, branch: &Branch, req: &BranchRequest) -> anyhow::Result<()> {
+        let parent = self
+            .find(&req.parent)
+            .await?
+            .with_context(|| format!("neon: parent branch `{}` not found for the reset", req.parent))?
+            .0;
+        let r = self
+            .unlocked("restore branch", || {
+                self.client.send(
+                    Call::post(
+                        "restore branch",
+                        format!("{}/branches/{}/restore", self.p(), enc(&branch.id)),
+                    )
+                    .json(json!({"source_branch_id": parent.id})),
+                )
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "neon: restoring branch {} from {} was refused",
+                    branch.name, req.parent
+                )
+            })?;
+        let v: Value = r.json("restore branch")?;
+        self.wait_operations(&v["operations"], false).await?;
+        if req.masking.is_some() {
+            self.unlocked("start anonymization", || {
+                self.client.send(Call::post(
+                    "start anonymization",
+                    format!("{}/branches/{}/anonymize", self.p(), enc(&branch.id)),
+                ))
+            })
+            .await?;
+            self.wait_anonymized(&branch.id, req).await?;
+        }
+        Ok(())
+    }
+
     /// The database name inside a branch's connection URI (the path), else `neondb`.
     fn database_of(&self, branch: &Branch) -> String {
         url::Url::parse(branch.connection_uri.expose())

@@ -103,6 +103,8 @@ impl Env {
             repository: REPO.into(),
             database: "neondb".into(),
             role: "neondb_owner".into(),
+            masking: None,
+            anonymize_timeout: std::time::Duration::from_secs(60),
         }
     }
 

@@ -448,6 +448,8 @@ p95_floor_ms = 15.0
                 repository: "octo-org/kitchen".into(),
                 database: "neondb".into(),
                 role: "neondb_owner".into(),
+                masking: None,
+                anonymize_timeout: std::time::Duration::from_secs(60),
             },
             Secret::new(format!(
                 "postgres://owner:{PROD_PW}@ep-prod.neon.tech/neondb"

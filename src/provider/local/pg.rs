@@ -32,6 +32,22 @@ use crate::secret::{self, Secret};
 
 /// The comment atlas puts on a branch database it creates: this prefix and the creation time.
 const CREATED_PREFIX: &str = "atlas created ";
+/// Follows the creation time in that comment when the masking rules ran on the copy.
+const MASKED_SUFFIX: &str = "; masked";
+
+/// Empties every table outside the system schemas (a schema-only copy, like Neon's
+/// `init_source = schema-only`).
+const TRUNCATE_ALL: &str = "DO $$ DECLARE r record; BEGIN \
+    FOR r IN SELECT schemaname, tablename FROM pg_tables \
+    WHERE schemaname NOT IN ('pg_catalog', 'information_schema') LOOP \
+    EXECUTE format('TRUNCATE %I.%I RESTART IDENTITY CASCADE', r.schemaname, r.tablename); \
+    END LOOP; END $$";
+
+/// Atlas's creation mark on a branch database.
+struct Mark {
+    at: DateTime<Utc>,
+    masked: bool,
+}
 
 /// How to reach the server: host, port, user, password, maintenance database.
 #[derive(Clone)]
@@ -495,13 +511,66 @@ impl LocalPg {
 
     /// When atlas created `name` (from its comment); `None` for a database made some other way.
     async fn created_at(&self, name: &str) -> Option<DateTime<Utc>> {
+        self.mark(name).await.map(|m| m.at)
+    }
+
+    /// The creation mark atlas writes on a branch database once it is ready.
+    async fn mark(&self, name: &str) -> Option<Mark> {
         let sql = format!(
             "select shobj_description(oid, 'pg_database') from pg_database where datname = '{name}'"
         );
         let comment = self.psql(&self.admin_db, &sql).await.ok()?;
-        DateTime::parse_from_rfc3339(comment.trim().strip_prefix(CREATED_PREFIX)?)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        let rest = comment.trim().strip_prefix(CREATED_PREFIX)?;
+        let (at, masked) = match rest.strip_suffix(MASKED_SUFFIX) {
+            Some(at) => (at, true),
+            None => (rest, false),
+        };
+        let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+        Some(Mark { at, masked })
+    }
+
+    async fn drop_database(&self, name: &str) -> anyhow::Result<()> {
+        self.psql(
+            &self.admin_db,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await
+        .with_context(|| format!("cannot drop the branch database {name}"))?;
+        self.record(|s| {
+            s.remove(name);
+        })
+    }
+
+    /// What a new branch copy goes through before anyone gets its URI: emptied (schema only),
+    /// masked (`anonymized`: every rule checked against the schema first, then one transaction).
+    async fn prepare(&self, name: &str, req: &BranchRequest) -> anyhow::Result<()> {
+        if req.schema_only {
+            self.psql(name, TRUNCATE_ALL)
+                .await
+                .context("cannot empty the schema-only branch")?;
+        }
+        if let Some(masks) = &req.masking {
+            let sql = crate::data::masking::local_sql(masks)?;
+            let missing = self
+                .psql(name, &crate::data::masking::missing_columns_sql(masks))
+                .await?;
+            if !missing.trim().is_empty() {
+                bail!(
+                    "[[database.masking]] names what the branch does not have: {}",
+                    missing.lines().collect::<Vec<_>>().join(", ")
+                );
+            }
+            tokio::time::timeout(req.anonymize_timeout, self.psql(name, &sql))
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "masking {name} took longer than {:?}; raise [database] anonymize_timeout",
+                        req.anonymize_timeout
+                    )
+                })?
+                .context("the masking rules failed")?;
+        }
+        Ok(())
     }
 
     /// Runs one SQL statement with psql; returns unaligned tuples-only output.
@@ -636,7 +705,19 @@ impl Database for LocalPg {
     async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<Branch> {
         let name = naming::local_database(req.pr);
         let parent = Self::parent_database(&req.parent);
-        let exists = self.exists(&name).await?;
+        let mut exists = self.exists(&name).await?;
+        if exists && self.recorded().contains(&name) && self.mark(&name).await.is_none() {
+            // Ours but never finished (no creation mark: the run that made it stopped before
+            // its masking or its schema-only step ended): made again, never reused half-made.
+            self.drop_database(&name).await?;
+            exists = false;
+        }
+        if exists && req.masking.is_some() && !self.mark(&name).await.is_some_and(|m| m.masked) {
+            bail!(
+                "the branch database {name} is a plain copy of {parent} (created before data_model = \"anonymized\"); atlas does not hand it to the app: run `atlas preview down --pr {}` and up again",
+                req.pr
+            );
+        }
         if !exists {
             // Record before creating: an interrupted run still leaves a record the next run
             // (or `down`) uses to clean up.
@@ -676,10 +757,21 @@ impl Database for LocalPg {
         let created_at = if exists {
             self.created_at(&name).await
         } else {
-            // PostgreSQL keeps no creation time: the database's comment holds it.
+            if let Err(e) = self.prepare(&name, req).await {
+                // Fail closed: what could not be masked (or emptied) is dropped at once.
+                let dropped = self.drop_database(&name).await;
+                let note = match dropped {
+                    Ok(()) => format!("the branch database {name} was dropped"),
+                    Err(d) => format!("dropping the branch database {name} failed too: {d:#}"),
+                };
+                return Err(e.context(note));
+            }
+            // PostgreSQL keeps no creation time: the database's comment holds it, written
+            // last, so that a database without it is known to be unfinished.
             let now = Utc::now();
+            let masked = if req.masking.is_some() { MASKED_SUFFIX } else { "" };
             let sql = format!(
-                "COMMENT ON DATABASE {name} IS '{CREATED_PREFIX}{}'",
+                "COMMENT ON DATABASE {name} IS '{CREATED_PREFIX}{}{masked}'",
                 now.to_rfc3339()
             );
             self.psql(&self.admin_db, &sql).await?;
@@ -737,6 +829,19 @@ impl Database for LocalPg {
             .header(&branch.parent, &branch.name)
             .to_string();
         Ok(SchemaDiff { diff })
+    }
+
+    async fn reset_branch(&self, branch: &Branch, req: &BranchRequest) -> anyhow::Result<()> {
+        // Recreated from the template under the same name (the URI stays the same); the app
+        // that ran on it is replaced by this run's deploy.
+        if !self.recorded().contains(&branch.name) {
+            bail!(
+                "refusing to reset database {}: atlas has no record of creating it",
+                branch.name
+            );
+        }
+        self.drop_database(&branch.name).await?;
+        self.ensure_branch(req).await.map(|_| ())
     }
 
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
