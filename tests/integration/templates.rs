@@ -22,6 +22,7 @@ fn contract() -> Contract {
             parent: Some("main".into()),
             schema_only: false,
             external_systems: vec!["stripe (test mode)".into()],
+            ..Default::default()
         },
         identity: IdentityBoundary {
             access: "public".into(),
@@ -86,6 +87,7 @@ fn contract() -> Contract {
             expires: Some("2026-11-30T12:05:00Z".into()),
             destroyed: None,
             audit: None,
+            reset: None,
         },
     }
 }
@@ -391,12 +393,16 @@ fn every_template_renders_from_every_contract_state() {
     old.evidence.load = Some(json!({"measured": true}));
     old.evidence.comparison = Some(json!({"verdict": "pass"}));
     states.push(("old record".into(), old, false));
+    // every data model, with what its data clause can hold.
+    for (name, c) in data_model_states() {
+        states.push((name.to_string(), c, false));
+    }
     let fresh_count = states.len();
     for i in 0..fresh_count {
         let (name, c, failed) = states[i].clone();
         states.push((format!("restored {name}"), restored(&c), failed));
     }
-    assert_eq!(states.len(), 2 * (6 + 6 + 5 + 2));
+    assert_eq!(states.len(), 2 * (6 + 6 + 5 + 2 + 6));
     for (name, c, failed) in &states {
         let bodies = render_all(&r, name, c, *failed);
         // the evidence clause says what the contract holds, in every rendering.
@@ -431,6 +437,97 @@ fn every_template_renders_from_every_contract_state() {
     assert_eq!(table(&a[0]), table(&b[0]));
 }
 
+/// One contract per data model (and seed outcome): `anonymized` with its rules, `seeded` whose
+/// seed ran, failed or was not run on a reused branch, `fixtures`, `none` (no branch at all).
+fn data_model_states() -> Vec<(&'static str, Contract)> {
+    let base = contract();
+    let seed = |ran: bool, ok: Option<bool>, code: Option<i64>| SeedResult {
+        command: "sh seed.sh | `x`".into(),
+        ran,
+        ok,
+        exit_code: code,
+        duration_ms: ran.then_some(120),
+        output_tail: ran.then(|| "inserted 3 rows\n```".into()),
+    };
+    let mut anonymized = base.clone();
+    anonymized.data.model = "anonymized".into();
+    anonymized.data.parent_rows = Some("masked".into());
+    anonymized.data.parent_at = Some("2026-11-23T12:00:00Z".into());
+    anonymized.data.masking = vec![
+        "users.email -> anon.fake_email()".into(),
+        "users.name -> anon.partial(name, 1, '***', 0)".into(),
+        "users.phone -> a fixed value".into(),
+    ];
+    anonymized.data.masking_ms = Some(84);
+    anonymized.lifecycle.reset = Some("2026-11-23T12:05:00Z".into());
+    let mut seeded = base.clone();
+    seeded.data.model = "seeded".into();
+    seeded.data.parent_rows = Some("copied".into());
+    seeded.data.seed = Some(seed(true, Some(true), Some(0)));
+    let mut failed = seeded.clone();
+    failed.data.seed = Some(seed(true, Some(false), Some(3)));
+    let mut reused = seeded.clone();
+    reused.data.seed = Some(seed(false, None, None));
+    let mut fixtures = seeded.clone();
+    fixtures.data.model = "fixtures".into();
+    fixtures.data.schema_only = true;
+    fixtures.data.parent_rows = Some("none".into());
+    let mut none = base;
+    none.data.model = "none".into();
+    none.data.provider = "none".into();
+    none.data.branch = None;
+    none.data.parent = None;
+    none.data.parent_rows = Some("none".into());
+    vec![
+        ("anonymized", anonymized),
+        ("seeded", seeded),
+        ("seed failed", failed),
+        ("seed not run on a reused branch", reused),
+        ("fixtures", fixtures),
+        ("none", none),
+    ]
+}
+
+#[test]
+fn the_data_clause_shows_rules_and_seed_never_values() {
+    let r = Renderer::new(None).unwrap();
+    for (name, c) in data_model_states() {
+        let bodies = render_all(&r, name, &c, false);
+        let restored_bodies = render_all(&r, name, &restored(&c), false);
+        for b in bodies.iter().chain(&restored_bodies) {
+            let row = b
+                .lines()
+                .find(|l| l.starts_with("| **2. Data boundary**"))
+                .unwrap_or_else(|| panic!("{name}: no data clause in {b}"));
+            assert!(row.contains(&c.data.model), "{name}: {row}");
+            assert!(!row.contains("fixed-value-secret"), "{name}: a value never shows: {row}");
+            match name {
+                "anonymized" => {
+                    assert!(row.contains("parent's rows: masked"), "{row}");
+                    assert!(row.contains("users.email -> anon.fake_email()"), "{row}");
+                    assert!(row.contains("users.phone -> a fixed value"), "{row}");
+                    assert!(row.contains("applied in 84 ms"), "{row}");
+                    assert!(b.contains("reset from the parent 2026-11-23T12:05:00Z"), "{b}");
+                }
+                "seeded" => assert!(row.contains(": ok (exit 0) in 120 ms"), "{row}"),
+                "seed failed" => assert!(row.contains("**failed** (exit 3)"), "{row}"),
+                "seed not run on a reused branch" => {
+                    assert!(row.contains("not run on this push"), "{row}")
+                }
+                "fixtures" => assert!(row.contains("schema only") && row.contains("rows: none")),
+                "none" => assert!(!row.contains("branch `"), "{row}"),
+                _ => unreachable!(),
+            }
+            // user text (the seed command) stays inert: no raw pipe breaks the row.
+            assert_eq!(row.matches('|').count(), 3, "{name}: {row}");
+        }
+        // the seed's output is in the comment's details, not in the record.
+        if name == "seeded" {
+            assert!(restored(&c).data.seed.unwrap().output_tail.is_none());
+        }
+    }
+}
+
 /// A small generator of contracts: every optional field present or absent, evidence of every
 /// shape the load module writes (and cut-down ones), hostile user text.
 fn generated(rng: &mut impl rand::Rng) -> Contract {
@@ -461,7 +558,7 @@ fn generated(rng: &mut impl rand::Rng) -> Contract {
     c.code.url = maybe!(rng, "http://127.0.0.1:4000".into()).unwrap_or_default();
     c.code.artifact = text(rng);
     c.code.deployment = maybe!(rng, text(rng));
-    c.data.model = ["database-branch", "seeded", "none"]
+    c.data.model = ["database-branch", "anonymized", "seeded", "fixtures", "none"]
         .choose(rng)
         .unwrap()
         .to_string();
@@ -470,6 +567,22 @@ fn generated(rng: &mut impl rand::Rng) -> Contract {
     c.data.parent = maybe!(rng, "main".into());
     c.data.schema_only = rng.random_bool(0.5);
     c.data.external_systems = (0..rng.random_range(0..3)).map(|_| text(rng)).collect();
+    c.data.parent_at = maybe!(rng, "2026-11-23T12:00:00Z".into());
+    c.data.parent_rows = maybe!(rng, ["copied", "masked", "none"].choose(rng).unwrap().to_string());
+    c.data.masking = (0..rng.random_range(0..3)).map(|_| text(rng)).collect();
+    c.data.masking_ms = rng.random_bool(0.5).then(|| rng.random_range(0..10_000));
+    c.data.seed = maybe!(
+        rng,
+        SeedResult {
+            command: text(rng),
+            ran: rng.random_bool(0.5),
+            ok: [None, Some(true), Some(false)].choose(rng).copied().flatten(),
+            exit_code: rng.random_bool(0.5).then(|| rng.random_range(0..3)),
+            duration_ms: rng.random_bool(0.5).then(|| rng.random_range(0..10_000)),
+            output_tail: maybe!(rng, text(rng)),
+        }
+    );
+    c.lifecycle.reset = maybe!(rng, "2026-11-23T12:03:00Z".into());
     c.identity.access = text(rng);
     c.secrets.names = (0..rng.random_range(0..3))
         .map(|i| format!("S{i}"))
