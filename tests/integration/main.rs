@@ -7,6 +7,7 @@ mod action_contract;
 mod action_e2e;
 mod cli_plan;
 mod cloud;
+mod data_models;
 mod gate;
 mod github;
 mod load;

@@ -26,6 +26,45 @@ pub struct FakeBranch {
     pub endpoint: Option<String>,
     pub password: String,
     pub created_at: String,
+    /// `Some` for a branch made by the anonymized-branch API.
+    pub anon: Option<FakeAnon>,
+    /// Whether the branch's rows are the parent's masked ones (false: a plain copy).
+    pub masked: bool,
+    /// How many times it was restored from its parent.
+    pub restores: u32,
+}
+
+/// The anonymization of a branch, as `anonymized_status` reports it.
+#[derive(Debug, Clone)]
+pub struct FakeAnon {
+    pub rules: Vec<Value>,
+    /// created, initialized, initialization_error, anonymizing, anonymized, error
+    pub state: String,
+    pub message: String,
+    /// When a running masking ends (by the clock, as on Neon).
+    done_at: Option<std::time::Instant>,
+    /// The masking run ends in `error` with this message.
+    fail: Option<String>,
+    pub runs: u32,
+}
+
+impl FakeAnon {
+    fn tick(&mut self) -> bool {
+        if self.state == "anonymizing" && self.done_at.is_some_and(|t| std::time::Instant::now() >= t) {
+            match self.fail.take() {
+                Some(m) => {
+                    self.state = "error".into();
+                    self.message = m;
+                }
+                None => {
+                    self.state = "anonymized".into();
+                    self.message = format!("masked {} columns", self.rules.len());
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +110,14 @@ pub struct NeonState {
     /// Someone else creates a branch of this name between Atlas's lookup and its create.
     pub race_foreign: Option<String>,
     pub page_size: usize,
+    /// The next masking run fails with this message.
+    pub anon_fail_next: Option<String>,
+    /// Masking runs never finish (they stay `anonymizing`).
+    pub anon_stall: bool,
+    /// The next restore is refused with this status.
+    pub refuse_restore: Option<u16>,
+    /// The parent's tables and their columns (masking rules are checked against them).
+    pub columns: BTreeMap<String, Vec<String>>,
 }
 
 pub struct FakeNeon {
@@ -112,6 +159,51 @@ fn op_json(o: &FakeOp) -> Value {
         v["error"] = json!("injected: compute failed to start");
     }
     v
+}
+
+fn anon_json(branch_id: &str, created_at: &str, a: &FakeAnon) -> Value {
+    let mut v = json!({
+        "project_id": PROJECT, "branch_id": branch_id, "state": a.state,
+        "status_message": a.message, "created_at": created_at, "updated_at": now(),
+    });
+    if a.state == "error" {
+        v["failed_at"] = json!(now());
+    }
+    if a.runs > 0 {
+        v["last_run"] = json!({"started_at": created_at, "masked_columns": a.rules.len()});
+    }
+    v
+}
+
+/// Starts a masking run: it ends after a while in `anonymized`, or in `error` when injected or
+/// when a rule names a table or column the parent does not have (as the extension would).
+fn start_masking(
+    a: &mut FakeAnon,
+    fail: Option<String>,
+    stall: bool,
+    columns: &BTreeMap<String, Vec<String>>,
+) {
+    a.runs += 1;
+    a.state = "anonymizing".into();
+    a.message = format!("anonymizing {} columns", a.rules.len());
+    a.done_at = (!stall).then(|| std::time::Instant::now() + std::time::Duration::from_millis(40));
+    a.fail = fail.or_else(|| {
+        a.rules.iter().find_map(|r| {
+            let table = format!(
+                "{}.{}",
+                r["schema_name"].as_str().unwrap_or(""),
+                r["table_name"].as_str().unwrap_or("")
+            );
+            let column = r["column_name"].as_str().unwrap_or("");
+            match columns.get(&table) {
+                None => Some(format!("relation \"{table}\" does not exist")),
+                Some(cols) if !cols.iter().any(|c| c == column) => {
+                    Some(format!("column \"{column}\" of relation \"{table}\" does not exist"))
+                }
+                _ => None,
+            }
+        })
+    });
 }
 
 fn err(status: u16, msg: &str) -> FakeResponse {
@@ -198,75 +290,195 @@ impl NeonState {
                 )
             }
             "createProjectBranch" => {
-                if self.locked("") {
-                    return err(
-                        423,
-                        "project already has running conflicting operations, scheduling of new ones is prohibited",
-                    );
-                }
                 let body = r.body.clone().unwrap_or(Value::Null);
-                let name = body["branch"]["name"].as_str().unwrap_or("").to_string();
-                if self.race_foreign.as_deref() == Some(name.as_str()) {
-                    self.race_foreign = None;
-                    let id = self.next("br-foreign");
-                    self.branches.push(FakeBranch {
-                        id,
-                        name: name.clone(),
-                        parent_id: Some(MAIN_ID.into()),
-                        init_source: "parent-data".into(),
-                        expires_at: None,
-                        annotation: BTreeMap::new(),
-                        endpoint: None,
-                        password: "npg_ForeignPw2".into(),
-                        created_at: now(),
-                    });
-                }
-                if self.branches.iter().any(|b| b.name == name) {
-                    return err(409, "branch with that name already exists");
-                }
-                let parent = body["branch"]["parent_id"].as_str().unwrap_or(MAIN_ID);
-                if self.branch(parent).is_none() {
-                    return err(404, "parent branch not found");
-                }
-                let id = self.next("br-preview");
-                let ep = self.next("ep-preview");
-                let annotation = body["annotation_value"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let with_ep = body["endpoints"]
-                    .as_array()
-                    .is_some_and(|e| e.iter().any(|e| e["type"] == "read_write"));
-                let b = FakeBranch {
-                    id: id.clone(),
-                    name,
-                    parent_id: Some(parent.to_string()),
-                    init_source: body["branch"]["init_source"]
-                        .as_str()
-                        .unwrap_or("parent-data")
-                        .to_string(),
-                    expires_at: body["branch"]["expires_at"].as_str().map(str::to_string),
-                    annotation,
-                    endpoint: with_ep.then(|| ep.clone()),
-                    password: format!("npg_Pw{}Sekr1t", self.seq * 7919),
-                    created_at: now(),
-                };
-                let bj = branch_json(&b);
-                self.branches.push(b);
-                let mut ops = vec![self.new_op(&id, "create_branch")];
-                if with_ep {
-                    ops.push(self.new_op(&id, "start_compute"));
-                }
-                FakeResponse::json(
-                    201,
-                    json!({"branch": bj, "endpoints": [], "operations": ops,
-                           "roles": [], "databases": [], "connection_uris": []}),
-                )
+                self.create_branch(&body, None)
             }
+            "createProjectBranchAnonymized" => {
+                let body = r.body.clone().unwrap_or(Value::Null);
+                let mut inner = body["branch_create"].clone();
+                if inner.is_null() {
+                    inner = json!({});
+                }
+                inner["annotation_value"] = body["annotation_value"].clone();
+                let rules = body["masking_rules"].as_array().cloned().unwrap_or_default();
+                let start = body["start_anonymization"].as_bool().unwrap_or(false);
+                self.create_branch(&inner, Some((rules, start)))
+            }
+            "getAnonymizedBranchStatus" => {
+                let id = r.param("branch_id").to_string();
+                let Some(b) = self.branches.iter_mut().find(|b| b.id == id) else {
+                    return err(404, "branch not found");
+                };
+                let Some(a) = &mut b.anon else {
+                    return err(400, "branch is not an anonymized branch");
+                };
+                if a.tick() {
+                    b.masked = true;
+                }
+                let a = b.anon.as_ref().unwrap();
+                FakeResponse::json(200, anon_json(&id, &b.created_at, a))
+            }
+            "startAnonymization" => {
+                let id = r.param("branch_id").to_string();
+                let fail = self.anon_fail_next.take();
+                let stall = self.anon_stall;
+                let Some(b) = self.branches.iter_mut().find(|b| b.id == id) else {
+                    return err(404, "branch not found");
+                };
+                let created = b.created_at.clone();
+                let Some(a) = &mut b.anon else {
+                    return err(400, "branch is not an anonymized branch");
+                };
+                a.tick();
+                if !["initialized", "error", "anonymized"].contains(&a.state.as_str()) {
+                    return err(409, &format!("anonymization cannot start from state {}", a.state));
+                }
+                start_masking(a, fail, stall, &self.columns);
+                FakeResponse::json(200, anon_json(&id, &created, a))
+            }
+            "getMaskingRules" | "updateMaskingRules" => {
+                let id = r.param("branch_id").to_string();
+                let body = r.body.clone();
+                let Some(b) = self.branches.iter_mut().find(|b| b.id == id) else {
+                    return err(404, "branch not found");
+                };
+                let Some(a) = &mut b.anon else {
+                    return err(400, "branch is not an anonymized branch");
+                };
+                if let Some(body) = body {
+                    a.rules = body["masking_rules"].as_array().cloned().unwrap_or_default();
+                }
+                FakeResponse::json(200, json!({"masking_rules": a.rules}))
+            }
+            "restoreProjectBranch" => {
+                let id = r.param("branch_id").to_string();
+                if let Some(status) = self.refuse_restore.take() {
+                    return err(status, "restore refused: the branch has children (injected)");
+                }
+                let source = r
+                    .body
+                    .as_ref()
+                    .and_then(|b| b["source_branch_id"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                if self.branch(&source).is_none() {
+                    return err(404, "source branch not found");
+                }
+                if self.locked(&id) {
+                    return err(423, "branch has running operations");
+                }
+                let Some(b) = self.branches.iter_mut().find(|b| b.id == id) else {
+                    return err(404, "branch not found");
+                };
+                // The parent's head again: its rows are plain, not masked, until the next run.
+                b.restores += 1;
+                b.masked = false;
+                if let Some(a) = &mut b.anon {
+                    a.state = "initialized".into();
+                    a.message = "restored; masking not run".into();
+                }
+                let bj = branch_json(b);
+                let op = self.new_op(&id, "restore_branch");
+                FakeResponse::json(200, json!({"branch": bj, "operations": [op]}))
+            }
+            _ => self.route_rest(r),
+        }
+    }
+
+    fn create_branch(&mut self, body: &Value, anon: Option<(Vec<Value>, bool)>) -> FakeResponse {
+        if self.locked("") {
+            return err(
+                423,
+                "project already has running conflicting operations, scheduling of new ones is prohibited",
+            );
+        }
+        let name = body["branch"]["name"].as_str().unwrap_or("").to_string();
+        if self.race_foreign.as_deref() == Some(name.as_str()) {
+            self.race_foreign = None;
+            let id = self.next("br-foreign");
+            self.branches.push(FakeBranch {
+                id,
+                name: name.clone(),
+                parent_id: Some(MAIN_ID.into()),
+                init_source: "parent-data".into(),
+                expires_at: None,
+                annotation: BTreeMap::new(),
+                endpoint: None,
+                password: "npg_ForeignPw2".into(),
+                created_at: now(),
+                anon: None,
+                masked: false,
+                restores: 0,
+            });
+        }
+        if self.branches.iter().any(|b| b.name == name) {
+            return err(409, "branch with that name already exists");
+        }
+        let parent = body["branch"]["parent_id"].as_str().unwrap_or(MAIN_ID);
+        if self.branch(parent).is_none() {
+            return err(404, "parent branch not found");
+        }
+        let id = self.next("br-preview");
+        let ep = self.next("ep-preview");
+        let annotation = body["annotation_value"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let with_ep = body["endpoints"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["type"] == "read_write"));
+        let b = FakeBranch {
+            id: id.clone(),
+            name,
+            parent_id: Some(parent.to_string()),
+            init_source: body["branch"]["init_source"]
+                .as_str()
+                .unwrap_or("parent-data")
+                .to_string(),
+            expires_at: body["branch"]["expires_at"].as_str().map(str::to_string),
+            annotation,
+            endpoint: with_ep.then(|| ep.clone()),
+            password: format!("npg_Pw{}Sekr1t", self.seq * 7919),
+            created_at: now(),
+            anon: None,
+            masked: false,
+            restores: 0,
+        };
+        let mut b = b;
+        if let Some((rules, start)) = anon {
+            let mut a = FakeAnon {
+                rules,
+                state: "initialized".into(),
+                message: "created".into(),
+                done_at: None,
+                fail: None,
+                runs: 0,
+            };
+            if start {
+                let fail = self.anon_fail_next.take();
+                start_masking(&mut a, fail, self.anon_stall, &self.columns);
+            }
+            b.anon = Some(a);
+        }
+        let bj = branch_json(&b);
+        self.branches.push(b);
+        let mut ops = vec![self.new_op(&id, "create_branch")];
+        if with_ep {
+            ops.push(self.new_op(&id, "start_compute"));
+        }
+        FakeResponse::json(
+            201,
+            json!({"branch": bj, "endpoints": [], "operations": ops,
+                   "roles": [], "databases": [], "connection_uris": []}),
+        )
+    }
+
+    fn route_rest(&mut self, r: &FakeRequest) -> FakeResponse {
+        match r.op.operation_id.as_str() {
             "getProjectOperation" => {
                 let id = r.param("operation_id");
                 let Some(o) = self.ops.iter_mut().find(|o| o.id == id) else {
@@ -338,8 +550,14 @@ impl FakeNeon {
     /// Starts the fake with a `main` branch (and its endpoint) in project [`PROJECT`].
     pub async fn start(token: &str) -> FakeNeon {
         let core = Core::new(Spec::neon(), token);
+        let mut columns = BTreeMap::new();
+        columns.insert(
+            "public.users".to_string(),
+            ["id", "email", "name", "phone"].map(String::from).to_vec(),
+        );
         let state = Arc::new(Mutex::new(NeonState {
             page_size: 2,
+            columns,
             ..Default::default()
         }));
         state.lock().unwrap().branches.push(FakeBranch {
@@ -352,6 +570,9 @@ impl FakeNeon {
             endpoint: Some("ep-main-000001".into()),
             password: "npg_ParentPw99".into(),
             created_at: now(),
+            anon: None,
+            masked: false,
+            restores: 0,
         });
         let s = state.clone();
         let base = serve(
@@ -402,7 +623,25 @@ impl FakeNeon {
             endpoint: None,
             password: "npg_ForeignPw1".into(),
             created_at: now(),
+            anon: None,
+            masked: false,
+            restores: 0,
         });
+    }
+
+    /// The next masking run ends in `error` with `message`.
+    pub fn fail_next_anonymization(&self, message: &str) {
+        self.state.lock().unwrap().anon_fail_next = Some(message.to_string());
+    }
+
+    /// Masking runs stay `anonymizing` for ever.
+    pub fn stall_anonymization(&self) {
+        self.state.lock().unwrap().anon_stall = true;
+    }
+
+    /// The next restore is refused with `status`.
+    pub fn refuse_next_restore(&self, status: u16) {
+        self.state.lock().unwrap().refuse_restore = Some(status);
     }
 
     pub fn fail_next_operation(&self) {

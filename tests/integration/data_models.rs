@@ -1,0 +1,432 @@
+//! Data models (`[database] data_model`, issue 15) through the real orchestration
+//! (`preview::up` / `down`) on the Neon and Fly fakes: anonymized branches (success, a masking
+//! run that fails, one that never ends, an unknown column), the seed of `seeded` / `fixtures`
+//! (once on create, never on update; a failing seed), `none` (no branch, no `DATABASE_URL`) and
+//! `reset = "on-push"` (Neon's restore, then masking again). Every request is checked against
+//! the published specs.
+
+use crate::common::fake_fly::FakeFly;
+use crate::common::fake_neon::{self, FakeNeon};
+use crate::common::openapi;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use atlas::config::{DataModel, FlyAccess, MaskingRule, NeonAccess, ResetPolicy, Settings};
+use atlas::http::{RetryPolicy, Timeouts};
+use atlas::naming;
+use atlas::preview::{self, PreviewRequest, UpOptions};
+use atlas::provider::Providers;
+use atlas::provider::fly::FlyPlatform;
+use atlas::provider::local::forge::LocalForge;
+use atlas::provider::neon::NeonDatabase;
+use atlas::secret::Secret;
+
+const REPO: &str = "octo-org/kitchen";
+const NEON_KEY: &str = "neon-api-key-Dm15aa1";
+const FLY_TOKEN: &str = "fly-token-Dm15bb2";
+
+struct Run {
+    neon: FakeNeon,
+    fly: FakeFly,
+    providers: Providers,
+    settings: Settings,
+    opts: UpOptions,
+    _dir: tempfile::TempDir,
+}
+
+fn rule(table: &str, column: &str, function: Option<&str>, value: Option<&str>) -> MaskingRule {
+    MaskingRule {
+        schema: "public".into(),
+        table: table.into(),
+        column: column.into(),
+        function: function.map(str::to_string),
+        value: value.map(str::to_string),
+    }
+}
+
+async fn run(configure: impl FnOnce(&mut Settings)) -> Run {
+    let neon = FakeNeon::start(NEON_KEY).await;
+    let fly = FakeFly::start(FLY_TOKEN).await;
+    let health = openapi::serve_health().await;
+    let mut settings = Settings::default();
+    settings.fly.preview_url = Some(health);
+    settings.neon.operation_timeout = Duration::from_secs(2);
+    settings.app.readiness_timeout = Duration::from_secs(3);
+    settings.database.anonymize_timeout = Duration::from_secs(2);
+    configure(&mut settings);
+    let policy = RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+        deadline: Duration::from_secs(10),
+    };
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(2),
+        request: Duration::from_millis(700),
+    };
+    let db = NeonDatabase::new(
+        &NeonAccess {
+            api_key: Some(Secret::new(NEON_KEY)),
+            project_id: Some(fake_neon::PROJECT.into()),
+            api_url: url::Url::parse(&neon.api_url).unwrap(),
+        },
+        &settings,
+        REPO,
+        policy.clone(),
+    )
+    .unwrap()
+    .with_timeouts(timeouts, Duration::from_millis(5))
+    .unwrap();
+    let platform = FlyPlatform::new(
+        &FlyAccess {
+            api_token: Some(Secret::new(FLY_TOKEN)),
+            org: Some("atlas-org".into()),
+            api_url: url::Url::parse(&fly.api_url).unwrap(),
+        },
+        &settings,
+        REPO,
+        policy,
+    )
+    .unwrap()
+    .with_timeouts(timeouts, Duration::from_millis(5))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = naming::prefix(settings.app.name.as_deref(), REPO);
+    let opts = UpOptions {
+        preview_secrets: BTreeMap::new(),
+        image: Some("registry.fly.io/kitchen:abc".into()),
+        artifact: "registry.fly.io/kitchen:abc".into(),
+        ttl: Some(Duration::from_secs(86400)),
+        template_dir: None,
+        audit_log: None,
+        prefix,
+    };
+    Run {
+        neon,
+        fly,
+        providers: Providers {
+            database: Box::new(db),
+            platform: Box::new(platform),
+            forge: Box::new(LocalForge::new(dir.path(), false)),
+        },
+        settings,
+        opts,
+        _dir: dir,
+    }
+}
+
+fn req(pr: u64, sha: &str) -> PreviewRequest {
+    PreviewRequest {
+        pr,
+        sha: sha.into(),
+        branch: "feature/x".into(),
+        repository: REPO.into(),
+        title: None,
+    }
+}
+
+impl Run {
+    async fn up(&self, pr: u64, sha: &str) -> (anyhow::Result<preview::UpOutcome>, String) {
+        let mut lines = Vec::new();
+        let r = preview::up(
+            &self.providers,
+            &self.settings,
+            &req(pr, sha),
+            &self.opts,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await;
+        (r, lines.join("\n"))
+    }
+    async fn down(&self, pr: u64) {
+        preview::down(
+            &self.providers,
+            &self.settings,
+            &req(pr, "x"),
+            &self.opts,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    }
+    fn assert_clean(&self) {
+        assert!(
+            self.neon.preview_branches().is_empty(),
+            "{:?}",
+            self.neon.preview_branches()
+        );
+        assert!(self.fly.app_names().is_empty(), "{:?}", self.fly.app_names());
+        self.assert_spec();
+    }
+    fn assert_spec(&self) {
+        assert_eq!(self.neon.core.violations(), Vec::<String>::new());
+        assert_eq!(self.fly.core.violations(), Vec::<String>::new());
+    }
+    /// The Neon operations called, in order, that concern anonymization.
+    fn anon_calls(&self) -> Vec<String> {
+        self.neon
+            .core
+            .calls()
+            .into_iter()
+            .filter(|c| {
+                c.contains("Anonymi")
+                    || c.contains("MaskingRules")
+                    || c == "createProjectBranch"
+                    || c == "restoreProjectBranch"
+            })
+            .collect()
+    }
+}
+
+fn anonymized(s: &mut Settings) {
+    s.database.data_model = DataModel::Anonymized;
+    s.database.masking = vec![
+        rule("users", "email", Some("anon.fake_email()"), None),
+        rule("users", "phone", None, Some("+00 000 000")),
+    ];
+}
+
+#[tokio::test]
+async fn an_anonymized_branch_is_masked_before_the_app_gets_its_uri() {
+    let r = run(anonymized).await;
+    let (out, log) = r.up(51, "a1").await;
+    let out = out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    let b = r.neon.branch("preview/pr-51").unwrap();
+    let anon = b.anon.clone().expect("made by the anonymized-branch API");
+    assert!(b.masked, "the branch holds masked rows");
+    assert_eq!(anon.state, "anonymized");
+    assert_eq!(anon.runs, 1);
+    // the rules went to Neon as the spec's MaskingRule: function or literal value.
+    assert_eq!(anon.rules[0]["table_name"], "users");
+    assert_eq!(anon.rules[0]["column_name"], "email");
+    assert_eq!(anon.rules[0]["masking_function"], "anon.fake_email()");
+    assert_eq!(anon.rules[0]["database_name"], "neondb");
+    assert_eq!(anon.rules[1]["masking_value"], "+00 000 000");
+    // never created as a plain branch first; the URI was asked for only once masked: the app
+    // got DATABASE_URL after the status said `anonymized`.
+    let calls = r.neon.core.calls();
+    assert!(!calls.iter().any(|c| c == "createProjectBranch"), "{calls:?}");
+    let last_status = calls
+        .iter()
+        .rposition(|c| c == "getAnonymizedBranchStatus")
+        .unwrap();
+    let uri = calls.iter().position(|c| c == "getConnectionURI").unwrap();
+    assert!(last_status < uri, "{calls:?}");
+    let app = r.fly.app(&out.app.app).unwrap();
+    assert!(app.secrets.contains_key("DATABASE_URL"));
+    // the data clause: model, rules (targets and functions), never the literal value.
+    let c = &out.contract.data;
+    assert_eq!(c.model, "anonymized");
+    assert_eq!(c.parent_rows.as_deref(), Some("masked"));
+    assert_eq!(
+        c.masking,
+        ["users.email -> anon.fake_email()", "users.phone -> a fixed value"]
+    );
+    assert!(c.masking_ms.is_some());
+    assert!(out.comment_body.contains("parent's rows: masked"), "{}", out.comment_body);
+    assert!(!out.comment_body.contains("+00 000 000"));
+    assert!(!format!("{:?} {log}", out.contract).contains("+00 000 000"));
+
+    // An update reuses the branch: its status is checked again, nothing is re-created.
+    r.neon.core.reset_calls();
+    let (out2, log2) = r.up(51, "a2").await;
+    out2.unwrap_or_else(|e| panic!("{e:#}\n{log2}"));
+    assert_eq!(r.anon_calls(), ["getAnonymizedBranchStatus"]);
+    r.down(51).await;
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn a_failed_masking_run_fails_closed_and_leaves_nothing() {
+    let r = run(anonymized).await;
+    r.neon
+        .fail_next_anonymization("function anon.fake_email() does not exist");
+    let (out, log) = r.up(52, "b1").await;
+    let e = out.expect_err("a failed masking run fails the preview");
+    let t = format!("{e:#}\n{log}");
+    assert!(t.contains("anonymization of branch preview/pr-52 failed (error)"), "{t}");
+    assert!(t.contains("function anon.fake_email() does not exist"), "{t}");
+    assert!(t.contains("users.email -> anon.fake_email()"), "the rules are named: {t}");
+    // deleted, never handed out: no URI asked, no app deployed.
+    assert_eq!(r.neon.core.count("getConnectionURI"), 0);
+    assert_eq!(r.fly.core.count("Machines_create"), 0);
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn a_rule_naming_an_unknown_column_fails_with_neons_message() {
+    let r = run(|s| {
+        anonymized(s);
+        s.database.masking.push(rule("users", "ssn", Some("anon.random_string(9)"), None));
+    })
+    .await;
+    let (out, log) = r.up(53, "c1").await;
+    let t = format!("{:#}\n{log}", out.expect_err("an unknown column fails"));
+    assert!(t.contains("column \"ssn\" of relation \"public.users\" does not exist"), "{t}");
+    assert_eq!(r.neon.core.count("getConnectionURI"), 0);
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn a_masking_run_that_never_ends_is_bounded_and_torn_down() {
+    let r = run(|s| {
+        anonymized(s);
+        s.database.anonymize_timeout = Duration::from_millis(300);
+    })
+    .await;
+    r.neon.stall_anonymization();
+    let t0 = std::time::Instant::now();
+    let (out, log) = r.up(54, "d1").await;
+    let t = format!("{:#}\n{log}", out.expect_err("a stalled masking run fails"));
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert!(t.contains("still `anonymizing`") && t.contains("anonymize_timeout"), "{t}");
+    assert_eq!(r.neon.core.count("getConnectionURI"), 0);
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn bad_masking_settings_fail_before_anything_is_created() {
+    let r = run(|s| {
+        s.database.data_model = DataModel::Anonymized;
+        s.database.masking = vec![rule("users", "email", None, None)];
+    })
+    .await;
+    let (out, _) = r.up(55, "e1").await;
+    let t = format!("{:#}", out.unwrap_err());
+    assert!(t.contains("rule 1 (users.email)"), "{t}");
+    assert_eq!(r.neon.core.call_count(), 0);
+    assert_eq!(r.fly.core.call_count(), 0);
+}
+
+#[tokio::test]
+async fn the_seed_runs_once_on_a_new_branch_in_the_apps_image() {
+    let r = run(|s| {
+        s.database.data_model = DataModel::Seeded;
+        s.database.migrations = Some("./migrate up".into());
+        s.database.seed = Some("./seed --demo".into());
+    })
+    .await;
+    let (out, log) = r.up(56, "f1").await;
+    let out = out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    let cmds: Vec<serde_json::Value> = r
+        .fly
+        .tasks()
+        .iter()
+        .map(|t| t.config["init"]["cmd"].clone())
+        .collect();
+    assert_eq!(
+        cmds,
+        [
+            serde_json::json!(["sh", "-c", "./migrate up"]),
+            serde_json::json!(["sh", "-c", "./seed --demo"])
+        ],
+        "migrations, then the seed"
+    );
+    let seed = out.contract.data.seed.clone().unwrap();
+    assert!(seed.ran && seed.ok == Some(true), "{seed:?}");
+    assert_eq!(seed.exit_code, Some(0));
+    assert!(out.comment_body.contains("seed `./seed --demo`: ok (exit 0)"), "{}", out.comment_body);
+    assert_eq!(out.contract.data.parent_rows.as_deref(), Some("copied"));
+    // an update: the migrations run again, the seed does not.
+    let (out2, log2) = r.up(56, "f2").await;
+    let out2 = out2.unwrap_or_else(|e| panic!("{e:#}\n{log2}"));
+    assert_eq!(r.fly.tasks().len(), 3, "only the migrations ran again");
+    assert!(log2.contains("seed: not run"), "{log2}");
+    assert!(!out2.contract.data.seed.unwrap().ran);
+    r.down(56).await;
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn a_failing_seed_fails_the_preview_with_its_exit_code_and_tears_down() {
+    let r = run(|s| {
+        s.database.data_model = DataModel::Fixtures;
+        s.database.seed = Some("./seed".into());
+    })
+    .await;
+    r.fly.fail_task_with(4);
+    let (out, log) = r.up(57, "g1").await;
+    let e = out.expect_err("a failing seed fails");
+    assert_eq!(atlas::error::exit_code(&e), 1, "{e:#}");
+    let t = format!("{e:#}\n{log}");
+    assert!(t.contains("seed command `./seed` failed (exit 4)"), "{t}");
+    // fixtures: the branch was schema only.
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn fixtures_branch_schema_only() {
+    let r = run(|s| {
+        s.database.data_model = DataModel::Fixtures;
+        s.database.seed = Some("./seed".into());
+    })
+    .await;
+    let (out, log) = r.up(58, "h1").await;
+    let out = out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    assert_eq!(r.neon.branch("preview/pr-58").unwrap().init_source, "schema-only");
+    assert!(out.contract.data.schema_only);
+    assert_eq!(out.contract.data.parent_rows.as_deref(), Some("none"));
+    r.down(58).await;
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn none_creates_no_branch_and_no_database_url() {
+    let r = run(|s| s.database.data_model = DataModel::None).await;
+    let (out, log) = r.up(59, "i1").await;
+    let out = out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    assert!(r.neon.preview_branches().is_empty());
+    assert!(
+        !r.neon.core.calls().iter().any(|c| c.starts_with("create")),
+        "{:?}",
+        r.neon.core.calls()
+    );
+    let app = r.fly.app(&out.app.app).unwrap();
+    assert!(!app.secrets.contains_key("DATABASE_URL"), "{:?}", app.secrets.keys());
+    assert_eq!(out.contract.data.model, "none");
+    assert_eq!(out.contract.data.branch, None);
+    // an update too.
+    let (out2, _) = r.up(59, "i2").await;
+    out2.unwrap();
+    assert!(r.neon.preview_branches().is_empty());
+    r.down(59).await;
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn reset_on_push_restores_from_the_parent_and_masks_again() {
+    let r = run(|s| {
+        anonymized(s);
+        s.database.reset = ResetPolicy::OnPush;
+    })
+    .await;
+    let (out, log) = r.up(60, "j1").await;
+    let out = out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    assert_eq!(r.neon.branch("preview/pr-60").unwrap().restores, 0, "a new branch is not reset");
+    assert!(out.contract.lifecycle.reset.is_none());
+    r.neon.core.reset_calls();
+    let (out2, log2) = r.up(60, "j2").await;
+    let out2 = out2.unwrap_or_else(|e| panic!("{e:#}\n{log2}"));
+    let b = r.neon.branch("preview/pr-60").unwrap();
+    assert_eq!(b.restores, 1);
+    assert!(b.masked, "masked again after the restore");
+    assert_eq!(b.anon.unwrap().runs, 2);
+    let calls = r.anon_calls();
+    let restore = calls.iter().position(|c| c == "restoreProjectBranch").unwrap();
+    let start = calls.iter().position(|c| c == "startAnonymization").unwrap();
+    assert!(restore < start, "{calls:?}");
+    assert_eq!(calls.last().unwrap(), "getAnonymizedBranchStatus");
+    assert!(out2.contract.lifecycle.reset.is_some());
+    assert!(out2.comment_body.contains("reset from the parent"), "{}", out2.comment_body);
+
+    // a restore Neon refuses fails the update with its message; the branch is kept (it serves
+    // the previous version).
+    r.neon.refuse_next_restore(409);
+    let (out3, log3) = r.up(60, "j3").await;
+    let t = format!("{:#}\n{log3}", out3.expect_err("a refused restore fails"));
+    assert!(t.contains("restoring branch preview/pr-60 from main was refused"), "{t}");
+    assert!(r.neon.branch("preview/pr-60").is_some());
+    r.down(60).await;
+    r.assert_clean();
+}
