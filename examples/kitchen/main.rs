@@ -6,7 +6,8 @@
 //! reports it, so a canary can be told from the stable instances) and the optional preview
 //! secret `KITCHEN_API_KEY` (when set, `POST /orders` needs it in `x-api-key`).
 //!
-//! Routes: `GET /healthz`, `GET /menu`, `GET /orders/{id}`, `POST /orders`
+//! Routes: `GET /healthz`, `GET /menu`, `GET /users` (the customers, personal data: what an
+//! `anonymized` preview masks), `GET /orders/{id}`, `POST /orders`
 //! (`{"item_id": 1, "quantity": 2}`). It uses axum and tokio-postgres (its own package,
 //! `examples/kitchen/Cargo.toml`, so building it compiles nothing else) with a small round-robin
 //! pool of connections.
@@ -52,6 +53,30 @@ async fn healthz(State(app): State<Shared>) -> Response {
     match app.db().query_one("SELECT 1", &[]).await {
         Ok(_) => Json(json!({ "status": "ok", "commit": app.commit, "version": app.version }))
             .into_response(),
+        Err(e) => db_error(e),
+    }
+}
+
+async fn users(State(app): State<Shared>) -> Response {
+    match app
+        .db()
+        .query("SELECT id, email, name, phone FROM users ORDER BY id", &[])
+        .await
+    {
+        Ok(rows) => {
+            let users: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "id": r.get::<_, i32>(0),
+                        "email": r.get::<_, String>(1),
+                        "name": r.get::<_, String>(2),
+                        "phone": r.get::<_, Option<String>>(3),
+                    })
+                })
+                .collect();
+            Json(json!({ "users": users })).into_response()
+        }
         Err(e) => db_error(e),
     }
 }
@@ -191,6 +216,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let router = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/menu", get(menu))
+        .route("/users", get(users))
         .route("/orders/{id}", get(get_order))
         .route("/orders", axum::routing::post(create_order))
         .with_state(app);

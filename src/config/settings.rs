@@ -200,6 +200,9 @@ pub struct SmokeCheck {
     pub status: u16,
     #[serde(default)]
     pub body_contains: Option<String>,
+    /// The body must not contain this (e.g. a parent's email in an anonymized preview).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_excludes: Option<String>,
     #[serde(default)]
     pub body: Option<String>,
     #[serde(default)]

@@ -178,6 +178,14 @@ pub async fn run_checks(
                             crate::http::CHECK_BODY_LIMIT / 1024
                         )),
                     )
+                } else if let Some(not) = &c.body_excludes
+                    && body.contains(not.as_str())
+                {
+                    (
+                        Some(st),
+                        false,
+                        Some(format!("body contains {not:?}, which it must not")),
+                    )
                 } else {
                     (Some(st), true, None)
                 }
