@@ -11,6 +11,7 @@ mod data_models;
 mod gate;
 mod github;
 mod load;
+mod local_data;
 mod local_lifecycle;
 mod plan;
 mod templates;

@@ -1,0 +1,296 @@
+//! Data models on the local provider with a real PostgreSQL (atlas's own cluster, one per test):
+//! the data itself is checked with psql. Masked columns differ from the parent's, unmasked ones
+//! are equal, a schema-only copy has no rows, a reset brings the parent's rows back, and through
+//! the `atlas` binary the app only ever serves masked customers; a seed runs once.
+
+use crate::common::local_env::{self, Env, kitchen_toml};
+
+use std::time::{Duration, Instant};
+
+use atlas::config::{LocalSettings, MaskingRule};
+use atlas::provider::local::pg::LocalPg;
+use atlas::provider::{Branch, BranchRequest, Database};
+
+const RAW_DOMAIN: &str = "@kitchen-customers.test";
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// psql against `url`: unaligned, tuples only, `|` between columns.
+fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psql {sql}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+fn rule(column: &str, function: &str) -> MaskingRule {
+    MaskingRule {
+        schema: "public".into(),
+        table: "users".into(),
+        column: column.into(),
+        function: Some(function.into()),
+        value: None,
+    }
+}
+
+fn masks(rules: &[MaskingRule]) -> Vec<atlas::data::Mask> {
+    atlas::data::masking::parse_rules(rules).unwrap()
+}
+
+fn branch_req(pr: u64, masking: Option<Vec<atlas::data::Mask>>, schema_only: bool) -> BranchRequest {
+    BranchRequest {
+        pr,
+        name: atlas::naming::local_database(pr),
+        parent: "main".into(),
+        schema_only,
+        expires_at: None,
+        repository: "local/atlas-preview".into(),
+        database: "postgres".into(),
+        role: "postgres".into(),
+        masking,
+        anonymize_timeout: Duration::from_secs(30),
+    }
+}
+
+/// The provider on a fresh cluster with the kitchen's migrated parent (users included).
+async fn provider(dir: &std::path::Path) -> LocalPg {
+    let settings = LocalSettings {
+        state_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    let pg = LocalPg::start(&settings, dir, &mut |_| {}).await.unwrap();
+    let migrate = format!("sh {}/examples/kitchen/migrate.sh", local_env::ROOT);
+    pg.ensure_parent("main", Some(&migrate), &mut |_| {})
+        .await
+        .unwrap();
+    pg
+}
+
+fn users(url: &str) -> Vec<Vec<String>> {
+    psql(url, "select id, email, name, coalesce(phone, 'NULL'), created_at from users order by id")
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_masking_changes_the_masked_columns_only_and_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = provider(dir.path()).await;
+    let rules = masks(&[
+        rule("email", "anon.fake_email()"),
+        rule("name", "anon.partial(name, 1, '***', 0)"),
+        rule("phone", "anon.random_phone('+00 ')"),
+    ]);
+    let t = Instant::now();
+    let b: Branch = pg
+        .ensure_branch(&branch_req(3, Some(rules.clone()), false))
+        .await
+        .unwrap();
+    eprintln!("local anonymized branch (create + mask): {} ms", t.elapsed().as_millis());
+    assert!(b.created);
+    let url = b.connection_uri.expose().to_string();
+    let parent = users(&with_db(&url, &LocalPg::parent_database("main")));
+    let masked = users(&url);
+    assert_eq!(parent.len(), 4);
+    assert_eq!(masked.len(), parent.len());
+    for (p, m) in parent.iter().zip(&masked) {
+        assert_eq!(p[0], m[0], "id is not masked: equal");
+        assert_eq!(p[4], m[4], "created_at is not masked: equal");
+        assert_ne!(p[1], m[1], "email masked");
+        assert!(m[1].ends_with("@example.com") && !m[1].contains(RAW_DOMAIN), "{m:?}");
+        assert_ne!(p[2], m[2], "name masked");
+        assert_eq!(m[2], format!("{}***", &p[2][..1]), "partial keeps the first letter");
+        if p[3] == "NULL" {
+            assert_eq!(m[3], "NULL", "a NULL stays NULL");
+        } else {
+            assert!(m[3].starts_with("+00 ") && m[3] != p[3], "{m:?}");
+        }
+    }
+    // the parent is untouched.
+    assert!(parent.iter().all(|p| p[1].ends_with(RAW_DOMAIN)));
+
+    // reused: the mark says masked, nothing runs again.
+    let again = pg
+        .ensure_branch(&branch_req(3, Some(rules.clone()), false))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(users(&url), masked);
+
+    // a reset brings the parent's rows back, masked again (fresh fakes).
+    psql(&url, "delete from users where id = 1");
+    pg.reset_branch(&again, &branch_req(3, Some(rules.clone()), false))
+        .await
+        .unwrap();
+    let reset = users(&url);
+    assert_eq!(reset.len(), 4, "the deleted row is back");
+    assert!(reset.iter().all(|m| m[1].ends_with("@example.com")), "{reset:?}");
+
+    // a plain copy is never handed out as an anonymized one.
+    let plain = pg.ensure_branch(&branch_req(4, None, false)).await.unwrap();
+    let e = pg
+        .ensure_branch(&branch_req(4, Some(rules.clone()), false))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("plain copy"), "{e:#}");
+    pg.delete_branch(&plain.name).await.unwrap();
+
+    // an unknown column: named, and the copy is dropped, never left half-masked.
+    let bad = masks(&[rule("email", "anon.fake_email()"), rule("ssn", "anon.random_string(9)")]);
+    let e = pg
+        .ensure_branch(&branch_req(5, Some(bad), false))
+        .await
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("public.users.ssn (no such column)") && msg.contains("dropped"), "{msg}");
+    assert!(!pg.databases().await.unwrap().contains(&"atlas_pr_5".to_string()));
+    let bad = masks(&[MaskingRule {
+        table: "customers".into(),
+        ..rule("email", "anon.fake_email()")
+    }]);
+    let e = pg.ensure_branch(&branch_req(5, Some(bad), false)).await.unwrap_err();
+    assert!(format!("{e:#}").contains("public.customers.email (no such table)"), "{e:#}");
+    // an unknown function: named, with what the local provider knows.
+    let bad = masks(&[rule("email", "anon.fake_iban()")]);
+    let e = pg.ensure_branch(&branch_req(5, Some(bad), false)).await.unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("anon.fake_iban has no local equivalent") && msg.contains("anon.fake_email()"), "{msg}");
+    assert!(!pg.databases().await.unwrap().contains(&"atlas_pr_5".to_string()));
+
+    // schema only: the tables, none of the rows.
+    let s = pg.ensure_branch(&branch_req(6, None, true)).await.unwrap();
+    let surl = s.connection_uri.expose().to_string();
+    assert_eq!(psql(&surl, "select count(*) from users"), "0");
+    assert_eq!(psql(&surl, "select count(*) from menu_items"), "0");
+
+    for pr in [3, 6] {
+        pg.delete_branch(&atlas::naming::local_database(pr)).await.unwrap();
+    }
+    pg.stop().await.unwrap();
+}
+
+/// The kitchen's atlas.toml with a data model: `database` lines go under `[database]`, `tail`
+/// at the end.
+fn toml_with(database: &str, tail: &str) -> String {
+    kitchen_toml(
+        r#"
+[[smoke]]
+name = "customers"
+path = "/users"
+"#,
+    )
+    .replacen("[database]\n", &format!("[database]\n{database}\n"), 1)
+        + tail
+}
+
+const MASKING: &str = r#"
+[[database.masking]]
+table = "users"
+column = "email"
+function = "anon.fake_email()"
+
+[[database.masking]]
+table = "users"
+column = "name"
+function = "anon.fake_first_name()"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anonymized_local_preview_serves_only_masked_customers() {
+    let mut env = Env::new(&toml_with("data_model = \"anonymized\"", MASKING));
+    let t = Instant::now();
+    let out = env.up(21);
+    eprintln!("local anonymized preview up (cold cluster): {} ms", t.elapsed().as_millis());
+    assert!(out.status.success(), "{}", text(&out));
+    let comment = env.comment(21);
+    assert!(comment.contains("anonymized"), "{comment}");
+    assert!(comment.contains("`users.email -> anon.fake_email()`"), "{comment}");
+    assert!(comment.contains("parent's rows: masked"), "{comment}");
+    let url = comment
+        .lines()
+        .find_map(|l| l.strip_prefix("**Environment URL:**"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let body = reqwest::get(format!("{url}/users")).await.unwrap().text().await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let users = v["users"].as_array().unwrap();
+    assert_eq!(users.len(), 4, "{body}");
+    assert!(!body.contains(RAW_DOMAIN), "a parent email reached the app: {body}");
+    for name in ["Ada Lovelace", "Grace Hopper", "Alan Turing"] {
+        assert!(!body.contains(name), "a parent name reached the app: {body}");
+    }
+    // the app log never printed one either.
+    let logs = std::fs::read_dir(env.state().join("logs"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    assert!(!logs.contains(RAW_DOMAIN));
+    // an update keeps the masked branch.
+    let out = env.up(21);
+    assert!(out.status.success(), "{}", text(&out));
+    let body2 = reqwest::get(format!("{url}/users")).await.unwrap().text().await.unwrap();
+    assert_eq!(body, body2, "reused, not masked anew");
+    let out = env.down(21);
+    assert!(out.status.success(), "{}", text(&out));
+    env.assert_nothing_left();
+    env.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_seed_runs_once_and_a_failing_one_tears_down() {
+    let seed = r#"seed = "psql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c \"INSERT INTO users (email, name) VALUES ('seed@seeded.test', 'Seed')\"; echo seeded""#;
+    let mut env = Env::new(&toml_with(&format!("data_model = \"seeded\"\n{seed}"), ""));
+    let t = Instant::now();
+    let out = env.up(22);
+    eprintln!("local seeded preview up (cold cluster): {} ms", t.elapsed().as_millis());
+    assert!(out.status.success(), "{}", text(&out));
+    let comment = env.comment(22);
+    assert!(comment.contains(": ok (exit 0)"), "{comment}");
+    assert!(comment.contains("Seed output") && comment.contains("seeded"), "{comment}");
+    let url = comment
+        .lines()
+        .find_map(|l| l.strip_prefix("**Environment URL:**"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let count = |body: &str| body.matches("seed@seeded.test").count();
+    let body = reqwest::get(format!("{url}/users")).await.unwrap().text().await.unwrap();
+    assert_eq!(count(&body), 1, "{body}");
+    assert!(body.contains(RAW_DOMAIN), "seeded keeps the parent's rows: {body}");
+    let out = env.up(22);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("seed: not run"), "{}", text(&out));
+    let body = reqwest::get(format!("{url}/users")).await.unwrap().text().await.unwrap();
+    assert_eq!(count(&body), 1, "the seed ran once: {body}");
+    assert!(env.down(22).status.success());
+
+    // a failing seed: named with its exit code; nothing of this run is left.
+    let mut env = Env::new(&toml_with(
+        "data_model = \"seeded\"\nseed = \"echo boom; exit 3\"",
+        "",
+    ));
+    let out = env.up(23);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("seed command `echo boom; exit 3` failed (exit 3)") && t.contains("boom"), "{t}");
+    env.assert_nothing_left();
+}
