@@ -619,10 +619,15 @@ async fn up_inner(
         );
         contract.lifecycle.updated = Some(now);
     }
+    let masked = match (&plan.masking, branch.created) {
+        (Some(m), true) => format!(", {} masking rule(s) applied", m.len()),
+        (Some(_), false) => ", masked when it was created".into(),
+        (None, _) => String::new(),
+    };
     steps.end(
         "database branch",
         &format!(
-            "{} {} from {}",
+            "{} {} from {}{masked}",
             if branch.created { "created" } else { "reused" },
             branch.name,
             branch.parent

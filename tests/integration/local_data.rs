@@ -217,6 +217,9 @@ async fn an_anonymized_local_preview_serves_only_masked_customers() {
     let out = env.up(21);
     eprintln!("local anonymized preview up (cold cluster): {} ms", t.elapsed().as_millis());
     assert!(out.status.success(), "{}", text(&out));
+    for l in text(&out).lines().filter(|l| l.contains("✓ database branch")) {
+        eprintln!("step: {l}");
+    }
     let comment = env.comment(21);
     assert!(comment.contains("anonymized"), "{comment}");
     assert!(comment.contains("`users.email -> anon.fake_email()`"), "{comment}");
@@ -236,13 +239,13 @@ async fn an_anonymized_local_preview_serves_only_masked_customers() {
         assert!(!body.contains(name), "a parent name reached the app: {body}");
     }
     // the app log never printed one either.
-    let logs = std::fs::read_dir(env.state().join("logs"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-                .collect::<String>()
-        })
-        .unwrap_or_default();
+    let logs: String = std::fs::read_dir(env.state().join("apps"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert!(logs.contains("listening"), "the app log was read: {logs}");
     assert!(!logs.contains(RAW_DOMAIN));
     // an update keeps the masked branch.
     let out = env.up(21);
@@ -263,6 +266,9 @@ async fn a_local_seed_runs_once_and_a_failing_one_tears_down() {
     let out = env.up(22);
     eprintln!("local seeded preview up (cold cluster): {} ms", t.elapsed().as_millis());
     assert!(out.status.success(), "{}", text(&out));
+    for l in text(&out).lines().filter(|l| l.contains("✓ seed") || l.contains("✓ database branch")) {
+        eprintln!("step: {l}");
+    }
     let comment = env.comment(22);
     assert!(comment.contains(": ok (exit 0)"), "{comment}");
     assert!(comment.contains("Seed output") && comment.contains("seeded"), "{comment}");

@@ -360,6 +360,18 @@ fn the_demo_runs_up_and_down_with_its_load_gate() {
     for c in CLAUSES {
         assert!(down.contains(c), "{c}: {down}");
     }
+    // the demo is anonymized: its customers reach the app masked, the smoke check proves that
+    // no parent email is visible through the API.
+    assert!(
+        up.contains("anonymized") && up.contains("parent's rows: masked"),
+        "{up}"
+    );
+    assert!(
+        up.lines()
+            .any(|l| l.contains("`GET /users` | 200 | 200") && l.contains('✅')),
+        "{up}"
+    );
+    assert!(!all.contains("@kitchen-customers.test"), "{all}");
     for line in [
         "✓ no database",
         "✓ no process",
