@@ -672,6 +672,7 @@ async fn up_inner(
                 secrets: secrets.clone(),
                 env: env.clone(),
                 timeout: MIGRATIONS_TIMEOUT,
+                role: "migrations",
             })
             .await?;
         let run = match task {
@@ -728,6 +729,7 @@ async fn up_inner(
                 secrets: secrets.clone(),
                 env: env.clone(),
                 timeout: MIGRATIONS_TIMEOUT,
+                role: "seed",
             };
             let run = crate::seed::run_seed(
                 providers.platform.as_ref(),

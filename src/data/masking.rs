@@ -356,6 +356,39 @@ pub fn parse_call(text: &str) -> anyhow::Result<Call> {
     })
 }
 
+/// A short fingerprint of the rules (FNV-1a over their JSON): a local branch records the one it
+/// was masked with, so that changed rules are applied on the next push.
+pub fn fingerprint(masks: &[Mask]) -> String {
+    let json = serde_json::to_string(masks).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in json.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Whether Neon's rules (`MaskingRulesResponse.masking_rules`) are the ones of atlas.toml, in
+/// any order.
+pub fn same_neon_rules(have: &[serde_json::Value], want: &[serde_json::Value]) -> bool {
+    let key = |v: &serde_json::Value| {
+        let f = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        [
+            f("database_name"),
+            f("schema_name"),
+            f("table_name"),
+            f("column_name"),
+            f("masking_function"),
+            f("masking_value"),
+        ]
+    };
+    let mut a: Vec<_> = have.iter().map(key).collect();
+    let mut b: Vec<_> = want.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
 /// A quoted identifier.
 pub fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))

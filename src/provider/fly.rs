@@ -654,7 +654,7 @@ impl Platform for FlyPlatform {
         // 2. The one-off machine: same image, the command, no restart, no services, gone when
         //    done.
         let mut metadata = self.metadata(req.pr, &req.sha);
-        metadata.insert(ROLE_KEY.to_string(), ROLE_MIGRATIONS.to_string());
+        metadata.insert(ROLE_KEY.to_string(), req.role.to_string());
         let config = json!({
             "image": image,
             "env": req.env,
@@ -685,7 +685,7 @@ impl Platform for FlyPlatform {
                 |r| r.json::<ApiMachine>("create migrations machine"),
                 || async move {
                     Ok(self.machines(app, true).await?.into_iter().find(|m| {
-                        m.meta(ROLE_KEY) == Some(ROLE_MIGRATIONS) && m.meta(SHA_KEY) == Some(sha)
+                        m.meta(ROLE_KEY) == Some(req.role) && m.meta(SHA_KEY) == Some(sha)
                     }))
                 },
             )

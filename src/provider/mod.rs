@@ -162,6 +162,9 @@ pub struct TaskRequest {
     pub env: BTreeMap<String, String>,
     /// Bound on the whole run, from create to exit.
     pub timeout: std::time::Duration,
+    /// What the task is (`migrations`, `seed`): its machine is labelled with it, so that one
+    /// task's machine is never taken for another's.
+    pub role: &'static str,
 }
 
 /// How a one-off task ended.

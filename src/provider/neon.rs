@@ -465,9 +465,19 @@ impl Database for NeonDatabase {
                 (b, created)
             }
         };
-        if req.masking.is_some()
-            && let Err(e) = self.wait_anonymized(&branch.id, req).await
-        {
+        let masked = match &req.masking {
+            None => Ok(()),
+            Some(_) => {
+                async {
+                    if !created {
+                        self.sync_rules(&branch.id, req).await?;
+                    }
+                    self.wait_anonymized(&branch.id, req).await
+                }
+                .await
+            }
+        };
+        if let Err(e) = masked {
             // Fail closed: a branch this run created that is not masked is deleted; one from
             // an earlier run is left for `down` (its URI is not handed out either way).
             if created {
@@ -621,6 +631,45 @@ impl NeonDatabase {
             }
             tokio::time::sleep(self.poll).await;
         }
+    }
+
+    /// A reused anonymized branch whose rules differ from atlas.toml's gets the new ones and a
+    /// new masking run (a rule added for a new column takes effect on the next push).
+    async fn sync_rules(&self, branch_id: &str, req: &BranchRequest) -> anyhow::Result<()> {
+        let want: Vec<Value> = req
+            .masking
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.neon_rule(&req.database))
+            .collect();
+        let path = format!("{}/branches/{}/masking_rules", self.p(), enc(branch_id));
+        let r = self
+            .client
+            .send(Call::get("get masking rules", path.clone()))
+            .await
+            .with_context(|| format!("neon: branch {} is not an anonymized branch", req.name))?;
+        let v: Value = r.json("get masking rules")?;
+        let have = v["masking_rules"].as_array().cloned().unwrap_or_default();
+        if crate::data::masking::same_neon_rules(&have, &want) {
+            return Ok(());
+        }
+        self.unlocked("update masking rules", || {
+            self.client.send(
+                Call::patch("update masking rules", path.clone())
+                    .json(json!({"masking_rules": want}))
+                    .idempotent(),
+            )
+        })
+        .await?;
+        self.unlocked("start anonymization", || {
+            self.client.send(Call::post(
+                "start anonymization",
+                format!("{}/branches/{}/anonymize", self.p(), enc(branch_id)),
+            ))
+        })
+        .await?;
+        Ok(())
     }
 
     /// `reset = "on-push"`: the branch restored from its parent's head (Neon's restore API),

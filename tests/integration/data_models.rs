@@ -228,12 +228,54 @@ async fn an_anonymized_branch_is_masked_before_the_app_gets_its_uri() {
     assert!(!out.comment_body.contains("+00 000 000"));
     assert!(!format!("{:?} {log}", out.contract).contains("+00 000 000"));
 
-    // An update reuses the branch: its status is checked again, nothing is re-created.
+    // An update reuses the branch: its rules and status are checked again, nothing else.
     r.neon.core.reset_calls();
     let (out2, log2) = r.up(51, "a2").await;
     out2.unwrap_or_else(|e| panic!("{e:#}\n{log2}"));
-    assert_eq!(r.anon_calls(), ["getAnonymizedBranchStatus"]);
+    assert_eq!(r.anon_calls(), ["getMaskingRules", "getAnonymizedBranchStatus"]);
     r.down(51).await;
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn changed_rules_are_sent_and_run_again_on_the_next_push() {
+    let mut r = run(anonymized).await;
+    let (out, log) = r.up(61, "k1").await;
+    out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    r.settings
+        .database
+        .masking
+        .push(rule("users", "name", Some("anon.fake_first_name()"), None));
+    r.neon.core.reset_calls();
+    let (out2, log2) = r.up(61, "k2").await;
+    let out2 = out2.unwrap_or_else(|e| panic!("{e:#}\n{log2}"));
+    let calls = r.anon_calls();
+    assert_eq!(
+        &calls[..3],
+        ["getMaskingRules", "updateMaskingRules", "startAnonymization"],
+        "{calls:?}"
+    );
+    let anon = r.neon.branch("preview/pr-61").unwrap().anon.unwrap();
+    assert_eq!(anon.runs, 2);
+    assert_eq!(anon.rules.len(), 3);
+    assert_eq!(anon.state, "anonymized");
+    assert_eq!(out2.contract.data.masking.len(), 3);
+    r.down(61).await;
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn a_plain_branch_is_never_adopted_as_an_anonymized_one() {
+    let mut r = run(|_| {}).await;
+    let (out, log) = r.up(62, "l1").await;
+    out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    anonymized(&mut r.settings);
+    let (out2, log2) = r.up(62, "l2").await;
+    let t = format!("{:#}\n{log2}", out2.expect_err("a plain copy is refused"));
+    assert!(t.contains("not an anonymized branch"), "{t}");
+    // the update failed: the branch and the app of the previous version are kept.
+    assert!(r.neon.branch("preview/pr-62").is_some());
+    r.down(62).await;
     r.assert_clean();
 }
 
@@ -323,6 +365,13 @@ async fn the_seed_runs_once_on_a_new_branch_in_the_apps_image() {
         ],
         "migrations, then the seed"
     );
+    let roles: Vec<Option<String>> = r
+        .fly
+        .tasks()
+        .iter()
+        .map(|t| t.meta("atlas_role").map(str::to_string))
+        .collect();
+    assert_eq!(roles, [Some("migrations".into()), Some("seed".into())]);
     let seed = out.contract.data.seed.clone().unwrap();
     assert!(seed.ran && seed.ok == Some(true), "{seed:?}");
     assert_eq!(seed.exit_code, Some(0));

@@ -132,6 +132,36 @@ async fn local_masking_changes_the_masked_columns_only_and_fails_closed() {
     assert!(!again.created);
     assert_eq!(users(&url), masked);
 
+    // a rule added later (a new personal column) is applied to the reused branch.
+    let mut more = rules.clone();
+    more.extend(masks(&[MaskingRule {
+        value: Some("hidden".into()),
+        function: None,
+        ..rule("created_at", "")
+    }]));
+    let e = pg.ensure_branch(&branch_req(3, Some(more), false)).await;
+    // created_at is a timestamptz: a text literal that is no timestamp fails, and says so.
+    let msg = format!("{:#}", e.unwrap_err());
+    assert!(msg.contains("changed masking rules could not be applied"), "{msg}");
+    assert_eq!(users(&url), masked, "a failed re-mask changed nothing");
+    let mut more = rules.clone();
+    more.extend(masks(&[MaskingRule {
+        value: Some("2000-01-01T00:00:00Z".into()),
+        function: None,
+        ..rule("created_at", "")
+    }]));
+    let again = pg
+        .ensure_branch(&branch_req(3, Some(more.clone()), false))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    let remasked = users(&url);
+    assert!(remasked.iter().all(|m| m[4].starts_with("2000-01-01")), "{remasked:?}");
+    // and only once: the same rules again change nothing more.
+    psql(&url, "update users set created_at = '2001-01-01' where id = 2");
+    pg.ensure_branch(&branch_req(3, Some(more), false)).await.unwrap();
+    assert!(users(&url)[1][4].starts_with("2001-01-01"));
+
     // a reset brings the parent's rows back, masked again (fresh fakes).
     psql(&url, "delete from users where id = 1");
     pg.reset_branch(&again, &branch_req(3, Some(rules.clone()), false))

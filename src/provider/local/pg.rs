@@ -47,6 +47,8 @@ const TRUNCATE_ALL: &str = "DO $$ DECLARE r record; BEGIN \
 struct Mark {
     at: DateTime<Utc>,
     masked: bool,
+    /// The fingerprint of the rules it was masked with.
+    rules: String,
 }
 
 /// How to reach the server: host, port, user, password, maintenance database.
@@ -509,24 +511,20 @@ impl LocalPg {
         Ok(self.databases().await?.iter().any(|d| d == name))
     }
 
-    /// When atlas created `name` (from its comment); `None` for a database made some other way.
-    async fn created_at(&self, name: &str) -> Option<DateTime<Utc>> {
-        self.mark(name).await.map(|m| m.at)
-    }
-
-    /// The creation mark atlas writes on a branch database once it is ready.
+    /// The creation mark atlas writes on a branch database once it is ready (when atlas
+    /// created it; `None` for a database made some other way or never finished).
     async fn mark(&self, name: &str) -> Option<Mark> {
         let sql = format!(
             "select shobj_description(oid, 'pg_database') from pg_database where datname = '{name}'"
         );
         let comment = self.psql(&self.admin_db, &sql).await.ok()?;
         let rest = comment.trim().strip_prefix(CREATED_PREFIX)?;
-        let (at, masked) = match rest.strip_suffix(MASKED_SUFFIX) {
-            Some(at) => (at, true),
-            None => (rest, false),
+        let (at, masked, rules) = match rest.split_once(MASKED_SUFFIX) {
+            Some((at, fp)) => (at, true, fp.trim().to_string()),
+            None => (rest, false, String::new()),
         };
         let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
-        Some(Mark { at, masked })
+        Some(Mark { at, masked, rules })
     }
 
     async fn drop_database(&self, name: &str) -> anyhow::Result<()> {
@@ -549,6 +547,15 @@ impl LocalPg {
                 .await
                 .context("cannot empty the schema-only branch")?;
         }
+        if req.masking.is_some() {
+            self.mask(name, req).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `req.masking` to `name`: every rule's table and column checked first, then one
+    /// transaction, bounded by `anonymize_timeout`.
+    async fn mask(&self, name: &str, req: &BranchRequest) -> anyhow::Result<()> {
         if let Some(masks) = &req.masking {
             let sql = crate::data::masking::local_sql(masks)?;
             let missing = self
@@ -712,7 +719,8 @@ impl Database for LocalPg {
             self.drop_database(&name).await?;
             exists = false;
         }
-        if exists && req.masking.is_some() && !self.mark(&name).await.is_some_and(|m| m.masked) {
+        let mark = if exists { self.mark(&name).await } else { None };
+        if exists && req.masking.is_some() && !mark.as_ref().is_some_and(|m| m.masked) {
             bail!(
                 "the branch database {name} is a plain copy of {parent} (created before data_model = \"anonymized\"); atlas does not hand it to the app: run `atlas preview down --pr {}` and up again",
                 req.pr
@@ -754,8 +762,23 @@ impl Database for LocalPg {
                 }
             }
         }
-        let created_at = if exists {
-            self.created_at(&name).await
+        let created_at = if let (true, Some(mark), Some(masks)) = (exists, &mark, &req.masking) {
+            // Reused: rules changed since it was masked are applied now, before the app is
+            // started on it again.
+            let fp = crate::data::masking::fingerprint(masks);
+            if mark.rules != fp {
+                self.mask(&name, req).await.with_context(|| {
+                    format!("the changed masking rules could not be applied to {name}; atlas does not hand it to the app")
+                })?;
+                let sql = format!(
+                    "COMMENT ON DATABASE {name} IS '{CREATED_PREFIX}{}{MASKED_SUFFIX} {fp}'",
+                    mark.at.to_rfc3339()
+                );
+                self.psql(&self.admin_db, &sql).await?;
+            }
+            Some(mark.at)
+        } else if exists {
+            mark.map(|m| m.at)
         } else {
             if let Err(e) = self.prepare(&name, req).await {
                 // Fail closed: what could not be masked (or emptied) is dropped at once.
@@ -769,7 +792,10 @@ impl Database for LocalPg {
             // PostgreSQL keeps no creation time: the database's comment holds it, written
             // last, so that a database without it is known to be unfinished.
             let now = Utc::now();
-            let masked = if req.masking.is_some() { MASKED_SUFFIX } else { "" };
+            let masked = match &req.masking {
+                Some(m) => format!("{MASKED_SUFFIX} {}", crate::data::masking::fingerprint(m)),
+                None => String::new(),
+            };
             let sql = format!(
                 "COMMENT ON DATABASE {name} IS '{CREATED_PREFIX}{}{masked}'",
                 now.to_rfc3339()
