@@ -581,7 +581,10 @@ async fn up_inner(
             contract.lifecycle.created = Some("in an earlier run".into());
             contract.lifecycle.updated = Some(now);
         }
-        return deploy_and_check(providers, settings, req, opts, contract, steps, first, first, env, secrets).await;
+        return deploy_and_check(
+            providers, settings, req, opts, contract, steps, first, first, env, secrets,
+        )
+        .await;
     }
     steps.begin("database branch");
     let branch_req = BranchRequest {
@@ -647,7 +650,10 @@ async fn up_inner(
         contract.lifecycle.reset = Some(at.clone());
         contract.data.parent_at = Some(at);
         reset = true;
-        steps.end("database reset", &format!("{} restored from {}", branch.name, branch.parent));
+        steps.end(
+            "database reset",
+            &format!("{} restored from {}", branch.name, branch.parent),
+        );
     }
 
     // The app's environment and secrets: the migrations task runs with the same ones.
@@ -757,7 +763,19 @@ async fn up_inner(
             (steps.log)("  · seed: not run (the branch existed: a seed runs on a new branch only)");
         }
     }
-    deploy_and_check(providers, settings, req, opts, contract, steps, first, branch.created, env, secrets).await
+    deploy_and_check(
+        providers,
+        settings,
+        req,
+        opts,
+        contract,
+        steps,
+        first,
+        branch.created,
+        env,
+        secrets,
+    )
+    .await
 }
 
 /// Deploys the app and runs the smoke checks and the load gate against it.

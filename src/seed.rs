@@ -37,7 +37,8 @@ pub async fn run_seed(
     }
     let start = Instant::now();
     let mut cmd = crate::shell::sh(&command);
-    cmd.env("DATABASE_URL", url.expose()).env("ATLAS_PREVIEW", "1");
+    cmd.env("DATABASE_URL", url.expose())
+        .env("ATLAS_PREVIEW", "1");
     for (k, v) in &task.env {
         cmd.env(k, v);
     }

@@ -8,7 +8,7 @@
 //! documented shape (an email stays an email, `partial` keeps the given ends) but not Neon's exact
 //! values: no emulation ever returns the original value of a faked column.
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::MaskingRule;
@@ -119,7 +119,11 @@ impl Mask {
         let int = |i: usize| -> anyhow::Result<i64> {
             match call.args.get(i) {
                 Some(Arg::Int(n)) => Ok(*n),
-                _ => bail!("argument {} of anon.{} must be an integer", i + 1, call.name),
+                _ => bail!(
+                    "argument {} of anon.{} must be an integer",
+                    i + 1,
+                    call.name
+                ),
             }
         };
         let string = |i: usize| -> anyhow::Result<String> {
@@ -135,7 +139,11 @@ impl Mask {
         let column = |i: usize| -> anyhow::Result<String> {
             match call.args.get(i) {
                 Some(Arg::Column(c)) => Ok(ident(c)),
-                _ => bail!("argument {} of anon.{} must be a column name", i + 1, call.name),
+                _ => bail!(
+                    "argument {} of anon.{} must be a column name",
+                    i + 1,
+                    call.name
+                ),
             }
         };
         // A fresh random hex string per row (md5 of random(): 32 hex digits).
@@ -167,7 +175,14 @@ impl Mask {
             }
             "fake_company" => {
                 arity(0)?;
-                pick(&["Acme Corp", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay"])
+                pick(&[
+                    "Acme Corp",
+                    "Globex",
+                    "Initech",
+                    "Umbrella",
+                    "Hooli",
+                    "Vandelay",
+                ])
             }
             "fake_city" => {
                 arity(0)?;
@@ -175,7 +190,9 @@ impl Mask {
             }
             "fake_country" => {
                 arity(0)?;
-                pick(&["France", "Portugal", "Austria", "Finland", "Belgium", "Chile"])
+                pick(&[
+                    "France", "Portugal", "Austria", "Finland", "Belgium", "Chile",
+                ])
             }
             "random_string" => {
                 arity(1)?;
@@ -253,16 +270,20 @@ pub fn parse_rules(rules: &[MaskingRule]) -> anyhow::Result<Vec<Mask>> {
             r.table,
             r.column
         );
-        for (what, v) in [("schema", &r.schema), ("table", &r.table), ("column", &r.column)] {
+        for (what, v) in [
+            ("schema", &r.schema),
+            ("table", &r.table),
+            ("column", &r.column),
+        ] {
             if v.trim().is_empty() {
                 bail!("{name}: `{what}` is empty");
             }
         }
         let with = match (&r.function, &r.value) {
             (Some(_), Some(_)) => bail!("{name}: give `function` or `value`, not both"),
-            (None, None) => bail!(
-                "{name}: give `function` (e.g. \"anon.fake_email()\") or `value` (a literal)"
-            ),
+            (None, None) => {
+                bail!("{name}: give `function` (e.g. \"anon.fake_email()\") or `value` (a literal)")
+            }
             (None, Some(v)) => MaskWith::Value(v.clone()),
             (Some(f), None) => MaskWith::Function {
                 text: f.trim().to_string(),
@@ -479,7 +500,14 @@ mod tests {
             ]
         );
         assert!(parse_call("anon.fake_email()").unwrap().args.is_empty());
-        for bad in ["fake_email()", "anon.x(", "anon.(1)", "anon.f(1 2)", "anon.f('x)", "anon.f(1x)"] {
+        for bad in [
+            "fake_email()",
+            "anon.x(",
+            "anon.(1)",
+            "anon.f(1 2)",
+            "anon.f('x)",
+            "anon.f(1x)",
+        ] {
             assert!(parse_call(bad).is_err(), "{bad}");
         }
     }
@@ -503,8 +531,14 @@ mod tests {
         let m = parse_rules(&[rule("users", "iban", Some("anon.fake_iban()"), None)]).unwrap();
         let e = local_sql(&m).unwrap_err();
         let msg = format!("{e:#}");
-        assert!(msg.contains("anon.fake_iban") && msg.contains("users.iban"), "{msg}");
-        assert_eq!(m[0].neon_rule("neondb")["masking_function"], "anon.fake_iban()");
+        assert!(
+            msg.contains("anon.fake_iban") && msg.contains("users.iban"),
+            "{msg}"
+        );
+        assert_eq!(
+            m[0].neon_rule("neondb")["masking_function"],
+            "anon.fake_iban()"
+        );
     }
 
     #[test]
@@ -535,7 +569,10 @@ mod tests {
         for s in samples {
             let m = parse_rules(&[rule("t", "c", Some(s), None)]).unwrap();
             let sql = local_sql(&m).unwrap_or_else(|e| panic!("{s}: {e:#}"));
-            assert!(sql.starts_with("BEGIN;") && sql.contains("UPDATE \"public\".\"t\""), "{sql}");
+            assert!(
+                sql.starts_with("BEGIN;") && sql.contains("UPDATE \"public\".\"t\""),
+                "{sql}"
+            );
         }
         let m = parse_rules(&[rule("t", "c", Some("anon.random_string()"), None)]).unwrap();
         assert!(local_sql(&m).is_err());

@@ -150,13 +150,19 @@ mod tests {
             value: None,
         }];
         let p = plan(&d).unwrap();
-        assert_eq!(p.masking.unwrap()[0].display(), "users.email -> anon.fake_email()");
+        assert_eq!(
+            p.masking.unwrap()[0].display(),
+            "users.email -> anon.fake_email()"
+        );
     }
 
     #[test]
     fn inconsistent_settings_are_refused_with_the_key_to_fix() {
         let e = plan(&db(DataModel::Anonymized)).unwrap_err().to_string();
-        assert!(e.contains("[[database.masking]]") && e.contains("never falls back"), "{e}");
+        assert!(
+            e.contains("[[database.masking]]") && e.contains("never falls back"),
+            "{e}"
+        );
         let e = plan(&db(DataModel::Seeded)).unwrap_err().to_string();
         assert!(e.contains("[database] seed"), "{e}");
         let mut d = db(DataModel::DatabaseBranch);

@@ -602,11 +602,7 @@ impl NeonDatabase {
                 .send(
                     Call::get(
                         "get anonymized branch status",
-                        format!(
-                            "{}/branches/{}/anonymized_status",
-                            self.p(),
-                            enc(branch_id)
-                        ),
+                        format!("{}/branches/{}/anonymized_status", self.p(), enc(branch_id)),
                     )
                     .transient_404(true),
                 )
@@ -674,11 +670,20 @@ impl NeonDatabase {
 
     /// `reset = "on-push"`: the branch restored from its parent's head (Neon's restore API),
     /// then masked again when the model is `anonymized`.
-    async fn restore_from_parent(&self, branch: &Branch, req: &BranchRequest) -> anyhow::Result<()> {
+    async fn restore_from_parent(
+        &self,
+        branch: &Branch,
+        req: &BranchRequest,
+    ) -> anyhow::Result<()> {
         let parent = self
             .find(&req.parent)
             .await?
-            .with_context(|| format!("neon: parent branch `{}` not found for the reset", req.parent))?
+            .with_context(|| {
+                format!(
+                    "neon: parent branch `{}` not found for the reset",
+                    req.parent
+                )
+            })?
             .0;
         let r = self
             .unlocked("restore branch", || {

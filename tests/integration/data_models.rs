@@ -156,7 +156,11 @@ impl Run {
             "{:?}",
             self.neon.preview_branches()
         );
-        assert!(self.fly.app_names().is_empty(), "{:?}", self.fly.app_names());
+        assert!(
+            self.fly.app_names().is_empty(),
+            "{:?}",
+            self.fly.app_names()
+        );
         self.assert_spec();
     }
     fn assert_spec(&self) {
@@ -206,7 +210,10 @@ async fn an_anonymized_branch_is_masked_before_the_app_gets_its_uri() {
     // never created as a plain branch first; the URI was asked for only once masked: the app
     // got DATABASE_URL after the status said `anonymized`.
     let calls = r.neon.core.calls();
-    assert!(!calls.iter().any(|c| c == "createProjectBranch"), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c == "createProjectBranch"),
+        "{calls:?}"
+    );
     let last_status = calls
         .iter()
         .rposition(|c| c == "getAnonymizedBranchStatus")
@@ -221,10 +228,17 @@ async fn an_anonymized_branch_is_masked_before_the_app_gets_its_uri() {
     assert_eq!(c.parent_rows.as_deref(), Some("masked"));
     assert_eq!(
         c.masking,
-        ["users.email -> anon.fake_email()", "users.phone -> a fixed value"]
+        [
+            "users.email -> anon.fake_email()",
+            "users.phone -> a fixed value"
+        ]
     );
     assert!(c.masking_ms.is_some());
-    assert!(out.comment_body.contains("parent's rows: masked"), "{}", out.comment_body);
+    assert!(
+        out.comment_body.contains("parent's rows: masked"),
+        "{}",
+        out.comment_body
+    );
     assert!(!out.comment_body.contains("+00 000 000"));
     assert!(!format!("{:?} {log}", out.contract).contains("+00 000 000"));
 
@@ -232,7 +246,10 @@ async fn an_anonymized_branch_is_masked_before_the_app_gets_its_uri() {
     r.neon.core.reset_calls();
     let (out2, log2) = r.up(51, "a2").await;
     out2.unwrap_or_else(|e| panic!("{e:#}\n{log2}"));
-    assert_eq!(r.anon_calls(), ["getMaskingRules", "getAnonymizedBranchStatus"]);
+    assert_eq!(
+        r.anon_calls(),
+        ["getMaskingRules", "getAnonymizedBranchStatus"]
+    );
     r.down(51).await;
     r.assert_clean();
 }
@@ -252,7 +269,11 @@ async fn changed_rules_are_sent_and_run_again_on_the_next_push() {
     let calls = r.anon_calls();
     assert_eq!(
         &calls[..3],
-        ["getMaskingRules", "updateMaskingRules", "startAnonymization"],
+        [
+            "getMaskingRules",
+            "updateMaskingRules",
+            "startAnonymization"
+        ],
         "{calls:?}"
     );
     let anon = r.neon.branch("preview/pr-61").unwrap().anon.unwrap();
@@ -287,9 +308,18 @@ async fn a_failed_masking_run_fails_closed_and_leaves_nothing() {
     let (out, log) = r.up(52, "b1").await;
     let e = out.expect_err("a failed masking run fails the preview");
     let t = format!("{e:#}\n{log}");
-    assert!(t.contains("anonymization of branch preview/pr-52 failed (error)"), "{t}");
-    assert!(t.contains("function anon.fake_email() does not exist"), "{t}");
-    assert!(t.contains("users.email -> anon.fake_email()"), "the rules are named: {t}");
+    assert!(
+        t.contains("anonymization of branch preview/pr-52 failed (error)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("function anon.fake_email() does not exist"),
+        "{t}"
+    );
+    assert!(
+        t.contains("users.email -> anon.fake_email()"),
+        "the rules are named: {t}"
+    );
     // deleted, never handed out: no URI asked, no app deployed.
     assert_eq!(r.neon.core.count("getConnectionURI"), 0);
     assert_eq!(r.fly.core.count("Machines_create"), 0);
@@ -300,12 +330,17 @@ async fn a_failed_masking_run_fails_closed_and_leaves_nothing() {
 async fn a_rule_naming_an_unknown_column_fails_with_neons_message() {
     let r = run(|s| {
         anonymized(s);
-        s.database.masking.push(rule("users", "ssn", Some("anon.random_string(9)"), None));
+        s.database
+            .masking
+            .push(rule("users", "ssn", Some("anon.random_string(9)"), None));
     })
     .await;
     let (out, log) = r.up(53, "c1").await;
     let t = format!("{:#}\n{log}", out.expect_err("an unknown column fails"));
-    assert!(t.contains("column \"ssn\" of relation \"public.users\" does not exist"), "{t}");
+    assert!(
+        t.contains("column \"ssn\" of relation \"public.users\" does not exist"),
+        "{t}"
+    );
     assert_eq!(r.neon.core.count("getConnectionURI"), 0);
     r.assert_clean();
 }
@@ -322,7 +357,10 @@ async fn a_masking_run_that_never_ends_is_bounded_and_torn_down() {
     let (out, log) = r.up(54, "d1").await;
     let t = format!("{:#}\n{log}", out.expect_err("a stalled masking run fails"));
     assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
-    assert!(t.contains("still `anonymizing`") && t.contains("anonymize_timeout"), "{t}");
+    assert!(
+        t.contains("still `anonymizing`") && t.contains("anonymize_timeout"),
+        "{t}"
+    );
     assert_eq!(r.neon.core.count("getConnectionURI"), 0);
     r.assert_clean();
 }
@@ -375,7 +413,12 @@ async fn the_seed_runs_once_on_a_new_branch_in_the_apps_image() {
     let seed = out.contract.data.seed.clone().unwrap();
     assert!(seed.ran && seed.ok == Some(true), "{seed:?}");
     assert_eq!(seed.exit_code, Some(0));
-    assert!(out.comment_body.contains("seed `./seed --demo`: ok (exit 0)"), "{}", out.comment_body);
+    assert!(
+        out.comment_body
+            .contains("seed `./seed --demo`: ok (exit 0)"),
+        "{}",
+        out.comment_body
+    );
     assert_eq!(out.contract.data.parent_rows.as_deref(), Some("copied"));
     // an update: the migrations run again, the seed does not.
     let (out2, log2) = r.up(56, "f2").await;
@@ -413,7 +456,10 @@ async fn fixtures_branch_schema_only() {
     .await;
     let (out, log) = r.up(58, "h1").await;
     let out = out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
-    assert_eq!(r.neon.branch("preview/pr-58").unwrap().init_source, "schema-only");
+    assert_eq!(
+        r.neon.branch("preview/pr-58").unwrap().init_source,
+        "schema-only"
+    );
     assert!(out.contract.data.schema_only);
     assert_eq!(out.contract.data.parent_rows.as_deref(), Some("none"));
     r.down(58).await;
@@ -432,7 +478,11 @@ async fn none_creates_no_branch_and_no_database_url() {
         r.neon.core.calls()
     );
     let app = r.fly.app(&out.app.app).unwrap();
-    assert!(!app.secrets.contains_key("DATABASE_URL"), "{:?}", app.secrets.keys());
+    assert!(
+        !app.secrets.contains_key("DATABASE_URL"),
+        "{:?}",
+        app.secrets.keys()
+    );
     assert_eq!(out.contract.data.model, "none");
     assert_eq!(out.contract.data.branch, None);
     // an update too.
@@ -452,7 +502,11 @@ async fn reset_on_push_restores_from_the_parent_and_masks_again() {
     .await;
     let (out, log) = r.up(60, "j1").await;
     let out = out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
-    assert_eq!(r.neon.branch("preview/pr-60").unwrap().restores, 0, "a new branch is not reset");
+    assert_eq!(
+        r.neon.branch("preview/pr-60").unwrap().restores,
+        0,
+        "a new branch is not reset"
+    );
     assert!(out.contract.lifecycle.reset.is_none());
     r.neon.core.reset_calls();
     let (out2, log2) = r.up(60, "j2").await;
@@ -462,19 +516,32 @@ async fn reset_on_push_restores_from_the_parent_and_masks_again() {
     assert!(b.masked, "masked again after the restore");
     assert_eq!(b.anon.unwrap().runs, 2);
     let calls = r.anon_calls();
-    let restore = calls.iter().position(|c| c == "restoreProjectBranch").unwrap();
-    let start = calls.iter().position(|c| c == "startAnonymization").unwrap();
+    let restore = calls
+        .iter()
+        .position(|c| c == "restoreProjectBranch")
+        .unwrap();
+    let start = calls
+        .iter()
+        .position(|c| c == "startAnonymization")
+        .unwrap();
     assert!(restore < start, "{calls:?}");
     assert_eq!(calls.last().unwrap(), "getAnonymizedBranchStatus");
     assert!(out2.contract.lifecycle.reset.is_some());
-    assert!(out2.comment_body.contains("reset from the parent"), "{}", out2.comment_body);
+    assert!(
+        out2.comment_body.contains("reset from the parent"),
+        "{}",
+        out2.comment_body
+    );
 
     // a restore Neon refuses fails the update with its message; the branch is kept (it serves
     // the previous version).
     r.neon.refuse_next_restore(409);
     let (out3, log3) = r.up(60, "j3").await;
     let t = format!("{:#}\n{log3}", out3.expect_err("a refused restore fails"));
-    assert!(t.contains("restoring branch preview/pr-60 from main was refused"), "{t}");
+    assert!(
+        t.contains("restoring branch preview/pr-60 from main was refused"),
+        "{t}"
+    );
     assert!(r.neon.branch("preview/pr-60").is_some());
     r.down(60).await;
     r.assert_clean();

@@ -24,7 +24,18 @@ fn text(o: &std::process::Output) -> String {
 /// psql against `url`: unaligned, tuples only, `|` between columns.
 fn psql(url: &str, sql: &str) -> String {
     let out = std::process::Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "psql {sql}: {}", text(&out));
@@ -51,7 +62,11 @@ fn masks(rules: &[MaskingRule]) -> Vec<atlas::data::Mask> {
     atlas::data::masking::parse_rules(rules).unwrap()
 }
 
-fn branch_req(pr: u64, masking: Option<Vec<atlas::data::Mask>>, schema_only: bool) -> BranchRequest {
+fn branch_req(
+    pr: u64,
+    masking: Option<Vec<atlas::data::Mask>>,
+    schema_only: bool,
+) -> BranchRequest {
     BranchRequest {
         pr,
         name: atlas::naming::local_database(pr),
@@ -81,10 +96,13 @@ async fn provider(dir: &std::path::Path) -> LocalPg {
 }
 
 fn users(url: &str) -> Vec<Vec<String>> {
-    psql(url, "select id, email, name, coalesce(phone, 'NULL'), created_at from users order by id")
-        .lines()
-        .map(|l| l.split('|').map(str::to_string).collect())
-        .collect()
+    psql(
+        url,
+        "select id, email, name, coalesce(phone, 'NULL'), created_at from users order by id",
+    )
+    .lines()
+    .map(|l| l.split('|').map(str::to_string).collect())
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -101,7 +119,10 @@ async fn local_masking_changes_the_masked_columns_only_and_fails_closed() {
         .ensure_branch(&branch_req(3, Some(rules.clone()), false))
         .await
         .unwrap();
-    eprintln!("local anonymized branch (create + mask): {} ms", t.elapsed().as_millis());
+    eprintln!(
+        "local anonymized branch (create + mask): {} ms",
+        t.elapsed().as_millis()
+    );
     assert!(b.created);
     let url = b.connection_uri.expose().to_string();
     let parent = users(&with_db(&url, &LocalPg::parent_database("main")));
@@ -112,9 +133,16 @@ async fn local_masking_changes_the_masked_columns_only_and_fails_closed() {
         assert_eq!(p[0], m[0], "id is not masked: equal");
         assert_eq!(p[4], m[4], "created_at is not masked: equal");
         assert_ne!(p[1], m[1], "email masked");
-        assert!(m[1].ends_with("@example.com") && !m[1].contains(RAW_DOMAIN), "{m:?}");
+        assert!(
+            m[1].ends_with("@example.com") && !m[1].contains(RAW_DOMAIN),
+            "{m:?}"
+        );
         assert_ne!(p[2], m[2], "name masked");
-        assert_eq!(m[2], format!("{}***", &p[2][..1]), "partial keeps the first letter");
+        assert_eq!(
+            m[2],
+            format!("{}***", &p[2][..1]),
+            "partial keeps the first letter"
+        );
         if p[3] == "NULL" {
             assert_eq!(m[3], "NULL", "a NULL stays NULL");
         } else {
@@ -142,7 +170,10 @@ async fn local_masking_changes_the_masked_columns_only_and_fails_closed() {
     let e = pg.ensure_branch(&branch_req(3, Some(more), false)).await;
     // created_at is a timestamptz: a text literal that is no timestamp fails, and says so.
     let msg = format!("{:#}", e.unwrap_err());
-    assert!(msg.contains("changed masking rules could not be applied"), "{msg}");
+    assert!(
+        msg.contains("changed masking rules could not be applied"),
+        "{msg}"
+    );
     assert_eq!(users(&url), masked, "a failed re-mask changed nothing");
     let mut more = rules.clone();
     more.extend(masks(&[MaskingRule {
@@ -156,10 +187,18 @@ async fn local_masking_changes_the_masked_columns_only_and_fails_closed() {
         .unwrap();
     assert!(!again.created);
     let remasked = users(&url);
-    assert!(remasked.iter().all(|m| m[4].starts_with("2000-01-01")), "{remasked:?}");
+    assert!(
+        remasked.iter().all(|m| m[4].starts_with("2000-01-01")),
+        "{remasked:?}"
+    );
     // and only once: the same rules again change nothing more.
-    psql(&url, "update users set created_at = '2001-01-01' where id = 2");
-    pg.ensure_branch(&branch_req(3, Some(more), false)).await.unwrap();
+    psql(
+        &url,
+        "update users set created_at = '2001-01-01' where id = 2",
+    );
+    pg.ensure_branch(&branch_req(3, Some(more), false))
+        .await
+        .unwrap();
     assert!(users(&url)[1][4].starts_with("2001-01-01"));
 
     // a reset brings the parent's rows back, masked again (fresh fakes).
@@ -169,7 +208,10 @@ async fn local_masking_changes_the_masked_columns_only_and_fails_closed() {
         .unwrap();
     let reset = users(&url);
     assert_eq!(reset.len(), 4, "the deleted row is back");
-    assert!(reset.iter().all(|m| m[1].ends_with("@example.com")), "{reset:?}");
+    assert!(
+        reset.iter().all(|m| m[1].ends_with("@example.com")),
+        "{reset:?}"
+    );
 
     // a plain copy is never handed out as an anonymized one.
     let plain = pg.ensure_branch(&branch_req(4, None, false)).await.unwrap();
@@ -181,26 +223,54 @@ async fn local_masking_changes_the_masked_columns_only_and_fails_closed() {
     pg.delete_branch(&plain.name).await.unwrap();
 
     // an unknown column: named, and the copy is dropped, never left half-masked.
-    let bad = masks(&[rule("email", "anon.fake_email()"), rule("ssn", "anon.random_string(9)")]);
+    let bad = masks(&[
+        rule("email", "anon.fake_email()"),
+        rule("ssn", "anon.random_string(9)"),
+    ]);
     let e = pg
         .ensure_branch(&branch_req(5, Some(bad), false))
         .await
         .unwrap_err();
     let msg = format!("{e:#}");
-    assert!(msg.contains("public.users.ssn (no such column)") && msg.contains("dropped"), "{msg}");
-    assert!(!pg.databases().await.unwrap().contains(&"atlas_pr_5".to_string()));
+    assert!(
+        msg.contains("public.users.ssn (no such column)") && msg.contains("dropped"),
+        "{msg}"
+    );
+    assert!(
+        !pg.databases()
+            .await
+            .unwrap()
+            .contains(&"atlas_pr_5".to_string())
+    );
     let bad = masks(&[MaskingRule {
         table: "customers".into(),
         ..rule("email", "anon.fake_email()")
     }]);
-    let e = pg.ensure_branch(&branch_req(5, Some(bad), false)).await.unwrap_err();
-    assert!(format!("{e:#}").contains("public.customers.email (no such table)"), "{e:#}");
+    let e = pg
+        .ensure_branch(&branch_req(5, Some(bad), false))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("public.customers.email (no such table)"),
+        "{e:#}"
+    );
     // an unknown function: named, with what the local provider knows.
     let bad = masks(&[rule("email", "anon.fake_iban()")]);
-    let e = pg.ensure_branch(&branch_req(5, Some(bad), false)).await.unwrap_err();
+    let e = pg
+        .ensure_branch(&branch_req(5, Some(bad), false))
+        .await
+        .unwrap_err();
     let msg = format!("{e:#}");
-    assert!(msg.contains("anon.fake_iban has no local equivalent") && msg.contains("anon.fake_email()"), "{msg}");
-    assert!(!pg.databases().await.unwrap().contains(&"atlas_pr_5".to_string()));
+    assert!(
+        msg.contains("anon.fake_iban has no local equivalent") && msg.contains("anon.fake_email()"),
+        "{msg}"
+    );
+    assert!(
+        !pg.databases()
+            .await
+            .unwrap()
+            .contains(&"atlas_pr_5".to_string())
+    );
 
     // schema only: the tables, none of the rows.
     let s = pg.ensure_branch(&branch_req(6, None, true)).await.unwrap();
@@ -209,7 +279,9 @@ async fn local_masking_changes_the_masked_columns_only_and_fails_closed() {
     assert_eq!(psql(&surl, "select count(*) from menu_items"), "0");
 
     for pr in [3, 6] {
-        pg.delete_branch(&atlas::naming::local_database(pr)).await.unwrap();
+        pg.delete_branch(&atlas::naming::local_database(pr))
+            .await
+            .unwrap();
     }
     pg.stop().await.unwrap();
 }
@@ -245,14 +317,23 @@ async fn an_anonymized_local_preview_serves_only_masked_customers() {
     let mut env = Env::new(&toml_with("data_model = \"anonymized\"", MASKING));
     let t = Instant::now();
     let out = env.up(21);
-    eprintln!("local anonymized preview up (cold cluster): {} ms", t.elapsed().as_millis());
+    eprintln!(
+        "local anonymized preview up (cold cluster): {} ms",
+        t.elapsed().as_millis()
+    );
     assert!(out.status.success(), "{}", text(&out));
-    for l in text(&out).lines().filter(|l| l.contains("✓ database branch")) {
+    for l in text(&out)
+        .lines()
+        .filter(|l| l.contains("✓ database branch"))
+    {
         eprintln!("step: {l}");
     }
     let comment = env.comment(21);
     assert!(comment.contains("anonymized"), "{comment}");
-    assert!(comment.contains("`users.email -> anon.fake_email()`"), "{comment}");
+    assert!(
+        comment.contains("`users.email -> anon.fake_email()`"),
+        "{comment}"
+    );
     assert!(comment.contains("parent's rows: masked"), "{comment}");
     let url = comment
         .lines()
@@ -260,13 +341,24 @@ async fn an_anonymized_local_preview_serves_only_masked_customers() {
         .unwrap()
         .trim()
         .to_string();
-    let body = reqwest::get(format!("{url}/users")).await.unwrap().text().await.unwrap();
+    let body = reqwest::get(format!("{url}/users"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let users = v["users"].as_array().unwrap();
     assert_eq!(users.len(), 4, "{body}");
-    assert!(!body.contains(RAW_DOMAIN), "a parent email reached the app: {body}");
+    assert!(
+        !body.contains(RAW_DOMAIN),
+        "a parent email reached the app: {body}"
+    );
     for name in ["Ada Lovelace", "Grace Hopper", "Alan Turing"] {
-        assert!(!body.contains(name), "a parent name reached the app: {body}");
+        assert!(
+            !body.contains(name),
+            "a parent name reached the app: {body}"
+        );
     }
     // the app log never printed one either.
     let logs: String = std::fs::read_dir(env.state().join("apps"))
@@ -280,7 +372,12 @@ async fn an_anonymized_local_preview_serves_only_masked_customers() {
     // an update keeps the masked branch.
     let out = env.up(21);
     assert!(out.status.success(), "{}", text(&out));
-    let body2 = reqwest::get(format!("{url}/users")).await.unwrap().text().await.unwrap();
+    let body2 = reqwest::get(format!("{url}/users"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, body2, "reused, not masked anew");
     let out = env.down(21);
     assert!(out.status.success(), "{}", text(&out));
@@ -294,14 +391,23 @@ async fn a_local_seed_runs_once_and_a_failing_one_tears_down() {
     let mut env = Env::new(&toml_with(&format!("data_model = \"seeded\"\n{seed}"), ""));
     let t = Instant::now();
     let out = env.up(22);
-    eprintln!("local seeded preview up (cold cluster): {} ms", t.elapsed().as_millis());
+    eprintln!(
+        "local seeded preview up (cold cluster): {} ms",
+        t.elapsed().as_millis()
+    );
     assert!(out.status.success(), "{}", text(&out));
-    for l in text(&out).lines().filter(|l| l.contains("✓ seed") || l.contains("✓ database branch")) {
+    for l in text(&out)
+        .lines()
+        .filter(|l| l.contains("✓ seed") || l.contains("✓ database branch"))
+    {
         eprintln!("step: {l}");
     }
     let comment = env.comment(22);
     assert!(comment.contains(": ok (exit 0)"), "{comment}");
-    assert!(comment.contains("Seed output") && comment.contains("seeded"), "{comment}");
+    assert!(
+        comment.contains("Seed output") && comment.contains("seeded"),
+        "{comment}"
+    );
     let url = comment
         .lines()
         .find_map(|l| l.strip_prefix("**Environment URL:**"))
@@ -309,13 +415,26 @@ async fn a_local_seed_runs_once_and_a_failing_one_tears_down() {
         .trim()
         .to_string();
     let count = |body: &str| body.matches("seed@seeded.test").count();
-    let body = reqwest::get(format!("{url}/users")).await.unwrap().text().await.unwrap();
+    let body = reqwest::get(format!("{url}/users"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(count(&body), 1, "{body}");
-    assert!(body.contains(RAW_DOMAIN), "seeded keeps the parent's rows: {body}");
+    assert!(
+        body.contains(RAW_DOMAIN),
+        "seeded keeps the parent's rows: {body}"
+    );
     let out = env.up(22);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("seed: not run"), "{}", text(&out));
-    let body = reqwest::get(format!("{url}/users")).await.unwrap().text().await.unwrap();
+    let body = reqwest::get(format!("{url}/users"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(count(&body), 1, "the seed ran once: {body}");
     assert!(env.down(22).status.success());
 
@@ -327,6 +446,9 @@ async fn a_local_seed_runs_once_and_a_failing_one_tears_down() {
     let out = env.up(23);
     assert!(!out.status.success());
     let t = text(&out);
-    assert!(t.contains("seed command `echo boom; exit 3` failed (exit 3)") && t.contains("boom"), "{t}");
+    assert!(
+        t.contains("seed command `echo boom; exit 3` failed (exit 3)") && t.contains("boom"),
+        "{t}"
+    );
     env.assert_nothing_left();
 }

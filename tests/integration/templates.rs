@@ -500,14 +500,20 @@ fn the_data_clause_shows_rules_and_seed_never_values() {
                 .find(|l| l.starts_with("| **2. Data boundary**"))
                 .unwrap_or_else(|| panic!("{name}: no data clause in {b}"));
             assert!(row.contains(&c.data.model), "{name}: {row}");
-            assert!(!row.contains("fixed-value-secret"), "{name}: a value never shows: {row}");
+            assert!(
+                !row.contains("fixed-value-secret"),
+                "{name}: a value never shows: {row}"
+            );
             match name {
                 "anonymized" => {
                     assert!(row.contains("parent's rows: masked"), "{row}");
                     assert!(row.contains("users.email -> anon.fake_email()"), "{row}");
                     assert!(row.contains("users.phone -> a fixed value"), "{row}");
                     assert!(row.contains("applied in 84 ms"), "{row}");
-                    assert!(b.contains("reset from the parent 2026-11-23T12:05:00Z"), "{b}");
+                    assert!(
+                        b.contains("reset from the parent 2026-11-23T12:05:00Z"),
+                        "{b}"
+                    );
                 }
                 "seeded" => assert!(row.contains(": ok (exit 0) in 120 ms"), "{row}"),
                 "seed failed" => assert!(row.contains("**failed** (exit 3)"), "{row}"),
@@ -558,17 +564,29 @@ fn generated(rng: &mut impl rand::Rng) -> Contract {
     c.code.url = maybe!(rng, "http://127.0.0.1:4000".into()).unwrap_or_default();
     c.code.artifact = text(rng);
     c.code.deployment = maybe!(rng, text(rng));
-    c.data.model = ["database-branch", "anonymized", "seeded", "fixtures", "none"]
-        .choose(rng)
-        .unwrap()
-        .to_string();
+    c.data.model = [
+        "database-branch",
+        "anonymized",
+        "seeded",
+        "fixtures",
+        "none",
+    ]
+    .choose(rng)
+    .unwrap()
+    .to_string();
     c.data.provider = "neon".into();
     c.data.branch = maybe!(rng, "preview/pr-1".into());
     c.data.parent = maybe!(rng, "main".into());
     c.data.schema_only = rng.random_bool(0.5);
     c.data.external_systems = (0..rng.random_range(0..3)).map(|_| text(rng)).collect();
     c.data.parent_at = maybe!(rng, "2026-11-23T12:00:00Z".into());
-    c.data.parent_rows = maybe!(rng, ["copied", "masked", "none"].choose(rng).unwrap().to_string());
+    c.data.parent_rows = maybe!(
+        rng,
+        ["copied", "masked", "none"]
+            .choose(rng)
+            .unwrap()
+            .to_string()
+    );
     c.data.masking = (0..rng.random_range(0..3)).map(|_| text(rng)).collect();
     c.data.masking_ms = rng.random_bool(0.5).then(|| rng.random_range(0..10_000));
     c.data.seed = maybe!(
@@ -576,7 +594,10 @@ fn generated(rng: &mut impl rand::Rng) -> Contract {
         SeedResult {
             command: text(rng),
             ran: rng.random_bool(0.5),
-            ok: [None, Some(true), Some(false)].choose(rng).copied().flatten(),
+            ok: [None, Some(true), Some(false)]
+                .choose(rng)
+                .copied()
+                .flatten(),
             exit_code: rng.random_bool(0.5).then(|| rng.random_range(0..3)),
             duration_ms: rng.random_bool(0.5).then(|| rng.random_range(0..10_000)),
             output_tail: maybe!(rng, text(rng)),

@@ -50,7 +50,9 @@ pub struct FakeAnon {
 
 impl FakeAnon {
     fn tick(&mut self) -> bool {
-        if self.state == "anonymizing" && self.done_at.is_some_and(|t| std::time::Instant::now() >= t) {
+        if self.state == "anonymizing"
+            && self.done_at.is_some_and(|t| std::time::Instant::now() >= t)
+        {
             match self.fail.take() {
                 Some(m) => {
                     self.state = "error".into();
@@ -197,9 +199,9 @@ fn start_masking(
             let column = r["column_name"].as_str().unwrap_or("");
             match columns.get(&table) {
                 None => Some(format!("relation \"{table}\" does not exist")),
-                Some(cols) if !cols.iter().any(|c| c == column) => {
-                    Some(format!("column \"{column}\" of relation \"{table}\" does not exist"))
-                }
+                Some(cols) if !cols.iter().any(|c| c == column) => Some(format!(
+                    "column \"{column}\" of relation \"{table}\" does not exist"
+                )),
                 _ => None,
             }
         })
@@ -300,7 +302,10 @@ impl NeonState {
                     inner = json!({});
                 }
                 inner["annotation_value"] = body["annotation_value"].clone();
-                let rules = body["masking_rules"].as_array().cloned().unwrap_or_default();
+                let rules = body["masking_rules"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
                 let start = body["start_anonymization"].as_bool().unwrap_or(false);
                 self.create_branch(&inner, Some((rules, start)))
             }
@@ -331,7 +336,10 @@ impl NeonState {
                 };
                 a.tick();
                 if !["initialized", "error", "anonymized"].contains(&a.state.as_str()) {
-                    return err(409, &format!("anonymization cannot start from state {}", a.state));
+                    return err(
+                        409,
+                        &format!("anonymization cannot start from state {}", a.state),
+                    );
                 }
                 start_masking(a, fail, stall, &self.columns);
                 FakeResponse::json(200, anon_json(&id, &created, a))
@@ -346,14 +354,20 @@ impl NeonState {
                     return err(400, "branch is not an anonymized branch");
                 };
                 if let Some(body) = body {
-                    a.rules = body["masking_rules"].as_array().cloned().unwrap_or_default();
+                    a.rules = body["masking_rules"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
                 }
                 FakeResponse::json(200, json!({"masking_rules": a.rules}))
             }
             "restoreProjectBranch" => {
                 let id = r.param("branch_id").to_string();
                 if let Some(status) = self.refuse_restore.take() {
-                    return err(status, "restore refused: the branch has children (injected)");
+                    return err(
+                        status,
+                        "restore refused: the branch has children (injected)",
+                    );
                 }
                 let source = r
                     .body
