@@ -639,9 +639,10 @@ async fn up_inner(
 
     // `reset = "on-push"`: a reused branch goes back to its parent's head before migrations.
     let mut reset = false;
+    let mut branch = branch;
     if !branch.created && plan.reset == ResetPolicy::OnPush {
         steps.begin("database reset");
-        providers
+        branch = providers
             .database
             .reset_branch(&branch, &branch_req)
             .await
@@ -953,6 +954,10 @@ pub async fn down(
     )?;
     let mut contract = previous.unwrap_or_else(|| {
         let mut c = base_contract(settings, req, opts);
+        if settings.database.data_model == crate::config::DataModel::None {
+            c.data.provider = "none".into();
+            return c;
+        }
         c.data.provider = providers.database.kind().into();
         c.data.branch = Some(branch.clone());
         c.data.parent = Some(if providers.database.kind() == "local-postgres" {

@@ -101,8 +101,10 @@ pub trait Database: Send + Sync {
     /// Atlas-owned branches (paginated through), for the sweep.
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>>;
     /// Restores an existing branch from its parent's head (`[database] reset = "on-push"`),
-    /// masking it again when `req.masking` is set; the branch keeps its name and URI.
-    async fn reset_branch(&self, branch: &Branch, _req: &BranchRequest) -> anyhow::Result<()> {
+    /// masking it again when `req.masking` is set, and returns the branch (its URI may be a new
+    /// one). The parent's rows are never reachable unmasked through the returned branch or the
+    /// old one meanwhile.
+    async fn reset_branch(&self, branch: &Branch, _req: &BranchRequest) -> anyhow::Result<Branch> {
         anyhow::bail!(
             "{}: resetting branch {} is not supported",
             self.kind(),

@@ -559,8 +559,18 @@ impl Database for NeonDatabase {
         })
     }
 
-    async fn reset_branch(&self, branch: &Branch, req: &BranchRequest) -> anyhow::Result<()> {
-        self.restore_from_parent(branch, req).await
+    async fn reset_branch(&self, branch: &Branch, req: &BranchRequest) -> anyhow::Result<Branch> {
+        if req.masking.is_some() {
+            // A restore in place would put the parent's rows, unmasked, behind the endpoint the
+            // running app uses until the masking ends: an anonymized branch is made anew
+            // instead (masked before its URI exists; the old URI stops working).
+            self.delete_branch(&branch.name).await?;
+            let mut b = self.ensure_branch(req).await?;
+            b.created = false;
+            return Ok(b);
+        }
+        self.restore_from_parent(branch, req).await?;
+        Ok(branch.clone())
     }
 
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
@@ -668,8 +678,7 @@ impl NeonDatabase {
         Ok(())
     }
 
-    /// `reset = "on-push"`: the branch restored from its parent's head (Neon's restore API),
-    /// then masked again when the model is `anonymized`.
+    /// `reset = "on-push"`: the branch restored from its parent's head (Neon's restore API).
     async fn restore_from_parent(
         &self,
         branch: &Branch,
@@ -703,18 +712,7 @@ impl NeonDatabase {
                 )
             })?;
         let v: Value = r.json("restore branch")?;
-        self.wait_operations(&v["operations"], false).await?;
-        if req.masking.is_some() {
-            self.unlocked("start anonymization", || {
-                self.client.send(Call::post(
-                    "start anonymization",
-                    format!("{}/branches/{}/anonymize", self.p(), enc(&branch.id)),
-                ))
-            })
-            .await?;
-            self.wait_anonymized(&branch.id, req).await?;
-        }
-        Ok(())
+        self.wait_operations(&v["operations"], false).await
     }
 
     /// The database name inside a branch's connection URI (the path), else `neondb`.

@@ -494,7 +494,7 @@ async fn none_creates_no_branch_and_no_database_url() {
 }
 
 #[tokio::test]
-async fn reset_on_push_restores_from_the_parent_and_masks_again() {
+async fn reset_on_push_makes_an_anonymized_branch_anew_never_restoring_in_place() {
     let r = run(|s| {
         anonymized(s);
         s.database.reset = ResetPolicy::OnPush;
@@ -502,47 +502,73 @@ async fn reset_on_push_restores_from_the_parent_and_masks_again() {
     .await;
     let (out, log) = r.up(60, "j1").await;
     let out = out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
-    assert_eq!(
-        r.neon.branch("preview/pr-60").unwrap().restores,
-        0,
+    assert!(
+        out.contract.lifecycle.reset.is_none(),
         "a new branch is not reset"
     );
-    assert!(out.contract.lifecycle.reset.is_none());
+    let old = r.neon.branch("preview/pr-60").unwrap();
     r.neon.core.reset_calls();
     let (out2, log2) = r.up(60, "j2").await;
     let out2 = out2.unwrap_or_else(|e| panic!("{e:#}\n{log2}"));
+    // a restore in place would show the parent's rows to the running app until masked: the
+    // branch is deleted and made again by the anonymized-branch API instead.
     let b = r.neon.branch("preview/pr-60").unwrap();
-    assert_eq!(b.restores, 1);
-    assert!(b.masked, "masked again after the restore");
-    assert_eq!(b.anon.unwrap().runs, 2);
-    let calls = r.anon_calls();
-    let restore = calls
+    assert_ne!(b.id, old.id);
+    assert!(b.masked && b.anon.is_some());
+    assert_eq!(r.neon.core.count("restoreProjectBranch"), 0);
+    let calls = r.neon.core.calls();
+    let del = calls
         .iter()
-        .position(|c| c == "restoreProjectBranch")
+        .position(|c| c == "deleteProjectBranch")
         .unwrap();
-    let start = calls
+    let create = calls
         .iter()
-        .position(|c| c == "startAnonymization")
+        .position(|c| c == "createProjectBranchAnonymized")
         .unwrap();
-    assert!(restore < start, "{calls:?}");
-    assert_eq!(calls.last().unwrap(), "getAnonymizedBranchStatus");
+    assert!(del < create, "{calls:?}");
+    // the app got the new branch's URI.
+    let app = r.fly.app(&out2.app.app).unwrap();
+    assert!(app.secrets["DATABASE_URL"].contains(&b.password));
     assert!(out2.contract.lifecycle.reset.is_some());
     assert!(
         out2.comment_body.contains("reset from the parent"),
         "{}",
         out2.comment_body
     );
+    r.down(60).await;
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn reset_on_push_restores_a_seeded_branch_and_seeds_it_again() {
+    let r = run(|s| {
+        s.database.data_model = DataModel::Seeded;
+        s.database.seed = Some("./seed".into());
+        s.database.reset = ResetPolicy::OnPush;
+    })
+    .await;
+    let (out, log) = r.up(63, "m1").await;
+    out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    assert_eq!(r.fly.tasks().len(), 1);
+    let (out2, log2) = r.up(63, "m2").await;
+    let out2 = out2.unwrap_or_else(|e| panic!("{e:#}\n{log2}"));
+    let b = r.neon.branch("preview/pr-63").unwrap();
+    assert_eq!(b.restores, 1, "restored in place from the parent");
+    assert_eq!(r.fly.tasks().len(), 2, "seeded again after the reset");
+    assert!(out2.contract.data.seed.unwrap().ran);
+    assert!(out2.contract.lifecycle.reset.is_some());
 
     // a restore Neon refuses fails the update with its message; the branch is kept (it serves
     // the previous version).
     r.neon.refuse_next_restore(409);
-    let (out3, log3) = r.up(60, "j3").await;
+    let (out3, log3) = r.up(63, "m3").await;
     let t = format!("{:#}\n{log3}", out3.expect_err("a refused restore fails"));
     assert!(
-        t.contains("restoring branch preview/pr-60 from main was refused"),
+        t.contains("restoring branch preview/pr-63 from main was refused"),
         "{t}"
     );
-    assert!(r.neon.branch("preview/pr-60").is_some());
-    r.down(60).await;
+    assert!(r.neon.branch("preview/pr-63").is_some());
+    assert_eq!(r.neon.branch("preview/pr-63").unwrap().restores, 1);
+    r.down(63).await;
     r.assert_clean();
 }

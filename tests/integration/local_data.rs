@@ -208,6 +208,8 @@ async fn local_masking_changes_the_masked_columns_only_and_fails_closed() {
         .unwrap();
     let reset = users(&url);
     assert_eq!(reset.len(), 4, "the deleted row is back");
+    let dbs = pg.databases().await.unwrap();
+    assert!(!dbs.iter().any(|d| d.ends_with("_reset")), "{dbs:?}");
     assert!(
         reset.iter().all(|m| m[1].ends_with("@example.com")),
         "{reset:?}"

@@ -511,6 +511,39 @@ impl LocalPg {
         Ok(self.databases().await?.iter().any(|d| d == name))
     }
 
+    /// `CREATE DATABASE name TEMPLATE parent`, ending the template's sessions when it is busy.
+    async fn create_from(&self, name: &str, parent: &str) -> anyhow::Result<()> {
+        let sql = format!("CREATE DATABASE {name} TEMPLATE {parent}");
+        let mut attempt = 0;
+        loop {
+            match self.psql(&self.admin_db, &sql).await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if attempt < 5
+                        && format!("{e:#}").contains("is being accessed by other users") =>
+                {
+                    // The template must have no sessions: end them and try again.
+                    attempt += 1;
+                    let _ = self
+                        .psql(
+                            &self.admin_db,
+                            &format!(
+                                "select pg_terminate_backend(pid) from pg_stat_activity \
+                                 where datname = '{parent}' and pid <> pg_backend_pid()"
+                            ),
+                        )
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot create the branch database {name} from {parent}")
+                    });
+                }
+            }
+        }
+    }
+
     /// The creation mark atlas writes on a branch database once it is ready (when atlas
     /// created it; `None` for a database made some other way or never finished).
     async fn mark(&self, name: &str) -> Option<Mark> {
@@ -732,35 +765,7 @@ impl Database for LocalPg {
             self.record(|s| {
                 s.insert(name.clone());
             })?;
-            let sql = format!("CREATE DATABASE {name} TEMPLATE {parent}");
-            let mut attempt = 0;
-            loop {
-                match self.psql(&self.admin_db, &sql).await {
-                    Ok(_) => break,
-                    Err(e)
-                        if attempt < 5
-                            && format!("{e:#}").contains("is being accessed by other users") =>
-                    {
-                        // The template must have no sessions: end them and try again.
-                        attempt += 1;
-                        let _ = self
-                            .psql(
-                                &self.admin_db,
-                                &format!(
-                                    "select pg_terminate_backend(pid) from pg_stat_activity \
-                                     where datname = '{parent}' and pid <> pg_backend_pid()"
-                                ),
-                            )
-                            .await;
-                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("cannot create the branch database {name} from {parent}")
-                        });
-                    }
-                }
-            }
+            self.create_from(&name, &parent).await?;
         }
         let created_at = if let (true, Some(mark), Some(masks)) = (exists, &mark, &req.masking) {
             // Reused: rules changed since it was masked are applied now, before the app is
@@ -857,7 +862,7 @@ impl Database for LocalPg {
         Ok(SchemaDiff { diff })
     }
 
-    async fn reset_branch(&self, branch: &Branch, req: &BranchRequest) -> anyhow::Result<()> {
+    async fn reset_branch(&self, branch: &Branch, req: &BranchRequest) -> anyhow::Result<Branch> {
         // Recreated from the template under the same name (the URI stays the same); the app
         // that ran on it is replaced by this run's deploy.
         if !self.recorded().contains(&branch.name) {
@@ -866,8 +871,53 @@ impl Database for LocalPg {
                 branch.name
             );
         }
-        self.drop_database(&branch.name).await?;
-        self.ensure_branch(req).await.map(|_| ())
+        // Made and prepared (emptied, masked) under a name of its own, then swapped in: the
+        // app still running on the branch never sees the parent's rows unmasked.
+        let name = branch.name.clone();
+        let tmp = format!("{name}_reset");
+        let parent = Self::parent_database(&req.parent);
+        self.record(|s| {
+            s.insert(tmp.clone());
+        })?;
+        self.psql(
+            &self.admin_db,
+            &format!("DROP DATABASE IF EXISTS {tmp} WITH (FORCE)"),
+        )
+        .await?;
+        let made = async {
+            self.create_from(&tmp, &parent).await?;
+            self.prepare(&tmp, req).await
+        }
+        .await;
+        if let Err(e) = made {
+            let _ = self.drop_database(&tmp).await;
+            return Err(e.context(format!("the reset of {name} failed; {name} is unchanged")));
+        }
+        self.psql(
+            &self.admin_db,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await?;
+        self.psql(
+            &self.admin_db,
+            &format!("ALTER DATABASE {tmp} RENAME TO {name}"),
+        )
+        .await
+        .with_context(|| format!("cannot rename {tmp} to {name} after the reset"))?;
+        self.record(|s| {
+            s.remove(&tmp);
+        })?;
+        let masked = match &req.masking {
+            Some(m) => format!("{MASKED_SUFFIX} {}", crate::data::masking::fingerprint(m)),
+            None => String::new(),
+        };
+        let at = branch.created_at.unwrap_or_else(Utc::now).to_rfc3339();
+        self.psql(
+            &self.admin_db,
+            &format!("COMMENT ON DATABASE {name} IS '{CREATED_PREFIX}{at}{masked}'"),
+        )
+        .await?;
+        Ok(branch.clone())
     }
 
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
