@@ -446,61 +446,54 @@ pub fn compare_history(
         ));
     }
 
-    let d = &current.metrics.http_req_duration;
+    // the three overall series differ only in what they read and how they are scaled.
+    let overall = |name: &'static str,
+                   label: &str,
+                   log: bool,
+                   unit: &'static str,
+                   read: fn(&Summary) -> f64,
+                   floor: f64| {
+        gate_series(
+            Series {
+                name,
+                label: label.into(),
+                log,
+                unit,
+                history: used.iter().map(|s| read(s)).collect(),
+                current: read(current),
+                floor,
+                params,
+                endpoint: None,
+                ceiling: None,
+            },
+            gate.min_history,
+            m,
+        )
+    };
     let mut metrics = vec![
-        gate_series(
-            Series {
-                name: "p95",
-                label: "P95 Latency".into(),
-                log: true,
-                unit: "ms",
-                history: used
-                    .iter()
-                    .map(|s| s.metrics.http_req_duration.p95)
-                    .collect(),
-                current: d.p95,
-                floor: gate.latency_floor_ms,
-                params,
-                endpoint: None,
-                ceiling: None,
-            },
-            gate.min_history,
-            m,
+        overall(
+            "p95",
+            "P95 Latency",
+            true,
+            "ms",
+            |s| s.metrics.http_req_duration.p95,
+            gate.latency_floor_ms,
         ),
-        gate_series(
-            Series {
-                name: "avg",
-                label: "Avg Latency".into(),
-                log: true,
-                unit: "ms",
-                history: used
-                    .iter()
-                    .map(|s| s.metrics.http_req_duration.avg)
-                    .collect(),
-                current: d.avg,
-                floor: gate.latency_floor_ms,
-                params,
-                endpoint: None,
-                ceiling: None,
-            },
-            gate.min_history,
-            m,
+        overall(
+            "avg",
+            "Avg Latency",
+            true,
+            "ms",
+            |s| s.metrics.http_req_duration.avg,
+            gate.latency_floor_ms,
         ),
-        gate_series(
-            Series {
-                name: "error_rate",
-                label: "Error Rate".into(),
-                log: false,
-                unit: "ratio",
-                history: used.iter().map(|s| s.metrics.errors.rate).collect(),
-                current: current.metrics.errors.rate,
-                floor: gate.error_floor_pp / 100.0,
-                params,
-                endpoint: None,
-                ceiling: None,
-            },
-            gate.min_history,
-            m,
+        overall(
+            "error_rate",
+            "Error Rate",
+            false,
+            "ratio",
+            |s| s.metrics.errors.rate,
+            gate.error_floor_pp / 100.0,
         ),
     ];
     // request count: not gated by a model, but too few makes the comparison inconclusive.

@@ -15,6 +15,7 @@
 //! normal while raw latency has a long upper tail that would make a normal model fire too often.
 
 use super::stats::median;
+use statrs::distribution::{ContinuousCDF, StudentsT};
 
 pub use crate::config::ThresholdModel;
 
@@ -124,111 +125,32 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
 }
 
-/// ln Gamma(x) for x > 0 (Lanczos, g = 7, 9 terms: ~15 significant digits).
-pub fn ln_gamma(x: f64) -> f64 {
-    const G: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        // reflection
-        let pi = std::f64::consts::PI;
-        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let mut a = G[0];
-    let t = x + 7.5;
-    for (i, g) in G.iter().enumerate().skip(1) {
-        a += g / (x + i as f64);
-    }
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
-}
+// Student's t comes from statrs (a well-kept statistics crate) rather than a hand-written
+// incomplete beta function: the prediction interval is only as right as its quantiles.
 
-/// The regularised incomplete beta function I_x(a, b) (continued fraction, Lentz).
-pub fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
-    if x <= 0.0 {
-        return 0.0;
-    }
-    if x >= 1.0 {
-        return 1.0;
-    }
-    let ln_front = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln();
-    // the continued fraction converges fast for x < (a+1)/(a+b+2); use the symmetry otherwise.
-    if x < (a + 1.0) / (a + b + 2.0) {
-        ln_front.exp() * beta_cf(x, a, b) / a
-    } else {
-        1.0 - ln_front.exp() * beta_cf(1.0 - x, b, a) / b
-    }
-}
-
-fn beta_cf(x: f64, a: f64, b: f64) -> f64 {
-    const TINY: f64 = 1e-300;
-    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
-    let mut c = 1.0;
-    let mut d = 1.0 - qab * x / qap;
-    if d.abs() < TINY {
-        d = TINY;
-    }
-    d = 1.0 / d;
-    let mut h = d;
-    for m in 1..=300 {
-        let m = m as f64;
-        let m2 = 2.0 * m;
-        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        h *= d * c;
-        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        let del = d * c;
-        h *= del;
-        if (del - 1.0).abs() < 1e-15 {
-            break;
-        }
-    }
-    h
-}
-
-/// The CDF of Student's t with `df` degrees of freedom.
+/// The CDF of Student's t with `df` > 0 degrees of freedom (NaN for df <= 0).
 pub fn student_t_cdf(t: f64, df: f64) -> f64 {
-    let tail = 0.5 * incomplete_beta(df / (df + t * t), df / 2.0, 0.5);
-    if t >= 0.0 { 1.0 - tail } else { tail }
+    match StudentsT::new(0.0, 1.0, df) {
+        Ok(dist) => dist.cdf(t),
+        Err(_) => f64::NAN,
+    }
 }
 
-/// The `p` quantile of Student's t with `df` > 0 degrees of freedom, by bisection on the CDF
-/// (monotone, so this cannot diverge). `None` for p outside (0, 1) or df <= 0.
+/// The `p` quantile of Student's t with `df` > 0 degrees of freedom, by bisection on statrs's
+/// CDF (monotone, so this cannot diverge): statrs's own `inverse_cdf` is coarse for large df
+/// (2.3218 at df = 1e7 where the normal limit is 2.3263). `None` for p outside (0, 1) or
+/// df <= 0.
 pub fn student_t_quantile(p: f64, df: f64) -> Option<f64> {
     let valid = p > 0.0 && p < 1.0 && df > 0.0 && df.is_finite();
     if !valid {
         return None;
     }
+    let dist = StudentsT::new(0.0, 1.0, df).ok()?;
     if p < 0.5 {
         return student_t_quantile(1.0 - p, df).map(|q| -q);
     }
     let mut hi = 1.0;
-    while student_t_cdf(hi, df) < p {
+    while dist.cdf(hi) < p {
         hi *= 2.0;
         if hi > 1e12 {
             return Some(hi);
@@ -237,7 +159,7 @@ pub fn student_t_quantile(p: f64, df: f64) -> Option<f64> {
     let mut lo = 0.0;
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
-        if student_t_cdf(mid, df) < p {
+        if dist.cdf(mid) < p {
             lo = mid;
         } else {
             hi = mid;
@@ -293,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn t_cdf_and_incomplete_beta_known_values() {
+    fn t_cdf_known_values() {
         // df = 1 is Cauchy: F(t) = 1/2 + atan(t)/pi
         for t in [-3.0f64, -0.5, 0.0, 0.7, 2.0, 10.0] {
             let want = 0.5 + f64::atan(t) / std::f64::consts::PI;
@@ -304,15 +226,6 @@ mod tests {
             let want = 0.5 + t / (2.0 * (2.0 + t * t).sqrt());
             assert!(close(student_t_cdf(t, 2.0), want, 1e-10), "t={t}");
         }
-        // I_x(1, 1) = x; I_x(2, 1) = x^2
-        assert!(close(incomplete_beta(0.3, 1.0, 1.0), 0.3, 1e-12));
-        assert!(close(incomplete_beta(0.6, 2.0, 1.0), 0.36, 1e-12));
-        assert!(close(ln_gamma(5.0), 24f64.ln(), 1e-12));
-        assert!(close(
-            ln_gamma(0.5),
-            std::f64::consts::PI.sqrt().ln(),
-            1e-12
-        ));
     }
 
     fn params(model: ThresholdModel) -> ModelParams {
