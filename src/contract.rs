@@ -39,7 +39,7 @@ pub struct DataBoundary {
     /// The masking rules applied, `table.column -> function` (never a value).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub masking: Vec<String>,
-    /// How long the masking took on this run's new branch (ms).
+    /// How long this run's new branch took to copy and mask (ms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub masking_ms: Option<u64>,
     /// The seed command (`seeded`, `fixtures`) and how its run went.

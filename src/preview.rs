@@ -759,7 +759,14 @@ async fn up_inner(
                 }
                 .into());
             }
-            steps.end("seed", "ran on the new branch");
+            steps.end(
+                "seed",
+                if reset {
+                    "ran on the reset branch"
+                } else {
+                    "ran on the new branch"
+                },
+            );
         } else {
             (steps.log)("  · seed: not run (the branch existed: a seed runs on a new branch only)");
         }

@@ -157,6 +157,46 @@ mod tests {
     }
 
     #[test]
+    fn atlas_toml_spells_the_models_and_rules_like_the_readme() {
+        let s = crate::config::Settings::parse(
+            r#"
+[database]
+data_model = "anonymized"
+reset = "on-push"
+anonymize_timeout = "90s"
+
+[[database.masking]]
+table = "users"
+column = "email"
+function = "anon.fake_email()"
+
+[[database.masking]]
+schema = "crm"
+table = "contacts"
+column = "phone"
+value = "+00"
+"#,
+            "atlas.toml",
+        )
+        .unwrap();
+        let p = plan(&s.database).unwrap();
+        assert_eq!(p.reset, ResetPolicy::OnPush);
+        assert_eq!(s.database.anonymize_timeout.as_secs(), 90);
+        let m = p.masking.unwrap();
+        assert_eq!(m[1].display(), "crm.contacts.phone -> a fixed value");
+        let e = crate::config::Settings::parse(
+            "[[database.masking]]\ntable = \"t\"\ncolumn = \"c\"\nfunc = \"x\"\n",
+            "atlas.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("line"), "{e}");
+        let e =
+            crate::config::Settings::parse("[database]\ndata_model = \"masked\"\n", "atlas.toml")
+                .unwrap_err();
+        assert!(e.to_string().contains("anonymized"), "{e}");
+    }
+
+    #[test]
     fn inconsistent_settings_are_refused_with_the_key_to_fix() {
         let e = plan(&db(DataModel::Anonymized)).unwrap_err().to_string();
         assert!(

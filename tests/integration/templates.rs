@@ -509,7 +509,7 @@ fn the_data_clause_shows_rules_and_seed_never_values() {
                     assert!(row.contains("parent's rows: masked"), "{row}");
                     assert!(row.contains("users.email -> anon.fake_email()"), "{row}");
                     assert!(row.contains("users.phone -> a fixed value"), "{row}");
-                    assert!(row.contains("applied in 84 ms"), "{row}");
+                    assert!(row.contains("copied and masked in 84 ms"), "{row}");
                     assert!(
                         b.contains("reset from the parent 2026-11-23T12:05:00Z"),
                         "{b}"
