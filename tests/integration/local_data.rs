@@ -454,3 +454,26 @@ async fn a_local_seed_runs_once_and_a_failing_one_tears_down() {
     );
     env.assert_nothing_left();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_rule_with_no_equivalent_fails_before_any_branch_exists() {
+    let mut env = Env::new(&toml_with(
+        "data_model = \"anonymized\"",
+        r#"
+[[database.masking]]
+table = "users"
+column = "email"
+function = "anon.fake_iban()"
+"#,
+    ));
+    let out = env.up(24);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("anon.fake_iban has no local equivalent") && t.contains("users.email"),
+        "{t}"
+    );
+    assert!(!t.contains("created atlas_pr_24"), "{t}");
+    env.assert_nothing_left();
+    env.assert_no_secrets();
+}
