@@ -659,6 +659,20 @@ async fn up_inner(
 
     // The app's environment and secrets: the migrations task runs with the same ones.
     secrets.insert("DATABASE_URL".to_string(), branch.connection_uri.clone());
+    // Migrations and the seed run as the same kind of one-off task in the app's image; only
+    // the command and the role (the task machine's label) differ.
+    let one_off = |role: &'static str, command: &str| TaskRequest {
+        app: app_name(opts, req.pr),
+        pr: Some(req.pr),
+        sha: req.sha.clone(),
+        repository: req.repository.clone(),
+        image: opts.image.clone(),
+        command: command.to_string(),
+        secrets: secrets.clone(),
+        env: env.clone(),
+        timeout: MIGRATIONS_TIMEOUT,
+        role,
+    };
     if let Some(cmd) = &settings.database.migrations {
         steps.begin("migrations");
         steps.platform_touched = true;
@@ -669,18 +683,7 @@ async fn up_inner(
         // shell); else here.
         let task = providers
             .platform
-            .run_task(&TaskRequest {
-                app: app_name(opts, req.pr),
-                pr: Some(req.pr),
-                sha: req.sha.clone(),
-                repository: req.repository.clone(),
-                image: opts.image.clone(),
-                command: cmd.clone(),
-                secrets: secrets.clone(),
-                env: env.clone(),
-                timeout: MIGRATIONS_TIMEOUT,
-                role: "migrations",
-            })
+            .run_task(&one_off("migrations", cmd))
             .await?;
         let run = match task {
             Some(out) => MigrationRun {
@@ -726,18 +729,7 @@ async fn up_inner(
             if first && branch.created {
                 ledger(|l| l.app = Some(app_name(opts, req.pr)));
             }
-            let task = TaskRequest {
-                app: app_name(opts, req.pr),
-                pr: Some(req.pr),
-                sha: req.sha.clone(),
-                repository: req.repository.clone(),
-                image: opts.image.clone(),
-                command: cmd.clone(),
-                secrets: secrets.clone(),
-                env: env.clone(),
-                timeout: MIGRATIONS_TIMEOUT,
-                role: "seed",
-            };
+            let task = one_off("seed", cmd);
             let run = crate::seed::run_seed(
                 providers.platform.as_ref(),
                 task,

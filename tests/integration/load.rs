@@ -10,41 +10,13 @@ use crate::common::load_servers;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use atlas::load::summary::{RunInfo, RunPoint};
 use atlas::load::{
-    GateSettings, LoadSettings, Model, RequestSpec, Summary, Verdict, compare, parse_summary,
+    GateSettings, LoadSettings, RequestSpec, Summary, Verdict, compare, parse_summary,
 };
 use load_servers::*;
-
-// Timing-sensitive tests run one at a time: the machine has two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn open(rate: f64, duration_ms: u64, warmup_ms: u64, connections: usize) -> LoadSettings {
-    LoadSettings {
-        model: Model::Open,
-        rate,
-        duration: Duration::from_millis(duration_ms),
-        warmup: Duration::from_millis(warmup_ms),
-        connections,
-        grace: Duration::from_secs(3),
-        ..LoadSettings::default()
-    }
-}
-
-fn quiet() -> impl Fn(&atlas::load::Progress) + Send + Sync + 'static {
-    |_p: &atlas::load::Progress| {}
-}
-
-async fn run(settings: &LoadSettings, url: &str) -> Summary {
-    atlas::load::run_with(settings, url, quiet()).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_classified_per_endpoint_and_weights_hold() {

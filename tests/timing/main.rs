@@ -17,34 +17,8 @@ mod load_servers;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use atlas::load::{GateSettings, LoadSettings, Model, Summary, Verdict};
+use atlas::load::{GateSettings, LoadSettings, Model, Verdict};
 use load_servers::*;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn open(rate: f64, duration_ms: u64, warmup_ms: u64, connections: usize) -> LoadSettings {
-    LoadSettings {
-        model: Model::Open,
-        rate,
-        duration: Duration::from_millis(duration_ms),
-        warmup: Duration::from_millis(warmup_ms),
-        connections,
-        grace: Duration::from_secs(3),
-        ..LoadSettings::default()
-    }
-}
-
-fn quiet() -> impl Fn(&atlas::load::Progress) + Send + Sync + 'static {
-    |_p: &atlas::load::Progress| {}
-}
-
-async fn run(settings: &LoadSettings, url: &str) -> Summary {
-    atlas::load::run_with(settings, url, quiet()).await.unwrap()
-}
 
 /// The server's own hold times for the requests it received from `from` on: the truth a
 /// generator's latencies are compared with.

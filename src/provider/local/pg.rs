@@ -839,15 +839,7 @@ impl Database for LocalPg {
                 self.branches_file().display()
             );
         }
-        self.psql(
-            &self.admin_db,
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        )
-        .await
-        .with_context(|| format!("cannot drop the branch database {name}"))?;
-        self.record(|s| {
-            s.remove(name);
-        })?;
+        self.drop_database(name).await?;
         Ok(Deleted::Removed)
     }
 

@@ -415,3 +415,41 @@ async fn proxy_connection(mut stream: tokio::net::TcpStream, log: Arc<std::sync:
         return;
     }
 }
+
+// The generator's settings and runs the load tests share (the integration binary's `load`
+// module and the `timing` binary both include this file).
+
+/// Timing-sensitive tests run one at a time: the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Open-model settings: `rate` a second for `duration_ms` after `warmup_ms`.
+pub fn open(
+    rate: f64,
+    duration_ms: u64,
+    warmup_ms: u64,
+    connections: usize,
+) -> atlas::load::LoadSettings {
+    atlas::load::LoadSettings {
+        model: atlas::load::Model::Open,
+        rate,
+        duration: Duration::from_millis(duration_ms),
+        warmup: Duration::from_millis(warmup_ms),
+        connections,
+        grace: Duration::from_secs(3),
+        ..atlas::load::LoadSettings::default()
+    }
+}
+
+pub fn quiet() -> impl Fn(&atlas::load::Progress) + Send + Sync + 'static {
+    |_p: &atlas::load::Progress| {}
+}
+
+pub async fn run(settings: &atlas::load::LoadSettings, url: &str) -> atlas::load::Summary {
+    atlas::load::run_with(settings, url, quiet())
+        .await
+        .expect("the load run completes")
+}
