@@ -128,6 +128,9 @@ pub struct Outcome {
     pub evidence: Vec<String>,
     /// Structured evidence for the report (the load stage: `{summary, comparison}`).
     pub data: Option<serde_json::Value>,
+    /// The gate could not decide (too little data, settings differ): a release does not
+    /// promote on it.
+    pub inconclusive: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -292,6 +295,7 @@ fn fleet_error(e: anyhow::Error) -> StageError {
     } else {
         StageError::Gate(Outcome {
             data: None,
+            inconclusive: false,
             ok: false,
             summary: crate::secret::redact(&format!("{e:#}")),
             evidence: Vec::new(),
@@ -517,6 +521,7 @@ impl<'a> Runner<'a> {
         self.report.qa_url = Some(url.clone());
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok: true,
             summary: format!("{} running at {url}", self.r.version),
             evidence: vec![format!("url: {url}")],
@@ -568,6 +573,7 @@ impl<'a> Runner<'a> {
         }
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok,
             summary: summary.join(", "),
             evidence,
@@ -578,6 +584,14 @@ impl<'a> Runner<'a> {
         let base = self.qa_url()?;
         let mut out = self.c.load.run(&base).await?;
         self.report.load = out.data.take();
+        // Verify reports an undecided gate; a release needs a yes before it touches production.
+        if out.inconclusive && self.r.mode == Mode::Release {
+            out.ok = false;
+            out.summary = format!(
+                "inconclusive, not promoted: {}; production not touched",
+                out.summary
+            );
+        }
         Ok(out)
     }
 
@@ -659,6 +673,7 @@ impl<'a> Runner<'a> {
         })?;
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok,
             summary,
             evidence,
@@ -674,6 +689,7 @@ impl<'a> Runner<'a> {
         let ok = run.ok();
         let out = Outcome {
             data: None,
+            inconclusive: false,
             ok,
             summary: if ok {
                 format!("applied to production in {} ms", run.duration_ms)
@@ -711,6 +727,7 @@ impl<'a> Runner<'a> {
         else {
             return Err(StageError::Gate(Outcome {
                 data: None,
+                inconclusive: false,
                 ok: false,
                 summary: "no started production instance to compare the canary with; no promotion"
                     .into(),
@@ -758,6 +775,7 @@ impl<'a> Runner<'a> {
         };
         let out = Outcome {
             data: None,
+            inconclusive: analysis.verdict == CanaryVerdict::Inconclusive,
             ok,
             summary: format!("{:?}: {}", analysis.verdict, analysis.reasons.join("; "))
                 .to_lowercase(),
@@ -824,6 +842,7 @@ impl<'a> Runner<'a> {
         }
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok: true,
             summary: format!(
                 "{} of {} instance(s) updated to {}",
@@ -972,6 +991,7 @@ impl LoadGate for LoadModuleGate {
         let summary = crate::load::run_repeated(&self.load, base_url).await?;
         let run = crate::evidence::load_gate::judge(summary, &self.gate, &self.load.requests)?;
         let measured = run.measured();
+        let inconclusive = run.inconclusive().is_some();
         let verdict = run
             .not_gated()
             .or_else(|| run.inconclusive().map(|s| format!("{s}, not gated")))
@@ -982,6 +1002,7 @@ impl LoadGate for LoadModuleGate {
             summary: format!("{measured}; {verdict}"),
             evidence: vec![measured],
             data: Some(serde_json::json!({ "summary": run.summary, "comparison": run.comparison })),
+            inconclusive,
         })
     }
 }

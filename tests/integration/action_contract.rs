@@ -744,3 +744,38 @@ fn workflows_follow_the_rules() {
         }
     }
 }
+
+/// A newer tag while a release is analysing its canary: the production job has one concurrency
+/// group per config (not per ref) and is never cancelled in progress, so the release in flight
+/// finishes or rolls back whole, and the newer tag's run waits, then runs its own chain (canary
+/// analysis included) from the start against what production then runs. QA follows the same
+/// rule so a deploy is never cut half-way.
+#[test]
+fn a_newer_tag_waits_for_the_release_in_flight_and_then_analyses_anew() {
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&read(".github/workflows/verify.yml")).unwrap();
+    for job in ["production", "qa"] {
+        let c = &doc["jobs"][job]["concurrency"];
+        let group = c["group"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{job}: no concurrency group"));
+        for per_run in ["github.ref", "github.sha", "github.run_id"] {
+            assert!(
+                !group.contains(per_run),
+                "{job}: group {group} is per run ({per_run}); two releases would overlap"
+            );
+        }
+        assert_eq!(
+            c["cancel-in-progress"].as_bool(),
+            Some(false),
+            "{job}: a newer tag must not cancel a rollout mid-step"
+        );
+    }
+    // The chain always starts from the QA deploy: nothing carries a previous run's analysis.
+    let chain = atlas::verify::chain::build_chain(
+        &atlas::config::Settings::default(),
+        atlas::verify::chain::Mode::Release,
+    );
+    assert_eq!(chain.first(), Some(&atlas::verify::chain::Stage::QaDeploy));
+    assert!(chain.contains(&atlas::verify::chain::Stage::Canary));
+}
