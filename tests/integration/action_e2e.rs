@@ -842,6 +842,53 @@ async fn a_labelled_fork_without_secrets_skips_with_the_reason() {
     w.assert_clean();
 }
 
+/// Debug logging on (a re-run "with debug logging" sets RUNNER_DEBUG and ACTIONS_STEP_DEBUG;
+/// users add RUST_LOG and RUST_BACKTRACE): a preview that succeeds and an update that fails
+/// print no secret in any form, in stdout, stderr, outputs, summary, comment or deployment.
+#[tokio::test]
+async fn debug_logging_prints_no_secret_on_success_or_failure() {
+    let w = world().await;
+    let app = app_name();
+    for (k, v) in [
+        ("RUNNER_DEBUG", "1"),
+        ("ACTIONS_STEP_DEBUG", "true"),
+        ("ACTIONS_RUNNER_DEBUG", "true"),
+        ("RUST_LOG", "trace"),
+        ("RUST_BACKTRACE", "full"),
+    ] {
+        w.extra_env.lock().unwrap().push((k.into(), v.into()));
+    }
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.gh.add_pull(PR, true, HEAD2, false);
+    w.fly.hold_leases(&app, Duration::MAX);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.synchronize.json", HEAD2, REPO),
+            &image(HEAD2),
+            &[],
+            None,
+        )
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        !r.stderr.is_empty(),
+        "the failure is reported: {}",
+        r.dump()
+    );
+    w.assert_clean();
+}
+
 /// Scenario 7: the live PR head moved past the event's: nothing is touched.
 #[tokio::test]
 async fn a_stale_run_touches_nothing() {
