@@ -779,3 +779,32 @@ fn a_newer_tag_waits_for_the_release_in_flight_and_then_analyses_anew() {
     assert_eq!(chain.first(), Some(&atlas::verify::chain::Stage::QaDeploy));
     assert!(chain.contains(&atlas::verify::chain::Stage::Canary));
 }
+
+/// zizmor's auditor persona (every audit, every confidence) over action.yml and every workflow
+/// runs in CI through `.ci/run` -> `.ci/lint-workflows.sh`, with zero findings allowed; this
+/// keeps the step from quietly losing its persona or its files.
+#[test]
+fn ci_audits_the_action_and_every_workflow_with_zizmor_as_auditor() {
+    let run = read(".ci/run");
+    assert!(run.contains("bash .ci/lint-workflows.sh"), "{run}");
+    let lint = read(".ci/lint-workflows.sh");
+    let call = lint
+        .lines()
+        .skip_while(|l| !l.starts_with("\"$venv/bin/zizmor\""))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(call.contains("--persona=auditor"), "{call}");
+    assert!(call.contains("--offline"), "{call}");
+    assert!(
+        call.contains("\"${workflows[@]}\" action.yml || status=1"),
+        "{call}"
+    );
+    for dir in [".github/workflows", "workflows"] {
+        assert!(lint.contains(dir), "{dir} is not linted");
+    }
+    assert!(
+        lint.contains("if [ \"$status\" -ne 0 ]; then"),
+        "a finding must fail the script"
+    );
+}
