@@ -73,6 +73,8 @@ pub struct FlyState {
     pub updated: BTreeMap<String, String>,
     /// Someone in another org takes this app name between Atlas's lookup and its create.
     pub race_foreign: Option<String>,
+    /// Another run of Atlas (same org) creates this app name between the lookup and the create.
+    pub race_own: Option<String>,
     /// When each mutation (operation, machine id) arrived, to check Fly's 1 req/s pacing.
     pub mutations: Vec<(String, String, Instant)>,
 }
@@ -186,6 +188,21 @@ impl FlyState {
                             id,
                             name: name.clone(),
                             org: "squatter-org".into(),
+                            machines: Vec::new(),
+                            secrets: BTreeMap::new(),
+                            secrets_version: 0,
+                        },
+                    );
+                }
+                if self.race_own.as_deref() == Some(name.as_str()) {
+                    self.race_own = None;
+                    let id = self.next();
+                    self.apps.insert(
+                        name.clone(),
+                        FakeApp {
+                            id,
+                            name: name.clone(),
+                            org: body["org_slug"].as_str().unwrap_or("personal").to_string(),
                             machines: Vec::new(),
                             secrets: BTreeMap::new(),
                             secrets_version: 0,
@@ -516,6 +533,11 @@ impl FakeFly {
     /// Someone in another org takes `name` just before Atlas's create.
     pub fn race_foreign_create(&self, name: &str) {
         self.state.lock().unwrap().race_foreign = Some(name.to_string());
+    }
+
+    /// Another Atlas run in the same org creates `name` just before this one's create.
+    pub fn race_own_create(&self, name: &str) {
+        self.state.lock().unwrap().race_own = Some(name.to_string());
     }
 
     /// Arrival times of the updates of one machine.
