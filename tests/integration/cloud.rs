@@ -1105,3 +1105,83 @@ async fn a_408_on_machine_wait_is_waited_again() {
     e.down(18).await.unwrap();
     e.assert_clean();
 }
+
+/// An update whose new machine never starts (the new image crashes on boot): after the
+/// readiness timeout the machine goes back to the image that served and starts on it, and the
+/// error says so; a first deploy that never starts has nothing to go back to.
+#[tokio::test]
+async fn an_update_that_never_starts_goes_back_to_the_version_that_served() {
+    let e = env().await;
+    let (_, d) = e.up(19, "g1").await.unwrap();
+    e.fly.set_never_start_image("registry.fly.io/kitchen:g2");
+    let err = e.up(19, "g2").await.unwrap_err();
+    let t = err_text(&err);
+    assert!(t.contains("did not reach `started`"), "{t}");
+    assert!(
+        t.contains("rolled back to the image that served (registry.fly.io/kitchen:g1)"),
+        "{t}"
+    );
+    let app = e.fly.app(&d.app).unwrap();
+    assert_eq!(app.machines.len(), 1);
+    let m = &app.machines[0];
+    assert_eq!(m.config["image"], "registry.fly.io/kitchen:g1");
+    assert_eq!(m.config["metadata"]["atlas_sha"], "g1");
+    assert_eq!(m.state, "started");
+    e.assert_no_secret(&t);
+    // A first deploy on the bad image: no previous version, no restore call.
+    e.fly.core.reset_calls();
+    let b = e.db.ensure_branch(&e.branch_req(20)).await.unwrap();
+    let err = e
+        .platform
+        .deploy(&e.deploy_req(20, "g2", &b))
+        .await
+        .unwrap_err();
+    assert!(
+        !err_text(&err).contains("rolled back"),
+        "{}",
+        err_text(&err)
+    );
+    assert_eq!(e.fly.core.count("Machines_update"), 0);
+    e.down(19).await.unwrap();
+    e.down(20).await.unwrap();
+    e.assert_clean();
+}
+
+/// Fly refuses the app create because the org is at its quota: the error names the quota, the
+/// org and what frees room (the sweep), and is not retried.
+#[tokio::test]
+async fn a_fly_quota_refusal_is_named_with_what_frees_room() {
+    let e = env().await;
+    e.up(21, "q1").await.unwrap();
+    e.fly.set_app_quota(1);
+    let err = e.up(22, "q2").await.unwrap_err();
+    let t = err_text(&err);
+    assert!(t.contains("quota of 1 apps"), "{t}");
+    assert!(
+        t.contains("refused for lack of quota or capacity in org `atlas-org`")
+            && t.contains("atlas sweep"),
+        "{t}"
+    );
+    assert_eq!(
+        e.fly.core.count("Apps_create"),
+        2,
+        "a quota refusal was retried"
+    );
+    // a name conflict is not a quota problem
+    e.fly.set_app_quota(100);
+    let app = naming::preview_app(&e.prefix, 23);
+    e.fly.race_foreign_create(&app);
+    let b = e.db.ensure_branch(&e.branch_req(23)).await.unwrap();
+    let err = e
+        .platform
+        .deploy(&e.deploy_req(23, "q3", &b))
+        .await
+        .unwrap_err();
+    // (the Display chain: a debug print carries a backtrace that names functions)
+    assert!(!format!("{err:#}").contains("quota"), "{err:#}");
+    e.fly.state.lock().unwrap().apps.remove(&app);
+    for pr in [21, 22, 23] {
+        e.down(pr).await.unwrap();
+    }
+    e.assert_clean();
+}
