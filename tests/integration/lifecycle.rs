@@ -153,3 +153,36 @@ async fn every_push_renews_the_expiry_on_the_app_and_the_branch_and_the_sweep_re
     assert!(e.platform.set_expiry("someone-else", later).await.is_err());
     assert!(e.db.set_expiry("main", later).await.is_err());
 }
+
+#[tokio::test]
+async fn extend_moves_the_app_and_the_branch_of_that_pr_only() {
+    let e = env_with(|_, _| {}).await;
+    e.up(7, "aaa111").await.unwrap();
+    e.up(8, "aaa111").await.unwrap();
+    let at = Utc::now() + chrono::Duration::hours(72);
+    let out = atlas::lifecycle::extend(&e.db, &e.platform, 7, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.moved,
+        vec![
+            format!("app {}", naming::preview_app(&e.prefix, 7)),
+            "database-branch preview/pr-7".to_string()
+        ]
+    );
+    let secs = |t: chrono::DateTime<Utc>| t.timestamp();
+    for o in e.platform.list_apps().await.unwrap() {
+        let moved = secs(o.expires_at.unwrap()) == secs(at);
+        assert_eq!(moved, o.pr == 7, "{o:?}");
+    }
+    for o in e.db.list_branches().await.unwrap() {
+        let moved = secs(o.expires_at.unwrap()) == secs(at);
+        assert_eq!(moved, o.pr == 7, "{o:?}");
+    }
+    let err = atlas::lifecycle::extend(&e.db, &e.platform, 99, at)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("PR #99 has no preview"), "{err}");
+    e.assert_spec();
+}
