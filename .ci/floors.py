@@ -24,6 +24,7 @@ FLOORS = {
     "seed": 7,
     "verify": 7,
     "sweep": 7,
+    "lifecycle": 7,
     "demo": 7,
     "load": 7,  # the `atlas load` / `baseline` flows in load/mod.rs
     "gate": 7,

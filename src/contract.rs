@@ -144,6 +144,47 @@ pub struct LifecycleBoundary {
     /// When the branch was last restored from its parent (`reset = "on-push"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reset: Option<String>,
+    /// What the preview does when idle, in words (the app, then the database).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<String>,
+    /// Measured: the first request after a sleep took this long (the wake-up), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_ms: Option<u64>,
+}
+
+/// The sentence of the lifecycle clause about sleeping: `app_sleep` is the platform's mode
+/// (`None`: the app does not sleep), `platform` its kind, `db_suspend` the database compute's
+/// idle timeout (`None` with a branch: the provider's default).
+pub fn sleep_sentence(
+    platform: &str,
+    app_sleep: Option<&str>,
+    wake_ms: Option<u64>,
+    database: Option<(&str, Option<std::time::Duration>)>,
+) -> String {
+    let mut out = match (app_sleep, platform) {
+        (Some(mode), _) => {
+            let woke = match wake_ms {
+                Some(ms) => format!("the first request after a sleep took {ms} ms (measured)"),
+                None => "the wake-up was not measured".into(),
+            };
+            format!("the app sleeps when idle ({mode}) and wakes on the next request; {woke}")
+        }
+        (None, p) if p.starts_with("local") => {
+            "local previews do not sleep: the process runs until the preview is destroyed".into()
+        }
+        (None, _) => "the app does not sleep (auto_stop = \"off\")".into(),
+    };
+    match database {
+        Some(("neon", Some(d))) => out.push_str(&format!(
+            "; the database compute suspends after {} idle",
+            humantime::format_duration(d)
+        )),
+        Some(("neon", None)) => {
+            out.push_str("; the database compute suspends after the project's idle timeout")
+        }
+        _ => {}
+    }
+    out
 }
 
 /// The seven clauses.

@@ -10,7 +10,7 @@
 //! ```text
 //! 8 commands/ cli        read the process environment, build providers (cloud or local,
 //!                        once), pick the retry policy, print; one match over commands
-//! 7 preview seed verify/ sweep load gate/ (flows)   plain async functions that take data; gate/ is
+//! 7 preview seed verify/ sweep lifecycle load gate/ (flows)   plain async functions that take data; gate/ is
 //!                        the access gate (proxy, links, sign-in) and its local platform
 //! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy}
 //! 5 contract report outputs gha http github_env
@@ -37,6 +37,7 @@ pub mod gate;
 pub mod gha;
 pub mod github_env;
 pub mod http;
+pub mod lifecycle;
 pub mod load;
 pub mod naming;
 pub mod outputs;

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::{ResetPolicy, Settings};
@@ -621,6 +621,7 @@ async fn up_inner(
         role: settings.database.role.clone(),
         masking: plan.masking.clone(),
         anonymize_timeout: settings.database.anonymize_timeout,
+        suspend_after: settings.database.suspend_after,
     };
     let branch = providers.database.ensure_branch(&branch_req).await?;
     steps.branch_created = Some(branch.created);
@@ -833,10 +834,27 @@ async fn deploy_and_check(
             port: settings.app.port,
             health_path: settings.app.health_path.clone(),
             readiness_timeout: settings.app.readiness_timeout,
+            expires_at: contract
+                .lifecycle
+                .expires
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
         })
         .await?;
     contract.code.url = app.url.clone();
     contract.evidence.logs = app.logs.clone();
+    contract.lifecycle.wake_ms = app.wake_ms;
+    contract.lifecycle.sleep = Some(crate::contract::sleep_sentence(
+        providers.platform.kind(),
+        app.sleep.as_deref(),
+        app.wake_ms,
+        contract
+            .data
+            .branch
+            .as_ref()
+            .map(|_| (providers.database.kind(), settings.database.suspend_after)),
+    ));
     // Behind an access gate, Atlas's own checks carry this run's bypass token.
     let gated;
     let settings = match providers.platform.bypass_header(&app.app) {

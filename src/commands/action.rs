@@ -375,6 +375,51 @@ fn cloud_providers_for_sweep(ctx: &Ctx) -> anyhow::Result<Providers> {
     build_cloud(ctx, &c)
 }
 
+/// `atlas preview extend --pr N [--ttl 72h] [--local]`: the same providers the sweep uses.
+pub async fn cli_extend(
+    args: &crate::cli::ExtendArgs,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (providers, ttl) = if args.local {
+        let settings = super::ctx::settings_for_cli(config)?;
+        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
+        let setup =
+            super::preview::local_providers(&settings, &settings.local.state_dir, false, &mut log)
+                .await?;
+        let config = crate::config::Config::from_vars(std::env::vars())?;
+        (
+            setup.providers,
+            args.ttl.or(config.ttl).unwrap_or(settings.preview.ttl),
+        )
+    } else {
+        let ctx = Ctx::load(config)?;
+        let ttl = args
+            .ttl
+            .or(ctx.config.ttl)
+            .unwrap_or(ctx.settings.preview.ttl);
+        (cloud_providers_for_sweep(&ctx)?, ttl)
+    };
+    let at = chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        .with_context(|| format!("--ttl {} is too long", humantime::format_duration(ttl)))?;
+    let out = crate::lifecycle::extend(
+        providers.database.as_ref(),
+        providers.platform.as_ref(),
+        args.pr,
+        at,
+    )
+    .await?;
+    eprintln!(
+        "preview of PR #{} now expires {} ({})",
+        out.pr,
+        out.expires,
+        out.moved.join(", ")
+    );
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
 /// `atlas sweep [--dry-run] [--local]`.
 pub async fn cli_sweep(
     args: &crate::cli::SweepArgs,

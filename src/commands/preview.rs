@@ -45,6 +45,13 @@ impl crate::provider::Database for ArcDb {
     async fn list_branches(&self) -> anyhow::Result<Vec<crate::provider::Owned>> {
         self.0.list_branches().await
     }
+    async fn set_expiry(
+        &self,
+        name: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<()> {
+        self.0.set_expiry(name, at).await
+    }
 }
 
 /// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.
@@ -202,6 +209,8 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
         PreviewCommand::Up(a) => (a, true),
         PreviewCommand::Down(a) => (a, false),
         PreviewCommand::Link(a) => return link(a, &settings),
+        // Dispatched by `commands::run` (cloud and local alike).
+        PreviewCommand::Extend(_) => bail!("internal: extend is dispatched by commands::run"),
     };
     if !args.local {
         bail!(

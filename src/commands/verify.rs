@@ -63,6 +63,7 @@ fn branch_request(settings: &crate::config::Settings, pr: u64, name: &str) -> Br
         role: settings.database.role.clone(),
         masking: None,
         anonymize_timeout: std::time::Duration::from_secs(60),
+        suspend_after: None,
     }
 }
 

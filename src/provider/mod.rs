@@ -54,6 +54,8 @@ pub struct BranchRequest {
     pub masking: Option<Vec<crate::data::Mask>>,
     /// Bound on the masking run.
     pub anonymize_timeout: std::time::Duration,
+    /// The compute suspends after this long idle (`None`: the provider's default).
+    pub suspend_after: Option<std::time::Duration>,
 }
 
 /// A database branch that exists.
@@ -111,6 +113,10 @@ pub trait Database: Send + Sync {
             branch.name
         )
     }
+    /// Moves the branch's expiry (`atlas preview extend`); the sweep reads it back.
+    async fn set_expiry(&self, name: &str, _at: DateTime<Utc>) -> anyhow::Result<()> {
+        anyhow::bail!("{}: branch {name} has no expiry to move", self.kind())
+    }
 }
 
 /// What to deploy.
@@ -130,6 +136,8 @@ pub struct DeployRequest {
     pub port: u16,
     pub health_path: String,
     pub readiness_timeout: std::time::Duration,
+    /// When the preview expires unless renewed (written on the app; the sweep reads it back).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// An app that runs and answered its readiness probe.
@@ -142,6 +150,12 @@ pub struct AppDeployment {
     /// Where the logs are: a URL or a file path.
     pub logs: Option<String>,
     pub created: bool,
+    /// How the app sleeps when idle (`None`: it does not sleep).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<String>,
+    /// Measured: how long the first request after a sleep took (the wake-up), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_ms: Option<u64>,
 }
 
 /// A one-off command to run inside the app's own image before the app is updated (Fly's
@@ -202,6 +216,11 @@ pub trait Platform: Send + Sync {
     /// access gate in front of `app`; `None` when nothing gates it.
     fn bypass_header(&self, _app: &str) -> Option<(String, Secret)> {
         None
+    }
+    /// Moves the app's expiry (`atlas preview extend`); the sweep reads it back from
+    /// [`Platform::list_apps`].
+    async fn set_expiry(&self, app: &str, _at: DateTime<Utc>) -> anyhow::Result<()> {
+        anyhow::bail!("{}: app {app} has no expiry to move", self.kind())
     }
 }
 

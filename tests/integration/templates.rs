@@ -88,6 +88,8 @@ fn contract() -> Contract {
             destroyed: None,
             audit: None,
             reset: None,
+            sleep: None,
+            wake_ms: None,
         },
     }
 }
