@@ -107,6 +107,9 @@ pub struct SmokeResult {
     pub ok: bool,
     pub duration_ms: u64,
     pub detail: Option<String>,
+    /// The trace id the check was sent with (its `traceparent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

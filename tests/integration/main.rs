@@ -15,4 +15,5 @@ mod local_data;
 mod local_lifecycle;
 mod plan;
 mod templates;
+mod trace;
 mod verify;

@@ -52,6 +52,7 @@ fn contract() -> Contract {
                     ok: true,
                     duration_ms: 12,
                     detail: None,
+                    trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
                 },
                 SmokeResult {
                     name: "menu".into(),
@@ -62,6 +63,7 @@ fn contract() -> Contract {
                     ok: false,
                     duration_ms: 30,
                     detail: Some("expected 200, got 500".into()),
+                    trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
                 },
             ],
             load: Some(json!({"timestamp": "2026-11-23T12:00:00.000Z", "metrics": {
@@ -215,6 +217,7 @@ fn preview_comment_has_one_row_per_endpoint_against_a_history() {
                     avg: p95 * 0.7,
                     ..Trend::default()
                 },
+                ..Default::default()
             });
         }
         s
@@ -633,6 +636,7 @@ fn generated(rng: &mut impl rand::Rng) -> Contract {
             ok: rng.random_bool(0.5),
             duration_ms: rng.random_range(0..100),
             detail: maybe!(rng, text(rng)),
+            trace_id: None,
         })
         .collect();
     let mut trend = serde_json::Map::new();
