@@ -4,7 +4,7 @@
 # working tree, on loopback against bench/server.rs, rounds alternating so drift hits both.
 #
 #   bench/trace.sh                        # 5 rounds of 10 s, 50 VUs (closed model, full speed)
-#   BEFORE=<rev> ROUNDS=3 DURATION=5 bench/trace.sh
+#   BEFORE=<rev> AFTER=<rev> ROUNDS=3 DURATION=5 bench/trace.sh   # AFTER: a commit, not the tree
 #
 # CPU per request is the generator's user+sys (from /usr/bin/time) over every request it sent.
 # The generator runs on CPU $GEN_CPU, the server alone on $SRV_CPU.
@@ -22,16 +22,23 @@ BEFORE=${BEFORE:-$(git log --diff-filter=A --format=%H -1 -- src/trace.rs 2>/dev
 [ "$BEFORE" != "^" ] || BEFORE=HEAD
 
 SRC=$(mktemp -d)
+NEWSRC=$PWD
 WORK=$(mktemp -d)
 trap 'kill ${SRV:-} 2>/dev/null; rm -rf "$SRC" "$WORK"' EXIT
 git archive "$BEFORE" | tar -x -C "$SRC"
-# the before tree builds into its own target dir so that both builds stay cached.
-CARGO_TARGET_DIR="$PWD/target/bench-before" cargo build --release --locked --bin atlas \
-  --manifest-path "$SRC/Cargo.toml" >&2
-cargo build --release --locked --bin atlas --example bench_server >&2
-OLD=$PWD/target/bench-before/release/atlas
-NEW=$PWD/target/release/atlas
-SERVER=$PWD/target/release/examples/bench_server
+if [ -n "${AFTER:-}" ]; then
+  NEWSRC=$WORK/after
+  mkdir "$NEWSRC"
+  git archive "$AFTER" | tar -x -C "$NEWSRC"
+fi
+# both trees build into one target dir of their own: the dependencies are compiled once.
+export CARGO_TARGET_DIR=$PWD/target/bench-trace
+cargo build --release --locked --bin atlas --manifest-path "$SRC/Cargo.toml" >&2
+cp "$CARGO_TARGET_DIR/release/atlas" "$WORK/atlas-before"
+cargo build --release --locked --bin atlas --example bench_server --manifest-path "$NEWSRC/Cargo.toml" >&2
+OLD=$WORK/atlas-before
+NEW=$CARGO_TARGET_DIR/release/atlas
+SERVER=$CARGO_TARGET_DIR/release/examples/bench_server
 
 taskset -c "$SRV_CPU" "$SERVER" "$PORT" &
 SRV=$!
@@ -47,7 +54,7 @@ run() {
   echo "$n $(tail -1 "$WORK/time")"
 }
 
-echo "before: $(git rev-parse --short "$BEFORE"), after: working tree of $(git rev-parse --short HEAD)"
+echo "before: $(git rev-parse --short "$BEFORE"), after: ${AFTER:+$(git rev-parse --short "$AFTER")}${AFTER:-the working tree of $(git rev-parse --short HEAD)}"
 echo
 echo "| build | round | requests | req/s | CPU us/request |"
 echo "| --- | --- | --- | --- | --- |"

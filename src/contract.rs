@@ -134,6 +134,29 @@ pub struct EvidenceBoundary {
     /// bypass token), so they measured what reviewers get.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub through_gate: bool,
+    /// Requests a reviewer can cite by trace id: the slowest of each load endpoint, the failed
+    /// load requests and the failed checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub traces: Vec<TraceRef>,
+}
+
+/// One request of the evidence by the trace id it was sent with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TraceRef {
+    /// `slowest` or `failed`.
+    pub kind: String,
+    /// The endpoint or check it belongs to (user text: rendered through `md`).
+    pub name: String,
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    pub latency_ms: f64,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The `[evidence] trace_url` link, filled and percent-encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -117,6 +117,8 @@ pub struct LoadGate {
     pub note: Option<String>,
     /// `Some(detail)` when the gate failed.
     pub failed: Option<String>,
+    /// The measured summary (for the trace ids it keeps).
+    pub summary: Option<crate::load::Summary>,
 }
 
 /// The load test + baseline gate against a ready preview: `[load]` scenario (only when it
@@ -150,6 +152,7 @@ pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<Loa
             .transpose()?,
         note: run.not_gated().or_else(|| run.inconclusive()),
         failed: run.failure(),
+        summary: Some(run.summary),
     })
 }
 
@@ -844,6 +847,8 @@ async fn deploy_and_check(
         .collect();
     let passed = smoke.len() - failed.len();
     let total = smoke.len();
+    contract.evidence.traces =
+        crate::evidence::traces::collect(&smoke, None, settings.evidence.trace_url.as_deref());
     contract.evidence.smoke = smoke;
     if !failed.is_empty() {
         return Err(GateFailed {
@@ -859,6 +864,11 @@ async fn deploy_and_check(
     contract.evidence.load = gate.load;
     contract.evidence.comparison = gate.comparison;
     contract.evidence.load_note = gate.note.clone();
+    contract.evidence.traces = crate::evidence::traces::collect(
+        &contract.evidence.smoke,
+        gate.summary.as_ref(),
+        settings.evidence.trace_url.as_deref(),
+    );
     if let Some(detail) = gate.failed {
         return Err(GateFailed {
             stage: "load gate".into(),
