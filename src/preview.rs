@@ -211,6 +211,37 @@ impl Steps<'_> {
     }
 }
 
+/// What the preview app is told about itself, so that its own traces and logs can be filtered
+/// per preview and per commit: OpenTelemetry's service name and resource attributes (every OTel
+/// SDK reads both from the environment), the commit and the preview flag.
+pub fn identity_env(settings: &Settings, req: &PreviewRequest) -> BTreeMap<String, String> {
+    let service = settings.app.name.clone().unwrap_or_else(|| {
+        req.repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&req.repository)
+            .to_string()
+    });
+    // resource attribute values are W3C baggage values: `,` `=` and the like percent-encoded
+    // (the sha is hex and the PR a number, but the encoding keeps that an invariant).
+    let value = |v: &str| {
+        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut env = BTreeMap::new();
+    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
+    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
+    env.insert("OTEL_SERVICE_NAME".to_string(), service);
+    env.insert(
+        "OTEL_RESOURCE_ATTRIBUTES".to_string(),
+        format!(
+            "service.version={},deployment.environment=preview,atlas.pr={}",
+            value(&req.sha),
+            req.pr
+        ),
+    );
+    env
+}
+
 fn app_name(opts: &UpOptions, pr: u64) -> String {
     crate::naming::preview_app(&opts.prefix, pr)
 }
@@ -562,9 +593,7 @@ async fn up_inner(
     contract.lifecycle.expires = Some(expires.to_rfc3339());
 
     let plan = crate::data::plan(&settings.database)?;
-    let mut env = BTreeMap::new();
-    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
-    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
+    let env = identity_env(settings, req);
     let mut secrets = BTreeMap::new();
     for name in &settings.preview.secrets {
         let v = opts.preview_secrets.get(name).with_context(|| {
