@@ -129,6 +129,9 @@ pub struct EvidenceBoundary {
     /// Why there is no load evidence (e.g. "load test: not configured").
     pub load_note: Option<String>,
     pub logs: Option<String>,
+    /// A local app's log over the run: its last lines, redacted and bounded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs_tail: Option<String>,
     pub timings: Vec<Timing>,
     /// The smoke checks and the load test went through the access gate (with this run's
     /// bypass token), so they measured what reviewers get.
@@ -263,6 +266,7 @@ impl Contract {
     pub fn record(&self) -> String {
         let mut c = self.clone();
         c.migrations.output_tail = None;
+        c.evidence.logs_tail = None;
         if let Some(seed) = &mut c.data.seed {
             seed.output_tail = None;
         }

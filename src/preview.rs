@@ -825,6 +825,7 @@ async fn deploy_and_check(
     secrets: BTreeMap<String, Secret>,
 ) -> anyhow::Result<AppDeployment> {
     steps.begin("deploy");
+    let window_from = Utc::now();
     steps.platform_touched = true;
     if first && created {
         ledger(|l| l.app = Some(app_name(opts, req.pr)));
@@ -879,6 +880,8 @@ async fn deploy_and_check(
     contract.evidence.traces =
         crate::evidence::traces::collect(&smoke, None, settings.evidence.trace_url.as_deref());
     contract.evidence.smoke = smoke;
+    // a failed check's evidence includes the logs of its window (taken again after the load).
+    logs_evidence(settings, &app, window_from, contract);
     if !failed.is_empty() {
         return Err(GateFailed {
             stage: "smoke checks".into(),
@@ -898,6 +901,7 @@ async fn deploy_and_check(
         gate.summary.as_ref(),
         settings.evidence.trace_url.as_deref(),
     );
+    logs_evidence(settings, &app, window_from, contract);
     if let Some(detail) = gate.failed {
         return Err(GateFailed {
             stage: "load gate".into(),
@@ -910,6 +914,27 @@ async fn deploy_and_check(
     contract.evidence.timings = steps.timings.clone();
     contract.check().map_err(|e| anyhow!(e))?;
     Ok(app)
+}
+
+/// The logs of the window the preview was deployed and measured in: the `[evidence] logs_url`
+/// link when configured (else the platform's own, e.g. Fly's dashboard for the app), and a
+/// local app's log tail (its `logs` is a file path, not a URL).
+fn logs_evidence(
+    settings: &Settings,
+    app: &AppDeployment,
+    from: chrono::DateTime<Utc>,
+    contract: &mut Contract,
+) {
+    let local = app
+        .logs
+        .as_deref()
+        .filter(|l| !l.starts_with("https://") && !l.starts_with("http://"));
+    if let Some(path) = local {
+        contract.evidence.logs_tail = crate::evidence::logs::tail_file(std::path::Path::new(path));
+    }
+    if let Some(t) = &settings.evidence.logs_url {
+        contract.evidence.logs = Some(crate::evidence::logs::link(t, &app.app, from, Utc::now()));
+    }
 }
 
 /// Destroys the preview of `req.pr`. See the module docs.

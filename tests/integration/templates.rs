@@ -83,6 +83,7 @@ fn contract() -> Contract {
             }],
             through_gate: false,
             traces: vec![],
+            logs_tail: None,
         },
         lifecycle: LifecycleBoundary {
             created: Some("2026-11-23T12:00:00Z".into()),
@@ -818,4 +819,26 @@ fn a_bad_link_template_is_an_error_naming_the_key() {
         let e = atlas::config::Settings::parse(text, "atlas.toml").unwrap_err();
         assert!(e.to_string().contains(want), "{e}");
     }
+}
+
+/// A local app's log tail is folded under the comment's details, inside a fence it cannot
+/// close, and the record does not carry it.
+#[test]
+fn the_local_log_tail_is_folded_and_fenced() {
+    let r = Renderer::new(None).unwrap();
+    let mut c = ctx("ready", None);
+    c["contract"]["evidence"]["logs_tail"] = json!("GET /menu 200\n```\n<!-- x --> @octocat");
+    let out = r.render_comment("preview.md.j2", &c).unwrap();
+    let at = out
+        .find("<details><summary>App log (tail)</summary>")
+        .expect("a folded log section");
+    let section = &out[at..];
+    assert!(
+        section.contains("GET /menu 200\n`\u{200B}``\n<!-- x -->"),
+        "{section}"
+    );
+    let mut contract = contract();
+    contract.evidence.logs_tail = Some("kept out of the record".into());
+    let restored = Contract::from_comment(&contract.record()).unwrap();
+    assert_eq!(restored.evidence.logs_tail, None);
 }
