@@ -5,6 +5,7 @@
 #
 #   bench/trace.sh                        # 5 rounds of 10 s, 50 VUs (closed model, full speed)
 #   BEFORE=<rev> AFTER=<rev> ROUNDS=3 DURATION=5 bench/trace.sh   # AFTER: a commit, not the tree
+#   OLD_BIN=... NEW_BIN=... SERVER_BIN=... bench/trace.sh          # binaries of an earlier run
 #
 # CPU per request is the generator's user+sys (from /usr/bin/time) over every request it sent.
 # The generator runs on CPU $GEN_CPU, the server alone on $SRV_CPU.
@@ -32,13 +33,18 @@ if [ -n "${AFTER:-}" ]; then
   git archive "$AFTER" | tar -x -C "$NEWSRC"
 fi
 # both trees build into one target dir of their own: the dependencies are compiled once.
+# OLD_BIN, NEW_BIN and SERVER_BIN reuse binaries built by an earlier run.
 export CARGO_TARGET_DIR=$PWD/target/bench-trace
-cargo build --release --locked --bin atlas --manifest-path "$SRC/Cargo.toml" >&2
-cp "$CARGO_TARGET_DIR/release/atlas" "$WORK/atlas-before"
-cargo build --release --locked --bin atlas --example bench_server --manifest-path "$NEWSRC/Cargo.toml" >&2
-OLD=$WORK/atlas-before
-NEW=$CARGO_TARGET_DIR/release/atlas
-SERVER=$CARGO_TARGET_DIR/release/examples/bench_server
+if [ -z "${OLD_BIN:-}" ]; then
+  cargo build --release --locked --bin atlas --manifest-path "$SRC/Cargo.toml" >&2
+  cp "$CARGO_TARGET_DIR/release/atlas" "$WORK/atlas-before"
+fi
+if [ -z "${NEW_BIN:-}" ] || [ -z "${SERVER_BIN:-}" ]; then
+  cargo build --release --locked --bin atlas --example bench_server --manifest-path "$NEWSRC/Cargo.toml" >&2
+fi
+OLD=${OLD_BIN:-$WORK/atlas-before}
+NEW=${NEW_BIN:-$CARGO_TARGET_DIR/release/atlas}
+SERVER=${SERVER_BIN:-$CARGO_TARGET_DIR/release/examples/bench_server}
 
 taskset -c "$SRV_CPU" "$SERVER" "$PORT" &
 SRV=$!
@@ -54,7 +60,8 @@ run() {
   echo "$n $(tail -1 "$WORK/time")"
 }
 
-echo "before: $(git rev-parse --short "$BEFORE"), after: ${AFTER:+$(git rev-parse --short "$AFTER")}${AFTER:-the working tree of $(git rev-parse --short HEAD)}"
+if [ -n "${AFTER:-}" ]; then after=$(git rev-parse --short "$AFTER"); else after="the working tree of $(git rev-parse --short HEAD)"; fi
+echo "before: $(git rev-parse --short "$BEFORE"), after: $after"
 echo
 echo "| build | round | requests | req/s | CPU us/request |"
 echo "| --- | --- | --- | --- | --- |"
