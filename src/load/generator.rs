@@ -1,5 +1,8 @@
 //! The load generator: keep-alive HTTP/1.1 connections, one task per connection, each request
-//! serialised once before the test and sent as one write (see `wire`).
+//! serialised once before the test and sent as one write (see `wire`). Each connection keeps its
+//! own copy of the serialised requests and overwrites their fixed-width `traceparent` value in
+//! place before each send (`crate::trace`), so every request has a fresh trace id at no
+//! allocation; the slowest few per endpoint and the first failed ones are kept by that id.
 //!
 //! Open model (default): request `i` is scheduled at `start + i / rate`; whichever connection is
 //! free takes the next scheduled request, so the number of connections is the in-flight cap.
