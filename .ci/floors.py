@@ -53,6 +53,7 @@ FLOORS = {
     "secret": 1,
     "naming": 1,
     "text": 1,
+    "trace": 1,
     "shell": 1,
     "error": 1,
 }

@@ -17,7 +17,7 @@
 //! 4 event                pure: event + policy -> plan (forced-command and fork rules too)
 //!   data/                pure: data models, masking rules and their SQL, the seed plan
 //! 3 config/              inputs and every atlas.toml section; imports only secret and text
-//! 1 secret naming text shell error          the ground floor
+//! 1 secret naming text shell error trace    the ground floor
 //! ```
 //!
 //! Rules: nothing below `commands/` names `std::env` (except `shell`, which passes `PATH` and
@@ -49,6 +49,7 @@ pub mod seed;
 pub mod shell;
 pub mod sweep;
 pub mod text;
+pub mod trace;
 pub mod verify;
 
 pub use commands::{Ctx, dispatch, load_event, plan_for, report_error, run, settings_for_cli};

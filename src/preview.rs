@@ -118,6 +118,8 @@ pub struct LoadGate {
     pub note: Option<String>,
     /// `Some(detail)` when the gate failed.
     pub failed: Option<String>,
+    /// The measured summary (for the trace ids it keeps).
+    pub summary: Option<crate::load::Summary>,
 }
 
 /// The load test + baseline gate against a ready preview: `[load]` scenario (only when it
@@ -151,6 +153,7 @@ pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<Loa
             .transpose()?,
         note: run.not_gated().or_else(|| run.inconclusive()),
         failed: run.failure(),
+        summary: Some(run.summary),
     })
 }
 
@@ -207,6 +210,37 @@ impl Steps<'_> {
             ms,
         });
     }
+}
+
+/// What the preview app is told about itself, so that its own traces and logs can be filtered
+/// per preview and per commit: OpenTelemetry's service name and resource attributes (every OTel
+/// SDK reads both from the environment), the commit and the preview flag.
+pub fn identity_env(settings: &Settings, req: &PreviewRequest) -> BTreeMap<String, String> {
+    let service = settings.app.name.clone().unwrap_or_else(|| {
+        req.repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&req.repository)
+            .to_string()
+    });
+    // resource attribute values are W3C baggage values: `,` `=` and the like percent-encoded
+    // (the sha is hex and the PR a number, but the encoding keeps that an invariant).
+    let value = |v: &str| {
+        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut env = BTreeMap::new();
+    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
+    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
+    env.insert("OTEL_SERVICE_NAME".to_string(), service);
+    env.insert(
+        "OTEL_RESOURCE_ATTRIBUTES".to_string(),
+        format!(
+            "service.version={},deployment.environment=preview,atlas.pr={}",
+            value(&req.sha),
+            req.pr
+        ),
+    );
+    env
 }
 
 fn app_name(opts: &UpOptions, pr: u64) -> String {
@@ -582,9 +616,7 @@ async fn up_inner(
     contract.lifecycle.expires = Some(expires.to_rfc3339());
 
     let plan = crate::data::plan(&settings.database)?;
-    let mut env = BTreeMap::new();
-    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
-    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
+    let env = identity_env(settings, req);
     let mut secrets = BTreeMap::new();
     for name in &settings.preview.secrets {
         let v = opts.preview_secrets.get(name).with_context(|| {
@@ -817,6 +849,7 @@ async fn deploy_and_check(
     secrets: BTreeMap<String, Secret>,
 ) -> anyhow::Result<AppDeployment> {
     steps.begin("deploy");
+    let window_from = Utc::now();
     steps.platform_touched = true;
     if first && created {
         ledger(|l| l.app = Some(app_name(opts, req.pr)));
@@ -885,7 +918,11 @@ async fn deploy_and_check(
         .collect();
     let passed = smoke.len() - failed.len();
     let total = smoke.len();
+    contract.evidence.traces =
+        crate::evidence::traces::collect(&smoke, None, settings.evidence.trace_url.as_deref());
     contract.evidence.smoke = smoke;
+    // a failed check's evidence includes the logs of its window (taken again after the load).
+    logs_evidence(settings, &app, window_from, contract);
     if !failed.is_empty() {
         return Err(GateFailed {
             stage: "smoke checks".into(),
@@ -900,6 +937,12 @@ async fn deploy_and_check(
     contract.evidence.load = gate.load;
     contract.evidence.comparison = gate.comparison;
     contract.evidence.load_note = gate.note.clone();
+    contract.evidence.traces = crate::evidence::traces::collect(
+        &contract.evidence.smoke,
+        gate.summary.as_ref(),
+        settings.evidence.trace_url.as_deref(),
+    );
+    logs_evidence(settings, &app, window_from, contract);
     if let Some(detail) = gate.failed {
         return Err(GateFailed {
             stage: "load gate".into(),
@@ -912,6 +955,27 @@ async fn deploy_and_check(
     contract.evidence.timings = steps.timings.clone();
     contract.check().map_err(|e| anyhow!(e))?;
     Ok(app)
+}
+
+/// The logs of the window the preview was deployed and measured in: the `[evidence] logs_url`
+/// link when configured (else the platform's own, e.g. Fly's dashboard for the app), and a
+/// local app's log tail (its `logs` is a file path, not a URL).
+fn logs_evidence(
+    settings: &Settings,
+    app: &AppDeployment,
+    from: chrono::DateTime<Utc>,
+    contract: &mut Contract,
+) {
+    let local = app
+        .logs
+        .as_deref()
+        .filter(|l| !l.starts_with("https://") && !l.starts_with("http://"));
+    if let Some(path) = local {
+        contract.evidence.logs_tail = crate::evidence::logs::tail_file(std::path::Path::new(path));
+    }
+    if let Some(t) = &settings.evidence.logs_url {
+        contract.evidence.logs = Some(crate::evidence::logs::link(t, &app.app, from, Utc::now()));
+    }
 }
 
 /// Destroys the preview of `req.pr`. See the module docs.

@@ -55,6 +55,7 @@ pub struct Settings {
     pub fly: FlySettings,
     pub verify: VerifySettings,
     pub templates: TemplateSettings,
+    pub evidence: EvidenceSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -269,6 +270,48 @@ impl Default for LocalSettings {
 pub struct TemplateSettings {
     /// A directory whose `*.md.j2` files override the embedded templates.
     pub dir: Option<PathBuf>,
+}
+
+/// `[evidence]`: links from the PR comment into the team's own tools.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvidenceSettings {
+    /// A trace viewer's URL with `{trace_id}`, e.g.
+    /// `https://grafana.example.com/explore?traceId={trace_id}`: each trace id in the evidence
+    /// links there. Without it the ids are listed.
+    #[serde(deserialize_with = "trace_url")]
+    pub trace_url: Option<String>,
+    /// A log viewer's URL with any of `{app}`, `{from}` and `{to}` (RFC 3339): the preview's
+    /// logs over the window Atlas measured it.
+    #[serde(deserialize_with = "logs_url")]
+    pub logs_url: Option<String>,
+}
+
+fn url_template<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &str,
+    allowed: &[&str],
+    required: &str,
+) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::text::check_url_template(&s, allowed)
+        .and_then(|()| {
+            if required.is_empty() || s.contains(&format!("{{{required}}}")) {
+                Ok(())
+            } else {
+                Err(format!("it has no {{{required}}}"))
+            }
+        })
+        .map_err(|e| serde::de::Error::custom(format!("[evidence] {key} {s:?}: {e}")))?;
+    Ok(Some(s))
+}
+
+fn trace_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    url_template(d, "trace_url", &["trace_id"], "trace_id")
+}
+
+fn logs_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    url_template(d, "logs_url", &["app", "from", "to"], "")
 }
 
 /// An `atlas.toml` error that gives the key and the line.

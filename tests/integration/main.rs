@@ -17,4 +17,5 @@ mod local_data;
 mod local_lifecycle;
 mod plan;
 mod templates;
+mod trace;
 mod verify;
