@@ -10,6 +10,7 @@ mod cloud;
 mod data_models;
 mod gate;
 mod github;
+mod history;
 mod load;
 mod local_data;
 mod local_lifecycle;
