@@ -913,6 +913,31 @@ impl Forge for GithubForge {
         .map(|_| ())
     }
 
+    async fn merge_base(&self, base: &str, head: &str) -> anyhow::Result<Option<String>> {
+        let call = "compare the PR with its base";
+        let enc =
+            |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+        let r = self
+            .call(
+                call,
+                Method::GET,
+                &self.repo_path(&format!(
+                    "/compare/{}...{}?per_page=1",
+                    enc(base),
+                    enc(head)
+                )),
+                None,
+                &[404],
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(None);
+        }
+        Ok(r.json(call)?["merge_base_commit"]["sha"]
+            .as_str()
+            .map(str::to_string))
+    }
+
     async fn read_branch_file(&self, branch: &str, path: &str) -> anyhow::Result<Option<String>> {
         check_branch(branch)?;
         match self.branch_head(branch).await? {

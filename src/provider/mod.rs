@@ -333,6 +333,11 @@ pub trait Forge: Send + Sync {
     ) -> anyhow::Result<()>;
     /// Every deployment record of `environment`.
     async fn deployment_records(&self, environment: &str) -> anyhow::Result<Vec<DeploymentRecord>>;
+    /// The merge base of `head` with `base` (a branch or a commit); `None` when the forge cannot
+    /// tell (the caller then compares with the latest runs).
+    async fn merge_base(&self, _base: &str, _head: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
     /// The text of `path` on the data branch `branch` (the load history); `None` when the
     /// branch or the file does not exist.
     async fn read_branch_file(&self, _branch: &str, _path: &str) -> anyhow::Result<Option<String>> {

@@ -3,15 +3,21 @@
 //! every request against GitHub's OpenAPI description and refuses an update that is not a fast
 //! forward; and locally as a directory.
 
-use crate::common::fake_github::{FakeGithub, GitObject};
+// The load runs hold the serial lock across their awaits on purpose: one at a time on two cores.
+#![allow(clippy::await_holding_lock)]
 
+use crate::common::fake_github::{FakeGithub, Fault, GitObject};
+
+use atlas::evidence::load_gate::BranchHistory;
 use atlas::http::RetryPolicy;
 use atlas::load::History;
 use atlas::load::store::{self, DASHBOARD_FILE, HISTORY_FILE};
 use atlas::load::summary::{Summary, Trend};
+use atlas::provider::Forge;
 use atlas::provider::github::GithubForge;
 use atlas::provider::local::forge::LocalForge;
 use atlas::secret::Secret;
+use atlas::verify::chain::{LoadGate, LoadModuleGate};
 
 const REPO: &str = "octo-org/kitchen";
 const TOKEN: &str = "ghs_fakeTokenValue0123456789abcdef";
@@ -294,4 +300,165 @@ async fn locally_the_history_branch_is_a_directory() {
         .unwrap();
     assert_eq!(a.entries, 1);
     assert!(!a.notes.is_empty());
+}
+
+/// The verify chain's load gate against a real local server, keeping its history on the fake
+/// GitHub's data branch.
+fn verify_gate<'a>(forge: &'a GithubForge, commit: &str) -> LoadModuleGate<'a> {
+    let mut g = LoadModuleGate {
+        load: crate::common::load_servers::open(200.0, 400, 0, 4),
+        gate: atlas::load::GateSettings {
+            min_requests: 20,
+            min_history: 3,
+            // nothing at the fixed path: the history decides
+            path: "/nonexistent/baseline.json".into(),
+            ..atlas::load::GateSettings::default()
+        },
+        history: None,
+    };
+    g = g.with_history(
+        Some(forge as &dyn Forge),
+        commit,
+        true,
+        Some("https://o.github.io/r/".into()),
+    );
+    g
+}
+
+#[tokio::test]
+async fn verify_appends_each_run_and_gates_against_the_history_once_it_has_enough() {
+    let _serial = crate::common::load_servers::serial();
+    let (gh, forge) = setup().await;
+    let server = crate::common::load_servers::delay_server(std::time::Duration::from_millis(2));
+    let mut outcomes = Vec::new();
+    for c in ['a', 'b', 'c', 'd'] {
+        let out = verify_gate(&forge, &sha(c)).run(&server.url).await.unwrap();
+        assert!(out.ok, "{}", out.summary);
+        assert!(
+            out.evidence
+                .iter()
+                .any(|e| e.starts_with("load history: recorded")
+                    && e.contains("dashboard https://o.github.io/r/")),
+            "{:?}",
+            out.evidence
+        );
+        outcomes.push(out.summary);
+    }
+    // No history yet: measured, not gated; one or two runs: too few, inconclusive, and says so.
+    assert!(outcomes[0].contains("not gated"), "{}", outcomes[0]);
+    assert!(
+        outcomes[1].contains("inconclusive") && outcomes[1].contains("1"),
+        "{}",
+        outcomes[1]
+    );
+    assert!(outcomes[2].contains("inconclusive"), "{}", outcomes[2]);
+    assert!(
+        outcomes[3].contains("against 3 runs of the history"),
+        "{}",
+        outcomes[3]
+    );
+    let h = store::read(&forge, BRANCH).await.unwrap();
+    assert_eq!(commits_of(&h), vec![sha('a'), sha('b'), sha('c'), sha('d')]);
+    let page = gh.with(|s| s.branch_file(BRANCH, DASHBOARD_FILE)).unwrap();
+    assert!(
+        page.contains("<svg"),
+        "the dashboard is drawn beside the history"
+    );
+    assert_clean(&gh);
+}
+
+#[tokio::test]
+async fn a_history_that_cannot_be_written_is_a_warning_not_a_failed_verify() {
+    let _serial = crate::common::load_servers::serial();
+    let (gh, forge) = setup().await;
+    gh.fault(Fault::new(axum::http::Method::POST, "/git/blobs", 403));
+    let server = crate::common::load_servers::delay_server(std::time::Duration::from_millis(2));
+    let out = verify_gate(&forge, &sha('a'))
+        .run(&server.url)
+        .await
+        .unwrap();
+    assert!(out.ok, "{}", out.summary);
+    let warning = out
+        .evidence
+        .iter()
+        .find(|e| e.starts_with("warning: the load history was not recorded on atlas-history"))
+        .unwrap_or_else(|| panic!("{:?}", out.evidence));
+    assert!(!warning.contains(TOKEN));
+    assert!(gh.with(|s| s.refs.is_empty()));
+}
+
+#[tokio::test]
+async fn a_pr_is_compared_with_the_runs_up_to_its_merge_base() {
+    let (gh, forge) = setup().await;
+    for c in ['1', '2', '3', '4', '5'] {
+        store::append(&forge, BRANCH, &run(200.0), &sha(c), 200, &page)
+            .await
+            .unwrap();
+    }
+    gh.with(|s| {
+        s.merge_bases
+            .insert(format!("main...{}", sha('f')), sha('3'))
+    });
+    let base = forge.merge_base("main", &sha('f')).await.unwrap();
+    assert_eq!(base.as_deref(), Some(sha('3').as_str()));
+    assert_eq!(forge.merge_base("main", &sha('9')).await.unwrap(), None);
+
+    let gate = atlas::load::GateSettings {
+        min_history: 3,
+        path: "/nonexistent/baseline.json".into(),
+        ..atlas::load::GateSettings::default()
+    };
+    let judged = atlas::evidence::load_gate::judge_with(
+        run(201.0),
+        &gate,
+        &[],
+        Some(BranchHistory {
+            forge: &forge,
+            branch: BRANCH,
+            up_to: base.as_deref(),
+        }),
+    )
+    .await
+    .unwrap();
+    let c = judged.comparison.unwrap();
+    assert_eq!(c.history_runs, Some(3), "{:?}", c.notes);
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.contains("2 runs after the merge base")),
+        "{:?}",
+        c.notes
+    );
+
+    // Fewer runs than min_history with a fixed baseline file: the fixed file decides.
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = dir.path().join("baseline.json");
+    std::fs::write(&fixed, serde_json::to_string(&run(200.0)).unwrap()).unwrap();
+    let gate = atlas::load::GateSettings {
+        min_history: 10,
+        path: fixed,
+        ..atlas::load::GateSettings::default()
+    };
+    let judged = atlas::evidence::load_gate::judge_with(
+        run(201.0),
+        &gate,
+        &[],
+        Some(BranchHistory {
+            forge: &forge,
+            branch: BRANCH,
+            up_to: base.as_deref(),
+        }),
+    )
+    .await
+    .unwrap();
+    let c = judged.comparison.unwrap();
+    assert_eq!(c.history_runs, None);
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.contains("has 3 runs (fewer than 10): compared with the fixed baseline")),
+        "{:?}",
+        c.notes
+    );
+    assert_clean(&gh);
 }

@@ -184,6 +184,8 @@ pub struct State {
     /// Another writer: each ref update (PATCH) first lets it commit one (path, text) to that
     /// ref, so the update the request asks for is no longer a fast forward.
     pub concurrent_writes: VecDeque<(String, String)>,
+    /// `base...head` -> the merge base the compare API reports.
+    pub merge_bases: BTreeMap<String, String>,
 }
 
 impl State {
@@ -843,6 +845,16 @@ fn route(s: &mut State, method: &Method, uri: &Uri, body: Value) -> Response {
                 .collect();
             page(s, uri, items)
         }
+        (Method::GET, ["compare", basehead]) => match s.merge_bases.get(*basehead) {
+            Some(mb) => {
+                let mb = mb.clone();
+                json_resp(
+                    StatusCode::OK,
+                    json!({"status": "ahead", "ahead_by": 1, "behind_by": 0, "total_commits": 1, "merge_base_commit": {"sha": mb}, "base_commit": {"sha": mb}, "commits": [], "files": []}),
+                )
+            }
+            None => not_found(),
+        },
         (Method::GET, ["git", "ref", name @ ..]) => {
             let name = name.join("/");
             match s.refs.get(&name) {
