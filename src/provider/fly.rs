@@ -301,6 +301,30 @@ impl FlyPlatform {
         Ok(image)
     }
 
+    /// A create Fly refused for lack of room (the org's app or machine quota, a region out of
+    /// capacity, a billing limit) is named as such, with what frees room: orphaned previews
+    /// are the usual reason. 429 is a rate limit, retried elsewhere, not a quota.
+    fn quota_hint(&self, e: anyhow::Error, what: &str) -> anyhow::Error {
+        let quota = e
+            .chain()
+            .filter_map(|c| c.downcast_ref::<crate::error::ProviderError>())
+            .any(|p| {
+                let body = p.body.to_ascii_lowercase();
+                matches!(p.status, 402 | 403 | 422)
+                    && ["quota", "limit", "capacity", "insufficient"]
+                        .iter()
+                        .any(|k| body.contains(k))
+                    && !body.contains("name has already been taken")
+            });
+        if !quota {
+            return e;
+        }
+        e.context(format!(
+            "fly: the {what} was refused for lack of quota or capacity in org `{}`: delete orphaned previews with `atlas sweep` (the sweep workflow), or raise the organization's limits",
+            self.org
+        ))
+    }
+
     /// Get-or-create the app: adopt only our own; create with a re-read on any transient
     /// failure. Returns whether this call created it, and its machines.
     async fn ensure_app(
@@ -339,7 +363,8 @@ impl FlyPlatform {
                             Ok(Some(()))
                         },
                     )
-                    .await?;
+                    .await
+                    .map_err(|e| self.quota_hint(e, "app create"))?;
                 Ok((created, Vec::new()))
             }
         }
@@ -517,6 +542,32 @@ impl FlyPlatform {
         }
     }
 
+    /// Puts a machine back on the config that served and waits for it to start.
+    async fn restore(
+        &self,
+        app: &str,
+        id: &str,
+        config: Value,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        let r = self
+            .client
+            .send(
+                Call::post(
+                    "restore machine",
+                    format!("/apps/{}/machines/{}", enc(app), enc(id)),
+                )
+                .json(json!({"config": config, "region": self.settings.region}))
+                .idempotent(),
+            )
+            .await?;
+        let m = r.json::<ApiMachine>("restore machine")?;
+        if m.state.as_deref() != Some("started") {
+            self.wait_started(app, &m, deadline).await?;
+        }
+        Ok(())
+    }
+
     /// Probes `url + health_path` until it answers 2xx or `deadline`.
     async fn probe(&self, url: &str, health_path: &str, deadline: Instant) -> anyhow::Result<()> {
         let target = format!("{url}{health_path}");
@@ -581,6 +632,11 @@ impl Platform for FlyPlatform {
         }
         let mut machines = machines;
         machines.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        // The config that served before this update: what a failed update goes back to.
+        let previous = machines
+            .first()
+            .map(|m| m.config.clone())
+            .filter(|c| c.get("image").is_some());
         let machine =
             if let Some(first) = machines.first() {
                 for extra in machines.iter().skip(1) {
@@ -613,16 +669,42 @@ impl Platform for FlyPlatform {
                                 }))
                             },
                         )
-                        .await?;
+                        .await
+                        .map_err(|e| self.quota_hint(e, "machine create"))?;
                 m
             };
 
         // 4. Started, then the preview answers its health path.
-        if machine.state.as_deref() != Some("started") {
-            self.wait_started(app, &machine, deadline).await?;
-        }
         let url = self.preview_url(app);
-        self.probe(&url, &req.health_path, deadline).await?;
+        let ready = async {
+            if machine.state.as_deref() != Some("started") {
+                self.wait_started(app, &machine, deadline).await?;
+            }
+            self.probe(&url, &req.health_path, deadline).await
+        }
+        .await;
+        if let Err(e) = ready {
+            // An update that does not come up goes back to the image that served, so the
+            // previous version keeps serving; a first deploy has nothing to go back to.
+            let Some(prev) = previous else {
+                return Err(e);
+            };
+            let image = prev["image"].as_str().unwrap_or("?").to_string();
+            let restore_deadline = Instant::now() + req.readiness_timeout;
+            return Err(
+                match self.restore(app, &machine.id, prev, restore_deadline).await {
+                    Ok(()) => e.context(format!(
+                        "fly: the new version did not come up; machine {} was rolled back to the image that served ({image})",
+                        machine.id
+                    )),
+                    Err(r) => e.context(format!(
+                        "fly: the new version did not come up and rolling machine {} back to {image} failed too: {}",
+                        machine.id,
+                        secret::redact(&format!("{r:#}"))
+                    )),
+                },
+            );
+        }
         Ok(AppDeployment {
             app: app.to_string(),
             url,
