@@ -41,6 +41,7 @@ FLOORS = {
     "load::models": 6,
     "load::dashboard": 6,
     "load::alerts": 6,
+    "load::store": 6,
     "contract": 5,
     "report": 5,
     "outputs": 5,

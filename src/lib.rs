@@ -12,7 +12,7 @@
 //!                        once), pick the retry policy, print; one match over commands
 //! 7 preview seed verify/ sweep lifecycle load gate/ (flows)   plain async functions that take data; gate/ is
 //!                        the access gate (proxy, links, sign-in) and its local platform
-//! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy}
+//! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy, history, store}
 //! 5 contract report outputs gha http github_env
 //! 4 event                pure: event + policy -> plan (forced-command and fork rules too)
 //!   data/                pure: data models, masking rules and their SQL, the seed plan

@@ -67,6 +67,9 @@ pub struct UpOptions {
     pub audit_log: Option<PathBuf>,
     /// App/resource name prefix from `naming::prefix`.
     pub prefix: String,
+    /// The PR's base branch: the load gate compares with the history's runs up to the merge
+    /// base of the head with it. `None`: with the latest runs.
+    pub history_base: Option<String>,
 }
 
 /// What `up` produced.
@@ -126,7 +129,11 @@ pub struct LoadGate {
 /// declares requests: a default `GET /` against an arbitrary app would measure 404s), then the
 /// comparison with `[baseline] path` when that file exists. An inconclusive comparison is
 /// reported, never turned into a pass or a failure.
-pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<LoadGate> {
+pub async fn run_load_gate(
+    settings: &Settings,
+    url: &str,
+    history: Option<crate::evidence::load_gate::BranchHistory<'_>>,
+) -> anyhow::Result<LoadGate> {
     if !settings.load.enabled {
         return Ok(LoadGate {
             note: Some("load test: disabled ([load] enabled = false)".into()),
@@ -142,8 +149,13 @@ pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<Loa
     let summary = crate::load::run_repeated(&settings.load, url)
         .await
         .context("load test against the preview")?;
-    let run =
-        crate::evidence::load_gate::judge(summary, &settings.baseline, &settings.load.requests)?;
+    let run = crate::evidence::load_gate::judge_with(
+        summary,
+        &settings.baseline,
+        &settings.load.requests,
+        history,
+    )
+    .await?;
     Ok(LoadGate {
         load: Some(serde_json::to_value(&run.summary)?),
         comparison: run
@@ -933,7 +945,30 @@ async fn deploy_and_check(
     steps.end("smoke checks", &format!("{passed}/{total} passed"));
 
     steps.begin("load gate");
-    let gate = run_load_gate(settings, &app.url).await?;
+    // The PR is compared with the default branch's runs up to where it branched off.
+    let merge_base = match &opts.history_base {
+        Some(base) if !settings.baseline.history_branch.is_empty() => {
+            match providers.forge.merge_base(base, &req.sha).await {
+                Ok(m) => m,
+                Err(e) => {
+                    (steps.log)(&format!(
+                        "  the merge base with {base} is unknown ({}): compared with the latest runs",
+                        secret::redact(&format!("{e:#}"))
+                    ));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let history = (!settings.baseline.history_branch.is_empty()).then(|| {
+        crate::evidence::load_gate::BranchHistory {
+            forge: providers.forge.as_ref(),
+            branch: &settings.baseline.history_branch,
+            up_to: merge_base.as_deref(),
+        }
+    });
+    let gate = run_load_gate(settings, &app.url, history).await?;
     contract.evidence.load = gate.load;
     contract.evidence.comparison = gate.comparison;
     contract.evidence.load_note = gate.note.clone();

@@ -193,6 +193,7 @@ fn up_options(ctx: &Ctx, prefix: String) -> anyhow::Result<UpOptions> {
         // the sticky comment and the job summary outlive the runner; a file would not.
         audit_log: None,
         prefix,
+        history_base: None,
     })
 }
 
@@ -252,7 +253,11 @@ async fn preview_inner(
     let providers = cloud_providers(ctx)?;
     let repo = repository(ctx)?;
     let prefix = crate::naming::prefix(ctx.settings.app.name.as_deref(), &repo);
-    let opts = up_options(ctx, prefix)?;
+    let mut opts = up_options(ctx, prefix)?;
+    opts.history_base = match event {
+        Event::PullRequest { pr: p, .. } if p.number == pr => Some(p.base_ref.clone()),
+        _ => None,
+    };
     let (branch, title) = pr_text(event, pr);
 
     // A manual run previews the PR's live head; an event run previews the event's head commit.

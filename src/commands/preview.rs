@@ -182,6 +182,7 @@ pub fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Result<Up
             .or_else(|| settings.templates.dir.clone()),
         audit_log: Some(state_dir.join("audit.jsonl")),
         prefix: crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-preview"),
+        history_base: None,
     })
 }
 

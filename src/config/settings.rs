@@ -571,6 +571,13 @@ pub struct GateSettings {
     pub history: Option<std::path::PathBuf>,
     /// The most entries a history file keeps; older ones are folded away (default 200).
     pub history_max: usize,
+    /// The forge's data branch that keeps the history (default `atlas-history`; on GitHub a
+    /// branch of the repository, locally a directory; `""` turns it off): verify on the default
+    /// branch appends to it, a PR preview compares with its runs up to the merge base.
+    pub history_branch: String,
+    /// Open, update and close one issue per endpoint and metric that regresses on the default
+    /// branch (default true; needs `issues: write`).
+    pub alert_issues: bool,
 }
 
 impl Default for GateSettings {
@@ -593,6 +600,8 @@ impl Default for GateSettings {
             iqr_k: 1.5,
             history: None,
             history_max: 200,
+            history_branch: "atlas-history".into(),
+            alert_issues: true,
         }
     }
 }

@@ -314,6 +314,19 @@ pub struct DeploymentRecord {
     pub url: Option<String>,
 }
 
+/// Computes the files of a data branch's next commit from the current text of its main file
+/// (`None`: no branch or no such file yet). Called again after a concurrent update.
+pub type BranchUpdate<'a> =
+    dyn Fn(Option<&str>) -> anyhow::Result<Vec<(String, String)>> + Send + Sync + 'a;
+
+/// A data branch written: the commit (or file) it now points at and how many attempts it took
+/// (more than one: another writer updated it meanwhile).
+#[derive(Debug, Clone, Serialize)]
+pub struct BranchWrite {
+    pub commit: String,
+    pub attempts: u32,
+}
+
 #[async_trait]
 pub trait Forge: Send + Sync {
     /// `github` or `local`.
@@ -339,6 +352,28 @@ pub trait Forge: Send + Sync {
     ) -> anyhow::Result<()>;
     /// Every deployment record of `environment`.
     async fn deployment_records(&self, environment: &str) -> anyhow::Result<Vec<DeploymentRecord>>;
+    /// The merge base of `head` with `base` (a branch or a commit); `None` when the forge cannot
+    /// tell (the caller then compares with the latest runs).
+    async fn merge_base(&self, _base: &str, _head: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+    /// The text of `path` on the data branch `branch` (the load history); `None` when the
+    /// branch or the file does not exist.
+    async fn read_branch_file(&self, _branch: &str, _path: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+    /// Writes the files `update` computes from the current text of `path` as one commit on top
+    /// of `branch`'s head (created when missing), never forced: when another writer moved the
+    /// head meanwhile, it reads again and recomputes, a few times.
+    async fn update_branch(
+        &self,
+        branch: &str,
+        _path: &str,
+        _message: &str,
+        _update: &BranchUpdate<'_>,
+    ) -> anyhow::Result<BranchWrite> {
+        anyhow::bail!("{}: the forge keeps no data branch {branch}", self.kind())
+    }
     /// Marks every deployment of `environment` inactive (after `down`).
     async fn deactivate_environment(&self, environment: &str) -> anyhow::Result<()> {
         for record in self.deployment_records(environment).await? {

@@ -665,6 +665,7 @@ mod with_preview {
             template_dir: None,
             audit_log: Some(dir.path().join("audit.jsonl")),
             prefix: e.prefix.clone(),
+            history_base: None,
         };
         let Env {
             neon,

@@ -11,6 +11,7 @@ mod data_models;
 mod fly_gate;
 mod gate;
 mod github;
+mod history;
 mod lifecycle;
 mod load;
 mod local_data;
