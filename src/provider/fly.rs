@@ -756,7 +756,15 @@ impl FlyPlatform {
             mode => {
                 let sleeper = front_machine.as_ref().unwrap_or(&machine);
                 let wake = self
-                    .measure_wake(app, sleeper, mode, &url, &req.health_path, headers, deadline)
+                    .measure_wake(
+                        app,
+                        sleeper,
+                        mode,
+                        &url,
+                        &req.health_path,
+                        headers,
+                        deadline,
+                    )
                     .await?;
                 (Some(mode.as_str().to_string()), wake)
             }
@@ -878,6 +886,7 @@ impl FlyPlatform {
     /// machine for it (`autostart`). `Ok(None)`: the machine could not be put to sleep, so
     /// nothing was measured (a warning says why). A machine that sleeps but does not wake again
     /// is an error: the preview would be dead after its first idle spell.
+    #[allow(clippy::too_many_arguments)]
     async fn measure_wake(
         &self,
         app: &str,
