@@ -119,8 +119,6 @@ pub struct FlyPlatform {
     repository: String,
     prefix: String,
     settings: FlySettings,
-    /// Pause between readiness probes.
-    poll: Duration,
 }
 
 /// The Machines API client from the `fly_*` inputs (shared by previews and the verify fleet);
@@ -177,19 +175,13 @@ impl FlyPlatform {
             repository: repository.to_string(),
             prefix: naming::prefix(settings.app.name.as_deref(), repository),
             settings: settings.fly.clone(),
-            poll: Duration::from_secs(2),
         })
     }
 
     /// Shorter timeouts and polling (tests against a local fake).
     pub fn with_timeouts(mut self, timeouts: Timeouts, poll: Duration) -> anyhow::Result<Self> {
-        self.client = self.client.with_timeouts(timeouts)?;
-        self.poll = poll;
+        self.client = self.client.with_timeouts(timeouts, poll)?;
         Ok(self)
-    }
-
-    pub fn requests_sent(&self) -> u64 {
-        self.client.requests_sent()
     }
 
     /// The app name prefix of this repository.
@@ -543,7 +535,7 @@ impl FlyPlatform {
                         not_found = 0;
                     }
                     last = format!("{e:#}");
-                    tokio::time::sleep(self.poll.min(left)).await;
+                    tokio::time::sleep(self.client.poll().min(left)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -590,7 +582,7 @@ impl FlyPlatform {
                     "fly: the preview at {target} did not answer 2xx within the readiness timeout (last: {last}); check [app] health_path and the app's logs"
                 );
             }
-            tokio::time::sleep(self.poll).await;
+            tokio::time::sleep(self.client.poll()).await;
         }
     }
 }

@@ -44,7 +44,7 @@ use octocrab::Octocrab;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::{CommentRef, DeployState, DeploymentRecord, Forge, PrState};
+use super::{CommentRef, DeploymentRecord, DeploymentStatus, Forge, NewDeployment, PrState};
 use crate::error::ProviderError;
 use crate::http::{Attempt, RetryPolicy, with_retry};
 use crate::secret::{self, Secret};
@@ -669,13 +669,8 @@ impl Forge for GithubForge {
         comment_ref(&updated, "updated")
     }
 
-    async fn create_deployment(
-        &self,
-        environment: &str,
-        sha: &str,
-        transient: bool,
-        description: &str,
-    ) -> anyhow::Result<DeploymentRecord> {
+    async fn create_deployment(&self, new: NewDeployment<'_>) -> anyhow::Result<DeploymentRecord> {
+        let (environment, sha) = (new.environment, new.sha);
         let record = |v: &Value| -> anyhow::Result<DeploymentRecord> {
             Ok(DeploymentRecord {
                 id: id_of(v)?.to_string(),
@@ -694,9 +689,9 @@ impl Forge for GithubForge {
             "environment": environment,
             "auto_merge": false,
             "required_contexts": [],
-            "transient_environment": transient,
+            "transient_environment": new.transient,
             "production_environment": environment == "production",
-            "description": crate::text::truncate(description, DESCRIPTION_MAX - 1),
+            "description": crate::text::truncate(new.description, DESCRIPTION_MAX - 1),
         });
         let uri = self.repo_path("/deployments");
         let mut attempts = 0;
@@ -727,19 +722,16 @@ impl Forge for GithubForge {
     async fn set_deployment_status(
         &self,
         record: &DeploymentRecord,
-        state: DeployState,
-        environment_url: Option<&str>,
-        log_url: Option<&str>,
-        description: &str,
+        status: DeploymentStatus<'_>,
     ) -> anyhow::Result<()> {
         let mut payload = json!({
-            "state": state.as_str(),
-            "description": crate::text::truncate(description, DESCRIPTION_MAX - 1),
+            "state": status.state.as_str(),
+            "description": crate::text::truncate(status.description, DESCRIPTION_MAX - 1),
         });
-        if let Some(u) = environment_url {
+        if let Some(u) = status.environment_url {
             payload["environment_url"] = json!(u);
         }
-        if let Some(u) = log_url {
+        if let Some(u) = status.log_url {
             payload["log_url"] = json!(u);
         }
         // Setting the same state twice is harmless, so a status is retried like an update.
@@ -754,23 +746,18 @@ impl Forge for GithubForge {
         .map(|_| ())
     }
 
-    async fn deactivate_environment(&self, environment: &str) -> anyhow::Result<()> {
-        for d in self.deployments(environment, None).await? {
-            let record = DeploymentRecord {
-                id: id_of(&d)?.to_string(),
-                environment: environment.to_string(),
-                url: None,
-            };
-            self.set_deployment_status(
-                &record,
-                DeployState::Inactive,
-                None,
-                None,
-                "preview destroyed",
-            )
-            .await?;
-        }
-        Ok(())
+    async fn deployment_records(&self, environment: &str) -> anyhow::Result<Vec<DeploymentRecord>> {
+        self.deployments(environment, None)
+            .await?
+            .iter()
+            .map(|d| {
+                Ok(DeploymentRecord {
+                    id: id_of(d)?.to_string(),
+                    environment: environment.to_string(),
+                    url: None,
+                })
+            })
+            .collect()
     }
 }
 

@@ -15,7 +15,7 @@ use super::migrate::ReleaseDatabase;
 use super::probe::{self, SideStats};
 use crate::config::Settings;
 use crate::evidence::checks::{self, CheckResult, CommandRun};
-use crate::provider::{DeployState, DeploymentRecord, Forge};
+use crate::provider::{DeployState, DeploymentRecord, DeploymentStatus, Forge, NewDeployment};
 
 /// Which chain: push to the default branch, or a tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -286,6 +286,12 @@ enum StageError {
 /// A platform error while bringing up the new version: when the provider's API answered with an
 /// error (or could not be reached), that is operational (exit 2); otherwise the new version did
 /// not come up healthy, which is the change failing (exit 1).
+async fn fleet_call<T>(
+    call: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> Result<T, StageError> {
+    call.await.map_err(fleet_error)
+}
+
 fn fleet_error(e: anyhow::Error) -> StageError {
     let provider = e
         .chain()
@@ -446,12 +452,20 @@ impl<'a> Runner<'a> {
         let forge = self.c.forge?;
         let desc = format!("atlas {} {}", self.r.mode.as_str(), self.r.version);
         match forge
-            .create_deployment(env, &self.r.sha, false, &desc)
+            .create_deployment(NewDeployment {
+                environment: env,
+                sha: &self.r.sha,
+                transient: false,
+                description: &desc,
+            })
             .await
         {
             Ok(rec) => {
                 if let Err(e) = forge
-                    .set_deployment_status(&rec, DeployState::InProgress, None, None, &desc)
+                    .set_deployment_status(
+                        &rec,
+                        DeploymentStatus::new(DeployState::InProgress, &desc),
+                    )
                     .await
                 {
                     self.note(format!("deployment status for {env} not set: {e:#}"));
@@ -483,7 +497,10 @@ impl<'a> Runner<'a> {
             )
         };
         if let Err(e) = forge
-            .set_deployment_status(&rec, state, url.as_deref(), None, &desc)
+            .set_deployment_status(
+                &rec,
+                DeploymentStatus::new(state, &desc).environment_url(url.as_deref()),
+            )
             .await
         {
             self.note(format!(
@@ -512,12 +529,7 @@ impl<'a> Runner<'a> {
 
     async fn qa_deploy(&mut self) -> Result<Outcome, StageError> {
         self.qa_record = self.start_deployment("qa").await;
-        let url = self
-            .c
-            .fleet
-            .deploy_qa(&self.r.version)
-            .await
-            .map_err(fleet_error)?;
+        let url = fleet_call(self.c.fleet.deploy_qa(&self.r.version)).await?;
         self.report.qa_url = Some(url.clone());
         Ok(Outcome {
             data: None,
@@ -603,14 +615,18 @@ impl<'a> Runner<'a> {
         })
     }
 
-    async fn migrate(&self, url: &crate::secret::Secret) -> CommandRun {
-        let cmd = self
-            .c
+    /// `[database] migrations`, empty when unset (the stage is then skipped by the plan).
+    fn migrations_command(&self) -> String {
+        self.c
             .settings
             .database
             .migrations
             .clone()
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    async fn migrate(&self, url: &crate::secret::Secret) -> CommandRun {
+        let cmd = self.migrations_command();
         let mut env = vec![("DATABASE_URL".to_string(), url.expose().to_string())];
         for k in ["PATH", "HOME"] {
             if let Some(v) = (self.c.env_source)(k) {
@@ -638,13 +654,7 @@ impl<'a> Runner<'a> {
         };
         // Delete whatever happened; a failed delete is an error that names the survivor.
         let deleted = db.delete_rehearsal(&name).await;
-        let cmd = self
-            .c
-            .settings
-            .database
-            .migrations
-            .clone()
-            .unwrap_or_default();
+        let cmd = self.migrations_command();
         let diff = diff?;
         let ok = run.ok();
         let summary = if ok {
@@ -735,12 +745,7 @@ impl<'a> Runner<'a> {
             }));
         };
         self.prod.touched = true;
-        let canary = self
-            .c
-            .fleet
-            .start_canary(&self.r.version)
-            .await
-            .map_err(fleet_error)?;
+        let canary = fleet_call(self.c.fleet.start_canary(&self.r.version)).await?;
         self.prod.canary = Some(canary.clone());
         let client = probe::client(cs.timeout)?;
         let a = self.c.fleet.target(&stable);

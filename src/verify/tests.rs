@@ -12,7 +12,9 @@ use super::chain::{self, Chain, LoadGate, Mode, Outcome, Release, Stage, StageSt
 use super::fleet::{Fleet, Instance, Target};
 use super::migrate::ReleaseDatabase;
 use crate::config::Settings;
-use crate::provider::{CommentRef, DeployState, DeploymentRecord, Forge, PrState};
+use crate::provider::{
+    CommentRef, DeploymentRecord, DeploymentStatus, Forge, NewDeployment, PrState,
+};
 use crate::secret::Secret;
 
 #[derive(Default)]
@@ -273,35 +275,26 @@ impl Forge for FakeForge {
     async fn upsert_comment(&self, _pr: u64, _m: &str, _b: &str) -> anyhow::Result<CommentRef> {
         anyhow::bail!("not used")
     }
-    async fn create_deployment(
-        &self,
-        environment: &str,
-        _sha: &str,
-        _transient: bool,
-        _description: &str,
-    ) -> anyhow::Result<DeploymentRecord> {
+    async fn create_deployment(&self, new: NewDeployment<'_>) -> anyhow::Result<DeploymentRecord> {
         Ok(DeploymentRecord {
-            id: environment.into(),
-            environment: environment.into(),
+            id: new.environment.into(),
+            environment: new.environment.into(),
             url: None,
         })
     }
     async fn set_deployment_status(
         &self,
         record: &DeploymentRecord,
-        state: DeployState,
-        _u: Option<&str>,
-        _l: Option<&str>,
-        _d: &str,
+        status: DeploymentStatus<'_>,
     ) -> anyhow::Result<()> {
         self.statuses
             .lock()
             .unwrap()
-            .push((record.environment.clone(), state.as_str().into()));
+            .push((record.environment.clone(), status.state.as_str().into()));
         Ok(())
     }
-    async fn deactivate_environment(&self, _e: &str) -> anyhow::Result<()> {
-        Ok(())
+    async fn deployment_records(&self, _e: &str) -> anyhow::Result<Vec<DeploymentRecord>> {
+        Ok(Vec::new())
     }
 }
 

@@ -7,12 +7,12 @@
 use crate::common::fake_fly;
 use crate::common::fake_neon;
 use crate::common::openapi;
+use crate::common::world;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use atlas::config::{FlyAccess, NeonAccess, Settings};
-use atlas::http::{RetryPolicy, Timeouts};
+use atlas::config::Settings;
 use atlas::naming;
 use atlas::provider::fly::FlyPlatform;
 use atlas::provider::neon::NeonDatabase;
@@ -46,42 +46,9 @@ async fn env() -> Env {
     settings.fly.preview_url = Some(health);
     settings.database.schema_only = true;
     settings.neon.operation_timeout = Duration::from_secs(2);
-    let policy = RetryPolicy {
-        max_attempts: 6,
-        base_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(50),
-        deadline: Duration::from_secs(20),
-    };
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(2),
-        request: Duration::from_millis(700),
-    };
-    let db = NeonDatabase::new(
-        &NeonAccess {
-            api_key: Some(Secret::new(NEON_KEY)),
-            project_id: Some(fake_neon::PROJECT.into()),
-            api_url: url::Url::parse(&neon.api_url).unwrap(),
-        },
-        &settings,
-        REPO,
-        policy.clone(),
-    )
-    .unwrap()
-    .with_timeouts(timeouts, Duration::from_millis(5))
-    .unwrap();
-    let platform = FlyPlatform::new(
-        &FlyAccess {
-            api_token: Some(Secret::new(FLY_TOKEN)),
-            org: Some(ORG.into()),
-            api_url: url::Url::parse(&fly.api_url).unwrap(),
-        },
-        &settings,
-        REPO,
-        policy,
-    )
-    .unwrap()
-    .with_timeouts(timeouts, Duration::from_millis(5))
-    .unwrap();
+    let wire = world::Wire::fast(6, Duration::from_millis(50), Duration::from_secs(20));
+    let db = world::neon_database(&neon, &settings, REPO, &wire);
+    let platform = world::fly_platform(&fly, &settings, REPO, ORG, &wire);
     let prefix = naming::prefix(settings.app.name.as_deref(), REPO);
     Env {
         neon,

@@ -6,7 +6,7 @@ use crate::common::fake_github;
 
 use atlas::http::RetryPolicy;
 use atlas::provider::github::{ACTIONS_BOT, Author, GithubForge};
-use atlas::provider::{DeployState, Forge};
+use atlas::provider::{DeployState, DeploymentStatus, Forge, NewDeployment};
 use atlas::secret::Secret;
 use axum::http::Method;
 use fake_github::{FakeGithub, Fault};
@@ -240,26 +240,29 @@ async fn deployment_lifecycle() {
     let (gh, forge) = setup(Some("atlas-bot")).await;
     let env = "preview/pr-7";
     let d = forge
-        .create_deployment(env, &sha('a'), true, "preview of PR #7")
+        .create_deployment(NewDeployment {
+            environment: env,
+            sha: &sha('a'),
+            transient: true,
+            description: "preview of PR #7",
+        })
         .await
         .unwrap();
     forge
         .set_deployment_status(
             &d,
-            DeployState::InProgress,
-            None,
-            Some("https://logs/1"),
-            "building",
+            DeploymentStatus::new(DeployState::InProgress, "building")
+                .environment_url(None)
+                .log_url(Some("https://logs/1")),
         )
         .await
         .unwrap();
     forge
         .set_deployment_status(
             &d,
-            DeployState::Success,
-            Some("https://kitchen-pr-7.fly.dev"),
-            Some("https://logs/1"),
-            "ready",
+            DeploymentStatus::new(DeployState::Success, "ready")
+                .environment_url(Some("https://kitchen-pr-7.fly.dev"))
+                .log_url(Some("https://logs/1")),
         )
         .await
         .unwrap();
@@ -286,18 +289,33 @@ async fn deployment_lifecycle() {
 
     // A re-run for the same commit reuses the deployment; a new commit gets its own.
     let again = forge
-        .create_deployment(env, &sha('a'), true, "x")
+        .create_deployment(NewDeployment {
+            environment: env,
+            sha: &sha('a'),
+            transient: true,
+            description: "x",
+        })
         .await
         .unwrap();
     assert_eq!(again.id, d.id);
     let next = forge
-        .create_deployment(env, &sha('b'), true, "x")
+        .create_deployment(NewDeployment {
+            environment: env,
+            sha: &sha('b'),
+            transient: true,
+            description: "x",
+        })
         .await
         .unwrap();
     assert_ne!(next.id, d.id);
     // Another environment is untouched by `down`.
     let qa = forge
-        .create_deployment("qa", &sha('c'), false, "qa")
+        .create_deployment(NewDeployment {
+            environment: "qa",
+            sha: &sha('c'),
+            transient: false,
+            description: "qa",
+        })
         .await
         .unwrap();
 
@@ -315,7 +333,12 @@ async fn deployment_lifecycle() {
         assert_eq!(qa_dep.payload["transient_environment"], false);
     });
     let prod = forge
-        .create_deployment("production", &sha('d'), false, "release")
+        .create_deployment(NewDeployment {
+            environment: "production",
+            sha: &sha('d'),
+            transient: false,
+            description: "release",
+        })
         .await
         .unwrap();
     gh.with(|s| {
@@ -370,7 +393,12 @@ async fn a_lost_create_response_does_not_duplicate() {
     // Same for a deployment.
     gh.fault(Fault::new(Method::POST, "/deployments", 503).landed());
     let d = forge
-        .create_deployment("preview/pr-7", &sha('a'), true, "x")
+        .create_deployment(NewDeployment {
+            environment: "preview/pr-7",
+            sha: &sha('a'),
+            transient: true,
+            description: "x",
+        })
         .await
         .unwrap();
     assert_eq!(gh.with(|s| s.deployments.len()), 1);
@@ -378,7 +406,12 @@ async fn a_lost_create_response_does_not_duplicate() {
     // A create that failed without landing is sent again after the look-up.
     gh.fault(Fault::new(Method::POST, "/deployments", 500));
     forge
-        .create_deployment("preview/pr-8", &sha('b'), true, "x")
+        .create_deployment(NewDeployment {
+            environment: "preview/pr-8",
+            sha: &sha('b'),
+            transient: true,
+            description: "x",
+        })
         .await
         .unwrap();
     assert_eq!(gh.with(|s| s.deployments.len()), 2);
@@ -416,7 +449,12 @@ async fn permanent_errors_name_github_the_call_and_the_status_without_the_token(
     });
     gh.reset_calls();
     let e = forge
-        .create_deployment("qa", &sha('a'), false, "x")
+        .create_deployment(NewDeployment {
+            environment: "qa",
+            sha: &sha('a'),
+            transient: false,
+            description: "x",
+        })
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("403"), "{e:#}");
@@ -514,16 +552,20 @@ async fn up_once(forge: &GithubForge, body: &str) {
         Decision::Proceed
     );
     let d = forge
-        .create_deployment("preview/pr-7", &sha('a'), true, "preview")
+        .create_deployment(NewDeployment {
+            environment: "preview/pr-7",
+            sha: &sha('a'),
+            transient: true,
+            description: "preview",
+        })
         .await
         .unwrap();
     forge
         .set_deployment_status(
             &d,
-            DeployState::InProgress,
-            None,
-            Some("https://logs"),
-            "building",
+            DeploymentStatus::new(DeployState::InProgress, "building")
+                .environment_url(None)
+                .log_url(Some("https://logs")),
         )
         .await
         .unwrap();
@@ -535,10 +577,9 @@ async fn up_once(forge: &GithubForge, body: &str) {
     forge
         .set_deployment_status(
             &d,
-            DeployState::Success,
-            Some("https://app"),
-            Some("https://logs"),
-            "ready",
+            DeploymentStatus::new(DeployState::Success, "ready")
+                .environment_url(Some("https://app"))
+                .log_url(Some("https://logs")),
         )
         .await
         .unwrap();
