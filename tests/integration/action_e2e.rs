@@ -70,6 +70,8 @@ struct World {
     time_v: std::sync::atomic::AtomicBool,
     /// Send SIGINT once a machine exists; how long the run took to exit after it.
     interrupt: std::sync::atomic::AtomicBool,
+    /// Send SIGINT once Neon has received the branch create instead.
+    interrupt_on_neon_create: std::sync::atomic::AtomicBool,
     signal_to_exit: Mutex<Option<Duration>>,
     /// Extra process environment for the runs (`ATLAS_DEADLINE`).
     extra_env: Mutex<Vec<(String, String)>>,
@@ -113,6 +115,7 @@ async fn world() -> World {
         texts: Mutex::new(Vec::new()),
         time_v: Default::default(),
         interrupt: Default::default(),
+        interrupt_on_neon_create: Default::default(),
         signal_to_exit: Mutex::new(None),
         extra_env: Mutex::new(Vec::new()),
     }
@@ -264,6 +267,9 @@ impl World {
         let wait = child.wait_with_output();
         tokio::pin!(wait);
         let interrupt = self.interrupt.load(std::sync::atomic::Ordering::Relaxed);
+        let on_neon_create = self
+            .interrupt_on_neon_create
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut signalled: Option<std::time::Instant> = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
         let out = loop {
@@ -273,7 +279,9 @@ impl World {
                     assert!(tokio::time::Instant::now() < deadline, "atlas run did not finish within 45 s");
                     // SIGINT as the runner sends it on cancel, once a machine exists (the run
                     // is then waiting for it to start).
-                    if interrupt && signalled.is_none() && !self.fly.live_machines().is_empty() {
+                    let now = (interrupt && !self.fly.live_machines().is_empty())
+                        || (on_neon_create && self.neon.core.count("createProjectBranch") > 0);
+                    if now && signalled.is_none() {
                         std::process::Command::new("kill")
                             .args(["-INT", &pid.to_string()])
                             .status()
@@ -1292,6 +1300,45 @@ async fn sigint_during_the_machine_wait_tears_down_what_this_run_created() {
         "exit {took:?} after SIGINT"
     );
     w.assert_nothing_left();
+    w.assert_clean();
+}
+
+/// L1: SIGINT while Neon is still answering the branch create (it lands, the answer is slow):
+/// the run stops at once, starts nothing new (not one Fly request), says it created nothing it
+/// knows of, exits non-zero; the next run finds the branch by its annotations and adopts it
+/// instead of creating a second one.
+#[tokio::test]
+async fn sigint_during_the_neon_create_starts_nothing_new_and_the_next_run_reconciles() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    w.neon.core.fault(
+        "createProjectBranch",
+        Fault::Slow(Duration::from_secs(5)),
+        1,
+    );
+    w.interrupt_on_neon_create
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let p = payload("pull_request.opened.json", HEAD1, REPO);
+    let r = w.run("pull_request", &p, &image(HEAD1), &[], None).await;
+    assert!(
+        w.signal_to_exit.lock().unwrap().is_some(),
+        "no SIGINT was sent"
+    );
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(r.stderr.contains("cancelled by SIGINT"), "{}", r.dump());
+    assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
+    assert_eq!(w.neon.core.count("createProjectBranch"), 1);
+    w.interrupt_on_neon_create
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let r = w.run("pull_request", &p, &image(HEAD1), &[], None).await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(
+        w.neon.core.count("createProjectBranch"),
+        1,
+        "the landed branch was not adopted"
+    );
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    assert_eq!(w.fly.app_names(), vec![app_name()]);
     w.assert_clean();
 }
 
