@@ -119,7 +119,12 @@ pub struct FlyPlatform {
     repository: String,
     prefix: String,
     settings: FlySettings,
+    /// Spacing of app deletes, whichever app: Fly allows about 100 a minute.
+    app_delete_spacing: Duration,
 }
+
+/// 100 app deletes a minute at most (a sweep of hundreds of orphans stays under the limit).
+pub const APP_DELETE_SPACING: Duration = Duration::from_millis(600);
 
 /// The Machines API client from the `fly_*` inputs (shared by previews and the verify fleet);
 /// `purpose` completes the missing-token error ("for a fly preview").
@@ -175,7 +180,14 @@ impl FlyPlatform {
             repository: repository.to_string(),
             prefix: naming::prefix(settings.app.name.as_deref(), repository),
             settings: settings.fly.clone(),
+            app_delete_spacing: APP_DELETE_SPACING,
         })
+    }
+
+    /// Replaces [`APP_DELETE_SPACING`] (tests sweep hundreds of apps faster).
+    pub fn with_app_delete_spacing(mut self, every: Duration) -> Self {
+        self.app_delete_spacing = every;
+        self
     }
 
     /// Shorter timeouts and polling (tests against a local fake).
@@ -849,7 +861,10 @@ impl Platform for FlyPlatform {
         }
         match self
             .client
-            .send(Call::delete("destroy app", format!("/apps/{}", enc(app))))
+            .send(
+                Call::delete("destroy app", format!("/apps/{}", enc(app)))
+                    .paced_as("DELETE /apps/*", self.app_delete_spacing),
+            )
             .await
         {
             Ok(_) => Ok(Deleted::Removed),
