@@ -101,9 +101,54 @@ fn build_cloud(ctx: &Ctx, config: &crate::config::Config) -> anyhow::Result<Prov
     let platform = FlyPlatform::new(&config.fly, &ctx.settings, &repo, policy)?;
     Ok(Providers {
         database: Box::new(database),
-        platform: Box::new(platform),
+        platform: gated_fly(ctx, config, platform)?,
         forge: Box::new(forge),
     })
+}
+
+/// The Atlas image a gate machine runs when `gate_image` is not given.
+fn default_gate_image() -> String {
+    format!("ghcr.io/atlas-preview/atlas:v{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The Fly platform, behind an access gate when `[preview] access` asks for one.
+fn gated_fly(
+    ctx: &Ctx,
+    config: &crate::config::Config,
+    fly: FlyPlatform,
+) -> anyhow::Result<Box<dyn crate::provider::Platform>> {
+    use crate::gate::Mode;
+    let mode = Mode::from_access(&ctx.settings.preview.access).unwrap_or(Mode::Public);
+    if mode == Mode::Public {
+        return Ok(Box::new(fly));
+    }
+    let secret = config.gate.secret.clone().with_context(|| {
+        format!(
+            "input `gate_secret` is required for [preview] access = \"{}\"",
+            mode.as_str()
+        )
+    })?;
+    let github = match (
+        &config.gate.github_client_id,
+        &config.gate.github_client_secret,
+    ) {
+        (Some(id), Some(s)) if mode == Mode::Github => Some(crate::gate::fly::FlyGithub {
+            client_id: id.clone(),
+            client_secret: s.clone(),
+            teams: Vec::new(),
+        }),
+        _ => None,
+    };
+    // This run's bypass tokens name it; a later run's gate refuses them.
+    let run = match (&ctx.github.run_id, &ctx.github.run_attempt) {
+        (Some(id), Some(a)) => format!("gh-{id}-{a}"),
+        (Some(id), None) => format!("gh-{id}"),
+        _ => format!("run-{}", crate::gate::token::new_nonce()),
+    };
+    let image = config.gate.image.clone().unwrap_or_else(default_gate_image);
+    Ok(Box::new(crate::gate::fly::FlyGate::new(
+        fly, mode, secret, &image, &run, github,
+    )?))
 }
 
 /// Only secrets declared in `[preview] secrets` reach a preview; a declared secret without a
@@ -148,6 +193,7 @@ fn up_options(ctx: &Ctx, prefix: String) -> anyhow::Result<UpOptions> {
         // the sticky comment and the job summary outlive the runner; a file would not.
         audit_log: None,
         prefix,
+        history_base: None,
     })
 }
 
@@ -207,7 +253,11 @@ async fn preview_inner(
     let providers = cloud_providers(ctx)?;
     let repo = repository(ctx)?;
     let prefix = crate::naming::prefix(ctx.settings.app.name.as_deref(), &repo);
-    let opts = up_options(ctx, prefix)?;
+    let mut opts = up_options(ctx, prefix)?;
+    opts.history_base = match event {
+        Event::PullRequest { pr: p, .. } if p.number == pr => Some(p.base_ref.clone()),
+        _ => None,
+    };
     let (branch, title) = pr_text(event, pr);
 
     // A manual run previews the PR's live head; an event run previews the event's head commit.
@@ -328,6 +378,51 @@ fn cloud_providers_for_sweep(ctx: &Ctx) -> anyhow::Result<Providers> {
     }
     c.require_cloud()?;
     build_cloud(ctx, &c)
+}
+
+/// `atlas preview extend --pr N [--ttl 72h] [--local]`: the same providers the sweep uses.
+pub async fn cli_extend(
+    args: &crate::cli::ExtendArgs,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (providers, ttl) = if args.local {
+        let settings = super::ctx::settings_for_cli(config)?;
+        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
+        let setup =
+            super::preview::local_providers(&settings, &settings.local.state_dir, false, &mut log)
+                .await?;
+        let config = crate::config::Config::from_vars(std::env::vars())?;
+        (
+            setup.providers,
+            args.ttl.or(config.ttl).unwrap_or(settings.preview.ttl),
+        )
+    } else {
+        let ctx = Ctx::load(config)?;
+        let ttl = args
+            .ttl
+            .or(ctx.config.ttl)
+            .unwrap_or(ctx.settings.preview.ttl);
+        (cloud_providers_for_sweep(&ctx)?, ttl)
+    };
+    let at = chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        .with_context(|| format!("--ttl {} is too long", humantime::format_duration(ttl)))?;
+    let out = crate::lifecycle::extend(
+        providers.database.as_ref(),
+        providers.platform.as_ref(),
+        args.pr,
+        at,
+    )
+    .await?;
+    eprintln!(
+        "preview of PR #{} now expires {} ({})",
+        out.pr,
+        out.expires,
+        out.moved.join(", ")
+    );
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
 }
 
 /// `atlas sweep [--dry-run] [--local]`.

@@ -31,7 +31,7 @@ impl Bypass {
         v.iter().find(|(a, _)| a == app).map(|(_, t)| t.clone())
     }
 
-    fn set(&self, app: &str, t: Secret) {
+    pub(super) fn set(&self, app: &str, t: Secret) {
         let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
         v.retain(|(a, _)| a != app);
         v.push((app.to_string(), t));
@@ -177,6 +177,7 @@ impl Platform for LocalGate {
             port: 0,
             health_path: "/_atlas/healthz".into(),
             readiness_timeout: Duration::from_secs(20),
+            expires_at: req.expires_at,
         };
         let gate = self
             .processes(&upstream, &req.app, req.pr)
@@ -213,6 +214,10 @@ impl Platform for LocalGate {
 
     async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
         self.inner.list_apps().await
+    }
+
+    async fn set_expiry(&self, app: &str, at: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+        self.inner.set_expiry(app, at).await
     }
 
     async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {

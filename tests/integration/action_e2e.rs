@@ -43,6 +43,8 @@ const FLY_TOKEN: &str = "fly-e2e-token-Lm29Vb77kd";
 const GH_TOKEN: &str = "ghs_e2eTokenValue9876543210fedcba";
 const STRIPE: &str = "sk_test_e2e_Pq44Rr99zz";
 const ORG: &str = "atlas-org";
+/// The repository's access-gate secret (`gate_secret`).
+const GATE_SECRET: &str = "gate-e2e-secret-Rt62Yu88pl";
 /// Every Neon branch password of the fake looks like `npg_Pw<n>Sekr1t`.
 const PASSWORD_TAG: &str = "Sekr1t";
 /// The GitHub environment previews deploy to.
@@ -75,6 +77,8 @@ struct World {
     signal_to_exit: Mutex<Option<Duration>>,
     /// Extra process environment for the runs (`ATLAS_DEADLINE`).
     extra_env: Mutex<Vec<(String, String)>>,
+    /// `[preview] access` of the atlas.toml the runs use.
+    access: Mutex<String>,
 }
 
 /// The app behind the preview URL: `/<app>/healthz` and `/<app>/api/ping` answer, nothing else.
@@ -118,6 +122,7 @@ async fn world() -> World {
         interrupt_on_neon_create: Default::default(),
         signal_to_exit: Mutex::new(None),
         extra_env: Mutex::new(Vec::new()),
+        access: Mutex::new("public".into()),
     }
 }
 
@@ -148,7 +153,7 @@ fn payload(file: &str, head_sha: &str, head_repo: &str) -> String {
     serde_json::to_string(&v).unwrap()
 }
 
-fn atlas_toml(app_base: &str) -> String {
+fn atlas_toml(app_base: &str, access: &str) -> String {
     format!(
         r#"[app]
 health_path = "/healthz"
@@ -161,6 +166,7 @@ migrations = "echo migrated; echo \"connected to $DATABASE_URL\""
 
 [preview]
 secrets = ["STRIPE_KEY"]
+access = "{access}"
 
 [fly]
 preview_url = "{app_base}/{{app}}"
@@ -231,7 +237,11 @@ impl World {
             None => env.workspace(),
         };
         std::fs::create_dir_all(&config_dir).unwrap();
-        std::fs::write(config_dir.join("atlas.toml"), atlas_toml(&self.app_base)).unwrap();
+        std::fs::write(
+            config_dir.join("atlas.toml"),
+            atlas_toml(&self.app_base, &self.access.lock().unwrap()),
+        )
+        .unwrap();
         if subdir.is_some() {
             env.vars.insert(
                 "INPUT_WORKING_DIRECTORY".into(),
@@ -393,7 +403,14 @@ impl World {
         });
         texts.extend(records.into_iter().map(|r| ("deployment record".into(), r)));
         for (what, text) in &texts {
-            for secret in [NEON_KEY, FLY_TOKEN, GH_TOKEN, STRIPE, PASSWORD_TAG] {
+            for secret in [
+                NEON_KEY,
+                FLY_TOKEN,
+                GH_TOKEN,
+                STRIPE,
+                PASSWORD_TAG,
+                GATE_SECRET,
+            ] {
                 assert!(
                     !text.contains(secret),
                     "secret {secret:?} leaked in {what}:\n{text}"
@@ -465,6 +482,14 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
     assert_eq!(fly_app.machines.len(), 1);
     let machine = fly_app.machines[0].clone();
     assert_eq!(machine.config["image"], image(HEAD1).as_str());
+    // The app knows what it is: its own traces and logs can be filtered per preview.
+    let env = &machine.config["env"];
+    assert_eq!(env["ATLAS_COMMIT_SHA"], HEAD1, "{env}");
+    assert_eq!(env["OTEL_SERVICE_NAME"], REPO.rsplit('/').next().unwrap());
+    assert_eq!(
+        env["OTEL_RESOURCE_ATTRIBUTES"],
+        format!("service.version={HEAD1},deployment.environment=preview,atlas.pr=2").as_str()
+    );
     // Only the declared secret and the branch's own URI reach the app.
     assert_eq!(
         fly_app.secrets.keys().collect::<Vec<_>>(),
@@ -760,6 +785,87 @@ async fn a_machine_that_never_starts_fails_and_leaves_nothing() {
             &payload("pull_request.closed.unmerged.json", HEAD1, REPO),
             &image(HEAD1),
             &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "destroyed");
+    w.assert_nothing_left();
+    w.assert_clean();
+}
+
+/// A signed-link preview on Fly: without `gate_secret` the run fails naming it before any
+/// provider request; with it, two machines (the gate public, the app private), the identity
+/// clause says the mode, who gets in and until when, the evidence says smoke and load went
+/// through the gate, no gate secret or key is printed, and the closed run leaves nothing.
+#[tokio::test]
+async fn a_signed_link_preview_on_fly_runs_behind_its_gate_machine() {
+    let w = world().await;
+    *w.access.lock().unwrap() = "signed-link".into();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let opened = payload("pull_request.opened.json", HEAD1, REPO);
+    let r = w
+        .run("pull_request", &opened, &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 2, "{}", r.dump());
+    assert!(r.stderr.contains("gate_secret"), "{}", r.dump());
+    assert_eq!(w.fly_calls() + w.neon_calls(), 0, "a provider was called");
+
+    let r = w
+        .run(
+            "pull_request",
+            &opened,
+            &image(HEAD1),
+            &[("gate_secret", GATE_SECRET)],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stdout.contains(&format!("::add-mask::{GATE_SECRET}")),
+        "the gate secret is not masked"
+    );
+    let a = w.fly.app(&app_name()).expect("the app");
+    assert_eq!(a.machines.len(), 2, "{:#?}", a.machines);
+    let gate = a
+        .machines
+        .iter()
+        .find(|m| m.meta("atlas_role") == Some("gate"))
+        .expect("a gate machine");
+    let appm = a
+        .machines
+        .iter()
+        .find(|m| m.meta("atlas_role").is_none())
+        .expect("an app machine");
+    assert!(gate.public() && !appm.public());
+    assert_eq!(
+        gate.config["env"]["ATLAS_GATE_UPSTREAM"],
+        format!("{}.vm.{}.internal:8080", appm.id, app_name())
+    );
+    let key = a.secrets["ATLAS_GATE_KEY"].clone();
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1);
+    let body = &comments[0].body;
+    // The comment escapes markdown: `signed\-link`, `2026\-12\-09T...`.
+    assert!(body.contains("access: signed\\-link"), "{body}");
+    assert!(body.contains("who: holders of a signed link"), "{body}");
+    assert!(body.contains(" · until 20"), "{body}");
+    assert!(
+        body.contains("(smoke and load through the access gate)"),
+        "{body}"
+    );
+    for (what, text) in w.texts.lock().unwrap().iter() {
+        assert!(!text.contains(&key), "the gate key leaked in {what}");
+    }
+    assert!(!body.contains(&key));
+
+    w.gh.add_pull(PR, false, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.closed.unmerged.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[("gate_secret", GATE_SECRET)],
             None,
         )
         .await;
