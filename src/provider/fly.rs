@@ -177,6 +177,14 @@ pub struct FlyPlatform {
     app_delete_spacing: Duration,
 }
 
+/// Where a preview answers its health check: the URL, the path, the headers the front needs.
+#[derive(Clone, Copy)]
+struct Probe<'a> {
+    url: &'a str,
+    health_path: &'a str,
+    headers: &'a [(String, Secret)],
+}
+
 /// 100 app deletes a minute at most (a sweep of hundreds of orphans stays under the limit).
 pub const APP_DELETE_SPACING: Duration = Duration::from_millis(600);
 
@@ -768,7 +776,17 @@ impl FlyPlatform {
             mode => {
                 let sleeper = front_machine.as_ref().unwrap_or(&machine);
                 let wake = self
-                    .measure_wake(app, sleeper, mode, &url, &req.health_path, headers, deadline)
+                    .measure_wake(
+                        app,
+                        sleeper,
+                        mode,
+                        Probe {
+                            url: &url,
+                            health_path: &req.health_path,
+                            headers,
+                        },
+                        deadline,
+                    )
                     .await?;
                 (Some(mode.as_str().to_string()), wake)
             }
@@ -895,9 +913,7 @@ impl FlyPlatform {
         app: &str,
         m: &ApiMachine,
         mode: AutoStop,
-        url: &str,
-        health_path: &str,
-        headers: &[(String, Secret)],
+        probe: Probe<'_>,
         deadline: Instant,
     ) -> anyhow::Result<Option<u64>> {
         let (verb, state) = match mode {
@@ -923,7 +939,7 @@ impl FlyPlatform {
             return Ok(None);
         }
         let t = Instant::now();
-        self.probe(url, health_path, headers, deadline)
+        self.probe(probe.url, probe.health_path, probe.headers, deadline)
             .await
             .with_context(|| {
                 format!("fly: the preview did not wake from `{state}` on its first request")
