@@ -201,6 +201,9 @@ pub struct Call {
     pub transient_404: bool,
     /// Overrides the request timeout (long polls such as Fly's `/wait`).
     pub timeout: Option<Duration>,
+    /// Spaces this call from every other call of the same class by at least the interval, when
+    /// the server limits a whole class (Fly: app deletes per minute, whichever app).
+    pub pace_class: Option<(String, Duration)>,
 }
 
 impl Call {
@@ -218,7 +221,14 @@ impl Call {
             safety,
             transient_404: false,
             timeout: None,
+            pace_class: None,
         }
+    }
+
+    /// Paces this call within `class`, at least `every` apart (see [`Call::pace_class`]).
+    pub fn paced_as(mut self, class: &str, every: Duration) -> Self {
+        self.pace_class = Some((class.to_string(), every));
+        self
     }
     pub fn get(name: impl Into<String>, path: impl Into<String>) -> Self {
         Call::new(reqwest::Method::GET, name, path)
@@ -537,15 +547,21 @@ impl Client {
         if let Some(t) = call.timeout {
             rb = rb.timeout(t);
         }
-        let pace_key = format!(
-            "{} {}",
-            call.method,
-            call.path.split('?').next().unwrap_or_default()
-        );
-        if let Some(every) = self.pace
-            && call.method != reqwest::Method::GET
-        {
-            let key = pace_key.clone();
+        let pace = match &call.pace_class {
+            Some((class, every)) => Some((class.clone(), *every)),
+            None => self
+                .pace
+                .filter(|_| call.method != reqwest::Method::GET)
+                .map(|every| {
+                    let key = format!(
+                        "{} {}",
+                        call.method,
+                        call.path.split('?').next().unwrap_or_default()
+                    );
+                    (key, every)
+                }),
+        };
+        if let Some((key, every)) = pace.clone() {
             let wait = {
                 let mut last = self.last_mutation.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
@@ -557,11 +573,11 @@ impl Client {
         }
         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sent = rb.send().await;
-        if self.pace.is_some() && call.method != reqwest::Method::GET {
+        if let Some((key, _)) = pace {
             // Spacing counts from the answer too: the server sees arrivals, not our sends.
             let mut last = self.last_mutation.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            let t = last.entry(pace_key).or_insert(now);
+            let t = last.entry(key).or_insert(now);
             *t = (*t).max(now);
         }
         let resp = match sent {

@@ -173,7 +173,20 @@ pub struct FlyPlatform {
     repository: String,
     prefix: String,
     settings: FlySettings,
+    /// Spacing of app deletes, whichever app: Fly allows about 100 a minute.
+    app_delete_spacing: Duration,
 }
+
+/// Where a preview answers its health check: the URL, the path, the headers the front needs.
+#[derive(Clone, Copy)]
+struct Probe<'a> {
+    url: &'a str,
+    health_path: &'a str,
+    headers: &'a [(String, Secret)],
+}
+
+/// 100 app deletes a minute at most (a sweep of hundreds of orphans stays under the limit).
+pub const APP_DELETE_SPACING: Duration = Duration::from_millis(600);
 
 /// The Machines API client from the `fly_*` inputs (shared by previews and the verify fleet);
 /// `purpose` completes the missing-token error ("for a fly preview").
@@ -229,7 +242,14 @@ impl FlyPlatform {
             repository: repository.to_string(),
             prefix: naming::prefix(settings.app.name.as_deref(), repository),
             settings: settings.fly.clone(),
+            app_delete_spacing: APP_DELETE_SPACING,
         })
+    }
+
+    /// Replaces [`APP_DELETE_SPACING`] (tests sweep hundreds of apps faster).
+    pub fn with_app_delete_spacing(mut self, every: Duration) -> Self {
+        self.app_delete_spacing = every;
+        self
     }
 
     /// Shorter timeouts and polling (tests against a local fake).
@@ -760,9 +780,11 @@ impl FlyPlatform {
                         app,
                         sleeper,
                         mode,
-                        &url,
-                        &req.health_path,
-                        headers,
+                        Probe {
+                            url: &url,
+                            health_path: &req.health_path,
+                            headers,
+                        },
                         deadline,
                     )
                     .await?;
@@ -886,15 +908,12 @@ impl FlyPlatform {
     /// machine for it (`autostart`). `Ok(None)`: the machine could not be put to sleep, so
     /// nothing was measured (a warning says why). A machine that sleeps but does not wake again
     /// is an error: the preview would be dead after its first idle spell.
-    #[allow(clippy::too_many_arguments)]
     async fn measure_wake(
         &self,
         app: &str,
         m: &ApiMachine,
         mode: AutoStop,
-        url: &str,
-        health_path: &str,
-        headers: &[(String, Secret)],
+        probe: Probe<'_>,
         deadline: Instant,
     ) -> anyhow::Result<Option<u64>> {
         let (verb, state) = match mode {
@@ -920,7 +939,7 @@ impl FlyPlatform {
             return Ok(None);
         }
         let t = Instant::now();
-        self.probe(url, health_path, headers, deadline)
+        self.probe(probe.url, probe.health_path, probe.headers, deadline)
             .await
             .with_context(|| {
                 format!("fly: the preview did not wake from `{state}` on its first request")
@@ -1115,7 +1134,10 @@ impl Platform for FlyPlatform {
         }
         match self
             .client
-            .send(Call::delete("destroy app", format!("/apps/{}", enc(app))))
+            .send(
+                Call::delete("destroy app", format!("/apps/{}", enc(app)))
+                    .paced_as("DELETE /apps/*", self.app_delete_spacing),
+            )
             .await
         {
             Ok(_) => Ok(Deleted::Removed),

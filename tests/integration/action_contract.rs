@@ -808,3 +808,44 @@ fn ci_audits_the_action_and_every_workflow_with_zizmor_as_auditor() {
         "a finding must fail the script"
     );
 }
+
+/// L6: `closed` then another event for the same PR. The teardown job runs in its own
+/// concurrency group that is never cancelled, so no later event (an edit, a label, a push
+/// racing the close) can replace a pending teardown; the up jobs share the PR's lane, where a
+/// newer event cancels only an older build. (A run still building re-reads the PR and tears
+/// down when it was closed: preview::up's second reconcile.)
+#[test]
+fn a_pending_teardown_cannot_be_replaced_by_a_later_event() {
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&read(".github/workflows/preview.yml")).unwrap();
+    let jobs = &doc["jobs"];
+    let down = &jobs["down"];
+    assert!(
+        down["if"]
+            .as_str()
+            .unwrap()
+            .contains("github.event.action == 'closed'"),
+        "the down job does not run on closed"
+    );
+    let down_group = down["concurrency"]["group"].as_str().unwrap();
+    assert_eq!(
+        down["concurrency"]["cancel-in-progress"].as_bool(),
+        Some(false)
+    );
+    let mut lanes = 0;
+    for (name, job) in jobs.as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        if name == "down" {
+            continue;
+        }
+        if let Some(g) = job["concurrency"]["group"].as_str() {
+            lanes += 1;
+            assert_ne!(g, down_group, "{name} shares the teardown's group");
+            assert!(
+                !job["if"].as_str().unwrap_or("").contains("== 'closed'"),
+                "{name} runs on closed in the cancellable lane"
+            );
+        }
+    }
+    assert!(lanes >= 1, "no up lane found");
+}

@@ -72,6 +72,8 @@ struct World {
     time_v: std::sync::atomic::AtomicBool,
     /// Send SIGINT once a machine exists; how long the run took to exit after it.
     interrupt: std::sync::atomic::AtomicBool,
+    /// Send SIGINT once Neon has received the branch create instead.
+    interrupt_on_neon_create: std::sync::atomic::AtomicBool,
     signal_to_exit: Mutex<Option<Duration>>,
     /// Extra process environment for the runs (`ATLAS_DEADLINE`).
     extra_env: Mutex<Vec<(String, String)>>,
@@ -117,6 +119,7 @@ async fn world() -> World {
         texts: Mutex::new(Vec::new()),
         time_v: Default::default(),
         interrupt: Default::default(),
+        interrupt_on_neon_create: Default::default(),
         signal_to_exit: Mutex::new(None),
         extra_env: Mutex::new(Vec::new()),
         access: Mutex::new("public".into()),
@@ -274,6 +277,9 @@ impl World {
         let wait = child.wait_with_output();
         tokio::pin!(wait);
         let interrupt = self.interrupt.load(std::sync::atomic::Ordering::Relaxed);
+        let on_neon_create = self
+            .interrupt_on_neon_create
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut signalled: Option<std::time::Instant> = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
         let out = loop {
@@ -283,7 +289,9 @@ impl World {
                     assert!(tokio::time::Instant::now() < deadline, "atlas run did not finish within 45 s");
                     // SIGINT as the runner sends it on cancel, once a machine exists (the run
                     // is then waiting for it to start).
-                    if interrupt && signalled.is_none() && !self.fly.live_machines().is_empty() {
+                    let now = (interrupt && !self.fly.live_machines().is_empty())
+                        || (on_neon_create && self.neon.core.count("createProjectBranch") > 0);
+                    if now && signalled.is_none() {
                         std::process::Command::new("kill")
                             .args(["-INT", &pid.to_string()])
                             .status()
@@ -995,6 +1003,149 @@ async fn debug_logging_prints_no_secret_on_success_or_failure() {
     w.assert_clean();
 }
 
+/// L7: a PR closed (preview torn down) and reopened gets its preview back: a new branch and
+/// app, and the one sticky comment says ready again.
+#[tokio::test]
+async fn a_pull_request_reopened_after_teardown_gets_its_preview_back() {
+    let w = world().await;
+    let app = app_name();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let opened = payload("pull_request.opened.json", HEAD1, REPO);
+    let r = w
+        .run("pull_request", &opened, &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.gh.add_pull(PR, false, HEAD1, false);
+    let closed = payload("pull_request.closed.unmerged.json", HEAD1, REPO);
+    let r = w
+        .run("pull_request", &closed, &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.assert_nothing_left();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let reopened = payload("pull_request.reopened.json", HEAD1, REPO);
+    let r = w
+        .run("pull_request", &reopened, &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "pass", "{}", r.dump());
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    assert_eq!(w.fly.app_names(), vec![app.clone()]);
+    assert_eq!(w.fly.app(&app).unwrap().machines.len(), 1);
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert_contract_comment(&comments[0].body, &format!("{}/{app}", w.app_base), HEAD1);
+    w.assert_clean();
+}
+
+/// L11: the Neon branch expired (its TTL passed, Neon deleted it) while the PR stayed open:
+/// the next push creates a new branch and points the app at it.
+#[tokio::test]
+async fn an_expired_neon_branch_is_recreated_on_the_next_push() {
+    let w = world().await;
+    let app = app_name();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let old = w.neon.branch("preview/pr-2").unwrap();
+    // Neon removes an expired branch itself.
+    w.neon
+        .state
+        .lock()
+        .unwrap()
+        .branches
+        .retain(|b| b.name != "preview/pr-2");
+    w.gh.add_pull(PR, true, HEAD2, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.synchronize.json", HEAD2, REPO),
+            &image(HEAD2),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let new = w
+        .neon
+        .branch("preview/pr-2")
+        .expect("the branch was not recreated");
+    assert_ne!(new.id, old.id);
+    let a = w.fly.app(&app).unwrap();
+    assert_eq!(a.machines.len(), 1);
+    assert_eq!(a.machines[0].config["image"], image(HEAD2).as_str());
+    assert!(
+        a.secrets["DATABASE_URL"].contains(&new.password),
+        "the app still points at the expired branch"
+    );
+    w.assert_clean();
+}
+
+/// L8: five pushes within seconds. Their runs start once the PR head is already the fifth
+/// commit: the four older ones see they are stale and touch nothing; the end state is one
+/// branch, one app with one machine at the newest commit, one comment.
+#[tokio::test]
+async fn five_quick_pushes_end_in_one_preview_at_the_newest_commit() {
+    let w = world().await;
+    let app = app_name();
+    let heads: Vec<String> = (1..=5).map(|i| format!("{i}").repeat(40)).collect();
+    w.gh.add_pull(PR, true, &heads[4], false);
+    let payloads: Vec<String> = heads
+        .iter()
+        .map(|h| payload("pull_request.synchronize.json", h, REPO))
+        .collect();
+    let images: Vec<String> = heads.iter().map(|h| image(h)).collect();
+    let run = |i: usize| w.run("pull_request", &payloads[i], &images[i], &[], None);
+    // All five at once, as the runner starts them.
+    let (r1, r2, r3, r4, r5) = tokio::join!(run(0), run(1), run(2), run(3), run(4));
+    let runs = [r1, r2, r3, r4, r5];
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r.code, 0, "push {}: {}", i + 1, r.dump());
+        let want = if i == 4 { "pass" } else { "skipped" };
+        assert_eq!(r.out("verdict"), want, "push {}: {}", i + 1, r.dump());
+    }
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    assert_eq!(w.fly.app_names(), vec![app.clone()]);
+    let a = w.fly.app(&app).unwrap();
+    assert_eq!(a.machines.len(), 1);
+    assert_eq!(a.machines[0].config["image"], images[4].as_str());
+    assert_eq!(w.comments().len(), 1);
+    w.assert_clean();
+}
+
+/// L3: two runs for the same PR and commit at the same time (a re-run beside the original):
+/// one branch, one app, one comment at the end; both succeed.
+#[tokio::test]
+async fn two_concurrent_runs_for_one_pull_request_end_in_one_of_everything() {
+    let w = world().await;
+    let app = app_name();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let p = payload("pull_request.opened.json", HEAD1, REPO);
+    let img = image(HEAD1);
+    let (a, b) = tokio::join!(
+        w.run("pull_request", &p, &img, &[], None),
+        w.run("pull_request", &p, &img, &[], None)
+    );
+    assert_eq!(a.code, 0, "{}", a.dump());
+    assert_eq!(b.code, 0, "{}", b.dump());
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    assert_eq!(w.fly.app_names(), vec![app.clone()]);
+    assert_eq!(w.comments().len(), 1, "{:#?}", w.comments());
+    // A later run converges whatever the race left: one machine.
+    let r = w.run("pull_request", &p, &img, &[], None).await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(w.fly.app(&app).unwrap().machines.len(), 1);
+    w.assert_clean();
+}
+
 /// Scenario 7: the live PR head moved past the event's: nothing is touched.
 #[tokio::test]
 async fn a_stale_run_touches_nothing() {
@@ -1255,6 +1406,45 @@ async fn sigint_during_the_machine_wait_tears_down_what_this_run_created() {
         "exit {took:?} after SIGINT"
     );
     w.assert_nothing_left();
+    w.assert_clean();
+}
+
+/// L1: SIGINT while Neon is still answering the branch create (it lands, the answer is slow):
+/// the run stops at once, starts nothing new (not one Fly request), says it created nothing it
+/// knows of, exits non-zero; the next run finds the branch by its annotations and adopts it
+/// instead of creating a second one.
+#[tokio::test]
+async fn sigint_during_the_neon_create_starts_nothing_new_and_the_next_run_reconciles() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    w.neon.core.fault(
+        "createProjectBranch",
+        Fault::Slow(Duration::from_secs(5)),
+        1,
+    );
+    w.interrupt_on_neon_create
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let p = payload("pull_request.opened.json", HEAD1, REPO);
+    let r = w.run("pull_request", &p, &image(HEAD1), &[], None).await;
+    assert!(
+        w.signal_to_exit.lock().unwrap().is_some(),
+        "no SIGINT was sent"
+    );
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(r.stderr.contains("cancelled by SIGINT"), "{}", r.dump());
+    assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
+    assert_eq!(w.neon.core.count("createProjectBranch"), 1);
+    w.interrupt_on_neon_create
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let r = w.run("pull_request", &p, &image(HEAD1), &[], None).await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(
+        w.neon.core.count("createProjectBranch"),
+        1,
+        "the landed branch was not adopted"
+    );
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    assert_eq!(w.fly.app_names(), vec![app_name()]);
     w.assert_clean();
 }
 

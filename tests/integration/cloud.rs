@@ -1168,3 +1168,67 @@ async fn a_fly_quota_refusal_is_named_with_what_frees_room() {
     }
     e.assert_clean();
 }
+
+/// L12: a backlog of 500 orphaned preview apps (their PRs closed). Each sweep run deletes at
+/// most its cap and defers the rest; app deletes are spaced as Fly's per-minute limit on app
+/// deletes needs, whichever app (the interval is shortened here, the spacing is what is
+/// checked); five runs converge to nothing left.
+#[tokio::test]
+async fn a_backlog_of_500_orphans_is_swept_capped_per_run_and_paced() {
+    use atlas::sweep::{SweepOptions, sweep_with};
+    let e = env().await;
+    assert_eq!(
+        atlas::provider::fly::APP_DELETE_SPACING,
+        Duration::from_millis(600),
+        "100 app deletes a minute"
+    );
+    let spacing = Duration::from_millis(10);
+    let e = Env {
+        platform: e.platform.with_app_delete_spacing(spacing),
+        ..e
+    };
+    {
+        let mut s = e.fly.state.lock().unwrap();
+        for pr in 1000..1500u64 {
+            let name = naming::preview_app(&e.prefix, pr);
+            s.apps.insert(
+                name.clone(),
+                fake_fly::FakeApp {
+                    id: format!("app-{pr}"),
+                    name,
+                    org: ORG.into(),
+                    machines: Vec::new(),
+                    secrets: BTreeMap::new(),
+                    secrets_version: 0,
+                },
+            );
+        }
+    }
+    let opts = SweepOptions {
+        ttl: Duration::from_secs(7 * 24 * 3600),
+        grace_period: Duration::ZERO,
+        max_deletions: 100,
+        dry_run: false,
+    };
+    let mut left = 500;
+    for run in 1..=5 {
+        let r = sweep_with(&e.db, &e.platform, Ok(vec![]), chrono::Utc::now(), &opts).await;
+        assert!(r.errors.is_empty() && r.failed.is_empty(), "{r:?}");
+        assert_eq!(r.deleted.len(), 100, "run {run}");
+        left -= 100;
+        assert_eq!(r.deferred.len(), left, "run {run}");
+        assert_eq!(e.fly.app_names().len(), left, "run {run}");
+    }
+    let times = e.fly.app_delete_times();
+    assert_eq!(times.len(), 500);
+    for w in times.windows(2) {
+        assert!(
+            w[1].duration_since(w[0]) >= spacing,
+            "two app deletes {:?} apart",
+            w[1].duration_since(w[0])
+        );
+    }
+    let r = sweep_with(&e.db, &e.platform, Ok(vec![]), chrono::Utc::now(), &opts).await;
+    assert!(r.deleted.is_empty() && r.deferred.is_empty(), "{r:?}");
+    e.assert_clean();
+}

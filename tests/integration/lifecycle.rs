@@ -159,7 +159,8 @@ async fn extend_moves_the_app_and_the_branch_of_that_pr_only() {
     let e = env_with(|_, _| {}).await;
     e.up(7, "aaa111").await.unwrap();
     e.up(8, "aaa111").await.unwrap();
-    let at = Utc::now() + chrono::Duration::hours(72);
+    // Not the default TTL (72 h): the other PR's own expiry must differ from the new one.
+    let at = Utc::now() + chrono::Duration::hours(100);
     let out = atlas::lifecycle::extend(&e.db, &e.platform, 7, at)
         .await
         .unwrap();

@@ -290,6 +290,10 @@ impl FlyState {
                 FakeResponse::json(200, json!({"total_apps": apps.len(), "apps": apps}))
             }
             "Apps_delete" => {
+                // Fly limits app deletes per minute across the org: arrivals are logged to
+                // check the client's spacing.
+                self.mutations
+                    .push(("Apps_delete".into(), app.clone(), Instant::now()));
                 self.apps.remove(&app);
                 self.destroyed.retain(|(a, _), _| *a != app);
                 FakeResponse::empty(202)
@@ -776,6 +780,18 @@ impl FakeFly {
     /// Another Atlas run in the same org creates `name` just before this one's create.
     pub fn race_own_create(&self, name: &str) {
         self.state.lock().unwrap().race_own = Some(name.to_string());
+    }
+
+    /// Arrival times of every app delete, oldest first.
+    pub fn app_delete_times(&self) -> Vec<Instant> {
+        self.state
+            .lock()
+            .unwrap()
+            .mutations
+            .iter()
+            .filter(|(op, _, _)| op == "Apps_delete")
+            .map(|(_, _, t)| *t)
+            .collect()
     }
 
     /// Arrival times of the updates of one machine.
