@@ -351,6 +351,8 @@ pub struct Client {
     /// 423 is returned to the caller, which knows what to wait for (Neon: the project's
     /// running operations), instead of being retried blindly.
     locked_to_caller: bool,
+    /// How often a flow polls this API for an operation or a machine state.
+    poll: Duration,
 }
 
 /// Cap on a provider response body: an API answer is a few KiB; more is an error, not memory.
@@ -439,6 +441,7 @@ impl Client {
             pace: None,
             last_mutation: Default::default(),
             locked_to_caller: false,
+            poll: Duration::from_secs(2),
         })
     }
 
@@ -446,6 +449,17 @@ impl Client {
     pub fn with_pacing(mut self, every: Duration) -> Client {
         self.pace = Some(every);
         self
+    }
+
+    /// Polls operations and states every `every`.
+    pub fn with_poll(mut self, every: Duration) -> Client {
+        self.poll = every;
+        self
+    }
+
+    /// The polling interval of flows on this API.
+    pub fn poll(&self) -> Duration {
+        self.poll
     }
 
     /// Returns 423 Locked to the caller instead of retrying it.
@@ -471,8 +485,9 @@ impl Client {
         self.provider
     }
 
-    /// The same client with other timeouts (tests use short ones against local fakes).
-    pub fn with_timeouts(&self, timeouts: Timeouts) -> anyhow::Result<Client> {
+    /// The same client with other timeouts and polling (tests use short ones against local
+    /// fakes).
+    pub fn with_timeouts(&self, timeouts: Timeouts, poll: Duration) -> anyhow::Result<Client> {
         let base = url::Url::parse(&self.base)
             .map_err(|e| anyhow::anyhow!("{}: bad base url: {e}", self.provider))?;
         let mut c = Client::new(
@@ -487,6 +502,7 @@ impl Client {
         c.pace = self.pace;
         c.last_mutation = self.last_mutation.clone();
         c.locked_to_caller = self.locked_to_caller;
+        c.poll = poll;
         Ok(c)
     }
 

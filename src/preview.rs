@@ -32,7 +32,8 @@ use crate::contract::{Contract, SmokeResult, Timing};
 use crate::error::GateFailed;
 use crate::provider::local::pg::LocalPg;
 use crate::provider::{
-    AppDeployment, BranchRequest, Deleted, DeployRequest, DeployState, Providers, TaskRequest,
+    AppDeployment, BranchRequest, Deleted, DeployRequest, DeployState, DeploymentStatus,
+    NewDeployment, Providers, TaskRequest,
 };
 use crate::report::{DestroyedComment, PreviewComment, SummaryContext};
 use crate::secret::{self, Secret};
@@ -300,16 +301,18 @@ pub async fn up(
     let environment = preview_environment(req.pr);
     let record = providers
         .forge
-        .create_deployment(&environment, &req.sha, true, "atlas preview")
+        .create_deployment(NewDeployment {
+            environment: &environment,
+            sha: &req.sha,
+            transient: true,
+            description: "atlas preview",
+        })
         .await?;
     providers
         .forge
         .set_deployment_status(
             &record,
-            DeployState::InProgress,
-            None,
-            None,
-            "atlas is building the preview",
+            DeploymentStatus::new(DeployState::InProgress, "atlas is building the preview"),
         )
         .await?;
     contract.code.deployment = record.url.clone();
@@ -373,30 +376,14 @@ pub async fn up(
                     leftovers.join("; ")
                 ));
             }
-            let ctx = PreviewComment {
-                marker: marker(req.pr),
-                pr: req.pr,
-                status: "failed",
+            let failure = Failure {
                 contract: &contract,
-                error: Some(msg.clone()),
-                generated_at: Utc::now().to_rfc3339(),
+                recorded: &contract,
+                msg: &msg,
+                deployment: "preview failed",
+                result: "failed",
             };
-            if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
-                let body = with_record(body, &contract);
-                let _ = providers
-                    .forge
-                    .upsert_comment(req.pr, &marker(req.pr), &body)
-                    .await;
-            }
-            let _ = providers
-                .forge
-                .set_deployment_status(&record, DeployState::Failure, None, None, "preview failed")
-                .await;
-            let _ = audit(
-                opts,
-                serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
-                    "sha": req.sha, "result": "failed", "error": msg}),
-            );
+            report_failure(providers, &renderer, req, opts, &record, failure).await;
             if leftovers.is_empty() {
                 Err(err.context("the preview was torn down"))
             } else {
@@ -421,30 +408,14 @@ async fn fail_update(
     msg: String,
     err: anyhow::Error,
 ) -> anyhow::Result<UpOutcome> {
-    let ctx = serde_json::json!({
-        "marker": marker(req.pr),
-        "pr": req.pr,
-        "status": "failed",
-        "contract": contract,
-        "error": msg,
-        "generated_at": Utc::now().to_rfc3339(),
-    });
-    if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
-        let body = with_record(body, live.as_ref().unwrap_or(contract));
-        let _ = providers
-            .forge
-            .upsert_comment(req.pr, &marker(req.pr), &body)
-            .await;
-    }
-    let _ = providers
-        .forge
-        .set_deployment_status(record, DeployState::Failure, None, None, "update failed")
-        .await;
-    let _ = audit(
-        opts,
-        serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
-            "sha": req.sha, "result": "update-failed", "error": msg}),
-    );
+    let failure = Failure {
+        contract,
+        recorded: live.as_ref().unwrap_or(contract),
+        msg: &msg,
+        deployment: "update failed",
+        result: "update-failed",
+    };
+    report_failure(providers, renderer, req, opts, record, failure).await;
     let still = live.map_or_else(
         || "the previous version is still serving".to_string(),
         |l| format!("commit {} is still live", l.code.sha),
@@ -452,6 +423,59 @@ async fn fail_update(
     Err(err.context(format!(
         "the update was not applied; nothing was torn down: {still}"
     )))
+}
+
+/// What a failed `up` reports.
+struct Failure<'a> {
+    /// Shown in the failed comment.
+    contract: &'a Contract,
+    /// Kept as the comment's record: the live contract after a failed update, so the next run
+    /// and `down` see what serves.
+    recorded: &'a Contract,
+    msg: &'a str,
+    /// The deployment status description.
+    deployment: &'a str,
+    /// The audit line's result.
+    result: &'a str,
+}
+
+/// The failed comment, the deployment marked failed and the audit line. Each is best effort:
+/// the error being reported matters more than any of them.
+async fn report_failure(
+    providers: &Providers,
+    renderer: &crate::report::Renderer,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    record: &crate::provider::DeploymentRecord,
+    f: Failure<'_>,
+) {
+    let ctx = PreviewComment {
+        marker: marker(req.pr),
+        pr: req.pr,
+        status: "failed",
+        contract: f.contract,
+        error: Some(f.msg.to_string()),
+        generated_at: Utc::now().to_rfc3339(),
+    };
+    if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
+        let body = with_record(body, f.recorded);
+        let _ = providers
+            .forge
+            .upsert_comment(req.pr, &marker(req.pr), &body)
+            .await;
+    }
+    let _ = providers
+        .forge
+        .set_deployment_status(
+            record,
+            DeploymentStatus::new(DeployState::Failure, f.deployment),
+        )
+        .await;
+    let _ = audit(
+        opts,
+        serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
+            "sha": req.sha, "result": f.result, "error": f.msg}),
+    );
 }
 
 /// The comment with the contract's record (see [`Contract::record`]) after its first line, the
@@ -495,10 +519,9 @@ async fn publish_ready(
         .forge
         .set_deployment_status(
             record,
-            DeployState::Success,
-            Some(&app.url),
-            app.logs.as_deref(),
-            "preview ready",
+            DeploymentStatus::new(DeployState::Success, "preview ready")
+                .environment_url(Some(&app.url))
+                .log_url(app.logs.as_deref()),
         )
         .await?;
     let summary = render_summary(renderer, "preview up", req.pr, "ready", contract)?;

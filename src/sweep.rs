@@ -395,8 +395,8 @@ pub async fn sweep_with(
 mod tests {
     use super::*;
     use crate::provider::{
-        AppDeployment, Branch, BranchRequest, CommentRef, DeployRequest, DeployState,
-        DeploymentRecord, PrState, SchemaDiff,
+        AppDeployment, Branch, BranchRequest, CommentRef, DeployRequest, DeploymentRecord,
+        DeploymentStatus, NewDeployment, PrState, SchemaDiff,
     };
     use async_trait::async_trait;
     use std::sync::Mutex;
@@ -486,24 +486,18 @@ mod tests {
         }
         async fn create_deployment(
             &self,
-            _: &str,
-            _: &str,
-            _: bool,
-            _: &str,
+            _: NewDeployment<'_>,
         ) -> anyhow::Result<DeploymentRecord> {
             unreachable!()
         }
         async fn set_deployment_status(
             &self,
             _: &DeploymentRecord,
-            _: DeployState,
-            _: Option<&str>,
-            _: Option<&str>,
-            _: &str,
+            _: DeploymentStatus<'_>,
         ) -> anyhow::Result<()> {
             unreachable!()
         }
-        async fn deactivate_environment(&self, _: &str) -> anyhow::Result<()> {
+        async fn deployment_records(&self, _: &str) -> anyhow::Result<Vec<DeploymentRecord>> {
             unreachable!()
         }
     }

@@ -545,6 +545,17 @@ impl Config {
         v
     }
 
+    /// The first cloud secret input with no value (a fork's run gets none).
+    pub fn missing_cloud_secret(&self) -> Option<&'static str> {
+        if self.neon.api_key.is_none() {
+            Some("neon_api_key")
+        } else if self.fly.api_token.is_none() {
+            Some("fly_api_token")
+        } else {
+            None
+        }
+    }
+
     /// Checks the inputs the cloud providers need; the error names the first missing one.
     pub fn require_cloud(&self) -> Result<(), InputError> {
         let why = || " for a cloud preview (Neon + Fly)".to_string();

@@ -32,8 +32,10 @@
 //! routes nothing public to it. The pair is created, updated and destroyed together: secrets of
 //! both go in the one secrets call, the app machine first (the front needs its id), then the
 //! front; a first creation whose front fails destroys the app machine it just made; an update
-//! changes the app machine in place (same id), so the front already serving keeps pointing at
-//! it whatever fails after; the app is destroyed as a whole.
+//! changes the app machine in place (same id), so the front keeps pointing at it, and one that
+//! does not come up puts both machines back on the configs that served (a front this update
+//! added goes; a front it would drop stays until the app serves without it); the app is
+//! destroyed as a whole.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -170,8 +172,6 @@ pub struct FlyPlatform {
     repository: String,
     prefix: String,
     settings: FlySettings,
-    /// Pause between readiness probes.
-    poll: Duration,
 }
 
 /// The Machines API client from the `fly_*` inputs (shared by previews and the verify fleet);
@@ -228,19 +228,13 @@ impl FlyPlatform {
             repository: repository.to_string(),
             prefix: naming::prefix(settings.app.name.as_deref(), repository),
             settings: settings.fly.clone(),
-            poll: Duration::from_secs(2),
         })
     }
 
     /// Shorter timeouts and polling (tests against a local fake).
     pub fn with_timeouts(mut self, timeouts: Timeouts, poll: Duration) -> anyhow::Result<Self> {
-        self.client = self.client.with_timeouts(timeouts)?;
-        self.poll = poll;
+        self.client = self.client.with_timeouts(timeouts, poll)?;
         Ok(self)
-    }
-
-    pub fn requests_sent(&self) -> u64 {
-        self.client.requests_sent()
     }
 
     /// The app name prefix of this repository.
@@ -360,6 +354,30 @@ impl FlyPlatform {
         Ok(image)
     }
 
+    /// A create Fly refused for lack of room (the org's app or machine quota, a region out of
+    /// capacity, a billing limit) is named as such, with what frees room: orphaned previews
+    /// are the usual reason. 429 is a rate limit, retried elsewhere, not a quota.
+    fn quota_hint(&self, e: anyhow::Error, what: &str) -> anyhow::Error {
+        let quota = e
+            .chain()
+            .filter_map(|c| c.downcast_ref::<crate::error::ProviderError>())
+            .any(|p| {
+                let body = p.body.to_ascii_lowercase();
+                matches!(p.status, 402 | 403 | 422)
+                    && ["quota", "limit", "capacity", "insufficient"]
+                        .iter()
+                        .any(|k| body.contains(k))
+                    && !body.contains("name has already been taken")
+            });
+        if !quota {
+            return e;
+        }
+        e.context(format!(
+            "fly: the {what} was refused for lack of quota or capacity in org `{}`: delete orphaned previews with `atlas sweep` (the sweep workflow), or raise the organization's limits",
+            self.org
+        ))
+    }
+
     /// Get-or-create the app: adopt only our own; create with a re-read on any transient
     /// failure. Returns whether this call created it, and its machines.
     async fn ensure_app(
@@ -398,7 +416,8 @@ impl FlyPlatform {
                             Ok(Some(()))
                         },
                     )
-                    .await?;
+                    .await
+                    .map_err(|e| self.quota_hint(e, "app create"))?;
                 Ok((created, Vec::new()))
             }
         }
@@ -588,7 +607,8 @@ impl FlyPlatform {
                         .find(|m| m.meta(OWNER_KEY) == Some(OWNER_VALUE) && is_kind(m)))
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| self.quota_hint(e, &format!("{what} create")))?;
         Ok(m)
     }
 
@@ -638,14 +658,25 @@ impl FlyPlatform {
             b
         };
 
+        // The configs that served before this update: what a failed update goes back to.
+        let served = |ms: &[ApiMachine]| {
+            ms.iter()
+                .min_by(|a, b| a.created_at.cmp(&b.created_at))
+                .map(|m| m.config.clone())
+                .filter(|c| c.get("image").is_some())
+        };
+        let previous = served(&machines);
+        let previous_front = served(&fronts);
+
         // 3. The app's machine: update in place, or create; extras from earlier failures go.
         let config = self.machine_config(req, image, front.is_none());
         let machine = self
             .put_machine("machine", app, machines, body(config), ApiMachine::is_app)
             .await?;
 
-        // 4. The front, pointed at that machine; or no front at all.
-        let front_machine = match front {
+        // 4. The front, pointed at that machine (a front no longer wanted goes once the app
+        //    serves again).
+        let (front_machine, unwanted) = match front {
             Some(f) => {
                 let port = self.settings.internal_port.unwrap_or(req.port);
                 let upstream = private_address(app, &machine.id, port);
@@ -660,7 +691,7 @@ impl FlyPlatform {
                     )
                     .await
                 {
-                    Ok(m) => Some(m),
+                    Ok(m) => (Some(m), Vec::new()),
                     Err(e) => {
                         if first_pair {
                             // Neither or both: the app machine must not stay without its front.
@@ -676,25 +707,59 @@ impl FlyPlatform {
                     }
                 }
             }
-            None => {
-                for f in &fronts {
-                    self.destroy_machine("destroy gate machine", app, &f.id)
-                        .await?;
-                }
-                None
-            }
+            None => (None, fronts),
         };
 
         // 5. Started, then the preview answers its health path (through the front, if any).
-        for m in std::iter::once(&machine).chain(front_machine.as_ref()) {
-            if m.state.as_deref() != Some("started") {
-                self.wait_started(app, m, deadline).await?;
-            }
-        }
         let url = self.preview_url(app);
         let headers = front.map(|f| f.probe_headers.as_slice()).unwrap_or(&[]);
-        self.probe(&url, &req.health_path, headers, deadline)
-            .await?;
+        let ready = async {
+            for m in std::iter::once(&machine).chain(front_machine.as_ref()) {
+                if m.state.as_deref() != Some("started") {
+                    self.wait_started(app, m, deadline).await?;
+                }
+            }
+            self.probe(&url, &req.health_path, headers, deadline).await
+        }
+        .await;
+        if let Err(e) = ready {
+            // An update that does not come up goes back to the configs that served, so the
+            // previous version (and its gate) keeps serving; a first deploy has nothing to go
+            // back to.
+            let Some(prev) = previous else {
+                return Err(e);
+            };
+            let image = prev["image"].as_str().unwrap_or("?").to_string();
+            let restore_deadline = Instant::now() + req.readiness_timeout;
+            let mut restored = self.restore(app, &machine.id, prev, restore_deadline).await;
+            if restored.is_ok()
+                && let Some(f) = &front_machine
+            {
+                restored = match previous_front {
+                    Some(c) => self.restore(app, &f.id, c, restore_deadline).await,
+                    // A gate added by this update goes: the app holds its service again.
+                    None => {
+                        self.destroy_machine("destroy new gate machine", app, &f.id)
+                            .await
+                    }
+                };
+            }
+            return Err(match restored {
+                Ok(()) => e.context(format!(
+                    "fly: the new version did not come up; machine {} was rolled back to the image that served ({image})",
+                    machine.id
+                )),
+                Err(r) => e.context(format!(
+                    "fly: the new version did not come up and rolling machine {} back to {image} failed too: {}",
+                    machine.id,
+                    secret::redact(&format!("{r:#}"))
+                )),
+            });
+        }
+        for f in &unwanted {
+            self.destroy_machine("destroy gate machine", app, &f.id)
+                .await?;
+        }
         let mut instances = vec![machine.id];
         instances.extend(front_machine.map(|m| m.id));
         Ok(AppDeployment {
@@ -772,11 +837,37 @@ impl FlyPlatform {
                         not_found = 0;
                     }
                     last = format!("{e:#}");
-                    tokio::time::sleep(self.poll.min(left)).await;
+                    tokio::time::sleep(self.client.poll().min(left)).await;
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Puts a machine back on the config that served and waits for it to start.
+    async fn restore(
+        &self,
+        app: &str,
+        id: &str,
+        config: Value,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        let r = self
+            .client
+            .send(
+                Call::post(
+                    "restore machine",
+                    format!("/apps/{}/machines/{}", enc(app), enc(id)),
+                )
+                .json(json!({"config": config, "region": self.settings.region}))
+                .idempotent(),
+            )
+            .await?;
+        let m = r.json::<ApiMachine>("restore machine")?;
+        if m.state.as_deref() != Some("started") {
+            self.wait_started(app, &m, deadline).await?;
+        }
+        Ok(())
     }
 
     /// Probes `url + health_path` until it answers 2xx or `deadline`.
@@ -803,7 +894,7 @@ impl FlyPlatform {
                     "fly: the preview at {target} did not answer 2xx within the readiness timeout (last: {last}); check [app] health_path and the app's logs"
                 );
             }
-            tokio::time::sleep(self.poll).await;
+            tokio::time::sleep(self.client.poll()).await;
         }
     }
 }

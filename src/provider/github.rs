@@ -44,7 +44,7 @@ use octocrab::Octocrab;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::{CommentRef, DeployState, DeploymentRecord, Forge, PrState};
+use super::{CommentRef, DeploymentRecord, DeploymentStatus, Forge, NewDeployment, PrState};
 use crate::error::ProviderError;
 use crate::http::{Attempt, RetryPolicy, with_retry};
 use crate::secret::{self, Secret};
@@ -55,6 +55,9 @@ pub const ACTIONS_BOT: &str = "github-actions[bot]";
 const PER_PAGE: u32 = 100;
 /// A bound on pages followed, so a misbehaving server cannot loop us forever.
 const MAX_PAGES: usize = 500;
+/// A whole exchange (connect, headers, body) may take this long: the read timeout alone lets a
+/// server that sends a byte now and then hold a call for ever.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// GitHub caps a deployment status description at 140 characters.
 const DESCRIPTION_MAX: usize = 140;
 
@@ -81,6 +84,7 @@ pub struct GithubForge {
     repository: String,
     policy: RetryPolicy,
     identity: OnceCell<Author>,
+    call_timeout: Duration,
 }
 
 /// Whose marker comments are ours (see the module docs).
@@ -138,6 +142,7 @@ impl GithubForge {
             repository: repository.to_string(),
             policy: RetryPolicy::default(),
             identity: OnceCell::new(),
+            call_timeout: CALL_TIMEOUT,
         })
     }
 
@@ -162,6 +167,12 @@ impl GithubForge {
     /// Replaces the retry policy (tests use [`RetryPolicy::fast`]).
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Replaces the total time one exchange may take ([`CALL_TIMEOUT`]; tests use less).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
         self
     }
 
@@ -215,21 +226,27 @@ impl GithubForge {
         body: Option<&Value>,
         ok: &[u16],
     ) -> Attempt<Resp> {
-        let r = match self.exchange(method, uri, body).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Transport failure (connect, timeout): transient.
-                return Attempt::Retry {
-                    after: None,
-                    error: anyhow::Error::new(ProviderError {
-                        provider: "github",
-                        call: call.to_string(),
-                        status: 0,
-                        body: secret::redact(&format!("{e}")),
-                    }),
-                };
-            }
+        let transport = |why: String| Attempt::Retry {
+            after: None,
+            error: anyhow::Error::new(ProviderError {
+                provider: "github",
+                call: call.to_string(),
+                status: 0,
+                body: secret::redact(&why),
+            }),
         };
+        let r =
+            match tokio::time::timeout(self.call_timeout, self.exchange(method, uri, body)).await {
+                Ok(Ok(r)) => r,
+                // Transport failure (connect, timeout): transient.
+                Ok(Err(e)) => return transport(format!("{e}")),
+                Err(_) => {
+                    return transport(format!(
+                        "no complete answer within {} ms (the per-call timeout)",
+                        self.call_timeout.as_millis()
+                    ));
+                }
+            };
         if (200..300).contains(&r.status) || ok.contains(&r.status) {
             return Attempt::Done(Ok(r));
         }
@@ -652,13 +669,8 @@ impl Forge for GithubForge {
         comment_ref(&updated, "updated")
     }
 
-    async fn create_deployment(
-        &self,
-        environment: &str,
-        sha: &str,
-        transient: bool,
-        description: &str,
-    ) -> anyhow::Result<DeploymentRecord> {
+    async fn create_deployment(&self, new: NewDeployment<'_>) -> anyhow::Result<DeploymentRecord> {
+        let (environment, sha) = (new.environment, new.sha);
         let record = |v: &Value| -> anyhow::Result<DeploymentRecord> {
             Ok(DeploymentRecord {
                 id: id_of(v)?.to_string(),
@@ -677,9 +689,9 @@ impl Forge for GithubForge {
             "environment": environment,
             "auto_merge": false,
             "required_contexts": [],
-            "transient_environment": transient,
+            "transient_environment": new.transient,
             "production_environment": environment == "production",
-            "description": crate::text::truncate(description, DESCRIPTION_MAX - 1),
+            "description": crate::text::truncate(new.description, DESCRIPTION_MAX - 1),
         });
         let uri = self.repo_path("/deployments");
         let mut attempts = 0;
@@ -710,19 +722,16 @@ impl Forge for GithubForge {
     async fn set_deployment_status(
         &self,
         record: &DeploymentRecord,
-        state: DeployState,
-        environment_url: Option<&str>,
-        log_url: Option<&str>,
-        description: &str,
+        status: DeploymentStatus<'_>,
     ) -> anyhow::Result<()> {
         let mut payload = json!({
-            "state": state.as_str(),
-            "description": crate::text::truncate(description, DESCRIPTION_MAX - 1),
+            "state": status.state.as_str(),
+            "description": crate::text::truncate(status.description, DESCRIPTION_MAX - 1),
         });
-        if let Some(u) = environment_url {
+        if let Some(u) = status.environment_url {
             payload["environment_url"] = json!(u);
         }
-        if let Some(u) = log_url {
+        if let Some(u) = status.log_url {
             payload["log_url"] = json!(u);
         }
         // Setting the same state twice is harmless, so a status is retried like an update.
@@ -737,23 +746,18 @@ impl Forge for GithubForge {
         .map(|_| ())
     }
 
-    async fn deactivate_environment(&self, environment: &str) -> anyhow::Result<()> {
-        for d in self.deployments(environment, None).await? {
-            let record = DeploymentRecord {
-                id: id_of(&d)?.to_string(),
-                environment: environment.to_string(),
-                url: None,
-            };
-            self.set_deployment_status(
-                &record,
-                DeployState::Inactive,
-                None,
-                None,
-                "preview destroyed",
-            )
-            .await?;
-        }
-        Ok(())
+    async fn deployment_records(&self, environment: &str) -> anyhow::Result<Vec<DeploymentRecord>> {
+        self.deployments(environment, None)
+            .await?
+            .iter()
+            .map(|d| {
+                Ok(DeploymentRecord {
+                    id: id_of(d)?.to_string(),
+                    environment: environment.to_string(),
+                    url: None,
+                })
+            })
+            .collect()
     }
 }
 

@@ -246,6 +246,47 @@ impl DeployState {
     }
 }
 
+/// A deployment record to create: `sha` in `environment`.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDeployment<'a> {
+    pub environment: &'a str,
+    pub sha: &'a str,
+    /// Previews are transient: GitHub marks them inactive once a newer one succeeds.
+    pub transient: bool,
+    pub description: &'a str,
+}
+
+/// One status of a deployment record: what happened, where the app and its log are.
+#[derive(Debug, Clone, Copy)]
+pub struct DeploymentStatus<'a> {
+    pub state: DeployState,
+    pub environment_url: Option<&'a str>,
+    pub log_url: Option<&'a str>,
+    pub description: &'a str,
+}
+
+impl<'a> DeploymentStatus<'a> {
+    /// A status without URLs.
+    pub fn new(state: DeployState, description: &'a str) -> Self {
+        Self {
+            state,
+            environment_url: None,
+            log_url: None,
+            description,
+        }
+    }
+
+    pub fn environment_url(mut self, url: Option<&'a str>) -> Self {
+        self.environment_url = url;
+        self
+    }
+
+    pub fn log_url(mut self, url: Option<&'a str>) -> Self {
+        self.log_url = url;
+        self
+    }
+}
+
 /// A deployment record (GitHub deployment, or a local file).
 #[derive(Debug, Clone, Serialize)]
 pub struct DeploymentRecord {
@@ -271,23 +312,25 @@ pub trait Forge: Send + Sync {
         Ok(None)
     }
     /// Creates a deployment record for `sha` in `environment`.
-    async fn create_deployment(
-        &self,
-        environment: &str,
-        sha: &str,
-        transient: bool,
-        description: &str,
-    ) -> anyhow::Result<DeploymentRecord>;
+    async fn create_deployment(&self, new: NewDeployment<'_>) -> anyhow::Result<DeploymentRecord>;
     async fn set_deployment_status(
         &self,
         record: &DeploymentRecord,
-        state: DeployState,
-        environment_url: Option<&str>,
-        log_url: Option<&str>,
-        description: &str,
+        status: DeploymentStatus<'_>,
     ) -> anyhow::Result<()>;
+    /// Every deployment record of `environment`.
+    async fn deployment_records(&self, environment: &str) -> anyhow::Result<Vec<DeploymentRecord>>;
     /// Marks every deployment of `environment` inactive (after `down`).
-    async fn deactivate_environment(&self, environment: &str) -> anyhow::Result<()>;
+    async fn deactivate_environment(&self, environment: &str) -> anyhow::Result<()> {
+        for record in self.deployment_records(environment).await? {
+            self.set_deployment_status(
+                &record,
+                DeploymentStatus::new(DeployState::Inactive, "preview destroyed"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// The set of providers a flow runs on.

@@ -54,7 +54,6 @@ pub struct NeonDatabase {
     repository: String,
     pooled: bool,
     operation_timeout: Duration,
-    poll: Duration,
 }
 
 impl NeonDatabase {
@@ -81,27 +80,21 @@ impl NeonDatabase {
             policy,
             Timeouts::default(),
         )?
-        .with_locked_to_caller();
+        .with_locked_to_caller()
+        .with_poll(Duration::from_secs(1));
         Ok(NeonDatabase {
             client,
             project,
             repository: repository.to_string(),
             pooled: settings.neon.pooled,
             operation_timeout: settings.neon.operation_timeout,
-            poll: Duration::from_secs(1),
         })
     }
 
     /// Shorter timeouts and polling (tests against a local fake).
     pub fn with_timeouts(mut self, timeouts: Timeouts, poll: Duration) -> anyhow::Result<Self> {
-        self.client = self.client.with_timeouts(timeouts)?;
-        self.poll = poll;
+        self.client = self.client.with_timeouts(timeouts, poll)?;
         Ok(self)
-    }
-
-    /// Requests sent so far.
-    pub fn requests_sent(&self) -> u64 {
-        self.client.requests_sent()
     }
 
     fn p(&self) -> String {
@@ -203,7 +196,7 @@ impl NeonDatabase {
                         self.operation_timeout
                     );
                 }
-                tokio::time::sleep(self.poll).await;
+                tokio::time::sleep(self.client.poll()).await;
                 let r = self
                     .client
                     .send(
@@ -254,7 +247,7 @@ impl NeonDatabase {
                     names.join(", ")
                 );
             }
-            tokio::time::sleep(self.poll).await;
+            tokio::time::sleep(self.client.poll()).await;
         }
     }
 
@@ -635,7 +628,7 @@ impl NeonDatabase {
                     req.anonymize_timeout
                 );
             }
-            tokio::time::sleep(self.poll).await;
+            tokio::time::sleep(self.client.poll()).await;
         }
     }
 

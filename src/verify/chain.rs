@@ -15,7 +15,7 @@ use super::migrate::ReleaseDatabase;
 use super::probe::{self, SideStats};
 use crate::config::Settings;
 use crate::evidence::checks::{self, CheckResult, CommandRun};
-use crate::provider::{DeployState, DeploymentRecord, Forge};
+use crate::provider::{DeployState, DeploymentRecord, DeploymentStatus, Forge, NewDeployment};
 
 /// Which chain: push to the default branch, or a tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -128,6 +128,9 @@ pub struct Outcome {
     pub evidence: Vec<String>,
     /// Structured evidence for the report (the load stage: `{summary, comparison}`).
     pub data: Option<serde_json::Value>,
+    /// The gate could not decide (too little data, settings differ): a release does not
+    /// promote on it.
+    pub inconclusive: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -283,6 +286,12 @@ enum StageError {
 /// A platform error while bringing up the new version: when the provider's API answered with an
 /// error (or could not be reached), that is operational (exit 2); otherwise the new version did
 /// not come up healthy, which is the change failing (exit 1).
+async fn fleet_call<T>(
+    call: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> Result<T, StageError> {
+    call.await.map_err(fleet_error)
+}
+
 fn fleet_error(e: anyhow::Error) -> StageError {
     let provider = e
         .chain()
@@ -292,6 +301,7 @@ fn fleet_error(e: anyhow::Error) -> StageError {
     } else {
         StageError::Gate(Outcome {
             data: None,
+            inconclusive: false,
             ok: false,
             summary: crate::secret::redact(&format!("{e:#}")),
             evidence: Vec::new(),
@@ -442,12 +452,20 @@ impl<'a> Runner<'a> {
         let forge = self.c.forge?;
         let desc = format!("atlas {} {}", self.r.mode.as_str(), self.r.version);
         match forge
-            .create_deployment(env, &self.r.sha, false, &desc)
+            .create_deployment(NewDeployment {
+                environment: env,
+                sha: &self.r.sha,
+                transient: false,
+                description: &desc,
+            })
             .await
         {
             Ok(rec) => {
                 if let Err(e) = forge
-                    .set_deployment_status(&rec, DeployState::InProgress, None, None, &desc)
+                    .set_deployment_status(
+                        &rec,
+                        DeploymentStatus::new(DeployState::InProgress, &desc),
+                    )
                     .await
                 {
                     self.note(format!("deployment status for {env} not set: {e:#}"));
@@ -479,7 +497,10 @@ impl<'a> Runner<'a> {
             )
         };
         if let Err(e) = forge
-            .set_deployment_status(&rec, state, url.as_deref(), None, &desc)
+            .set_deployment_status(
+                &rec,
+                DeploymentStatus::new(state, &desc).environment_url(url.as_deref()),
+            )
             .await
         {
             self.note(format!(
@@ -508,15 +529,11 @@ impl<'a> Runner<'a> {
 
     async fn qa_deploy(&mut self) -> Result<Outcome, StageError> {
         self.qa_record = self.start_deployment("qa").await;
-        let url = self
-            .c
-            .fleet
-            .deploy_qa(&self.r.version)
-            .await
-            .map_err(fleet_error)?;
+        let url = fleet_call(self.c.fleet.deploy_qa(&self.r.version)).await?;
         self.report.qa_url = Some(url.clone());
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok: true,
             summary: format!("{} running at {url}", self.r.version),
             evidence: vec![format!("url: {url}")],
@@ -568,6 +585,7 @@ impl<'a> Runner<'a> {
         }
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok,
             summary: summary.join(", "),
             evidence,
@@ -578,6 +596,14 @@ impl<'a> Runner<'a> {
         let base = self.qa_url()?;
         let mut out = self.c.load.run(&base).await?;
         self.report.load = out.data.take();
+        // Verify reports an undecided gate; a release needs a yes before it touches production.
+        if out.inconclusive && self.r.mode == Mode::Release {
+            out.ok = false;
+            out.summary = format!(
+                "inconclusive, not promoted: {}; production not touched",
+                out.summary
+            );
+        }
         Ok(out)
     }
 
@@ -589,14 +615,18 @@ impl<'a> Runner<'a> {
         })
     }
 
-    async fn migrate(&self, url: &crate::secret::Secret) -> CommandRun {
-        let cmd = self
-            .c
+    /// `[database] migrations`, empty when unset (the stage is then skipped by the plan).
+    fn migrations_command(&self) -> String {
+        self.c
             .settings
             .database
             .migrations
             .clone()
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    async fn migrate(&self, url: &crate::secret::Secret) -> CommandRun {
+        let cmd = self.migrations_command();
         let mut env = vec![("DATABASE_URL".to_string(), url.expose().to_string())];
         for k in ["PATH", "HOME"] {
             if let Some(v) = (self.c.env_source)(k) {
@@ -624,13 +654,7 @@ impl<'a> Runner<'a> {
         };
         // Delete whatever happened; a failed delete is an error that names the survivor.
         let deleted = db.delete_rehearsal(&name).await;
-        let cmd = self
-            .c
-            .settings
-            .database
-            .migrations
-            .clone()
-            .unwrap_or_default();
+        let cmd = self.migrations_command();
         let diff = diff?;
         let ok = run.ok();
         let summary = if ok {
@@ -659,6 +683,7 @@ impl<'a> Runner<'a> {
         })?;
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok,
             summary,
             evidence,
@@ -674,6 +699,7 @@ impl<'a> Runner<'a> {
         let ok = run.ok();
         let out = Outcome {
             data: None,
+            inconclusive: false,
             ok,
             summary: if ok {
                 format!("applied to production in {} ms", run.duration_ms)
@@ -711,6 +737,7 @@ impl<'a> Runner<'a> {
         else {
             return Err(StageError::Gate(Outcome {
                 data: None,
+                inconclusive: false,
                 ok: false,
                 summary: "no started production instance to compare the canary with; no promotion"
                     .into(),
@@ -718,12 +745,7 @@ impl<'a> Runner<'a> {
             }));
         };
         self.prod.touched = true;
-        let canary = self
-            .c
-            .fleet
-            .start_canary(&self.r.version)
-            .await
-            .map_err(fleet_error)?;
+        let canary = fleet_call(self.c.fleet.start_canary(&self.r.version)).await?;
         self.prod.canary = Some(canary.clone());
         let client = probe::client(cs.timeout)?;
         let a = self.c.fleet.target(&stable);
@@ -758,6 +780,7 @@ impl<'a> Runner<'a> {
         };
         let out = Outcome {
             data: None,
+            inconclusive: analysis.verdict == CanaryVerdict::Inconclusive,
             ok,
             summary: format!("{:?}: {}", analysis.verdict, analysis.reasons.join("; "))
                 .to_lowercase(),
@@ -824,6 +847,7 @@ impl<'a> Runner<'a> {
         }
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok: true,
             summary: format!(
                 "{} of {} instance(s) updated to {}",
@@ -972,6 +996,7 @@ impl LoadGate for LoadModuleGate {
         let summary = crate::load::run_repeated(&self.load, base_url).await?;
         let run = crate::evidence::load_gate::judge(summary, &self.gate, &self.load.requests)?;
         let measured = run.measured();
+        let inconclusive = run.inconclusive().is_some();
         let verdict = run
             .not_gated()
             .or_else(|| run.inconclusive().map(|s| format!("{s}, not gated")))
@@ -982,6 +1007,7 @@ impl LoadGate for LoadModuleGate {
             summary: format!("{measured}; {verdict}"),
             evidence: vec![measured],
             data: Some(serde_json::json!({ "summary": run.summary, "comparison": run.comparison })),
+            inconclusive,
         })
     }
 }

@@ -44,7 +44,6 @@ pub struct FlyFleet {
     pub production_url: String,
     health_path: String,
     health_timeout: Duration,
-    poll: Duration,
 }
 
 impl FlyFleet {
@@ -83,14 +82,12 @@ impl FlyFleet {
             production_app,
             health_path: settings.app.health_path.clone(),
             health_timeout: v.health_timeout,
-            poll: Duration::from_secs(2),
         })
     }
 
     /// Shorter timeouts and polling (tests against a local fake).
     pub fn with_timeouts(mut self, timeouts: Timeouts, poll: Duration) -> anyhow::Result<Self> {
-        self.client = self.client.with_timeouts(timeouts)?;
-        self.poll = poll;
+        self.client = self.client.with_timeouts(timeouts, poll)?;
         Ok(self)
     }
 
@@ -134,7 +131,7 @@ impl FlyFleet {
             match self.client.send(call).await {
                 Ok(_) => return Ok(()),
                 Err(e) if status_of(&e) == Some(408) => {
-                    tokio::time::sleep(self.poll.min(left)).await;
+                    tokio::time::sleep(self.client.poll().min(left)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -160,7 +157,7 @@ impl FlyFleet {
                     id.map(|i| format!(" (machine {i})")).unwrap_or_default()
                 );
             }
-            tokio::time::sleep(self.poll).await;
+            tokio::time::sleep(self.client.poll()).await;
         }
     }
 

@@ -882,6 +882,111 @@ async fn a_fork_pull_request_is_skipped_without_touching_any_provider() {
     w.assert_clean();
 }
 
+/// A fork labelled for a preview (and a fork under `allow`) whose run has no secrets, as GitHub
+/// runs `pull_request` from forks: a skip with the reason in the summary and the comment, exit
+/// 0, not one Neon or Fly request.
+#[tokio::test]
+async fn a_labelled_fork_without_secrets_skips_with_the_reason() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let mut v: Value = serde_json::from_str(&payload(
+        "pull_request.opened.json",
+        HEAD1,
+        "evil-fork/kitchen",
+    ))
+    .unwrap();
+    v["action"] = Value::from("labeled");
+    v["label"] = serde_json::json!({"name": "atlas:preview"});
+    let labelled = v.to_string();
+    for (policy, event) in [("label", &labelled), ("allow", &labelled)] {
+        let r = w
+            .run(
+                "pull_request",
+                event,
+                &image(HEAD1),
+                &[
+                    ("fork_policy", policy),
+                    ("neon_api_key", ""),
+                    ("fly_api_token", ""),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(r.code, 0, "{policy}: {}", r.dump());
+        assert_eq!(r.out("verdict"), "skipped", "{}", r.dump());
+        assert!(r.summary.contains("no secrets"), "{}", r.summary);
+        assert!(r.summary.contains("neon\\_api\\_key"), "{}", r.summary);
+        assert_eq!(w.neon_calls(), 0, "neon: {:?}", w.neon.core.calls());
+        assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
+        let comments = w.comments();
+        assert_eq!(comments.len(), 1, "{comments:?}");
+        assert!(
+            comments[0].body.contains("no secrets"),
+            "{}",
+            comments[0].body
+        );
+    }
+    // The same fork with secrets (a maintainer's re-run) is not skipped for this reason.
+    let r = w
+        .run(
+            "pull_request",
+            &labelled,
+            &image(HEAD1),
+            &[("fork_policy", "label")],
+            None,
+        )
+        .await;
+    assert!(!r.summary.contains("no secrets"), "{}", r.summary);
+    w.assert_clean();
+}
+
+/// Debug logging on (a re-run "with debug logging" sets RUNNER_DEBUG and ACTIONS_STEP_DEBUG;
+/// users add RUST_LOG and RUST_BACKTRACE): a preview that succeeds and an update that fails
+/// print no secret in any form, in stdout, stderr, outputs, summary, comment or deployment.
+#[tokio::test]
+async fn debug_logging_prints_no_secret_on_success_or_failure() {
+    let w = world().await;
+    let app = app_name();
+    for (k, v) in [
+        ("RUNNER_DEBUG", "1"),
+        ("ACTIONS_STEP_DEBUG", "true"),
+        ("ACTIONS_RUNNER_DEBUG", "true"),
+        ("RUST_LOG", "trace"),
+        ("RUST_BACKTRACE", "full"),
+    ] {
+        w.extra_env.lock().unwrap().push((k.into(), v.into()));
+    }
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.gh.add_pull(PR, true, HEAD2, false);
+    w.fly.hold_leases(&app, Duration::MAX);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.synchronize.json", HEAD2, REPO),
+            &image(HEAD2),
+            &[],
+            None,
+        )
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        !r.stderr.is_empty(),
+        "the failure is reported: {}",
+        r.dump()
+    );
+    w.assert_clean();
+}
+
 /// Scenario 7: the live PR head moved past the event's: nothing is touched.
 #[tokio::test]
 async fn a_stale_run_touches_nothing() {

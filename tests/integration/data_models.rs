@@ -6,21 +6,18 @@
 //! the published specs.
 
 use crate::common::fake_fly::FakeFly;
-use crate::common::fake_neon::{self, FakeNeon};
+use crate::common::fake_neon::FakeNeon;
 use crate::common::openapi;
+use crate::common::world;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use atlas::config::{DataModel, FlyAccess, MaskingRule, NeonAccess, ResetPolicy, Settings};
-use atlas::http::{RetryPolicy, Timeouts};
+use atlas::config::{DataModel, MaskingRule, ResetPolicy, Settings};
 use atlas::naming;
 use atlas::preview::{self, PreviewRequest, UpOptions};
 use atlas::provider::Providers;
-use atlas::provider::fly::FlyPlatform;
 use atlas::provider::local::forge::LocalForge;
-use atlas::provider::neon::NeonDatabase;
-use atlas::secret::Secret;
 
 const REPO: &str = "octo-org/kitchen";
 const NEON_KEY: &str = "neon-api-key-Dm15aa1";
@@ -55,42 +52,9 @@ async fn run(configure: impl FnOnce(&mut Settings)) -> Run {
     settings.app.readiness_timeout = Duration::from_secs(3);
     settings.database.anonymize_timeout = Duration::from_secs(2);
     configure(&mut settings);
-    let policy = RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-        deadline: Duration::from_secs(10),
-    };
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(2),
-        request: Duration::from_millis(700),
-    };
-    let db = NeonDatabase::new(
-        &NeonAccess {
-            api_key: Some(Secret::new(NEON_KEY)),
-            project_id: Some(fake_neon::PROJECT.into()),
-            api_url: url::Url::parse(&neon.api_url).unwrap(),
-        },
-        &settings,
-        REPO,
-        policy.clone(),
-    )
-    .unwrap()
-    .with_timeouts(timeouts, Duration::from_millis(5))
-    .unwrap();
-    let platform = FlyPlatform::new(
-        &FlyAccess {
-            api_token: Some(Secret::new(FLY_TOKEN)),
-            org: Some("atlas-org".into()),
-            api_url: url::Url::parse(&fly.api_url).unwrap(),
-        },
-        &settings,
-        REPO,
-        policy,
-    )
-    .unwrap()
-    .with_timeouts(timeouts, Duration::from_millis(5))
-    .unwrap();
+    let wire = world::Wire::fast(4, Duration::from_millis(20), Duration::from_secs(10));
+    let db = world::neon_database(&neon, &settings, REPO, &wire);
+    let platform = world::fly_platform(&fly, &settings, REPO, "atlas-org", &wire);
     let dir = tempfile::tempdir().unwrap();
     let prefix = naming::prefix(settings.app.name.as_deref(), REPO);
     let opts = UpOptions {

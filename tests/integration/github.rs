@@ -6,7 +6,7 @@ use crate::common::fake_github;
 
 use atlas::http::RetryPolicy;
 use atlas::provider::github::{ACTIONS_BOT, Author, GithubForge};
-use atlas::provider::{DeployState, Forge};
+use atlas::provider::{DeployState, DeploymentStatus, Forge, NewDeployment};
 use atlas::secret::Secret;
 use axum::http::Method;
 use fake_github::{FakeGithub, Fault};
@@ -240,26 +240,29 @@ async fn deployment_lifecycle() {
     let (gh, forge) = setup(Some("atlas-bot")).await;
     let env = "preview/pr-7";
     let d = forge
-        .create_deployment(env, &sha('a'), true, "preview of PR #7")
+        .create_deployment(NewDeployment {
+            environment: env,
+            sha: &sha('a'),
+            transient: true,
+            description: "preview of PR #7",
+        })
         .await
         .unwrap();
     forge
         .set_deployment_status(
             &d,
-            DeployState::InProgress,
-            None,
-            Some("https://logs/1"),
-            "building",
+            DeploymentStatus::new(DeployState::InProgress, "building")
+                .environment_url(None)
+                .log_url(Some("https://logs/1")),
         )
         .await
         .unwrap();
     forge
         .set_deployment_status(
             &d,
-            DeployState::Success,
-            Some("https://kitchen-pr-7.fly.dev"),
-            Some("https://logs/1"),
-            "ready",
+            DeploymentStatus::new(DeployState::Success, "ready")
+                .environment_url(Some("https://kitchen-pr-7.fly.dev"))
+                .log_url(Some("https://logs/1")),
         )
         .await
         .unwrap();
@@ -286,18 +289,33 @@ async fn deployment_lifecycle() {
 
     // A re-run for the same commit reuses the deployment; a new commit gets its own.
     let again = forge
-        .create_deployment(env, &sha('a'), true, "x")
+        .create_deployment(NewDeployment {
+            environment: env,
+            sha: &sha('a'),
+            transient: true,
+            description: "x",
+        })
         .await
         .unwrap();
     assert_eq!(again.id, d.id);
     let next = forge
-        .create_deployment(env, &sha('b'), true, "x")
+        .create_deployment(NewDeployment {
+            environment: env,
+            sha: &sha('b'),
+            transient: true,
+            description: "x",
+        })
         .await
         .unwrap();
     assert_ne!(next.id, d.id);
     // Another environment is untouched by `down`.
     let qa = forge
-        .create_deployment("qa", &sha('c'), false, "qa")
+        .create_deployment(NewDeployment {
+            environment: "qa",
+            sha: &sha('c'),
+            transient: false,
+            description: "qa",
+        })
         .await
         .unwrap();
 
@@ -315,7 +333,12 @@ async fn deployment_lifecycle() {
         assert_eq!(qa_dep.payload["transient_environment"], false);
     });
     let prod = forge
-        .create_deployment("production", &sha('d'), false, "release")
+        .create_deployment(NewDeployment {
+            environment: "production",
+            sha: &sha('d'),
+            transient: false,
+            description: "release",
+        })
         .await
         .unwrap();
     gh.with(|s| {
@@ -370,7 +393,12 @@ async fn a_lost_create_response_does_not_duplicate() {
     // Same for a deployment.
     gh.fault(Fault::new(Method::POST, "/deployments", 503).landed());
     let d = forge
-        .create_deployment("preview/pr-7", &sha('a'), true, "x")
+        .create_deployment(NewDeployment {
+            environment: "preview/pr-7",
+            sha: &sha('a'),
+            transient: true,
+            description: "x",
+        })
         .await
         .unwrap();
     assert_eq!(gh.with(|s| s.deployments.len()), 1);
@@ -378,7 +406,12 @@ async fn a_lost_create_response_does_not_duplicate() {
     // A create that failed without landing is sent again after the look-up.
     gh.fault(Fault::new(Method::POST, "/deployments", 500));
     forge
-        .create_deployment("preview/pr-8", &sha('b'), true, "x")
+        .create_deployment(NewDeployment {
+            environment: "preview/pr-8",
+            sha: &sha('b'),
+            transient: true,
+            description: "x",
+        })
         .await
         .unwrap();
     assert_eq!(gh.with(|s| s.deployments.len()), 2);
@@ -416,7 +449,12 @@ async fn permanent_errors_name_github_the_call_and_the_status_without_the_token(
     });
     gh.reset_calls();
     let e = forge
-        .create_deployment("qa", &sha('a'), false, "x")
+        .create_deployment(NewDeployment {
+            environment: "qa",
+            sha: &sha('a'),
+            transient: false,
+            description: "x",
+        })
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("403"), "{e:#}");
@@ -514,16 +552,20 @@ async fn up_once(forge: &GithubForge, body: &str) {
         Decision::Proceed
     );
     let d = forge
-        .create_deployment("preview/pr-7", &sha('a'), true, "preview")
+        .create_deployment(NewDeployment {
+            environment: "preview/pr-7",
+            sha: &sha('a'),
+            transient: true,
+            description: "preview",
+        })
         .await
         .unwrap();
     forge
         .set_deployment_status(
             &d,
-            DeployState::InProgress,
-            None,
-            Some("https://logs"),
-            "building",
+            DeploymentStatus::new(DeployState::InProgress, "building")
+                .environment_url(None)
+                .log_url(Some("https://logs")),
         )
         .await
         .unwrap();
@@ -535,10 +577,9 @@ async fn up_once(forge: &GithubForge, body: &str) {
     forge
         .set_deployment_status(
             &d,
-            DeployState::Success,
-            Some("https://app"),
-            Some("https://logs"),
-            "ready",
+            DeploymentStatus::new(DeployState::Success, "ready")
+                .environment_url(Some("https://app"))
+                .log_url(Some("https://logs")),
         )
         .await
         .unwrap();
@@ -1137,5 +1178,110 @@ async fn a_token_at_the_truncation_boundary_leaves_no_prefix() {
         !msg.contains(&TOKEN[..8]),
         "a prefix of the token leaked: {msg}"
     );
+    assert_clean(&gh);
+}
+
+/// A server that answers the request line with headers and then a byte every 100 ms, for ever:
+/// no read ever waits long, so only a total timeout per call ends it.
+async fn dribbling_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let start =
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n[";
+                if sock.write_all(start).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    if sock.write_all(b" ").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A GET that hangs (headers, then a trickle that never ends) is cut by the total timeout of
+/// the call, retried within the policy, and fails naming GitHub, the call and the timeout.
+#[tokio::test]
+async fn a_get_that_hangs_hits_the_per_call_timeout() {
+    let url = dribbling_server().await;
+    let forge = GithubForge::new(&url, REPO, &Secret::new(TOKEN))
+        .unwrap()
+        .with_policy(RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::fast()
+        })
+        .with_call_timeout(std::time::Duration::from_millis(500));
+    assert_eq!(
+        atlas::provider::github::CALL_TIMEOUT,
+        std::time::Duration::from_secs(60)
+    );
+    // A guard for the test itself, far above 2 x 500 ms: without the call timeout the trickle
+    // would hold the call until this fires.
+    let e = tokio::time::timeout(std::time::Duration::from_secs(30), forge.pr_state(7))
+        .await
+        .expect("the GET was not cut by a per-call timeout")
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("get the pull request"), "{msg}");
+    assert!(msg.contains("per-call timeout"), "{msg}");
+    assert!(msg.contains("gave up after 2 attempt(s)"), "{msg}");
+    assert!(!msg.contains(TOKEN), "{msg}");
+}
+
+/// GitHub answering 200 with a body that is not JSON (a proxy's page, a cut body): a clear
+/// error naming GitHub and the call, for a single read and for a paginated list.
+#[tokio::test]
+async fn malformed_json_from_github_is_a_clear_error_naming_the_call() {
+    let (gh, forge) = setup(Some("atlas-bot")).await;
+    gh.add_pull(7, true, &sha('a'), false);
+    for body in [
+        "{\"state\": \"open\", \"head\": {\"sha\"",
+        "<html>502</html>",
+    ] {
+        gh.fault(Fault {
+            body: body.into(),
+            ..Fault::new(Method::GET, "/pulls/7", 200)
+        });
+        let e = forge.pr_state(7).await.unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("github: get the pull request returned a body that is not JSON"),
+            "{msg}"
+        );
+    }
+    gh.fault(Fault {
+        body: "[{\"number\": 7,".into(),
+        ..Fault::new(Method::GET, "/pulls", 200)
+    });
+    let e = forge.open_prs().await.unwrap_err();
+    assert!(
+        format!("{e:#}").contains("list open pull requests returned a body that is not JSON"),
+        "{e:#}"
+    );
+    // valid JSON of the wrong shape names what is missing
+    gh.fault(Fault {
+        body: "{\"state\": \"open\"}".into(),
+        ..Fault::new(Method::GET, "/pulls/7", 200)
+    });
+    let e = forge.pr_state(7).await.unwrap_err();
+    assert!(format!("{e:#}").contains("no head sha"), "{e:#}");
+    // and the next answer is read normally
+    assert!(forge.pr_state(7).await.unwrap().unwrap().open);
     assert_clean(&gh);
 }

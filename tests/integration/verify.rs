@@ -335,20 +335,21 @@ fn failing_rehearsal_never_touches_production() {
 mod cloud {
     use std::time::Duration;
 
-    use atlas::config::{FlyAccess, NeonAccess, Settings};
+    use atlas::config::Settings;
     use atlas::http::{RetryPolicy, Timeouts};
     use atlas::provider::BranchRequest;
-    use atlas::provider::neon::NeonDatabase;
+
     use atlas::secret::Secret;
-    use atlas::verify::fly::FlyFleet;
+
     use atlas::verify::migrate::ProviderReleaseDb;
     use atlas::verify::{
         Chain, ChainReport, LoadModuleGate, Mode, Release, ReleaseDatabase, chain,
     };
 
     use crate::common::fake_fly::FakeFly;
-    use crate::common::fake_neon::{self, FakeNeon};
+    use crate::common::fake_neon::FakeNeon;
     use crate::common::verify_env::*;
+    use crate::common::world;
 
     const FLY_TOKEN: &str = "fly-token-Verify-77q";
     const NEON_KEY: &str = "neon-key-Verify-55z";
@@ -406,37 +407,16 @@ p95_floor_ms = 15.0
         settings.verify.qa_url = Some(qa_proxy.url.clone());
         settings.verify.production_url = Some(prod_proxy.url.clone());
         edit(&mut settings);
-        let policy = RetryPolicy::fast();
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(2),
-            request: Duration::from_secs(5),
+        let wire = world::Wire {
+            policy: RetryPolicy::fast(),
+            timeouts: Timeouts {
+                connect: Duration::from_secs(2),
+                request: Duration::from_secs(5),
+            },
+            poll: Duration::from_millis(5),
         };
-        let fleet = FlyFleet::new(
-            &FlyAccess {
-                api_token: Some(Secret::new(FLY_TOKEN)),
-                org: Some("atlas-org".into()),
-                api_url: url::Url::parse(&fly.api_url).unwrap(),
-            },
-            &settings,
-            "kitchen",
-            policy.clone(),
-        )
-        .unwrap()
-        .with_timeouts(timeouts, Duration::from_millis(20))
-        .unwrap();
-        let neon_db = NeonDatabase::new(
-            &NeonAccess {
-                api_key: Some(Secret::new(NEON_KEY)),
-                project_id: Some(fake_neon::PROJECT.into()),
-                api_url: url::Url::parse(&neon.api_url).unwrap(),
-            },
-            &settings,
-            "octo-org/kitchen",
-            policy,
-        )
-        .unwrap()
-        .with_timeouts(timeouts, Duration::from_millis(5))
-        .unwrap();
+        let fleet = world::fly_fleet(&fly, &settings, "kitchen", "atlas-org", &wire);
+        let neon_db = world::neon_database(&neon, &settings, "octo-org/kitchen", &wire);
         let db = ProviderReleaseDb::new(
             Box::new(neon_db),
             BranchRequest {

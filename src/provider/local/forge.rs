@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use crate::provider::{CommentRef, DeployState, DeploymentRecord, Forge, PrState};
+use crate::provider::{
+    CommentRef, DeploymentRecord, DeploymentStatus, Forge, NewDeployment, PrState,
+};
 
 pub struct LocalForge {
     dir: PathBuf,
@@ -173,24 +175,18 @@ impl Forge for LocalForge {
             .filter(|b| b.contains(marker)))
     }
 
-    async fn create_deployment(
-        &self,
-        environment: &str,
-        sha: &str,
-        transient: bool,
-        description: &str,
-    ) -> anyhow::Result<DeploymentRecord> {
+    async fn create_deployment(&self, new: NewDeployment<'_>) -> anyhow::Result<DeploymentRecord> {
         let id = format!(
             "{}-{}",
-            crate::naming::slug(environment),
+            crate::naming::slug(new.environment),
             Utc::now().format("%Y%m%dT%H%M%S%.3f")
         );
         let rec = LocalDeployment {
             id: id.clone(),
-            environment: environment.to_string(),
-            sha: sha.to_string(),
-            transient,
-            description: description.to_string(),
+            environment: new.environment.to_string(),
+            sha: new.sha.to_string(),
+            transient: new.transient,
+            description: new.description.to_string(),
             statuses: Vec::new(),
         };
         write(
@@ -199,7 +195,7 @@ impl Forge for LocalForge {
         )?;
         Ok(DeploymentRecord {
             id: id.clone(),
-            environment: environment.to_string(),
+            environment: new.environment.to_string(),
             url: Some(self.deployment_path(&id).display().to_string()),
         })
     }
@@ -207,10 +203,7 @@ impl Forge for LocalForge {
     async fn set_deployment_status(
         &self,
         record: &DeploymentRecord,
-        state: DeployState,
-        environment_url: Option<&str>,
-        log_url: Option<&str>,
-        description: &str,
+        status: DeploymentStatus<'_>,
     ) -> anyhow::Result<()> {
         let path = self.deployment_path(&record.id);
         let mut rec: LocalDeployment = serde_json::from_str(
@@ -219,36 +212,29 @@ impl Forge for LocalForge {
         )
         .with_context(|| format!("{} is not a deployment record", path.display()))?;
         rec.statuses.push(serde_json::json!({
-            "state": state.as_str(),
-            "environment_url": environment_url,
-            "log_url": log_url,
-            "description": description,
+            "state": status.state.as_str(),
+            "environment_url": status.environment_url,
+            "log_url": status.log_url,
+            "description": status.description,
             "at": Utc::now().to_rfc3339(),
         }));
         write(&path, &serde_json::to_string_pretty(&rec)?)
     }
 
-    async fn deactivate_environment(&self, environment: &str) -> anyhow::Result<()> {
+    async fn deployment_records(&self, environment: &str) -> anyhow::Result<Vec<DeploymentRecord>> {
         let Ok(rd) = std::fs::read_dir(self.dir.join("deployments")) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        for e in rd.flatten() {
-            let Some(rec) = std::fs::read_to_string(e.path())
-                .ok()
-                .and_then(|t| serde_json::from_str::<LocalDeployment>(&t).ok())
-            else {
-                continue;
-            };
-            if rec.environment == environment {
-                let r = DeploymentRecord {
-                    id: rec.id.clone(),
-                    environment: rec.environment.clone(),
-                    url: None,
-                };
-                self.set_deployment_status(&r, DeployState::Inactive, None, None, "destroyed")
-                    .await?;
-            }
-        }
-        Ok(())
+        Ok(rd
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| serde_json::from_str::<LocalDeployment>(&t).ok())
+            .filter(|rec| rec.environment == environment)
+            .map(|rec| DeploymentRecord {
+                id: rec.id,
+                environment: rec.environment,
+                url: None,
+            })
+            .collect())
     }
 }

@@ -72,6 +72,8 @@ pub struct FlyState {
     pub apps: BTreeMap<String, FakeApp>,
     seq: u64,
     pub never_start: bool,
+    /// Machines on this image never start (a release that crashes on boot); others do.
+    pub never_start_image: Option<String>,
     /// Destroyed machines, by (app, id): readable, not listed.
     pub destroyed: BTreeMap<(String, String), FakeMachine>,
     /// Every task machine ever created, as created.
@@ -91,6 +93,10 @@ pub struct FlyState {
     pub updated: BTreeMap<String, String>,
     /// Someone in another org takes this app name between Atlas's lookup and its create.
     pub race_foreign: Option<String>,
+    /// At most this many apps per org: a create beyond it is refused, as an org at its limit is.
+    pub app_quota: Option<usize>,
+    /// Another run of Atlas (same org) creates this app name between the lookup and the create.
+    pub race_own: Option<String>,
     /// When each mutation (operation, machine id) arrived, to check Fly's 1 req/s pacing.
     pub mutations: Vec<(String, String, Instant)>,
     /// Creates of machines with this `atlas_role` answer this status.
@@ -212,8 +218,32 @@ impl FlyState {
                         },
                     );
                 }
+                if self.race_own.as_deref() == Some(name.as_str()) {
+                    self.race_own = None;
+                    let id = self.next();
+                    self.apps.insert(
+                        name.clone(),
+                        FakeApp {
+                            id,
+                            name: name.clone(),
+                            org: body["org_slug"].as_str().unwrap_or("personal").to_string(),
+                            machines: Vec::new(),
+                            secrets: BTreeMap::new(),
+                            secrets_version: 0,
+                        },
+                    );
+                }
                 if self.apps.contains_key(&name) {
                     return err(422, "app name has already been taken");
+                }
+                let org = body["org_slug"].as_str().unwrap_or("personal");
+                if let Some(q) = self.app_quota
+                    && self.apps.values().filter(|a| a.org == org).count() >= q
+                {
+                    return err(
+                        422,
+                        &format!("organization {org} has reached its quota of {q} apps"),
+                    );
                 }
                 let id = self.next();
                 self.apps.insert(
@@ -412,7 +442,9 @@ impl FlyState {
                 if timeout > 60 {
                     return err(400, "timeout must be at most 60 seconds");
                 }
-                if never {
+                let bad_image = self.never_start_image.is_some()
+                    && m.config["image"].as_str() == self.never_start_image.as_deref();
+                if never || bad_image {
                     return err(408, "deadline_exceeded: machine did not reach started");
                 }
                 m.state = "started".into();
@@ -547,6 +579,11 @@ impl FakeFly {
         self.state.lock().unwrap().race_foreign = Some(name.to_string());
     }
 
+    /// Another Atlas run in the same org creates `name` just before this one's create.
+    pub fn race_own_create(&self, name: &str) {
+        self.state.lock().unwrap().race_own = Some(name.to_string());
+    }
+
     /// Arrival times of the updates of one machine.
     pub fn update_times(&self, machine: &str) -> Vec<Instant> {
         self.state
@@ -584,6 +621,16 @@ impl FakeFly {
                 .map(|a| a.machines.clone())
                 .unwrap_or_default(),
         }
+    }
+
+    /// The org may hold at most `n` apps.
+    pub fn set_app_quota(&self, n: usize) {
+        self.state.lock().unwrap().app_quota = Some(n);
+    }
+
+    /// Machines on `image` never reach `started`; machines on any other image do.
+    pub fn set_never_start_image(&self, image: &str) {
+        self.state.lock().unwrap().never_start_image = Some(image.to_string());
     }
 
     pub fn set_never_start(&self, yes: bool) {

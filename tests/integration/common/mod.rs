@@ -10,3 +10,4 @@ pub mod local_env;
 pub mod openapi;
 pub mod runner_env;
 pub mod verify_env;
+pub mod world;
