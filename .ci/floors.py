@@ -24,6 +24,7 @@ FLOORS = {
     "seed": 7,
     "verify": 7,
     "sweep": 7,
+    "lifecycle": 7,
     "demo": 7,
     "load": 7,  # the `atlas load` / `baseline` flows in load/mod.rs
     "gate": 7,
@@ -40,6 +41,7 @@ FLOORS = {
     "load::models": 6,
     "load::dashboard": 6,
     "load::alerts": 6,
+    "load::store": 6,
     "contract": 5,
     "report": 5,
     "outputs": 5,
@@ -52,6 +54,7 @@ FLOORS = {
     "secret": 1,
     "naming": 1,
     "text": 1,
+    "trace": 1,
     "shell": 1,
     "error": 1,
 }

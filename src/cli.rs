@@ -65,6 +65,21 @@ pub enum PreviewCommand {
     Down(PreviewArgs),
     /// Mint a signed link to a PR's preview (access = "signed-link").
     Link(LinkArgs),
+    /// Push a PR's preview expiry out (its app and database branch alike).
+    Extend(ExtendArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExtendArgs {
+    /// Pull request number.
+    #[arg(long)]
+    pub pr: u64,
+    /// The preview expires this long from now (default: `[preview] ttl`, or the `ttl` input).
+    #[arg(long, value_parser = |s: &str| humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e}")))]
+    pub ttl: Option<std::time::Duration>,
+    /// The local preview.
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(Debug, Args, Clone)]

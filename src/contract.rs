@@ -107,6 +107,9 @@ pub struct SmokeResult {
     pub ok: bool,
     pub duration_ms: u64,
     pub detail: Option<String>,
+    /// The trace id the check was sent with (its `traceparent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -126,11 +129,37 @@ pub struct EvidenceBoundary {
     /// Why there is no load evidence (e.g. "load test: not configured").
     pub load_note: Option<String>,
     pub logs: Option<String>,
+    /// A local app's log over the run: its last lines, redacted and bounded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs_tail: Option<String>,
     pub timings: Vec<Timing>,
     /// The smoke checks and the load test went through the access gate (with this run's
     /// bypass token), so they measured what reviewers get.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub through_gate: bool,
+    /// Requests a reviewer can cite by trace id: the slowest of each load endpoint, the failed
+    /// load requests and the failed checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub traces: Vec<TraceRef>,
+}
+
+/// One request of the evidence by the trace id it was sent with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TraceRef {
+    /// `slowest` or `failed`.
+    pub kind: String,
+    /// The endpoint or check it belongs to (user text: rendered through `md`).
+    pub name: String,
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    pub latency_ms: f64,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The `[evidence] trace_url` link, filled and percent-encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -144,6 +173,47 @@ pub struct LifecycleBoundary {
     /// When the branch was last restored from its parent (`reset = "on-push"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reset: Option<String>,
+    /// What the preview does when idle, in words (the app, then the database).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<String>,
+    /// Measured: the first request after a sleep took this long (the wake-up), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_ms: Option<u64>,
+}
+
+/// The sentence of the lifecycle clause about sleeping: `app_sleep` is the platform's mode
+/// (`None`: the app does not sleep), `platform` its kind, `db_suspend` the database compute's
+/// idle timeout (`None` with a branch: the provider's default).
+pub fn sleep_sentence(
+    platform: &str,
+    app_sleep: Option<&str>,
+    wake_ms: Option<u64>,
+    database: Option<(&str, Option<std::time::Duration>)>,
+) -> String {
+    let mut out = match (app_sleep, platform) {
+        (Some(mode), _) => {
+            let woke = match wake_ms {
+                Some(ms) => format!("the first request after a sleep took {ms} ms (measured)"),
+                None => "the wake-up was not measured".into(),
+            };
+            format!("the app sleeps when idle ({mode}) and wakes on the next request; {woke}")
+        }
+        (None, p) if p.starts_with("local") => {
+            "local previews do not sleep: the process runs until the preview is destroyed".into()
+        }
+        (None, _) => "the app does not sleep (auto_stop = \"off\")".into(),
+    };
+    match database {
+        Some(("neon", Some(d))) => out.push_str(&format!(
+            "; the database compute suspends after {} idle",
+            humantime::format_duration(d)
+        )),
+        Some(("neon", None)) => {
+            out.push_str("; the database compute suspends after the project's idle timeout")
+        }
+        _ => {}
+    }
+    out
 }
 
 /// The seven clauses.
@@ -237,6 +307,7 @@ impl Contract {
     pub fn record(&self) -> String {
         let mut c = self.clone();
         c.migrations.output_tail = None;
+        c.evidence.logs_tail = None;
         if let Some(seed) = &mut c.data.seed {
             seed.output_tail = None;
         }

@@ -10,14 +10,14 @@
 //! ```text
 //! 8 commands/ cli        read the process environment, build providers (cloud or local,
 //!                        once), pick the retry policy, print; one match over commands
-//! 7 preview seed verify/ sweep load gate/ (flows)   plain async functions that take data; gate/ is
+//! 7 preview seed verify/ sweep lifecycle load gate/ (flows)   plain async functions that take data; gate/ is
 //!                        the access gate (proxy, links, sign-in) and its local platform
-//! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy}
+//! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy, history, store}
 //! 5 contract report outputs gha http github_env
 //! 4 event                pure: event + policy -> plan (forced-command and fork rules too)
 //!   data/                pure: data models, masking rules and their SQL, the seed plan
 //! 3 config/              inputs and every atlas.toml section; imports only secret and text
-//! 1 secret naming text shell error          the ground floor
+//! 1 secret naming text shell error trace    the ground floor
 //! ```
 //!
 //! Rules: nothing below `commands/` names `std::env` (except `shell`, which passes `PATH` and
@@ -37,6 +37,7 @@ pub mod gate;
 pub mod gha;
 pub mod github_env;
 pub mod http;
+pub mod lifecycle;
 pub mod load;
 pub mod naming;
 pub mod outputs;
@@ -48,6 +49,7 @@ pub mod seed;
 pub mod shell;
 pub mod sweep;
 pub mod text;
+pub mod trace;
 pub mod verify;
 
 pub use commands::{Ctx, dispatch, load_event, plan_for, report_error, run, settings_for_cli};

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::{ResetPolicy, Settings};
@@ -67,6 +67,9 @@ pub struct UpOptions {
     pub audit_log: Option<PathBuf>,
     /// App/resource name prefix from `naming::prefix`.
     pub prefix: String,
+    /// The PR's base branch: the load gate compares with the history's runs up to the merge
+    /// base of the head with it. `None`: with the latest runs.
+    pub history_base: Option<String>,
 }
 
 /// What `up` produced.
@@ -118,13 +121,19 @@ pub struct LoadGate {
     pub note: Option<String>,
     /// `Some(detail)` when the gate failed.
     pub failed: Option<String>,
+    /// The measured summary (for the trace ids it keeps).
+    pub summary: Option<crate::load::Summary>,
 }
 
 /// The load test + baseline gate against a ready preview: `[load]` scenario (only when it
 /// declares requests: a default `GET /` against an arbitrary app would measure 404s), then the
 /// comparison with `[baseline] path` when that file exists. An inconclusive comparison is
 /// reported, never turned into a pass or a failure.
-pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<LoadGate> {
+pub async fn run_load_gate(
+    settings: &Settings,
+    url: &str,
+    history: Option<crate::evidence::load_gate::BranchHistory<'_>>,
+) -> anyhow::Result<LoadGate> {
     if !settings.load.enabled {
         return Ok(LoadGate {
             note: Some("load test: disabled ([load] enabled = false)".into()),
@@ -140,8 +149,13 @@ pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<Loa
     let summary = crate::load::run_repeated(&settings.load, url)
         .await
         .context("load test against the preview")?;
-    let run =
-        crate::evidence::load_gate::judge(summary, &settings.baseline, &settings.load.requests)?;
+    let run = crate::evidence::load_gate::judge_with(
+        summary,
+        &settings.baseline,
+        &settings.load.requests,
+        history,
+    )
+    .await?;
     Ok(LoadGate {
         load: Some(serde_json::to_value(&run.summary)?),
         comparison: run
@@ -151,6 +165,7 @@ pub async fn run_load_gate(settings: &Settings, url: &str) -> anyhow::Result<Loa
             .transpose()?,
         note: run.not_gated().or_else(|| run.inconclusive()),
         failed: run.failure(),
+        summary: Some(run.summary),
     })
 }
 
@@ -207,6 +222,37 @@ impl Steps<'_> {
             ms,
         });
     }
+}
+
+/// What the preview app is told about itself, so that its own traces and logs can be filtered
+/// per preview and per commit: OpenTelemetry's service name and resource attributes (every OTel
+/// SDK reads both from the environment), the commit and the preview flag.
+pub fn identity_env(settings: &Settings, req: &PreviewRequest) -> BTreeMap<String, String> {
+    let service = settings.app.name.clone().unwrap_or_else(|| {
+        req.repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&req.repository)
+            .to_string()
+    });
+    // resource attribute values are W3C baggage values: `,` `=` and the like percent-encoded
+    // (the sha is hex and the PR a number, but the encoding keeps that an invariant).
+    let value = |v: &str| {
+        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut env = BTreeMap::new();
+    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
+    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
+    env.insert("OTEL_SERVICE_NAME".to_string(), service);
+    env.insert(
+        "OTEL_RESOURCE_ATTRIBUTES".to_string(),
+        format!(
+            "service.version={},deployment.environment=preview,atlas.pr={}",
+            value(&req.sha),
+            req.pr
+        ),
+    );
+    env
 }
 
 fn app_name(opts: &UpOptions, pr: u64) -> String {
@@ -582,9 +628,7 @@ async fn up_inner(
     contract.lifecycle.expires = Some(expires.to_rfc3339());
 
     let plan = crate::data::plan(&settings.database)?;
-    let mut env = BTreeMap::new();
-    env.insert("ATLAS_COMMIT_SHA".to_string(), req.sha.clone());
-    env.insert("ATLAS_PREVIEW".to_string(), "1".to_string());
+    let env = identity_env(settings, req);
     let mut secrets = BTreeMap::new();
     for name in &settings.preview.secrets {
         let v = opts.preview_secrets.get(name).with_context(|| {
@@ -621,6 +665,7 @@ async fn up_inner(
         role: settings.database.role.clone(),
         masking: plan.masking.clone(),
         anonymize_timeout: settings.database.anonymize_timeout,
+        suspend_after: settings.database.suspend_after,
     };
     let branch = providers.database.ensure_branch(&branch_req).await?;
     steps.branch_created = Some(branch.created);
@@ -816,6 +861,7 @@ async fn deploy_and_check(
     secrets: BTreeMap<String, Secret>,
 ) -> anyhow::Result<AppDeployment> {
     steps.begin("deploy");
+    let window_from = Utc::now();
     steps.platform_touched = true;
     if first && created {
         ledger(|l| l.app = Some(app_name(opts, req.pr)));
@@ -833,10 +879,27 @@ async fn deploy_and_check(
             port: settings.app.port,
             health_path: settings.app.health_path.clone(),
             readiness_timeout: settings.app.readiness_timeout,
+            expires_at: contract
+                .lifecycle
+                .expires
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
         })
         .await?;
     contract.code.url = app.url.clone();
     contract.evidence.logs = app.logs.clone();
+    contract.lifecycle.wake_ms = app.wake_ms;
+    contract.lifecycle.sleep = Some(crate::contract::sleep_sentence(
+        providers.platform.kind(),
+        app.sleep.as_deref(),
+        app.wake_ms,
+        contract
+            .data
+            .branch
+            .as_ref()
+            .map(|_| (providers.database.kind(), settings.database.suspend_after)),
+    ));
     // Behind an access gate, Atlas's own checks carry this run's bypass token.
     let gated;
     let settings = match providers.platform.bypass_header(&app.app) {
@@ -867,7 +930,11 @@ async fn deploy_and_check(
         .collect();
     let passed = smoke.len() - failed.len();
     let total = smoke.len();
+    contract.evidence.traces =
+        crate::evidence::traces::collect(&smoke, None, settings.evidence.trace_url.as_deref());
     contract.evidence.smoke = smoke;
+    // a failed check's evidence includes the logs of its window (taken again after the load).
+    logs_evidence(settings, &app, window_from, contract);
     if !failed.is_empty() {
         return Err(GateFailed {
             stage: "smoke checks".into(),
@@ -878,10 +945,39 @@ async fn deploy_and_check(
     steps.end("smoke checks", &format!("{passed}/{total} passed"));
 
     steps.begin("load gate");
-    let gate = run_load_gate(settings, &app.url).await?;
+    // The PR is compared with the default branch's runs up to where it branched off.
+    let merge_base = match &opts.history_base {
+        Some(base) if !settings.baseline.history_branch.is_empty() => {
+            match providers.forge.merge_base(base, &req.sha).await {
+                Ok(m) => m,
+                Err(e) => {
+                    (steps.log)(&format!(
+                        "  the merge base with {base} is unknown ({}): compared with the latest runs",
+                        secret::redact(&format!("{e:#}"))
+                    ));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let history = (!settings.baseline.history_branch.is_empty()).then(|| {
+        crate::evidence::load_gate::BranchHistory {
+            forge: providers.forge.as_ref(),
+            branch: &settings.baseline.history_branch,
+            up_to: merge_base.as_deref(),
+        }
+    });
+    let gate = run_load_gate(settings, &app.url, history).await?;
     contract.evidence.load = gate.load;
     contract.evidence.comparison = gate.comparison;
     contract.evidence.load_note = gate.note.clone();
+    contract.evidence.traces = crate::evidence::traces::collect(
+        &contract.evidence.smoke,
+        gate.summary.as_ref(),
+        settings.evidence.trace_url.as_deref(),
+    );
+    logs_evidence(settings, &app, window_from, contract);
     if let Some(detail) = gate.failed {
         return Err(GateFailed {
             stage: "load gate".into(),
@@ -894,6 +990,27 @@ async fn deploy_and_check(
     contract.evidence.timings = steps.timings.clone();
     contract.check().map_err(|e| anyhow!(e))?;
     Ok(app)
+}
+
+/// The logs of the window the preview was deployed and measured in: the `[evidence] logs_url`
+/// link when configured (else the platform's own, e.g. Fly's dashboard for the app), and a
+/// local app's log tail (its `logs` is a file path, not a URL).
+fn logs_evidence(
+    settings: &Settings,
+    app: &AppDeployment,
+    from: chrono::DateTime<Utc>,
+    contract: &mut Contract,
+) {
+    let local = app
+        .logs
+        .as_deref()
+        .filter(|l| !l.starts_with("https://") && !l.starts_with("http://"));
+    if let Some(path) = local {
+        contract.evidence.logs_tail = crate::evidence::logs::tail_file(std::path::Path::new(path));
+    }
+    if let Some(t) = &settings.evidence.logs_url {
+        contract.evidence.logs = Some(crate::evidence::logs::link(t, &app.app, from, Utc::now()));
+    }
 }
 
 /// Destroys the preview of `req.pr`. See the module docs.

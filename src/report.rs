@@ -98,6 +98,20 @@ fn code_filter(v: Value) -> Result<String, minijinja::Error> {
     })
 }
 
+/// A link target: an http(s) URL with anything that could end the link or open a tag or a
+/// comment percent-encoded; anything else (a `javascript:` URL) becomes an empty target.
+fn url_filter(v: Value) -> Result<String, minijinja::Error> {
+    defined(&v, "url")?;
+    let s = v
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string());
+    if !(s.starts_with("https://") || s.starts_with("http://")) {
+        return Ok("#".into());
+    }
+    Ok(crate::text::fill_url(&s, &[]))
+}
+
 /// Formats a number with a fixed number of decimals (`{{ x | fixed(2) }}`).
 fn fixed(v: Value, digits: Option<u32>) -> String {
     let d = digits.unwrap_or(2) as usize;
@@ -137,6 +151,7 @@ fn environment() -> Environment<'static> {
     env.set_keep_trailing_newline(true);
     env.add_filter("md", md_filter);
     env.add_filter("code", code_filter);
+    env.add_filter("url", url_filter);
     env.add_filter("fixed", fixed);
     env.add_filter("percent", percent);
     env

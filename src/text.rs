@@ -10,3 +10,114 @@ pub fn truncate(s: &str, n: usize) -> String {
         t
     }
 }
+
+/// Checks a link template from the configuration: an `http(s)://` URL whose `{name}` parts are
+/// all among `allowed`.
+pub fn check_url_template(template: &str, allowed: &[&str]) -> Result<(), String> {
+    if !(template.starts_with("https://") || template.starts_with("http://")) {
+        return Err("it is not an http:// or https:// URL".into());
+    }
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        let Some(j) = rest[i..].find('}') else {
+            return Err("a { without its }".into());
+        };
+        let name = &rest[i + 1..i + j];
+        if !allowed.contains(&name) {
+            return Err(format!(
+                "{{{name}}} is not a placeholder here (use {})",
+                allowed
+                    .iter()
+                    .map(|a| format!("{{{a}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        rest = &rest[i + j + 1..];
+    }
+    Ok(())
+}
+
+/// Fills a link template checked by [`check_url_template`]: each `{name}` becomes its value,
+/// percent-encoded whole. The template's own text is made inert for a markdown link target and
+/// for HTML: anything outside the URL characters that cannot end a link, open a tag or a
+/// comment (`<!--`) is percent-encoded too.
+pub fn fill_url(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        inert_url(&rest[..i], &mut out);
+        let end = rest[i..].find('}').map(|j| i + j);
+        match end.and_then(|e| {
+            vars.iter()
+                .find(|(k, _)| *k == &rest[i + 1..e])
+                .map(|v| (e, v.1))
+        }) {
+            Some((e, value)) => {
+                for b in value.bytes() {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        out.push(b as char);
+                    } else {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                }
+                rest = &rest[e + 1..];
+            }
+            None => {
+                inert_url("{", &mut out);
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    inert_url(rest, &mut out);
+    out
+}
+
+/// URL text with only characters that are safe inside `[..](...)` and HTML, others encoded.
+fn inert_url(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:/?#@!$&*+,;=%".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn templates_are_checked_and_filled_inert() {
+        let t = "https://grafana.example.com/explore?traceId={trace_id}&x=1";
+        assert_eq!(check_url_template(t, &["trace_id"]), Ok(()));
+        assert_eq!(
+            fill_url(t, &[("trace_id", "0af7651916cd43dd8448eb211c80319c")]),
+            "https://grafana.example.com/explore?traceId=0af7651916cd43dd8448eb211c80319c&x=1"
+        );
+        assert!(check_url_template("javascript:alert(1)//{trace_id}", &["trace_id"]).is_err());
+        assert_eq!(
+            check_url_template("https://x/{trace}", &["trace_id"]),
+            Err("{trace} is not a placeholder here (use {trace_id})".into())
+        );
+        assert!(check_url_template("https://x/{trace_id", &["trace_id"]).is_err());
+        // the template's text and the values cannot end the link, open a tag or a comment.
+        let filled = fill_url(
+            "https://x/a b)<!-- [y](z) -->\n`|\"'<b>{v}",
+            &[("v", "<!--x--> &q=1)")],
+        );
+        for bad in ["<", ">", " ", ")", "(", "[", "]", "`", "|", "\"", "'", "\n"] {
+            assert!(!filled.contains(bad), "{bad:?} in {filled}");
+        }
+        assert!(filled.ends_with("%3C%21--x--%3E%20%26q%3D1%29"), "{filled}");
+        // RFC 3339 times keep their meaning through the encoding.
+        assert_eq!(
+            fill_url(
+                "https://l/?from={from}",
+                &[("from", "2026-12-02T15:00:00+00:00")]
+            ),
+            "https://l/?from=2026-12-02T15%3A00%3A00%2B00%3A00"
+        );
+    }
+}

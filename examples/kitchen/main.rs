@@ -221,7 +221,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route("/orders", axum::routing::post(create_order))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    eprintln!("kitchen: listening on 127.0.0.1:{port} (commit {commit})");
+    // what an OpenTelemetry SDK would tag its traces and logs with.
+    let otel = |k: &str| std::env::var(k).unwrap_or_else(|_| "unset".into());
+    eprintln!(
+        "kitchen: listening on 127.0.0.1:{port} (commit {commit}; service {}; {})",
+        otel("OTEL_SERVICE_NAME"),
+        otel("OTEL_RESOURCE_ATTRIBUTES")
+    );
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

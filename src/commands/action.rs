@@ -193,6 +193,7 @@ fn up_options(ctx: &Ctx, prefix: String) -> anyhow::Result<UpOptions> {
         // the sticky comment and the job summary outlive the runner; a file would not.
         audit_log: None,
         prefix,
+        history_base: None,
     })
 }
 
@@ -252,7 +253,11 @@ async fn preview_inner(
     let providers = cloud_providers(ctx)?;
     let repo = repository(ctx)?;
     let prefix = crate::naming::prefix(ctx.settings.app.name.as_deref(), &repo);
-    let opts = up_options(ctx, prefix)?;
+    let mut opts = up_options(ctx, prefix)?;
+    opts.history_base = match event {
+        Event::PullRequest { pr: p, .. } if p.number == pr => Some(p.base_ref.clone()),
+        _ => None,
+    };
     let (branch, title) = pr_text(event, pr);
 
     // A manual run previews the PR's live head; an event run previews the event's head commit.
@@ -373,6 +378,51 @@ fn cloud_providers_for_sweep(ctx: &Ctx) -> anyhow::Result<Providers> {
     }
     c.require_cloud()?;
     build_cloud(ctx, &c)
+}
+
+/// `atlas preview extend --pr N [--ttl 72h] [--local]`: the same providers the sweep uses.
+pub async fn cli_extend(
+    args: &crate::cli::ExtendArgs,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (providers, ttl) = if args.local {
+        let settings = super::ctx::settings_for_cli(config)?;
+        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
+        let setup =
+            super::preview::local_providers(&settings, &settings.local.state_dir, false, &mut log)
+                .await?;
+        let config = crate::config::Config::from_vars(std::env::vars())?;
+        (
+            setup.providers,
+            args.ttl.or(config.ttl).unwrap_or(settings.preview.ttl),
+        )
+    } else {
+        let ctx = Ctx::load(config)?;
+        let ttl = args
+            .ttl
+            .or(ctx.config.ttl)
+            .unwrap_or(ctx.settings.preview.ttl);
+        (cloud_providers_for_sweep(&ctx)?, ttl)
+    };
+    let at = chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        .with_context(|| format!("--ttl {} is too long", humantime::format_duration(ttl)))?;
+    let out = crate::lifecycle::extend(
+        providers.database.as_ref(),
+        providers.platform.as_ref(),
+        args.pr,
+        at,
+    )
+    .await?;
+    eprintln!(
+        "preview of PR #{} now expires {} ({})",
+        out.pr,
+        out.expires,
+        out.moved.join(", ")
+    );
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
 }
 
 /// `atlas sweep [--dry-run] [--local]`.

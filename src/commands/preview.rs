@@ -45,6 +45,13 @@ impl crate::provider::Database for ArcDb {
     async fn list_branches(&self) -> anyhow::Result<Vec<crate::provider::Owned>> {
         self.0.list_branches().await
     }
+    async fn set_expiry(
+        &self,
+        name: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<()> {
+        self.0.set_expiry(name, at).await
+    }
 }
 
 /// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.
@@ -175,6 +182,7 @@ pub fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Result<Up
             .or_else(|| settings.templates.dir.clone()),
         audit_log: Some(state_dir.join("audit.jsonl")),
         prefix: crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-preview"),
+        history_base: None,
     })
 }
 
@@ -202,6 +210,8 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
         PreviewCommand::Up(a) => (a, true),
         PreviewCommand::Down(a) => (a, false),
         PreviewCommand::Link(a) => return link(a, &settings),
+        // Dispatched by `commands::run` (cloud and local alike).
+        PreviewCommand::Extend(_) => bail!("internal: extend is dispatched by commands::run"),
     };
     if !args.local {
         bail!(

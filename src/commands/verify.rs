@@ -63,6 +63,7 @@ fn branch_request(settings: &crate::config::Settings, pr: u64, name: &str) -> Br
         role: settings.database.role.clone(),
         masking: None,
         anonymize_timeout: std::time::Duration::from_secs(60),
+        suspend_after: None,
     }
 }
 
@@ -143,7 +144,13 @@ async fn run_local(
                 .await?;
             timings.push(("boot production", t.elapsed()));
         }
-        let load = LoadModuleGate::from_settings(&settings);
+        // Locally the history branch is a directory under the state dir.
+        let load = LoadModuleGate::from_settings(&settings).with_history(
+            Some(&forge),
+            &version,
+            mode == Mode::Verify,
+            None,
+        );
         let env_source = |k: &str| std::env::var(k).ok();
         let progress = |l: &str| say(l);
         let c = Chain {
@@ -289,7 +296,6 @@ pub async fn dispatch(
     } else {
         None
     };
-    let load = LoadModuleGate::from_settings(&settings);
     let env_source = |k: &str| std::env::var(k).ok();
     let progress = |l: &str| say(l);
     // Deployment statuses for `qa` / `production` go to GitHub when a token is given.
@@ -300,6 +306,13 @@ pub async fn dispatch(
         ),
         None => None,
     };
+    // verify runs on a push to the default branch: its run joins the history; a release reads.
+    let load = LoadModuleGate::from_settings(&settings).with_history(
+        forge.as_ref().map(|f| f as &dyn crate::provider::Forge),
+        &plan.sha,
+        mode == Mode::Verify,
+        pages_url(&ctx.github, &repository),
+    );
     let c = Chain {
         settings: &settings,
         fleet: &fleet,
@@ -332,4 +345,15 @@ pub async fn dispatch(
         .set_output("failed_stage", report.failed_stage.as_deref().unwrap_or(""))?;
     ctx.gha.set_output("commit_sha", &plan.sha)?;
     report.result()
+}
+
+/// Where GitHub Pages serves the history branch's dashboard, when the repository is on
+/// github.com (Pages must be set to publish from that branch; Enterprise hosts differ).
+fn pages_url(github: &crate::github_env::GithubEnv, repository: &str) -> Option<String> {
+    let (owner, name) = repository.split_once('/')?;
+    github
+        .api_url
+        .trim_end_matches('/')
+        .eq("https://api.github.com")
+        .then(|| format!("https://{}.github.io/{name}/", owner.to_ascii_lowercase()))
 }

@@ -55,6 +55,7 @@ pub struct Settings {
     pub fly: FlySettings,
     pub verify: VerifySettings,
     pub templates: TemplateSettings,
+    pub evidence: EvidenceSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -117,6 +118,26 @@ pub struct DatabaseSettings {
     /// Bound on the anonymization of a new branch (Neon's masking run, or the local SQL).
     #[serde(with = "duration")]
     pub anonymize_timeout: Duration,
+    /// The branch's compute suspends after this long without queries (Neon's
+    /// `suspend_timeout_seconds`, 1 minute to 1 week); unset: the project's default (5 minutes).
+    #[serde(
+        deserialize_with = "suspend_after",
+        serialize_with = "duration::option::serialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub suspend_after: Option<Duration>,
+}
+
+/// `[database] suspend_after`, within the range Neon accepts.
+fn suspend_after<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let v = duration::deserialize(d)?;
+    if v < Duration::from_secs(60) || v > Duration::from_secs(7 * 24 * 3600) {
+        return Err(serde::de::Error::custom(format!(
+            "suspend_after = {:?} is outside 1m..=7d, the range Neon accepts",
+            humantime::format_duration(v).to_string()
+        )));
+    }
+    Ok(Some(v))
 }
 
 /// `[database] reset`.
@@ -161,6 +182,7 @@ impl Default for DatabaseSettings {
             masking: Vec::new(),
             reset: ResetPolicy::Never,
             anonymize_timeout: Duration::from_secs(10 * 60),
+            suspend_after: None,
         }
     }
 }
@@ -250,6 +272,48 @@ pub struct TemplateSettings {
     pub dir: Option<PathBuf>,
 }
 
+/// `[evidence]`: links from the PR comment into the team's own tools.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvidenceSettings {
+    /// A trace viewer's URL with `{trace_id}`, e.g.
+    /// `https://grafana.example.com/explore?traceId={trace_id}`: each trace id in the evidence
+    /// links there. Without it the ids are listed.
+    #[serde(deserialize_with = "trace_url")]
+    pub trace_url: Option<String>,
+    /// A log viewer's URL with any of `{app}`, `{from}` and `{to}` (RFC 3339): the preview's
+    /// logs over the window Atlas measured it.
+    #[serde(deserialize_with = "logs_url")]
+    pub logs_url: Option<String>,
+}
+
+fn url_template<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &str,
+    allowed: &[&str],
+    required: &str,
+) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::text::check_url_template(&s, allowed)
+        .and_then(|()| {
+            if required.is_empty() || s.contains(&format!("{{{required}}}")) {
+                Ok(())
+            } else {
+                Err(format!("it has no {{{required}}}"))
+            }
+        })
+        .map_err(|e| serde::de::Error::custom(format!("[evidence] {key} {s:?}: {e}")))?;
+    Ok(Some(s))
+}
+
+fn trace_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    url_template(d, "trace_url", &["trace_id"], "trace_id")
+}
+
+fn logs_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    url_template(d, "logs_url", &["app", "from", "to"], "")
+}
+
 /// An `atlas.toml` error that gives the key and the line.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -269,7 +333,12 @@ impl Settings {
             SettingsError {
                 path: path.to_string(),
                 message: match line {
-                    Some(l) => format!("line {l}: {msg}"),
+                    Some(l) => match key_at(text, l) {
+                        // A value's own error (an unknown variant, a bad duration) does not
+                        // name its key; the key is on that line.
+                        Some(key) if !msg.contains(&key) => format!("line {l}: {key}: {msg}"),
+                        _ => format!("line {l}: {msg}"),
+                    },
                     None => msg,
                 },
             }
@@ -289,6 +358,26 @@ impl Settings {
             )),
         }
     }
+}
+
+/// `[section] key` of a `key = value` on line `line` (1-based), if that line is one.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.checked_sub(1)?)?;
+    let (key, _) = here.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let section = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['));
+    Some(match section {
+        Some(s) => format!("{s} {key}"),
+        None => key.to_string(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -482,6 +571,13 @@ pub struct GateSettings {
     pub history: Option<std::path::PathBuf>,
     /// The most entries a history file keeps; older ones are folded away (default 200).
     pub history_max: usize,
+    /// The forge's data branch that keeps the history (default `atlas-history`; on GitHub a
+    /// branch of the repository, locally a directory; `""` turns it off): verify on the default
+    /// branch appends to it, a PR preview compares with its runs up to the merge base.
+    pub history_branch: String,
+    /// Open, update and close one issue per endpoint and metric that regresses on the default
+    /// branch (default true; needs `issues: write`).
+    pub alert_issues: bool,
 }
 
 impl Default for GateSettings {
@@ -504,6 +600,8 @@ impl Default for GateSettings {
             iqr_k: 1.5,
             history: None,
             history_max: 200,
+            history_branch: "atlas-history".into(),
+            alert_issues: true,
         }
     }
 }
@@ -539,8 +637,8 @@ pub struct FlySettings {
     pub cpu_kind: String,
     /// The port the app listens on inside the machine (default: `[app] port`).
     pub internal_port: Option<u16>,
-    /// `stop`, `suspend` or `off`: what Fly's proxy does with an idle machine.
-    pub auto_stop: String,
+    /// `suspend` (default), `stop` or `off`: what Fly's proxy does with an idle machine.
+    pub auto_stop: AutoStop,
     /// The preview URL; `{app}` is replaced by the app name. Default `https://{app}.fly.dev`.
     pub preview_url: Option<String>,
 }
@@ -553,8 +651,33 @@ impl Default for FlySettings {
             memory_mb: 256,
             cpu_kind: "shared".into(),
             internal_port: None,
-            auto_stop: "stop".into(),
+            auto_stop: AutoStop::Suspend,
             preview_url: None,
+        }
+    }
+}
+
+/// `[fly] auto_stop`: Fly's proxy stops or suspends an idle machine and starts it again on the
+/// next request (`autostart` is always on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoStop {
+    /// The machine's memory is snapshotted: a wake-up is a resume (hundreds of ms on Fly).
+    #[default]
+    Suspend,
+    /// The machine shuts down: a wake-up is a cold boot.
+    Stop,
+    /// Never sleeps.
+    Off,
+}
+
+impl AutoStop {
+    /// The value of Fly's `services[].autostop`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoStop::Suspend => "suspend",
+            AutoStop::Stop => "stop",
+            AutoStop::Off => "off",
         }
     }
 }

@@ -129,7 +129,7 @@ pub type CheckResult = crate::contract::SmokeResult;
 
 /// Runs HTTP checks (`[[smoke]]` or `[verify] checks`, named by `section` in errors) against
 /// `base_url` in order. A method that is not an HTTP method is an error naming the section; a
-/// body is sent as JSON.
+/// body is sent as JSON. Each check carries a fresh `traceparent`, recorded in its result.
 pub async fn run_checks(
     client: &reqwest::Client,
     base_url: &str,
@@ -137,6 +137,7 @@ pub async fn run_checks(
     section: &str,
 ) -> anyhow::Result<Vec<CheckResult>> {
     let mut out = Vec::new();
+    let mut ids = crate::trace::Ids::new();
     for c in checks {
         let start = Instant::now();
         let method = reqwest::Method::from_bytes(c.method.to_ascii_uppercase().as_bytes())
@@ -146,8 +147,15 @@ pub async fn run_checks(
         let url = format!("{}{}", base_url.trim_end_matches('/'), c.path);
         let mut rb = client.request(method, url);
         for (k, v) in &c.headers {
+            if k.eq_ignore_ascii_case(crate::trace::HEADER) {
+                anyhow::bail!(
+                    "{section} header {k:?} cannot be set: Atlas sends a fresh trace id with every check"
+                );
+            }
             rb = rb.header(k, v);
         }
+        let (traceparent, trace_id) = ids.header();
+        rb = rb.header(crate::trace::HEADER, traceparent);
         if let Some(b) = &c.body {
             rb = rb
                 .header("content-type", "application/json")
@@ -204,6 +212,7 @@ pub async fn run_checks(
             ok,
             duration_ms: start.elapsed().as_millis() as u64,
             detail,
+            trace_id: Some(trace_id.to_string()),
         });
     }
     Ok(out)

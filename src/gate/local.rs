@@ -177,6 +177,7 @@ impl Platform for LocalGate {
             port: 0,
             health_path: "/_atlas/healthz".into(),
             readiness_timeout: Duration::from_secs(20),
+            expires_at: req.expires_at,
         };
         let gate = self
             .processes(&upstream, &req.app, req.pr)
@@ -213,6 +214,10 @@ impl Platform for LocalGate {
 
     async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
         self.inner.list_apps().await
+    }
+
+    async fn set_expiry(&self, app: &str, at: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+        self.inner.set_expiry(app, at).await
     }
 
     async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {

@@ -1,5 +1,8 @@
 //! The load generator: keep-alive HTTP/1.1 connections, one task per connection, each request
-//! serialised once before the test and sent as one write (see `wire`).
+//! serialised once before the test and sent as one write (see `wire`). Each connection keeps its
+//! own copy of the serialised requests and overwrites their fixed-width `traceparent` value in
+//! place before each send (`crate::trace`), so every request has a fresh trace id at no
+//! allocation; the slowest few per endpoint and the first failed ones are kept by that id.
 //!
 //! Open model (default): request `i` is scheduled at `start + i / rate`; whichever connection is
 //! free takes the next scheduled request, so the number of connections is the in-flight cap.
@@ -22,10 +25,12 @@ use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 
 use super::summary::{
-    EndpointSummary, Errors, GeneratorInfo, Metrics, RunInfo, Shape, Source, Summary, Trend,
+    EndpointSummary, Errors, GeneratorInfo, Metrics, RunInfo, Shape, Source, Summary,
+    TracedRequest, Trend,
 };
 use super::wire::{Conn, Failure};
 use crate::config::{LoadSettings, Model, RequestSpec};
+use crate::trace::TraceId;
 
 /// How early a worker wakes before a request's scheduled time. tokio's timer wheel ticks every
 /// millisecond and rounds deadlines up, and the driver's epoll timeout rounds up again, so a
@@ -34,6 +39,75 @@ const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// At most this many distinct error kinds are kept; the rest are counted as `other`.
 const MAX_ERROR_KINDS: usize = 32;
+
+/// The slowest requests kept per endpoint (by trace id).
+pub const SLOWEST: usize = 5;
+
+/// Failed requests kept by trace id, per connection and for the run.
+pub const MAX_FAILED: usize = 20;
+
+/// The `SLOWEST` slowest requests seen, in a fixed array: offering a request is one compare
+/// unless it is among the slowest so far.
+#[derive(Clone, Copy, Default)]
+struct Slowest {
+    /// Latency in µs (at least 1; 0 is an empty slot) and trace id, unordered.
+    lat: [u64; SLOWEST],
+    id: [TraceId; SLOWEST],
+    /// The smallest latency held: a request must beat it to get in.
+    floor: u64,
+}
+
+impl Slowest {
+    fn offer(&mut self, lat: u64, id: TraceId) {
+        if lat <= self.floor {
+            return;
+        }
+        let mut min = 0;
+        for i in 1..SLOWEST {
+            if self.lat[i] < self.lat[min] {
+                min = i;
+            }
+        }
+        self.lat[min] = lat;
+        self.id[min] = id;
+        self.floor = self.lat.iter().copied().min().unwrap_or(0);
+    }
+
+    fn merge(&mut self, o: &Slowest) {
+        for i in 0..SLOWEST {
+            if o.lat[i] > 0 {
+                self.offer(o.lat[i], o.id[i]);
+            }
+        }
+    }
+
+    /// Slowest first.
+    fn sorted(&self) -> Vec<TracedRequest> {
+        let mut v: Vec<(u64, TraceId)> = self
+            .lat
+            .iter()
+            .copied()
+            .zip(self.id)
+            .filter(|(l, _)| *l > 0)
+            .collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        v.into_iter()
+            .map(|(l, id)| TracedRequest {
+                trace_id: id.to_string(),
+                latency_ms: l as f64 / 1000.0,
+                ..Default::default()
+            })
+            .collect()
+    }
+}
+
+/// A failed request kept by trace id.
+struct Failed {
+    endpoint: usize,
+    latency_us: u64,
+    id: TraceId,
+    kind: String,
+}
 
 impl LoadSettings {
     /// The scenario, with the default `GET /` when none is configured.
@@ -103,6 +177,9 @@ struct Endpoint {
     method: http::Method,
     /// The whole request as sent: request line, headers and body.
     wire: Vec<u8>,
+    /// Where the `traceparent` value sits in `wire`: each connection overwrites those
+    /// `trace::LEN` bytes in its own copy before each send.
+    trace_at: usize,
     expect: Option<u16>,
 }
 
@@ -223,6 +300,11 @@ fn parse_target(
             http::HeaderValue::from_static(concat!("atlas-load/", env!("CARGO_PKG_VERSION"))),
         );
         for (k, v) in &s.headers {
+            if k.eq_ignore_ascii_case(crate::trace::HEADER) {
+                bail!(
+                    "load request header {k:?} cannot be set: Atlas sends a fresh trace id with every request"
+                );
+            }
             if is_sensitive_header(k) {
                 // credentials in the scenario never reach a log or a summary.
                 crate::secret::register(v);
@@ -268,7 +350,11 @@ fn parse_target(
             wire.extend_from_slice(value.as_bytes());
             wire.extend_from_slice(b"\r\n");
         }
-        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(crate::trace::HEADER.as_bytes());
+        wire.extend_from_slice(b": ");
+        let trace_at = wire.len();
+        wire.extend_from_slice(crate::trace::PLACEHOLDER);
+        wire.extend_from_slice(b"\r\n\r\n");
         wire.extend_from_slice(&body);
         endpoints.push(Endpoint {
             name: s
@@ -277,6 +363,7 @@ fn parse_target(
                 .unwrap_or_else(|| format!("{} {}", method, s.path)),
             method,
             wire,
+            trace_at,
             expect: s.expect,
         });
     }
@@ -343,13 +430,15 @@ fn tls_kind(e: &std::io::Error) -> String {
 }
 
 /// One request on `c`, sent once more on a new connection after the keep-alive race.
-async fn send(t: &Target, e: &Endpoint, c: &mut Conn) -> Result<u16, String> {
-    match c.exchange(&e.wire, e.head()).await {
+/// `wire` is this connection's copy of the endpoint's request, its trace id already written.
+async fn send(t: &Target, e: &Endpoint, wire: &[u8], c: &mut Conn) -> Result<u16, String> {
+    match c.exchange(wire, e.head()).await {
         Ok(status) => Ok(status),
         Err(Failure::Stale) if e.idempotent() => {
-            // the server closed the idle connection without reading the request.
+            // the server closed the idle connection without reading the request (nor its
+            // trace id, which goes again).
             *c = connect(t).await?;
-            c.exchange(&e.wire, e.head())
+            c.exchange(wire, e.head())
                 .await
                 .map_err(|f| f.kind().to_string())
         }
@@ -386,6 +475,9 @@ struct WorkerStats {
     dropped: u64,
     in_flight_at_end: u64,
     warmup_requests: u64,
+    slowest: Vec<Slowest>,
+    /// At most `MAX_FAILED`, allocated once.
+    failed: Vec<Failed>,
 }
 
 impl WorkerStats {
@@ -400,6 +492,8 @@ impl WorkerStats {
             dropped: 0,
             in_flight_at_end: 0,
             warmup_requests: 0,
+            slowest: vec![Slowest::default(); endpoints],
+            failed: Vec::with_capacity(MAX_FAILED),
         }
     }
 
@@ -438,6 +532,11 @@ impl WorkerStats {
         self.dropped += o.dropped;
         self.in_flight_at_end += o.in_flight_at_end;
         self.warmup_requests += o.warmup_requests;
+        for (a, b) in self.slowest.iter_mut().zip(&o.slowest) {
+            a.merge(b);
+        }
+        let room = MAX_FAILED.saturating_sub(self.failed.len());
+        self.failed.extend(o.failed.into_iter().take(room));
     }
 }
 
@@ -475,6 +574,9 @@ impl Shared {
 async fn worker(s: Arc<Shared>) -> WorkerStats {
     let mut st = WorkerStats::new(s.endpoints.len());
     let mut conn: Option<Conn> = None;
+    // This connection's copies of the requests: the trace id is overwritten in place.
+    let mut wires: Vec<Vec<u8>> = s.endpoints.iter().map(|e| e.wire.clone()).collect();
+    let mut ids = crate::trace::Ids::new();
     // One timer per worker, moved later for each request: tokio extends a registered timer
     // without touching its wheel when the new deadline is later, so a request costs no timer
     // registration (a fresh `timeout_at` per request does).
@@ -511,6 +613,8 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
         }
         let ep = s.endpoint_for(seq);
         let measured = scheduled >= s.measure_from;
+        let at = s.endpoints[ep].trace_at;
+        let trace = ids.write(&mut wires[ep][at..at + crate::trace::LEN]);
 
         // A live connection (reconnect after errors or a server-side close).
         let mut outcome: Result<u16, String> = Err(String::new());
@@ -537,7 +641,7 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
                 .reset(s.hard_stop.min(sent + s.timeout).into());
             tokio::select! {
                 biased;
-                r = send(&s.target, &s.endpoints[ep], c) => outcome = r,
+                r = send(&s.target, &s.endpoints[ep], &wires[ep], c) => outcome = r,
                 _ = &mut timer => {
                     if Instant::now() >= s.hard_stop {
                         cut_at_end = true;
@@ -574,7 +678,9 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
         }
         // auto-resizing histograms grow to fit any value, so recording cannot fail.
         // (`saturating_record` would clamp to the current size instead of growing.)
-        let _ = st.latency[ep].record(micros(done - origin));
+        let latency = micros(done - origin);
+        let _ = st.latency[ep].record(latency);
+        st.slowest[ep].offer(latency, trace);
         let _ = st.service.record(micros(done - sent));
         if s.model == Model::Open {
             // a closed model sends when it is ready: it has no schedule to be late for.
@@ -582,11 +688,20 @@ async fn worker(s: Arc<Shared>) -> WorkerStats {
         }
         if let Err(kind) = outcome {
             st.errors_per_endpoint[ep] += 1;
-            st.error(if kind.is_empty() {
+            let kind = if kind.is_empty() {
                 "error".into()
             } else {
                 kind
-            });
+            };
+            if st.failed.len() < MAX_FAILED {
+                st.failed.push(Failed {
+                    endpoint: ep,
+                    latency_us: latency,
+                    id: trace,
+                    kind: kind.clone(),
+                });
+            }
+            st.error(kind);
             if s.model == Model::Closed {
                 // don't spin on a refused connection.
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -790,6 +905,17 @@ pub async fn run_with(
             rate: stats.latency[i].len() as f64 / secs,
             errors: stats.errors_per_endpoint[i],
             duration: trend(&stats.latency[i]),
+            slowest: stats.slowest[i].sorted(),
+        })
+        .collect();
+    let failed = stats
+        .failed
+        .iter()
+        .map(|f| TracedRequest {
+            trace_id: f.id.to_string(),
+            latency_ms: f.latency_us as f64 / 1000.0,
+            endpoint: Some(shared.endpoints[f.endpoint].name.clone()),
+            error: Some(f.kind.clone()),
         })
         .collect();
     let cpu_user = after.user - before.user;
@@ -828,6 +954,7 @@ pub async fn run_with(
             in_flight_at_end: stats.in_flight_at_end,
             warmup_requests: stats.warmup_requests,
             error_kinds: stats.error_kinds,
+            failed,
         }),
         generator: Some(GeneratorInfo {
             cpu_user_s: cpu_user,

@@ -716,6 +716,7 @@ mod tests {
                     avg: p / 1.4,
                     ..Trend::default()
                 },
+                ..Default::default()
             });
         }
         s

@@ -15,6 +15,7 @@ pub mod history;
 pub mod models;
 mod proxy;
 pub mod stats;
+pub mod store;
 pub mod summary;
 mod wire;
 

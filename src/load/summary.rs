@@ -72,6 +72,24 @@ pub struct EndpointSummary {
     pub rate: f64,
     pub errors: u64,
     pub duration: Trend,
+    /// The slowest requests of the run, slowest first (a few), by trace id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slowest: Vec<TracedRequest>,
+}
+
+/// One request the evidence names by the trace id it was sent with (its `traceparent`), so a
+/// reviewer can open the app's own trace of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TracedRequest {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    pub latency_ms: f64,
+    /// The endpoint's name (failed requests, which are listed for the whole run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Why it failed (`status 500`, `timeout`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How the run went, beyond the latencies.
@@ -99,6 +117,9 @@ pub struct RunInfo {
     /// Errors by kind (`status 500`, `timeout`, `connect`, ...), at most a few dozen kinds.
     #[serde(default)]
     pub error_kinds: std::collections::BTreeMap<String, u64>,
+    /// Failed requests by trace id: the first few of the run (`errors.count` has them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<TracedRequest>,
 }
 
 /// What the generator itself cost (getrusage of the process over the run).

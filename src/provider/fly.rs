@@ -45,7 +45,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{FlyAccess, FlySettings, Settings};
+use crate::config::{AutoStop, FlyAccess, FlySettings, Settings};
 use crate::http::{Call, Client, RetryPolicy, Timeouts, enc, status_of};
 use crate::naming;
 use crate::provider::{
@@ -59,6 +59,9 @@ pub const ROLE_KEY: &str = "atlas_role";
 pub const ROLE_MIGRATIONS: &str = "migrations";
 /// The role of the machine in front of the app (the access gate).
 pub const ROLE_FRONT: &str = "gate";
+/// The machine metadata key holding the preview's expiry (RFC 3339), renewed on every push and
+/// by `atlas preview extend`; the sweep reads it back.
+pub const EXPIRES_KEY: &str = "atlas_expires";
 use crate::secret::{self, Secret};
 
 /// A Fly machine as the Machines API returns it (the fields Atlas reads); the preview platform
@@ -498,7 +501,10 @@ impl FlyPlatform {
         let port = self.settings.internal_port.unwrap_or(req.port);
         let mut env: BTreeMap<String, String> = req.env.clone();
         env.insert("PORT".into(), port.to_string());
-        let metadata = self.metadata(req.pr, &req.sha);
+        let mut metadata = self.metadata(req.pr, &req.sha);
+        if let Some(at) = req.expires_at {
+            metadata.insert(EXPIRES_KEY.to_string(), rfc3339(at));
+        }
         let mut config = json!({
             "image": image,
             "env": env,
@@ -521,7 +527,7 @@ impl FlyPlatform {
         json!([{
             "protocol": "tcp",
             "internal_port": internal_port,
-            "autostop": self.settings.auto_stop,
+            "autostop": self.settings.auto_stop.as_str(),
             "autostart": true,
             "min_machines_running": 0,
             "ports": [
@@ -760,6 +766,26 @@ impl FlyPlatform {
             self.destroy_machine("destroy gate machine", app, &f.id)
                 .await?;
         }
+        // 6. The preview sleeps when idle: time its first request after a sleep. With a front,
+        // the front holds the public service and is what Fly's proxy wakes.
+        let (sleep, wake_ms) = match self.settings.auto_stop {
+            AutoStop::Off => (None, None),
+            mode => {
+                let sleeper = front_machine.as_ref().unwrap_or(&machine);
+                let wake = self
+                    .measure_wake(
+                        app,
+                        sleeper,
+                        mode,
+                        &url,
+                        &req.health_path,
+                        headers,
+                        deadline,
+                    )
+                    .await?;
+                (Some(mode.as_str().to_string()), wake)
+            }
+        };
         let mut instances = vec![machine.id];
         instances.extend(front_machine.map(|m| m.id));
         Ok(AppDeployment {
@@ -768,6 +794,8 @@ impl FlyPlatform {
             instances,
             logs: Some(format!("https://fly.io/apps/{app}/monitoring")),
             created,
+            sleep,
+            wake_ms,
         })
     }
 
@@ -870,6 +898,53 @@ impl FlyPlatform {
         Ok(())
     }
 
+    /// Puts the machine to sleep the way Fly's proxy would when it is idle (`/suspend` or
+    /// `/stop`), waits until it sleeps, then times the first request: Fly's proxy wakes the
+    /// machine for it (`autostart`). `Ok(None)`: the machine could not be put to sleep, so
+    /// nothing was measured (a warning says why). A machine that sleeps but does not wake again
+    /// is an error: the preview would be dead after its first idle spell.
+    #[allow(clippy::too_many_arguments)]
+    async fn measure_wake(
+        &self,
+        app: &str,
+        m: &ApiMachine,
+        mode: AutoStop,
+        url: &str,
+        health_path: &str,
+        headers: &[(String, Secret)],
+        deadline: Instant,
+    ) -> anyhow::Result<Option<u64>> {
+        let (verb, state) = match mode {
+            AutoStop::Stop => ("stop", "stopped"),
+            _ => ("suspend", "suspended"),
+        };
+        let call = format!("{verb} machine");
+        let path = format!("/apps/{}/machines/{}/{verb}", enc(app), enc(&m.id));
+        if let Err(e) = self.client.send(Call::post(call, path)).await {
+            eprintln!(
+                "::warning::fly: could not {verb} machine {} of app {app} to measure its wake-up ({}); the preview still sleeps when idle",
+                m.id,
+                secret::redact(&format!("{e:#}"))
+            );
+            return Ok(None);
+        }
+        let waited = self.wait_state(app, m, state, deadline, 0).await?;
+        if let Waited::TimedOut(last) = waited {
+            eprintln!(
+                "::warning::fly: machine {} of app {app} did not reach `{state}` in time (last: {last}); its wake-up was not measured",
+                m.id
+            );
+            return Ok(None);
+        }
+        let t = Instant::now();
+        self.probe(url, health_path, headers, deadline)
+            .await
+            .with_context(|| {
+                format!("fly: the preview did not wake from `{state}` on its first request")
+            })?;
+        Ok(Some(t.elapsed().as_millis() as u64))
+    }
+
     /// Probes `url + health_path` until it answers 2xx or `deadline`.
     async fn probe(
         &self,
@@ -897,6 +972,10 @@ impl FlyPlatform {
             tokio::time::sleep(self.client.poll()).await;
         }
     }
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// How a `/wait` loop ended.
@@ -1062,6 +1141,42 @@ impl Platform for FlyPlatform {
         }
     }
 
+    async fn set_expiry(&self, app: &str, at: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+        let Some(pr) = naming::pr_from_app(&self.prefix, app) else {
+            anyhow::bail!(
+                "fly: app `{app}` is not an atlas preview name of {}",
+                self.repository
+            );
+        };
+        let ms = self.machines(app, false).await?;
+        let ours: Vec<ApiMachine> = self
+            .atlas_machines(&ms, pr)
+            .into_iter()
+            .filter(|m| !m.is_task())
+            .collect();
+        if ours.is_empty() {
+            anyhow::bail!("fly: app `{app}` has no atlas machine to carry the expiry");
+        }
+        // Metadata only: the machine is not restarted.
+        for m in ours {
+            self.client
+                .send(
+                    Call::post(
+                        "set machine expiry",
+                        format!(
+                            "/apps/{}/machines/{}/metadata/{EXPIRES_KEY}",
+                            enc(app),
+                            enc(&m.id)
+                        ),
+                    )
+                    .json(json!({"value": rfc3339(at)}))
+                    .idempotent(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
         let r = self
             .client
@@ -1098,12 +1213,19 @@ impl Platform for FlyPlatform {
                 .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&chrono::Utc))
                 .max();
+            let expires_at = ms
+                .iter()
+                .filter(|m| !m.is_task())
+                .filter_map(|m| m.meta(EXPIRES_KEY))
+                .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .max();
             out.push(Owned {
                 name: name.to_string(),
                 id: a["id"].as_str().unwrap_or(name).to_string(),
                 pr,
                 created_at,
-                expires_at: None,
+                expires_at,
             });
         }
         Ok(out)

@@ -44,7 +44,10 @@ use octocrab::Octocrab;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::{CommentRef, DeploymentRecord, DeploymentStatus, Forge, NewDeployment, PrState};
+use super::{
+    BranchUpdate, BranchWrite, CommentRef, DeploymentRecord, DeploymentStatus, Forge,
+    NewDeployment, PrState,
+};
 use crate::error::ProviderError;
 use crate::http::{Attempt, RetryPolicy, with_retry};
 use crate::secret::{self, Secret};
@@ -60,6 +63,8 @@ const MAX_PAGES: usize = 500;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// GitHub caps a deployment status description at 140 characters.
 const DESCRIPTION_MAX: usize = 140;
+/// Writes of a data branch that lose the race to another writer before giving up.
+const BRANCH_ATTEMPTS: u32 = 5;
 
 /// One response: status, headers and body text.
 #[derive(Debug)]
@@ -435,6 +440,185 @@ impl GithubForge {
     }
 }
 
+impl GithubForge {
+    /// The commit `heads/<branch>` points at; `None` when the branch does not exist yet.
+    async fn branch_head(&self, branch: &str) -> anyhow::Result<Option<String>> {
+        let call = "read the data branch";
+        let r = self
+            .call(
+                call,
+                Method::GET,
+                &self.repo_path(&format!("/git/ref/heads/{branch}")),
+                None,
+                &[404],
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(None);
+        }
+        let v = r.json(call)?;
+        // A ref that is a tag or a directory of refs is not our branch.
+        match (v["object"]["type"].as_str(), v["object"]["sha"].as_str()) {
+            (Some("commit"), Some(sha)) => Ok(Some(sha.to_string())),
+            _ => anyhow::bail!(
+                "github: heads/{branch} is not a branch pointing at a commit; name another `history_branch`"
+            ),
+        }
+    }
+
+    /// The tree of `commit` and the text of the top-level file `path` in it (`None`: no such
+    /// file). Bytes that are not UTF-8 come back replaced: the caller's parser rejects them.
+    async fn file_at(&self, commit: &str, path: &str) -> anyhow::Result<(String, Option<String>)> {
+        let call = "read the data branch's commit";
+        let c = self
+            .call(
+                call,
+                Method::GET,
+                &self.repo_path(&format!("/git/commits/{commit}")),
+                None,
+                &[],
+            )
+            .await?
+            .json(call)?;
+        let tree = c["tree"]["sha"]
+            .as_str()
+            .context("github: the data branch's commit has no tree")?
+            .to_string();
+        let call = "read the data branch's tree";
+        let t = self
+            .call(
+                call,
+                Method::GET,
+                &self.repo_path(&format!("/git/trees/{tree}")),
+                None,
+                &[],
+            )
+            .await?
+            .json(call)?;
+        let blob = t["tree"].as_array().and_then(|entries| {
+            entries.iter().find_map(|e| {
+                (e["path"].as_str() == Some(path) && e["type"].as_str() == Some("blob"))
+                    .then(|| e["sha"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        });
+        let Some(blob) = blob else {
+            return Ok((tree, None));
+        };
+        let call = "read the data branch's file";
+        let b = self
+            .call(
+                call,
+                Method::GET,
+                &self.repo_path(&format!("/git/blobs/{blob}")),
+                None,
+                &[],
+            )
+            .await?
+            .json(call)?;
+        let content = b["content"].as_str().unwrap_or_default();
+        let bytes = match b["encoding"].as_str() {
+            Some("base64") => {
+                use base64::Engine as _;
+                // GitHub wraps base64 content in lines.
+                let packed: String = content.chars().filter(|c| !c.is_whitespace()).collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(packed)
+                    .with_context(|| format!("github: blob {blob} of {path} is not base64"))?
+            }
+            _ => content.as_bytes().to_vec(),
+        };
+        Ok((tree, Some(String::from_utf8_lossy(&bytes).into_owned())))
+    }
+
+    /// Creates a git object (blob, tree, commit). Objects are addressed by their content, so
+    /// one sent twice after a lost response is the same object (or an unreferenced twin): safe
+    /// to retry like an update.
+    async fn git_object(&self, kind: &str, body: &Value) -> anyhow::Result<String> {
+        let call = format!("create a git {kind}");
+        let v = self
+            .call(
+                &call,
+                Method::POST,
+                &self.repo_path(&format!("/git/{kind}s")),
+                Some(body),
+                &[],
+            )
+            .await?
+            .json(&call)?;
+        v["sha"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("github: {call} returned no sha"))
+    }
+
+    /// Points the branch at `commit`: a fast-forward update, or the branch's creation.
+    /// `Ok(false)`: another writer got there first.
+    async fn move_branch(
+        &self,
+        branch: &str,
+        head: Option<&str>,
+        commit: &str,
+    ) -> anyhow::Result<bool> {
+        let (call, r) = match head {
+            Some(_) => {
+                let call = "update the data branch";
+                let body = json!({ "sha": commit, "force": false });
+                let uri = self.repo_path(&format!("/git/refs/heads/{branch}"));
+                (
+                    call,
+                    self.call(call, Method::PATCH, &uri, Some(&body), &[422])
+                        .await?,
+                )
+            }
+            None => {
+                let call = "create the data branch";
+                let body = json!({ "ref": format!("refs/heads/{branch}"), "sha": commit });
+                let uri = self.repo_path("/git/refs");
+                (
+                    call,
+                    self.call(call, Method::POST, &uri, Some(&body), &[422])
+                        .await?,
+                )
+            }
+        };
+        if r.status != 422 {
+            return Ok(true);
+        }
+        let lost = {
+            let b = r.body.to_ascii_lowercase();
+            b.contains("fast forward") || b.contains("already exists")
+        };
+        if lost {
+            return Ok(false);
+        }
+        Err(anyhow::Error::new(ProviderError {
+            provider: "github",
+            call: call.to_string(),
+            status: 422,
+            body: crate::text::truncate(&secret::redact(&r.body), 2_000),
+        }))
+    }
+}
+
+/// A branch name Atlas may put in a URL path: git's own rules, narrowed to plain characters.
+fn check_branch(branch: &str) -> anyhow::Result<()> {
+    let ok = !branch.is_empty()
+        && branch
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && !branch.contains("..")
+        && !branch.starts_with(['/', '.', '-'])
+        && !branch.ends_with(['/', '.'])
+        && !branch.ends_with(".lock");
+    if !ok {
+        anyhow::bail!(
+            "history_branch {branch:?} is not a plain branch name (letters, digits, `-_./`)"
+        );
+    }
+    Ok(())
+}
+
 /// Decides whether a failed response is transient and how long the server asked us to wait.
 /// `Some(after)` retries; `None` is final.
 fn classify(
@@ -744,6 +928,89 @@ impl Forge for GithubForge {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn merge_base(&self, base: &str, head: &str) -> anyhow::Result<Option<String>> {
+        let call = "compare the PR with its base";
+        let enc =
+            |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+        let r = self
+            .call(
+                call,
+                Method::GET,
+                &self.repo_path(&format!(
+                    "/compare/{}...{}?per_page=1",
+                    enc(base),
+                    enc(head)
+                )),
+                None,
+                &[404],
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(None);
+        }
+        Ok(r.json(call)?["merge_base_commit"]["sha"]
+            .as_str()
+            .map(str::to_string))
+    }
+
+    async fn read_branch_file(&self, branch: &str, path: &str) -> anyhow::Result<Option<String>> {
+        check_branch(branch)?;
+        match self.branch_head(branch).await? {
+            Some(head) => Ok(self.file_at(&head, path).await?.1),
+            None => Ok(None),
+        }
+    }
+
+    async fn update_branch(
+        &self,
+        branch: &str,
+        path: &str,
+        message: &str,
+        update: &BranchUpdate<'_>,
+    ) -> anyhow::Result<BranchWrite> {
+        check_branch(branch)?;
+        for attempt in 1..=BRANCH_ATTEMPTS {
+            let head = self.branch_head(branch).await?;
+            let (base_tree, current) = match &head {
+                Some(h) => {
+                    let (tree, text) = self.file_at(h, path).await?;
+                    (Some(tree), text)
+                }
+                None => (None, None),
+            };
+            let mut entries = Vec::new();
+            for (name, text) in update(current.as_deref())? {
+                let sha = self
+                    .git_object("blob", &json!({ "content": text, "encoding": "utf-8" }))
+                    .await?;
+                entries.push(json!({ "path": name, "mode": "100644", "type": "blob", "sha": sha }));
+            }
+            // On top of the old tree: files other writers (or people) keep there stay.
+            let mut tree = json!({ "tree": entries });
+            if let Some(base) = &base_tree {
+                tree["base_tree"] = json!(base);
+            }
+            let tree = self.git_object("tree", &tree).await?;
+            let commit = self
+                .git_object(
+                    "commit",
+                    &json!({ "message": message, "tree": tree, "parents": head.iter().collect::<Vec<_>>() }),
+                )
+                .await?;
+            if self.move_branch(branch, head.as_deref(), &commit).await? {
+                return Ok(BranchWrite {
+                    commit,
+                    attempts: attempt,
+                });
+            }
+            // Another run wrote meanwhile: read its history and append to that.
+            tokio::time::sleep(self.policy.backoff(attempt)).await;
+        }
+        anyhow::bail!(
+            "github: the data branch {branch} kept moving under {BRANCH_ATTEMPTS} attempts to update it (other runs writing at the same time)"
+        )
     }
 
     async fn deployment_records(&self, environment: &str) -> anyhow::Result<Vec<DeploymentRecord>> {

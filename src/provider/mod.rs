@@ -54,6 +54,8 @@ pub struct BranchRequest {
     pub masking: Option<Vec<crate::data::Mask>>,
     /// Bound on the masking run.
     pub anonymize_timeout: std::time::Duration,
+    /// The compute suspends after this long idle (`None`: the provider's default).
+    pub suspend_after: Option<std::time::Duration>,
 }
 
 /// A database branch that exists.
@@ -111,6 +113,10 @@ pub trait Database: Send + Sync {
             branch.name
         )
     }
+    /// Moves the branch's expiry (`atlas preview extend`); the sweep reads it back.
+    async fn set_expiry(&self, name: &str, _at: DateTime<Utc>) -> anyhow::Result<()> {
+        anyhow::bail!("{}: branch {name} has no expiry to move", self.kind())
+    }
 }
 
 /// What to deploy.
@@ -130,6 +136,8 @@ pub struct DeployRequest {
     pub port: u16,
     pub health_path: String,
     pub readiness_timeout: std::time::Duration,
+    /// When the preview expires unless renewed (written on the app; the sweep reads it back).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// An app that runs and answered its readiness probe.
@@ -142,6 +150,12 @@ pub struct AppDeployment {
     /// Where the logs are: a URL or a file path.
     pub logs: Option<String>,
     pub created: bool,
+    /// How the app sleeps when idle (`None`: it does not sleep).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<String>,
+    /// Measured: how long the first request after a sleep took (the wake-up), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_ms: Option<u64>,
 }
 
 /// A one-off command to run inside the app's own image before the app is updated (Fly's
@@ -202,6 +216,11 @@ pub trait Platform: Send + Sync {
     /// access gate in front of `app`; `None` when nothing gates it.
     fn bypass_header(&self, _app: &str) -> Option<(String, Secret)> {
         None
+    }
+    /// Moves the app's expiry (`atlas preview extend`); the sweep reads it back from
+    /// [`Platform::list_apps`].
+    async fn set_expiry(&self, app: &str, _at: DateTime<Utc>) -> anyhow::Result<()> {
+        anyhow::bail!("{}: app {app} has no expiry to move", self.kind())
     }
 }
 
@@ -295,6 +314,19 @@ pub struct DeploymentRecord {
     pub url: Option<String>,
 }
 
+/// Computes the files of a data branch's next commit from the current text of its main file
+/// (`None`: no branch or no such file yet). Called again after a concurrent update.
+pub type BranchUpdate<'a> =
+    dyn Fn(Option<&str>) -> anyhow::Result<Vec<(String, String)>> + Send + Sync + 'a;
+
+/// A data branch written: the commit (or file) it now points at and how many attempts it took
+/// (more than one: another writer updated it meanwhile).
+#[derive(Debug, Clone, Serialize)]
+pub struct BranchWrite {
+    pub commit: String,
+    pub attempts: u32,
+}
+
 #[async_trait]
 pub trait Forge: Send + Sync {
     /// `github` or `local`.
@@ -320,6 +352,28 @@ pub trait Forge: Send + Sync {
     ) -> anyhow::Result<()>;
     /// Every deployment record of `environment`.
     async fn deployment_records(&self, environment: &str) -> anyhow::Result<Vec<DeploymentRecord>>;
+    /// The merge base of `head` with `base` (a branch or a commit); `None` when the forge cannot
+    /// tell (the caller then compares with the latest runs).
+    async fn merge_base(&self, _base: &str, _head: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+    /// The text of `path` on the data branch `branch` (the load history); `None` when the
+    /// branch or the file does not exist.
+    async fn read_branch_file(&self, _branch: &str, _path: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+    /// Writes the files `update` computes from the current text of `path` as one commit on top
+    /// of `branch`'s head (created when missing), never forced: when another writer moved the
+    /// head meanwhile, it reads again and recomputes, a few times.
+    async fn update_branch(
+        &self,
+        branch: &str,
+        _path: &str,
+        _message: &str,
+        _update: &BranchUpdate<'_>,
+    ) -> anyhow::Result<BranchWrite> {
+        anyhow::bail!("{}: the forge keeps no data branch {branch}", self.kind())
+    }
     /// Marks every deployment of `environment` inactive (after `down`).
     async fn deactivate_environment(&self, environment: &str) -> anyhow::Result<()> {
         for record in self.deployment_records(environment).await? {

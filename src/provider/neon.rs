@@ -329,6 +329,26 @@ fn annotation_of(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+impl NeonDatabase {
+    /// Sets the branch's `expires_at` (one PATCH; its operations are awaited).
+    async fn patch_expiry(&self, id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+        let r = self
+            .unlocked("update branch expires_at", || {
+                self.client.send(
+                    Call::patch(
+                        "update branch expires_at",
+                        format!("{}/branches/{}", self.p(), enc(id)),
+                    )
+                    .json(json!({"branch": {"expires_at": rfc3339(at)}}))
+                    .idempotent(),
+                )
+            })
+            .await?;
+        let v: Value = r.json("update branch")?;
+        self.wait_operations(&v["operations"], false).await
+    }
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -337,6 +357,19 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 impl Database for NeonDatabase {
     fn kind(&self) -> &'static str {
         "neon"
+    }
+
+    async fn set_expiry(&self, name: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+        let Some((b, ann)) = self.find(name).await? else {
+            anyhow::bail!(
+                "neon: branch `{name}` not found in project {}",
+                self.project
+            );
+        };
+        if !self.is_ours(&ann, None) {
+            anyhow::bail!("neon: branch `{name}` is not atlas's; its expiry was left alone");
+        }
+        self.patch_expiry(&b.id, at).await
     }
 
     async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<Branch> {
@@ -353,20 +386,7 @@ impl Database for NeonDatabase {
                 }
                 // Refresh the expiry on every up (one PATCH; its operations are awaited).
                 if let Some(at) = req.expires_at {
-                    let r = self
-                        .unlocked("update branch expires_at", || {
-                            self.client.send(
-                                Call::patch(
-                                    "update branch expires_at",
-                                    format!("{}/branches/{}", self.p(), enc(&b.id)),
-                                )
-                                .json(json!({"branch": {"expires_at": rfc3339(at)}}))
-                                .idempotent(),
-                            )
-                        })
-                        .await?;
-                    let v: Value = r.json("update branch")?;
-                    self.wait_operations(&v["operations"], false).await?;
+                    self.patch_expiry(&b.id, at).await?;
                 }
                 (b, false)
             }
@@ -389,6 +409,12 @@ impl Database for NeonDatabase {
                 if let Some(at) = req.expires_at {
                     branch["expires_at"] = json!(rfc3339(at));
                 }
+                // The branch's compute scales to zero after `suspend_after` idle (Neon wakes it
+                // on the next connection); unset, the project's default applies.
+                let mut endpoint = json!({"type": "read_write"});
+                if let Some(d) = req.suspend_after {
+                    endpoint["suspend_timeout_seconds"] = json!(d.as_secs());
+                }
                 let annotation = json!({
                     OWNER_KEY: OWNER_VALUE,
                     PR_KEY: req.pr.to_string(),
@@ -402,7 +428,7 @@ impl Database for NeonDatabase {
                         format!("{}/branches", self.p()),
                         json!({
                             "branch": branch,
-                            "endpoints": [{"type": "read_write"}],
+                            "endpoints": [endpoint],
                             "annotation_value": annotation,
                         }),
                     ),
@@ -412,7 +438,7 @@ impl Database for NeonDatabase {
                         json!({
                             "branch_create": {
                                 "branch": branch,
-                                "endpoints": [{"type": "read_write"}],
+                                "endpoints": [endpoint],
                             },
                             "annotation_value": annotation,
                             "masking_rules": rules

@@ -972,42 +972,153 @@ impl<'a> Runner<'a> {
 }
 
 /// The [`LoadGate`] of the CLI and the action: the open-model generator of `crate::load` with
-/// the `[load]` scenario against QA, compared with the `[baseline]` file by the load module's
-/// gate. No baseline file: measured, not gated. An inconclusive comparison (too few requests,
-/// rate not reached, different settings) does not fail the chain; it is reported as such.
-pub struct LoadModuleGate {
+/// the `[load]` scenario against QA, compared with the history on the forge's data branch or
+/// the `[baseline]` file by the load module's gate. Neither: measured, not gated. An
+/// inconclusive comparison (too few requests or runs, rate not reached, different settings)
+/// does not fail the chain; it is reported as such. On the default branch the run is then
+/// appended to that history (with the dashboard beside it); a history that cannot be written
+/// is a warning, never a failed verify.
+pub struct LoadModuleGate<'a> {
     pub load: crate::load::LoadSettings,
     pub gate: crate::load::GateSettings,
+    pub history: Option<VerifyHistory<'a>>,
 }
 
-impl LoadModuleGate {
-    pub fn from_settings(s: &Settings) -> LoadModuleGate {
+/// Where verify keeps its load history, and what it measured.
+pub struct VerifyHistory<'a> {
+    pub forge: &'a dyn Forge,
+    /// `[baseline] history_branch`.
+    pub branch: String,
+    /// The commit verified: the key of its entry.
+    pub commit: String,
+    /// Append this run (verify on the default branch); a release only reads.
+    pub record: bool,
+    /// Where the dashboard is served from (GitHub Pages of the branch), for links.
+    pub dashboard_url: Option<String>,
+}
+
+impl LoadModuleGate<'_> {
+    pub fn from_settings(s: &Settings) -> LoadModuleGate<'static> {
         LoadModuleGate {
             load: s.load.clone(),
             gate: s.baseline.clone(),
+            history: None,
         }
     }
 }
 
+impl<'a> LoadModuleGate<'a> {
+    /// Gates against, and records in, the history on `forge`'s data branch (when
+    /// `[baseline] history_branch` is not empty).
+    pub fn with_history(
+        mut self,
+        forge: Option<&'a dyn Forge>,
+        commit: &str,
+        record: bool,
+        dashboard_url: Option<String>,
+    ) -> Self {
+        if let Some(forge) = forge
+            && !self.gate.history_branch.is_empty()
+        {
+            self.history = Some(VerifyHistory {
+                forge,
+                branch: self.gate.history_branch.clone(),
+                commit: commit.to_string(),
+                record,
+                dashboard_url,
+            });
+        }
+        self
+    }
+}
+
 #[async_trait]
-impl LoadGate for LoadModuleGate {
+impl LoadGate for LoadModuleGate<'_> {
     async fn run(&self, base_url: &str) -> anyhow::Result<Outcome> {
         use crate::load::Verdict;
         let summary = crate::load::run_repeated(&self.load, base_url).await?;
-        let run = crate::evidence::load_gate::judge(summary, &self.gate, &self.load.requests)?;
+        let branch = self
+            .history
+            .as_ref()
+            .map(|h| crate::evidence::load_gate::BranchHistory {
+                forge: h.forge,
+                branch: &h.branch,
+                up_to: None,
+            });
+        let run = crate::evidence::load_gate::judge_with(
+            summary,
+            &self.gate,
+            &self.load.requests,
+            branch,
+        )
+        .await?;
         let measured = run.measured();
         let inconclusive = run.inconclusive().is_some();
         let verdict = run
             .not_gated()
             .or_else(|| run.inconclusive().map(|s| format!("{s}, not gated")))
             .or_else(|| run.failure())
-            .unwrap_or_else(|| "baseline gate passed".into());
+            .unwrap_or_else(
+                || match run.comparison.as_ref().and_then(|c| c.history_runs) {
+                    Some(n) => format!(
+                        "baseline gate passed against {n} runs of the history ({} model)",
+                        self.gate.model
+                    ),
+                    None => "baseline gate passed".into(),
+                },
+            );
+        let mut evidence = vec![measured.clone()];
+        if let Some(h) = self.history.as_ref().filter(|h| h.record) {
+            evidence.push(record_history(h, &run.summary, &self.gate).await);
+        }
         Ok(Outcome {
             ok: run.verdict() != Some(Verdict::Fail),
             summary: format!("{measured}; {verdict}"),
-            evidence: vec![measured],
+            evidence,
             data: Some(serde_json::json!({ "summary": run.summary, "comparison": run.comparison })),
             inconclusive,
         })
+    }
+}
+
+/// Appends the run to the branch's history, with the dashboard redrawn beside it; the line
+/// says what happened (a failure is a warning: the verify itself stands).
+async fn record_history(
+    h: &VerifyHistory<'_>,
+    summary: &crate::load::Summary,
+    gate: &crate::load::GateSettings,
+) -> String {
+    let render = |hist: &crate::load::History| {
+        crate::load::dashboard::render(hist, None, &[], "load history")
+    };
+    let short = h.commit.get(..7).unwrap_or(&h.commit);
+    match crate::load::store::append(
+        h.forge,
+        &h.branch,
+        summary,
+        &h.commit,
+        gate.history_max,
+        &render,
+    )
+    .await
+    {
+        Ok(a) => {
+            let mut line = format!(
+                "load history: recorded {short} on {} ({} runs kept)",
+                h.branch, a.entries
+            );
+            if let Some(u) = &h.dashboard_url {
+                line.push_str(&format!("; dashboard {u}"));
+            }
+            for n in a.notes {
+                line.push_str(&format!("; {n}"));
+            }
+            line
+        }
+        Err(e) => format!(
+            "warning: the load history was not recorded on {}: {}",
+            h.branch,
+            crate::secret::redact(&format!("{e:#}"))
+        ),
     }
 }

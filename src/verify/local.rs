@@ -101,6 +101,7 @@ impl LocalFleet {
                 port: 0,
                 health_path: self.health_path.clone(),
                 readiness_timeout: self.health_timeout,
+                expires_at: None,
             })
             .await?;
         self.lock().insert(

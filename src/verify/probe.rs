@@ -72,7 +72,7 @@ impl SideRaw {
 
 /// Sends `count` requests to `target` over `paths` (round-robin), `concurrency` at a time.
 /// A non-2xx/3xx status, a timeout or a connection error counts as an error; every request
-/// (errors included) contributes its latency.
+/// (errors included) contributes its latency. Each request carries a fresh `traceparent`.
 pub async fn run_side(
     client: &reqwest::Client,
     target: &Target,
@@ -90,6 +90,7 @@ pub async fn run_side(
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
             let mut raw = SideRaw::default();
+            let mut ids = crate::trace::Ids::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= count || paths.is_empty() {
@@ -101,6 +102,7 @@ pub async fn run_side(
                 for (k, v) in &target.headers {
                     req = req.header(k, v);
                 }
+                req = req.header(crate::trace::HEADER, ids.header().0);
                 let start = Instant::now();
                 let ok = match req.send().await {
                     Ok(resp) => {

@@ -474,6 +474,14 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
     assert_eq!(fly_app.machines.len(), 1);
     let machine = fly_app.machines[0].clone();
     assert_eq!(machine.config["image"], image(HEAD1).as_str());
+    // The app knows what it is: its own traces and logs can be filtered per preview.
+    let env = &machine.config["env"];
+    assert_eq!(env["ATLAS_COMMIT_SHA"], HEAD1, "{env}");
+    assert_eq!(env["OTEL_SERVICE_NAME"], REPO.rsplit('/').next().unwrap());
+    assert_eq!(
+        env["OTEL_RESOURCE_ATTRIBUTES"],
+        format!("service.version={HEAD1},deployment.environment=preview,atlas.pr=2").as_str()
+    );
     // Only the declared secret and the branch's own URI reach the app.
     assert_eq!(
         fly_app.secrets.keys().collect::<Vec<_>>(),

@@ -30,15 +30,22 @@ const FLY_TOKEN: &str = "fly-token-Kp72yy4";
 const ORG: &str = "atlas-org";
 const STRIPE: &str = "sk_test_stripe_Wm33";
 
-struct Env {
-    neon: FakeNeon,
-    fly: FakeFly,
-    db: NeonDatabase,
-    platform: FlyPlatform,
-    prefix: String,
+pub(crate) struct Env {
+    pub(crate) neon: FakeNeon,
+    pub(crate) fly: FakeFly,
+    pub(crate) db: NeonDatabase,
+    pub(crate) platform: FlyPlatform,
+    pub(crate) prefix: String,
+    pub(crate) settings: Settings,
 }
 
 async fn env() -> Env {
+    env_with(|_, _| {}).await
+}
+
+/// The fakes and the providers over them; `tune` adjusts atlas.toml (the preview URL points at
+/// a plain health server unless it is set to the fake Fly proxy).
+pub(crate) async fn env_with(tune: impl FnOnce(&mut Settings, &FakeFly)) -> Env {
     let neon = FakeNeon::start(NEON_KEY).await;
     let fly = FakeFly::start(FLY_TOKEN).await;
     let health = openapi::serve_health().await;
@@ -46,6 +53,7 @@ async fn env() -> Env {
     settings.fly.preview_url = Some(health);
     settings.database.schema_only = true;
     settings.neon.operation_timeout = Duration::from_secs(2);
+    tune(&mut settings, &fly);
     let wire = world::Wire::fast(6, Duration::from_millis(50), Duration::from_secs(20));
     let db = world::neon_database(&neon, &settings, REPO, &wire);
     let platform = world::fly_platform(&fly, &settings, REPO, ORG, &wire);
@@ -56,11 +64,12 @@ async fn env() -> Env {
         db,
         platform,
         prefix,
+        settings,
     }
 }
 
 impl Env {
-    fn branch_req(&self, pr: u64) -> BranchRequest {
+    pub(crate) fn branch_req(&self, pr: u64) -> BranchRequest {
         BranchRequest {
             pr,
             name: naming::preview_branch(pr),
@@ -72,10 +81,11 @@ impl Env {
             role: "neondb_owner".into(),
             masking: None,
             anonymize_timeout: std::time::Duration::from_secs(60),
+            suspend_after: self.settings.database.suspend_after,
         }
     }
 
-    fn deploy_req(&self, pr: u64, sha: &str, branch: &Branch) -> DeployRequest {
+    pub(crate) fn deploy_req(&self, pr: u64, sha: &str, branch: &Branch) -> DeployRequest {
         let mut secrets = BTreeMap::new();
         secrets.insert("DATABASE_URL".to_string(), branch.connection_uri.clone());
         secrets.insert("STRIPE_KEY".to_string(), Secret::new(STRIPE));
@@ -92,16 +102,17 @@ impl Env {
             port: 8080,
             health_path: "/healthz".into(),
             readiness_timeout: Duration::from_secs(3),
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::days(3)),
         }
     }
 
-    async fn up(&self, pr: u64, sha: &str) -> anyhow::Result<(Branch, AppDeployment)> {
+    pub(crate) async fn up(&self, pr: u64, sha: &str) -> anyhow::Result<(Branch, AppDeployment)> {
         let b = self.db.ensure_branch(&self.branch_req(pr)).await?;
         let d = self.platform.deploy(&self.deploy_req(pr, sha, &b)).await?;
         Ok((b, d))
     }
 
-    async fn down(&self, pr: u64) -> anyhow::Result<(Deleted, Deleted)> {
+    pub(crate) async fn down(&self, pr: u64) -> anyhow::Result<(Deleted, Deleted)> {
         let a = self
             .platform
             .destroy(&naming::preview_app(&self.prefix, pr))
@@ -120,7 +131,7 @@ impl Env {
     }
 
     /// No branch or app left on the fakes' books; every request matched the spec.
-    fn assert_clean(&self) {
+    pub(crate) fn assert_clean(&self) {
         assert!(
             self.neon.preview_branches().is_empty(),
             "orphaned branches: {:?}",
@@ -134,7 +145,7 @@ impl Env {
         self.assert_spec();
     }
 
-    fn assert_spec(&self) {
+    pub(crate) fn assert_spec(&self) {
         assert_eq!(self.neon.core.violations(), Vec::<String>::new());
         assert_eq!(self.fly.core.violations(), Vec::<String>::new());
     }
@@ -152,7 +163,7 @@ impl Env {
         v
     }
 
-    fn assert_no_secret(&self, text: &str) {
+    pub(crate) fn assert_no_secret(&self, text: &str) {
         for s in self.secret_values() {
             assert!(!text.contains(&s), "secret {s:?} leaked in: {text}");
         }
@@ -188,7 +199,11 @@ async fn up_repeat_up_and_down_converge_with_call_counts() {
     assert_eq!(app.machines.len(), 1);
     let m = &app.machines[0];
     assert_eq!(m.config["metadata"]["atlas_sha"], "aaa111");
-    assert_eq!(m.config["services"][0]["autostop"], "stop");
+    // Idle previews sleep by default (suspended: a resume, not a cold boot) and wake on the
+    // next request.
+    assert_eq!(m.config["services"][0]["autostop"], "suspend");
+    assert_eq!(m.config["services"][0]["autostart"], true);
+    assert_eq!(m.config["services"][0]["min_machines_running"], 0);
     assert_eq!(m.config["guest"]["memory_mb"], 256);
 
     // A repeat up creates nothing and updates the one machine in place.
@@ -650,6 +665,7 @@ mod with_preview {
             template_dir: None,
             audit_log: Some(dir.path().join("audit.jsonl")),
             prefix: e.prefix.clone(),
+            history_base: None,
         };
         let Env {
             neon,

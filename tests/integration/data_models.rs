@@ -65,6 +65,7 @@ async fn run(configure: impl FnOnce(&mut Settings)) -> Run {
         template_dir: None,
         audit_log: None,
         prefix,
+        history_base: None,
     };
     Run {
         neon,

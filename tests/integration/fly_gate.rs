@@ -117,6 +117,7 @@ fn deploy_req(sha: &str) -> DeployRequest {
         port: 8080,
         health_path: "/healthz".into(),
         readiness_timeout: Duration::from_secs(3),
+        expires_at: None,
     }
 }
 

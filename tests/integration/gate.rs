@@ -944,6 +944,8 @@ impl atlas::provider::Platform for Running {
             instances: vec!["1".into()],
             logs: None,
             created: true,
+            sleep: None,
+            wake_ms: None,
         })
     }
     async fn destroy(&self, _app: &str) -> anyhow::Result<atlas::provider::Deleted> {
@@ -980,6 +982,7 @@ async fn a_local_preview_is_gated_until_down_and_down_kills_its_links() {
         port: 0,
         health_path: "/healthz".into(),
         readiness_timeout: Duration::from_secs(10),
+        expires_at: None,
     };
     let dep = platform.deploy(&req).await.unwrap();
     assert_ne!(

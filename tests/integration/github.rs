@@ -748,6 +748,7 @@ mod rendering {
             ok: false,
             duration_ms: 12,
             detail: Some(text.to_string()),
+            trace_id: None,
         }];
         c.evidence.load = Some(summary(210.0, 350.0, 402.5, 640.0));
         c.evidence.comparison = Some(json!({"verdict": "fail", "metrics": [

@@ -1095,6 +1095,7 @@ fn the_dashboard_renders_in_chromium_without_errors_or_requests() {
                     avg: p95 * 0.7,
                     ..Default::default()
                 },
+                ..Default::default()
             });
         }
         let path = dir.path().join(format!("s{i}.json"));

@@ -78,6 +78,7 @@ fn branch_req(
         role: "postgres".into(),
         masking,
         anonymize_timeout: Duration::from_secs(30),
+        suspend_after: None,
     }
 }
 

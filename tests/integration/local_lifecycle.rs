@@ -60,6 +60,16 @@ async fn lifecycle_up_up_down_down() {
     }
     assert!(comment.contains("load test: not configured"));
     assert!(comment.contains("atlas_pr_7"));
+    // the local app got its identity, and its log tail is folded into the comment.
+    assert!(
+        comment.contains("<summary>App log (tail)</summary>"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("; service kitchen; service.version=")
+            && comment.contains(",deployment.environment=preview,atlas.pr=7)"),
+        "{comment}"
+    );
     let url = url_of(&comment);
     let first_pid = pid_of(&env, 7);
 

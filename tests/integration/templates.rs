@@ -52,6 +52,7 @@ fn contract() -> Contract {
                     ok: true,
                     duration_ms: 12,
                     detail: None,
+                    trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
                 },
                 SmokeResult {
                     name: "menu".into(),
@@ -62,6 +63,7 @@ fn contract() -> Contract {
                     ok: false,
                     duration_ms: 30,
                     detail: Some("expected 200, got 500".into()),
+                    trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
                 },
             ],
             load: Some(json!({"timestamp": "2026-11-23T12:00:00.000Z", "metrics": {
@@ -80,6 +82,8 @@ fn contract() -> Contract {
                 ms: 5120,
             }],
             through_gate: false,
+            traces: vec![],
+            logs_tail: None,
         },
         lifecycle: LifecycleBoundary {
             created: Some("2026-11-23T12:00:00Z".into()),
@@ -88,6 +92,8 @@ fn contract() -> Contract {
             destroyed: None,
             audit: None,
             reset: None,
+            sleep: None,
+            wake_ms: None,
         },
     }
 }
@@ -215,6 +221,7 @@ fn preview_comment_has_one_row_per_endpoint_against_a_history() {
                     avg: p95 * 0.7,
                     ..Trend::default()
                 },
+                ..Default::default()
             });
         }
         s
@@ -633,6 +640,7 @@ fn generated(rng: &mut impl rand::Rng) -> Contract {
             ok: rng.random_bool(0.5),
             duration_ms: rng.random_range(0..100),
             detail: maybe!(rng, text(rng)),
+            trace_id: None,
         })
         .collect();
     let mut trend = serde_json::Map::new();
@@ -770,4 +778,120 @@ fn unicode_classes_give_ascii_names_and_an_inert_comment() {
             "{class}: {shown:?} not shown in\n{out}"
         );
     }
+}
+
+/// The slowest and failed requests by trace id: linked through `[evidence] trace_url` (filled,
+/// percent-encoded, inert), or listed without a template. User text (endpoint names, the
+/// template itself) cannot end the link, add a comment or a marker.
+#[test]
+fn traces_are_cited_linked_through_the_template_and_inert() {
+    use atlas::load::summary::{EndpointSummary, RunInfo, Summary, TracedRequest};
+    let traced = |id: &str, ms: f64| TracedRequest {
+        trace_id: id.into(),
+        latency_ms: ms,
+        ..Default::default()
+    };
+    let mut s = Summary::default();
+    s.endpoints.push(EndpointSummary {
+        name: "GET /menu <!-- x --> |".into(),
+        slowest: vec![
+            traced("4bf92f3577b34da6a3ce929d0e0e4736", 912.0),
+            traced("0af7651916cd43dd8448eb211c80319c", 640.5),
+            traced("00000000000000000000000000000003", 3.0),
+            traced("00000000000000000000000000000004", 2.0),
+        ],
+        ..Default::default()
+    });
+    s.run = Some(RunInfo {
+        failed: vec![TracedRequest {
+            endpoint: Some("POST /orders".into()),
+            error: Some("status 500".into()),
+            ..traced("7f2c0000000000000000000000000001", 31.0)
+        }],
+        ..Default::default()
+    });
+    let settings = atlas::config::Settings::parse(
+        "[evidence]\ntrace_url = \"https://grafana.example.com/explore?traceId={trace_id}&q=)<!--\"\n",
+        "atlas.toml",
+    )
+    .unwrap();
+    let smoke = contract().evidence.smoke;
+    let traces =
+        atlas::evidence::traces::collect(&smoke, Some(&s), settings.evidence.trace_url.as_deref());
+    // three slowest of the endpoint, the failed load request, the failed smoke check.
+    assert_eq!(traces.len(), 5, "{traces:?}");
+    let r = Renderer::new(None).unwrap();
+    let mut c = ctx("ready", None);
+    c["contract"]["evidence"]["traces"] = serde_json::to_value(&traces).unwrap();
+    let out = r.render_comment("preview.md.j2", &c).unwrap();
+    assert_eq!(out.matches("<!--").count(), 1, "{out}");
+    assert!(
+        out.contains("[`4bf92f3577b34da6a3ce929d0e0e4736`](https://grafana.example.com/explore?traceId=4bf92f3577b34da6a3ce929d0e0e4736&q=%29%3C!--)"),
+        "{out}"
+    );
+    assert!(out.contains("| failed: POST /orders | [`7f2c0000000000000000000000000001`]"));
+    assert!(out.contains("| failed: menu | [`4bf92f3577b34da6a3ce929d0e0e4736`]"));
+    assert!(out.contains("traces: 5 cited"));
+    assert!(
+        !out.contains("00000000000000000000000000000004"),
+        "3 slowest shown"
+    );
+
+    // without a template the ids are listed, unlinked.
+    let traces = atlas::evidence::traces::collect(&smoke, Some(&s), None);
+    c["contract"]["evidence"]["traces"] = serde_json::to_value(&traces).unwrap();
+    let out = r.render_comment("preview.md.j2", &c).unwrap();
+    assert!(
+        out.contains("| `0af7651916cd43dd8448eb211c80319c` | 640.5 ms |"),
+        "{out}"
+    );
+    assert!(!out.contains("](https://grafana"));
+
+    // a restored record with a tampered link cannot smuggle a script URL.
+    c["contract"]["evidence"]["traces"][0]["url"] = json!("javascript:alert(1)");
+    let out = r.render_comment("preview.md.j2", &c).unwrap();
+    assert!(!out.contains("javascript:"), "{out}");
+}
+
+#[test]
+fn a_bad_link_template_is_an_error_naming_the_key() {
+    for (text, want) in [
+        (
+            "[evidence]\ntrace_url = \"https://g/?id={trace}\"",
+            "[evidence] trace_url \"https://g/?id={trace}\": {trace} is not a placeholder here (use {trace_id})",
+        ),
+        (
+            "[evidence]\ntrace_url = \"https://g/\"",
+            "[evidence] trace_url \"https://g/\": it has no {trace_id}",
+        ),
+        (
+            "[evidence]\nlogs_url = \"javascript:x\"",
+            "[evidence] logs_url \"javascript:x\": it is not an http:// or https:// URL",
+        ),
+    ] {
+        let e = atlas::config::Settings::parse(text, "atlas.toml").unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+    }
+}
+
+/// A local app's log tail is folded under the comment's details, inside a fence it cannot
+/// close, and the record does not carry it.
+#[test]
+fn the_local_log_tail_is_folded_and_fenced() {
+    let r = Renderer::new(None).unwrap();
+    let mut c = ctx("ready", None);
+    c["contract"]["evidence"]["logs_tail"] = json!("GET /menu 200\n```\n<!-- x --> @octocat");
+    let out = r.render_comment("preview.md.j2", &c).unwrap();
+    let at = out
+        .find("<details><summary>App log (tail)</summary>")
+        .expect("a folded log section");
+    let section = &out[at..];
+    assert!(
+        section.contains("GET /menu 200\n`\u{200B}``\n<!-- x -->"),
+        "{section}"
+    );
+    let mut contract = contract();
+    contract.evidence.logs_tail = Some("kept out of the record".into());
+    let restored = Contract::from_comment(&contract.record()).unwrap();
+    assert_eq!(restored.evidence.logs_tail, None);
 }

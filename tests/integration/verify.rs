@@ -430,6 +430,7 @@ p95_floor_ms = 15.0
                 role: "neondb_owner".into(),
                 masking: None,
                 anonymize_timeout: std::time::Duration::from_secs(60),
+                suspend_after: None,
             },
             Secret::new(format!(
                 "postgres://owner:{PROD_PW}@ep-prod.neon.tech/neondb"

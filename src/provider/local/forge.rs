@@ -13,7 +13,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::provider::{
-    CommentRef, DeploymentRecord, DeploymentStatus, Forge, NewDeployment, PrState,
+    BranchUpdate, BranchWrite, CommentRef, DeploymentRecord, DeploymentStatus, Forge,
+    NewDeployment, PrState,
 };
 
 pub struct LocalForge {
@@ -84,6 +85,25 @@ impl LocalForge {
             &self.dir.join("prs").join(format!("pr-{pr}.json")),
             &serde_json::to_string_pretty(&st)?,
         )
+    }
+
+    /// Where a data branch's files live: `branches/<slug of the branch>/`.
+    pub fn branch_dir(&self, branch: &str) -> PathBuf {
+        self.dir.join("branches").join(crate::naming::slug(branch))
+    }
+
+    /// A file of a data branch; the path comes from Atlas but is still kept inside the branch.
+    fn branch_file(&self, branch: &str, path: &str) -> anyhow::Result<PathBuf> {
+        let rel = Path::new(path);
+        if path.is_empty()
+            || rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            anyhow::bail!("branch file {path:?} is not a plain relative path");
+        }
+        Ok(self.branch_dir(branch).join(rel))
     }
 
     fn deployment_path(&self, id: &str) -> PathBuf {
@@ -219,6 +239,38 @@ impl Forge for LocalForge {
             "at": Utc::now().to_rfc3339(),
         }));
         write(&path, &serde_json::to_string_pretty(&rec)?)
+    }
+
+    async fn read_branch_file(&self, branch: &str, path: &str) -> anyhow::Result<Option<String>> {
+        let file = self.branch_file(branch, path)?;
+        match std::fs::read_to_string(&file) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+        }
+    }
+
+    async fn update_branch(
+        &self,
+        branch: &str,
+        path: &str,
+        _message: &str,
+        update: &BranchUpdate<'_>,
+    ) -> anyhow::Result<BranchWrite> {
+        // One writer at a time on a laptop: no concurrent update to retry.
+        let current = self.read_branch_file(branch, path).await?;
+        for (name, text) in update(current.as_deref())? {
+            let file = self.branch_file(branch, &name)?;
+            // Written beside and renamed: a reader never sees half a history.
+            let tmp = file.with_extension("tmp");
+            write(&tmp, &text)?;
+            std::fs::rename(&tmp, &file)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
+        Ok(BranchWrite {
+            commit: self.branch_dir(branch).display().to_string(),
+            attempts: 1,
+        })
     }
 
     async fn deployment_records(&self, environment: &str) -> anyhow::Result<Vec<DeploymentRecord>> {

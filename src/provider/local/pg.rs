@@ -15,7 +15,7 @@
 //! Ownership: only databases named by [`naming::local_database`] *and* recorded in
 //! `<state_dir>/pg/branches.json` are ever dropped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -567,6 +567,7 @@ impl LocalPg {
         )
         .await
         .with_context(|| format!("cannot drop the branch database {name}"))?;
+        self.set_expiry_of(name, None)?;
         self.record(|s| {
             s.remove(name);
         })
@@ -651,6 +652,33 @@ impl LocalPg {
 
     fn branches_file(&self) -> PathBuf {
         self.state_dir.join("pg").join("branches.json")
+    }
+
+    /// Each branch's expiry (RFC 3339) by name: PostgreSQL has no expiry of its own, so it is
+    /// kept next to the records, renewed by every `up` and `extend` as on Neon.
+    fn expiries_file(&self) -> PathBuf {
+        self.state_dir.join("pg").join("expires.json")
+    }
+
+    fn expiries(&self) -> BTreeMap<String, DateTime<Utc>> {
+        std::fs::read_to_string(self.expiries_file())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    fn set_expiry_of(&self, name: &str, at: Option<DateTime<Utc>>) -> anyhow::Result<()> {
+        let mut all = self.expiries();
+        match at {
+            Some(at) => all.insert(name.to_string(), at),
+            None => all.remove(name),
+        };
+        let path = self.expiries_file();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&all)?)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     fn recorded(&self) -> BTreeSet<String> {
@@ -808,6 +836,9 @@ impl Database for LocalPg {
             self.psql(&self.admin_db, &sql).await?;
             Some(now)
         };
+        if req.expires_at.is_some() {
+            self.set_expiry_of(&name, req.expires_at)?;
+        }
         Ok(Branch {
             name: name.clone(),
             id: name.clone(),
@@ -912,8 +943,16 @@ impl Database for LocalPg {
         Ok(branch.clone())
     }
 
+    async fn set_expiry(&self, name: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+        if !self.recorded().contains(name) {
+            bail!("local: no preview database {name} is recorded");
+        }
+        self.set_expiry_of(name, Some(at))
+    }
+
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
         let recorded = self.recorded();
+        let expiries = self.expiries();
         Ok(self
             .databases()
             .await?
@@ -923,10 +962,10 @@ impl Database for LocalPg {
                 let pr = d.strip_prefix("atlas_pr_")?.parse().ok()?;
                 Some(Owned {
                     id: d.clone(),
+                    expires_at: expiries.get(&d).copied(),
                     name: d,
                     pr,
                     created_at: None,
-                    expires_at: None,
                 })
             })
             .collect())

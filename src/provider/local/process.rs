@@ -34,6 +34,9 @@ pub struct AppState {
     pub log: PathBuf,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the preview expires unless renewed (older state files have none).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The local process platform.
@@ -203,6 +206,7 @@ impl LocalProcess {
             log,
             created_at,
             updated_at: now,
+            expires_at: req.expires_at,
         };
         self.write_state(&st)?;
         Ok((child, st))
@@ -290,6 +294,9 @@ impl Platform for LocalProcess {
                         instances: vec![st.pid.to_string()],
                         logs: Some(st.log.display().to_string()),
                         created,
+                        // A local process does not sleep: it runs until the preview goes.
+                        sleep: None,
+                        wake_ms: None,
                     });
                 }
                 Err(e) => {
@@ -330,6 +337,14 @@ impl Platform for LocalProcess {
         })
     }
 
+    async fn set_expiry(&self, app: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+        let mut st = self
+            .state(app)
+            .with_context(|| format!("local: no preview app {app} is recorded"))?;
+        st.expires_at = Some(at);
+        self.write_state(&st)
+    }
+
     async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
@@ -352,7 +367,7 @@ impl Platform for LocalProcess {
                     id: st.pid.to_string(),
                     pr,
                     created_at: Some(st.created_at),
-                    expires_at: None,
+                    expires_at: st.expires_at,
                 });
             }
         }

@@ -31,6 +31,21 @@ OPERATIONS = [
     # the access gate's GitHub sign-in, with the signed-in user's token
     ("get", "/repos/{owner}/{repo}/collaborators/{username}/permission"),
     ("get", "/orgs/{org}/teams/{team_slug}/memberships/{username}"),
+    # the load history's data branch (Git database API) and a PR's merge base
+    ("get", "/repos/{owner}/{repo}/git/ref/{ref}"),
+    ("post", "/repos/{owner}/{repo}/git/refs"),
+    ("patch", "/repos/{owner}/{repo}/git/refs/{ref}"),
+    ("get", "/repos/{owner}/{repo}/git/commits/{commit_sha}"),
+    ("post", "/repos/{owner}/{repo}/git/commits"),
+    ("get", "/repos/{owner}/{repo}/git/trees/{tree_sha}"),
+    ("post", "/repos/{owner}/{repo}/git/trees"),
+    ("get", "/repos/{owner}/{repo}/git/blobs/{file_sha}"),
+    ("post", "/repos/{owner}/{repo}/git/blobs"),
+    ("get", "/repos/{owner}/{repo}/compare/{basehead}"),
+    # regression alerts: one issue per endpoint and metric
+    ("get", "/repos/{owner}/{repo}/issues"),
+    ("post", "/repos/{owner}/{repo}/issues"),
+    ("patch", "/repos/{owner}/{repo}/issues/{issue_number}"),
 ]
 
 

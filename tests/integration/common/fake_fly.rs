@@ -49,6 +49,16 @@ impl FakeMachine {
     pub fn service_port(&self) -> Option<u64> {
         self.config["services"][0]["internal_port"].as_u64()
     }
+    /// The app's own machine behind Fly's proxy (it has services).
+    fn is_service(&self) -> bool {
+        !self.is_task()
+            && self.config["services"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+    }
+    fn service(&self, key: &str) -> Value {
+        self.config["services"][0][key].clone()
+    }
     fn is_task(&self) -> bool {
         self.config["restart"]["policy"].as_str() == Some("no")
             && self.config["init"]["cmd"]
@@ -101,6 +111,13 @@ pub struct FlyState {
     pub mutations: Vec<(String, String, Instant)>,
     /// Creates of machines with this `atlas_role` answer this status.
     pub fail_role: Option<(String, u16)>,
+    /// How long the proxy takes to resume a suspended machine / boot a stopped one.
+    pub resume_delay: Duration,
+    pub boot_delay: Duration,
+    /// Wake-ups the proxy performed: (app, from state).
+    pub wakes: Vec<(String, String)>,
+    /// Requests the proxy served, per app.
+    pub served: BTreeMap<String, u64>,
 }
 
 pub struct FakeFly {
@@ -108,6 +125,8 @@ pub struct FakeFly {
     pub state: Arc<Mutex<FlyState>>,
     /// `http://127.0.0.1:N/v1`
     pub api_url: String,
+    /// Fly's proxy in front of the apps: `http://127.0.0.1:M/{app}/...`.
+    pub proxy_url: String,
 }
 
 fn err(status: u16, msg: &str) -> FakeResponse {
@@ -428,6 +447,52 @@ impl FlyState {
                     None => err(404, "machine not found"),
                 }
             }
+            "Machines_suspend" | "Machines_stop" => {
+                let id = r.param("machine_id").to_string();
+                self.mutations.push((op.into(), id.clone(), Instant::now()));
+                let a = self.apps.get_mut(&app).unwrap();
+                let Some(m) = a.machines.iter_mut().find(|m| m.id == id) else {
+                    return err(404, "machine not found");
+                };
+                if m.state != "started" {
+                    return err(412, &format!("machine {id} is {}, not started", m.state));
+                }
+                m.state = if op == "Machines_suspend" {
+                    "suspended"
+                } else {
+                    "stopped"
+                }
+                .into();
+                FakeResponse::json(200, json!({"ok": true}))
+            }
+            "Machines_upsert_metadata" => {
+                let id = r.param("machine_id").to_string();
+                let key = r.param("key").to_string();
+                let a = self.apps.get_mut(&app).unwrap();
+                let Some(m) = a.machines.iter_mut().find(|m| m.id == id) else {
+                    return err(404, "machine not found");
+                };
+                let value = r
+                    .body
+                    .as_ref()
+                    .and_then(|b| b["value"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                m.config["metadata"][key] = json!(value);
+                FakeResponse::empty(204)
+            }
+            "Machines_wait" if r.q("state") == Some("suspended") => {
+                match self
+                    .find(&app, r.param("machine_id"))
+                    .map(|m| m.state.as_str())
+                {
+                    Some("suspended") => {
+                        FakeResponse::json(200, json!({"ok": true, "state": "suspended"}))
+                    }
+                    Some(_) => err(408, "deadline_exceeded: machine did not reach suspended"),
+                    None => err(404, "machine not found"),
+                }
+            }
             "Machines_wait" => {
                 let never = self.never_start;
                 let a = self.apps.get_mut(&app).unwrap();
@@ -458,11 +523,105 @@ impl FlyState {
     }
 }
 
+/// What Fly's proxy does with a request for `app`: serve it from a started machine, wake a
+/// sleeping one first when its service has `autostart` (the time that takes), or refuse.
+enum Route {
+    Serve,
+    Wake(String, Duration),
+    Refuse(String),
+}
+
+impl FlyState {
+    fn route(&mut self, app: &str) -> Route {
+        self.tick();
+        let Some(a) = self.apps.get(app) else {
+            return Route::Refuse(format!("no app {app}"));
+        };
+        let Some(m) = a.machines.iter().find(|m| m.is_service()) else {
+            return Route::Refuse(format!("app {app} has no machine with services"));
+        };
+        match m.state.as_str() {
+            "started" => Route::Serve,
+            s @ ("suspended" | "stopped") if m.service("autostart") == json!(true) => {
+                let d = if s == "suspended" {
+                    self.resume_delay
+                } else {
+                    self.boot_delay
+                };
+                Route::Wake(m.id.clone(), d)
+            }
+            s => Route::Refuse(format!("machine {} is {s}", m.id)),
+        }
+    }
+
+    /// Fly's proxy finds the app idle: each service machine whose `autostop` allows it (and
+    /// above `min_machines_running`, 0 for previews) stops or suspends. Returns how many slept.
+    fn idle(&mut self, app: &str) -> usize {
+        let Some(a) = self.apps.get_mut(app) else {
+            return 0;
+        };
+        let mut n = 0;
+        for m in a.machines.iter_mut().filter(|m| m.is_service()) {
+            if m.state != "started" || m.service("min_machines_running").as_u64().unwrap_or(0) > 0 {
+                continue;
+            }
+            // The API answers booleans for the old format: true is "stop".
+            let to = match m.service("autostop") {
+                v if v == json!("suspend") => "suspended",
+                v if v == json!("stop") || v == json!(true) => "stopped",
+                _ => continue,
+            };
+            m.state = to.into();
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Fly's proxy: `GET /{app}/...` reaches the app's machine, waking it when it sleeps.
+async fn proxy(
+    state: Arc<Mutex<FlyState>>,
+    uri: axum::http::Uri,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    let app = uri
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let route = state.lock().unwrap().route(&app);
+    match route {
+        Route::Serve => {}
+        Route::Wake(id, d) => {
+            tokio::time::sleep(d).await;
+            let mut s = state.lock().unwrap();
+            let mut from = None;
+            if let Some(m) = s
+                .apps
+                .get_mut(&app)
+                .and_then(|a| a.machines.iter_mut().find(|m| m.id == id))
+            {
+                from = Some(std::mem::replace(&mut m.state, "started".into()));
+            }
+            if let Some(from) = from {
+                s.wakes.push((app.clone(), from));
+            }
+        }
+        Route::Refuse(why) => return (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+    *state.lock().unwrap().served.entry(app).or_default() += 1;
+    (StatusCode::OK, "ok".into())
+}
+
 impl FakeFly {
     pub async fn start(token: &str) -> FakeFly {
         let core = Core::new(Spec::fly(), token);
         let state = Arc::new(Mutex::new(FlyState {
             task_delay: Duration::from_millis(40),
+            resume_delay: Duration::from_millis(30),
+            boot_delay: Duration::from_millis(120),
             ..FlyState::default()
         }));
         let s = state.clone();
@@ -471,11 +630,46 @@ impl FakeFly {
             Arc::new(move |r: &FakeRequest| s.lock().unwrap().handle(r)),
         )
         .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = listener.local_addr().unwrap();
+        let s = state.clone();
+        let router =
+            axum::Router::new().fallback(move |uri: axum::http::Uri| proxy(s.clone(), uri));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
         FakeFly {
             core,
             state,
             api_url: format!("{base}/v1"),
+            proxy_url: format!("http://{proxy_addr}"),
         }
+    }
+
+    /// The preview URL template that goes through the fake proxy (`[fly] preview_url`).
+    pub fn proxy_preview_url(&self) -> String {
+        format!("{}/{{app}}", self.proxy_url)
+    }
+
+    /// Fly's proxy finds `app` idle (see [`FlyState::idle`]); returns how many machines slept.
+    pub fn go_idle(&self, app: &str) -> usize {
+        self.state.lock().unwrap().idle(app)
+    }
+
+    /// The state of `app`'s service machine.
+    pub fn service_state(&self, app: &str) -> Option<String> {
+        let s = self.state.lock().unwrap();
+        s.apps
+            .get(app)?
+            .machines
+            .iter()
+            .find(|m| m.is_service())
+            .map(|m| m.state.clone())
+    }
+
+    /// Wake-ups the proxy performed: (app, the state it woke from).
+    pub fn wakes(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().wakes.clone()
     }
 
     pub fn app_names(&self) -> Vec<String> {
@@ -596,6 +790,16 @@ impl FakeFly {
             .collect()
     }
 
+    /// The org may hold at most `n` apps.
+    pub fn set_app_quota(&self, n: usize) {
+        self.state.lock().unwrap().app_quota = Some(n);
+    }
+
+    /// Machines on `image` never reach `started`; machines on any other image do.
+    pub fn set_never_start_image(&self, image: &str) {
+        self.state.lock().unwrap().never_start_image = Some(image.to_string());
+    }
+
     /// Creates of machines with `atlas_role = role` fail with `status` from now on.
     pub fn fail_create_of_role(&self, role: &str, status: u16) {
         self.state.lock().unwrap().fail_role = Some((role.to_string(), status));
@@ -621,16 +825,6 @@ impl FakeFly {
                 .map(|a| a.machines.clone())
                 .unwrap_or_default(),
         }
-    }
-
-    /// The org may hold at most `n` apps.
-    pub fn set_app_quota(&self, n: usize) {
-        self.state.lock().unwrap().app_quota = Some(n);
-    }
-
-    /// Machines on `image` never reach `started`; machines on any other image do.
-    pub fn set_never_start_image(&self, image: &str) {
-        self.state.lock().unwrap().never_start_image = Some(image.to_string());
     }
 
     pub fn set_never_start(&self, yes: bool) {

@@ -1,7 +1,10 @@
 #![allow(dead_code)]
 //! A stateful fake of the GitHub REST API for the calls Atlas makes: issue comments (list with
 //! pagination and a `Link` header, create, update, delete), deployments (create, list) and their
-//! statuses (create, list), pulls (get, list) and `GET /user`.
+//! statuses (create, list), pulls (get, list) and `GET /user`; and the Git database of one
+//! repository: blobs, trees (flat, with `base_tree`), commits and refs, where a ref update that
+//! is not a fast forward is refused with 422 as GitHub does (unless forced), and a ref create
+//! over an existing one too.
 //!
 //! Every request is checked against `tests/data/specs/github-subset.json` (GitHub's own description of these operations) through
 //! `openapi.rs`; violations are recorded (tests assert there are none). Faults can be queued:
@@ -120,6 +123,25 @@ impl Fault {
     }
 }
 
+/// A git object of the fake's database. Blob ids are git's own (`sha1("blob <len>\0<bytes>")`);
+/// trees and commits are hashed over their JSON, which is enough for ids to follow content.
+#[derive(Debug, Clone)]
+pub enum GitObject {
+    Blob(Vec<u8>),
+    /// path -> (mode, type, sha), flat.
+    Tree(BTreeMap<String, (String, String, String)>),
+    Commit {
+        tree: String,
+        parents: Vec<String>,
+        message: String,
+    },
+}
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[derive(Default)]
 pub struct State {
     pub addr: String,
@@ -155,6 +177,15 @@ pub struct State {
     pub permissions: BTreeMap<String, String>,
     /// Active team memberships: `org/slug` -> logins.
     pub teams: BTreeMap<String, Vec<String>>,
+    /// The Git database: sha -> object.
+    pub objects: BTreeMap<String, GitObject>,
+    /// `heads/<branch>` -> commit sha.
+    pub refs: BTreeMap<String, String>,
+    /// Another writer: each ref update (PATCH) first lets it commit one (path, text) to that
+    /// ref, so the update the request asks for is no longer a fast forward.
+    pub concurrent_writes: VecDeque<(String, String)>,
+    /// `base...head` -> the merge base the compare API reports.
+    pub merge_bases: BTreeMap<String, String>,
 }
 
 impl State {
@@ -200,6 +231,118 @@ impl State {
             .filter(|s| s.deployment == deployment)
             .map(|s| s.payload["state"].as_str().unwrap_or("").to_string())
             .collect()
+    }
+
+    fn put(&mut self, obj: GitObject) -> String {
+        let sha = match &obj {
+            GitObject::Blob(b) => {
+                let mut raw = format!("blob {}\0", b.len()).into_bytes();
+                raw.extend_from_slice(b);
+                sha1_hex(&raw)
+            }
+            GitObject::Tree(t) => sha1_hex(format!("tree {t:?}").as_bytes()),
+            GitObject::Commit {
+                tree,
+                parents,
+                message,
+            } => {
+                // Two commits of the same content still differ, as real ones do by their date.
+                let n = self.id();
+                sha1_hex(format!("commit {tree} {parents:?} {message} {n}").as_bytes())
+            }
+        };
+        self.objects.insert(sha.clone(), obj);
+        sha
+    }
+
+    /// Commits `files` on top of `parent` (its tree as the base) and returns the commit.
+    pub fn commit_files(
+        &mut self,
+        parent: Option<&str>,
+        files: &[(&str, &str)],
+        message: &str,
+    ) -> String {
+        let mut tree = match parent.and_then(|p| self.objects.get(p)) {
+            Some(GitObject::Commit { tree, .. }) => match self.objects.get(tree) {
+                Some(GitObject::Tree(t)) => t.clone(),
+                _ => BTreeMap::new(),
+            },
+            _ => BTreeMap::new(),
+        };
+        for (path, text) in files {
+            let blob = self.put(GitObject::Blob(text.as_bytes().to_vec()));
+            tree.insert(path.to_string(), ("100644".into(), "blob".into(), blob));
+        }
+        let tree = self.put(GitObject::Tree(tree));
+        self.put(GitObject::Commit {
+            tree,
+            parents: parent.into_iter().map(str::to_string).collect(),
+            message: message.to_string(),
+        })
+    }
+
+    /// The text of `path` at the head of `branch`.
+    pub fn branch_file(&self, branch: &str, path: &str) -> Option<String> {
+        let head = self.refs.get(&format!("heads/{branch}"))?;
+        let Some(GitObject::Commit { tree, .. }) = self.objects.get(head) else {
+            return None;
+        };
+        let Some(GitObject::Tree(t)) = self.objects.get(tree) else {
+            return None;
+        };
+        let (_, _, blob) = t.get(path)?;
+        match self.objects.get(blob) {
+            Some(GitObject::Blob(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The commits of `branch`, head first, following first parents.
+    pub fn branch_log(&self, branch: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut at = self.refs.get(&format!("heads/{branch}")).cloned();
+        while let Some(sha) = at.take() {
+            if let Some(GitObject::Commit {
+                parents, message, ..
+            }) = self.objects.get(&sha)
+            {
+                out.push((sha.clone(), message.clone()));
+                at = parents.first().cloned();
+            }
+        }
+        out
+    }
+
+    /// Someone force-pushes `branch` to a new root commit holding `files`.
+    pub fn force_branch(&mut self, branch: &str, files: &[(&str, &str)]) {
+        let c = self.commit_files(None, files, "force-pushed");
+        self.refs.insert(format!("heads/{branch}"), c);
+    }
+
+    fn is_ancestor(&self, ancestor: &str, of: &str) -> bool {
+        let mut todo = vec![of.to_string()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(c) = todo.pop() {
+            if c == ancestor {
+                return true;
+            }
+            if !seen.insert(c.clone()) {
+                continue;
+            }
+            if let Some(GitObject::Commit { parents, .. }) = self.objects.get(&c) {
+                todo.extend(parents.iter().cloned());
+            }
+        }
+        false
+    }
+
+    fn ref_json(&self, name: &str, sha: &str) -> Value {
+        json!({
+            "ref": format!("refs/{name}"),
+            "node_id": format!("REF_{name}"),
+            "url": format!("http://{}/repos/{}/git/refs/{name}", self.addr, self.repo),
+            "object": {"type": "commit", "sha": sha, "url": format!("http://{}/repos/{}/git/commits/{sha}", self.addr, self.repo)},
+        })
     }
 
     pub fn comments_on(&self, pr: u64) -> Vec<Comment> {
@@ -307,6 +450,52 @@ impl FakeGithub {
 
     pub fn violations(&self) -> Vec<String> {
         self.with(|s| s.violations.clone())
+    }
+}
+
+fn unprocessable(message: &str) -> Response {
+    json_resp(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"message": message, "documentation_url": "https://docs.github.com/rest/git"}),
+    )
+}
+
+impl State {
+    fn tree_json(&self, sha: &str) -> Value {
+        let Some(GitObject::Tree(t)) = self.objects.get(sha) else {
+            return Value::Null;
+        };
+        let entries: Vec<Value> = t
+            .iter()
+            .map(|(path, (mode, kind, sha))| {
+                json!({"path": path, "mode": mode, "type": kind, "sha": sha, "url": format!("http://{}/repos/{}/git/blobs/{sha}", self.addr, self.repo)})
+            })
+            .collect();
+        json!({"sha": sha, "url": format!("http://{}/repos/{}/git/trees/{sha}", self.addr, self.repo), "tree": entries, "truncated": false})
+    }
+
+    fn commit_json(&self, sha: &str) -> Value {
+        let Some(GitObject::Commit {
+            tree,
+            parents,
+            message,
+        }) = self.objects.get(sha)
+        else {
+            return Value::Null;
+        };
+        let who = json!({"name": "github-actions[bot]", "email": "41898282+github-actions[bot]@users.noreply.github.com", "date": "2026-01-01T00:00:00Z"});
+        json!({
+            "sha": sha,
+            "node_id": format!("C_{sha}"),
+            "url": format!("http://{}/repos/{}/git/commits/{sha}", self.addr, self.repo),
+            "html_url": format!("https://github.com/{}/commit/{sha}", self.repo),
+            "author": who,
+            "committer": who,
+            "message": message,
+            "tree": {"sha": tree, "url": format!("http://{}/repos/{}/git/trees/{tree}", self.addr, self.repo)},
+            "parents": parents.iter().map(|p| json!({"sha": p, "url": format!("http://{}/repos/{}/git/commits/{p}", self.addr, self.repo), "html_url": format!("https://github.com/{}/commit/{p}", self.repo)})).collect::<Vec<_>>(),
+            "verification": {"verified": false, "reason": "unsigned", "signature": null, "payload": null, "verified_at": null},
+        })
     }
 }
 
@@ -656,6 +845,177 @@ fn route(s: &mut State, method: &Method, uri: &Uri, body: Value) -> Response {
                 .collect();
             page(s, uri, items)
         }
+        (Method::GET, ["compare", basehead]) => match s.merge_bases.get(*basehead) {
+            Some(mb) => {
+                let mb = mb.clone();
+                json_resp(
+                    StatusCode::OK,
+                    json!({"status": "ahead", "ahead_by": 1, "behind_by": 0, "total_commits": 1, "merge_base_commit": {"sha": mb}, "base_commit": {"sha": mb}, "commits": [], "files": []}),
+                )
+            }
+            None => not_found(),
+        },
+        (Method::GET, ["git", "ref", name @ ..]) => {
+            let name = name.join("/");
+            match s.refs.get(&name) {
+                Some(sha) => json_resp(StatusCode::OK, s.ref_json(&name, &sha.clone())),
+                None => not_found(),
+            }
+        }
+        (Method::POST, ["git", "refs"]) => {
+            let name = body["ref"].as_str().unwrap_or_default();
+            let sha = body["sha"].as_str().unwrap_or_default().to_string();
+            let Some(name) = name.strip_prefix("refs/").filter(|n| n.contains('/')) else {
+                return unprocessable(
+                    "Reference name must start with 'refs/' and have at least two slashes.",
+                );
+            };
+            if s.refs.contains_key(name) {
+                return unprocessable("Reference already exists");
+            }
+            if !matches!(s.objects.get(&sha), Some(GitObject::Commit { .. })) {
+                return unprocessable("Object does not exist");
+            }
+            s.refs.insert(name.to_string(), sha.clone());
+            json_resp(StatusCode::CREATED, s.ref_json(name, &sha))
+        }
+        (Method::PATCH, ["git", "refs", name @ ..]) => {
+            let name = name.join("/");
+            let sha = body["sha"].as_str().unwrap_or_default().to_string();
+            let force = body["force"].as_bool().unwrap_or(false);
+            let Some(old) = s.refs.get(&name).cloned() else {
+                return unprocessable("Reference does not exist");
+            };
+            let old = match s.concurrent_writes.pop_front() {
+                Some((path, text)) => {
+                    let c = s.commit_files(Some(&old), &[(&path, &text)], "another writer");
+                    s.refs.insert(name.clone(), c.clone());
+                    c
+                }
+                None => old,
+            };
+            if !matches!(s.objects.get(&sha), Some(GitObject::Commit { .. })) {
+                return unprocessable("Object does not exist");
+            }
+            if !force && !s.is_ancestor(&old, &sha) {
+                return unprocessable("Update is not a fast forward");
+            }
+            s.refs.insert(name.clone(), sha.clone());
+            json_resp(StatusCode::OK, s.ref_json(&name, &sha))
+        }
+        (Method::POST, ["git", "blobs"]) => {
+            let content = body["content"].as_str().unwrap_or_default();
+            let bytes = match body["encoding"].as_str().unwrap_or("utf-8") {
+                "base64" => {
+                    use base64::Engine as _;
+                    match base64::engine::general_purpose::STANDARD.decode(content) {
+                        Ok(b) => b,
+                        Err(_) => return unprocessable("content is not valid Base64"),
+                    }
+                }
+                _ => content.as_bytes().to_vec(),
+            };
+            let sha = s.put(GitObject::Blob(bytes));
+            json_resp(
+                StatusCode::CREATED,
+                json!({"sha": sha, "url": format!("http://{}/repos/{}/git/blobs/{sha}", s.addr, s.repo)}),
+            )
+        }
+        (Method::GET, ["git", "blobs", sha]) => match s.objects.get(*sha) {
+            Some(GitObject::Blob(b)) => {
+                use base64::Engine as _;
+                // GitHub wraps the base64 in 60-column lines.
+                let enc = base64::engine::general_purpose::STANDARD.encode(b);
+                let wrapped: Vec<String> = enc
+                    .as_bytes()
+                    .chunks(60)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect();
+                json_resp(
+                    StatusCode::OK,
+                    json!({"sha": sha, "node_id": format!("B_{sha}"), "size": b.len(), "url": format!("http://{}/repos/{}/git/blobs/{sha}", s.addr, s.repo), "content": wrapped.join("\n") + "\n", "encoding": "base64"}),
+                )
+            }
+            _ => not_found(),
+        },
+        (Method::POST, ["git", "trees"]) => {
+            let mut tree = match body["base_tree"].as_str() {
+                Some(base) => match s.objects.get(base) {
+                    Some(GitObject::Tree(t)) => t.clone(),
+                    _ => return unprocessable("Invalid tree info: base_tree does not exist"),
+                },
+                None => BTreeMap::new(),
+            };
+            for e in body["tree"].as_array().cloned().unwrap_or_default() {
+                let path = e["path"].as_str().unwrap_or_default().to_string();
+                if path.is_empty() || path.contains('/') {
+                    // The fake keeps trees flat; Atlas writes top-level files only.
+                    return unprocessable("the fake GitHub keeps flat trees");
+                }
+                match (e["sha"].as_str(), e["content"].as_str()) {
+                    (Some(_), Some(_)) => return unprocessable("Use either tree.sha or content"),
+                    (Some(sha), None) => {
+                        if !s.objects.contains_key(sha) {
+                            return unprocessable(&format!(
+                                "Invalid tree info: {sha} does not exist"
+                            ));
+                        }
+                        tree.insert(
+                            path,
+                            (
+                                e["mode"].as_str().unwrap_or("100644").into(),
+                                e["type"].as_str().unwrap_or("blob").into(),
+                                sha.to_string(),
+                            ),
+                        );
+                    }
+                    (None, Some(text)) => {
+                        let sha = s.put(GitObject::Blob(text.as_bytes().to_vec()));
+                        tree.insert(path, ("100644".into(), "blob".into(), sha));
+                    }
+                    (None, None) if e["sha"].is_null() && e.get("sha").is_some() => {
+                        tree.remove(&path);
+                    }
+                    (None, None) => return unprocessable("tree entry needs sha or content"),
+                }
+            }
+            let sha = s.put(GitObject::Tree(tree));
+            json_resp(StatusCode::CREATED, s.tree_json(&sha))
+        }
+        (Method::GET, ["git", "trees", sha]) => match s.objects.get(*sha) {
+            Some(GitObject::Tree(_)) => json_resp(StatusCode::OK, s.tree_json(sha)),
+            _ => not_found(),
+        },
+        (Method::POST, ["git", "commits"]) => {
+            let tree = body["tree"].as_str().unwrap_or_default().to_string();
+            if !matches!(s.objects.get(&tree), Some(GitObject::Tree(_))) {
+                return unprocessable("Tree SHA does not exist");
+            }
+            let parents: Vec<String> = body["parents"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if parents
+                .iter()
+                .any(|p| !matches!(s.objects.get(p), Some(GitObject::Commit { .. })))
+            {
+                return unprocessable("Parent SHA does not exist or is not a commit object");
+            }
+            let sha = s.put(GitObject::Commit {
+                tree,
+                parents,
+                message: body["message"].as_str().unwrap_or_default().to_string(),
+            });
+            json_resp(StatusCode::CREATED, s.commit_json(&sha))
+        }
+        (Method::GET, ["git", "commits", sha]) => match s.objects.get(*sha) {
+            Some(GitObject::Commit { .. }) => json_resp(StatusCode::OK, s.commit_json(sha)),
+            _ => not_found(),
+        },
         (Method::GET, ["pulls", n]) => {
             let n: u64 = n.parse().unwrap_or(0);
             match s.pulls.get(&n) {

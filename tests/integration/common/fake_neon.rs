@@ -24,6 +24,9 @@ pub struct FakeBranch {
     pub expires_at: Option<String>,
     pub annotation: BTreeMap<String, String>,
     pub endpoint: Option<String>,
+    /// The endpoint's `suspend_timeout_seconds` as created (`0`: Neon's default, 300 s; `-1`:
+    /// never).
+    pub suspend_timeout_seconds: i64,
     pub password: String,
     pub created_at: String,
     /// `Some` for a branch made by the anonymized-branch API.
@@ -418,6 +421,7 @@ impl NeonState {
                 expires_at: None,
                 annotation: BTreeMap::new(),
                 endpoint: None,
+                suspend_timeout_seconds: 0,
                 password: "npg_ForeignPw2".into(),
                 created_at: now(),
                 anon: None,
@@ -456,6 +460,11 @@ impl NeonState {
             expires_at: body["branch"]["expires_at"].as_str().map(str::to_string),
             annotation,
             endpoint: with_ep.then(|| ep.clone()),
+            suspend_timeout_seconds: body["endpoints"]
+                .as_array()
+                .and_then(|e| e.iter().find(|e| e["type"] == "read_write"))
+                .and_then(|e| e["suspend_timeout_seconds"].as_i64())
+                .unwrap_or(0),
             password: format!("npg_Pw{}Sekr1t", self.seq * 7919),
             created_at: now(),
             anon: None,
@@ -570,6 +579,19 @@ impl NeonState {
 }
 
 impl FakeNeon {
+    /// Whether the branch's compute has suspended after `idle` without queries, by Neon's rule
+    /// for `suspend_timeout_seconds` (0: the 300 s default; -1: never).
+    pub fn endpoint_suspended(&self, name: &str, idle: std::time::Duration) -> bool {
+        let Some(b) = self.branch(name) else {
+            return false;
+        };
+        match b.suspend_timeout_seconds {
+            -1 => false,
+            0 => idle.as_secs() >= 300,
+            t => idle.as_secs() >= t as u64,
+        }
+    }
+
     /// Starts the fake with a `main` branch (and its endpoint) in project [`PROJECT`].
     pub async fn start(token: &str) -> FakeNeon {
         let core = Core::new(Spec::neon(), token);
@@ -591,6 +613,7 @@ impl FakeNeon {
             expires_at: None,
             annotation: BTreeMap::new(),
             endpoint: Some("ep-main-000001".into()),
+            suspend_timeout_seconds: 0,
             password: "npg_ParentPw99".into(),
             created_at: now(),
             anon: None,
@@ -644,6 +667,7 @@ impl FakeNeon {
             expires_at: None,
             annotation: BTreeMap::new(),
             endpoint: None,
+            suspend_timeout_seconds: 0,
             password: "npg_ForeignPw1".into(),
             created_at: now(),
             anon: None,
@@ -675,6 +699,7 @@ impl FakeNeon {
             anon: None,
             masked: false,
             restores: 0,
+            suspend_timeout_seconds: 0,
         });
     }
 

@@ -131,12 +131,23 @@ impl Spec {
         let mut best: Option<(usize, &str, HashMap<String, String>)> = None;
         let mut path_matched = false;
         for (template, segs) in &self.templates {
+            // A git ref (`heads/atlas-history`) is one `{ref}` parameter with slashes in it, as
+            // GitHub's Git database paths take it; only as the template's last segment.
+            let folded;
+            let got = if segs.last().is_some_and(|t| t == "{ref}") && got.len() > segs.len() {
+                let mut g = got[..segs.len() - 1].to_vec();
+                g.push(got[segs.len() - 1..].join("/"));
+                folded = g;
+                &folded
+            } else {
+                &got
+            };
             if segs.len() != got.len() {
                 continue;
             }
             let mut literal = 0;
             let mut params = HashMap::new();
-            let ok = segs.iter().zip(&got).all(|(t, g)| {
+            let ok = segs.iter().zip(got).all(|(t, g)| {
                 if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
                     params.insert(name.to_string(), percent_decode(g));
                     !g.is_empty()
