@@ -5,10 +5,21 @@ use clap::Parser;
 
 fn main() {
     let cli = atlas::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The access gate forwards on one core by default: a current-thread runtime has no work
+    // stealing and no cross-thread wake-ups, which is most of a proxied request's cost here.
+    let builder = match &cli.command {
+        atlas::cli::Command::Gate(atlas::gate::GateCommand::Serve(a)) if a.threads <= 1 => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        atlas::cli::Command::Gate(atlas::gate::GateCommand::Serve(a)) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(a.threads);
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let mut builder = builder;
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -214,6 +214,10 @@ pub struct GateArgs {
     /// The upstream must start answering within this.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
+    /// Worker threads; 1 (the default, a Fly shared-cpu-1x gate) runs on a current-thread
+    /// runtime.
+    #[arg(long, env = "ATLAS_GATE_THREADS", default_value_t = 1)]
+    pub threads: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -104,6 +104,10 @@ struct Conn {
     peer_value: HeaderValue,
     /// This connection's upstream connection, once opened.
     upstream: tokio::sync::Mutex<Option<SendRequest<Incoming>>>,
+    /// The bypass token this connection last presented that verified, and until when it holds:
+    /// Atlas's load test sends the same token on every request, and one HMAC per connection is
+    /// enough to know it (the key and the run never change while the gate runs).
+    bypass_ok: std::sync::Mutex<Option<(HeaderValue, u64)>>,
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -174,6 +178,7 @@ impl Gate {
                 peer,
                 peer_value: header_value_of_ip(peer),
                 upstream: tokio::sync::Mutex::new(None),
+                bypass_ok: std::sync::Mutex::new(None),
             });
             tokio::spawn(async move {
                 let limits = &gate.opts.limits;
@@ -210,7 +215,7 @@ impl Gate {
         if path.starts_with(GATE_PREFIX) {
             return self.endpoint(req).await;
         }
-        match self.access(&req) {
+        match self.access(conn, &req) {
             Access::Forward => self.forward(conn, req).await,
             Access::Answer(r) => r,
         }
@@ -260,15 +265,29 @@ impl Gate {
     }
 
     /// Decides whether a request may reach the upstream.
-    fn access(&self, req: &Request<Incoming>) -> Access {
+    fn access(&self, conn: &Conn, req: &Request<Incoming>) -> Access {
         let key = self.opts.key.as_ref();
         if let Some(v) = req.headers().get(BYPASS_HEADER) {
             if self.opts.mode == Mode::Public {
                 return Access::Forward;
             }
+            let now = self.now();
+            {
+                let ok = conn.bypass_ok.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((t, until)) = ok.as_ref()
+                    && t == v
+                    && now < *until
+                {
+                    return Access::Forward;
+                }
+            }
             return match (key, &self.opts.run, v.to_str()) {
-                (Some(k), Some(run), Ok(t)) => match k.verify(Kind::Bypass, t, self.now()) {
-                    Ok(c) if &c.extra == run => Access::Forward,
+                (Some(k), Some(run), Ok(t)) => match k.verify(Kind::Bypass, t, now) {
+                    Ok(c) if &c.extra == run => {
+                        *conn.bypass_ok.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((v.clone(), c.expires));
+                        Access::Forward
+                    }
                     Ok(_) => Access::Answer(refused(
                         "This bypass token belongs to another run",
                         "Atlas's bypass tokens only work during the run that minted them.",

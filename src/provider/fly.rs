@@ -32,8 +32,10 @@
 //! routes nothing public to it. The pair is created, updated and destroyed together: secrets of
 //! both go in the one secrets call, the app machine first (the front needs its id), then the
 //! front; a first creation whose front fails destroys the app machine it just made; an update
-//! changes the app machine in place (same id), so the front already serving keeps pointing at
-//! it whatever fails after; the app is destroyed as a whole.
+//! changes the app machine in place (same id), so the front keeps pointing at it, and one that
+//! does not come up puts both machines back on the configs that served (a front this update
+//! added goes; a front it would drop stays until the app serves without it); the app is
+//! destroyed as a whole.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -632,7 +634,7 @@ impl FlyPlatform {
                 },
             )
             .await
-            .map_err(|e| self.quota_hint(e, "machine create"))?;
+            .map_err(|e| self.quota_hint(e, &format!("{what} create")))?;
         Ok(m)
     }
 
@@ -682,20 +684,25 @@ impl FlyPlatform {
             b
         };
 
+        // The configs that served before this update: what a failed update goes back to.
+        let served = |ms: &[ApiMachine]| {
+            ms.iter()
+                .min_by(|a, b| a.created_at.cmp(&b.created_at))
+                .map(|m| m.config.clone())
+                .filter(|c| c.get("image").is_some())
+        };
+        let previous = served(&machines);
+        let previous_front = served(&fronts);
+
         // 3. The app's machine: update in place, or create; extras from earlier failures go.
-        // The config that served before this update is what a failed update goes back to.
-        let previous = machines
-            .iter()
-            .min_by(|a, b| a.created_at.cmp(&b.created_at))
-            .map(|m| m.config.clone())
-            .filter(|c| c.get("image").is_some());
         let config = self.machine_config(req, image, front.is_none());
         let machine = self
             .put_machine("machine", app, machines, body(config), ApiMachine::is_app)
             .await?;
 
-        // 4. The front, pointed at that machine; or no front at all.
-        let front_machine = match front {
+        // 4. The front, pointed at that machine (a front no longer wanted goes once the app
+        //    serves again).
+        let (front_machine, unwanted) = match front {
             Some(f) => {
                 let port = self.settings.internal_port.unwrap_or(req.port);
                 let upstream = private_address(app, &machine.id, port);
@@ -710,7 +717,7 @@ impl FlyPlatform {
                     )
                     .await
                 {
-                    Ok(m) => Some(m),
+                    Ok(m) => (Some(m), Vec::new()),
                     Err(e) => {
                         if first_pair {
                             // Neither or both: the app machine must not stay without its front.
@@ -726,13 +733,7 @@ impl FlyPlatform {
                     }
                 }
             }
-            None => {
-                for f in &fronts {
-                    self.destroy_machine("destroy gate machine", app, &f.id)
-                        .await?;
-                }
-                None
-            }
+            None => (None, fronts),
         };
 
         // 5. Started, then the preview answers its health path (through the front, if any).
@@ -748,26 +749,42 @@ impl FlyPlatform {
         }
         .await;
         if let Err(e) = ready {
-            // An update that does not come up goes back to the image that served, so the
-            // previous version keeps serving; a first deploy has nothing to go back to.
+            // An update that does not come up goes back to the configs that served, so the
+            // previous version (and its gate) keeps serving; a first deploy has nothing to go
+            // back to.
             let Some(prev) = previous else {
                 return Err(e);
             };
             let image = prev["image"].as_str().unwrap_or("?").to_string();
             let restore_deadline = Instant::now() + req.readiness_timeout;
-            return Err(
-                match self.restore(app, &machine.id, prev, restore_deadline).await {
-                    Ok(()) => e.context(format!(
-                        "fly: the new version did not come up; machine {} was rolled back to the image that served ({image})",
-                        machine.id
-                    )),
-                    Err(r) => e.context(format!(
-                        "fly: the new version did not come up and rolling machine {} back to {image} failed too: {}",
-                        machine.id,
-                        secret::redact(&format!("{r:#}"))
-                    )),
-                },
-            );
+            let mut restored = self.restore(app, &machine.id, prev, restore_deadline).await;
+            if restored.is_ok()
+                && let Some(f) = &front_machine
+            {
+                restored = match previous_front {
+                    Some(c) => self.restore(app, &f.id, c, restore_deadline).await,
+                    // A gate added by this update goes: the app holds its service again.
+                    None => {
+                        self.destroy_machine("destroy new gate machine", app, &f.id)
+                            .await
+                    }
+                };
+            }
+            return Err(match restored {
+                Ok(()) => e.context(format!(
+                    "fly: the new version did not come up; machine {} was rolled back to the image that served ({image})",
+                    machine.id
+                )),
+                Err(r) => e.context(format!(
+                    "fly: the new version did not come up and rolling machine {} back to {image} failed too: {}",
+                    machine.id,
+                    secret::redact(&format!("{r:#}"))
+                )),
+            });
+        }
+        for f in &unwanted {
+            self.destroy_machine("destroy gate machine", app, &f.id)
+                .await?;
         }
         // 6. The preview sleeps when idle: time its first request after a sleep. With a front,
         // the front holds the public service and is what Fly's proxy wakes.

@@ -323,7 +323,7 @@ async fn a_signed_link_preview_on_fly_is_a_public_gate_in_front_of_a_private_app
 }
 
 #[tokio::test]
-async fn a_failed_gate_create_leaves_nothing_and_a_failed_update_keeps_the_pair() {
+async fn a_failed_gate_create_leaves_nothing_and_a_failed_update_keeps_the_serving_pair() {
     let fly = FakeFly::start(FLY_TOKEN).await;
     let (edge_url, _) = edge().await;
     let app = app();
@@ -353,6 +353,18 @@ async fn a_failed_gate_create_leaves_nothing_and_a_failed_update_keeps_the_pair(
     assert_eq!(gate_after.config, gate.config);
     assert_eq!(appm_after.config, appm.config);
     fly.state.lock().unwrap().leases.clear();
+
+    // An update whose app never comes up: both machines go back to the configs that served.
+    fly.set_never_start_image("registry.fly.io/kitchen:bad999");
+    let e = gated(&fly, &edge_url, "gh-4-1")
+        .deploy(&deploy_req("bad999"))
+        .await
+        .expect_err("the new version never starts");
+    assert!(format!("{e:#}").contains("rolled back"), "{e:#}");
+    let (gate_after, appm_after) = pair(&fly);
+    assert_eq!(appm_after.config, appm.config);
+    assert_eq!(gate_after.config, gate.config);
+    assert_eq!(env_of(&gate_after, "ATLAS_GATE_RUN"), "gh-2-1");
 
     // Back to public access: the app takes the public service again and the gate goes.
     let plain = platform(&fly, &format!("{}/", openapi::serve_health().await));
