@@ -306,12 +306,14 @@ pub async fn dispatch(
         None => None,
     };
     // verify runs on a push to the default branch: its run joins the history; a release reads.
-    let load = LoadModuleGate::from_settings(&settings).with_history(
-        forge.as_ref().map(|f| f as &dyn crate::provider::Forge),
-        &plan.sha,
-        mode == Mode::Verify,
-        pages_url(&ctx.github, &repository),
-    );
+    let load = LoadModuleGate::from_settings(&settings)
+        .with_history(
+            forge.as_ref().map(|f| f as &dyn crate::provider::Forge),
+            &plan.sha,
+            mode == Mode::Verify,
+            pages_url(&ctx.github, &repository),
+        )
+        .with_webhook(ctx.config.alert_webhook.clone(), &repository);
     let c = Chain {
         settings: &settings,
         fleet: &fleet,
