@@ -350,7 +350,7 @@ pub async fn dispatch(
 
 /// Where GitHub Pages serves the history branch's dashboard, when the repository is on
 /// github.com (Pages must be set to publish from that branch; Enterprise hosts differ).
-fn pages_url(github: &crate::github_env::GithubEnv, repository: &str) -> Option<String> {
+pub(crate) fn pages_url(github: &crate::github_env::GithubEnv, repository: &str) -> Option<String> {
     let (owner, name) = repository.split_once('/')?;
     github
         .api_url
