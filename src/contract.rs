@@ -128,6 +128,9 @@ pub struct EvidenceBoundary {
     pub comparison: Option<serde_json::Value>,
     /// Why there is no load evidence (e.g. "load test: not configured").
     pub load_note: Option<String>,
+    /// The trend dashboard published with the load history the PR was compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<String>,
     pub logs: Option<String>,
     /// A local app's log over the run: its last lines, redacted and bounded.
     #[serde(skip_serializing_if = "Option::is_none")]

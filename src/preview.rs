@@ -70,6 +70,8 @@ pub struct UpOptions {
     /// The PR's base branch: the load gate compares with the history's runs up to the merge
     /// base of the head with it. `None`: with the latest runs.
     pub history_base: Option<String>,
+    /// Where the history branch's dashboard is served (GitHub Pages), linked from the comment.
+    pub dashboard_url: Option<String>,
 }
 
 /// What `up` produced.
@@ -968,7 +970,11 @@ async fn deploy_and_check(
             up_to: merge_base.as_deref(),
         }
     });
+    let from_history = history.is_some();
     let gate = run_load_gate(settings, &app.url, history).await?;
+    if from_history && gate.comparison.is_some() {
+        contract.evidence.dashboard = opts.dashboard_url.clone();
+    }
     contract.evidence.load = gate.load;
     contract.evidence.comparison = gate.comparison;
     contract.evidence.load_note = gate.note.clone();

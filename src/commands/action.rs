@@ -194,6 +194,7 @@ fn up_options(ctx: &Ctx, prefix: String) -> anyhow::Result<UpOptions> {
         audit_log: None,
         prefix,
         history_base: None,
+        dashboard_url: None,
     })
 }
 
@@ -258,6 +259,7 @@ async fn preview_inner(
         Event::PullRequest { pr: p, .. } if p.number == pr => Some(p.base_ref.clone()),
         _ => None,
     };
+    opts.dashboard_url = super::verify::pages_url(&ctx.github, &repo);
     let (branch, title) = pr_text(event, pr);
 
     // A manual run previews the PR's live head; an event run previews the event's head commit.

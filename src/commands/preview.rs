@@ -183,6 +183,7 @@ pub fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Result<Up
         audit_log: Some(state_dir.join("audit.jsonl")),
         prefix: crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-preview"),
         history_base: None,
+        dashboard_url: None,
     })
 }
 

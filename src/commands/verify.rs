@@ -307,12 +307,14 @@ pub async fn dispatch(
         None => None,
     };
     // verify runs on a push to the default branch: its run joins the history; a release reads.
-    let load = LoadModuleGate::from_settings(&settings).with_history(
-        forge.as_ref().map(|f| f as &dyn crate::provider::Forge),
-        &plan.sha,
-        mode == Mode::Verify,
-        pages_url(&ctx.github, &repository),
-    );
+    let load = LoadModuleGate::from_settings(&settings)
+        .with_history(
+            forge.as_ref().map(|f| f as &dyn crate::provider::Forge),
+            &plan.sha,
+            mode == Mode::Verify,
+            pages_url(&ctx.github, &repository),
+        )
+        .with_webhook(ctx.config.alert_webhook.clone(), &repository);
     let c = Chain {
         settings: &settings,
         fleet: &fleet,
@@ -349,7 +351,7 @@ pub async fn dispatch(
 
 /// Where GitHub Pages serves the history branch's dashboard, when the repository is on
 /// github.com (Pages must be set to publish from that branch; Enterprise hosts differ).
-fn pages_url(github: &crate::github_env::GithubEnv, repository: &str) -> Option<String> {
+pub(crate) fn pages_url(github: &crate::github_env::GithubEnv, repository: &str) -> Option<String> {
     let (owner, name) = repository.split_once('/')?;
     github
         .api_url

@@ -83,6 +83,7 @@ pub struct RawInputs {
     pub working_directory: Option<String>,
     pub github_token: Option<String>,
     pub github_app_login: Option<String>,
+    pub alert_webhook: Option<String>,
     pub neon_api_key: Option<String>,
     pub neon_project_id: Option<String>,
     pub neon_api_url: Option<String>,
@@ -116,6 +117,7 @@ pub const INPUT_NAMES: &[&str] = &[
     "working_directory",
     "github_token",
     "github_app_login",
+    "alert_webhook",
     "neon_api_key",
     "neon_project_id",
     "neon_api_url",
@@ -159,6 +161,7 @@ impl RawInputs {
             &self.fly_api_token,
             &self.gate_secret,
             &self.gate_github_client_secret,
+            &self.alert_webhook,
         ]
         .into_iter()
         .filter_map(|v| nonempty(v).map(str::to_string))
@@ -250,6 +253,9 @@ pub struct Config {
     pub github_token: Option<Secret>,
     /// A custom GitHub App's bot login (`<slug>[bot]`): whose marker comments are ours.
     pub github_app_login: Option<String>,
+    /// A Slack-compatible incoming webhook for load regressions on the default branch. Its URL
+    /// is the credential (Slack's carry the token in the path): a secret, masked.
+    pub alert_webhook: Option<Secret>,
     pub neon: NeonAccess,
     pub fly: FlyAccess,
     pub gate: GateAccess,
@@ -353,6 +359,18 @@ impl Config {
         let github_token = secret(&raw.github_token);
         let neon_key = secret(&raw.neon_api_key);
         let fly_token = secret(&raw.fly_api_token);
+        let alert_webhook = secret(&raw.alert_webhook);
+        if let Some(w) = &alert_webhook {
+            let ok = Url::parse(w.expose().trim())
+                .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+            if !ok {
+                // never quote the value: it is the credential
+                return Err(invalid(
+                    "alert_webhook",
+                    "not an http(s) URL (e.g. https://hooks.slack.com/services/...)",
+                ));
+            }
+        }
 
         let command = match nonempty(&raw.command) {
             None => ForcedCommand::Auto,
@@ -484,6 +502,7 @@ impl Config {
             working_directory: nonempty(&raw.working_directory).map(PathBuf::from),
             github_token,
             github_app_login: nonempty(&raw.github_app_login).map(|l| l.trim().to_string()),
+            alert_webhook,
             neon: NeonAccess {
                 api_key: neon_key,
                 project_id: nonempty(&raw.neon_project_id).map(str::to_string),
@@ -536,6 +555,7 @@ impl Config {
             &self.fly.api_token,
             &self.gate.secret,
             &self.gate.github_client_secret,
+            &self.alert_webhook,
         ]
         .into_iter()
         .flatten()

@@ -45,8 +45,8 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use super::{
-    BranchUpdate, BranchWrite, CommentRef, DeploymentRecord, DeploymentStatus, Forge,
-    NewDeployment, PrState,
+    BranchUpdate, BranchWrite, CommentRef, DeploymentRecord, DeploymentStatus, Forge, IssueAlert,
+    IssueRef, NewDeployment, PrState,
 };
 use crate::error::ProviderError;
 use crate::http::{Attempt, RetryPolicy, with_retry};
@@ -601,6 +601,35 @@ impl GithubForge {
     }
 }
 
+impl GithubForge {
+    /// The open issue of an alert: same title, our marker in the body, written by us (the
+    /// oldest, if a race made two). Pull requests, which the issues list includes, are not.
+    async fn open_alert(&self, alert: &IssueAlert<'_>) -> anyhow::Result<Option<Value>> {
+        let me = self.identity().await?;
+        let all = self
+            .list_all(
+                "list open issues",
+                self.repo_path(&format!("/issues?state=open&per_page={PER_PAGE}")),
+            )
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|i| i.get("pull_request").is_none())
+            .filter(|i| i["title"].as_str() == Some(alert.title))
+            .filter(|i| i["body"].as_str().is_some_and(|b| b.contains(alert.marker)))
+            .filter(|i| me.wrote(i))
+            .min_by_key(|i| i["number"].as_u64().unwrap_or(u64::MAX)))
+    }
+
+    fn issue_ref(v: &Value, action: &str) -> IssueRef {
+        IssueRef {
+            number: v["number"].as_u64(),
+            url: v["html_url"].as_str().map(str::to_string),
+            action: action.to_string(),
+        }
+    }
+}
+
 /// A branch name Atlas may put in a URL path: git's own rules, narrowed to plain characters.
 fn check_branch(branch: &str) -> anyhow::Result<()> {
     let ok = !branch.is_empty()
@@ -928,6 +957,85 @@ impl Forge for GithubForge {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn sync_issue(&self, alert: IssueAlert<'_>) -> anyhow::Result<Option<IssueRef>> {
+        let body = if alert.body.contains(alert.marker) {
+            alert.body.to_string()
+        } else {
+            format!("{}\n{}", alert.marker, alert.body)
+        };
+        let existing = self.open_alert(&alert).await?;
+        let number = existing.as_ref().and_then(|i| i["number"].as_u64());
+        match (alert.open, number) {
+            (true, Some(n)) => {
+                let call = "update the regression issue";
+                let v = self
+                    .call(
+                        call,
+                        Method::PATCH,
+                        &self.repo_path(&format!("/issues/{n}")),
+                        Some(&json!({ "body": body })),
+                        &[],
+                    )
+                    .await?
+                    .json(call)?;
+                Ok(Some(Self::issue_ref(&v, "updated")))
+            }
+            (true, None) => {
+                let call = "open the regression issue";
+                let uri = self.repo_path("/issues");
+                let payload = json!({ "title": alert.title, "body": body });
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match self.create_once(attempts, call, &uri, &payload).await? {
+                        Ok(r) => return Ok(Some(Self::issue_ref(&r.json(call)?, "opened"))),
+                        // It may have been created before the failure: look before re-sending.
+                        Err(e) => {
+                            if let Some(i) = self.open_alert(&alert).await? {
+                                return Ok(Some(Self::issue_ref(&i, "opened")));
+                            }
+                            if attempts >= self.policy.max_attempts {
+                                return Err(
+                                    e.context(format!("gave up after {attempts} attempt(s)"))
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            (false, Some(n)) => {
+                // The recovery is said in a comment: the body keeps the regression's evidence.
+                let recovered = json!({ "body": alert.body });
+                let call = "comment on the regression issue";
+                self.call(
+                    call,
+                    Method::POST,
+                    &self.repo_path(&format!("/issues/{n}/comments")),
+                    Some(&recovered),
+                    &[],
+                )
+                .await?;
+                let call = "close the regression issue";
+                let v = self
+                    .call(
+                        call,
+                        Method::PATCH,
+                        &self.repo_path(&format!("/issues/{n}")),
+                        Some(&json!({ "state": "closed", "state_reason": "completed" })),
+                        &[],
+                    )
+                    .await?
+                    .json(call)?;
+                Ok(Some(Self::issue_ref(&v, "closed")))
+            }
+            (false, None) => Ok(Some(IssueRef {
+                number: None,
+                url: None,
+                action: "none".into(),
+            })),
+        }
     }
 
     async fn merge_base(&self, base: &str, head: &str) -> anyhow::Result<Option<String>> {

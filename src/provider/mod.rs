@@ -352,6 +352,10 @@ pub trait Forge: Send + Sync {
     ) -> anyhow::Result<()>;
     /// Every deployment record of `environment`.
     async fn deployment_records(&self, environment: &str) -> anyhow::Result<Vec<DeploymentRecord>>;
+    /// Opens, updates or closes the one issue of an alert; `None` when the forge has no issues.
+    async fn sync_issue(&self, _alert: IssueAlert<'_>) -> anyhow::Result<Option<IssueRef>> {
+        Ok(None)
+    }
     /// The merge base of `head` with `base` (a branch or a commit); `None` when the forge cannot
     /// tell (the caller then compares with the latest runs).
     async fn merge_base(&self, _base: &str, _head: &str) -> anyhow::Result<Option<String>> {
@@ -385,6 +389,25 @@ pub trait Forge: Send + Sync {
         }
         Ok(())
     }
+}
+
+/// An alert issue to open (or update) or to close: found again by its title, the marker in its
+/// body and its author (ours).
+#[derive(Debug, Clone, Copy)]
+pub struct IssueAlert<'a> {
+    pub title: &'a str,
+    pub marker: &'a str,
+    pub body: &'a str,
+    /// `true`: open it, or update the open one; `false`: close the open one, if any.
+    pub open: bool,
+}
+
+/// What an alert did: `opened`, `updated`, `closed` or `none` (nothing open to close).
+#[derive(Debug, Clone, Serialize)]
+pub struct IssueRef {
+    pub number: Option<u64>,
+    pub url: Option<String>,
+    pub action: String,
 }
 
 /// The set of providers a flow runs on.

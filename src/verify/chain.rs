@@ -995,7 +995,19 @@ pub struct VerifyHistory<'a> {
     pub record: bool,
     /// Where the dashboard is served from (GitHub Pages of the branch), for links.
     pub dashboard_url: Option<String>,
+    /// Open and close one issue per regressed endpoint and metric (`[baseline] alert_issues`).
+    pub alert_issues: bool,
+    /// The `alert_webhook` input: a Slack-compatible incoming webhook.
+    pub webhook: Option<crate::secret::Secret>,
+    /// `owner/name`, for the webhook's message.
+    pub repository: String,
 }
+
+/// The hidden marker of Atlas's regression issues (with the title and the author, how one is
+/// found again).
+pub const ALERT_MARKER: &str = "<!-- atlas:load-alert -->";
+/// A webhook that does not answer within this is given up on (a warning).
+const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl LoadModuleGate<'_> {
     pub fn from_settings(s: &Settings) -> LoadModuleGate<'static> {
@@ -1026,7 +1038,23 @@ impl<'a> LoadModuleGate<'a> {
                 commit: commit.to_string(),
                 record,
                 dashboard_url,
+                alert_issues: self.gate.alert_issues,
+                webhook: None,
+                repository: String::new(),
             });
+        }
+        self
+    }
+
+    /// Where a regression on the default branch is also announced.
+    pub fn with_webhook(
+        mut self,
+        webhook: Option<crate::secret::Secret>,
+        repository: &str,
+    ) -> Self {
+        if let Some(h) = self.history.as_mut() {
+            h.webhook = webhook;
+            h.repository = repository.to_string();
         }
         self
     }
@@ -1070,6 +1098,9 @@ impl LoadGate for LoadModuleGate<'_> {
         let mut evidence = vec![measured.clone()];
         if let Some(h) = self.history.as_ref().filter(|h| h.record) {
             evidence.push(record_history(h, &run.summary, &self.gate).await);
+            if let Some(c) = &run.comparison {
+                evidence.extend(raise_alerts(h, c).await);
+            }
         }
         Ok(Outcome {
             ok: run.verdict() != Some(Verdict::Fail),
@@ -1078,6 +1109,70 @@ impl LoadGate for LoadModuleGate<'_> {
             data: Some(serde_json::json!({ "summary": run.summary, "comparison": run.comparison })),
             inconclusive,
         })
+    }
+}
+
+/// A default-branch comparison's alerts: each regressed endpoint and metric opens (or updates)
+/// its issue, each recovered one closes it, and a regression is posted to the webhook. Every
+/// failure is a warning line: alerts never fail the verify.
+pub async fn raise_alerts(h: &VerifyHistory<'_>, c: &crate::load::Comparison) -> Vec<String> {
+    use crate::load::alerts::{self, AlertAction};
+    let mut lines = Vec::new();
+    let dashboard = h.dashboard_url.as_deref();
+    if h.alert_issues {
+        for a in alerts::plan(c, &h.commit, dashboard) {
+            let (title, body, open) = match &a {
+                AlertAction::Open { title, body } => (title, body, true),
+                AlertAction::Close { title, body } => (title, body, false),
+            };
+            let alert = crate::provider::IssueAlert {
+                title,
+                marker: ALERT_MARKER,
+                body,
+                open,
+            };
+            match h.forge.sync_issue(alert).await {
+                Ok(Some(r)) if r.action != "none" => lines.push(format!(
+                    "alert: {} issue \"{title}\"{}",
+                    r.action,
+                    r.url.map(|u| format!(" {u}")).unwrap_or_default()
+                )),
+                Ok(_) => {}
+                Err(e) => lines.push(format!(
+                    "warning: the alert issue \"{title}\" was not updated: {}",
+                    crate::secret::redact(&format!("{e:#}"))
+                )),
+            }
+        }
+    }
+    if let Some(url) = &h.webhook
+        && let Some(msg) = alerts::webhook_message(c, &h.repository, &h.commit, dashboard)
+    {
+        lines.push(post_webhook(url, &msg).await);
+    }
+    lines
+}
+
+/// POSTs the message; the line never shows the URL (it is the credential).
+async fn post_webhook(url: &crate::secret::Secret, msg: &serde_json::Value) -> String {
+    let client = match reqwest::Client::builder()
+        .timeout(WEBHOOK_TIMEOUT)
+        .no_proxy()
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return format!("warning: alert webhook not sent: {e}"),
+    };
+    match client.post(url.expose().trim()).json(msg).send().await {
+        Ok(r) if r.status().is_success() => "alert: webhook notified".into(),
+        Ok(r) => format!(
+            "warning: the alert webhook answered {}",
+            r.status().as_u16()
+        ),
+        Err(e) => format!(
+            "warning: the alert webhook failed: {}",
+            crate::secret::redact(&format!("{}", e.without_url()))
+        ),
     }
 }
 

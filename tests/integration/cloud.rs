@@ -666,6 +666,7 @@ mod with_preview {
             audit_log: Some(dir.path().join("audit.jsonl")),
             prefix: e.prefix.clone(),
             history_base: None,
+            dashboard_url: None,
         };
         let Env {
             neon,

@@ -66,6 +66,7 @@ async fn run(configure: impl FnOnce(&mut Settings)) -> Run {
         audit_log: None,
         prefix,
         history_base: None,
+        dashboard_url: None,
     };
     Run {
         neon,

@@ -310,6 +310,10 @@ fn verify_gate<'a>(forge: &'a GithubForge, commit: &str) -> LoadModuleGate<'a> {
         gate: atlas::load::GateSettings {
             min_requests: 20,
             min_history: 3,
+            // a busy shared machine moves a 2 ms server's latency and rate: the test is about
+            // where the runs go, so only a gross regression could fail it
+            latency_floor_ms: 5_000.0,
+            min_rate_ratio: 0.0,
             // nothing at the fixed path: the history decides
             path: "/nonexistent/baseline.json".into(),
             ..atlas::load::GateSettings::default()
@@ -461,4 +465,242 @@ async fn a_pr_is_compared_with_the_runs_up_to_its_merge_base() {
         c.notes
     );
     assert_clean(&gh);
+}
+
+/// A 127.0.0.1 webhook receiver: records each POSTed JSON body, answers `status`.
+struct Receiver {
+    url: String,
+    posts: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+async fn receiver() -> Receiver {
+    use std::sync::atomic::Ordering;
+    let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
+    let (p, st) = (posts.clone(), status.clone());
+    let app = axum::Router::new().route(
+        "/services/T000/B000/secretpart",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (p, st) = (p.clone(), st.clone());
+            async move {
+                p.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                axum::http::StatusCode::from_u16(st.load(Ordering::SeqCst)).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Receiver {
+        url: format!("http://{addr}/services/T000/B000/secretpart"),
+        posts,
+        status,
+    }
+}
+
+/// Five steady runs around p95 200 ms.
+fn steady_history() -> History {
+    History {
+        entries: [198.0, 201.0, 200.0, 202.0, 199.0]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| atlas::load::history::HistoryEntry {
+                label: format!("{}", i + 1),
+                commit: Some(sha(char::from(b'1' + i as u8))),
+                summary: run(*p),
+            })
+            .collect(),
+        notes: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_regression_opens_one_issue_per_metric_updates_it_and_closes_it_on_recovery() {
+    use atlas::load::{Verdict, compare_history};
+    use atlas::verify::chain::{ALERT_MARKER, VerifyHistory, raise_alerts};
+    let (gh, forge) = setup().await;
+    let hook = receiver().await;
+    secret_register(&hook.url);
+    let title = "performance regression: all requests p95";
+    // Someone else's issue with the same title and our marker is never touched.
+    let decoy = gh.with(|s| s.add_issue("mallory", title, &format!("{ALERT_MARKER} fake")));
+    let gate = atlas::load::GateSettings::default();
+    let history = steady_history();
+    let bad = compare_history(&history, &run(400.0), &gate, &[]);
+    assert_eq!(bad.verdict, Verdict::Fail, "{:?}", bad.notes);
+    let vh = VerifyHistory {
+        forge: &forge,
+        branch: BRANCH.into(),
+        commit: sha('b'),
+        record: true,
+        dashboard_url: Some("https://octo-org.github.io/kitchen/".into()),
+        alert_issues: true,
+        webhook: Some(Secret::new(&hook.url)),
+        repository: REPO.into(),
+    };
+
+    let lines = raise_alerts(&vh, &bad).await;
+    let ours = |gh: &FakeGithub| {
+        gh.with(|s| {
+            s.issues
+                .values()
+                .filter(|i| i.user == "atlas-bot")
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    let opened = ours(&gh);
+    let failing = bad
+        .metrics
+        .iter()
+        .filter(|m| m.verdict == Verdict::Fail)
+        .count();
+    assert!(failing >= 1);
+    assert_eq!(
+        opened.len(),
+        failing,
+        "one issue per failing metric: {lines:?}"
+    );
+    let p95 = opened
+        .iter()
+        .find(|i| i.title == title)
+        .expect("the p95 issue");
+    assert!(p95.open);
+    assert!(p95.body.contains(ALERT_MARKER));
+    assert!(
+        p95.body
+            .contains("Trend: https://octo-org.github.io/kitchen/"),
+        "{}",
+        p95.body
+    );
+    assert!(p95.body.contains("Compared with 5 runs"), "{}", p95.body);
+    assert!(
+        lines.iter().any(|l| l.starts_with("alert: opened issue")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "alert: webhook notified"),
+        "{lines:?}"
+    );
+
+    // Still regressed at the next commit: the same issues are updated, none is added.
+    let vh2 = VerifyHistory {
+        commit: sha('c'),
+        ..vh
+    };
+    let lines = raise_alerts(&vh2, &bad).await;
+    assert!(
+        lines.iter().any(|l| l.starts_with("alert: updated issue")),
+        "{lines:?}"
+    );
+    let again = ours(&gh);
+    assert_eq!(again.len(), failing);
+    assert!(
+        again
+            .iter()
+            .find(|i| i.title == title)
+            .unwrap()
+            .body
+            .contains("cccccc")
+    );
+
+    // Recovered: closed as completed, with a comment saying so.
+    let good = compare_history(&history, &run(200.0), &gate, &[]);
+    assert_eq!(good.verdict, Verdict::Pass, "{:?}", good.notes);
+    let vh3 = VerifyHistory {
+        commit: sha('d'),
+        ..vh2
+    };
+    let lines = raise_alerts(&vh3, &good).await;
+    assert!(
+        lines.iter().any(|l| l.starts_with("alert: closed issue")),
+        "{lines:?}"
+    );
+    let closed = ours(&gh);
+    assert!(
+        closed
+            .iter()
+            .all(|i| !i.open && i.state_reason.as_deref() == Some("completed"))
+    );
+    let p95_number = closed.iter().find(|i| i.title == title).unwrap().number;
+    let note = gh.with(|s| s.comments_on(p95_number));
+    assert!(note[0].body.contains("Recovered at commit"), "{note:?}");
+    assert!(gh.with(|s| s.issues[&decoy].open && s.issues[&decoy].body.ends_with("fake")));
+
+    // The webhook got the two regressions (not the recovery), Slack-shaped.
+    let posts = hook.posts.lock().unwrap().clone();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    let text = posts[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("Performance regression on octo-org/kitchen at bbbbbbb"),
+        "{text}"
+    );
+    assert_eq!(posts[0]["blocks"][0]["type"], "section");
+    assert_clean(&gh);
+}
+
+fn secret_register(v: &str) {
+    atlas::secret::register(v);
+}
+
+#[tokio::test]
+async fn a_failing_webhook_or_issue_api_is_a_warning_without_the_url() {
+    use atlas::load::compare_history;
+    use atlas::verify::chain::{VerifyHistory, raise_alerts};
+    let (gh, forge) = setup().await;
+    let hook = receiver().await;
+    secret_register(&hook.url);
+    hook.status.store(500, std::sync::atomic::Ordering::SeqCst);
+    gh.fault(Fault::new(axum::http::Method::GET, "/issues", 403).times(10));
+    let bad = compare_history(
+        &steady_history(),
+        &run(400.0),
+        &atlas::load::GateSettings::default(),
+        &[],
+    );
+    let vh = VerifyHistory {
+        forge: &forge,
+        branch: BRANCH.into(),
+        commit: sha('b'),
+        record: true,
+        dashboard_url: None,
+        alert_issues: true,
+        webhook: Some(Secret::new(&hook.url)),
+        repository: REPO.into(),
+    };
+    let lines = raise_alerts(&vh, &bad).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("warning: the alert issue")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "warning: the alert webhook answered 500"),
+        "{lines:?}"
+    );
+    assert_eq!(hook.posts.lock().unwrap().len(), 1);
+    // Nobody listening: a warning that does not show the URL (its path is the credential).
+    let closed = VerifyHistory {
+        webhook: Some(Secret::new(
+            "http://127.0.0.1:9/services/T000/B000/secretpart",
+        )),
+        alert_issues: false,
+        ..vh
+    };
+    secret_register("http://127.0.0.1:9/services/T000/B000/secretpart");
+    let lines = raise_alerts(&closed, &bad).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("warning: the alert webhook failed"),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("secretpart")), "{lines:?}");
 }

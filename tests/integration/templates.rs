@@ -76,6 +76,7 @@ fn contract() -> Contract {
                  "current_display": "387.57ms", "baseline_display": "380.00ms", "change_display": "+2.0%"}]}),
             ),
             load_note: None,
+            dashboard: None,
             logs: Some("https://github.com/o/r/actions/runs/1".into()),
             timings: vec![Timing {
                 step: "deploy".into(),
@@ -267,6 +268,18 @@ fn preview_comment_has_one_row_per_endpoint_against_a_history() {
     // the overall rows stay; the per-endpoint rows are not repeated in the metric table
     assert!(out.contains("| P95 Latency | 380\\.00ms |"), "{out}");
     assert!(!out.contains("GET /menu p95"), "{out}");
+    // no dashboard published: no link
+    assert!(!out.contains("Trend dashboard"), "{out}");
+    c["contract"]["evidence"]["dashboard"] =
+        serde_json::json!("https://octo-org.github.io/kitchen/");
+    let out = Renderer::new(None)
+        .unwrap()
+        .render_comment("preview.md.j2", &c)
+        .unwrap();
+    assert!(
+        out.contains("[Trend dashboard](https://octo-org.github.io/kitchen/)"),
+        "{out}"
+    );
 }
 
 // ---- every template renders from every state a contract can be in ----------------------------

@@ -186,6 +186,18 @@ pub struct State {
     pub concurrent_writes: VecDeque<(String, String)>,
     /// `base...head` -> the merge base the compare API reports.
     pub merge_bases: BTreeMap<String, String>,
+    /// Issues, by number (numbered from 1000, apart from the pulls).
+    pub issues: BTreeMap<u64, Issue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Issue {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub user: String,
+    pub open: bool,
+    pub state_reason: Option<String>,
 }
 
 impl State {
@@ -343,6 +355,41 @@ impl State {
             "url": format!("http://{}/repos/{}/git/refs/{name}", self.addr, self.repo),
             "object": {"type": "commit", "sha": sha, "url": format!("http://{}/repos/{}/git/commits/{sha}", self.addr, self.repo)},
         })
+    }
+
+    fn issue_json(&self, i: &Issue) -> Value {
+        json!({
+            "id": i.number * 10,
+            "node_id": format!("I_{}", i.number),
+            "number": i.number,
+            "url": format!("http://{}/repos/{}/issues/{}", self.addr, self.repo, i.number),
+            "html_url": format!("https://github.com/{}/issues/{}", self.repo, i.number),
+            "title": i.title,
+            "body": i.body,
+            "state": if i.open { "open" } else { "closed" },
+            "state_reason": i.state_reason,
+            "user": { "login": i.user, "id": 1, "type": if i.user.ends_with("[bot]") { "Bot" } else { "User" } },
+            "labels": [],
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+        })
+    }
+
+    /// Someone opens an issue (not through the API: no call recorded).
+    pub fn add_issue(&mut self, user: &str, title: &str, body: &str) -> u64 {
+        let number = 1000 + self.issues.len() as u64;
+        self.issues.insert(
+            number,
+            Issue {
+                number,
+                title: title.into(),
+                body: body.into(),
+                user: user.into(),
+                open: true,
+                state_reason: None,
+            },
+        );
+        number
     }
 
     pub fn comments_on(&self, pr: u64) -> Vec<Comment> {
@@ -844,6 +891,48 @@ fn route(s: &mut State, method: &Method, uri: &Uri, body: Value) -> Response {
                 .map(|st| json!({"id": st.id, "state": st.payload["state"]}))
                 .collect();
             page(s, uri, items)
+        }
+        (Method::GET, ["issues"]) => {
+            let q = query(uri);
+            let state = q.get("state").map(String::as_str).unwrap_or("open");
+            let items: Vec<Value> = s
+                .issues
+                .values()
+                .filter(|i| state == "all" || (state == "open") == i.open)
+                .map(|i| s.issue_json(i))
+                .collect();
+            page(s, uri, items)
+        }
+        (Method::POST, ["issues"]) => {
+            let Some(title) = body["title"].as_str().filter(|t| !t.is_empty()) else {
+                return unprocessable("Validation Failed: title is missing");
+            };
+            let author = s.author.clone();
+            let n = s.add_issue(&author, title, body["body"].as_str().unwrap_or_default());
+            let i = s.issues[&n].clone();
+            json_resp(StatusCode::CREATED, s.issue_json(&i))
+        }
+        (Method::PATCH, ["issues", n]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            let Some(i) = s.issues.get_mut(&n) else {
+                return not_found();
+            };
+            if let Some(b) = body["body"].as_str() {
+                i.body = b.to_string();
+            }
+            if let Some(t) = body["title"].as_str() {
+                i.title = t.to_string();
+            }
+            match body["state"].as_str() {
+                Some("closed") => {
+                    i.open = false;
+                    i.state_reason = body["state_reason"].as_str().map(str::to_string);
+                }
+                Some("open") => i.open = true,
+                _ => {}
+            }
+            let i = i.clone();
+            json_resp(StatusCode::OK, s.issue_json(&i))
         }
         (Method::GET, ["compare", basehead]) => match s.merge_bases.get(*basehead) {
             Some(mb) => {
