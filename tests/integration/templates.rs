@@ -742,7 +742,6 @@ fn restore_of_record_renders_for_generated_contracts() {
     }
 }
 
-
 /// The slowest and failed requests by trace id: linked through `[evidence] trace_url` (filled,
 /// percent-encoded, inert), or listed without a template. User text (endpoint names, the
 /// template itself) cannot end the link, add a comment or a marker.
