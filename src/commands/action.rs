@@ -101,9 +101,54 @@ fn build_cloud(ctx: &Ctx, config: &crate::config::Config) -> anyhow::Result<Prov
     let platform = FlyPlatform::new(&config.fly, &ctx.settings, &repo, policy)?;
     Ok(Providers {
         database: Box::new(database),
-        platform: Box::new(platform),
+        platform: gated_fly(ctx, config, platform)?,
         forge: Box::new(forge),
     })
+}
+
+/// The Atlas image a gate machine runs when `gate_image` is not given.
+fn default_gate_image() -> String {
+    format!("ghcr.io/atlas-preview/atlas:v{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The Fly platform, behind an access gate when `[preview] access` asks for one.
+fn gated_fly(
+    ctx: &Ctx,
+    config: &crate::config::Config,
+    fly: FlyPlatform,
+) -> anyhow::Result<Box<dyn crate::provider::Platform>> {
+    use crate::gate::Mode;
+    let mode = Mode::from_access(&ctx.settings.preview.access).unwrap_or(Mode::Public);
+    if mode == Mode::Public {
+        return Ok(Box::new(fly));
+    }
+    let secret = config.gate.secret.clone().with_context(|| {
+        format!(
+            "input `gate_secret` is required for [preview] access = \"{}\"",
+            mode.as_str()
+        )
+    })?;
+    let github = match (
+        &config.gate.github_client_id,
+        &config.gate.github_client_secret,
+    ) {
+        (Some(id), Some(s)) if mode == Mode::Github => Some(crate::gate::fly::FlyGithub {
+            client_id: id.clone(),
+            client_secret: s.clone(),
+            teams: Vec::new(),
+        }),
+        _ => None,
+    };
+    // This run's bypass tokens name it; a later run's gate refuses them.
+    let run = match (&ctx.github.run_id, &ctx.github.run_attempt) {
+        (Some(id), Some(a)) => format!("gh-{id}-{a}"),
+        (Some(id), None) => format!("gh-{id}"),
+        _ => format!("run-{}", crate::gate::token::new_nonce()),
+    };
+    let image = config.gate.image.clone().unwrap_or_else(default_gate_image);
+    Ok(Box::new(crate::gate::fly::FlyGate::new(
+        fly, mode, secret, &image, &run, github,
+    )?))
 }
 
 /// Only secrets declared in `[preview] secrets` reach a preview; a declared secret without a

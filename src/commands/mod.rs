@@ -16,6 +16,32 @@ use crate::{outputs, report};
 
 pub use ctx::{Ctx, load_event, plan_for, report_error, settings_for_cli};
 
+fn fork_without_secrets(ctx: &Ctx, event: &Event) -> bool {
+    matches!(event, Event::PullRequest { pr, .. } if pr.is_fork())
+        && ctx.config.missing_cloud_secret().is_some()
+}
+
+/// Tells the PR why it has no preview, when the token may comment. A fork's token is usually
+/// read-only: a refused comment is a notice, the skip still exits 0.
+async fn skip_comment(ctx: &mut Ctx, pr: Option<u64>, body: &str) {
+    let Some(pr) = pr else { return };
+    if ctx.config.github_token.is_none() {
+        return;
+    }
+    let posted = async {
+        let forge = crate::provider::github::GithubForge::from_env(&ctx.github, &ctx.config)?
+            .with_policy(ctx.retry.clone());
+        crate::provider::Forge::upsert_comment(&forge, pr, &crate::preview::marker(pr), body).await
+    }
+    .await;
+    if let Err(e) = posted {
+        ctx.gha.notice(
+            "atlas: skip reason not commented",
+            &crate::secret::redact(&format!("{e:#}")),
+        );
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
@@ -36,7 +62,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::http::set_run_deadline(crate::http::run_budget(budget.as_deref())?);
             let mut ctx = Ctx::load(cli.config.as_deref())?;
             let event = load_event(&ctx.github, None, None)?;
-            let plan = plan_for(&ctx, &event);
+            // `atlas plan` shows the policy's decision; a run also knows it has no secrets.
+            let plan = crate::event::skip_fork_without_secrets(
+                plan_for(&ctx, &event),
+                &event,
+                ctx.config.missing_cloud_secret(),
+            );
             let signal = {
                 let work = dispatch(&mut ctx, &event, &plan);
                 tokio::pin!(work);
@@ -117,6 +148,9 @@ pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Resu
                 },
             )?;
             ctx.gha.append_summary(&md)?;
+            if fork_without_secrets(ctx, event) {
+                skip_comment(ctx, plan.pr, &md).await;
+            }
             Ok(())
         }
         CommandKind::PreviewUp | CommandKind::PreviewDown | CommandKind::Sweep => {

@@ -103,6 +103,10 @@ pub struct RawInputs {
     pub tag_pattern: Option<String>,
     pub max_deletions: Option<String>,
     pub grace_period: Option<String>,
+    pub gate_secret: Option<String>,
+    pub gate_image: Option<String>,
+    pub gate_github_client_id: Option<String>,
+    pub gate_github_client_secret: Option<String>,
 }
 
 /// The names of every input, for the drift test against `action.yml`.
@@ -132,6 +136,10 @@ pub const INPUT_NAMES: &[&str] = &[
     "tag_pattern",
     "max_deletions",
     "grace_period",
+    "gate_secret",
+    "gate_image",
+    "gate_github_client_id",
+    "gate_github_client_secret",
 ];
 
 pub const DEFAULT_NEON_API_URL: &str = "https://console.neon.tech/api/v2";
@@ -145,10 +153,16 @@ impl RawInputs {
     /// The raw values of every secret input (tokens, keys, and each `preview_secrets` value),
     /// to be masked before validation can fail.
     pub fn secret_values(&self) -> Vec<String> {
-        let mut out: Vec<String> = [&self.github_token, &self.neon_api_key, &self.fly_api_token]
-            .into_iter()
-            .filter_map(|v| nonempty(v).map(str::to_string))
-            .collect();
+        let mut out: Vec<String> = [
+            &self.github_token,
+            &self.neon_api_key,
+            &self.fly_api_token,
+            &self.gate_secret,
+            &self.gate_github_client_secret,
+        ]
+        .into_iter()
+        .filter_map(|v| nonempty(v).map(str::to_string))
+        .collect();
         if let Some(text) = nonempty(&self.preview_secrets) {
             for line in text.lines() {
                 if let Some((_, v)) = line.split_once('=')
@@ -196,6 +210,17 @@ pub struct NeonAccess {
     pub api_url: Url,
 }
 
+/// The access gate's inputs (used when `[preview] access` is not `public`).
+#[derive(Debug, Clone, Default)]
+pub struct GateAccess {
+    /// The repository's gate secret: links and bypass tokens are derived from it.
+    pub secret: Option<Secret>,
+    /// The Atlas image the gate machine runs (default: this version's published image).
+    pub image: Option<String>,
+    pub github_client_id: Option<String>,
+    pub github_client_secret: Option<Secret>,
+}
+
 #[derive(Debug, Clone)]
 pub struct FlyAccess {
     pub api_token: Option<Secret>,
@@ -227,6 +252,7 @@ pub struct Config {
     pub github_app_login: Option<String>,
     pub neon: NeonAccess,
     pub fly: FlyAccess,
+    pub gate: GateAccess,
     pub image: Option<String>,
     /// Values of preview secrets given by the workflow (`NAME=value` lines). Only names declared
     /// in `atlas.toml` `[preview] secrets` reach a preview.
@@ -468,6 +494,12 @@ impl Config {
                 org: nonempty(&raw.fly_org).map(str::to_string),
                 api_url: fly_api_url,
             },
+            gate: GateAccess {
+                secret: secret(&raw.gate_secret),
+                image: nonempty(&raw.gate_image).map(str::to_string),
+                github_client_id: nonempty(&raw.gate_github_client_id).map(str::to_string),
+                github_client_secret: secret(&raw.gate_github_client_secret),
+            },
             image,
             preview_secrets,
             policy: Policy {
@@ -498,13 +530,30 @@ impl Config {
 
     /// Every secret value this config holds, to be masked at once.
     pub fn secret_values(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = [&self.github_token, &self.neon.api_key, &self.fly.api_token]
-            .into_iter()
-            .flatten()
-            .map(Secret::expose)
-            .collect();
+        let mut v: Vec<&str> = [
+            &self.github_token,
+            &self.neon.api_key,
+            &self.fly.api_token,
+            &self.gate.secret,
+            &self.gate.github_client_secret,
+        ]
+        .into_iter()
+        .flatten()
+        .map(Secret::expose)
+        .collect();
         v.extend(self.preview_secrets.values().map(Secret::expose));
         v
+    }
+
+    /// The first cloud secret input with no value (a fork's run gets none).
+    pub fn missing_cloud_secret(&self) -> Option<&'static str> {
+        if self.neon.api_key.is_none() {
+            Some("neon_api_key")
+        } else if self.fly.api_token.is_none() {
+            Some("fly_api_token")
+        } else {
+            None
+        }
     }
 
     /// Checks the inputs the cloud providers need; the error names the first missing one.

@@ -721,6 +721,9 @@ pub struct CanarySettings {
     pub min_requests: usize,
     /// Canary error rate may exceed stable's by at most this many percentage points.
     pub max_error_rate_increase_pp: f64,
+    /// The canary's own error rate may not exceed this percent, whatever stable does: a
+    /// relative limit alone passes a canary at 30% errors beside a stable at 29%.
+    pub max_error_rate_pct: f64,
     /// Canary p95 may exceed stable's by at most this percent ...
     pub max_p95_increase_pct: f64,
     /// ... unless the absolute increase is below this floor (milliseconds), which is noise.
@@ -739,6 +742,7 @@ impl Default for CanarySettings {
             timeout: Duration::from_secs(5),
             min_requests: 100,
             max_error_rate_increase_pp: 1.0,
+            max_error_rate_pct: 5.0,
             max_p95_increase_pct: 20.0,
             p95_floor_ms: 10.0,
         }
@@ -765,6 +769,12 @@ impl VerifySettings {
             }
             if !(c.max_error_rate_increase_pp >= 0.0 && c.max_p95_increase_pct >= 0.0) {
                 return bad("canary", "limits must be zero or positive numbers");
+            }
+            if !(0.0..=100.0).contains(&c.max_error_rate_pct) {
+                return bad(
+                    "canary.max_error_rate_pct",
+                    "must be a percent from 0 to 100",
+                );
             }
         }
         for n in &self.integration_env {

@@ -31,7 +31,7 @@ impl Bypass {
         v.iter().find(|(a, _)| a == app).map(|(_, t)| t.clone())
     }
 
-    fn set(&self, app: &str, t: Secret) {
+    pub(super) fn set(&self, app: &str, t: Secret) {
         let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
         v.retain(|(a, _)| a != app);
         v.push((app.to_string(), t));

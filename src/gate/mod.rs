@@ -9,6 +9,7 @@
 //! Atlas's own smoke and load traffic carries a run-scoped bypass token in `x-atlas-bypass`.
 //! The proxy itself is in [`server`]; [`cli`] is `atlas gate`.
 
+pub mod fly;
 pub mod github;
 pub mod local;
 pub mod pages;
@@ -164,44 +165,48 @@ impl MintArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct GateArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "ATLAS_GATE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     /// The app behind the gate, `host:port`.
-    #[arg(long)]
+    #[arg(long, env = "ATLAS_GATE_UPSTREAM")]
     pub upstream: String,
     /// public, signed-link or github.
-    #[arg(long, default_value = "public", value_parser = Mode::parse)]
+    #[arg(long, env = "ATLAS_GATE_MODE", default_value = "public", value_parser = Mode::parse)]
     pub mode: Mode,
     /// The preview's name (its links and cookies are bound to it).
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "ATLAS_GATE_PREVIEW", default_value = "")]
     pub preview: String,
     /// The run whose bypass tokens are accepted.
-    #[arg(long)]
+    #[arg(long, env = "ATLAS_GATE_RUN")]
     pub run: Option<String>,
     /// The preview's pull request (for the help text on refusal pages).
-    #[arg(long)]
+    #[arg(long, env = "ATLAS_GATE_PR")]
     pub pr: Option<u64>,
     /// Honour X-Forwarded-For/-Proto from the edge in front (Fly's proxy).
-    #[arg(long)]
+    #[arg(long, env = "ATLAS_GATE_TRUST_FORWARDED")]
     pub trust_forwarded: bool,
     /// Reviewers reach the gate over HTTPS: cookies get `Secure`.
-    #[arg(long)]
+    #[arg(long, env = "ATLAS_GATE_HTTPS")]
     pub https: bool,
     /// GitHub sign-in: the OAuth client id.
-    #[arg(long)]
+    #[arg(long, env = "ATLAS_GATE_GITHUB_CLIENT_ID")]
     pub github_client_id: Option<String>,
     /// GitHub sign-in: `owner/name` whose readers may enter.
-    #[arg(long)]
+    #[arg(long, env = "ATLAS_GATE_GITHUB_REPO")]
     pub github_repo: Option<String>,
     /// GitHub sign-in: `org/team-slug` whose members may enter (repeatable).
-    #[arg(long = "github-team")]
+    #[arg(
+        long = "github-team",
+        env = "ATLAS_GATE_GITHUB_TEAMS",
+        value_delimiter = ','
+    )]
     pub github_teams: Vec<String>,
     #[arg(long, default_value = "https://github.com")]
     pub github_url: String,
     #[arg(long, default_value = "https://api.github.com")]
     pub github_api_url: String,
     /// The URL reviewers open; GitHub's callback comes back under it.
-    #[arg(long)]
+    #[arg(long, env = "ATLAS_GATE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// How long a GitHub sign-in lasts.
     #[arg(long, default_value = "8h", value_parser = parse_duration)]

@@ -1,4 +1,9 @@
-//! The reverse proxy: one hyper HTTP/1.1 server, one pooled keep-alive client to the upstream.
+//! The reverse proxy: one hyper HTTP/1.1 server; each client connection gets its own
+//! keep-alive connection to the upstream (`hyper::client::conn::http1`), opened on its first
+//! forwarded request and reopened when the app closed it. HTTP/1.1 has one request in flight
+//! per connection on both sides, so no pool is needed: no pool lock, no pool key, no dispatch
+//! through a shared client per request. What is the same for every request of a connection
+//! (the peer's `X-Forwarded-For` value) is computed once per connection.
 //!
 //! Requests are decided (gate endpoint, redirect, refusal, or forward) from the request head
 //! alone; bodies stream through untouched in both directions, and an `Upgrade` (WebSocket) is
@@ -16,10 +21,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 
 use super::github::{GithubAccess, SignIn};
 use super::pages::{esc, fresh_link_hint, page};
@@ -50,8 +54,6 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// The upstream must start answering within this.
     pub upstream_timeout: Duration,
-    /// Idle keep-alive connections to the upstream are closed after this.
-    pub pool_idle: Duration,
 }
 
 impl Default for Limits {
@@ -62,7 +64,6 @@ impl Default for Limits {
             head_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(60),
-            pool_idle: Duration::from_secs(60),
         }
     }
 }
@@ -91,11 +92,34 @@ pub struct GateOptions {
 /// A running gate's shared state.
 pub struct Gate {
     opts: GateOptions,
-    client: Client<HttpConnector, Incoming>,
     /// `http://<authority>` of the default upstream, validated once.
     base: http::uri::Authority,
     http: reqwest::Client,
 }
+
+/// What one client connection keeps across its requests.
+struct Conn {
+    peer: SocketAddr,
+    /// The peer's address as a header value (`X-Forwarded-For` when no edge is trusted).
+    peer_value: HeaderValue,
+    /// This connection's upstream connection, once opened.
+    upstream: tokio::sync::Mutex<Option<SendRequest<Incoming>>>,
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// Hop-by-hop headers besides `Connection` and `Upgrade` (RFC 9110 7.6.1, plus the
+/// non-standard `proxy-connection` and `keep-alive`).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
 
 /// What the access check decided for a request that is not a gate endpoint.
 enum Access {
@@ -120,26 +144,12 @@ impl Gate {
         if opts.mode == Mode::Github && opts.github.is_none() {
             anyhow::bail!("access `github` needs the GitHub OAuth client settings");
         }
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(opts.limits.connect_timeout));
-        conn.set_keepalive(Some(Duration::from_secs(30)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(opts.limits.pool_idle)
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(256)
-            .build(conn);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(20))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Gate {
-            opts,
-            client,
-            base,
-            http,
-        })
+        Ok(Gate { opts, base, http })
     }
 
     pub fn options(&self) -> &GateOptions {
@@ -160,6 +170,11 @@ impl Gate {
             };
             let _ = stream.set_nodelay(true);
             let gate = self.clone();
+            let conn = Arc::new(Conn {
+                peer,
+                peer_value: header_value_of_ip(peer),
+                upstream: tokio::sync::Mutex::new(None),
+            });
             tokio::spawn(async move {
                 let limits = &gate.opts.limits;
                 let mut b = hyper::server::conn::http1::Builder::new();
@@ -171,7 +186,8 @@ impl Gate {
                 let g = gate.clone();
                 let svc = hyper::service::service_fn(move |req| {
                     let g = g.clone();
-                    async move { Ok::<_, Infallible>(g.handle(peer, req).await) }
+                    let c = conn.clone();
+                    async move { Ok::<_, Infallible>(g.handle(&c, req).await) }
                 });
                 let _ = b
                     .serve_connection(TokioIo::new(stream), svc)
@@ -189,13 +205,13 @@ impl Gate {
         (&self.base, &self.opts.upstream.headers)
     }
 
-    async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
         if path.starts_with(GATE_PREFIX) {
             return self.endpoint(req).await;
         }
         match self.access(&req) {
-            Access::Forward => self.forward(peer, req).await,
+            Access::Forward => self.forward(conn, req).await,
             Access::Answer(r) => r,
         }
     }
@@ -369,36 +385,100 @@ impl Gate {
         r
     }
 
+    /// Opens an upstream connection (`TCP_NODELAY`, bounded by the connect timeout) and spawns
+    /// its driver; upgrades are allowed on it.
+    async fn connect(
+        &self,
+        authority: &http::uri::Authority,
+    ) -> anyhow::Result<SendRequest<Incoming>> {
+        let addr = authority.as_str();
+        let stream =
+            tokio::time::timeout(self.opts.limits.connect_timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| anyhow::anyhow!("connect timed out"))??;
+        let _ = stream.set_nodelay(true);
+        let (send, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(send)
+    }
+
+    /// Sends `req` on the connection's upstream connection, opening one when there is none or
+    /// the app closed it; a request the closed connection never sent is sent once more on a new
+    /// one.
+    async fn send(
+        &self,
+        conn: &Conn,
+        authority: &http::uri::Authority,
+        req: Request<Incoming>,
+    ) -> anyhow::Result<Response<Incoming>> {
+        let mut slot = conn.upstream.lock().await;
+        let mut req = req;
+        for attempt in 0..2 {
+            let sender = match slot.as_mut() {
+                Some(s) if !s.is_closed() => s,
+                _ => slot.insert(self.connect(authority).await?),
+            };
+            if sender.ready().await.is_err() {
+                *slot = None;
+                continue;
+            }
+            let fut = sender.try_send_request(req);
+            // The answer is awaited without the lock: nothing else uses it meanwhile (HTTP/1.1
+            // has one request per connection in flight), and an upgrade takes the connection.
+            drop(slot);
+            match fut.await {
+                Ok(r) => return Ok(r),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if attempt == 0 => {
+                        req = unsent;
+                        slot = conn.upstream.lock().await;
+                        *slot = None;
+                    }
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+            if attempt == 1 {
+                break;
+            }
+        }
+        anyhow::bail!("the upstream connection closed")
+    }
+
     /// Forwards a request upstream and streams the answer back.
-    async fn forward(&self, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+    async fn forward(&self, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (authority, extra) = self.route(&req);
         let (mut parts, body) = req.into_parts();
+        // Origin-form on the upstream connection: the target's path and query, nothing the
+        // client said about hosts.
         let pq = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(authority.clone())
-            .path_and_query(pq)
-            .build();
-        let Ok(uri) = uri else {
-            return text(StatusCode::BAD_REQUEST, "bad request target\n");
-        };
-        parts.uri = uri;
+        parts.uri = Uri::from(pq);
         parts.version = http::Version::HTTP_11;
-        self.clean_request_headers(&mut parts.headers, peer, upgrade);
+        self.clean_request_headers(&mut parts.headers, conn, upgrade);
+        // The app sees the client's Host (as before the gate); an HTTP/1.0 request without one
+        // gets the upstream's authority.
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
         for (n, v) in extra {
             parts.headers.insert(n.clone(), v.clone());
         }
-        let fut = self.client.request(Request::from_parts(parts, body));
+        let fut = self.send(conn, authority, Request::from_parts(parts, body));
         let mut resp = match tokio::time::timeout(self.opts.limits.upstream_timeout, fut).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                eprintln!("atlas gate: upstream {authority}: {e}");
+                eprintln!("atlas gate: upstream {authority}: {e:#}");
                 return html(
                     StatusCode::BAD_GATEWAY,
                     page(
@@ -446,47 +526,56 @@ impl Gate {
 
     /// What the app sees: no hop-by-hop headers, none of Atlas's headers or cookies, and
     /// `X-Forwarded-*` that a client cannot forge unless an edge in front is trusted.
-    fn clean_request_headers(&self, h: &mut HeaderMap, peer: SocketAddr, upgrade: bool) {
+    fn clean_request_headers(&self, h: &mut HeaderMap, conn: &Conn, upgrade: bool) {
         strip_hop_by_hop(h, upgrade);
-        let atlas: Vec<HeaderName> = h
-            .keys()
-            .filter(|n| n.as_str().starts_with(ATLAS_HEADER_PREFIX))
-            .cloned()
-            .collect();
-        for n in atlas {
-            h.remove(n);
+        // Usually there is none (only Atlas's own traffic carries one): look before collecting.
+        if h.keys()
+            .any(|n| n.as_str().starts_with(ATLAS_HEADER_PREFIX))
+        {
+            let atlas: Vec<HeaderName> = h
+                .keys()
+                .filter(|n| n.as_str().starts_with(ATLAS_HEADER_PREFIX))
+                .cloned()
+                .collect();
+            for n in atlas {
+                h.remove(n);
+            }
         }
         strip_atlas_cookies(h);
-        let ip = peer.ip().to_string();
-        let xff = match (self.opts.trust_forwarded, h.get("x-forwarded-for")) {
+        let xff = match (self.opts.trust_forwarded, h.get(&X_FORWARDED_FOR)) {
             (true, Some(v)) => match v.to_str() {
-                Ok(prev) => format!("{prev}, {ip}"),
-                Err(_) => ip,
+                Ok(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer.ip()))
+                    .unwrap_or_else(|_| conn.peer_value.clone()),
+                Err(_) => conn.peer_value.clone(),
             },
-            _ => ip,
+            _ => conn.peer_value.clone(),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert("x-forwarded-for", v);
-        }
-        let trusted_proto = self.opts.trust_forwarded && h.contains_key("x-forwarded-proto");
+        h.insert(X_FORWARDED_FOR, xff);
+        let trusted_proto = self.opts.trust_forwarded && h.contains_key(&X_FORWARDED_PROTO);
         if !trusted_proto {
             h.insert(
-                "x-forwarded-proto",
+                X_FORWARDED_PROTO,
                 HeaderValue::from_static(if self.opts.https { "https" } else { "http" }),
             );
         }
         if !self.opts.trust_forwarded {
-            h.remove("forwarded");
+            h.remove(&FORWARDED);
             match h.get(header::HOST).cloned() {
                 Some(host) => {
-                    h.insert("x-forwarded-host", host);
+                    h.insert(X_FORWARDED_HOST, host);
                 }
                 None => {
-                    h.remove("x-forwarded-host");
+                    h.remove(&X_FORWARDED_HOST);
                 }
             }
         }
     }
+}
+
+/// A peer's IP address as a header value (digits, dots, colons: always valid).
+fn header_value_of_ip(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {
@@ -502,25 +591,20 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 /// Removes the hop-by-hop headers (RFC 9110 7.6.1) and any the `Connection` header names;
 /// an upgrade keeps `Connection: upgrade` and `Upgrade`.
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && n == header::UPGRADE))
-        .collect();
-    for n in named {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-    ] {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
     if upgrade {
@@ -531,9 +615,15 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Drops every `atlas_*` cookie; a `Cookie` header left empty is removed.
+/// Drops every `atlas_*` cookie; a `Cookie` header left empty is removed. A `Cookie` header
+/// that names no Atlas cookie is left as it is (no rebuilding per request).
 fn strip_atlas_cookies(h: &mut HeaderMap) {
-    if !h.contains_key(header::COOKIE) {
+    let has_atlas = h.get_all(header::COOKIE).iter().any(|v| {
+        v.as_bytes()
+            .windows(COOKIE_PREFIX.len())
+            .any(|w| w.eq_ignore_ascii_case(COOKIE_PREFIX.as_bytes()))
+    });
+    if !has_atlas {
         return;
     }
     let kept: Vec<String> = h

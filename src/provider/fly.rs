@@ -23,6 +23,17 @@
 //! (`request.exit_event.exit_code`; Fly omits a zero code), and destroys the machine if it is
 //! still there. The Machines API serves no logs, so the output tail says where they are.
 //! Deploys never adopt a task machine as the app's machine; a leftover one is destroyed.
+//!
+//! A fronted deploy ([`FlyPlatform::deploy_fronted`], the access gate) runs two machines: the
+//! front (`atlas_role = gate`) holds the app's public service (80/443, autostop/autostart like
+//! the app's would) and reaches the app over the app's private network (6PN) at
+//! `<machine-id>.vm.<app>.internal:<port>`, which names that one machine (`<app>.internal`
+//! would also resolve to the front itself); the app's machine has no `services`, so Fly's proxy
+//! routes nothing public to it. The pair is created, updated and destroyed together: secrets of
+//! both go in the one secrets call, the app machine first (the front needs its id), then the
+//! front; a first creation whose front fails destroys the app machine it just made; an update
+//! changes the app machine in place (same id), so the front already serving keeps pointing at
+//! it whatever fails after; the app is destroyed as a whole.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -44,6 +55,8 @@ use crate::provider::{
 pub const ROLE_KEY: &str = "atlas_role";
 /// The role of a one-off migrations machine.
 pub const ROLE_MIGRATIONS: &str = "migrations";
+/// The role of the machine in front of the app (the access gate).
+pub const ROLE_FRONT: &str = "gate";
 /// The machine metadata key holding the preview's expiry (RFC 3339), renewed on every push and
 /// by `atlas preview extend`; the sweep reads it back.
 pub const EXPIRES_KEY: &str = "atlas_expires";
@@ -75,8 +88,46 @@ impl ApiMachine {
 
     /// A one-off task machine (never the app's own).
     fn is_task(&self) -> bool {
-        self.meta(ROLE_KEY).is_some()
+        self.meta(ROLE_KEY).is_some_and(|r| r != ROLE_FRONT)
     }
+
+    /// The machine in front of the app.
+    fn is_front(&self) -> bool {
+        self.meta(ROLE_KEY) == Some(ROLE_FRONT)
+    }
+
+    /// The app's own machine.
+    fn is_app(&self) -> bool {
+        self.meta(ROLE_KEY).is_none()
+    }
+}
+
+/// A machine in front of the app that takes its public service (the access gate): what it runs
+/// and what it needs, opaque to the platform.
+#[derive(Debug, Clone)]
+pub struct Front {
+    pub image: String,
+    /// `init.cmd`: the arguments after the image's entrypoint.
+    pub cmd: Vec<String>,
+    /// Plain environment; `upstream_env` is added with the app machine's private address.
+    pub env: BTreeMap<String, String>,
+    /// Its secrets: set as app secrets with the app's, in the same call; never in `env`.
+    pub secrets: BTreeMap<String, Secret>,
+    /// The port it listens on (the public service's internal port).
+    pub port: u16,
+    /// Extra machine metadata (kept across updates; read back with
+    /// [`FlyPlatform::front_metadata`]).
+    pub metadata: BTreeMap<String, String>,
+    /// The variable that receives `<machine-id>.vm.<app>.internal:<port>`.
+    pub upstream_env: String,
+    /// Headers the readiness probe sends (the front lets Atlas's own probe through).
+    pub probe_headers: Vec<(String, Secret)>,
+}
+
+/// The app machine's address on the app's private network: its own 6PN name, so that only this
+/// machine answers (`<app>.internal` lists every machine of the app, the front included).
+pub fn private_address(app: &str, machine_id: &str, port: u16) -> String {
+    format!("{machine_id}.vm.{app}.internal:{port}")
 }
 
 /// The `init.cmd` of a task: a JSON array of strings is an exec array, anything else a shell
@@ -304,6 +355,30 @@ impl FlyPlatform {
         Ok(image)
     }
 
+    /// A create Fly refused for lack of room (the org's app or machine quota, a region out of
+    /// capacity, a billing limit) is named as such, with what frees room: orphaned previews
+    /// are the usual reason. 429 is a rate limit, retried elsewhere, not a quota.
+    fn quota_hint(&self, e: anyhow::Error, what: &str) -> anyhow::Error {
+        let quota = e
+            .chain()
+            .filter_map(|c| c.downcast_ref::<crate::error::ProviderError>())
+            .any(|p| {
+                let body = p.body.to_ascii_lowercase();
+                matches!(p.status, 402 | 403 | 422)
+                    && ["quota", "limit", "capacity", "insufficient"]
+                        .iter()
+                        .any(|k| body.contains(k))
+                    && !body.contains("name has already been taken")
+            });
+        if !quota {
+            return e;
+        }
+        e.context(format!(
+            "fly: the {what} was refused for lack of quota or capacity in org `{}`: delete orphaned previews with `atlas sweep` (the sweep workflow), or raise the organization's limits",
+            self.org
+        ))
+    }
+
     /// Get-or-create the app: adopt only our own; create with a re-read on any transient
     /// failure. Returns whether this call created it, and its machines.
     async fn ensure_app(
@@ -342,7 +417,8 @@ impl FlyPlatform {
                             Ok(Some(()))
                         },
                     )
-                    .await?;
+                    .await
+                    .map_err(|e| self.quota_hint(e, "app create"))?;
                 Ok((created, Vec::new()))
             }
         }
@@ -418,7 +494,8 @@ impl FlyPlatform {
         Ok(events.and_then(|v| exit_code(&v)))
     }
 
-    fn machine_config(&self, req: &DeployRequest, image: &str) -> Value {
+    /// The app's machine; `public` gives it the public service (no front in front of it).
+    fn machine_config(&self, req: &DeployRequest, image: &str, public: bool) -> Value {
         let port = self.settings.internal_port.unwrap_or(req.port);
         let mut env: BTreeMap<String, String> = req.env.clone();
         env.insert("PORT".into(), port.to_string());
@@ -426,7 +503,7 @@ impl FlyPlatform {
         if let Some(at) = req.expires_at {
             metadata.insert(EXPIRES_KEY.to_string(), rfc3339(at));
         }
-        json!({
+        let mut config = json!({
             "image": image,
             "env": env,
             "metadata": metadata,
@@ -436,17 +513,272 @@ impl FlyPlatform {
                 "cpu_kind": self.settings.cpu_kind,
             },
             "restart": {"policy": "on-failure"},
-            "services": [{
-                "protocol": "tcp",
-                "internal_port": port,
-                "autostop": self.settings.auto_stop.as_str(),
-                "autostart": true,
-                "min_machines_running": 0,
-                "ports": [
-                    {"port": 443, "handlers": ["tls", "http"]},
-                    {"port": 80, "handlers": ["http"], "force_https": true},
-                ],
-            }],
+        });
+        if public {
+            config["services"] = self.public_service(port);
+        }
+        config
+    }
+
+    /// The one public service (443 with TLS, 80 redirecting), stopped when idle.
+    fn public_service(&self, internal_port: u16) -> Value {
+        json!([{
+            "protocol": "tcp",
+            "internal_port": internal_port,
+            "autostop": self.settings.auto_stop.as_str(),
+            "autostart": true,
+            "min_machines_running": 0,
+            "ports": [
+                {"port": 443, "handlers": ["tls", "http"]},
+                {"port": 80, "handlers": ["http"], "force_https": true},
+            ],
+        }])
+    }
+
+    /// The front's machine: the public service, a small guest, the app machine as upstream.
+    fn front_config(&self, req: &DeployRequest, f: &Front, upstream: &str) -> Value {
+        let mut env = f.env.clone();
+        env.insert(f.upstream_env.clone(), upstream.to_string());
+        let mut metadata = self.metadata(req.pr, &req.sha);
+        metadata.extend(f.metadata.clone());
+        metadata.insert(ROLE_KEY.to_string(), ROLE_FRONT.to_string());
+        json!({
+            "image": f.image,
+            "env": env,
+            "metadata": metadata,
+            "guest": {"cpus": 1, "memory_mb": 256, "cpu_kind": "shared"},
+            "init": {"cmd": f.cmd},
+            "restart": {"policy": "on-failure"},
+            "services": self.public_service(f.port),
+        })
+    }
+
+    /// The front machine's metadata value `key`, when the app has an Atlas front machine.
+    pub async fn front_metadata(&self, app: &str, key: &str) -> anyhow::Result<Option<String>> {
+        if self.get_app(app, false).await?.is_none() {
+            return Ok(None);
+        }
+        let ms = self.machines(app, false).await?;
+        Ok(ms
+            .iter()
+            .filter(|m| m.is_front() && m.meta(OWNER_KEY) == Some(OWNER_VALUE))
+            .find_map(|m| m.meta(key).map(str::to_string)))
+    }
+
+    /// One machine of a kind: the oldest is updated in place and the others destroyed, or one is
+    /// created (a lost answer is recovered by listing for `is_kind`).
+    async fn put_machine(
+        &self,
+        what: &str,
+        app: &str,
+        mut existing: Vec<ApiMachine>,
+        body: Value,
+        is_kind: fn(&ApiMachine) -> bool,
+    ) -> anyhow::Result<ApiMachine> {
+        existing.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        if let Some(first) = existing.first() {
+            for extra in existing.iter().skip(1) {
+                self.destroy_machine(&format!("destroy extra {what}"), app, &extra.id)
+                    .await?;
+            }
+            let call = format!("update {what}");
+            let r = self
+                .client
+                .send(
+                    Call::post(
+                        call.clone(),
+                        format!("/apps/{}/machines/{}", enc(app), enc(&first.id)),
+                    )
+                    .json(body)
+                    .idempotent(),
+                )
+                .await?;
+            return r.json::<ApiMachine>(&call);
+        }
+        let call = format!("create {what}");
+        let (m, _) = self
+            .client
+            .create(
+                Call::post(call.clone(), format!("/apps/{}/machines", enc(app)))
+                    .json(body)
+                    .transient_404(true),
+                |r| r.json::<ApiMachine>(&call),
+                || async move {
+                    Ok(self
+                        .machines(app, true)
+                        .await?
+                        .into_iter()
+                        .find(|m| m.meta(OWNER_KEY) == Some(OWNER_VALUE) && is_kind(m)))
+                },
+            )
+            .await
+            .map_err(|e| self.quota_hint(e, "machine create"))?;
+        Ok(m)
+    }
+
+    /// Deploys the app, with `front` in front of it when given (see the module docs); without
+    /// one, a front machine left from an earlier deploy goes once the app holds the service.
+    pub async fn deploy_fronted(
+        &self,
+        req: &DeployRequest,
+        front: Option<&Front>,
+    ) -> anyhow::Result<AppDeployment> {
+        let deadline = Instant::now() + req.readiness_timeout;
+        let app = req.app.as_str();
+        let image = self.checked_image(app, req.image.as_deref())?;
+
+        // 1. The app: adopt only our own (a task may have created it a moment ago).
+        let (app_created, all) = self.ensure_app(app, req.pr).await?;
+        // Task machines are never the app's machine; one still here is a leftover of an
+        // earlier run whose destroy failed: it goes.
+        let mut machines = Vec::new();
+        let mut fronts = Vec::new();
+        for m in all {
+            if m.is_task() {
+                self.destroy_machine("destroy leftover task machine", app, &m.id)
+                    .await?;
+            } else if m.is_front() {
+                fronts.push(m);
+            } else {
+                machines.push(m);
+            }
+        }
+        // "Created" for the report: the first deploy of this preview, even when a task
+        // created the app itself just before.
+        let created = app_created || machines.is_empty();
+        let first_pair = machines.is_empty() && fronts.is_empty();
+
+        // 2. Secrets (the app's and the front's), in one call.
+        let mut secrets = req.secrets.clone();
+        if let Some(f) = front {
+            secrets.extend(f.secrets.clone());
+        }
+        let min_secrets_version = self.set_secrets(app, &secrets).await?;
+        let body = |config: Value| {
+            let mut b = json!({"config": config, "region": self.settings.region});
+            if let Some(v) = min_secrets_version {
+                b["min_secrets_version"] = json!(v);
+            }
+            b
+        };
+
+        // 3. The app's machine: update in place, or create; extras from earlier failures go.
+        // The config that served before this update is what a failed update goes back to.
+        let previous = machines
+            .iter()
+            .min_by(|a, b| a.created_at.cmp(&b.created_at))
+            .map(|m| m.config.clone())
+            .filter(|c| c.get("image").is_some());
+        let config = self.machine_config(req, image, front.is_none());
+        let machine = self
+            .put_machine("machine", app, machines, body(config), ApiMachine::is_app)
+            .await?;
+
+        // 4. The front, pointed at that machine; or no front at all.
+        let front_machine = match front {
+            Some(f) => {
+                let port = self.settings.internal_port.unwrap_or(req.port);
+                let upstream = private_address(app, &machine.id, port);
+                let config = self.front_config(req, f, &upstream);
+                match self
+                    .put_machine(
+                        "gate machine",
+                        app,
+                        fronts,
+                        body(config),
+                        ApiMachine::is_front,
+                    )
+                    .await
+                {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        if first_pair {
+                            // Neither or both: the app machine must not stay without its front.
+                            let _ = self
+                                .destroy_machine(
+                                    "destroy machine of a failed first creation",
+                                    app,
+                                    &machine.id,
+                                )
+                                .await;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            None => {
+                for f in &fronts {
+                    self.destroy_machine("destroy gate machine", app, &f.id)
+                        .await?;
+                }
+                None
+            }
+        };
+
+        // 5. Started, then the preview answers its health path (through the front, if any).
+        let url = self.preview_url(app);
+        let headers = front.map(|f| f.probe_headers.as_slice()).unwrap_or(&[]);
+        let ready = async {
+            for m in std::iter::once(&machine).chain(front_machine.as_ref()) {
+                if m.state.as_deref() != Some("started") {
+                    self.wait_started(app, m, deadline).await?;
+                }
+            }
+            self.probe(&url, &req.health_path, headers, deadline).await
+        }
+        .await;
+        if let Err(e) = ready {
+            // An update that does not come up goes back to the image that served, so the
+            // previous version keeps serving; a first deploy has nothing to go back to.
+            let Some(prev) = previous else {
+                return Err(e);
+            };
+            let image = prev["image"].as_str().unwrap_or("?").to_string();
+            let restore_deadline = Instant::now() + req.readiness_timeout;
+            return Err(
+                match self.restore(app, &machine.id, prev, restore_deadline).await {
+                    Ok(()) => e.context(format!(
+                        "fly: the new version did not come up; machine {} was rolled back to the image that served ({image})",
+                        machine.id
+                    )),
+                    Err(r) => e.context(format!(
+                        "fly: the new version did not come up and rolling machine {} back to {image} failed too: {}",
+                        machine.id,
+                        secret::redact(&format!("{r:#}"))
+                    )),
+                },
+            );
+        }
+        // 6. The preview sleeps when idle: time its first request after a sleep. With a front,
+        // the front holds the public service and is what Fly's proxy wakes.
+        let (sleep, wake_ms) = match self.settings.auto_stop {
+            AutoStop::Off => (None, None),
+            mode => {
+                let sleeper = front_machine.as_ref().unwrap_or(&machine);
+                let wake = self
+                    .measure_wake(
+                        app,
+                        sleeper,
+                        mode,
+                        &url,
+                        &req.health_path,
+                        headers,
+                        deadline,
+                    )
+                    .await?;
+                (Some(mode.as_str().to_string()), wake)
+            }
+        };
+        let mut instances = vec![machine.id];
+        instances.extend(front_machine.map(|m| m.id));
+        Ok(AppDeployment {
+            app: app.to_string(),
+            url,
+            instances,
+            logs: Some(format!("https://fly.io/apps/{app}/monitoring")),
+            created,
+            sleep,
+            wake_ms,
         })
     }
 
@@ -523,11 +855,38 @@ impl FlyPlatform {
         }
     }
 
+    /// Puts a machine back on the config that served and waits for it to start.
+    async fn restore(
+        &self,
+        app: &str,
+        id: &str,
+        config: Value,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        let r = self
+            .client
+            .send(
+                Call::post(
+                    "restore machine",
+                    format!("/apps/{}/machines/{}", enc(app), enc(id)),
+                )
+                .json(json!({"config": config, "region": self.settings.region}))
+                .idempotent(),
+            )
+            .await?;
+        let m = r.json::<ApiMachine>("restore machine")?;
+        if m.state.as_deref() != Some("started") {
+            self.wait_started(app, &m, deadline).await?;
+        }
+        Ok(())
+    }
+
     /// Puts the machine to sleep the way Fly's proxy would when it is idle (`/suspend` or
     /// `/stop`), waits until it sleeps, then times the first request: Fly's proxy wakes the
     /// machine for it (`autostart`). `Ok(None)`: the machine could not be put to sleep, so
     /// nothing was measured (a warning says why). A machine that sleeps but does not wake again
     /// is an error: the preview would be dead after its first idle spell.
+    #[allow(clippy::too_many_arguments)]
     async fn measure_wake(
         &self,
         app: &str,
@@ -535,6 +894,7 @@ impl FlyPlatform {
         mode: AutoStop,
         url: &str,
         health_path: &str,
+        headers: &[(String, Secret)],
         deadline: Instant,
     ) -> anyhow::Result<Option<u64>> {
         let (verb, state) = match mode {
@@ -560,7 +920,7 @@ impl FlyPlatform {
             return Ok(None);
         }
         let t = Instant::now();
-        self.probe(url, health_path, deadline)
+        self.probe(url, health_path, headers, deadline)
             .await
             .with_context(|| {
                 format!("fly: the preview did not wake from `{state}` on its first request")
@@ -569,10 +929,20 @@ impl FlyPlatform {
     }
 
     /// Probes `url + health_path` until it answers 2xx or `deadline`.
-    async fn probe(&self, url: &str, health_path: &str, deadline: Instant) -> anyhow::Result<()> {
+    async fn probe(
+        &self,
+        url: &str,
+        health_path: &str,
+        headers: &[(String, Secret)],
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
         let target = format!("{url}{health_path}");
         loop {
-            let last = match self.probe.get(&target).send().await {
+            let mut get = self.probe.get(&target);
+            for (k, v) in headers {
+                get = get.header(k.as_str(), v.expose());
+            }
+            let last = match get.send().await {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => format!("status {}", r.status().as_u16()),
                 Err(e) => secret::redact(&e.to_string()),
@@ -607,95 +977,7 @@ impl Platform for FlyPlatform {
     }
 
     async fn deploy(&self, req: &DeployRequest) -> anyhow::Result<AppDeployment> {
-        let deadline = Instant::now() + req.readiness_timeout;
-        let app = req.app.as_str();
-        let image = self.checked_image(app, req.image.as_deref())?;
-
-        // 1. The app: adopt only our own (a task may have created it a moment ago).
-        let (app_created, all) = self.ensure_app(app, req.pr).await?;
-        // Task machines are never the app's machine; one still here is a leftover of an
-        // earlier run whose destroy failed: it goes.
-        let (tasks, machines): (Vec<ApiMachine>, Vec<ApiMachine>) =
-            all.into_iter().partition(ApiMachine::is_task);
-        for t in &tasks {
-            self.destroy_machine("destroy leftover task machine", app, &t.id)
-                .await?;
-        }
-        // "Created" for the report: the first deploy of this preview, even when a task
-        // created the app itself just before.
-        let created = app_created || machines.is_empty();
-
-        // 2. Secrets, in one call.
-        let min_secrets_version = self.set_secrets(app, &req.secrets).await?;
-
-        // 3. One machine: update in place, or create; extras from earlier failures go away.
-        let config = self.machine_config(req, image);
-        let mut body = json!({"config": config, "region": self.settings.region});
-        if let Some(v) = min_secrets_version {
-            body["min_secrets_version"] = json!(v);
-        }
-        let mut machines = machines;
-        machines.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-        let machine =
-            if let Some(first) = machines.first() {
-                for extra in machines.iter().skip(1) {
-                    self.destroy_machine("destroy extra machine", app, &extra.id)
-                        .await?;
-                }
-                let r = self
-                    .client
-                    .send(
-                        Call::post(
-                            "update machine",
-                            format!("/apps/{}/machines/{}", enc(app), enc(&first.id)),
-                        )
-                        .json(body)
-                        .idempotent(),
-                    )
-                    .await?;
-                r.json::<ApiMachine>("update machine")?
-            } else {
-                let (m, _) =
-                    self.client
-                        .create(
-                            Call::post("create machine", format!("/apps/{}/machines", enc(app)))
-                                .json(body)
-                                .transient_404(true),
-                            |r| r.json::<ApiMachine>("create machine"),
-                            || async move {
-                                Ok(self.machines(app, true).await?.into_iter().find(|m| {
-                                    m.meta(OWNER_KEY) == Some(OWNER_VALUE) && !m.is_task()
-                                }))
-                            },
-                        )
-                        .await?;
-                m
-            };
-
-        // 4. Started, then the preview answers its health path.
-        if machine.state.as_deref() != Some("started") {
-            self.wait_started(app, &machine, deadline).await?;
-        }
-        let url = self.preview_url(app);
-        self.probe(&url, &req.health_path, deadline).await?;
-        let (sleep, wake_ms) = match self.settings.auto_stop {
-            AutoStop::Off => (None, None),
-            mode => {
-                let wake = self
-                    .measure_wake(app, &machine, mode, &url, &req.health_path, deadline)
-                    .await?;
-                (Some(mode.as_str().to_string()), wake)
-            }
-        };
-        Ok(AppDeployment {
-            app: app.to_string(),
-            url,
-            instances: vec![machine.id],
-            logs: Some(format!("https://fly.io/apps/{app}/monitoring")),
-            created,
-            sleep,
-            wake_ms,
-        })
+        self.deploy_fronted(req, None).await
     }
 
     async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {

@@ -55,6 +55,9 @@ pub const ACTIONS_BOT: &str = "github-actions[bot]";
 const PER_PAGE: u32 = 100;
 /// A bound on pages followed, so a misbehaving server cannot loop us forever.
 const MAX_PAGES: usize = 500;
+/// A whole exchange (connect, headers, body) may take this long: the read timeout alone lets a
+/// server that sends a byte now and then hold a call for ever.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// GitHub caps a deployment status description at 140 characters.
 const DESCRIPTION_MAX: usize = 140;
 
@@ -81,6 +84,7 @@ pub struct GithubForge {
     repository: String,
     policy: RetryPolicy,
     identity: OnceCell<Author>,
+    call_timeout: Duration,
 }
 
 /// Whose marker comments are ours (see the module docs).
@@ -138,6 +142,7 @@ impl GithubForge {
             repository: repository.to_string(),
             policy: RetryPolicy::default(),
             identity: OnceCell::new(),
+            call_timeout: CALL_TIMEOUT,
         })
     }
 
@@ -162,6 +167,12 @@ impl GithubForge {
     /// Replaces the retry policy (tests use [`RetryPolicy::fast`]).
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Replaces the total time one exchange may take ([`CALL_TIMEOUT`]; tests use less).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
         self
     }
 
@@ -215,21 +226,27 @@ impl GithubForge {
         body: Option<&Value>,
         ok: &[u16],
     ) -> Attempt<Resp> {
-        let r = match self.exchange(method, uri, body).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Transport failure (connect, timeout): transient.
-                return Attempt::Retry {
-                    after: None,
-                    error: anyhow::Error::new(ProviderError {
-                        provider: "github",
-                        call: call.to_string(),
-                        status: 0,
-                        body: secret::redact(&format!("{e}")),
-                    }),
-                };
-            }
+        let transport = |why: String| Attempt::Retry {
+            after: None,
+            error: anyhow::Error::new(ProviderError {
+                provider: "github",
+                call: call.to_string(),
+                status: 0,
+                body: secret::redact(&why),
+            }),
         };
+        let r =
+            match tokio::time::timeout(self.call_timeout, self.exchange(method, uri, body)).await {
+                Ok(Ok(r)) => r,
+                // Transport failure (connect, timeout): transient.
+                Ok(Err(e)) => return transport(format!("{e}")),
+                Err(_) => {
+                    return transport(format!(
+                        "no complete answer within {} ms (the per-call timeout)",
+                        self.call_timeout.as_millis()
+                    ));
+                }
+            };
         if (200..300).contains(&r.status) || ok.contains(&r.status) {
             return Attempt::Done(Ok(r));
         }

@@ -71,8 +71,15 @@ pub fn analyse(samples: &[(SideRaw, SideRaw)], s: &CanarySettings) -> CanaryAnal
     } else {
         0.0
     };
+    let lost = stable_all.lost + canary_all.lost;
     let mut reasons = Vec::new();
-    let verdict = if stable.requests < s.min_requests || canary.requests < s.min_requests {
+    let verdict = if lost > 0 {
+        reasons.push(format!(
+            "{} stable and {} canary probe task(s) panicked or were lost: the measurement is incomplete",
+            stable_all.lost, canary_all.lost
+        ));
+        CanaryVerdict::Inconclusive
+    } else if stable.requests < s.min_requests || canary.requests < s.min_requests {
         reasons.push(format!(
             "too little data: {} stable and {} canary requests, {} needed per side",
             stable.requests, canary.requests, s.min_requests
@@ -80,6 +87,14 @@ pub fn analyse(samples: &[(SideRaw, SideRaw)], s: &CanarySettings) -> CanaryAnal
         CanaryVerdict::Inconclusive
     } else {
         let mut reject = false;
+        let canary_pct = canary.error_rate * 100.0;
+        if canary_pct > s.max_error_rate_pct {
+            reject = true;
+            reasons.push(format!(
+                "canary error rate {canary_pct:.2}% is above the absolute limit of {}%",
+                s.max_error_rate_pct
+            ));
+        }
         if err_pp > s.max_error_rate_increase_pp {
             reject = true;
             reasons.push(format!(
@@ -110,8 +125,8 @@ pub fn analyse(samples: &[(SideRaw, SideRaw)], s: &CanarySettings) -> CanaryAnal
             CanaryVerdict::Reject
         } else {
             reasons.push(format!(
-                "within limits: error rate +{err_pp:.2} pp (limit {}), p95 {p95_pct:+.0}% / {p95_ms:+.1} ms (limit {}% above {} ms)",
-                s.max_error_rate_increase_pp, s.max_p95_increase_pct, s.p95_floor_ms
+                "within limits: error rate {canary_pct:.2}% (limit {}%), +{err_pp:.2} pp (limit {}), p95 {p95_pct:+.0}% / {p95_ms:+.1} ms (limit {}% above {} ms)",
+                s.max_error_rate_pct, s.max_error_rate_increase_pp, s.max_p95_increase_pct, s.p95_floor_ms
             ));
             CanaryVerdict::Promote
         }
@@ -136,6 +151,7 @@ mod tests {
         SideRaw {
             latencies_ms: (0..n).map(|i| base + (i % 10) as f64).collect(),
             errors,
+            lost: 0,
         }
     }
 
@@ -172,6 +188,44 @@ mod tests {
         let mut one = vec![(side(10.0, 50, 0), side(10.0, 50, 0)); 2];
         one.push((side(10.0, 50, 0), side(500.0, 50, 0)));
         assert_eq!(analyse(&one, &settings()).verdict, CanaryVerdict::Promote);
+    }
+
+    #[test]
+    fn an_error_rate_above_the_absolute_cap_rejects_whatever_stable_does() {
+        // 30% beside 29%: +1 pp is within the relative limit, 30% is not a healthy release
+        let relative_ok = CanarySettings {
+            max_error_rate_increase_pp: 2.0,
+            ..settings()
+        };
+        let s = vec![(side(10.0, 100, 29), side(10.0, 100, 30)); 3];
+        let a = analyse(&s, &relative_ok);
+        assert_eq!(a.verdict, CanaryVerdict::Reject, "{:?}", a.reasons);
+        assert_eq!(a.reasons.len(), 1, "{:?}", a.reasons);
+        assert!(
+            a.reasons.iter().any(|r| r.contains("absolute limit of 5%")),
+            "{:?}",
+            a.reasons
+        );
+        // at the cap (5 of 100) it still promotes
+        let at = vec![(side(10.0, 100, 5), side(10.0, 100, 5)); 3];
+        assert_eq!(analyse(&at, &settings()).verdict, CanaryVerdict::Promote);
+    }
+
+    #[test]
+    fn a_lost_probe_task_makes_the_analysis_inconclusive() {
+        let mut lost = side(10.0, 50, 0);
+        lost.lost = 1;
+        let s = vec![(side(10.0, 50, 0), side(10.0, 50, 0)); 3]
+            .into_iter()
+            .chain([(side(10.0, 50, 0), lost)])
+            .collect::<Vec<_>>();
+        let a = analyse(&s, &settings());
+        assert_eq!(a.verdict, CanaryVerdict::Inconclusive, "{:?}", a.reasons);
+        assert!(
+            a.reasons[0].contains("1 canary probe task"),
+            "{:?}",
+            a.reasons
+        );
     }
 
     #[test]

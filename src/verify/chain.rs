@@ -128,6 +128,9 @@ pub struct Outcome {
     pub evidence: Vec<String>,
     /// Structured evidence for the report (the load stage: `{summary, comparison}`).
     pub data: Option<serde_json::Value>,
+    /// The gate could not decide (too little data, settings differ): a release does not
+    /// promote on it.
+    pub inconclusive: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -298,6 +301,7 @@ fn fleet_error(e: anyhow::Error) -> StageError {
     } else {
         StageError::Gate(Outcome {
             data: None,
+            inconclusive: false,
             ok: false,
             summary: crate::secret::redact(&format!("{e:#}")),
             evidence: Vec::new(),
@@ -529,6 +533,7 @@ impl<'a> Runner<'a> {
         self.report.qa_url = Some(url.clone());
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok: true,
             summary: format!("{} running at {url}", self.r.version),
             evidence: vec![format!("url: {url}")],
@@ -580,6 +585,7 @@ impl<'a> Runner<'a> {
         }
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok,
             summary: summary.join(", "),
             evidence,
@@ -590,6 +596,14 @@ impl<'a> Runner<'a> {
         let base = self.qa_url()?;
         let mut out = self.c.load.run(&base).await?;
         self.report.load = out.data.take();
+        // Verify reports an undecided gate; a release needs a yes before it touches production.
+        if out.inconclusive && self.r.mode == Mode::Release {
+            out.ok = false;
+            out.summary = format!(
+                "inconclusive, not promoted: {}; production not touched",
+                out.summary
+            );
+        }
         Ok(out)
     }
 
@@ -669,6 +683,7 @@ impl<'a> Runner<'a> {
         })?;
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok,
             summary,
             evidence,
@@ -684,6 +699,7 @@ impl<'a> Runner<'a> {
         let ok = run.ok();
         let out = Outcome {
             data: None,
+            inconclusive: false,
             ok,
             summary: if ok {
                 format!("applied to production in {} ms", run.duration_ms)
@@ -721,6 +737,7 @@ impl<'a> Runner<'a> {
         else {
             return Err(StageError::Gate(Outcome {
                 data: None,
+                inconclusive: false,
                 ok: false,
                 summary: "no started production instance to compare the canary with; no promotion"
                     .into(),
@@ -763,6 +780,7 @@ impl<'a> Runner<'a> {
         };
         let out = Outcome {
             data: None,
+            inconclusive: analysis.verdict == CanaryVerdict::Inconclusive,
             ok,
             summary: format!("{:?}: {}", analysis.verdict, analysis.reasons.join("; "))
                 .to_lowercase(),
@@ -829,6 +847,7 @@ impl<'a> Runner<'a> {
         }
         Ok(Outcome {
             data: None,
+            inconclusive: false,
             ok: true,
             summary: format!(
                 "{} of {} instance(s) updated to {}",
@@ -977,6 +996,7 @@ impl LoadGate for LoadModuleGate {
         let summary = crate::load::run_repeated(&self.load, base_url).await?;
         let run = crate::evidence::load_gate::judge(summary, &self.gate, &self.load.requests)?;
         let measured = run.measured();
+        let inconclusive = run.inconclusive().is_some();
         let verdict = run
             .not_gated()
             .or_else(|| run.inconclusive().map(|s| format!("{s}, not gated")))
@@ -987,6 +1007,7 @@ impl LoadGate for LoadModuleGate {
             summary: format!("{measured}; {verdict}"),
             evidence: vec![measured],
             data: Some(serde_json::json!({ "summary": run.summary, "comparison": run.comparison })),
+            inconclusive,
         })
     }
 }

@@ -26,12 +26,16 @@ pub struct SideStats {
 pub struct SideRaw {
     pub latencies_ms: Vec<f64>,
     pub errors: usize,
+    /// Probe tasks that panicked or were cancelled: their requests are unaccounted for, so the
+    /// measurement is incomplete and cannot promote.
+    pub lost: usize,
 }
 
 impl SideRaw {
     pub fn extend(&mut self, other: &SideRaw) {
         self.latencies_ms.extend_from_slice(&other.latencies_ms);
         self.errors += other.errors;
+        self.lost += other.lost;
     }
 
     pub fn stats(&self) -> SideStats {
@@ -118,10 +122,17 @@ pub async fn run_side(
             raw
         }));
     }
+    collect(tasks).await
+}
+
+/// Joins the probe tasks of one side; a task that panicked or was cancelled is counted as
+/// lost rather than dropped, so the analysis sees the gap.
+pub(crate) async fn collect(tasks: Vec<tokio::task::JoinHandle<SideRaw>>) -> SideRaw {
     let mut out = SideRaw::default();
     for t in tasks {
-        if let Ok(r) = t.await {
-            out.extend(&r);
+        match t.await {
+            Ok(r) => out.extend(&r),
+            Err(_) => out.lost += 1,
         }
     }
     out
@@ -161,6 +172,7 @@ mod tests {
         let raw = SideRaw {
             latencies_ms: (1..=100).map(f64::from).collect(),
             errors: 3,
+            lost: 0,
         };
         let s = raw.stats();
         assert_eq!(s.requests, 100);
@@ -169,5 +181,31 @@ mod tests {
         assert_eq!(s.p99_ms, 99.0);
         assert!((s.error_rate - 0.03).abs() < 1e-9);
         assert_eq!(SideRaw::default().stats().p95_ms, 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_or_cancelled_probe_task_is_counted_as_lost() {
+        let ok = tokio::spawn(async {
+            SideRaw {
+                latencies_ms: vec![1.0, 2.0],
+                errors: 1,
+                lost: 0,
+            }
+        });
+        let panics = tokio::spawn(async {
+            if std::hint::black_box(true) {
+                panic!("probe task panicked");
+            }
+            SideRaw::default()
+        });
+        let cancelled = tokio::spawn(async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            SideRaw::default()
+        });
+        cancelled.abort();
+        let out = collect(vec![ok, panics, cancelled]).await;
+        assert_eq!(out.lost, 2);
+        assert_eq!(out.latencies_ms.len(), 2);
+        assert_eq!(out.errors, 1);
     }
 }

@@ -235,6 +235,7 @@ impl ReleaseDatabase for FakeDb {
 struct FakeLoad {
     runs: Mutex<u32>,
     fail: bool,
+    inconclusive: bool,
 }
 
 #[async_trait]
@@ -243,6 +244,7 @@ impl LoadGate for FakeLoad {
         *self.runs.lock().unwrap() += 1;
         Ok(Outcome {
             data: None,
+            inconclusive: self.inconclusive,
             ok: !self.fail,
             summary: if self.fail {
                 "p95 40% worse".into()
@@ -535,6 +537,78 @@ async fn canary_with_more_errors_is_rolled_back() {
 }
 
 #[tokio::test]
+async fn canary_above_the_absolute_error_cap_is_rolled_back_beside_an_erring_stable() {
+    // Stable errs as much as the canary (both 500 on every fourth request): the relative rule,
+    // opened wide here, sees no difference; the absolute cap of 5% still says no.
+    let s = settings("").tap(|s| s.verify.canary.max_error_rate_increase_pp = 100.0);
+    let r = run_with(
+        s,
+        Mode::Release,
+        "v2-errors",
+        |s| {
+            for i in s.instances.values_mut() {
+                i.version = "v1-errors".into();
+            }
+        },
+        FakeLoad::default(),
+    )
+    .await;
+    assert_eq!(
+        r.report.failed_stage.as_deref(),
+        Some("canary"),
+        "{:#?}",
+        r.report.stages
+    );
+    assert_eq!(r.report.verdict, "rolled-back");
+    assert!(!r.fleet.has_canary());
+    assert!(!r.fleet.log().iter().any(|l| l.starts_with("update")));
+    let e = r.report.result().unwrap_err();
+    assert_eq!(crate::error::exit_code(&e), 1);
+    assert!(format!("{e:#}").contains("absolute limit of 5%"), "{e:#}");
+}
+
+#[tokio::test]
+async fn an_inconclusive_qa_gate_stops_the_release_unpromoted() {
+    let inconclusive = || FakeLoad {
+        inconclusive: true,
+        ..Default::default()
+    };
+    let r = run_with(settings(""), Mode::Release, "v2", |_| {}, inconclusive()).await;
+    assert_eq!(
+        r.report.failed_stage.as_deref(),
+        Some("load test + baseline gate"),
+        "{:#?}",
+        r.report.stages
+    );
+    assert_eq!(r.report.verdict, "failed");
+    assert!(!r.report.rolled_back);
+    // nothing after the gate ran: production untouched, no canary, no deployment record
+    assert_eq!(r.fleet.versions(), v1_everywhere());
+    assert!(!r.fleet.log().iter().any(|l| l.starts_with("start_canary")));
+    assert!(r.db.log.lock().unwrap().is_empty());
+    assert!(
+        !r.forge
+            .statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(env, _)| env == "production")
+    );
+    let e = r.report.result().unwrap_err();
+    assert_eq!(crate::error::exit_code(&e), 1);
+    assert!(
+        format!("{e:#}").contains("inconclusive, not promoted"),
+        "{e:#}"
+    );
+    let renderer = crate::report::Renderer::new(None).unwrap();
+    let md = super::render(&renderer, &r.report).unwrap();
+    assert!(md.contains("inconclusive, not promoted"), "{md}");
+    // verify promotes nothing, so it reports the undecided gate and passes
+    let v = run_with(settings(""), Mode::Verify, "v2", |_| {}, inconclusive()).await;
+    assert!(v.report.result().is_ok(), "{:#?}", v.report.stages);
+}
+
+#[tokio::test]
 async fn slower_canary_is_rolled_back() {
     let r = release("v2-slow").await;
     assert_eq!(
@@ -659,6 +733,10 @@ fn settings_are_validated_with_the_key_named() {
         ("[verify.canary]\nsamples = 0\n", "canary"),
         ("[verify.canary]\npaths = [\"menu\"]\n", "canary.paths"),
         ("[verify.canary]\nmax_p95_increase_pct = -1.0\n", "canary"),
+        (
+            "[verify.canary]\nmax_error_rate_pct = 101.0\n",
+            "canary.max_error_rate_pct",
+        ),
         ("[verify]\nintegration_env = [\"A-B\"]\n", "integration_env"),
     ];
     for (text, key) in bad {
@@ -668,6 +746,9 @@ fn settings_are_validated_with_the_key_named() {
     }
     assert!(Settings::default().verify.validate().is_ok());
     assert!(Settings::parse("[verify.canary]\nsampels = 3\n", "a").is_err());
+    assert_eq!(Settings::default().verify.canary.max_error_rate_pct, 5.0);
+    let set = Settings::parse("[verify.canary]\nmax_error_rate_pct = 2.5\n", "a").unwrap();
+    assert_eq!(set.verify.canary.max_error_rate_pct, 2.5);
 }
 
 #[tokio::test]

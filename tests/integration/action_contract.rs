@@ -744,3 +744,67 @@ fn workflows_follow_the_rules() {
         }
     }
 }
+
+/// A newer tag while a release is analysing its canary: the production job has one concurrency
+/// group per config (not per ref) and is never cancelled in progress, so the release in flight
+/// finishes or rolls back whole, and the newer tag's run waits, then runs its own chain (canary
+/// analysis included) from the start against what production then runs. QA follows the same
+/// rule so a deploy is never cut half-way.
+#[test]
+fn a_newer_tag_waits_for_the_release_in_flight_and_then_analyses_anew() {
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&read(".github/workflows/verify.yml")).unwrap();
+    for job in ["production", "qa"] {
+        let c = &doc["jobs"][job]["concurrency"];
+        let group = c["group"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{job}: no concurrency group"));
+        for per_run in ["github.ref", "github.sha", "github.run_id"] {
+            assert!(
+                !group.contains(per_run),
+                "{job}: group {group} is per run ({per_run}); two releases would overlap"
+            );
+        }
+        assert_eq!(
+            c["cancel-in-progress"].as_bool(),
+            Some(false),
+            "{job}: a newer tag must not cancel a rollout mid-step"
+        );
+    }
+    // The chain always starts from the QA deploy: nothing carries a previous run's analysis.
+    let chain = atlas::verify::chain::build_chain(
+        &atlas::config::Settings::default(),
+        atlas::verify::chain::Mode::Release,
+    );
+    assert_eq!(chain.first(), Some(&atlas::verify::chain::Stage::QaDeploy));
+    assert!(chain.contains(&atlas::verify::chain::Stage::Canary));
+}
+
+/// zizmor's auditor persona (every audit, every confidence) over action.yml and every workflow
+/// runs in CI through `.ci/run` -> `.ci/lint-workflows.sh`, with zero findings allowed; this
+/// keeps the step from quietly losing its persona or its files.
+#[test]
+fn ci_audits_the_action_and_every_workflow_with_zizmor_as_auditor() {
+    let run = read(".ci/run");
+    assert!(run.contains("bash .ci/lint-workflows.sh"), "{run}");
+    let lint = read(".ci/lint-workflows.sh");
+    let call = lint
+        .lines()
+        .skip_while(|l| !l.starts_with("\"$venv/bin/zizmor\""))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(call.contains("--persona=auditor"), "{call}");
+    assert!(call.contains("--offline"), "{call}");
+    assert!(
+        call.contains("\"${workflows[@]}\" action.yml || status=1"),
+        "{call}"
+    );
+    for dir in [".github/workflows", "workflows"] {
+        assert!(lint.contains(dir), "{dir} is not linted");
+    }
+    assert!(
+        lint.contains("if [ \"$status\" -ne 0 ]; then"),
+        "a finding must fail the script"
+    );
+}

@@ -43,6 +43,8 @@ const FLY_TOKEN: &str = "fly-e2e-token-Lm29Vb77kd";
 const GH_TOKEN: &str = "ghs_e2eTokenValue9876543210fedcba";
 const STRIPE: &str = "sk_test_e2e_Pq44Rr99zz";
 const ORG: &str = "atlas-org";
+/// The repository's access-gate secret (`gate_secret`).
+const GATE_SECRET: &str = "gate-e2e-secret-Rt62Yu88pl";
 /// Every Neon branch password of the fake looks like `npg_Pw<n>Sekr1t`.
 const PASSWORD_TAG: &str = "Sekr1t";
 /// The GitHub environment previews deploy to.
@@ -73,6 +75,8 @@ struct World {
     signal_to_exit: Mutex<Option<Duration>>,
     /// Extra process environment for the runs (`ATLAS_DEADLINE`).
     extra_env: Mutex<Vec<(String, String)>>,
+    /// `[preview] access` of the atlas.toml the runs use.
+    access: Mutex<String>,
 }
 
 /// The app behind the preview URL: `/<app>/healthz` and `/<app>/api/ping` answer, nothing else.
@@ -115,6 +119,7 @@ async fn world() -> World {
         interrupt: Default::default(),
         signal_to_exit: Mutex::new(None),
         extra_env: Mutex::new(Vec::new()),
+        access: Mutex::new("public".into()),
     }
 }
 
@@ -145,7 +150,7 @@ fn payload(file: &str, head_sha: &str, head_repo: &str) -> String {
     serde_json::to_string(&v).unwrap()
 }
 
-fn atlas_toml(app_base: &str) -> String {
+fn atlas_toml(app_base: &str, access: &str) -> String {
     format!(
         r#"[app]
 health_path = "/healthz"
@@ -158,6 +163,7 @@ migrations = "echo migrated; echo \"connected to $DATABASE_URL\""
 
 [preview]
 secrets = ["STRIPE_KEY"]
+access = "{access}"
 
 [fly]
 preview_url = "{app_base}/{{app}}"
@@ -228,7 +234,11 @@ impl World {
             None => env.workspace(),
         };
         std::fs::create_dir_all(&config_dir).unwrap();
-        std::fs::write(config_dir.join("atlas.toml"), atlas_toml(&self.app_base)).unwrap();
+        std::fs::write(
+            config_dir.join("atlas.toml"),
+            atlas_toml(&self.app_base, &self.access.lock().unwrap()),
+        )
+        .unwrap();
         if subdir.is_some() {
             env.vars.insert(
                 "INPUT_WORKING_DIRECTORY".into(),
@@ -385,7 +395,14 @@ impl World {
         });
         texts.extend(records.into_iter().map(|r| ("deployment record".into(), r)));
         for (what, text) in &texts {
-            for secret in [NEON_KEY, FLY_TOKEN, GH_TOKEN, STRIPE, PASSWORD_TAG] {
+            for secret in [
+                NEON_KEY,
+                FLY_TOKEN,
+                GH_TOKEN,
+                STRIPE,
+                PASSWORD_TAG,
+                GATE_SECRET,
+            ] {
                 assert!(
                     !text.contains(secret),
                     "secret {secret:?} leaked in {what}:\n{text}"
@@ -761,6 +778,87 @@ async fn a_machine_that_never_starts_fails_and_leaves_nothing() {
     w.assert_clean();
 }
 
+/// A signed-link preview on Fly: without `gate_secret` the run fails naming it before any
+/// provider request; with it, two machines (the gate public, the app private), the identity
+/// clause says the mode, who gets in and until when, the evidence says smoke and load went
+/// through the gate, no gate secret or key is printed, and the closed run leaves nothing.
+#[tokio::test]
+async fn a_signed_link_preview_on_fly_runs_behind_its_gate_machine() {
+    let w = world().await;
+    *w.access.lock().unwrap() = "signed-link".into();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let opened = payload("pull_request.opened.json", HEAD1, REPO);
+    let r = w
+        .run("pull_request", &opened, &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 2, "{}", r.dump());
+    assert!(r.stderr.contains("gate_secret"), "{}", r.dump());
+    assert_eq!(w.fly_calls() + w.neon_calls(), 0, "a provider was called");
+
+    let r = w
+        .run(
+            "pull_request",
+            &opened,
+            &image(HEAD1),
+            &[("gate_secret", GATE_SECRET)],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.stdout.contains(&format!("::add-mask::{GATE_SECRET}")),
+        "the gate secret is not masked"
+    );
+    let a = w.fly.app(&app_name()).expect("the app");
+    assert_eq!(a.machines.len(), 2, "{:#?}", a.machines);
+    let gate = a
+        .machines
+        .iter()
+        .find(|m| m.meta("atlas_role") == Some("gate"))
+        .expect("a gate machine");
+    let appm = a
+        .machines
+        .iter()
+        .find(|m| m.meta("atlas_role").is_none())
+        .expect("an app machine");
+    assert!(gate.public() && !appm.public());
+    assert_eq!(
+        gate.config["env"]["ATLAS_GATE_UPSTREAM"],
+        format!("{}.vm.{}.internal:8080", appm.id, app_name())
+    );
+    let key = a.secrets["ATLAS_GATE_KEY"].clone();
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1);
+    let body = &comments[0].body;
+    // The comment escapes markdown: `signed\-link`, `2026\-12\-09T...`.
+    assert!(body.contains("access: signed\\-link"), "{body}");
+    assert!(body.contains("who: holders of a signed link"), "{body}");
+    assert!(body.contains(" · until 20"), "{body}");
+    assert!(
+        body.contains("(smoke and load through the access gate)"),
+        "{body}"
+    );
+    for (what, text) in w.texts.lock().unwrap().iter() {
+        assert!(!text.contains(&key), "the gate key leaked in {what}");
+    }
+    assert!(!body.contains(&key));
+
+    w.gh.add_pull(PR, false, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.closed.unmerged.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[("gate_secret", GATE_SECRET)],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "destroyed");
+    w.assert_nothing_left();
+    w.assert_clean();
+}
+
 /// Scenario 6: a fork PR under the default policy is skipped without a single provider request.
 #[tokio::test]
 async fn a_fork_pull_request_is_skipped_without_touching_any_provider() {
@@ -781,6 +879,111 @@ async fn a_fork_pull_request_is_skipped_without_touching_any_provider() {
     assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
     assert_eq!(w.gh_calls(), 0, "github: {:?}", w.gh.calls());
     assert!(r.summary.contains("fork"), "{}", r.summary);
+    w.assert_clean();
+}
+
+/// A fork labelled for a preview (and a fork under `allow`) whose run has no secrets, as GitHub
+/// runs `pull_request` from forks: a skip with the reason in the summary and the comment, exit
+/// 0, not one Neon or Fly request.
+#[tokio::test]
+async fn a_labelled_fork_without_secrets_skips_with_the_reason() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let mut v: Value = serde_json::from_str(&payload(
+        "pull_request.opened.json",
+        HEAD1,
+        "evil-fork/kitchen",
+    ))
+    .unwrap();
+    v["action"] = Value::from("labeled");
+    v["label"] = serde_json::json!({"name": "atlas:preview"});
+    let labelled = v.to_string();
+    for (policy, event) in [("label", &labelled), ("allow", &labelled)] {
+        let r = w
+            .run(
+                "pull_request",
+                event,
+                &image(HEAD1),
+                &[
+                    ("fork_policy", policy),
+                    ("neon_api_key", ""),
+                    ("fly_api_token", ""),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(r.code, 0, "{policy}: {}", r.dump());
+        assert_eq!(r.out("verdict"), "skipped", "{}", r.dump());
+        assert!(r.summary.contains("no secrets"), "{}", r.summary);
+        assert!(r.summary.contains("neon\\_api\\_key"), "{}", r.summary);
+        assert_eq!(w.neon_calls(), 0, "neon: {:?}", w.neon.core.calls());
+        assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
+        let comments = w.comments();
+        assert_eq!(comments.len(), 1, "{comments:?}");
+        assert!(
+            comments[0].body.contains("no secrets"),
+            "{}",
+            comments[0].body
+        );
+    }
+    // The same fork with secrets (a maintainer's re-run) is not skipped for this reason.
+    let r = w
+        .run(
+            "pull_request",
+            &labelled,
+            &image(HEAD1),
+            &[("fork_policy", "label")],
+            None,
+        )
+        .await;
+    assert!(!r.summary.contains("no secrets"), "{}", r.summary);
+    w.assert_clean();
+}
+
+/// Debug logging on (a re-run "with debug logging" sets RUNNER_DEBUG and ACTIONS_STEP_DEBUG;
+/// users add RUST_LOG and RUST_BACKTRACE): a preview that succeeds and an update that fails
+/// print no secret in any form, in stdout, stderr, outputs, summary, comment or deployment.
+#[tokio::test]
+async fn debug_logging_prints_no_secret_on_success_or_failure() {
+    let w = world().await;
+    let app = app_name();
+    for (k, v) in [
+        ("RUNNER_DEBUG", "1"),
+        ("ACTIONS_STEP_DEBUG", "true"),
+        ("ACTIONS_RUNNER_DEBUG", "true"),
+        ("RUST_LOG", "trace"),
+        ("RUST_BACKTRACE", "full"),
+    ] {
+        w.extra_env.lock().unwrap().push((k.into(), v.into()));
+    }
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.opened.json", HEAD1, REPO),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.gh.add_pull(PR, true, HEAD2, false);
+    w.fly.hold_leases(&app, Duration::MAX);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.synchronize.json", HEAD2, REPO),
+            &image(HEAD2),
+            &[],
+            None,
+        )
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(
+        !r.stderr.is_empty(),
+        "the failure is reported: {}",
+        r.dump()
+    );
     w.assert_clean();
 }
 

@@ -464,3 +464,116 @@ fn run_with_command_plan_prints_the_decision_and_runs_nothing() {
         assert_eq!(std::fs::read_to_string(&summary).unwrap(), "", "{file}");
     }
 }
+
+/// NUL and invalid UTF-8 in the event: an escaped NUL inside strings is data (the plan is made,
+/// nothing panics, no raw NUL reaches the output); bytes that are not UTF-8 or a lone surrogate
+/// are a one-line error naming the payload, exit 2.
+#[test]
+fn nul_and_invalid_utf8_in_event_strings_are_handled() {
+    let mut nul = payload("pull_request.opened.json");
+    nul["pull_request"]["title"] = json!("menu\u{0}title");
+    nul["pull_request"]["head"]["ref"] = json!("feature\u{0}/x");
+    nul["pull_request"]["user"]["login"] = json!("octo\u{0}cat");
+    let p = plan("pull_request", &nul);
+    assert_eq!(p["command"], "preview-up", "{p}");
+    let p = plan("pull_request", &fork(nul.clone()));
+    assert_eq!(p["command"], "skip", "{p}");
+    let mut label = fork(payload("pull_request.labeled.json"));
+    label["label"]["name"] = json!("atlas:preview\u{0}");
+    let p = plan_with("pull_request", &label, &[("INPUT_FORK_POLICY", "label")]);
+    assert_eq!(
+        p["command"], "skip",
+        "a label with a NUL is not the label: {p}"
+    );
+    assert!(!p.to_string().contains('\u{0}'), "{p}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = serde_json::to_string(&payload("pull_request.opened.json")).unwrap();
+    let bad_utf8 = dir.path().join("b.json");
+    let mut bytes = text
+        .replacen("\"title\":\"", "\"title\":\"\u{1}", 1)
+        .into_bytes();
+    let at = bytes.iter().position(|b| *b == 1).unwrap();
+    bytes[at] = 0xFF;
+    std::fs::write(&bad_utf8, &bytes).unwrap();
+    let surrogate = dir.path().join("s.json");
+    std::fs::write(
+        &surrogate,
+        text.replacen("\"title\":\"", "\"title\":\"\\ud800", 1),
+    )
+    .unwrap();
+    for (path, needle) in [(&bad_utf8, "valid UTF-8"), (&surrogate, "not valid JSON")] {
+        let out = atlas(
+            &[
+                "plan",
+                "--event-name",
+                "pull_request",
+                "--event-path",
+                path.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", path.display());
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+        assert!(err.contains(path.to_str().unwrap()), "{err}");
+        assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+        assert!(!err.contains("panicked"));
+    }
+}
+
+/// PR number 0, past u64, negative or fractional: a validation error naming the field. A null
+/// head repository (a deleted fork) is untrusted: skipped under every fork policy, with no label
+/// able to approve it under `skip`.
+#[test]
+fn pr_number_zero_or_huge_is_rejected_and_a_null_head_repo_is_untrusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = serde_json::to_string(&payload("pull_request.opened.json")).unwrap();
+    let n = payload("pull_request.opened.json")["pull_request"]["number"].clone();
+    for bad in ["0", "18446744073709551616", "-2", "2.5", "1e30"] {
+        let text = base.replace(&format!("\"number\":{n}"), &format!("\"number\":{bad}"));
+        assert_ne!(text, base, "the fixture's number was not replaced");
+        let path = dir.path().join("n.json");
+        std::fs::write(&path, text).unwrap();
+        let out = atlas(
+            &[
+                "plan",
+                "--event-name",
+                "pull_request",
+                "--event-path",
+                path.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "number {bad}: {err}");
+        assert!(
+            err.contains("pull_request.number") && err.contains("positive integer"),
+            "number {bad}: {err}"
+        );
+        assert!(!err.contains("panicked"));
+    }
+    let mut deleted = payload("pull_request.opened.json");
+    deleted["pull_request"]["head"]["repo"] = Value::Null;
+    for (policy, action) in [
+        ("skip", "opened"),
+        ("label", "opened"),
+        ("allow", "opened"),
+        ("skip", "labeled"),
+    ] {
+        let mut v = deleted.clone();
+        v["action"] = json!(action);
+        v["label"] = json!({"name": "atlas:preview"});
+        let p = plan_with("pull_request", &v, &[("INPUT_FORK_POLICY", policy)]);
+        if policy == "allow" {
+            // `allow` trusts every fork by the maintainers' choice, a deleted one included
+            assert_eq!(p["command"], "preview-up", "{p}");
+            continue;
+        }
+        assert_eq!(p["command"], "skip", "{policy} {action}: {p}");
+        assert!(
+            p["reason"].as_str().unwrap().contains("deleted fork"),
+            "{policy} {action}: {p}"
+        );
+    }
+}

@@ -1001,3 +1001,169 @@ async fn the_fakes_record_requests_that_break_the_spec() {
     let fv = fly.core.violations();
     assert!(fv.len() == 1 && fv[0].contains("bogus"), "{fv:?}");
 }
+
+/// Neon will not delete a branch that has a child branch (someone branched off the preview by
+/// hand): a hard error that names the branch and Neon's reason, not swallowed and not retried;
+/// the branch and the child stay; once the child is gone the delete goes through.
+#[tokio::test]
+async fn deleting_a_branch_with_children_is_a_hard_error_not_swallowed() {
+    let e = env().await;
+    e.up(11, "c1").await.unwrap();
+    e.neon.add_child("preview/pr-11", "debug-copy-of-pr-11");
+    e.reset();
+    let err =
+        e.db.delete_branch(&naming::preview_branch(11))
+            .await
+            .unwrap_err();
+    let msg = err_text(&err);
+    assert!(msg.contains("delete branch"), "{msg}");
+    assert!(msg.contains("422") && msg.contains("has children"), "{msg}");
+    assert_eq!(
+        e.neon.core.count("deleteProjectBranch"),
+        1,
+        "a 422 was retried"
+    );
+    assert!(e.neon.branch("preview/pr-11").is_some());
+    assert!(e.neon.branch("debug-copy-of-pr-11").is_some());
+    e.assert_no_secret(&msg);
+    // The app goes regardless; the branch goes once its child does.
+    e.platform
+        .destroy(&naming::preview_app(&e.prefix, 11))
+        .await
+        .unwrap();
+    {
+        let mut s = e.neon.state.lock().unwrap();
+        s.branches.retain(|b| b.name != "debug-copy-of-pr-11");
+    }
+    assert_eq!(
+        e.db.delete_branch(&naming::preview_branch(11))
+            .await
+            .unwrap(),
+        Deleted::Removed
+    );
+    e.assert_clean();
+}
+
+/// Fly answers the app create with 422 "name taken" because another Atlas run (same org, no
+/// foreign machines) created it a moment before: the lookup finds it ours and adopts it; no
+/// second create, one app, the deploy goes on.
+#[tokio::test]
+async fn a_name_taken_by_our_own_app_is_adopted() {
+    let e = env().await;
+    let app = naming::preview_app(&e.prefix, 17);
+    e.fly.race_own_create(&app);
+    let b = e.db.ensure_branch(&e.branch_req(17)).await.unwrap();
+    let d = e
+        .platform
+        .deploy(&e.deploy_req(17, "f4", &b))
+        .await
+        .unwrap();
+    assert_eq!(d.app, app);
+    assert_eq!(e.fly.core.count("Apps_create"), 1, "the create was re-sent");
+    assert_eq!(e.fly.app_names(), vec![app.clone()]);
+    let a = e.fly.app(&app).unwrap();
+    assert_eq!(a.org, ORG);
+    assert_eq!(a.machines.len(), 1);
+    assert_eq!(a.machines[0].config["metadata"]["atlas_sha"], "f4");
+    e.down(17).await.unwrap();
+    e.assert_clean();
+}
+
+/// Fly's machine `/wait` answers 408 when its own timeout passes before the state is reached:
+/// Atlas waits again within its budget instead of failing.
+#[tokio::test]
+async fn a_408_on_machine_wait_is_waited_again() {
+    let e = env().await;
+    e.fly
+        .core
+        .fault("Machines_wait", Fault::Status(408, None), 2);
+    let (_, d) = e.up(18, "f5").await.unwrap();
+    assert!(d.created);
+    assert!(
+        e.fly.core.count("Machines_wait") >= 3,
+        "the 408s were not followed by another wait: {:?}",
+        e.fly.core.calls()
+    );
+    e.down(18).await.unwrap();
+    e.assert_clean();
+}
+
+/// An update whose new machine never starts (the new image crashes on boot): after the
+/// readiness timeout the machine goes back to the image that served and starts on it, and the
+/// error says so; a first deploy that never starts has nothing to go back to.
+#[tokio::test]
+async fn an_update_that_never_starts_goes_back_to_the_version_that_served() {
+    let e = env().await;
+    let (_, d) = e.up(19, "g1").await.unwrap();
+    e.fly.set_never_start_image("registry.fly.io/kitchen:g2");
+    let err = e.up(19, "g2").await.unwrap_err();
+    let t = err_text(&err);
+    assert!(t.contains("did not reach `started`"), "{t}");
+    assert!(
+        t.contains("rolled back to the image that served (registry.fly.io/kitchen:g1)"),
+        "{t}"
+    );
+    let app = e.fly.app(&d.app).unwrap();
+    assert_eq!(app.machines.len(), 1);
+    let m = &app.machines[0];
+    assert_eq!(m.config["image"], "registry.fly.io/kitchen:g1");
+    assert_eq!(m.config["metadata"]["atlas_sha"], "g1");
+    assert_eq!(m.state, "started");
+    e.assert_no_secret(&t);
+    // A first deploy on the bad image: no previous version, no restore call.
+    e.fly.core.reset_calls();
+    let b = e.db.ensure_branch(&e.branch_req(20)).await.unwrap();
+    let err = e
+        .platform
+        .deploy(&e.deploy_req(20, "g2", &b))
+        .await
+        .unwrap_err();
+    assert!(
+        !err_text(&err).contains("rolled back"),
+        "{}",
+        err_text(&err)
+    );
+    assert_eq!(e.fly.core.count("Machines_update"), 0);
+    e.down(19).await.unwrap();
+    e.down(20).await.unwrap();
+    e.assert_clean();
+}
+
+/// Fly refuses the app create because the org is at its quota: the error names the quota, the
+/// org and what frees room (the sweep), and is not retried.
+#[tokio::test]
+async fn a_fly_quota_refusal_is_named_with_what_frees_room() {
+    let e = env().await;
+    e.up(21, "q1").await.unwrap();
+    e.fly.set_app_quota(1);
+    let err = e.up(22, "q2").await.unwrap_err();
+    let t = err_text(&err);
+    assert!(t.contains("quota of 1 apps"), "{t}");
+    assert!(
+        t.contains("refused for lack of quota or capacity in org `atlas-org`")
+            && t.contains("atlas sweep"),
+        "{t}"
+    );
+    assert_eq!(
+        e.fly.core.count("Apps_create"),
+        2,
+        "a quota refusal was retried"
+    );
+    // a name conflict is not a quota problem
+    e.fly.set_app_quota(100);
+    let app = naming::preview_app(&e.prefix, 23);
+    e.fly.race_foreign_create(&app);
+    let b = e.db.ensure_branch(&e.branch_req(23)).await.unwrap();
+    let err = e
+        .platform
+        .deploy(&e.deploy_req(23, "q3", &b))
+        .await
+        .unwrap_err();
+    // (the Display chain: a debug print carries a backtrace that names functions)
+    assert!(!format!("{err:#}").contains("quota"), "{err:#}");
+    e.fly.state.lock().unwrap().apps.remove(&app);
+    for pr in [21, 22, 23] {
+        e.down(pr).await.unwrap();
+    }
+    e.assert_clean();
+}

@@ -1180,3 +1180,108 @@ async fn a_token_at_the_truncation_boundary_leaves_no_prefix() {
     );
     assert_clean(&gh);
 }
+
+/// A server that answers the request line with headers and then a byte every 100 ms, for ever:
+/// no read ever waits long, so only a total timeout per call ends it.
+async fn dribbling_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let start =
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n[";
+                if sock.write_all(start).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    if sock.write_all(b" ").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A GET that hangs (headers, then a trickle that never ends) is cut by the total timeout of
+/// the call, retried within the policy, and fails naming GitHub, the call and the timeout.
+#[tokio::test]
+async fn a_get_that_hangs_hits_the_per_call_timeout() {
+    let url = dribbling_server().await;
+    let forge = GithubForge::new(&url, REPO, &Secret::new(TOKEN))
+        .unwrap()
+        .with_policy(RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::fast()
+        })
+        .with_call_timeout(std::time::Duration::from_millis(500));
+    assert_eq!(
+        atlas::provider::github::CALL_TIMEOUT,
+        std::time::Duration::from_secs(60)
+    );
+    // A guard for the test itself, far above 2 x 500 ms: without the call timeout the trickle
+    // would hold the call until this fires.
+    let e = tokio::time::timeout(std::time::Duration::from_secs(30), forge.pr_state(7))
+        .await
+        .expect("the GET was not cut by a per-call timeout")
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("get the pull request"), "{msg}");
+    assert!(msg.contains("per-call timeout"), "{msg}");
+    assert!(msg.contains("gave up after 2 attempt(s)"), "{msg}");
+    assert!(!msg.contains(TOKEN), "{msg}");
+}
+
+/// GitHub answering 200 with a body that is not JSON (a proxy's page, a cut body): a clear
+/// error naming GitHub and the call, for a single read and for a paginated list.
+#[tokio::test]
+async fn malformed_json_from_github_is_a_clear_error_naming_the_call() {
+    let (gh, forge) = setup(Some("atlas-bot")).await;
+    gh.add_pull(7, true, &sha('a'), false);
+    for body in [
+        "{\"state\": \"open\", \"head\": {\"sha\"",
+        "<html>502</html>",
+    ] {
+        gh.fault(Fault {
+            body: body.into(),
+            ..Fault::new(Method::GET, "/pulls/7", 200)
+        });
+        let e = forge.pr_state(7).await.unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("github: get the pull request returned a body that is not JSON"),
+            "{msg}"
+        );
+    }
+    gh.fault(Fault {
+        body: "[{\"number\": 7,".into(),
+        ..Fault::new(Method::GET, "/pulls", 200)
+    });
+    let e = forge.open_prs().await.unwrap_err();
+    assert!(
+        format!("{e:#}").contains("list open pull requests returned a body that is not JSON"),
+        "{e:#}"
+    );
+    // valid JSON of the wrong shape names what is missing
+    gh.fault(Fault {
+        body: "{\"state\": \"open\"}".into(),
+        ..Fault::new(Method::GET, "/pulls/7", 200)
+    });
+    let e = forge.pr_state(7).await.unwrap_err();
+    assert!(format!("{e:#}").contains("no head sha"), "{e:#}");
+    // and the next answer is read normally
+    assert!(forge.pr_state(7).await.unwrap().unwrap().open);
+    assert_clean(&gh);
+}

@@ -768,3 +768,54 @@ fn the_lifecycle_clause_reads_like_a_sentence_and_keeps_rfc3339_in_the_record() 
     );
     assert!(local.starts_with("local previews do not sleep"), "{local}");
 }
+
+/// Unicode in user text: names stay ASCII whatever the branch or repository is called; the
+/// comment shows the text without the characters that hide or reorder it (bidi overrides,
+/// zero-width, BOM); emoji, accents (NFC and NFD) and Cyrillic look-alikes are shown as text.
+#[test]
+fn unicode_classes_give_ascii_names_and_an_inert_comment() {
+    let classes = [
+        ("rtl override", "fix-\u{202E}gpj.exe"),
+        ("zero width", "ma\u{200B}in\u{2060}\u{FEFF}"),
+        ("emoji", "feature-🚀-launch"),
+        ("nfc", "caf\u{E9}"),
+        ("nfd", "cafe\u{301}"),
+        ("cyrillic homoglyph", "p\u{0430}ypal"),
+    ];
+    let hidden = ['\u{202E}', '\u{200B}', '\u{2060}', '\u{FEFF}'];
+    let r = Renderer::new(None).unwrap();
+    for (class, text) in classes {
+        let slug = atlas::naming::slug(text);
+        assert!(
+            slug.is_ascii() && slug.len() <= 63 && !slug.is_empty(),
+            "{class}: slug {slug:?}"
+        );
+        assert_eq!(slug, atlas::naming::slug(text), "{class}: deterministic");
+        let prefix = atlas::naming::prefix(None, &format!("octo/{text}"));
+        let app = atlas::naming::preview_app(&prefix, 2);
+        assert!(
+            app.is_ascii() && app.len() <= 63 && app.ends_with("-pr-2"),
+            "{class}: app {app:?}"
+        );
+        assert_eq!(atlas::naming::pr_from_app(&prefix, &app), Some(2));
+        let mut c = contract();
+        c.code.branch = text.to_string();
+        let mut v = ctx("ready", None);
+        v["contract"] = serde_json::to_value(&c).unwrap();
+        let out = r.render_comment("preview.md.j2", &v).unwrap();
+        // escape_code's own zero-width space, which keeps a code fence from closing, is ours
+        let ours = out.replace("`\u{200B}``", "```");
+        for (i, line) in ours.lines().enumerate() {
+            assert!(
+                !line.chars().any(|ch| hidden.contains(&ch)),
+                "{class}: a hiding character reached line {i} of the comment: {line:?}"
+            );
+        }
+        let shown: String = text.chars().filter(|ch| !hidden.contains(ch)).collect();
+        let shown = atlas::report::escape_markdown(&shown);
+        assert!(
+            out.contains(&shown),
+            "{class}: {shown:?} not shown in\n{out}"
+        );
+    }
+}

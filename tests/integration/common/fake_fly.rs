@@ -8,6 +8,13 @@
 //! `auto_destroy` is destroyed: gone from the list, still readable by id with its events, as
 //! Fly keeps destroyed machines for a while. `/wait?state=stopped` blocks until the task
 //! exits. Every request is validated against the published spec via `openapi::Core`.
+//!
+//! Services: a machine with `services` that list `ports` is public (Fly's proxy routes the app's
+//! public addresses to it, and starts and stops it as the service says); one without is reached
+//! only over the app's private network, by its 6PN name `<id>.vm.<app>.internal` (or
+//! `<app>.internal`, every machine of the app): [`FakeFly::resolve_private`] answers those
+//! names as Fly's internal DNS does. [`FakeFly::fail_create_of_role`] makes the create of a
+//! machine with that `atlas_role` fail.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +37,17 @@ pub struct FakeMachine {
 impl FakeMachine {
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.config["metadata"][key].as_str()
+    }
+    /// Has a public service: Fly's proxy routes the app's public ports to it.
+    pub fn public(&self) -> bool {
+        self.config["services"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|svc| svc["ports"].as_array().is_some_and(|p| !p.is_empty()))
+        })
+    }
+    /// The public service's internal port, if any.
+    pub fn service_port(&self) -> Option<u64> {
+        self.config["services"][0]["internal_port"].as_u64()
     }
     /// The app's own machine behind Fly's proxy (it has services).
     fn is_service(&self) -> bool {
@@ -64,6 +82,8 @@ pub struct FlyState {
     pub apps: BTreeMap<String, FakeApp>,
     seq: u64,
     pub never_start: bool,
+    /// Machines on this image never start (a release that crashes on boot); others do.
+    pub never_start_image: Option<String>,
     /// Destroyed machines, by (app, id): readable, not listed.
     pub destroyed: BTreeMap<(String, String), FakeMachine>,
     /// Every task machine ever created, as created.
@@ -83,8 +103,14 @@ pub struct FlyState {
     pub updated: BTreeMap<String, String>,
     /// Someone in another org takes this app name between Atlas's lookup and its create.
     pub race_foreign: Option<String>,
+    /// At most this many apps per org: a create beyond it is refused, as an org at its limit is.
+    pub app_quota: Option<usize>,
+    /// Another run of Atlas (same org) creates this app name between the lookup and the create.
+    pub race_own: Option<String>,
     /// When each mutation (operation, machine id) arrived, to check Fly's 1 req/s pacing.
     pub mutations: Vec<(String, String, Instant)>,
+    /// Creates of machines with this `atlas_role` answer this status.
+    pub fail_role: Option<(String, u16)>,
     /// How long the proxy takes to resume a suspended machine / boot a stopped one.
     pub resume_delay: Duration,
     pub boot_delay: Duration,
@@ -211,8 +237,32 @@ impl FlyState {
                         },
                     );
                 }
+                if self.race_own.as_deref() == Some(name.as_str()) {
+                    self.race_own = None;
+                    let id = self.next();
+                    self.apps.insert(
+                        name.clone(),
+                        FakeApp {
+                            id,
+                            name: name.clone(),
+                            org: body["org_slug"].as_str().unwrap_or("personal").to_string(),
+                            machines: Vec::new(),
+                            secrets: BTreeMap::new(),
+                            secrets_version: 0,
+                        },
+                    );
+                }
                 if self.apps.contains_key(&name) {
                     return err(422, "app name has already been taken");
+                }
+                let org = body["org_slug"].as_str().unwrap_or("personal");
+                if let Some(q) = self.app_quota
+                    && self.apps.values().filter(|a| a.org == org).count() >= q
+                {
+                    return err(
+                        422,
+                        &format!("organization {org} has reached its quota of {q} apps"),
+                    );
                 }
                 let id = self.next();
                 self.apps.insert(
@@ -272,6 +322,15 @@ impl FlyState {
                 FakeResponse::json(200, json!(list))
             }
             "Machines_create" => {
+                let role = r
+                    .body
+                    .as_ref()
+                    .and_then(|b| b["config"]["metadata"]["atlas_role"].as_str());
+                if let Some((failing, status)) = &self.fail_role
+                    && role == Some(failing.as_str())
+                {
+                    return err(*status, "failed to launch VM: insufficient capacity");
+                }
                 let id = self.next();
                 let inst = self.next();
                 let body = r.body.clone().unwrap_or(Value::Null);
@@ -448,7 +507,9 @@ impl FlyState {
                 if timeout > 60 {
                     return err(400, "timeout must be at most 60 seconds");
                 }
-                if never {
+                let bad_image = self.never_start_image.is_some()
+                    && m.config["image"].as_str() == self.never_start_image.as_deref();
+                if never || bad_image {
                     return err(408, "deadline_exceeded: machine did not reach started");
                 }
                 m.state = "started".into();
@@ -712,6 +773,11 @@ impl FakeFly {
         self.state.lock().unwrap().race_foreign = Some(name.to_string());
     }
 
+    /// Another Atlas run in the same org creates `name` just before this one's create.
+    pub fn race_own_create(&self, name: &str) {
+        self.state.lock().unwrap().race_own = Some(name.to_string());
+    }
+
     /// Arrival times of the updates of one machine.
     pub fn update_times(&self, machine: &str) -> Vec<Instant> {
         self.state
@@ -722,6 +788,43 @@ impl FakeFly {
             .filter(|(op, id, _)| op == "Machines_update" && id == machine)
             .map(|(_, _, t)| *t)
             .collect()
+    }
+
+    /// The org may hold at most `n` apps.
+    pub fn set_app_quota(&self, n: usize) {
+        self.state.lock().unwrap().app_quota = Some(n);
+    }
+
+    /// Machines on `image` never reach `started`; machines on any other image do.
+    pub fn set_never_start_image(&self, image: &str) {
+        self.state.lock().unwrap().never_start_image = Some(image.to_string());
+    }
+
+    /// Creates of machines with `atlas_role = role` fail with `status` from now on.
+    pub fn fail_create_of_role(&self, role: &str, status: u16) {
+        self.state.lock().unwrap().fail_role = Some((role.to_string(), status));
+    }
+
+    /// What Fly's internal DNS answers for `host` (`<id>.vm.<app>.internal` or
+    /// `<app>.internal`): the live machines it names.
+    pub fn resolve_private(&self, host: &str) -> Vec<FakeMachine> {
+        let s = self.state.lock().unwrap();
+        let Some(name) = host.strip_suffix(".internal") else {
+            return Vec::new();
+        };
+        match name.split_once(".vm.") {
+            Some((id, app)) => s
+                .apps
+                .get(app)
+                .into_iter()
+                .flat_map(|a| a.machines.iter().filter(|m| m.id == id).cloned())
+                .collect(),
+            None => s
+                .apps
+                .get(name)
+                .map(|a| a.machines.clone())
+                .unwrap_or_default(),
+        }
     }
 
     pub fn set_never_start(&self, yes: bool) {

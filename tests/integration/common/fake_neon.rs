@@ -534,6 +534,15 @@ impl NeonState {
                 if self.locked(&id) {
                     return err(423, "branch has running operations");
                 }
+                // Neon: "You cannot delete ... a branch that has a child branch" (the status
+                // is not in the description; 422 is what its API answers for such refusals).
+                if self
+                    .branches
+                    .iter()
+                    .any(|b| b.parent_id.as_deref() == Some(id.as_str()))
+                {
+                    return err(422, "branch has children; delete the child branches first");
+                }
                 let i = self.branches.iter().position(|b| b.id == id).unwrap();
                 let b = self.branches.remove(i);
                 let op = self.new_op(&id, "delete_timeline");
@@ -664,6 +673,33 @@ impl FakeNeon {
             anon: None,
             masked: false,
             restores: 0,
+        });
+    }
+
+    /// Someone branched `name` off the branch `parent` by hand (a child Neon will not let go).
+    pub fn add_child(&self, parent: &str, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        let parent_id = s
+            .branches
+            .iter()
+            .find(|b| b.name == parent)
+            .map(|b| b.id.clone())
+            .expect("no such parent branch");
+        let id = s.next("br-child");
+        s.branches.push(FakeBranch {
+            id,
+            name: name.into(),
+            parent_id: Some(parent_id),
+            init_source: "parent-data".into(),
+            expires_at: None,
+            annotation: BTreeMap::new(),
+            endpoint: None,
+            password: "npg_ChildPw1".into(),
+            created_at: now(),
+            anon: None,
+            masked: false,
+            restores: 0,
+            suspend_timeout_seconds: 0,
         });
     }
 

@@ -1,0 +1,184 @@
+//! The gate in front of a Fly preview: a [`Platform`] that deploys the app with a front machine
+//! ([`FlyPlatform::deploy_fronted`]) running `atlas gate serve` from the Atlas image. The gate is
+//! configured by plain machine environment (`ATLAS_GATE_*`: mode, upstream, preview, run, PR);
+//! its key and the OAuth client secret are app secrets, so they never appear in a machine's
+//! config, in a log or in an output. The preview's nonce is drawn when the gate machine is first
+//! created and kept in its metadata (`atlas_gate_nonce`): any later run reads it back to mint
+//! links from the repository's gate secret, and destroying the app destroys the nonce, so every
+//! link to the preview dies with it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::local::Bypass;
+use super::token::{Kind, PreviewKey, new_nonce, now};
+use super::{BYPASS_HEADER, Mode, token};
+use crate::provider::fly::{FlyPlatform, Front};
+use crate::provider::{
+    AppDeployment, Deleted, DeployRequest, Owned, Platform, TaskOutput, TaskRequest,
+};
+use crate::secret::Secret;
+
+/// The front machine's metadata key holding the preview's nonce.
+pub const NONCE_KEY: &str = "atlas_gate_nonce";
+/// The port the gate listens on inside its machine.
+pub const GATE_PORT: u16 = 8080;
+
+/// GitHub sign-in settings of a Fly gate.
+#[derive(Debug, Clone)]
+pub struct FlyGithub {
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// `org/team-slug` whose members may enter besides the repository's readers.
+    pub teams: Vec<String>,
+}
+
+pub struct FlyGate {
+    fly: FlyPlatform,
+    mode: Mode,
+    secret: Secret,
+    image: String,
+    run: String,
+    /// How long this run's bypass token lives (the run's own deadline).
+    run_ttl: Duration,
+    github: Option<FlyGithub>,
+    bypass: Bypass,
+}
+
+impl FlyGate {
+    /// Wraps `fly`; `image` is the Atlas image the gate machine runs; `run` names this run (its
+    /// bypass tokens are accepted by the gate it deploys, no other run's).
+    pub fn new(
+        fly: FlyPlatform,
+        mode: Mode,
+        secret: Secret,
+        image: &str,
+        run: &str,
+        github: Option<FlyGithub>,
+    ) -> anyhow::Result<FlyGate> {
+        if mode == Mode::Public {
+            anyhow::bail!("a public preview has no gate");
+        }
+        if secret.expose().trim().len() < 16 {
+            anyhow::bail!(
+                "input `gate_secret` is required for [preview] access = \"{}\" and must be at least 16 characters",
+                mode.as_str()
+            );
+        }
+        if mode == Mode::Github && github.is_none() {
+            anyhow::bail!(
+                "[preview] access = \"github\" needs the inputs `gate_github_client_id` and `gate_github_client_secret` (a GitHub OAuth app)"
+            );
+        }
+        if !token::is_field(run) {
+            anyhow::bail!("gate: run id `{run}` must be [A-Za-z0-9_-]");
+        }
+        if image.trim().is_empty() || image.contains(char::is_whitespace) {
+            anyhow::bail!("input `gate_image` `{image}` is not an image reference");
+        }
+        Ok(FlyGate {
+            fly,
+            mode,
+            secret,
+            image: image.to_string(),
+            run: run.to_string(),
+            run_ttl: Duration::from_secs(6 * 3600),
+            github,
+            bypass: Bypass::default(),
+        })
+    }
+
+    /// The plain environment of the gate machine (no secret in it).
+    fn env(&self, req: &DeployRequest, url: &str) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            env.insert(k.to_string(), v);
+        };
+        put("ATLAS_GATE_LISTEN", format!("[::]:{GATE_PORT}"));
+        put("ATLAS_GATE_MODE", self.mode.as_str().into());
+        put("ATLAS_GATE_PREVIEW", req.app.clone());
+        put("ATLAS_GATE_RUN", self.run.clone());
+        // Fly's proxy sets X-Forwarded-For/-Proto; nothing else reaches the gate's public port.
+        put("ATLAS_GATE_TRUST_FORWARDED", "true".into());
+        if url.starts_with("https://") {
+            put("ATLAS_GATE_HTTPS", "true".into());
+        }
+        if let Some(pr) = req.pr {
+            put("ATLAS_GATE_PR", pr.to_string());
+        }
+        if let Some(g) = &self.github {
+            put("ATLAS_GATE_GITHUB_CLIENT_ID", g.client_id.clone());
+            put("ATLAS_GATE_GITHUB_REPO", req.repository.clone());
+            if !g.teams.is_empty() {
+                put("ATLAS_GATE_GITHUB_TEAMS", g.teams.join(","));
+            }
+            put("ATLAS_GATE_PUBLIC_URL", url.to_string());
+        }
+        env
+    }
+}
+
+#[async_trait]
+impl Platform for FlyGate {
+    fn kind(&self) -> &'static str {
+        self.fly.kind()
+    }
+
+    async fn deploy(&self, req: &DeployRequest) -> anyhow::Result<AppDeployment> {
+        if !token::is_field(&req.app) {
+            anyhow::bail!("gate: app name `{}` is not [A-Za-z0-9_-]", req.app);
+        }
+        let nonce = match self.fly.front_metadata(&req.app, NONCE_KEY).await? {
+            Some(n) if token::is_field(&n) => n,
+            _ => new_nonce(),
+        };
+        let key = PreviewKey::derive(&self.secret, &req.app, &nonce);
+        let bypass = Secret::new(key.mint(Kind::Bypass, now() + self.run_ttl.as_secs(), &self.run));
+        let mut secrets = BTreeMap::new();
+        secrets.insert(
+            "ATLAS_GATE_KEY".to_string(),
+            PreviewKey::derived_hex(&self.secret, &req.app, &nonce),
+        );
+        if let Some(g) = &self.github {
+            secrets.insert(
+                "ATLAS_GATE_GITHUB_CLIENT_SECRET".to_string(),
+                g.client_secret.clone(),
+            );
+        }
+        let url = self.fly.preview_url(&req.app);
+        let front = Front {
+            image: self.image.clone(),
+            cmd: vec!["gate".into(), "serve".into()],
+            env: self.env(req, &url),
+            secrets,
+            port: GATE_PORT,
+            metadata: [(NONCE_KEY.to_string(), nonce)].into_iter().collect(),
+            upstream_env: "ATLAS_GATE_UPSTREAM".into(),
+            probe_headers: vec![(BYPASS_HEADER.to_string(), bypass.clone())],
+        };
+        let d = self.fly.deploy_fronted(req, Some(&front)).await?;
+        self.bypass.set(&req.app, bypass);
+        Ok(d)
+    }
+
+    async fn destroy(&self, app: &str) -> anyhow::Result<Deleted> {
+        // The app goes as a whole: its gate machine, and with it the nonce every link needs.
+        self.fly.destroy(app).await
+    }
+
+    async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
+        self.fly.list_apps().await
+    }
+
+    async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
+        self.fly.run_task(req).await
+    }
+
+    fn bypass_header(&self, app: &str) -> Option<(String, Secret)> {
+        self.bypass
+            .token(app)
+            .map(|t| (BYPASS_HEADER.to_string(), t))
+    }
+}
