@@ -130,6 +130,43 @@ fn percent(v: Value, digits: Option<u32>) -> String {
     }
 }
 
+/// A time a person reads: `2026-12-04 23:24 UTC (in 3 days)`, relative to `now`. Anything that
+/// is not an RFC 3339 time (`in an earlier run`) is returned as it is. The record keeps the
+/// exact RFC 3339 time; this is only how comments show it.
+pub fn human_time(value: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(value.trim()) else {
+        return value.to_string();
+    };
+    let t = t.with_timezone(&chrono::Utc);
+    format!("{} ({})", t.format("%Y-%m-%d %H:%M UTC"), relative(t - now))
+}
+
+/// `in 3 days`, `5 hours ago`, `now`.
+fn relative(d: chrono::TimeDelta) -> String {
+    let secs = d.num_seconds();
+    let a = secs.unsigned_abs();
+    if a < 60 {
+        return "now".into();
+    }
+    let (n, unit) = if a < 3600 {
+        (a / 60, "minute")
+    } else if a < 48 * 3600 {
+        (a / 3600, "hour")
+    } else {
+        (a / 86_400, "day")
+    };
+    let unit = if n == 1 {
+        unit.to_string()
+    } else {
+        format!("{unit}s")
+    };
+    if secs > 0 {
+        format!("in {n} {unit}")
+    } else {
+        format!("{n} {unit} ago")
+    }
+}
+
 /// Instructions one render may execute: the built-in templates use well under 1% of it on a
 /// full comment; `{% for a in range(10000) %}{% for b in range(10000) %}` runs out.
 pub const RENDER_FUEL: u64 = 10_000_000;
@@ -142,8 +179,9 @@ pub struct Renderer {
     overridden: Vec<String>,
 }
 
-fn environment() -> Environment<'static> {
+fn environment(now: chrono::DateTime<chrono::Utc>) -> Environment<'static> {
     let mut env = Environment::new();
+    env.add_filter("when", move |v: String| human_time(&v, now));
     env.set_fuel(Some(RENDER_FUEL));
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_trim_blocks(true);
@@ -158,9 +196,18 @@ fn environment() -> Environment<'static> {
 }
 
 impl Renderer {
-    /// Embedded templates, overridden by same-named `*.md.j2` files in `override_dir`.
+    /// Embedded templates, overridden by same-named `*.md.j2` files in `override_dir`; times
+    /// are shown relative to the moment of rendering.
     pub fn new(override_dir: Option<&Path>) -> anyhow::Result<Renderer> {
-        let mut env = environment();
+        Renderer::new_at(override_dir, chrono::Utc::now())
+    }
+
+    /// As [`Renderer::new`], with times shown relative to `now` (the `when` filter).
+    pub fn new_at(
+        override_dir: Option<&Path>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<Renderer> {
+        let mut env = environment(now);
         let mut overridden = Vec::new();
         for (name, src) in TEMPLATES {
             let src = match override_dir {
@@ -193,7 +240,7 @@ impl Renderer {
         let builtin = if overridden.is_empty() {
             None
         } else {
-            Some(Box::new(Renderer::new(None)?))
+            Some(Box::new(Renderer::new_at(None, now)?))
         };
         Ok(Renderer {
             env,
@@ -353,6 +400,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn times_read_as_a_date_and_how_far_away_it_is() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-12-01T23:24:00Z".parse().unwrap();
+        assert_eq!(
+            human_time("2026-12-04T23:24:53.926373574+00:00", now),
+            "2026-12-04 23:24 UTC (in 3 days)"
+        );
+        assert_eq!(
+            human_time("2026-12-01T18:00:00Z", now),
+            "2026-12-01 18:00 UTC (5 hours ago)"
+        );
+        assert_eq!(
+            human_time("2026-12-01T23:25:00+01:00", now),
+            "2026-12-01 22:25 UTC (59 minutes ago)"
+        );
+        assert_eq!(
+            human_time("2026-12-01T23:24:30Z", now),
+            "2026-12-01 23:24 UTC (now)"
+        );
+        assert_eq!(human_time("in an earlier run", now), "in an earlier run");
+    }
+
+    #[test]
     fn escape_markdown_makes_text_inert() {
         let hostile = "<!-- atlas:preview --> @octocat **bold** [x](http://e) {{ 7*7 }} `code` \u{202e}evil\u{200b}\n::error::x";
         let e = escape_markdown(hostile);
@@ -421,7 +490,7 @@ mod tests {
         );
         assert!(out.ends_with(&builtin), "{out}");
         // the budget itself, without the fallback: a clear error naming the template
-        let mut env = environment();
+        let mut env = environment(chrono::Utc::now());
         env.add_template("loop", endless).unwrap();
         let e = env.get_template("loop").unwrap().render(()).unwrap_err();
         assert_eq!(e.kind(), minijinja::ErrorKind::OutOfFuel);

@@ -442,6 +442,8 @@ pub async fn cli_sweep(
         let mut opts = SweepOptions::from_config(&config, &settings);
         opts.dry_run |= args.dry_run;
         let report = sweep::sweep(&setup.providers, chrono::Utc::now(), &opts).await;
+        // The cluster runs only while a preview exists, whoever removed the last one.
+        super::preview::stop_if_idle(&setup).await;
         let actions = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
         let files = crate::gha::Files::from_vars(std::env::vars());
         let mut gha = crate::gha::Gha::new(std::io::stdout(), files, actions);

@@ -262,7 +262,7 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
 }
 
 /// Stops atlas's own cluster when no preview branch is left on it.
-async fn stop_if_idle(setup: &LocalSetup) {
+pub(super) async fn stop_if_idle(setup: &LocalSetup) {
     use crate::provider::Database as _;
     if setup.pg.owns_cluster()
         && setup

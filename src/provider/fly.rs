@@ -925,6 +925,7 @@ impl FlyPlatform {
     /// machine for it (`autostart`). `Ok(None)`: the machine could not be put to sleep, so
     /// nothing was measured (a warning says why). A machine that sleeps but does not wake again
     /// is an error: the preview would be dead after its first idle spell.
+    #[allow(clippy::too_many_arguments)]
     async fn measure_wake(
         &self,
         app: &str,

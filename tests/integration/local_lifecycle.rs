@@ -391,3 +391,53 @@ fn the_demo_runs_up_and_down_with_its_load_gate() {
         assert!(all.contains(line), "{line}: {all}");
     }
 }
+
+#[test]
+fn extend_moves_the_local_app_and_database_alike_and_the_sweep_obeys_it() {
+    let mut env = Env::new(&kitchen_toml(""));
+    let out = env.up(7);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        env.comment(7).contains("local previews do not sleep"),
+        "{}",
+        env.comment(7)
+    );
+    // Three days out: the open PR's preview is kept.
+    let out = env.atlas(&["preview", "extend", "--local", "--pr", "7", "--ttl", "72h"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let moved: Vec<&str> = v["moved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        moved,
+        vec![
+            format!("app {}", env.app(7)).as_str(),
+            "database-branch atlas_pr_7"
+        ]
+    );
+    let out = env.atlas(&["sweep", "--local"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!env.databases().is_empty(), "kept: {}", text(&out));
+
+    // One second out, then past it: both go in the same sweep, by the same clock.
+    let out = env.atlas(&["preview", "extend", "--local", "--pr", "7", "--ttl", "1s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = env.atlas(&["sweep", "--local"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert!(log.contains("its TTL passed"), "{log}");
+    env.assert_nothing_left();
+    let out = env.atlas(&["preview", "extend", "--local", "--pr", "7"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("PR #7 has no preview"),
+        "{}",
+        text(&out)
+    );
+    env.assert_no_secrets();
+}

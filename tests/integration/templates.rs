@@ -99,6 +99,11 @@ fn contract() -> Contract {
     }
 }
 
+/// Times in comments are shown relative to the rendering moment: fixed here.
+fn renderer() -> anyhow::Result<Renderer> {
+    Renderer::new_at(None, "2026-11-27T12:05:00Z".parse().unwrap())
+}
+
 fn ctx(status: &str, error: Option<&str>) -> serde_json::Value {
     json!({
         "marker": "<!-- atlas:preview pr=2 -->",
@@ -112,7 +117,7 @@ fn ctx(status: &str, error: Option<&str>) -> serde_json::Value {
 
 #[test]
 fn preview_comment_ready() {
-    let r = Renderer::new(None).unwrap();
+    let r = renderer().unwrap();
     let out = r
         .render_comment("preview.md.j2", &ctx("ready", None))
         .unwrap();
@@ -128,7 +133,7 @@ fn preview_comment_ready() {
 
 #[test]
 fn preview_comment_failed() {
-    let r = Renderer::new(None).unwrap();
+    let r = renderer().unwrap();
     let out = r
         .render_comment(
             "preview.md.j2",
@@ -140,7 +145,7 @@ fn preview_comment_failed() {
 
 #[test]
 fn oversized_comment_degrades_within_the_limit() {
-    let r = Renderer::new(None).unwrap();
+    let r = renderer().unwrap();
     let mut c = ctx("ready", None);
     c["contract"]["migrations"]["schema_diff"] =
         json!("+ALTER TABLE x ADD COLUMN y int;\n".repeat(4000));
@@ -158,7 +163,7 @@ fn oversized_comment_degrades_within_the_limit() {
 
 #[test]
 fn destroyed_comment() {
-    let r = Renderer::new(None).unwrap();
+    let r = renderer().unwrap();
     let out = r
         .render_comment(
             "destroyed.md.j2",
@@ -181,7 +186,7 @@ fn destroyed_comment() {
 
 #[test]
 fn job_summary() {
-    let r = Renderer::new(None).unwrap();
+    let r = renderer().unwrap();
     let out = r
         .render(
             "summary.md.j2",
@@ -245,7 +250,7 @@ fn preview_comment_has_one_row_per_endpoint_against_a_history() {
     );
     let mut c = ctx("ready", None);
     c["contract"]["evidence"]["comparison"] = serde_json::to_value(&cmp).unwrap();
-    let out = Renderer::new(None)
+    let out = renderer()
         .unwrap()
         .render_comment("preview.md.j2", &c)
         .unwrap();
@@ -382,7 +387,7 @@ fn restored(c: &Contract) -> Contract {
 
 #[test]
 fn every_template_renders_from_every_contract_state() {
-    let r = Renderer::new(None).unwrap();
+    let r = renderer().unwrap();
     let mut states: Vec<(String, Contract, bool)> = Vec::new();
     for (load, baseline) in [(true, true), (true, false), (false, false)] {
         let tag = format!("load={load} baseline={baseline}");
@@ -510,7 +515,7 @@ fn data_model_states() -> Vec<(&'static str, Contract)> {
 
 #[test]
 fn the_data_clause_shows_rules_and_seed_never_values() {
-    let r = Renderer::new(None).unwrap();
+    let r = renderer().unwrap();
     for (name, c) in data_model_states() {
         let bodies = render_all(&r, name, &c, false);
         let restored_bodies = render_all(&r, name, &restored(&c), false);
@@ -531,7 +536,7 @@ fn the_data_clause_shows_rules_and_seed_never_values() {
                     assert!(row.contains("users.phone -> a fixed value"), "{row}");
                     assert!(row.contains("copied and masked in 84 ms"), "{row}");
                     assert!(
-                        b.contains("reset from the parent 2026-11-23T12:05:00Z"),
+                        b.contains("reset from the parent 2026-11-23 12:05 UTC (4 days ago)"),
                         "{b}"
                     );
                 }
@@ -730,7 +735,7 @@ fn restore_of_record_renders_for_generated_contracts() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_a71a5);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let r = Renderer::new(None).unwrap();
+    let r = renderer().unwrap();
     for i in 0..300 {
         let c = generated(&mut rng);
         let back = restored(&c);
@@ -856,6 +861,47 @@ fn the_local_log_tail_is_folded_and_fenced() {
     contract.evidence.logs_tail = Some("kept out of the record".into());
     let restored = Contract::from_comment(&contract.record()).unwrap();
     assert_eq!(restored.evidence.logs_tail, None);
+}
+
+#[test]
+fn the_lifecycle_clause_reads_like_a_sentence_and_keeps_rfc3339_in_the_record() {
+    let mut c = contract();
+    c.lifecycle.expires = Some("2026-11-30T12:05:53.926373574+00:00".into());
+    c.lifecycle.wake_ms = Some(412);
+    c.lifecycle.sleep = Some(atlas::contract::sleep_sentence(
+        "fly",
+        Some("suspend"),
+        Some(412),
+        Some(("neon", Some(std::time::Duration::from_secs(600)))),
+    ));
+    let mut v = ctx("ready", None);
+    v["contract"] = serde_json::to_value(&c).unwrap();
+    let out = renderer()
+        .unwrap()
+        .render_comment("preview.md.j2", &v)
+        .unwrap();
+    assert!(
+        out.contains("expires 2026-11-30 12:05 UTC (in 3 days)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the app sleeps when idle \\(suspend\\) and wakes on the next request; the first request after a sleep took 412 ms \\(measured\\); the database compute suspends after 10m idle"),
+        "{out}"
+    );
+    // The exact time stays in the record.
+    let back = atlas::contract::Contract::from_comment(&c.record()).expect("the record");
+    assert_eq!(
+        back.lifecycle.expires.as_deref(),
+        Some("2026-11-30T12:05:53.926373574+00:00")
+    );
+    assert_eq!(back.lifecycle.wake_ms, Some(412));
+    let local = atlas::contract::sleep_sentence(
+        "local-process",
+        None,
+        None,
+        Some(("local-postgres", None)),
+    );
+    assert!(local.starts_with("local previews do not sleep"), "{local}");
 }
 
 /// Unicode in user text: names stay ASCII whatever the branch or repository is called; the
