@@ -63,7 +63,9 @@ pub enum PreviewCommand {
     Up(PreviewArgs),
     /// Destroy the preview of a PR.
     Down(PreviewArgs),
-    /// Mint a signed link to a PR's preview (access = "signed-link").
+    /// Mint a signed link to a PR's preview (access = "signed-link"): the Fly preview (with the
+    /// fly_api_token, fly_org and gate_secret inputs as INPUT_* and GITHUB_REPOSITORY), or the
+    /// local one with --local. Prints the link only.
     Link(LinkArgs),
     /// Push a PR's preview expiry out (its app and database branch alike).
     Extend(ExtendArgs),

@@ -29,6 +29,9 @@ pub struct PullRequest {
     pub author: String,
     pub labels: Vec<String>,
     pub draft: bool,
+    /// `repository.private`: only then may the PR comment carry a signed link (whoever can
+    /// read the comment can read the repository). Missing reads as public.
+    pub repository_private: bool,
 }
 
 impl PullRequest {
@@ -176,6 +179,7 @@ fn pull_request(v: &Value) -> Result<PullRequest, EventError> {
         author: opt_string(v, "pull_request.user.login")?.unwrap_or_default(),
         labels,
         draft: opt_bool(v, "pull_request.draft")?,
+        repository_private: opt_bool(v, "repository.private")?,
     })
 }
 

@@ -72,6 +72,9 @@ pub struct UpOptions {
     pub history_base: Option<String>,
     /// Where the history branch's dashboard is served (GitHub Pages), linked from the comment.
     pub dashboard_url: Option<String>,
+    /// The repository is private (the event says so): a signed-link preview's comment carries
+    /// a link. On a public repository anyone can read the comment, so it says how to mint one.
+    pub private_repository: bool,
 }
 
 /// What `up` produced.
@@ -281,7 +284,7 @@ fn base_contract(settings: &Settings, req: &PreviewRequest, opts: &UpOptions) ->
     c.identity.access = settings.preview.access.clone();
     c.identity.who = crate::gate::Mode::from_access(&settings.preview.access)
         .filter(|m| *m != crate::gate::Mode::Public)
-        .map(|m| m.who(&req.repository));
+        .map(|m| m.who(&req.repository, &settings.preview.allowed_teams));
     c.secrets.names = settings.preview.secrets.clone();
     c.secrets.production_secrets = false;
     c.migrations.command = settings.database.migrations.clone();
@@ -504,6 +507,8 @@ async fn report_failure(
         contract: f.contract,
         error: Some(f.msg.to_string()),
         generated_at: Utc::now().to_rfc3339(),
+        signed_link: None,
+        mint_hint: None,
     };
     if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
         let body = with_record(body, f.recorded);
@@ -540,6 +545,45 @@ fn with_record(body: String, contract: &Contract) -> String {
     }
 }
 
+/// What the comment of a signed-link preview says about links: on a private repository a
+/// link valid until the preview expires (only the repository's readers see the comment), on a
+/// public one the command that mints a link. Neither for other access modes. The link stays out
+/// of the contract (its record, the job summary and the history are no place for it).
+fn access_note(
+    providers: &Providers,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    contract: &Contract,
+    app: &str,
+) -> (Option<String>, Option<String>) {
+    if crate::gate::Mode::from_access(&contract.identity.access)
+        != Some(crate::gate::Mode::SignedLink)
+    {
+        return (None, None);
+    }
+    let local = providers.platform.kind().starts_with("local");
+    let hint = format!(
+        "atlas preview link --pr {}{}",
+        req.pr,
+        if local { " --local" } else { "" }
+    );
+    if !opts.private_repository {
+        return (None, Some(hint));
+    }
+    let ttl = contract
+        .lifecycle
+        .expires
+        .as_deref()
+        .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
+        .and_then(|e| (e.with_timezone(&Utc) - Utc::now()).to_std().ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(24 * 3600));
+    match providers.platform.signed_link(app, ttl) {
+        Some(link) => (Some(link), None),
+        None => (None, Some(hint)),
+    }
+}
+
 /// Renders and posts the "ready" comment, marks the deployment, writes the audit line.
 async fn publish_ready(
     providers: &Providers,
@@ -550,6 +594,7 @@ async fn publish_ready(
     contract: &Contract,
     app: AppDeployment,
 ) -> anyhow::Result<UpOutcome> {
+    let (signed_link, mint_hint) = access_note(providers, req, opts, contract, &app.app);
     let ctx = PreviewComment {
         marker: marker(req.pr),
         pr: req.pr,
@@ -557,6 +602,8 @@ async fn publish_ready(
         contract,
         error: None,
         generated_at: Utc::now().to_rfc3339(),
+        signed_link,
+        mint_hint,
     };
     let body = with_record(renderer.render_comment("preview.md.j2", &ctx)?, contract);
     let comment = providers
@@ -661,6 +708,7 @@ async fn up_inner(
         name: branch_name(providers, req.pr),
         parent: settings.database.parent.clone(),
         schema_only: plan.schema_only,
+        migrations_tables: settings.database.migrations_tables.clone(),
         expires_at: Some(expires),
         repository: req.repository.clone(),
         database: settings.database.database.clone(),

@@ -375,6 +375,11 @@ pub struct PreviewComment<'a, C: serde::Serialize> {
     pub contract: &'a C,
     pub error: Option<String>,
     pub generated_at: String,
+    /// A signed-link preview on a private repository: a link that opens it (valid until the
+    /// preview expires). Never set on a public repository, where anyone reads the comment.
+    pub signed_link: Option<String>,
+    /// A signed-link preview on a public repository: the command that mints a link.
+    pub mint_hint: Option<String>,
 }
 
 /// `destroyed.md.j2`: the sticky comment after `down`.

@@ -118,7 +118,7 @@ fn gated_fly(
     fly: FlyPlatform,
 ) -> anyhow::Result<Box<dyn crate::provider::Platform>> {
     use crate::gate::Mode;
-    let mode = Mode::from_access(&ctx.settings.preview.access).unwrap_or(Mode::Public);
+    let mode = crate::gate::mode_of(&ctx.settings.preview)?;
     if mode == Mode::Public {
         return Ok(Box::new(fly));
     }
@@ -135,7 +135,7 @@ fn gated_fly(
         (Some(id), Some(s)) if mode == Mode::Github => Some(crate::gate::fly::FlyGithub {
             client_id: id.clone(),
             client_secret: s.clone(),
-            teams: Vec::new(),
+            teams: ctx.settings.preview.allowed_teams.clone(),
         }),
         _ => None,
     };
@@ -195,6 +195,7 @@ fn up_options(ctx: &Ctx, prefix: String) -> anyhow::Result<UpOptions> {
         prefix,
         history_base: None,
         dashboard_url: None,
+        private_repository: false,
     })
 }
 
@@ -259,6 +260,8 @@ async fn preview_inner(
         Event::PullRequest { pr: p, .. } if p.number == pr => Some(p.base_ref.clone()),
         _ => None,
     };
+    opts.private_repository =
+        matches!(event, Event::PullRequest { pr: p, .. } if p.repository_private);
     opts.dashboard_url = super::verify::pages_url(&ctx.github, &repo);
     let (branch, title) = pr_text(event, pr);
 

@@ -62,6 +62,8 @@ pub async fn local_providers(
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<LocalSetup> {
     use crate::provider::Database as _;
+    // Settings errors before anything starts.
+    let gate_mode = crate::gate::mode_of(&settings.preview)?;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     let state_dir = state_dir
@@ -89,9 +91,7 @@ pub async fn local_providers(
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let mut platform: Box<dyn crate::provider::Platform> =
         Box::new(LocalProcess::new(&state_dir, &command, &cwd));
-    if let Some(mode) = crate::gate::Mode::from_access(&settings.preview.access)
-        .filter(|m| *m != crate::gate::Mode::Public)
-    {
+    if let Some(mode) = Some(gate_mode).filter(|m| *m != crate::gate::Mode::Public) {
         let exe = std::env::current_exe().context("cannot find the atlas binary for the gate")?;
         platform = Box::new(crate::gate::local::LocalGate::for_state_dir(
             platform,
@@ -122,21 +122,63 @@ fn gate_secret() -> Option<secret::Secret> {
         .map(|v| secret::Secret::new(v.trim()))
 }
 
-/// `atlas preview link --pr N --local`: prints a signed link to the running local preview.
-fn link(args: &crate::cli::LinkArgs, settings: &Settings) -> anyhow::Result<()> {
-    if !args.local {
+/// `atlas preview link --pr N [--ttl 24h] [--local]`: prints a signed link to the PR's preview
+/// (the local one with `--local`, else the Fly one) and nothing else; the key never appears.
+async fn link(args: &crate::cli::LinkArgs, config: Option<&Path>) -> anyhow::Result<()> {
+    if args.local {
+        let settings = super::ctx::settings_for_cli(config)?;
+        let state_dir = settings.local.state_dir.clone();
+        let opts = local_options(&settings, &state_dir)?;
+        let app = crate::naming::preview_app(&opts.prefix, args.pr);
+        println!(
+            "{}",
+            crate::gate::local::local_link(&state_dir, &app, args.ttl, gate_secret())?
+        );
+        return Ok(());
+    }
+    let ctx = super::ctx::Ctx::load(config)?;
+    let link = cloud_link(&ctx, args.pr, args.ttl).await?;
+    println!("{link}");
+    Ok(())
+}
+
+/// A link to the Fly preview of `pr`: the app is named as the action names it (the `[app]
+/// name` prefix, else the repository's), and the gate's key is derived from the `gate_secret`
+/// input (or `ATLAS_GATE_SECRET`) and the nonce on the preview's gate machine.
+async fn cloud_link(
+    ctx: &super::ctx::Ctx,
+    pr: u64,
+    ttl: std::time::Duration,
+) -> anyhow::Result<String> {
+    let mode = crate::gate::Mode::from_access(&ctx.settings.preview.access)
+        .unwrap_or(crate::gate::Mode::Public);
+    if mode != crate::gate::Mode::SignedLink {
         bail!(
-            "links to cloud previews are minted by the action's run (the PR comment); pass --local for a preview on this machine"
+            "[preview] access is \"{}\": links open only a preview with access = \"signed-link\"",
+            mode.as_str()
         );
     }
-    let state_dir = settings.local.state_dir.clone();
-    let opts = local_options(settings, &state_dir)?;
-    let app = crate::naming::preview_app(&opts.prefix, args.pr);
-    println!(
-        "{}",
-        crate::gate::local::local_link(&state_dir, &app, args.ttl, gate_secret())?
-    );
-    Ok(())
+    let secret = ctx.config.gate.secret.clone().or_else(gate_secret).context(
+        "input `gate_secret` (INPUT_GATE_SECRET, or ATLAS_GATE_SECRET) is required to mint a link: the repository secret the preview's gate key is derived from",
+    )?;
+    let repository = match (&ctx.github.repository, &ctx.settings.app.name) {
+        (Some(r), _) => r.clone(),
+        (None, Some(_)) => String::new(),
+        (None, None) => bail!(
+            "GITHUB_REPOSITORY is not set and atlas.toml has no [app] name: one of them names the preview's app"
+        ),
+    };
+    let fly = crate::provider::fly::FlyPlatform::new(
+        &ctx.config.fly,
+        &ctx.settings,
+        &repository,
+        ctx.retry.clone(),
+    )?;
+    let prefix = crate::naming::prefix(ctx.settings.app.name.as_deref(), &repository);
+    let app = crate::naming::preview_app(&prefix, pr);
+    crate::gate::fly::cloud_link(&fly, &secret, &app, ttl)
+        .await
+        .with_context(|| format!("minting a link to the preview of PR #{pr}"))
 }
 
 pub(super) fn git(args: &[&str]) -> Option<String> {
@@ -184,6 +226,7 @@ pub fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Result<Up
         prefix: crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-preview"),
         history_base: None,
         dashboard_url: None,
+        private_repository: false,
     })
 }
 
@@ -206,11 +249,14 @@ async fn interruptible<T>(
 
 /// `atlas preview up|down --local`.
 pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<()> {
+    if let PreviewCommand::Link(a) = cmd {
+        return link(a, config).await;
+    }
     let settings = super::ctx::settings_for_cli(config)?;
     let (args, is_up) = match cmd {
         PreviewCommand::Up(a) => (a, true),
         PreviewCommand::Down(a) => (a, false),
-        PreviewCommand::Link(a) => return link(a, &settings),
+        PreviewCommand::Link(_) => bail!("internal: link is dispatched above"),
         // Dispatched by `commands::run` (cloud and local alike).
         PreviewCommand::Extend(_) => bail!("internal: extend is dispatched by commands::run"),
     };

@@ -57,6 +57,7 @@ fn branch_request(settings: &crate::config::Settings, pr: u64, name: &str) -> Br
         name: name.into(),
         parent: settings.database.parent.clone(),
         schema_only: false,
+        migrations_tables: Vec::new(),
         expires_at: None,
         repository: "local/atlas-verify".into(),
         database: settings.database.database.clone(),

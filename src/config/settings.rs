@@ -126,6 +126,53 @@ pub struct DatabaseSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub suspend_after: Option<Duration>,
+    /// The migration tool's bookkeeping tables (`table` or `schema.table`): a schema-only copy
+    /// (`fixtures`, `schema_only`) keeps their rows, so the migrations the parent already has
+    /// are not run again on the branch. Default: the tables of the common tools.
+    #[serde(deserialize_with = "table_names")]
+    pub migrations_tables: Vec<String>,
+}
+
+/// The bookkeeping tables of common migration tools (what `migrations_tables` defaults to).
+pub const MIGRATIONS_TABLES: &[&str] = &[
+    "schema_migrations",
+    "_sqlx_migrations",
+    "__diesel_schema_migrations",
+    "refinery_schema_history",
+    "seaql_migrations",
+    "flyway_schema_history",
+    "alembic_version",
+    "django_migrations",
+    "goose_db_version",
+    "knex_migrations",
+    "knex_migrations_lock",
+    "_prisma_migrations",
+    "atlas_schema_revisions",
+    "ar_internal_metadata",
+];
+
+/// `table` or `schema.table`, plain identifiers only (the names go into SQL).
+pub fn is_table_name(s: &str) -> bool {
+    let ident = |p: &str| {
+        p.len() <= 63
+            && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    match s.split_once('.') {
+        Some((schema, table)) => ident(schema) && ident(table),
+        None => ident(s),
+    }
+}
+
+fn table_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    if let Some(bad) = v.iter().find(|t| !is_table_name(t)) {
+        return Err(serde::de::Error::custom(format!(
+            "[database] migrations_tables: {:?} is not a table name (`table` or `schema.table`, letters, digits and _)",
+            crate::text::truncate(bad, 80)
+        )));
+    }
+    Ok(v)
 }
 
 /// `[database] suspend_after`, within the range Neon accepts.
@@ -183,6 +230,7 @@ impl Default for DatabaseSettings {
             reset: ResetPolicy::Never,
             anonymize_timeout: Duration::from_secs(10 * 60),
             suspend_after: None,
+            migrations_tables: MIGRATIONS_TABLES.iter().map(|t| t.to_string()).collect(),
         }
     }
 }
@@ -197,6 +245,32 @@ pub struct PreviewSettings {
     /// Default TTL when the `ttl` input is not set.
     #[serde(with = "duration")]
     pub ttl: Duration,
+    /// `access = "github"`: members of these teams (`org/team-slug`) get in besides the
+    /// repository's readers.
+    #[serde(deserialize_with = "team_names")]
+    pub allowed_teams: Vec<String>,
+}
+
+/// `org/team-slug`, as GitHub spells them (the slug, not the display name).
+pub fn is_team_name(s: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 100
+            && !p.starts_with('-')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    matches!(s.split_once('/'), Some((org, team)) if part(org) && part(team))
+}
+
+fn team_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    if let Some(bad) = v.iter().find(|t| !is_team_name(t)) {
+        return Err(serde::de::Error::custom(format!(
+            "[preview] allowed_teams: {:?} is not `org/team-slug` (e.g. \"acme/reviewers\")",
+            crate::text::truncate(bad, 80)
+        )));
+    }
+    Ok(v)
 }
 
 impl Default for PreviewSettings {
@@ -205,6 +279,7 @@ impl Default for PreviewSettings {
             access: "public".into(),
             secrets: Vec::new(),
             ttl: Duration::from_secs(7 * 24 * 3600),
+            allowed_teams: Vec::new(),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::local::Bypass;
+use super::local::{Bypass, Minted};
 use super::token::{Kind, PreviewKey, new_nonce, now};
 use super::{BYPASS_HEADER, Mode, token};
 use crate::provider::fly::{FlyPlatform, Front};
@@ -45,6 +45,7 @@ pub struct FlyGate {
     run_ttl: Duration,
     github: Option<FlyGithub>,
     bypass: Bypass,
+    minted: Minted,
 }
 
 impl FlyGate {
@@ -87,6 +88,7 @@ impl FlyGate {
             run_ttl: Duration::from_secs(6 * 3600),
             github,
             bypass: Bypass::default(),
+            minted: Minted::default(),
         })
     }
 
@@ -148,6 +150,7 @@ impl Platform for FlyGate {
             );
         }
         let url = self.fly.preview_url(&req.app);
+        let link_nonce = nonce.clone();
         let front = Front {
             image: self.image.clone(),
             cmd: vec!["gate".into(), "serve".into()],
@@ -160,6 +163,9 @@ impl Platform for FlyGate {
         };
         let d = self.fly.deploy_fronted(req, Some(&front)).await?;
         self.bypass.set(&req.app, bypass);
+        if self.mode == Mode::SignedLink {
+            self.minted.set(&req.app, &link_nonce, &format!("{url}/"));
+        }
         Ok(d)
     }
 
@@ -181,4 +187,39 @@ impl Platform for FlyGate {
             .token(app)
             .map(|t| (BYPASS_HEADER.to_string(), t))
     }
+
+    fn signed_link(&self, app: &str, ttl: Duration) -> Option<String> {
+        self.minted.link(&self.secret, app, ttl)
+    }
+}
+
+/// A signed link to the Fly preview `app`, valid for `ttl`: minted from the repository's gate
+/// secret and the nonce its gate machine holds (the key the gate verifies with), under the
+/// preview's URL. Any later run can mint one; an app with no gate (public, destroyed, never
+/// deployed) has no nonce, so there is nothing to mint for.
+pub async fn cloud_link(
+    fly: &FlyPlatform,
+    secret: &Secret,
+    app: &str,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    if !token::is_field(app) {
+        anyhow::bail!("gate: app name `{app}` is not [A-Za-z0-9_-]");
+    }
+    let nonce = fly
+        .front_metadata(app, NONCE_KEY)
+        .await?
+        .filter(|n| token::is_field(n))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no gated preview `{app}` on Fly (it is not deployed, or [preview] access was \"public\" when it was)"
+            )
+        })?;
+    Ok(super::mint_link(
+        secret,
+        app,
+        &nonce,
+        &format!("{}/", fly.preview_url(app)),
+        ttl,
+    ))
 }

@@ -24,6 +24,27 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, Default)]
 pub struct Bypass(Arc<Mutex<Vec<(String, Secret)>>>);
 
+/// What a signed link to a preview deployed in this run needs besides the secret: its
+/// nonce and URL, per app.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Minted(Arc<Mutex<Vec<(String, String, String)>>>);
+
+impl Minted {
+    pub(super) fn set(&self, app: &str, nonce: &str, url: &str) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|(a, _, _)| a != app);
+        v.push((app.to_string(), nonce.to_string(), url.to_string()));
+    }
+
+    /// The link to `app`, when its gate was deployed in this run.
+    pub(super) fn link(&self, secret: &Secret, app: &str, ttl: Duration) -> Option<String> {
+        let v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.iter()
+            .find(|(a, _, _)| a == app)
+            .map(|(_, nonce, url)| super::mint_link(secret, app, nonce, url, ttl))
+    }
+}
+
 impl Bypass {
     /// The bypass token of `app` minted in this run, if its gate was deployed in this run.
     pub fn token(&self, app: &str) -> Option<Secret> {
@@ -48,6 +69,7 @@ pub struct LocalGate {
     /// How long this run's bypass token lives (the run's own deadline).
     run_ttl: Duration,
     bypass: Bypass,
+    minted: Minted,
 }
 
 /// The nonce a local preview was created with, if it exists.
@@ -81,6 +103,7 @@ impl LocalGate {
             run: format!("local-{}", new_nonce()),
             run_ttl,
             bypass: Bypass::default(),
+            minted: Minted::default(),
         }
     }
 
@@ -190,6 +213,10 @@ impl Platform for LocalGate {
             &self.run,
         );
         self.bypass.set(&req.app, Secret::new(t));
+        if self.mode == Mode::SignedLink {
+            self.minted
+                .set(&req.app, &nonce, &format!("{}/", gate.url.trim_end_matches('/')));
+        }
         Ok(AppDeployment {
             url: gate.url,
             ..app
@@ -228,6 +255,10 @@ impl Platform for LocalGate {
         self.bypass
             .token(app)
             .map(|t| (super::BYPASS_HEADER.to_string(), t))
+    }
+
+    fn signed_link(&self, app: &str, ttl: Duration) -> Option<String> {
+        self.minted.link(&self.secret, app, ttl)
     }
 }
 

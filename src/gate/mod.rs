@@ -58,14 +58,20 @@ impl Mode {
         Mode::parse(word).ok()
     }
 
-    /// Who gets in, in words, for the identity clause.
-    pub fn who(self, repository: &str) -> String {
+    /// Who gets in, in words, for the identity clause (`teams`: `[preview] allowed_teams`).
+    pub fn who(self, repository: &str, teams: &[String]) -> String {
         match self {
             Mode::Public => "anyone with the URL".into(),
             Mode::SignedLink => {
                 "holders of a signed link (minted from the repository's gate secret)".into()
             }
-            Mode::Github => format!("GitHub users with read access to {repository}"),
+            Mode::Github if teams.is_empty() => {
+                format!("GitHub users with read access to {repository}")
+            }
+            Mode::Github => format!(
+                "GitHub users with read access to {repository} or in {}",
+                teams.join(", ")
+            ),
         }
     }
 
@@ -79,6 +85,18 @@ impl Mode {
             )),
         }
     }
+}
+
+/// The mode `[preview]` asks for, checked against the settings only that mode reads.
+pub fn mode_of(preview: &crate::config::PreviewSettings) -> anyhow::Result<Mode> {
+    let mode = Mode::from_access(&preview.access).unwrap_or(Mode::Public);
+    if mode != Mode::Github && !preview.allowed_teams.is_empty() {
+        anyhow::bail!(
+            "atlas.toml [preview] allowed_teams applies to access = \"github\" only (access is \"{}\"): remove it or sign in with GitHub",
+            mode.as_str()
+        );
+    }
+    Ok(mode)
 }
 
 /// Where the gate forwards: `host:port`, plus headers the platform's router needs.

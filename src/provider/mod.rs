@@ -44,6 +44,9 @@ pub struct BranchRequest {
     pub name: String,
     pub parent: String,
     pub schema_only: bool,
+    /// With `schema_only`: tables whose rows are kept anyway (the migration tool's bookkeeping,
+    /// `[database] migrations_tables`), so the parent's migrations are not run again.
+    pub migrations_tables: Vec<String>,
     /// Refreshed on every `up`.
     pub expires_at: Option<DateTime<Utc>>,
     pub repository: String,
@@ -215,6 +218,11 @@ pub trait Platform: Send + Sync {
     /// The header (name, value) this run's own smoke and load traffic must carry to pass the
     /// access gate in front of `app`; `None` when nothing gates it.
     fn bypass_header(&self, _app: &str) -> Option<(String, Secret)> {
+        None
+    }
+    /// A signed link to `app` valid for `ttl`, when a signed-link gate deployed in this run
+    /// is in front of it; `None` otherwise.
+    fn signed_link(&self, _app: &str, _ttl: std::time::Duration) -> Option<String> {
         None
     }
     /// Moves the app's expiry (`atlas preview extend`); the sweep reads it back from

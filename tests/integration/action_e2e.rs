@@ -79,6 +79,8 @@ struct World {
     extra_env: Mutex<Vec<(String, String)>>,
     /// `[preview] access` of the atlas.toml the runs use.
     access: Mutex<String>,
+    /// More `[preview]` lines of that atlas.toml.
+    preview_extra: Mutex<String>,
 }
 
 /// The app behind the preview URL: `/<app>/healthz` and `/<app>/api/ping` answer, nothing else.
@@ -123,6 +125,7 @@ async fn world() -> World {
         signal_to_exit: Mutex::new(None),
         extra_env: Mutex::new(Vec::new()),
         access: Mutex::new("public".into()),
+        preview_extra: Mutex::new(String::new()),
     }
 }
 
@@ -153,7 +156,7 @@ fn payload(file: &str, head_sha: &str, head_repo: &str) -> String {
     serde_json::to_string(&v).unwrap()
 }
 
-fn atlas_toml(app_base: &str, access: &str) -> String {
+fn atlas_toml(app_base: &str, access: &str, preview_extra: &str) -> String {
     format!(
         r#"[app]
 health_path = "/healthz"
@@ -167,6 +170,7 @@ migrations = "echo migrated; echo \"connected to $DATABASE_URL\""
 [preview]
 secrets = ["STRIPE_KEY"]
 access = "{access}"
+{preview_extra}
 
 [fly]
 preview_url = "{app_base}/{{app}}"
@@ -228,6 +232,21 @@ impl World {
         inputs: &[(&str, &str)],
         subdir: Option<&str>,
     ) -> Run {
+        self.atlas(&["run"], event_name, payload, image, inputs, subdir)
+            .await
+    }
+
+    /// Runs `atlas <args>` as [`World::run`] runs `atlas run`: same runner environment, inputs
+    /// and atlas.toml; its texts join the secret scan.
+    async fn atlas(
+        &self,
+        args: &[&str],
+        event_name: &str,
+        payload: &str,
+        image: &str,
+        inputs: &[(&str, &str)],
+        subdir: Option<&str>,
+    ) -> Run {
         let mut all: BTreeMap<&str, &str> = cloud_inputs(self, image).into_iter().collect();
         all.extend(inputs.iter().copied());
         let pairs: Vec<(&str, &str)> = all.into_iter().collect();
@@ -239,7 +258,11 @@ impl World {
         std::fs::create_dir_all(&config_dir).unwrap();
         std::fs::write(
             config_dir.join("atlas.toml"),
-            atlas_toml(&self.app_base, &self.access.lock().unwrap()),
+            atlas_toml(
+                &self.app_base,
+                &self.access.lock().unwrap(),
+                &self.preview_extra.lock().unwrap(),
+            ),
         )
         .unwrap();
         if subdir.is_some() {
@@ -264,7 +287,7 @@ impl World {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
         };
         let child = cmd
-            .arg("run")
+            .args(args)
             .env_clear()
             .envs(&env.vars)
             .current_dir(env.workspace())
@@ -318,7 +341,7 @@ impl World {
             summary: env.summary_file(),
         };
         let mut texts = self.texts.lock().unwrap();
-        let tag = format!("{event_name} run {}", texts.len() / 4 + 1);
+        let tag = format!("{} {event_name} run {}", args.join(" "), texts.len() / 4 + 1);
         // `::add-mask::` lines are how secrets are registered with the runner: they must carry
         // the value. Every other line must not.
         let stdout: String = run
@@ -854,6 +877,54 @@ async fn a_signed_link_preview_on_fly_runs_behind_its_gate_machine() {
         body.contains("(smoke and load through the access gate)"),
         "{body}"
     );
+    // A later run mints a link from the repository secret alone (the nonce is on the gate
+    // machine); it prints the link and nothing else, never the secret or the key.
+    let nonce = gate.meta(atlas::gate::fly::NONCE_KEY).unwrap().to_string();
+    let r = w
+        .atlas(
+            &["preview", "link", "--pr", &PR.to_string(), "--ttl", "2h"],
+            "pull_request",
+            &opened,
+            &image(HEAD1),
+            &[("gate_secret", GATE_SECRET)],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let printed: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("::add-mask::"))
+        .collect();
+    assert_eq!(printed.len(), 1, "{}", r.dump());
+    let prefix = format!("{}/{}/?atlas_token=", w.app_base, app_name());
+    let token = printed[0]
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("not a link to the preview: {}", r.dump()));
+    let claims = atlas::gate::PreviewKey::from_hex(&app_name(), &key)
+        .unwrap()
+        .verify(atlas::gate::Kind::Link, token, atlas::gate::token::now())
+        .expect("the gate's key verifies the link");
+    let ttl = claims.expires - atlas::gate::token::now();
+    assert!((7000..=7200).contains(&ttl), "--ttl 2h: {ttl}");
+    assert!(
+        atlas::gate::PreviewKey::derive(&atlas::secret::Secret::new(GATE_SECRET), &app_name(), &nonce)
+            .verify(atlas::gate::Kind::Link, token, atlas::gate::token::now())
+            .is_ok()
+    );
+    // Without the secret there is nothing to mint with, and the error says which input.
+    let r = w
+        .atlas(
+            &["preview", "link", "--pr", &PR.to_string()],
+            "pull_request",
+            &opened,
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(r.stderr.contains("gate_secret"), "{}", r.dump());
     for (what, text) in w.texts.lock().unwrap().iter() {
         assert!(!text.contains(&key), "the gate key leaked in {what}");
     }
@@ -872,6 +943,117 @@ async fn a_signed_link_preview_on_fly_runs_behind_its_gate_machine() {
     assert_eq!(r.code, 0, "{}", r.dump());
     assert_eq!(r.out("verdict"), "destroyed");
     w.assert_nothing_left();
+    // A destroyed preview has no nonce left: no link can be minted for it.
+    let r = w
+        .atlas(
+            &["preview", "link", "--pr", &PR.to_string()],
+            "pull_request",
+            &opened,
+            &image(HEAD1),
+            &[("gate_secret", GATE_SECRET)],
+            None,
+        )
+        .await;
+    assert_ne!(r.code, 0, "{}", r.dump());
+    assert!(r.stderr.contains("no gated preview"), "{}", r.dump());
+    assert!(!r.stdout.contains("atlas_token"), "{}", r.dump());
+    w.assert_clean();
+}
+
+/// `access = "github"` with `[preview] allowed_teams`: the teams reach the gate machine's
+/// environment and the identity clause; the gate started from what Fly holds lets a member of
+/// the team in (checked against the fake GitHub's team membership call) and no stranger.
+#[tokio::test]
+async fn allowed_teams_reach_the_github_gate_on_fly() {
+    let w = world().await;
+    *w.access.lock().unwrap() = "github".into();
+    *w.preview_extra.lock().unwrap() = "allowed_teams = [\"octo-org/reviewers\"]".into();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    w.gh.with(|s| {
+        s.oauth_apps
+            .insert("Iv1.e2egate".into(), "gh-client-secret-Zx81".into());
+        s.permissions.insert("stranger".into(), "none".into());
+        s.teams
+            .insert("octo-org/reviewers".into(), vec!["teammate".into()]);
+    });
+    let opened = payload("pull_request.opened.json", HEAD1, REPO);
+    let r = w
+        .run(
+            "pull_request",
+            &opened,
+            &image(HEAD1),
+            &[
+                ("gate_secret", GATE_SECRET),
+                ("gate_github_client_id", "Iv1.e2egate"),
+                ("gate_github_client_secret", "gh-client-secret-Zx81"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let a = w.fly.app(&app_name()).expect("the app");
+    let gate = a
+        .machines
+        .iter()
+        .find(|m| m.meta("atlas_role") == Some("gate"))
+        .expect("a gate machine")
+        .clone();
+    let env = gate.config["env"].as_object().unwrap().clone();
+    assert_eq!(env["ATLAS_GATE_MODE"], "github");
+    assert_eq!(env["ATLAS_GATE_GITHUB_TEAMS"], "octo-org/reviewers");
+    assert_eq!(env["ATLAS_GATE_GITHUB_REPO"], REPO);
+    let body = &w.comments()[0].body;
+    assert!(body.contains("octo\\-org/reviewers"), "{body}");
+
+    // The gate as Fly starts it (its env and the app's secrets), with GitHub at the fake.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let upstream = w.app_base.trim_start_matches("http://").to_string();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
+    cmd.env_clear();
+    for (k, v) in &env {
+        cmd.env(k, v.as_str().unwrap());
+    }
+    cmd.envs(&a.secrets)
+        .env("ATLAS_GATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ATLAS_GATE_UPSTREAM", &upstream)
+        .env("ATLAS_GATE_PUBLIC_URL", &base)
+        .env_remove("ATLAS_GATE_HTTPS")
+        .args(["gate", "serve", "--github-url", &w.gh.url])
+        .args(["--github-api-url", &w.gh.url])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the gate starts")
+            .unwrap()
+            .unwrap();
+        assert!(line.contains("access github"), "{line}");
+    }
+    w.gh.with(|s| s.oauth_browser_user = Some("teammate".into()));
+    let (status, page, _) = crate::gate::github_sign_in(&base, "/").await;
+    // The upstream is the fake app: `/` is its 404, reached only past the gate.
+    assert_eq!(status, 404, "{page}");
+    w.gh.with(|s| s.oauth_browser_user = Some("stranger".into()));
+    let (status, page, _) = crate::gate::github_sign_in(&base, "/").await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("octo-org/reviewers"), "{page}");
+    assert!(
+        w.gh.calls()
+            .iter()
+            .any(|c| c.starts_with("GET /orgs/octo-org/teams/reviewers/memberships/teammate")),
+        "{:?}",
+        w.gh.calls()
+    );
+    drop(child);
     w.assert_clean();
 }
 

@@ -75,6 +75,7 @@ impl Env {
             name: naming::preview_branch(pr),
             parent: "main".into(),
             schema_only: true,
+            migrations_tables: Vec::new(),
             expires_at: Some(chrono::Utc::now() + chrono::Duration::days(3)),
             repository: REPO.into(),
             database: "neondb".into(),
@@ -667,6 +668,7 @@ mod with_preview {
             prefix: e.prefix.clone(),
             history_base: None,
             dashboard_url: None,
+            private_repository: false,
         };
         let Env {
             neon,

@@ -72,6 +72,7 @@ fn branch_req(
         name: atlas::naming::local_database(pr),
         parent: "main".into(),
         schema_only,
+        migrations_tables: atlas::config::MIGRATIONS_TABLES.iter().map(|t| t.to_string()).collect(),
         expires_at: None,
         repository: "local/atlas-preview".into(),
         database: "postgres".into(),
@@ -477,4 +478,137 @@ function = "anon.fake_iban()"
     assert!(!t.contains("created atlas_pr_24"), "{t}");
     env.assert_nothing_left();
     env.assert_no_secrets();
+}
+
+/// `fixtures` / `schema_only`: every table is emptied except the migration tool's bookkeeping
+/// (`[database] migrations_tables`), so the migrations the parent has are not run again on the
+/// branch: the kitchen's `migrate.sh` on a schema-only copy only skips.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_only_copy_keeps_the_migration_bookkeeping_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = provider(dir.path()).await;
+    let b = pg.ensure_branch(&branch_req(6, None, true)).await.unwrap();
+    let url = b.connection_uri.expose().to_string();
+    let parent = with_db(&url, &LocalPg::parent_database("main"));
+    let applied = psql(&parent, "select version from schema_migrations order by 1");
+    assert_eq!(applied.lines().count(), 3, "{applied}");
+    assert_eq!(
+        psql(&url, "select version from schema_migrations order by 1"),
+        applied
+    );
+    assert_eq!(psql(&url, "select count(*) from users"), "0");
+    assert_eq!(psql(&url, "select count(*) from menu_items"), "0");
+    let out = std::process::Command::new("sh")
+        .arg(format!("{}/examples/kitchen/migrate.sh", local_env::ROOT))
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("apply"), "migrations ran again: {said}");
+    assert_eq!(said.matches("skip").count(), 3, "{said}");
+
+    // A table of one's own, schema-qualified, is kept too; with nothing kept, nothing is.
+    let mut req = branch_req(7, None, true);
+    req.migrations_tables = vec!["public.menu_items".into()];
+    let b = pg.ensure_branch(&req).await.unwrap();
+    let url7 = b.connection_uri.expose().to_string();
+    assert_ne!(psql(&parent, "select count(*) from menu_items"), "0");
+    assert_eq!(
+        psql(&url7, "select count(*) from menu_items"),
+        psql(&parent, "select count(*) from menu_items")
+    );
+    assert_eq!(psql(&url7, "select count(*) from schema_migrations"), "0");
+    assert_eq!(psql(&url7, "select count(*) from users"), "0");
+
+    // A name that is no identifier never reaches SQL: the copy is dropped.
+    let mut req = branch_req(8, None, true);
+    req.migrations_tables = vec!["x'; drop table users; --".into()];
+    let e = pg.ensure_branch(&req).await.unwrap_err();
+    assert!(format!("{e:#}").contains("migrations_tables"), "{e:#}");
+    assert!(!pg.databases().await.unwrap().contains(&"atlas_pr_8".into()));
+
+    for pr in [6, 7] {
+        pg.delete_branch(&atlas::naming::local_database(pr))
+            .await
+            .unwrap();
+    }
+    pg.stop().await.unwrap();
+}
+
+/// Leaves the state a reset killed mid-way leaves: its `<branch>_reset` copy, recorded.
+fn leave_reset_copy(pg_url: &str, state: &std::path::Path, branch: &str) {
+    let admin = with_db(pg_url, "postgres");
+    psql(
+        &admin,
+        &format!(
+            "CREATE DATABASE {branch}_reset TEMPLATE {}",
+            LocalPg::parent_database("main")
+        ),
+    );
+    let file = state.join("pg").join("branches.json");
+    let mut names: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    names.push(format!("{branch}_reset"));
+    std::fs::write(&file, serde_json::to_string(&names).unwrap()).unwrap();
+}
+
+/// A local reset killed before its swap (the copy made, the branch unchanged) or between the
+/// drop and the rename (the branch gone) leaves a `<branch>_reset` database: the next `up`
+/// drops it, and the sweep and `down` find and drop it even when the branch itself is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_killed_midway_leaves_nothing_behind_for_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = provider(dir.path()).await;
+    let b = pg.ensure_branch(&branch_req(9, None, false)).await.unwrap();
+    let url = b.connection_uri.expose().to_string();
+    let copies = |dbs: Vec<String>| -> Vec<String> {
+        dbs.into_iter().filter(|d| d.ends_with("_reset")).collect()
+    };
+
+    // Killed before the swap: the next up reuses the branch and drops the copy.
+    leave_reset_copy(&url, dir.path(), "atlas_pr_9");
+    assert_eq!(copies(pg.databases().await.unwrap()), vec!["atlas_pr_9_reset"]);
+    let listed = pg.list_branches().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|o| (o.name.as_str(), o.pr)).collect::<Vec<_>>(),
+        vec![("atlas_pr_9", 9)],
+        "the copy is listed as its branch's"
+    );
+    let again = pg.ensure_branch(&branch_req(9, None, false)).await.unwrap();
+    assert!(!again.created, "the branch was untouched and is reused");
+    assert_eq!(copies(pg.databases().await.unwrap()), Vec::<String>::new());
+    let recorded = std::fs::read_to_string(dir.path().join("pg/branches.json")).unwrap();
+    assert!(!recorded.contains("_reset"), "{recorded}");
+
+    // A reset after that is not in the way of a leftover copy either.
+    leave_reset_copy(&url, dir.path(), "atlas_pr_9");
+    pg.reset_branch(&again, &branch_req(9, None, false))
+        .await
+        .unwrap();
+    assert_eq!(copies(pg.databases().await.unwrap()), Vec::<String>::new());
+
+    // Killed between the drop and the rename: only the copy is left. The sweep sees PR 9's
+    // branch, and deleting it removes the copy.
+    leave_reset_copy(&url, dir.path(), "atlas_pr_9");
+    psql(
+        &with_db(&url, "postgres"),
+        "DROP DATABASE atlas_pr_9 WITH (FORCE)",
+    );
+    let listed = pg.list_branches().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|o| (o.name.as_str(), o.pr)).collect::<Vec<_>>(),
+        vec![("atlas_pr_9", 9)]
+    );
+    assert_eq!(
+        pg.delete_branch("atlas_pr_9").await.unwrap(),
+        atlas::provider::Deleted::Removed
+    );
+    assert_eq!(copies(pg.databases().await.unwrap()), Vec::<String>::new());
+    assert!(pg.list_branches().await.unwrap().is_empty());
+    assert_eq!(
+        pg.delete_branch("atlas_pr_9").await.unwrap(),
+        atlas::provider::Deleted::AlreadyGone
+    );
+    pg.stop().await.unwrap();
 }

@@ -424,6 +424,7 @@ p95_floor_ms = 15.0
                 name: settings.verify.rehearsal_branch.clone(),
                 parent: "main".into(),
                 schema_only: false,
+                migrations_tables: Vec::new(),
                 expires_at: None,
                 repository: "octo-org/kitchen".into(),
                 database: "neondb".into(),

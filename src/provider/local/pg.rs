@@ -36,12 +36,58 @@ const CREATED_PREFIX: &str = "atlas created ";
 const MASKED_SUFFIX: &str = "; masked";
 
 /// Empties every table outside the system schemas (a schema-only copy, like Neon's
-/// `init_source = schema-only`).
-const TRUNCATE_ALL: &str = "DO $$ DECLARE r record; BEGIN \
-    FOR r IN SELECT schemaname, tablename FROM pg_tables \
-    WHERE schemaname NOT IN ('pg_catalog', 'information_schema') LOOP \
-    EXECUTE format('TRUNCATE %I.%I RESTART IDENTITY CASCADE', r.schemaname, r.tablename); \
-    END LOOP; END $$";
+/// `init_source = schema-only`), except the migration tool's bookkeeping tables in `keep`
+/// (`table` in any schema, or `schema.table`): their rows say which migrations the schema
+/// already has, and without them the migrations would run again on the branch and fail on what
+/// exists. The names were checked as plain identifiers when atlas.toml was read; they are
+/// checked again here since they go into SQL.
+fn truncate_all_sql(keep: &[String]) -> anyhow::Result<String> {
+    if let Some(bad) = keep.iter().find(|t| !crate::config::is_table_name(t)) {
+        bail!("[database] migrations_tables: `{bad}` is not a table name");
+    }
+    let list = |names: Vec<&str>| {
+        if names.is_empty() {
+            "ARRAY[]::text[]".to_string()
+        } else {
+            format!(
+                "ARRAY[{}]",
+                names
+                    .iter()
+                    .map(|n| format!("'{n}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    };
+    let bare: Vec<&str> = keep
+        .iter()
+        .filter(|t| !t.contains('.'))
+        .map(String::as_str)
+        .collect();
+    let qualified: Vec<&str> = keep
+        .iter()
+        .filter(|t| t.contains('.'))
+        .map(String::as_str)
+        .collect();
+    // One TRUNCATE of every table at once: foreign keys between them need no CASCADE (which
+    // would also empty a kept table that references an emptied one).
+    Ok(format!(
+        "DO $$ DECLARE t text; BEGIN \
+         SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') INTO t FROM pg_tables \
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema') \
+         AND NOT (tablename::text = ANY({})) \
+         AND NOT ((schemaname || '.' || tablename)::text = ANY({})); \
+         IF t IS NOT NULL THEN EXECUTE 'TRUNCATE ' || t || ' RESTART IDENTITY'; END IF; \
+         END $$",
+        list(bare),
+        list(qualified)
+    ))
+}
+
+/// The name a local reset prepares its fresh copy of `name` under before swapping it in.
+fn reset_name(name: &str) -> String {
+    format!("{name}_reset")
+}
 
 /// Atlas's creation mark on a branch database.
 struct Mark {
@@ -573,11 +619,24 @@ impl LocalPg {
         })
     }
 
+    /// Drops what an interrupted reset of `name` left behind: the `<name>_reset` copy it
+    /// prepares before swapping it in (recorded before it was made, so a run killed mid-reset
+    /// still leaves the record). Returns true when there was such a database.
+    async fn drop_reset_leftover(&self, name: &str) -> anyhow::Result<bool> {
+        let tmp = reset_name(name);
+        if !self.recorded().contains(&tmp) {
+            return Ok(false);
+        }
+        let existed = self.exists(&tmp).await?;
+        self.drop_database(&tmp).await?;
+        Ok(existed)
+    }
+
     /// What a new branch copy goes through before anyone gets its URI: emptied (schema only),
     /// masked (`anonymized`: every rule checked against the schema first, then one transaction).
     async fn prepare(&self, name: &str, req: &BranchRequest) -> anyhow::Result<()> {
         if req.schema_only {
-            self.psql(name, TRUNCATE_ALL)
+            self.psql(name, &truncate_all_sql(&req.migrations_tables)?)
                 .await
                 .context("cannot empty the schema-only branch")?;
         }
@@ -773,6 +832,9 @@ impl Database for LocalPg {
     async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<Branch> {
         let name = naming::local_database(req.pr);
         let parent = Self::parent_database(&req.parent);
+        // A reset that was killed before its swap left its copy: the branch itself is either
+        // unchanged or gone (then made anew below), so the copy only goes.
+        self.drop_reset_leftover(&name).await?;
         let mut exists = self.exists(&name).await?;
         if exists && self.recorded().contains(&name) && self.mark(&name).await.is_none() {
             // Ours but never finished (no creation mark: the run that made it stopped before
@@ -858,11 +920,16 @@ impl Database for LocalPg {
         if !ours {
             bail!("refusing to drop database {name}: it is not an atlas preview branch");
         }
+        let leftover = self.drop_reset_leftover(name).await?;
         if !self.exists(name).await? {
             self.record(|s| {
                 s.remove(name);
             })?;
-            return Ok(Deleted::AlreadyGone);
+            return Ok(if leftover {
+                Deleted::Removed
+            } else {
+                Deleted::AlreadyGone
+            });
         }
         if !self.recorded().contains(name) {
             bail!(
@@ -897,16 +964,12 @@ impl Database for LocalPg {
         // Made and prepared (emptied, masked) under a name of its own, then swapped in: the
         // app still running on the branch never sees the parent's rows unmasked.
         let name = branch.name.clone();
-        let tmp = format!("{name}_reset");
+        let tmp = reset_name(&name);
         let parent = Self::parent_database(&req.parent);
+        self.drop_reset_leftover(&name).await?;
         self.record(|s| {
             s.insert(tmp.clone());
         })?;
-        self.psql(
-            &self.admin_db,
-            &format!("DROP DATABASE IF EXISTS {tmp} WITH (FORCE)"),
-        )
-        .await?;
         let made = async {
             self.create_from(&tmp, &parent).await?;
             self.prepare(&tmp, req).await
@@ -953,14 +1016,19 @@ impl Database for LocalPg {
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
         let recorded = self.recorded();
         let expiries = self.expiries();
-        Ok(self
-            .databases()
-            .await?
+        let databases = self.databases().await?;
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for d in databases.iter().filter(|d| recorded.contains(*d)) {
+            // What an interrupted reset left counts as its branch's: the sweep (or `down`)
+            // that deletes the branch drops it too, even when the branch itself is gone.
+            let branch = d.strip_suffix("_reset").unwrap_or(d);
+            names.insert(branch.to_string());
+        }
+        Ok(names
             .into_iter()
-            .filter(|d| recorded.contains(d))
             .filter_map(|d| {
-                let pr = d.strip_prefix("atlas_pr_")?.parse().ok()?;
-                Some(Owned {
+                let pr: u64 = d.strip_prefix("atlas_pr_")?.parse().ok()?;
+                (naming::local_database(pr) == d).then(|| Owned {
                     id: d.clone(),
                     expires_at: expiries.get(&d).copied(),
                     name: d,
