@@ -877,6 +877,14 @@ async fn a_signed_link_preview_on_fly_runs_behind_its_gate_machine() {
         body.contains("(smoke and load through the access gate)"),
         "{body}"
     );
+    // A public repository (the event says `private: false`): no link in the comment, which
+    // anyone can read; it says how to mint one.
+    assert!(
+        body.contains(&format!("mint one with `atlas preview link --pr {PR}`")),
+        "{body}"
+    );
+    assert!(!body.contains("atlas_token"), "{body}");
+
     // A later run mints a link from the repository secret alone (the nonce is on the gate
     // machine); it prints the link and nothing else, never the secret or the key.
     let nonce = gate.meta(atlas::gate::fly::NONCE_KEY).unwrap().to_string();
@@ -925,6 +933,44 @@ async fn a_signed_link_preview_on_fly_runs_behind_its_gate_machine() {
         .await;
     assert_ne!(r.code, 0, "{}", r.dump());
     assert!(r.stderr.contains("gate_secret"), "{}", r.dump());
+
+    // A private repository: the comment (read only by the repository's readers) carries a
+    // link that opens the preview until it expires; no log, output or summary does.
+    let mut private: Value = serde_json::from_str(&opened).unwrap();
+    private["repository"]["private"] = Value::from(true);
+    let r = w
+        .run(
+            "pull_request",
+            &private.to_string(),
+            &image(HEAD1),
+            &[("gate_secret", GATE_SECRET)],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1);
+    let pbody = &comments[0].body;
+    let link = pbody
+        .split("[open the preview](")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .unwrap_or_else(|| panic!("no signed link in {pbody}"));
+    let token = link
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("not a link to the preview: {link}"));
+    let claims = atlas::gate::PreviewKey::from_hex(&app_name(), &key)
+        .unwrap()
+        .verify(atlas::gate::Kind::Link, token, atlas::gate::token::now())
+        .expect("the comment's link opens the preview");
+    assert!(
+        claims.expires > atlas::gate::token::now() + 6 * 86400,
+        "valid until the preview expires (the default 7 days)"
+    );
+    assert!(!pbody.contains("mint one with"), "{pbody}");
+    for text in [&r.stdout, &r.stderr, &r.summary, &r.output_file] {
+        assert!(!text.contains(token), "the link leaked: {}", r.dump());
+    }
     for (what, text) in w.texts.lock().unwrap().iter() {
         assert!(!text.contains(&key), "the gate key leaked in {what}");
     }
@@ -1004,6 +1050,8 @@ async fn allowed_teams_reach_the_github_gate_on_fly() {
     assert_eq!(env["ATLAS_GATE_GITHUB_REPO"], REPO);
     let body = &w.comments()[0].body;
     assert!(body.contains("octo\\-org/reviewers"), "{body}");
+    // (Before the sign-ins below: their GitHub calls carry the users' own tokens.)
+    w.assert_clean();
 
     // The gate as Fly starts it (its env and the app's secrets), with GitHub at the fake.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1054,7 +1102,7 @@ async fn allowed_teams_reach_the_github_gate_on_fly() {
         w.gh.calls()
     );
     drop(child);
-    w.assert_clean();
+    assert_eq!(w.gh.violations(), Vec::<String>::new());
 }
 
 /// Scenario 6: a fork PR under the default policy is skipped without a single provider request.
