@@ -792,6 +792,11 @@ async fn up_inner(
         role,
     };
     if let Some(cmd) = &settings.database.migrations {
+        // Where the rows stand before the migrations: what they write is masked again below.
+        let mark = match &plan.masking {
+            Some(_) => providers.database.mask_mark(&branch).await?,
+            None => None,
+        };
         steps.begin("migrations");
         steps.platform_touched = true;
         if first && branch.created {
@@ -837,6 +842,39 @@ async fn up_inner(
                     .push(format!("schema diff unavailable: {e:#}"));
                 steps.end("schema diff", "unavailable");
             }
+        }
+        // The copy was masked before the migrations saw it (they are the PR's code), but a
+        // migration may write rows into a masked column (a backfill from an unmasked one, a
+        // data migration): the rules run again over the migrated rows before any new app or
+        // seed sees them. A branch that cannot be masked again is deleted, never handed on.
+        if plan.masking.is_some() {
+            steps.begin("masking after migrations");
+            if let Err(e) = providers
+                .database
+                .mask_again(&branch, &branch_req, mark.as_deref())
+                .await
+            {
+                let note = match providers.database.delete_branch(&branch.name).await {
+                    Ok(_) => format!(
+                        "the branch {} was deleted: rows the migrations wrote may be unmasked",
+                        branch.name
+                    ),
+                    Err(d) => format!(
+                        "deleting the branch {} failed too ({d:#}): run `atlas preview down --pr {}`",
+                        branch.name, req.pr
+                    ),
+                };
+                return Err(e
+                    .context("the masking rules could not run again after the migrations")
+                    .context(note));
+            }
+            steps.end(
+                "masking after migrations",
+                &format!(
+                    "{} rule(s) applied to the rows the migrations wrote",
+                    plan.masking.as_ref().map_or(0, Vec::len)
+                ),
+            );
         }
     }
 

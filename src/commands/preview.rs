@@ -52,6 +52,24 @@ impl crate::provider::Database for ArcDb {
     ) -> anyhow::Result<()> {
         self.0.set_expiry(name, at).await
     }
+    async fn reset_branch(
+        &self,
+        branch: &crate::provider::Branch,
+        req: &BranchRequest,
+    ) -> anyhow::Result<crate::provider::Branch> {
+        self.0.reset_branch(branch, req).await
+    }
+    async fn mask_mark(&self, branch: &crate::provider::Branch) -> anyhow::Result<Option<String>> {
+        self.0.mask_mark(branch).await
+    }
+    async fn mask_again(
+        &self,
+        branch: &crate::provider::Branch,
+        req: &BranchRequest,
+        since: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.0.mask_again(branch, req, since).await
+    }
 }
 
 /// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.

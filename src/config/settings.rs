@@ -155,7 +155,9 @@ pub const MIGRATIONS_TABLES: &[&str] = &[
 pub fn is_table_name(s: &str) -> bool {
     let ident = |p: &str| {
         p.len() <= 63
-            && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     match s.split_once('.') {
@@ -257,7 +259,8 @@ pub fn is_team_name(s: &str) -> bool {
         !p.is_empty()
             && p.len() <= 100
             && !p.starts_with('-')
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     matches!(s.split_once('/'), Some((org, team)) if part(org) && part(team))
 }

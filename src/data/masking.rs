@@ -445,6 +445,18 @@ pub fn missing_columns_sql(masks: &[Mask]) -> String {
 /// One transaction that applies every rule: one UPDATE per table. Fails (and changes nothing)
 /// when any rule has no local equivalent.
 pub fn local_sql(masks: &[Mask]) -> anyhow::Result<String> {
+    sql_where(masks, None)
+}
+
+/// [`local_sql`] for only the rows written after transaction `xid` (32-bit, as `txid_current()
+/// % 2^32` read it): what the migrations wrote, masked again while the rows masked before keep
+/// their values. `age()` counts back from now, so this holds across xid wraparound; frozen rows
+/// are the oldest of all.
+pub fn local_sql_since(masks: &[Mask], xid: u32) -> anyhow::Result<String> {
+    sql_where(masks, Some(xid))
+}
+
+fn sql_where(masks: &[Mask], since: Option<u32>) -> anyhow::Result<String> {
     let mut tables: Vec<(String, String, Vec<String>)> = Vec::new();
     for m in masks {
         let expr = m
@@ -461,8 +473,11 @@ pub fn local_sql(masks: &[Mask]) -> anyhow::Result<String> {
     }
     let mut sql = String::from("BEGIN;\n");
     for (s, t, sets) in tables {
+        let filter = since
+            .map(|x| format!(" WHERE age(xmin) < age('{x}'::xid)"))
+            .unwrap_or_default();
         sql.push_str(&format!(
-            "UPDATE {}.{} SET {};\n",
+            "UPDATE {}.{} SET {}{filter};\n",
             ident(&s),
             ident(&t),
             sets.join(", ")

@@ -214,8 +214,11 @@ impl Platform for LocalGate {
         );
         self.bypass.set(&req.app, Secret::new(t));
         if self.mode == Mode::SignedLink {
-            self.minted
-                .set(&req.app, &nonce, &format!("{}/", gate.url.trim_end_matches('/')));
+            self.minted.set(
+                &req.app,
+                &nonce,
+                &format!("{}/", gate.url.trim_end_matches('/')),
+            );
         }
         Ok(AppDeployment {
             url: gate.url,

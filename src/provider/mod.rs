@@ -120,6 +120,31 @@ pub trait Database: Send + Sync {
     async fn set_expiry(&self, name: &str, _at: DateTime<Utc>) -> anyhow::Result<()> {
         anyhow::bail!("{}: branch {name} has no expiry to move", self.kind())
     }
+    /// `anonymized`: a mark of the branch just before the migrations run, handed back to
+    /// [`Database::mask_again`] so that only what they wrote is masked again. `None`: the
+    /// provider masks every row again.
+    async fn mask_mark(&self, _branch: &Branch) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+    /// `anonymized`: applies `req.masking` again to a branch the migrations just ran on, so
+    /// that rows they wrote into a masked column are masked too (see `data`); `since` is the
+    /// [`Database::mask_mark`] taken before them. Nothing to do without rules; a provider that
+    /// cannot mask again fails closed.
+    async fn mask_again(
+        &self,
+        branch: &Branch,
+        req: &BranchRequest,
+        _since: Option<&str>,
+    ) -> anyhow::Result<()> {
+        match &req.masking {
+            None => Ok(()),
+            Some(_) => anyhow::bail!(
+                "{}: cannot apply the masking rules again to {} after the migrations",
+                self.kind(),
+                branch.name
+            ),
+        }
+    }
 }
 
 /// What to deploy.

@@ -592,6 +592,27 @@ impl Database for NeonDatabase {
         Ok(branch.clone())
     }
 
+    async fn mask_again(
+        &self,
+        branch: &Branch,
+        req: &BranchRequest,
+        _since: Option<&str>,
+    ) -> anyhow::Result<()> {
+        if req.masking.is_none() {
+            return Ok(());
+        }
+        // The branch keeps its rules: a new masking run over all its rows (Neon masks a
+        // branch as a whole), awaited.
+        self.unlocked("start anonymization", || {
+            self.client.send(Call::post(
+                "start anonymization",
+                format!("{}/branches/{}/anonymize", self.p(), enc(&branch.id)),
+            ))
+        })
+        .await?;
+        self.wait_anonymized(&branch.id, req).await
+    }
+
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
         Ok(self
             .branches(Some("preview/pr-"))

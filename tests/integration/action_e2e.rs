@@ -341,7 +341,11 @@ impl World {
             summary: env.summary_file(),
         };
         let mut texts = self.texts.lock().unwrap();
-        let tag = format!("{} {event_name} run {}", args.join(" "), texts.len() / 4 + 1);
+        let tag = format!(
+            "{} {event_name} run {}",
+            args.join(" "),
+            texts.len() / 4 + 1
+        );
         // `::add-mask::` lines are how secrets are registered with the runner: they must carry
         // the value. Every other line must not.
         let stdout: String = run
@@ -916,9 +920,13 @@ async fn a_signed_link_preview_on_fly_runs_behind_its_gate_machine() {
     let ttl = claims.expires - atlas::gate::token::now();
     assert!((7000..=7200).contains(&ttl), "--ttl 2h: {ttl}");
     assert!(
-        atlas::gate::PreviewKey::derive(&atlas::secret::Secret::new(GATE_SECRET), &app_name(), &nonce)
-            .verify(atlas::gate::Kind::Link, token, atlas::gate::token::now())
-            .is_ok()
+        atlas::gate::PreviewKey::derive(
+            &atlas::secret::Secret::new(GATE_SECRET),
+            &app_name(),
+            &nonce
+        )
+        .verify(atlas::gate::Kind::Link, token, atlas::gate::token::now())
+        .is_ok()
     );
     // Without the secret there is nothing to mint with, and the error says which input.
     let r = w

@@ -539,3 +539,66 @@ async fn reset_on_push_restores_a_seeded_branch_and_seeds_it_again() {
     r.down(63).await;
     r.assert_clean();
 }
+
+/// On Neon the migrations run on the anonymized branch, then a new masking run over the
+/// branch (Neon masks a branch as a whole) before the app is deployed: rows a migration wrote
+/// into a masked column are masked too. A masking run that fails then deletes the branch.
+#[tokio::test]
+async fn after_the_migrations_neon_masks_the_branch_again_before_the_deploy() {
+    let r = run(|s| {
+        anonymized(s);
+        s.database.migrations = Some("./migrate up".into());
+    })
+    .await;
+    let (out, log) = r.up(57, "m1").await;
+    out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    let anon = r.neon.branch("preview/pr-57").unwrap().anon.unwrap();
+    assert_eq!(
+        anon.runs, 2,
+        "created masked, masked again after the migrations"
+    );
+    assert_eq!(anon.state, "anonymized");
+    assert!(
+        log.contains("✓ masking after migrations: 2 rule(s)"),
+        "{log}"
+    );
+    // Every push: the migrations, then a masking run awaited, then the app.
+    r.neon.core.reset_calls();
+    r.fly.core.reset_calls();
+    let (out2, log2) = r.up(57, "m2").await;
+    out2.unwrap_or_else(|e| panic!("{e:#}\n{log2}"));
+    let calls = r.anon_calls();
+    let start = calls.iter().position(|c| c == "startAnonymization");
+    let start = start.unwrap_or_else(|| panic!("{calls:?}"));
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("getAnonymizedBranchStatus"),
+        "{calls:?}"
+    );
+    assert!(start > 0, "{calls:?}");
+    let migrated = log2.find("✓ migrations").expect("migrations ran");
+    let masked = log2
+        .find("✓ masking after migrations")
+        .expect("masked again");
+    let deployed = log2.find("✓ deploy").expect("deployed");
+    assert!(migrated < masked && masked < deployed, "{log2}");
+    assert_eq!(
+        r.neon.branch("preview/pr-57").unwrap().anon.unwrap().runs,
+        3
+    );
+    // A masking run after the migrations that fails: the branch goes, never handed on.
+    r.neon
+        .fail_next_anonymization("function anon.fake_email() failed");
+    let (out3, log3) = r.up(57, "m3").await;
+    let e = out3
+        .err()
+        .unwrap_or_else(|| panic!("the push succeeded: {log3}"));
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("could not run again after the migrations") && msg.contains("was deleted"),
+        "{msg}"
+    );
+    assert!(r.neon.branch("preview/pr-57").is_none(), "{msg}");
+    r.down(57).await;
+    r.assert_clean();
+}

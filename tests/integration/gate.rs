@@ -771,7 +771,10 @@ async fn chromium_opens_the_app_through_a_signed_link() {
 }
 
 /// Follows one GitHub sign-in as a browser would; returns the final response of `path`.
-pub(crate) async fn github_sign_in(base: &str, path: &str) -> (reqwest::StatusCode, String, Option<String>) {
+pub(crate) async fn github_sign_in(
+    base: &str,
+    path: &str,
+) -> (reqwest::StatusCode, String, Option<String>) {
     let c = client();
     let r = c.get(format!("{base}{path}")).send().await.unwrap();
     assert_eq!(r.status(), 401);

@@ -72,7 +72,10 @@ fn branch_req(
         name: atlas::naming::local_database(pr),
         parent: "main".into(),
         schema_only,
-        migrations_tables: atlas::config::MIGRATIONS_TABLES.iter().map(|t| t.to_string()).collect(),
+        migrations_tables: atlas::config::MIGRATIONS_TABLES
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
         expires_at: None,
         repository: "local/atlas-preview".into(),
         database: "postgres".into(),
@@ -568,10 +571,16 @@ async fn a_reset_killed_midway_leaves_nothing_behind_for_long() {
 
     // Killed before the swap: the next up reuses the branch and drops the copy.
     leave_reset_copy(&url, dir.path(), "atlas_pr_9");
-    assert_eq!(copies(pg.databases().await.unwrap()), vec!["atlas_pr_9_reset"]);
+    assert_eq!(
+        copies(pg.databases().await.unwrap()),
+        vec!["atlas_pr_9_reset"]
+    );
     let listed = pg.list_branches().await.unwrap();
     assert_eq!(
-        listed.iter().map(|o| (o.name.as_str(), o.pr)).collect::<Vec<_>>(),
+        listed
+            .iter()
+            .map(|o| (o.name.as_str(), o.pr))
+            .collect::<Vec<_>>(),
         vec![("atlas_pr_9", 9)],
         "the copy is listed as its branch's"
     );
@@ -597,7 +606,10 @@ async fn a_reset_killed_midway_leaves_nothing_behind_for_long() {
     );
     let listed = pg.list_branches().await.unwrap();
     assert_eq!(
-        listed.iter().map(|o| (o.name.as_str(), o.pr)).collect::<Vec<_>>(),
+        listed
+            .iter()
+            .map(|o| (o.name.as_str(), o.pr))
+            .collect::<Vec<_>>(),
         vec![("atlas_pr_9", 9)]
     );
     assert_eq!(
@@ -611,4 +623,72 @@ async fn a_reset_killed_midway_leaves_nothing_behind_for_long() {
         atlas::provider::Deleted::AlreadyGone
     );
     pg.stop().await.unwrap();
+}
+
+/// Migrations run on the masked copy (they are the PR's code and never see the parent's rows
+/// unmasked), and the rules run again after them: a migration that writes personal data into a
+/// masked column (here a later migration adding a customer) is masked before the app serves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_a_migration_writes_into_a_masked_column_are_masked_too() {
+    let migrations = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(format!("{}/examples/kitchen/migrations", local_env::ROOT)).unwrap()
+    {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), migrations.path().join(f.file_name())).unwrap();
+    }
+    let stock = format!(
+        "migrations = \"sh {}/examples/kitchen/migrate.sh\"",
+        local_env::ROOT
+    );
+    let toml = toml_with("data_model = \"anonymized\"", MASKING).replace(
+        &stock,
+        &format!(
+            "migrations = \"MIGRATIONS_DIR={} sh {}/examples/kitchen/migrate.sh\"",
+            migrations.path().display(),
+            local_env::ROOT
+        ),
+    );
+    assert!(toml.contains("MIGRATIONS_DIR="), "{toml}");
+    let mut env = Env::new(&toml);
+    let out = env.up(23);
+    assert!(out.status.success(), "{}", text(&out));
+    let url = env
+        .comment(23)
+        .lines()
+        .find_map(|l| l.strip_prefix("**Environment URL:**"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // The PR's next push brings a data migration that adds a customer.
+    std::fs::write(
+        migrations.path().join("0004_late_customer.sql"),
+        "INSERT INTO users (email, name, phone) VALUES \
+         ('late.customer@kitchen-customers.test', 'Late Customer', '+1 555 0100');",
+    )
+    .unwrap();
+    let out = env.up(23);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("apply 0004_late_customer.sql"), "{said}");
+    assert!(
+        said.contains("✓ masking after migrations: 2 rule(s) applied"),
+        "{said}"
+    );
+    let body = reqwest::get(format!("{url}/users"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["users"].as_array().unwrap().len(), 5, "{body}");
+    assert!(
+        !body.contains(RAW_DOMAIN) && !body.contains("Late Customer"),
+        "a row the migration wrote reached the app unmasked: {body}"
+    );
+    let out = env.down(23);
+    assert!(out.status.success(), "{}", text(&out));
+    env.assert_nothing_left();
+    env.assert_no_secrets();
 }

@@ -651,6 +651,15 @@ impl LocalPg {
     async fn mask(&self, name: &str, req: &BranchRequest) -> anyhow::Result<()> {
         if let Some(masks) = &req.masking {
             let sql = crate::data::masking::local_sql(masks)?;
+            self.mask_with(name, req, &sql).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs masking `sql` made from `req.masking` on `name`, each rule's table and column
+    /// checked first, bounded by `anonymize_timeout`.
+    async fn mask_with(&self, name: &str, req: &BranchRequest, sql: &str) -> anyhow::Result<()> {
+        if let Some(masks) = &req.masking {
             let missing = self
                 .psql(name, &crate::data::masking::missing_columns_sql(masks))
                 .await?;
@@ -660,7 +669,7 @@ impl LocalPg {
                     missing.lines().collect::<Vec<_>>().join(", ")
                 );
             }
-            tokio::time::timeout(req.anonymize_timeout, self.psql(name, &sql))
+            tokio::time::timeout(req.anonymize_timeout, self.psql(name, sql))
                 .await
                 .map_err(|_| {
                     anyhow!(
@@ -1004,6 +1013,35 @@ impl Database for LocalPg {
         )
         .await?;
         Ok(branch.clone())
+    }
+
+    async fn mask_mark(&self, branch: &Branch) -> anyhow::Result<Option<String>> {
+        let x = self
+            .psql(&branch.name, "select txid_current() % 4294967296")
+            .await
+            .context("cannot read the branch's transaction id before the migrations")?;
+        Ok(Some(x.trim().to_string()))
+    }
+
+    async fn mask_again(
+        &self,
+        branch: &Branch,
+        req: &BranchRequest,
+        since: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let Some(masks) = &req.masking else {
+            return Ok(());
+        };
+        let sql = match since {
+            // Only the rows the migrations wrote: the others keep their masked values.
+            Some(x) => crate::data::masking::local_sql_since(
+                masks,
+                x.parse()
+                    .with_context(|| format!("not a transaction id: `{x}`"))?,
+            )?,
+            None => crate::data::masking::local_sql(masks)?,
+        };
+        self.mask_with(&branch.name, req, &sql).await
     }
 
     async fn set_expiry(&self, name: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
