@@ -67,7 +67,7 @@ pub struct LifecycleSettings {
     /// `"Mon-Fri 07:00-20:00 Europe/Berlin"`: outside these hours the scheduled sweep stops the
     /// previews' machines (they start again on the first request). Unset: always allowed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub active_hours: Option<super::ActiveHours>,
+    pub active_hours: Option<super::active_hours::ActiveHours>,
 }
 
 /// `[cost]` in atlas.toml: the price table of the cost estimate, in US dollars. The defaults
