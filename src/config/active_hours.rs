@@ -105,7 +105,13 @@ impl ActiveHours {
                 "{hours_s:?} is an empty window (the start equals the end)"
             ));
         }
-        let tz: Tz = tz_s.parse().map_err(|_| {
+        // IANA names are case-sensitive (`Europe/Berlin`); `utc` is forgiven.
+        let tz: Tz = if tz_s.eq_ignore_ascii_case("utc") {
+            Ok(Tz::UTC)
+        } else {
+            tz_s.parse::<Tz>()
+        }
+        .map_err(|_| {
             format!(
                 "unknown time zone {tz_s:?} (use an IANA name such as Europe/Berlin, America/New_York or UTC)"
             )
