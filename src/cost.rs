@@ -155,7 +155,11 @@ mod tests {
         let month = |m: &MachineSize| machine_hour(m, &p) * HOURS_PER_MONTH;
         // Fly's list: shared-cpu-1x 256 MB $1.94, 1 GB $5.70, 2 GB $10.70; performance-1x 2 GB
         // $31.00, 4 GB $41.01.
-        assert!((month(&shared(256)) - 1.94).abs() < 0.01, "{}", month(&shared(256)));
+        assert!(
+            (month(&shared(256)) - 1.94).abs() < 0.01,
+            "{}",
+            month(&shared(256))
+        );
         assert!((month(&shared(1024)) - 5.70).abs() < 0.01);
         assert!((month(&shared(2048)) - 10.70).abs() < 0.01);
         let perf = |mb| MachineSize {
@@ -189,7 +193,10 @@ mod tests {
         assert_eq!(w.storage, e.storage);
         let s = sentence(&w);
         assert!(
-            s.starts_with(&format!("about {}/day at most (10 h a day running:", dollars(w.total))),
+            s.starts_with(&format!(
+                "about {}/day at most (10 h a day running:",
+                dollars(w.total)
+            )),
             "{s}"
         );
         let sum = e + w;

@@ -53,7 +53,7 @@ pub struct Row {
     pub expires: Option<String>,
     /// The login that pinned it.
     pub pinned_by: Option<String>,
-    /// `running`, `sleeping`, `stopped` (by this sweep, outside the active hours) or, where the
+    /// `running`, `sleeping`, `stopped: outside hours` (by this sweep) or, where the
     /// platform reports no machines, `running (local, does not sleep)`.
     pub state: String,
     pub machines: usize,
@@ -207,7 +207,7 @@ pub async fn survey(
                 for m in ms.iter().filter(|m| m.running()) {
                     stopped.push(format!("{app}/{}", m.id));
                 }
-                state_word = Some("stopped");
+                state_word = Some("stopped: outside hours");
             } else {
                 match platform.stop_machines(app).await {
                     Ok(Some(ids)) => {
@@ -217,7 +217,7 @@ pub async fn survey(
                                 m.state = "stopped".into();
                             }
                         }
-                        state_word = Some("stopped");
+                        state_word = Some("stopped: outside hours");
                     }
                     Ok(None) => {}
                     Err(e) => errors.push(redact(format!(
@@ -261,9 +261,7 @@ pub async fn survey(
             age: created.map(|c| short_duration(opts.now - c)),
             last_activity: g.activity.iter().max().copied().map(rfc3339),
             expires: g.expires.map(rfc3339),
-            pinned_by: ms
-                .iter()
-                .find_map(|m| m.metadata.get(PINNED_KEY).cloned()),
+            pinned_by: ms.iter().find_map(|m| m.metadata.get(PINNED_KEY).cloned()),
             state,
             machines: ms.len(),
             machines_running: if state_word.is_some() { 0 } else { running },
@@ -303,6 +301,41 @@ pub async fn survey(
         stopped,
         errors,
     }
+}
+
+/// The lifecycle clause's cost sentence for one preview (`up`, after the deploy): its machines
+/// as the platform reports them and its branch's size, priced by `[cost]` over the hours it may
+/// run. `None` where the platform reports no machines (the local process costs nothing here).
+/// Read errors only drop the sentence: a price is never a reason to fail a preview.
+pub async fn preview_cost(
+    platform: &dyn Platform,
+    database: &dyn Database,
+    settings: &crate::config::Settings,
+    app: &str,
+    branch: Option<&str>,
+) -> Option<String> {
+    let machines = platform.app_machines(app).await.ok().flatten()?;
+    let storage_bytes = match branch {
+        Some(b) => database.storage_bytes(b).await.ok().flatten(),
+        None => None,
+    };
+    let hours = settings.lifecycle.active_hours.as_ref();
+    let e = cost::estimate(
+        &Footprint {
+            machines: machines.into_iter().map(|m| m.size).collect(),
+            database: branch.is_some(),
+            storage_bytes,
+        },
+        cost::hours_per_day(hours),
+        &settings.cost,
+    );
+    let mut s = format!("cost {}", cost::sentence(&e));
+    if let Some(h) = hours {
+        s.push_str(&format!(
+            "; outside {h} the scheduled sweep stops it (the first request wakes it)"
+        ));
+    }
+    Some(s)
 }
 
 /// The survey the sweep runs after its deletions, with atlas.toml's `[lifecycle]` and
@@ -353,7 +386,8 @@ pub fn report_to<W: std::io::Write>(
         estate.previews.len(),
         estate.total_per_day
     ));
-    gha.append_summary(&estate.markdown(renderer)?)?;
+    // A blank line first: the sweep's section may end in a table.
+    gha.append_summary(&format!("\n{}", estate.markdown(renderer)?))?;
     Ok(())
 }
 
@@ -364,7 +398,10 @@ mod tests {
     #[test]
     fn durations_and_cents_read_plainly() {
         assert_eq!(short_duration(chrono::TimeDelta::minutes(40)), "40m");
-        assert_eq!(short_duration(chrono::TimeDelta::minutes(5 * 60 + 12)), "5h 12m");
+        assert_eq!(
+            short_duration(chrono::TimeDelta::minutes(5 * 60 + 12)),
+            "5h 12m"
+        );
         assert_eq!(
             short_duration(chrono::TimeDelta::minutes(3 * 1440 + 4 * 60 + 59)),
             "3d 4h"

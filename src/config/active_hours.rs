@@ -273,9 +273,6 @@ mod tests {
         assert!(e("Mon-Fri 24:00-06:00 UTC").contains("\"24:00\""));
         assert!(e("Mon-Fri 07:00-07:00 UTC").contains("empty window"));
         let tz = e("Mon-Fri 07:00-20:00 Europe/Berlinn");
-        assert!(
-            tz.contains("unknown time zone \"Europe/Berlinn\""),
-            "{tz}"
-        );
+        assert!(tz.contains("unknown time zone \"Europe/Berlinn\""), "{tz}");
     }
 }

@@ -439,7 +439,9 @@ impl Settings {
 
 /// The 1-based line where `section` starts, if it is there.
 fn line_of(text: &str, section: &str) -> Option<usize> {
-    text.lines().position(|l| l.trim() == section).map(|i| i + 1)
+    text.lines()
+        .position(|l| l.trim() == section)
+        .map(|i| i + 1)
 }
 
 /// `[section] key` of a `key = value` on line `line` (1-based), if that line is one.

@@ -94,7 +94,10 @@ async fn a_week_of_active_hours_stops_outside_and_leaves_inside_alone() {
         assert_eq!(est.inside_active_hours, Some(inside), "{now}");
         if inside {
             sweeps_inside += 1;
-            assert_eq!(stopped_now, 0, "nothing is stopped inside the hours ({now})");
+            assert_eq!(
+                stopped_now, 0,
+                "nothing is stopped inside the hours ({now})"
+            );
             assert!(est.stopped.is_empty(), "{now}: {:?}", est.stopped);
             // Traffic: the request wakes preview 7 through the proxy when it sleeps.
             let r = reqwest::get(format!("{}/healthz", d7.url)).await.unwrap();
@@ -112,7 +115,11 @@ async fn a_week_of_active_hours_stops_outside_and_leaves_inside_alone() {
                 && !matches!(now.format("%a").to_string().as_str(), "Sat" | "Sun")
             {
                 let r = reqwest::get(format!("{}/healthz", d8.url)).await.unwrap();
-                assert_eq!(r.status().as_u16(), 200, "a stopped preview wakes on demand");
+                assert_eq!(
+                    r.status().as_u16(),
+                    200,
+                    "a stopped preview wakes on demand"
+                );
             }
         }
         // The numbers add up on every sweep.
@@ -158,19 +165,29 @@ async fn the_table_has_every_live_preview_and_its_cost_per_day() {
     let now = Utc::now() + chrono::Duration::hours(5);
     let est = look(&e, &forge, None, &prices, now).await;
     assert!(est.errors.is_empty(), "{:?}", est.errors);
-    assert!(est.stopped.is_empty(), "no active hours: nothing is stopped");
+    assert!(
+        est.stopped.is_empty(),
+        "no active hours: nothing is stopped"
+    );
     assert_eq!(est.hours_note, None);
     let r7 = &est.previews[0];
     let r8 = &est.previews[1];
     assert_eq!((r7.pr, r8.pr), (7, 8));
     assert_eq!(r7.title.as_deref(), Some("Pull #7"));
     assert_eq!(r8.title.as_deref(), Some(hostile));
-    assert_eq!((r7.state.as_str(), r8.state.as_str()), ("sleeping", "running"));
+    assert_eq!(
+        (r7.state.as_str(), r8.state.as_str()),
+        ("sleeping", "running")
+    );
     assert_eq!(r7.pinned_by, None);
     assert_eq!(r8.pinned_by.as_deref(), Some("octocat"));
     assert_eq!(r7.app.as_deref(), Some(app7.as_str()));
     assert_eq!(r7.branch.as_deref(), Some("preview/pr-7"));
-    assert!(r7.age.as_deref().is_some_and(|a| a.starts_with("5h")), "{:?}", r7.age);
+    assert!(
+        r7.age.as_deref().is_some_and(|a| a.starts_with("5h")),
+        "{:?}",
+        r7.age
+    );
     assert!(r7.expires.is_some() && r7.last_activity.is_some());
     // Each row: one shared-cpu-1x 256 MB machine all day + 0.25 CU all day + its storage.
     let machine = 0.00266 * 24.0;
@@ -191,10 +208,19 @@ async fn the_table_has_every_live_preview_and_its_cost_per_day() {
     let md = est
         .markdown(&atlas::report::Renderer::new_at(None, now).unwrap())
         .unwrap();
-    assert!(!md.contains("<script>") && !md.contains("@everyone") && !md.contains("](http"), "{md}");
-    assert!(md.contains("| #8 |") && md.contains("| running | $0.94 |"), "{md}");
+    assert!(
+        !md.contains("<script>") && !md.contains("@everyone") && !md.contains("](http"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| #8 |") && md.contains("| running | $0.94 |"),
+        "{md}"
+    );
     assert!(md.contains("| sleeping | $0.90 |"), "{md}");
-    assert!(md.contains("| **Total** |") && md.contains("**$1.84**"), "{md}");
+    assert!(
+        md.contains("| **Total** |") && md.contains("**$1.84**"),
+        "{md}"
+    );
     assert!(md.contains("octocat") && md.contains("| no |"), "{md}");
     let json: serde_json::Value = serde_json::to_value(&est).unwrap();
     assert_eq!(json["total_cents_per_day"], 184);
@@ -239,7 +265,10 @@ async fn a_dry_run_outside_the_hours_lists_and_stops_nothing() {
     assert_eq!(e.fly.core.count("Machines_stop"), 0);
     assert_eq!(running(&e, &d.app), 1);
     let note = est.hours_note.unwrap();
-    assert!(note.contains("outside the active hours") && note.contains("would stop 1"), "{note}");
+    assert!(
+        note.contains("outside the active hours") && note.contains("would stop 1"),
+        "{note}"
+    );
     // 40 h a week: the estimate counts 40/7 h a day of running.
     assert!((est.hours_per_day - 40.0 / 7.0).abs() < 1e-9);
 }
@@ -247,21 +276,34 @@ async fn a_dry_run_outside_the_hours_lists_and_stops_nothing() {
 #[test]
 fn bad_active_hours_and_prices_name_the_key_and_the_line() {
     let e = |t: &str| Settings::parse(t, "atlas.toml").unwrap_err().to_string();
-    let m = e("[app]\nport = 8080\n\n[lifecycle]\nactive_hours = \"Mon-Fri 07:00-20:00 Mars/Olympus\"\n");
+    let m = e(
+        "[app]\nport = 8080\n\n[lifecycle]\nactive_hours = \"Mon-Fri 07:00-20:00 Mars/Olympus\"\n",
+    );
     assert!(
-        m.contains("line 5") && m.contains("[lifecycle] active_hours") && m.contains("unknown time zone \"Mars/Olympus\""),
+        m.contains("line 5")
+            && m.contains("[lifecycle] active_hours")
+            && m.contains("unknown time zone \"Mars/Olympus\""),
         "{m}"
     );
     let m = e("[lifecycle]\nactive_hours = \"weekdays nine to five\"\n");
-    assert!(m.contains("line 2") && m.contains("[lifecycle] active_hours"), "{m}");
+    assert!(
+        m.contains("line 2") && m.contains("[lifecycle] active_hours"),
+        "{m}"
+    );
     let m = e("[lifecycle]\nactive_hours = 9\n");
     assert!(m.contains("line 2") && m.contains("active_hours"), "{m}");
     let m = e("[lifecycle]\nactive_hour = \"daily 07:00-20:00 UTC\"\n");
     assert!(m.contains("active_hour"), "{m}");
     let m = e("[app]\nport = 8080\n[cost]\nneon_cu_hour = -1.0\n");
-    assert!(m.contains("line 3") && m.contains("[cost] neon_cu_hour"), "{m}");
+    assert!(
+        m.contains("line 3") && m.contains("[cost] neon_cu_hour"),
+        "{m}"
+    );
     let m = e("[cost]\nfly_shared_cpu_hour = \"cheap\"\n");
-    assert!(m.contains("line 2") && m.contains("fly_shared_cpu_hour"), "{m}");
+    assert!(
+        m.contains("line 2") && m.contains("fly_shared_cpu_hour"),
+        "{m}"
+    );
     let ok = Settings::parse(
         "[lifecycle]\nactive_hours = \"Mon-Fri 07:00-20:00 Europe/Berlin\"\n[cost]\nneon_cu_hour = 0.26\n",
         "atlas.toml",
@@ -269,5 +311,8 @@ fn bad_active_hours_and_prices_name_the_key_and_the_line() {
     .unwrap();
     assert_eq!(ok.lifecycle.active_hours.unwrap().zone(), "Europe/Berlin");
     assert_eq!(ok.cost.neon_cu_hour, 0.26);
-    assert_eq!(ok.cost.fly_shared_cpu_hour, CostSettings::default().fly_shared_cpu_hour);
+    assert_eq!(
+        ok.cost.fly_shared_cpu_hour,
+        CostSettings::default().fly_shared_cpu_hour
+    );
 }
