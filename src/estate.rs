@@ -394,6 +394,135 @@ pub fn report_to<W: std::io::Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::{
+        AppDeployment, Branch, BranchRequest, CommentRef, Deleted, DeployRequest, DeploymentRecord,
+        DeploymentStatus, NewDeployment, Owned, PrState, SchemaDiff,
+    };
+    use async_trait::async_trait;
+
+    /// A local-like world: one app and one branch of PR 3, no machines to report or stop.
+    struct Local;
+
+    fn owned(name: &str) -> Owned {
+        Owned {
+            name: name.into(),
+            id: name.into(),
+            pr: 3,
+            created_at: Some("2026-01-12T08:00:00Z".parse().unwrap()),
+            expires_at: None,
+        }
+    }
+
+    #[async_trait]
+    impl Database for Local {
+        fn kind(&self) -> &'static str {
+            "local-postgres"
+        }
+        async fn ensure_branch(&self, _: &BranchRequest) -> anyhow::Result<Branch> {
+            unreachable!()
+        }
+        async fn delete_branch(&self, _: &str) -> anyhow::Result<Deleted> {
+            unreachable!()
+        }
+        async fn schema_diff(&self, _: &Branch) -> anyhow::Result<SchemaDiff> {
+            unreachable!()
+        }
+        async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
+            Ok(vec![owned("atlas_pr_3")])
+        }
+    }
+
+    #[async_trait]
+    impl Platform for Local {
+        fn kind(&self) -> &'static str {
+            "local-process"
+        }
+        async fn deploy(&self, _: &DeployRequest) -> anyhow::Result<AppDeployment> {
+            unreachable!()
+        }
+        async fn destroy(&self, _: &str) -> anyhow::Result<Deleted> {
+            unreachable!()
+        }
+        async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
+            Ok(vec![owned("kitchen-pr-3")])
+        }
+    }
+
+    #[async_trait]
+    impl Forge for Local {
+        fn kind(&self) -> &'static str {
+            "local"
+        }
+        async fn pr_state(&self, _: u64) -> anyhow::Result<Option<PrState>> {
+            unreachable!()
+        }
+        async fn open_prs(&self) -> anyhow::Result<Vec<u64>> {
+            Ok(vec![3])
+        }
+        async fn open_pr_titles(&self) -> anyhow::Result<BTreeMap<u64, String>> {
+            anyhow::bail!("offline")
+        }
+        async fn upsert_comment(&self, _: u64, _: &str, _: &str) -> anyhow::Result<CommentRef> {
+            unreachable!()
+        }
+        async fn create_deployment(
+            &self,
+            _: NewDeployment<'_>,
+        ) -> anyhow::Result<DeploymentRecord> {
+            unreachable!()
+        }
+        async fn set_deployment_status(
+            &self,
+            _: &DeploymentRecord,
+            _: DeploymentStatus<'_>,
+        ) -> anyhow::Result<()> {
+            unreachable!()
+        }
+        async fn deployment_records(&self, _: &str) -> anyhow::Result<Vec<DeploymentRecord>> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_local_platform_says_plainly_that_it_does_not_sleep() {
+        let hours = ActiveHours::parse("Mon-Fri 07:00-20:00 UTC").unwrap();
+        let prices = CostSettings::default();
+        let est = survey(
+            &Local,
+            &Local,
+            &Local,
+            &EstateOptions {
+                now: "2026-01-17T12:00:00Z".parse().unwrap(), // a Saturday
+                active_hours: Some(&hours),
+                prices: &prices,
+                enforce_hours: true,
+                dry_run: false,
+            },
+        )
+        .await;
+        assert!(est.stopped.is_empty());
+        let row = &est.previews[0];
+        assert_eq!(row.state, "running (local, does not sleep)");
+        assert_eq!(
+            (row.app.as_deref(), row.branch.as_deref()),
+            (Some("kitchen-pr-3"), Some("atlas_pr_3"))
+        );
+        assert_eq!(row.age.as_deref(), Some("5d 4h"));
+        assert_eq!(row.title, None);
+        let note = est.hours_note.unwrap();
+        assert!(
+            note.contains("the local platform does not stop previews outside the active hours"),
+            "{note}"
+        );
+        assert!(
+            est.errors[0].contains("cannot read the PR titles"),
+            "{:?}",
+            est.errors
+        );
+        // No machines: only the branch's compute is priced.
+        assert_eq!(row.cost.machines, 0.0);
+        assert_eq!(est.total_cents_per_day, row.cents_per_day);
+    }
 
     #[test]
     fn durations_and_cents_read_plainly() {
