@@ -77,6 +77,8 @@ struct World {
     signal_to_exit: Mutex<Option<Duration>>,
     /// Extra process environment for the runs (`ATLAS_DEADLINE`).
     extra_env: Mutex<Vec<(String, String)>>,
+    /// The command line after `atlas` (default `run`).
+    argv: Mutex<Vec<String>>,
     /// `[preview] access` of the atlas.toml the runs use.
     access: Mutex<String>,
 }
@@ -122,6 +124,7 @@ async fn world() -> World {
         interrupt_on_neon_create: Default::default(),
         signal_to_exit: Mutex::new(None),
         extra_env: Mutex::new(Vec::new()),
+        argv: Mutex::new(vec!["run".into()]),
         access: Mutex::new("public".into()),
     }
 }
@@ -264,7 +267,7 @@ impl World {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
         };
         let child = cmd
-            .arg("run")
+            .args(self.argv.lock().unwrap().clone())
             .env_clear()
             .envs(&env.vars)
             .current_dir(env.workspace())
@@ -1073,6 +1076,29 @@ async fn the_comment_prices_the_preview_and_the_scheduled_sweep_lists_the_estate
     assert!(
         r.stdout
             .contains("sweep: 1 live preview(s), about $0.90/day in all"),
+        "{}",
+        r.dump()
+    );
+
+    // `atlas sweep --json`: the same rows as JSON on stdout, the log on stderr.
+    *w.argv.lock().unwrap() = vec!["sweep".into(), "--json".into()];
+    let r = w
+        .run("schedule", &schedule.to_string(), &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    // On Actions the runner's mask commands come first; the JSON is the rest.
+    let start = r.stdout.find("\n{").map(|i| i + 1).unwrap_or(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout[start..])
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.dump()));
+    assert_eq!(v["estate"]["total_per_day"], "$0.90", "{v:#}");
+    assert_eq!(v["estate"]["previews"][0]["pr"], 2);
+    assert_eq!(
+        v["estate"]["previews"][0]["title"],
+        "Add the <b>menu</b> @team"
+    );
+    assert_eq!(v["sweep"]["kept"].as_array().map(Vec::len), Some(2));
+    assert!(
+        r.stderr.contains("sweep: 1 live preview(s)"),
         "{}",
         r.dump()
     );
