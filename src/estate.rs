@@ -53,7 +53,8 @@ pub struct Row {
     pub expires: Option<String>,
     /// The login that pinned it.
     pub pinned_by: Option<String>,
-    /// `running`, `sleeping`, `stopped: outside hours` (by this sweep) or, where the
+    /// `running`, `sleeping`, `stopped: outside hours` (by this sweep), `running (would stop:
+    /// outside hours)` (a dry run) or, where the
     /// platform reports no machines, `running (local, does not sleep)`.
     pub state: String,
     pub machines: usize,
@@ -207,7 +208,7 @@ pub async fn survey(
                 for m in ms.iter().filter(|m| m.running()) {
                     stopped.push(format!("{app}/{}", m.id));
                 }
-                state_word = Some("stopped: outside hours");
+                state_word = Some("running (would stop: outside hours)");
             } else {
                 match platform.stop_machines(app).await {
                     Ok(Some(ids)) => {
@@ -264,7 +265,7 @@ pub async fn survey(
             pinned_by: ms.iter().find_map(|m| m.metadata.get(PINNED_KEY).cloned()),
             state,
             machines: ms.len(),
-            machines_running: if state_word.is_some() { 0 } else { running },
+            machines_running: running,
             cost: estimate,
             cents_per_day: c,
             cost_per_day: dollars_of_cents(c),

@@ -264,6 +264,8 @@ async fn a_dry_run_outside_the_hours_lists_and_stops_nothing() {
     assert!(est.stopped[0].starts_with(&d.app));
     assert_eq!(e.fly.core.count("Machines_stop"), 0);
     assert_eq!(running(&e, &d.app), 1);
+    assert_eq!(est.previews[0].state, "running (would stop: outside hours)");
+    assert_eq!(est.previews[0].machines_running, 1);
     let note = est.hours_note.unwrap();
     assert!(
         note.contains("outside the active hours") && note.contains("would stop 1"),
