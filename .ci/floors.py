@@ -25,6 +25,7 @@ FLOORS = {
     "verify": 7,
     "sweep": 7,
     "lifecycle": 7,
+    "estate": 7,
     "demo": 7,
     "load": 7,  # the `atlas load` / `baseline` flows in load/mod.rs
     "gate": 7,
@@ -49,6 +50,7 @@ FLOORS = {
     "http": 5,
     "github_env": 5,
     "event": 4,
+    "cost": 4,
     "data": 4,
     "config": 3,
     "secret": 1,

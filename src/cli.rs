@@ -131,6 +131,10 @@ pub struct SweepArgs {
     /// Sweep the local providers.
     #[arg(long)]
     pub local: bool,
+    /// Print the sweep and the table of live previews as JSON on stdout (the log goes to
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

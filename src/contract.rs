@@ -182,6 +182,9 @@ pub struct LifecycleBoundary {
     /// Measured: the first request after a sleep took this long (the wake-up), in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wake_ms: Option<u64>,
+    /// The estimated cost per day, in words (`crate::estate::preview_cost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
 }
 
 /// The sentence of the lifecycle clause about sleeping: `app_sleep` is the platform's mode

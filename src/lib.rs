@@ -10,12 +10,13 @@
 //! ```text
 //! 8 commands/ cli        read the process environment, build providers (cloud or local,
 //!                        once), pick the retry policy, print; one match over commands
-//! 7 preview seed verify/ sweep lifecycle load gate/ (flows)   plain async functions that take data; gate/ is
+//! 7 preview seed verify/ sweep lifecycle estate load gate/ (flows)   plain async functions that take data; gate/ is
 //!                        the access gate (proxy, links, sign-in) and its local platform
 //! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy, history, store}
 //! 5 contract report outputs gha http github_env
 //! 4 event                pure: event + policy -> plan (forced-command and fork rules too)
 //!   data/                pure: data models, masking rules and their SQL, the seed plan
+//!   cost                 pure: a preview's estimated cost per day from the `[cost]` prices
 //! 3 config/              inputs and every atlas.toml section; imports only secret and text
 //! 1 secret naming text shell error trace    the ground floor
 //! ```
@@ -29,8 +30,10 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contract;
+pub mod cost;
 pub mod data;
 pub mod error;
+pub mod estate;
 pub mod event;
 pub mod evidence;
 pub mod gate;

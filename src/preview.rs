@@ -988,6 +988,14 @@ async fn deploy_and_check(
             .as_ref()
             .map(|_| (providers.database.kind(), settings.database.suspend_after)),
     ));
+    contract.lifecycle.cost = crate::estate::preview_cost(
+        providers.platform.as_ref(),
+        providers.database.as_ref(),
+        settings,
+        &app.app,
+        contract.data.branch.as_deref(),
+    )
+    .await;
     // Behind an access gate, Atlas's own checks carry this run's bypass token.
     let gated;
     let settings = match providers.platform.bypass_header(&app.app) {

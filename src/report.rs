@@ -27,6 +27,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("skip.md.j2", include_str!("../templates/skip.md.j2")),
     ("chart.md.j2", include_str!("../templates/chart.md.j2")),
     ("verify.md.j2", include_str!("../templates/verify.md.j2")),
+    ("estate.md.j2", include_str!("../templates/estate.md.j2")),
 ];
 
 /// Makes user-controlled text inert in markdown: no HTML, no mentions, no links or emphasis, no

@@ -367,12 +367,36 @@ fn flush(ctx: &mut Ctx, lines: &mut Vec<String>, known: &mut Vec<String>) {
     }
 }
 
-/// `atlas run` for the sweep (the `schedule` event).
-pub async fn sweep_run(ctx: &mut Ctx) -> anyhow::Result<()> {
+/// `atlas run` for the sweep (the `schedule` event): the sweep, then the estate (active hours,
+/// the table of live previews). `json`: the same printed as JSON on stdout.
+pub async fn sweep_run(ctx: &mut Ctx, json: bool) -> anyhow::Result<()> {
     let providers = cloud_providers_for_sweep(ctx)?;
     let opts = SweepOptions::from_config(&ctx.config, &ctx.settings);
-    let report = sweep::sweep(&providers, chrono::Utc::now(), &opts).await;
-    sweep::report_to(&mut ctx.gha, &report)
+    let now = chrono::Utc::now();
+    let report = sweep::sweep(&providers, now, &opts).await;
+    let estate = crate::estate::after_sweep(&providers, &ctx.settings, opts.dry_run, now).await;
+    let renderer = renderer(ctx)?;
+    finish_sweep(&mut ctx.gha, &report, &estate, &renderer, json)
+}
+
+/// Reports the sweep and then the estate; the sweep's verdict (exit 2 when something survived)
+/// is the command's.
+fn finish_sweep<W: std::io::Write>(
+    gha: &mut crate::gha::Gha<W>,
+    report: &sweep::SweepReport,
+    estate: &crate::estate::Estate,
+    renderer: &Renderer,
+    json: bool,
+) -> anyhow::Result<()> {
+    let verdict = sweep::report_to(gha, report);
+    crate::estate::report_to(gha, estate, renderer)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"sweep": report, "estate": estate}))?
+        );
+    }
+    verdict
 }
 
 /// The sweep needs no image: only credentials.
@@ -444,24 +468,39 @@ pub async fn cli_sweep(
         let config = crate::config::Config::from_vars(std::env::vars())?;
         let mut opts = SweepOptions::from_config(&config, &settings);
         opts.dry_run |= args.dry_run;
-        let report = sweep::sweep(&setup.providers, chrono::Utc::now(), &opts).await;
+        let now = chrono::Utc::now();
+        let report = sweep::sweep(&setup.providers, now, &opts).await;
+        let estate =
+            crate::estate::after_sweep(&setup.providers, &settings, opts.dry_run, now).await;
         // The cluster runs only while a preview exists, whoever removed the last one.
         super::preview::stop_if_idle(&setup).await;
         let actions = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
         let files = crate::gha::Files::from_vars(std::env::vars());
-        let mut gha = crate::gha::Gha::new(std::io::stdout(), files, actions);
-        return sweep::report_to(&mut gha, &report);
+        let out: Box<dyn std::io::Write + Send> = if args.json {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        let mut gha = crate::gha::Gha::new(out, files, actions);
+        let renderer = Renderer::new(settings.templates.dir.as_deref())?;
+        return finish_sweep(&mut gha, &report, &estate, &renderer, args.json);
     }
     let mut ctx = Ctx::load(config)?;
     ctx.config.dry_run |= args.dry_run;
-    sweep_run(&mut ctx).await
+    if args.json {
+        // stdout carries the JSON alone; the log goes to stderr.
+        let actions = ctx.gha.is_actions();
+        let files = crate::gha::Files::from_vars(std::env::vars());
+        ctx.gha = crate::gha::Gha::new(Box::new(std::io::stderr()), files, actions);
+    }
+    sweep_run(&mut ctx, args.json).await
 }
 
 /// Dispatches the preview and sweep commands of `atlas run`.
 pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Result<()> {
     match plan.command {
         CommandKind::PreviewUp | CommandKind::PreviewDown => preview(ctx, event, plan).await,
-        CommandKind::Sweep => sweep_run(ctx).await,
+        CommandKind::Sweep => sweep_run(ctx, false).await,
         other => bail!("internal: {} is not a preview command", other.as_str()),
     }
 }

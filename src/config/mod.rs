@@ -3,8 +3,11 @@
 //! section in one place. Imports only `secret` and `text`; nothing here reads the process
 //! environment (tests feed iterators of variables).
 
+pub mod active_hours;
 pub mod inputs;
 pub mod settings;
+
+pub use active_hours::ActiveHours;
 
 pub use inputs::*;
 pub use settings::*;

@@ -56,6 +56,71 @@ pub struct Settings {
     pub verify: VerifySettings,
     pub templates: TemplateSettings,
     pub evidence: EvidenceSettings,
+    pub lifecycle: LifecycleSettings,
+    pub cost: CostSettings,
+}
+
+/// `[lifecycle]` in atlas.toml: when previews may run.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSettings {
+    /// `"Mon-Fri 07:00-20:00 Europe/Berlin"`: outside these hours the scheduled sweep stops the
+    /// previews' machines (they start again on the first request). Unset: always allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_hours: Option<super::active_hours::ActiveHours>,
+}
+
+/// `[cost]` in atlas.toml: the price table of the cost estimate, in US dollars. The defaults
+/// are the providers' published list prices (see `crate::cost` for the sources); override
+/// them with your contract's.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostSettings {
+    /// Fly Machines: per shared vCPU per hour (with its first 256 MB of RAM).
+    pub fly_shared_cpu_hour: f64,
+    /// Fly Machines: per performance vCPU per hour (with its first 2 GB of RAM).
+    pub fly_performance_cpu_hour: f64,
+    /// Fly Machines: per GB of RAM beyond what the vCPUs include, per hour.
+    pub fly_memory_gb_hour: f64,
+    /// Neon: per compute-unit hour.
+    pub neon_cu_hour: f64,
+    /// Neon: per GB of storage per month.
+    pub neon_storage_gb_month: f64,
+    /// The size of a preview branch's compute, in compute units (Neon's smallest: 0.25).
+    pub neon_compute_units: f64,
+}
+
+impl Default for CostSettings {
+    fn default() -> Self {
+        CostSettings {
+            fly_shared_cpu_hour: 0.00266,
+            fly_performance_cpu_hour: 0.0425,
+            fly_memory_gb_hour: 0.00685,
+            neon_cu_hour: 0.14,
+            neon_storage_gb_month: 0.35,
+            neon_compute_units: 0.25,
+        }
+    }
+}
+
+impl CostSettings {
+    /// Every price is a finite number >= 0 (the key is named otherwise).
+    fn check(&self) -> Result<(), String> {
+        let all = [
+            ("fly_shared_cpu_hour", self.fly_shared_cpu_hour),
+            ("fly_performance_cpu_hour", self.fly_performance_cpu_hour),
+            ("fly_memory_gb_hour", self.fly_memory_gb_hour),
+            ("neon_cu_hour", self.neon_cu_hour),
+            ("neon_storage_gb_month", self.neon_storage_gb_month),
+            ("neon_compute_units", self.neon_compute_units),
+        ];
+        for (k, v) in all {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("[cost] {k} = {v} must be a number >= 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -403,6 +468,18 @@ pub struct SettingsError {
 impl Settings {
     /// Parses `atlas.toml` text; errors carry the line and the offending key.
     pub fn parse(text: &str, path: &str) -> Result<Settings, SettingsError> {
+        let s = Settings::parse_toml(text, path)?;
+        s.cost.check().map_err(|message| SettingsError {
+            path: path.to_string(),
+            message: match line_of(text, "[cost]") {
+                Some(l) => format!("line {l}: {message}"),
+                None => message,
+            },
+        })?;
+        Ok(s)
+    }
+
+    fn parse_toml(text: &str, path: &str) -> Result<Settings, SettingsError> {
         toml::from_str::<Settings>(text).map_err(|e| {
             let line = e
                 .span()
@@ -436,6 +513,13 @@ impl Settings {
             )),
         }
     }
+}
+
+/// The 1-based line where `section` starts, if it is there.
+fn line_of(text: &str, section: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.trim() == section)
+        .map(|i| i + 1)
 }
 
 /// `[section] key` of a `key = value` on line `line` (1-based), if that line is one.

@@ -1200,6 +1200,70 @@ impl Platform for FlyPlatform {
         Ok(())
     }
 
+    async fn app_machines(
+        &self,
+        app: &str,
+    ) -> anyhow::Result<Option<Vec<crate::provider::MachineInfo>>> {
+        let time = |t: Option<&str>| {
+            t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+        };
+        let ms = self.machines(app, false).await?;
+        Ok(Some(
+            ms.iter()
+                .filter(|m| !m.is_task() && m.state.as_deref() != Some("destroyed"))
+                .map(|m| {
+                    let guest = &m.config["guest"];
+                    crate::provider::MachineInfo {
+                        id: m.id.clone(),
+                        state: m.state.clone().unwrap_or_else(|| "unknown".into()),
+                        role: m.meta(ROLE_KEY).map(str::to_string),
+                        size: crate::cost::MachineSize {
+                            cpu_kind: guest["cpu_kind"].as_str().unwrap_or("shared").to_string(),
+                            cpus: guest["cpus"].as_u64().unwrap_or(1) as u32,
+                            memory_mb: guest["memory_mb"].as_u64().unwrap_or(256) as u32,
+                        },
+                        created_at: time(m.created_at.as_deref()),
+                        updated_at: time(m.updated_at.as_deref()),
+                        metadata: m.config["metadata"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                            .collect(),
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    async fn stop_machines(&self, app: &str) -> anyhow::Result<Option<Vec<String>>> {
+        let Some(pr) = naming::pr_from_app(&self.prefix, app) else {
+            anyhow::bail!(
+                "fly: app `{app}` is not an atlas preview name of {}; atlas stops only its own apps",
+                self.repository
+            );
+        };
+        let ms = self.machines(app, false).await?;
+        let mut stopped = Vec::new();
+        // Only Atlas's own machines of that PR, and never a task mid-run: the app's machine and
+        // its gate. Fly's proxy starts them again on the next request (`autostart`).
+        for m in ms
+            .iter()
+            .filter(|m| self.is_atlas_machine(m, pr) && !m.is_task())
+            .filter(|m| m.state.as_deref() == Some("started"))
+        {
+            let path = format!("/apps/{}/machines/{}/stop", enc(app), enc(&m.id));
+            match self.client.send(Call::post("stop machine", path)).await {
+                Ok(_) => stopped.push(m.id.clone()),
+                // It stopped by itself meanwhile (the proxy's autostop): nothing to do.
+                Err(e) if status_of(&e) == Some(412) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(stopped))
+    }
+
     async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
         let r = self
             .client

@@ -794,6 +794,19 @@ impl Forge for GithubForge {
         Ok(prs)
     }
 
+    async fn open_pr_titles(&self) -> anyhow::Result<std::collections::BTreeMap<u64, String>> {
+        let all = self
+            .list_all(
+                "list open pull requests",
+                self.repo_path(&format!("/pulls?state=open&per_page={PER_PAGE}")),
+            )
+            .await?;
+        Ok(all
+            .iter()
+            .filter_map(|p| Some((p["number"].as_u64()?, p["title"].as_str()?.to_string())))
+            .collect())
+    }
+
     async fn comment_body(&self, pr: u64, marker: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .our_comments(pr, marker)

@@ -145,6 +145,33 @@ pub trait Database: Send + Sync {
             ),
         }
     }
+    /// The branch's logical size in bytes, for the cost estimate; `None` when the provider
+    /// does not report one.
+    async fn storage_bytes(&self, _name: &str) -> anyhow::Result<Option<u64>> {
+        Ok(None)
+    }
+}
+
+/// One machine of a preview app as the platform reports it now (the estate, active hours).
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineInfo {
+    pub id: String,
+    /// The platform's word: `started`, `stopped`, `suspended`, ...
+    pub state: String,
+    /// `None`: the app's own machine; `gate`: the access gate in front of it.
+    pub role: Option<String>,
+    pub size: crate::cost::MachineSize,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Its metadata (ownership marks, `atlas_expires`, `atlas_pinned_by`).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl MachineInfo {
+    /// Running and paying for CPU and RAM.
+    pub fn running(&self) -> bool {
+        self.state == "started" || self.state == "starting"
+    }
 }
 
 /// What to deploy.
@@ -254,6 +281,17 @@ pub trait Platform: Send + Sync {
     /// [`Platform::list_apps`].
     async fn set_expiry(&self, app: &str, _at: DateTime<Utc>) -> anyhow::Result<()> {
         anyhow::bail!("{}: app {app} has no expiry to move", self.kind())
+    }
+    /// The app's machines (one-off task machines left out); `None` when the platform has no
+    /// machines to report (the local process).
+    async fn app_machines(&self, _app: &str) -> anyhow::Result<Option<Vec<MachineInfo>>> {
+        Ok(None)
+    }
+    /// Stops the app's running machines (outside `[lifecycle] active_hours`); they start again
+    /// on the next request. Returns the ids it stopped; `None` when the platform cannot stop a
+    /// preview and wake it on demand (the local process).
+    async fn stop_machines(&self, _app: &str) -> anyhow::Result<Option<Vec<String>>> {
+        Ok(None)
     }
 }
 
@@ -369,6 +407,10 @@ pub trait Forge: Send + Sync {
     /// Numbers of the open PRs (for the sweep). Errors must propagate: the sweep deletes
     /// nothing when it cannot read GitHub.
     async fn open_prs(&self) -> anyhow::Result<Vec<u64>>;
+    /// The titles of the open PRs (the estate's table); empty when the forge keeps none.
+    async fn open_pr_titles(&self) -> anyhow::Result<BTreeMap<u64, String>> {
+        Ok(BTreeMap::new())
+    }
     /// Creates or updates the one sticky comment (found by `marker` and by author).
     async fn upsert_comment(&self, pr: u64, marker: &str, body: &str)
     -> anyhow::Result<CommentRef>;

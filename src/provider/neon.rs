@@ -35,6 +35,9 @@ struct ApiBranch {
     created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
+    /// Bytes; the cost estimate's storage.
+    #[serde(default)]
+    logical_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -611,6 +614,10 @@ impl Database for NeonDatabase {
         })
         .await?;
         self.wait_anonymized(&branch.id, req).await
+    }
+
+    async fn storage_bytes(&self, name: &str) -> anyhow::Result<Option<u64>> {
+        Ok(self.find(name).await?.and_then(|(b, _)| b.logical_size))
     }
 
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {

@@ -1276,6 +1276,76 @@ async fn a_pull_request_reopened_after_teardown_gets_its_preview_back() {
     w.assert_clean();
 }
 
+/// Issue 17: the comment's lifecycle clause prices the preview per day, and the scheduled
+/// sweep's job summary lists every live preview with its cost and a total.
+#[tokio::test]
+async fn the_comment_prices_the_preview_and_the_scheduled_sweep_lists_the_estate() {
+    let w = world().await;
+    w.gh.add_pull(PR, true, HEAD1, false);
+    w.gh.set_pull_title(PR, "Add the <b>menu</b> @team");
+    let opened = payload("pull_request.opened.json", HEAD1, REPO);
+    let r = w
+        .run("pull_request", &opened, &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let body = w.comments()[0].body.clone();
+    // One shared-cpu-1x 256 MB machine and a 0.25 CU branch, all day, at the list prices.
+    assert!(
+        body.contains(r"cost about \$0\.90/day at most \(24 h a day running"),
+        "{body}"
+    );
+    let schedule = serde_json::json!({"schedule": "17 * * * *", "repository": {"full_name": REPO}});
+    let r = w
+        .run("schedule", &schedule.to_string(), &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert!(r.summary.contains("### Live previews (1)"), "{}", r.summary);
+    assert!(
+        r.summary
+            .contains("| #2 | Add the &lt;b&gt;menu&lt;/b&gt; &#64;team |"),
+        "{}",
+        r.summary
+    );
+    assert!(r.summary.contains("| sleeping | $0.90 |"), "{}", r.summary);
+    assert!(r.summary.contains("| **Total** |") && r.summary.contains("**$0.90**"));
+    assert!(
+        r.stdout
+            .contains("sweep: 1 live preview(s), about $0.90/day in all"),
+        "{}",
+        r.dump()
+    );
+
+    // `atlas sweep --json`: the same rows as JSON on stdout, the log on stderr.
+    let r = w
+        .atlas(
+            &["sweep", "--json"],
+            "schedule",
+            &schedule.to_string(),
+            &image(HEAD1),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    // On Actions the runner's mask commands come first; the JSON is the rest.
+    let start = r.stdout.find("\n{").map(|i| i + 1).unwrap_or(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout[start..])
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.dump()));
+    assert_eq!(v["estate"]["total_per_day"], "$0.90", "{v:#}");
+    assert_eq!(v["estate"]["previews"][0]["pr"], 2);
+    assert_eq!(
+        v["estate"]["previews"][0]["title"],
+        "Add the <b>menu</b> @team"
+    );
+    assert_eq!(v["sweep"]["kept"].as_array().map(Vec::len), Some(2));
+    assert!(
+        r.stderr.contains("sweep: 1 live preview(s)"),
+        "{}",
+        r.dump()
+    );
+    w.assert_clean();
+}
+
 /// L11: the Neon branch expired (its TTL passed, Neon deleted it) while the PR stayed open:
 /// the next push creates a new branch and points the app at it.
 #[tokio::test]

@@ -8,6 +8,7 @@ mod action_e2e;
 mod cli_plan;
 mod cloud;
 mod data_models;
+mod estate;
 mod fly_gate;
 mod gate;
 mod github;

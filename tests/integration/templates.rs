@@ -95,6 +95,7 @@ fn contract() -> Contract {
             reset: None,
             sleep: None,
             wake_ms: None,
+            cost: None,
         },
     }
 }
@@ -953,4 +954,63 @@ fn unicode_classes_give_ascii_names_and_an_inert_comment() {
             "{class}: {shown:?} not shown in\n{out}"
         );
     }
+}
+
+/// The sweep's estate table: every live preview, hostile titles inert, pinned, sleeping or
+/// running or stopped by the active hours, cost per day and the total (the sum of the rows).
+#[test]
+fn estate_table() {
+    use atlas::cost::Estimate;
+    use atlas::estate::{Estate, Row};
+    let row = |pr: u64, title: Option<&str>, state: &str, pinned: Option<&str>, cents: u64| Row {
+        pr,
+        title: title.map(str::to_string),
+        app: Some(format!("kitchen-abc123-pr-{pr}")),
+        branch: Some(format!("preview/pr-{pr}")),
+        created: Some("2026-11-24T09:00:00Z".into()),
+        age: Some("3d 3h".into()),
+        last_activity: Some("2026-11-27T08:00:00Z".into()),
+        expires: Some("2026-11-30T08:00:00Z".into()),
+        pinned_by: pinned.map(str::to_string),
+        state: state.into(),
+        machines: 1,
+        machines_running: usize::from(state == "running"),
+        cost: Estimate {
+            hours_per_day: 9.29,
+            machines: 0.02,
+            compute: 0.33,
+            storage: 0.0,
+            total: cents as f64 / 100.0,
+        },
+        cents_per_day: cents,
+        cost_per_day: format!("${}.{:02}", cents / 100, cents % 100),
+    };
+    let estate = Estate {
+        generated_at: "2026-11-27T12:05:00Z".into(),
+        dry_run: false,
+        active_hours: Some("Mon-Fri 07:00-20:00 Europe/Berlin".into()),
+        inside_active_hours: Some(false),
+        hours_note: Some(
+            "outside the active hours (Mon-Fri 07:00-20:00 Europe/Berlin): stopped 1 machine(s); each starts again on its first request".into(),
+        ),
+        hours_per_day: 65.0 / 7.0,
+        previews: vec![
+            row(7, Some("Checkout: pay in one click"), "sleeping", None, 35),
+            row(
+                8,
+                Some("<img src=x onerror=alert(1)> @everyone | [click](http://evil)"),
+                "stopped: outside hours",
+                Some("octocat"),
+                37,
+            ),
+            row(9, None, "running", None, 36),
+        ],
+        total_cents_per_day: 108,
+        total_per_day: "$1.08".into(),
+        stopped: vec!["kitchen-abc123-pr-8/m1".into()],
+        errors: vec!["cannot read the PR titles: github: 502 <bad gateway>".into()],
+    };
+    let out = estate.markdown(&renderer().unwrap()).unwrap();
+    assert!(!out.contains("<img") && !out.contains("@everyone") && !out.contains("](http"));
+    insta::assert_snapshot!(out);
 }

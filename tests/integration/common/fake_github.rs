@@ -154,6 +154,8 @@ pub struct State {
     pub deployments: Vec<Deployment>,
     pub statuses: Vec<Status>,
     pub pulls: BTreeMap<u64, Pull>,
+    /// Titles of the pulls (`Pull #N` when unset).
+    pub pull_titles: BTreeMap<u64, String>,
     pub next_id: u64,
     pub faults: VecDeque<Fault>,
     /// `METHOD path?query` of every request.
@@ -467,6 +469,11 @@ impl FakeGithub {
                 },
             )
         });
+    }
+
+    /// Sets the title of pull `number`.
+    pub fn set_pull_title(&self, number: u64, title: &str) {
+        self.with(|s| s.pull_titles.insert(number, title.to_string()));
     }
 
     /// Adds a comment written by someone (not through the API: no call recorded).
@@ -1128,7 +1135,8 @@ fn route(s: &mut State, method: &Method, uri: &Uri, body: Value) -> Response {
                 .pulls
                 .values()
                 .filter(|p| p.open == want_open || q.get("state").map(String::as_str) == Some("all"))
-                .map(|p| json!({"number": p.number, "state": if p.open {"open"} else {"closed"}, "head": {"sha": p.head_sha}}))
+                .map(|p| json!({"number": p.number, "state": if p.open {"open"} else {"closed"}, "head": {"sha": p.head_sha},
+                                "title": s.pull_titles.get(&p.number).cloned().unwrap_or_else(|| format!("Pull #{}", p.number))}))
                 .collect();
             page(s, uri, items)
         }

@@ -35,6 +35,8 @@ pub struct FakeBranch {
     pub masked: bool,
     /// How many times it was restored from its parent.
     pub restores: u32,
+    /// `logical_size` in bytes (a schema-only branch: a few MB).
+    pub logical_size: u64,
 }
 
 /// The anonymization of a branch, as `anonymized_status` reports it.
@@ -143,7 +145,7 @@ fn branch_json(b: &FakeBranch) -> Value {
         "creation_source": "console", "created_at": b.created_at, "updated_at": b.created_at,
         "default": b.parent_id.is_none(), "protected": false, "cpu_used_sec": 0,
         "active_time_seconds": 0, "compute_time_seconds": 0, "written_data_bytes": 0,
-        "data_transfer_bytes": 0, "init_source": b.init_source,
+        "data_transfer_bytes": 0, "init_source": b.init_source, "logical_size": b.logical_size,
     });
     if let Some(p) = &b.parent_id {
         v["parent_id"] = json!(p);
@@ -427,6 +429,7 @@ impl NeonState {
                 anon: None,
                 masked: false,
                 restores: 0,
+                logical_size: 8_388_608,
             });
         }
         if self.branches.iter().any(|b| b.name == name) {
@@ -470,6 +473,7 @@ impl NeonState {
             anon: None,
             masked: false,
             restores: 0,
+            logical_size: 8_388_608,
         };
         let mut b = b;
         if let Some((rules, start)) = anon {
@@ -619,6 +623,7 @@ impl FakeNeon {
             anon: None,
             masked: false,
             restores: 0,
+            logical_size: 8_388_608,
         });
         let s = state.clone();
         let base = serve(
@@ -643,6 +648,14 @@ impl FakeNeon {
             .filter(|b| b.id != MAIN_ID)
             .map(|b| b.name.clone())
             .collect()
+    }
+
+    /// Sets a branch's `logical_size` (the data it holds).
+    pub fn set_logical_size(&self, name: &str, bytes: u64) {
+        let mut s = self.state.lock().unwrap();
+        for b in s.branches.iter_mut().filter(|b| b.name == name) {
+            b.logical_size = bytes;
+        }
     }
 
     pub fn branch(&self, name: &str) -> Option<FakeBranch> {
@@ -673,6 +686,7 @@ impl FakeNeon {
             anon: None,
             masked: false,
             restores: 0,
+            logical_size: 8_388_608,
         });
     }
 
@@ -699,6 +713,7 @@ impl FakeNeon {
             anon: None,
             masked: false,
             restores: 0,
+            logical_size: 8_388_608,
             suspend_timeout_seconds: 0,
         });
     }
