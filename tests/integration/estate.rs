@@ -273,6 +273,30 @@ async fn a_dry_run_outside_the_hours_lists_and_stops_nothing() {
     );
     // 40 h a week: the estimate counts 40/7 h a day of running.
     assert!((est.hours_per_day - 40.0 / 7.0).abs() < 1e-9);
+
+    // The comment's lifecycle clause: the same price over the same hours, and what happens
+    // outside them.
+    let mut settings = e.settings.clone();
+    settings.lifecycle.active_hours = Some(hours.clone());
+    let sentence =
+        atlas::estate::preview_cost(&e.platform, &e.db, &settings, &d.app, Some("preview/pr-7"))
+            .await
+            .unwrap();
+    assert!(
+        sentence.starts_with(
+            "cost about $0.22/day at most (5.7 h a day running: machines $0.02, Neon compute $0.20"
+        ),
+        "{sentence}"
+    );
+    assert!(
+        sentence.ends_with("; outside Mon-Fri 09:00-17:00 America/New_York the scheduled sweep stops it (the first request wakes it)"),
+        "{sentence}"
+    );
+    assert_eq!(
+        atlas::estate::preview_cost(&e.platform, &e.db, &settings, "no-such-app", None).await,
+        None,
+        "a read error drops the sentence, never the preview"
+    );
 }
 
 #[test]
