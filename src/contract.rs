@@ -182,6 +182,12 @@ pub struct LifecycleBoundary {
     /// Measured: the first request after a sleep took this long (the wake-up), in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wake_ms: Option<u64>,
+    /// Who pinned the preview (the pin label's sender): kept past its TTL, never evicted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned_by: Option<String>,
+    /// Why the cap (`max_previews`) refused or evicted this preview.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
 }
 
 /// The sentence of the lifecycle clause about sleeping: `app_sleep` is the platform's mode

@@ -46,6 +46,9 @@ pub enum Event {
         pr: Box<PullRequest>,
         /// The label added or removed, for `labeled`/`unlabeled`.
         label: Option<String>,
+        /// Who triggered the event (`sender.login`): who pinned, for the pin label.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender: Option<String>,
         repository: String,
     },
     Push {
@@ -193,6 +196,7 @@ impl Event {
                 action: string(&v, "action")?,
                 pr: Box::new(pull_request(&v)?),
                 label: opt_string(&v, "label.name")?,
+                sender: opt_string(&v, "sender.login")?,
                 repository: repository()?,
             },
             "push" => Event::Push {
@@ -240,6 +244,10 @@ pub enum CommandKind {
     Verify,
     Release,
     Sweep,
+    /// The pin label was added (`pin`) or removed (`unpin`): recorded on the preview's
+    /// resources and in its comment; nothing is rebuilt.
+    Pin,
+    Unpin,
     Skip,
 }
 
@@ -251,6 +259,8 @@ impl CommandKind {
             CommandKind::Verify => "verify",
             CommandKind::Release => "release",
             CommandKind::Sweep => "sweep",
+            CommandKind::Pin => "pin",
+            CommandKind::Unpin => "unpin",
             CommandKind::Skip => "skip",
         }
     }
@@ -350,7 +360,7 @@ pub fn skip_fork_without_secrets(plan: Plan, event: &Event, missing: Option<&str
     if !pr.is_fork()
         || !matches!(
             plan.command,
-            CommandKind::PreviewUp | CommandKind::PreviewDown
+            CommandKind::PreviewUp | CommandKind::PreviewDown | CommandKind::Pin | CommandKind::Unpin
         )
     {
         return plan;
@@ -402,6 +412,31 @@ fn plan_event(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
             } else {
                 "opened by dependabot (set trust_dependabot: true to trust it)".to_string()
             };
+            // The pin label changes how long a preview lives, not its code: no rebuild, for a
+            // fork's PR too (a maintainer applies labels). A fork's run has no secrets to reach
+            // the providers: `skip_fork_without_secrets` turns that into a skip.
+            let pin_label = label.as_deref() == Some(policy.pin_label.as_str());
+            match action.as_str() {
+                "labeled" if pin_label => {
+                    return mk(
+                        CommandKind::Pin,
+                        format!(
+                            "label {:?} was added to pull request #{}: the preview is pinned (no rebuild)",
+                            policy.pin_label, pr.number
+                        ),
+                    );
+                }
+                "unlabeled" if pin_label => {
+                    return mk(
+                        CommandKind::Unpin,
+                        format!(
+                            "label {:?} was removed from pull request #{}: the preview is unpinned and its expiry renewed (no rebuild)",
+                            policy.pin_label, pr.number
+                        ),
+                    );
+                }
+                _ => {}
+            }
             match action.as_str() {
                 "closed" => {
                     if gated && fork && policy.fork_policy == ForkPolicy::Skip {

@@ -153,7 +153,11 @@ pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Resu
             }
             Ok(())
         }
-        CommandKind::PreviewUp | CommandKind::PreviewDown | CommandKind::Sweep => {
+        CommandKind::PreviewUp
+        | CommandKind::PreviewDown
+        | CommandKind::Sweep
+        | CommandKind::Pin
+        | CommandKind::Unpin => {
             action::dispatch(ctx, event, plan).await
         }
         CommandKind::Verify | CommandKind::Release => verify::dispatch(ctx, event, plan).await,

@@ -184,6 +184,7 @@ pub fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Result<Up
         prefix: crate::naming::prefix(settings.app.name.as_deref(), "local/atlas-preview"),
         history_base: None,
         dashboard_url: None,
+        now: None,
     })
 }
 
@@ -238,6 +239,15 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
                     "preview of PR #{pr} is ready at {} (comment: {})",
                     out.app.url, out.comment.url
                 );
+                Ok(())
+            }
+            Err(ref e)
+                if let Some(q) = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<crate::error::QuotaRefused>()) =>
+            {
+                eprintln!("no preview for PR #{pr}: {}", q.reason);
+                stop_if_idle(&setup).await;
                 Ok(())
             }
             Err(e) => {

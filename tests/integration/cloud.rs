@@ -667,6 +667,7 @@ mod with_preview {
             prefix: e.prefix.clone(),
             history_base: None,
             dashboard_url: None,
+            now: None,
         };
         let Env {
             neon,

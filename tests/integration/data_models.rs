@@ -67,6 +67,7 @@ async fn run(configure: impl FnOnce(&mut Settings)) -> Run {
         prefix,
         history_base: None,
         dashboard_url: None,
+        now: None,
     };
     Run {
         neon,
