@@ -360,7 +360,10 @@ pub fn skip_fork_without_secrets(plan: Plan, event: &Event, missing: Option<&str
     if !pr.is_fork()
         || !matches!(
             plan.command,
-            CommandKind::PreviewUp | CommandKind::PreviewDown | CommandKind::Pin | CommandKind::Unpin
+            CommandKind::PreviewUp
+                | CommandKind::PreviewDown
+                | CommandKind::Pin
+                | CommandKind::Unpin
         )
     {
         return plan;
@@ -767,6 +770,49 @@ mod tests {
             let forced = !reason.is_empty();
             assert_eq!(p.pr, Some(if forced { 42 } else { 7 }), "case {i}: {p:?}");
         }
+    }
+
+    /// The pin label pins or unpins (no rebuild), from a fork too; other labels keep their
+    /// meaning. The sender is read from the payload.
+    #[test]
+    fn the_pin_label_pins_and_unpins_without_a_rebuild() {
+        let ctx = Context::default();
+        let labeled = |action: &str, label: &str, head: &str| {
+            let mut v: serde_json::Value = serde_json::from_str(include_str!(
+                "../tests/data/events/pull_request.labeled.json"
+            ))
+            .unwrap();
+            v["action"] = serde_json::json!(action);
+            v["label"]["name"] = serde_json::json!(label);
+            v["pull_request"]["head"]["repo"]["full_name"] = serde_json::json!(head);
+            Event::parse("pull_request", &v.to_string()).unwrap()
+        };
+        let base = "Codertocat/Hello-World";
+        let policy = Policy::default();
+        let e = labeled("labeled", "atlas:pin", base);
+        let Event::PullRequest { sender, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(sender.as_deref(), Some("Codertocat"));
+        let p = plan(&e, &policy, &ctx);
+        assert_eq!(p.command, CommandKind::Pin, "{p:?}");
+        assert!(p.reason.contains("no rebuild"), "{p:?}");
+        let p = plan(&labeled("unlabeled", "atlas:pin", base), &policy, &ctx);
+        assert_eq!(p.command, CommandKind::Unpin, "{p:?}");
+        let p = plan(&labeled("labeled", "bug", base), &policy, &ctx);
+        assert_eq!(p.command, CommandKind::Skip, "{p:?}");
+        let fork = labeled("labeled", "atlas:pin", "evil/Hello-World");
+        assert_eq!(plan(&fork, &policy, &ctx).command, CommandKind::Pin);
+        let p = skip_fork_without_secrets(plan(&fork, &policy, &ctx), &fork, Some("fly_api_token"));
+        assert_eq!(p.command, CommandKind::Skip, "{p:?}");
+        let custom = Policy {
+            pin_label: "keep".into(),
+            ..Policy::default()
+        };
+        assert_eq!(
+            plan(&labeled("labeled", "keep", base), &custom, &ctx).command,
+            CommandKind::Pin
+        );
     }
 
     #[test]

@@ -181,6 +181,7 @@ pub async fn pin_comment(
         error: None,
         generated_at: Utc::now().to_rfc3339(),
     };
-    let body = crate::preview::with_record(renderer.render_comment("preview.md.j2", &ctx)?, &contract);
+    let body =
+        crate::preview::with_record(renderer.render_comment("preview.md.j2", &ctx)?, &contract);
     Ok(Some(forge.upsert_comment(out.pr, &marker, &body).await?))
 }

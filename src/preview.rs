@@ -383,9 +383,7 @@ pub async fn up(
     .await
     {
         Ok(app) => match admit_after(providers, settings, req, opts, is_new, steps.log).await {
-            Ok(()) => {
-                publish_ready(providers, &renderer, req, opts, &record, &contract, app).await
-            }
+            Ok(()) => publish_ready(providers, &renderer, req, opts, &record, &contract, app).await,
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -438,10 +436,9 @@ pub async fn up(
             take_created_this_run();
             if let Some(reason) = refused {
                 if !leftovers.is_empty() {
-                    return Err(err.context(format!(
-                        "teardown incomplete: {}",
-                        leftovers.join("; ")
-                    )));
+                    return Err(
+                        err.context(format!("teardown incomplete: {}", leftovers.join("; ")))
+                    );
                 }
                 let _ = providers
                     .forge
@@ -865,7 +862,8 @@ async fn up_inner(
         name: branch_name(providers, req.pr),
         parent: settings.database.parent.clone(),
         schema_only: plan.schema_only,
-        expires_at: Some(expires),
+        // A pinned preview's branch carries no expiry (Neon would delete it by itself).
+        expires_at: contract.lifecycle.pinned_by.is_none().then_some(expires),
         repository: req.repository.clone(),
         database: settings.database.database.clone(),
         role: settings.database.role.clone(),

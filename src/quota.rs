@@ -251,12 +251,17 @@ mod tests {
         match before(&l, 9, Some(3), EVICT) {
             Admission::Evict { prs, reason } => {
                 assert_eq!(prs, vec![3]);
-                assert!(reason.contains("a push to this pull request brings it back"), "{reason}");
+                assert!(
+                    reason.contains("A push to this pull request brings it back"),
+                    "{reason}"
+                );
             }
             other => panic!("{other:?}"),
         }
         // Above the cap (lowered since), as many go as needed to make room.
-        assert!(matches!(before(&l, 9, Some(2), EVICT), Admission::Evict { prs, .. } if prs == vec![3, 2]));
+        assert!(
+            matches!(before(&l, 9, Some(2), EVICT), Admission::Evict { prs, .. } if prs == vec![3, 2])
+        );
         // Everything else pinned: nothing to evict, refused with that reason.
         let pinned = vec![live(1, 0, 1, true), live(2, 0, 1, true)];
         assert!(matches!(
@@ -265,7 +270,9 @@ mod tests {
         ));
         // Equal activity: the lower PR goes first (every run computes the same victim).
         let tie = vec![live(5, 0, 4, false), live(4, 0, 4, false)];
-        assert!(matches!(before(&tie, 9, Some(2), EVICT), Admission::Evict { prs, .. } if prs == vec![4]));
+        assert!(
+            matches!(before(&tie, 9, Some(2), EVICT), Admission::Evict { prs, .. } if prs == vec![4])
+        );
     }
 
     /// Two runs (PRs 10 and 11) at cap-1 see each other only in their second listing: exactly
@@ -290,8 +297,15 @@ mod tests {
                     assert_eq!((kept(&a), kept(&b)), (true, false), "{a:?} {b:?}");
                 }
                 QuotaPolicy::EvictOldest => {
-                    assert_eq!(a, b, "both runs pick the same victim");
-                    assert!(matches!(&a, Admission::Evict { prs, .. } if prs == &vec![1]));
+                    // Both runs pick the same victim.
+                    assert!(
+                        matches!(&a, Admission::Evict { prs, .. } if prs == &vec![1]),
+                        "{a:?}"
+                    );
+                    assert!(
+                        matches!(&b, Admission::Evict { prs, .. } if prs == &vec![1]),
+                        "{b:?}"
+                    );
                 }
             }
             // Run 10 listed before 11 existed: it keeps; 11 sees both and acts alone.
@@ -308,7 +322,10 @@ mod tests {
         let a = after(&both, 10, Some(2), EVICT);
         let b = after(&both, 11, Some(2), EVICT);
         assert!(matches!(a, Admission::Refuse { .. }), "{a:?}");
-        assert!(matches!(&b, Admission::Evict { prs, .. } if prs == &vec![10]), "{b:?}");
+        assert!(
+            matches!(&b, Admission::Evict { prs, .. } if prs == &vec![10]),
+            "{b:?}"
+        );
     }
 
     #[test]
@@ -322,8 +339,14 @@ mod tests {
             expires_at: expires.and_then(t),
             pinned_by: pin.map(str::to_string),
         };
-        let apps = vec![o("a-pr-1", 1, 40, Some(100), Some("octocat")), o("a-pr-2", 2, 5, Some(80), Some(""))];
-        let branches = vec![o("preview/pr-1", 1, 2, None, None), o("preview/pr-2", 2, 3, Some(80), None)];
+        let apps = vec![
+            o("a-pr-1", 1, 40, Some(100), Some("octocat")),
+            o("a-pr-2", 2, 5, Some(80), Some("")),
+        ];
+        let branches = vec![
+            o("preview/pr-1", 1, 2, None, None),
+            o("preview/pr-2", 2, 3, Some(80), None),
+        ];
         let l = previews(&apps, &branches, ttl);
         assert_eq!(l.len(), 2);
         assert_eq!(l[0].born, t(2));
@@ -331,5 +354,40 @@ mod tests {
         assert_eq!(l[0].pinned_by.as_deref(), Some("octocat"));
         assert_eq!(l[1].pinned_by, None, "an empty pin is no pin");
         assert_eq!(l[1].last_active, t(8));
+    }
+
+    #[test]
+    fn the_keys_parse_and_bad_values_name_the_key_and_line() {
+        use crate::config::Settings;
+        let s = Settings::parse(
+            "[preview]\nmax_previews = 5\nquota_policy = \"refuse\"\n",
+            "atlas.toml",
+        )
+        .unwrap();
+        assert_eq!(s.preview.max_previews, Some(5));
+        assert_eq!(s.preview.quota_policy, QuotaPolicy::Refuse);
+        let d = Settings::parse("", "atlas.toml").unwrap();
+        assert_eq!(
+            (d.preview.max_previews, d.preview.quota_policy),
+            (None, EVICT)
+        );
+        for bad in ["0", "-3"] {
+            let e = Settings::parse(
+                &format!("[preview]\nttl = \"3d\"\nmax_previews = {bad}\n"),
+                "atlas.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("line 3") && e.contains("max_previews"), "{e}");
+            assert!(e.contains("positive integer"), "{e}");
+        }
+        let e = Settings::parse("[preview]\nquota_policy = \"lru\"\n", "atlas.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("quota_policy"), "{e}");
+        let e = Settings::parse("[preview]\nmax_previews = \"many\"\n", "atlas.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("max_previews"), "{e}");
     }
 }

@@ -725,6 +725,39 @@ mod tests {
         report_to(&mut g, &r).unwrap();
     }
 
+    /// A pin on the app pins the whole preview (its branch carries no expiry then): kept past
+    /// its TTL while the PR is open, destroyed once it closes.
+    #[tokio::test]
+    async fn a_pinned_preview_outlives_its_ttl_but_not_its_pr() {
+        let mut app = owned("kitchen-abc123-pr-4", 4, 300, Some(-5));
+        app.pinned_by = Some("octocat".into());
+        let mut closed_app = owned("kitchen-abc123-pr-2", 2, 300, Some(-5));
+        closed_app.pinned_by = Some("octocat".into());
+        let apps = Fake::with(vec![app, closed_app]);
+        let db = Fake::with(vec![
+            owned("preview/pr-4", 4, 300, None),
+            owned("preview/pr-2", 2, 300, None),
+        ]);
+        let r = sweep_with(&db, &apps, Ok(vec![4]), now(), &opts()).await;
+        assert!(r.ok(), "{r:?}");
+        let gone: Vec<&str> = r.deleted.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(gone, vec!["kitchen-abc123-pr-2", "preview/pr-2"]);
+        assert_eq!(r.kept.len(), 2);
+        assert!(
+            r.kept
+                .iter()
+                .all(|k| k.reason.contains("pinned by @octocat")),
+            "{:?}",
+            r.kept
+        );
+        // An empty pin value (an unpinned app) is no pin: the TTL applies again.
+        let mut unpinned = owned("kitchen-abc123-pr-4", 4, 300, Some(-5));
+        unpinned.pinned_by = Some(String::new());
+        let apps = Fake::with(vec![unpinned]);
+        let r = sweep_with(&Fake::default(), &apps, Ok(vec![4]), now(), &opts()).await;
+        assert_eq!(r.deleted.len(), 1, "{r:?}");
+    }
+
     #[test]
     fn names_must_carry_the_pr() {
         assert!(name_carries_pr("kitchen-abc123-pr-12", 12));

@@ -441,7 +441,9 @@ async fn pin_inner(
     report.comment_url = comment.map(|c| c.url);
     report.verdict = if by.is_some() { "pinned" } else { "unpinned" }.into();
     report.reason = Some(match &by {
-        Some(b) => format!("pinned by @{b}: kept past its expiry and never evicted by the preview cap"),
+        Some(b) => {
+            format!("pinned by @{b}: kept past its expiry and never evicted by the preview cap")
+        }
         None => format!(
             "unpinned: the preview expires {} unless renewed",
             out.expires.as_deref().unwrap_or("as before")

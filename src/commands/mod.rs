@@ -157,9 +157,7 @@ pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Resu
         | CommandKind::PreviewDown
         | CommandKind::Sweep
         | CommandKind::Pin
-        | CommandKind::Unpin => {
-            action::dispatch(ctx, event, plan).await
-        }
+        | CommandKind::Unpin => action::dispatch(ctx, event, plan).await,
         CommandKind::Verify | CommandKind::Release => verify::dispatch(ctx, event, plan).await,
     }
 }

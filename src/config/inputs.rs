@@ -417,7 +417,9 @@ impl Config {
         if pin_label == trusted_label {
             return Err(invalid(
                 "pin_label",
-                format!("{pin_label:?} is also the trusted_label: one label cannot both approve a fork's commit and pin a preview"),
+                format!(
+                    "{pin_label:?} is also the trusted_label: one label cannot both approve a fork's commit and pin a preview"
+                ),
             ));
         }
         let trust_dependabot = nonempty(&raw.trust_dependabot)

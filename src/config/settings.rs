@@ -228,9 +228,9 @@ fn max_previews<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D
             "max_previews = {v}: it must be a positive integer (leave it out for no cap)"
         )));
     }
-    u32::try_from(v).map(Some).map_err(|_| {
-        serde::de::Error::custom(format!("max_previews = {v} is too large"))
-    })
+    u32::try_from(v)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("max_previews = {v} is too large")))
 }
 
 /// `[preview] quota_policy`: what a NEW preview does when `max_previews` are live.

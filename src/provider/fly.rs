@@ -577,7 +577,13 @@ impl FlyPlatform {
 
     /// Writes metadata `key` on the app's own machines (not its one-off tasks) of an Atlas
     /// preview app. Metadata only: the machine is not restarted.
-    async fn set_app_meta(&self, app: &str, key: &str, value: &str, what: &str) -> anyhow::Result<()> {
+    async fn set_app_meta(
+        &self,
+        app: &str,
+        key: &str,
+        value: &str,
+        what: &str,
+    ) -> anyhow::Result<()> {
         let Some(pr) = naming::pr_from_app(&self.prefix, app) else {
             anyhow::bail!(
                 "fly: app `{app}` is not an atlas preview name of {}",

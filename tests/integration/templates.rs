@@ -95,6 +95,7 @@ fn contract() -> Contract {
             reset: None,
             sleep: None,
             wake_ms: None,
+            ..Default::default()
         },
     }
 }
