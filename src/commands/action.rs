@@ -515,6 +515,65 @@ pub async fn cli_extend(
     Ok(())
 }
 
+/// `atlas preview pin --pr N [--by LOGIN] [--unpin] [--local]`: what the pin label does.
+pub async fn cli_pin(
+    args: &crate::cli::PinArgs,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (providers, ttl, template_dir) = if args.local {
+        let settings = super::ctx::settings_for_cli(config)?;
+        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
+        let setup =
+            super::preview::local_providers(&settings, &settings.local.state_dir, false, &mut log)
+                .await?;
+        let config = crate::config::Config::from_vars(std::env::vars())?;
+        let ttl = config.ttl.unwrap_or(settings.preview.ttl);
+        let dir = config.template_dir.or(settings.templates.dir.clone());
+        (setup.providers, ttl, dir)
+    } else {
+        let ctx = Ctx::load(config)?;
+        let ttl = ctx.config.ttl.unwrap_or(ctx.settings.preview.ttl);
+        let dir = ctx
+            .config
+            .template_dir
+            .clone()
+            .or_else(|| ctx.settings.templates.dir.clone());
+        (cloud_providers_for_sweep(&ctx)?, ttl, dir)
+    };
+    let renew = chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        .context("the ttl is too long")?;
+    let by = (!args.unpin).then(|| login(Some(&args.by)));
+    let out = crate::lifecycle::pin(
+        providers.database.as_ref(),
+        providers.platform.as_ref(),
+        args.pr,
+        by.as_deref(),
+        renew,
+    )
+    .await?;
+    if out.changed.is_empty() {
+        bail!("PR #{} has no preview to pin", args.pr);
+    }
+    let r = Renderer::new(template_dir.as_deref())?;
+    crate::lifecycle::pin_comment(providers.forge.as_ref(), &r, &out).await?;
+    eprintln!(
+        "preview of PR #{} {} ({})",
+        out.pr,
+        match &out.pinned_by {
+            Some(b) => format!("pinned by @{b}"),
+            None => format!(
+                "unpinned; expires {}",
+                out.expires.as_deref().unwrap_or("?")
+            ),
+        },
+        out.changed.join(", ")
+    );
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
 /// `atlas sweep [--dry-run] [--local]`.
 pub async fn cli_sweep(
     args: &crate::cli::SweepArgs,

@@ -82,6 +82,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Preview(crate::cli::PreviewCommand::Extend(args)) => {
             action::cli_extend(args, cli.config.as_deref()).await
         }
+        Command::Preview(crate::cli::PreviewCommand::Pin(args)) => {
+            action::cli_pin(args, cli.config.as_deref()).await
+        }
         Command::Preview(cmd) => preview::cli(cmd, cli.config.as_deref()).await,
         Command::Verify(args) => verify::cli_verify(args, cli.config.as_deref()).await,
         Command::Release(args) => verify::cli_release(args, cli.config.as_deref()).await,

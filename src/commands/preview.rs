@@ -52,6 +52,9 @@ impl crate::provider::Database for ArcDb {
     ) -> anyhow::Result<()> {
         self.0.set_expiry(name, at).await
     }
+    async fn clear_expiry(&self, name: &str) -> anyhow::Result<()> {
+        self.0.clear_expiry(name).await
+    }
 }
 
 /// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.
@@ -213,7 +216,9 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
         PreviewCommand::Down(a) => (a, false),
         PreviewCommand::Link(a) => return link(a, &settings),
         // Dispatched by `commands::run` (cloud and local alike).
-        PreviewCommand::Extend(_) => bail!("internal: extend is dispatched by commands::run"),
+        PreviewCommand::Extend(_) | PreviewCommand::Pin(_) => {
+            bail!("internal: extend and pin are dispatched by commands::run")
+        }
     };
     if !args.local {
         bail!(
