@@ -334,9 +334,8 @@ pub async fn up(
         );
     }
     // The cap counts previews before anything is built, and again once this run's are there.
-    let is_new = admit_before(providers, &renderer, settings, req, opts, log).await?;
+    let (is_new, listed_pin) = admit_before(providers, &renderer, settings, req, opts, log).await?;
     let mut contract = base_contract(settings, req, opts);
-    contract.lifecycle.pinned_by = pinned_by(providers, req.pr).await;
     let mut steps = Steps {
         timings: Vec::new(),
         log,
@@ -351,6 +350,13 @@ pub async fn up(
             .and_then(Contract::from_comment)
             .filter(|c| c.lifecycle.destroyed.is_none() && !c.code.url.is_empty()),
         Err(_) => None,
+    };
+    // The pin, from the listing when the cap made one, else from the comment's record (the app
+    // keeps its pin metadata across deploys either way; this decides the branch's expiry and
+    // the clause).
+    contract.lifecycle.pinned_by = match listed_pin {
+        Some(p) => p,
+        None => live.as_ref().and_then(|l| l.lifecycle.pinned_by.clone()),
     };
     let environment = preview_environment(req.pr);
     let record = providers
@@ -484,17 +490,9 @@ async fn live_previews(
     Ok(crate::quota::previews(&apps, &branches, ttl))
 }
 
-/// Who pinned the preview of `pr`, as its resources record it (unreadable: not shown).
-async fn pinned_by(providers: &Providers, pr: u64) -> Option<String> {
-    let apps = providers.platform.list_apps().await.ok()?;
-    apps.into_iter()
-        .filter(|o| o.pr == pr)
-        .find_map(|o| o.pinned_by.filter(|p| !p.is_empty()))
-}
-
-/// The cap's first check (see `crate::quota`): `Ok(is_new)` to build, after evicting what the
-/// policy evicts; `Err(QuotaRefused)` after posting the refusal. No cap: `false` without a
-/// call. A live set that cannot be read stops the run (it cannot honour the cap).
+/// The cap's first check (see `crate::quota`): `Ok((is_new, Some(pinned_by)))` to build, after
+/// evicting what the policy evicts; `Err(QuotaRefused)` after posting the refusal. No cap:
+/// `(false, None)` without a call. A live set that cannot be read stops the run (it cannot honour the cap).
 async fn admit_before(
     providers: &Providers,
     renderer: &crate::report::Renderer,
@@ -502,23 +500,28 @@ async fn admit_before(
     req: &PreviewRequest,
     opts: &UpOptions,
     log: &mut dyn FnMut(&str),
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(bool, Option<Option<String>>)> {
     let cap = settings.preview.max_previews;
     if cap.is_none() {
-        return Ok(false);
+        return Ok((false, None));
     }
     let ttl = opts.ttl.unwrap_or(settings.preview.ttl);
     let live = live_previews(providers, ttl)
         .await
         .context("counting the live previews for [preview] max_previews")?;
     let is_new = !live.iter().any(|l| l.pr == req.pr);
+    let pin = Some(
+        live.iter()
+            .find(|l| l.pr == req.pr)
+            .and_then(|l| l.pinned_by.clone()),
+    );
     match crate::quota::before(&live, req.pr, cap, settings.preview.quota_policy) {
-        crate::quota::Admission::Admit => Ok(is_new),
+        crate::quota::Admission::Admit => Ok((is_new, pin)),
         crate::quota::Admission::Evict { prs, reason } => {
             for pr in prs {
                 evict(providers, settings, req, opts, pr, &reason, log).await?;
             }
-            Ok(is_new)
+            Ok((is_new, pin))
         }
         crate::quota::Admission::Refuse { reason } => {
             log(&format!("→ refused: {reason}"));
