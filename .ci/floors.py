@@ -32,6 +32,7 @@ FLOORS = {
     "action": 7,
     "provider": 6,
     "evidence": 6,
+    "quota": 6,
     "load::gate": 6,  # the load engine below its flow
     "load::generator": 6,
     "load::proxy": 6,

@@ -69,6 +69,25 @@ pub enum PreviewCommand {
     Link(LinkArgs),
     /// Push a PR's preview expiry out (its app and database branch alike).
     Extend(ExtendArgs),
+    /// Pin a PR's preview (kept past its TTL, never evicted by `max_previews`), or unpin it;
+    /// what the pin label does on GitHub.
+    Pin(PinArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PinArgs {
+    /// Pull request number.
+    #[arg(long)]
+    pub pr: u64,
+    /// Who pins it (shown as "pinned by @login").
+    #[arg(long, default_value = "local")]
+    pub by: String,
+    /// Unpin instead (the expiry is renewed from now by `[preview] ttl`, or the `ttl` input).
+    #[arg(long)]
+    pub unpin: bool,
+    /// The local preview.
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(Debug, Args, Clone)]

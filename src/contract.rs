@@ -185,6 +185,12 @@ pub struct LifecycleBoundary {
     /// The estimated cost per day, in words (`crate::estate::preview_cost`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<String>,
+    /// Who pinned the preview (the pin label's sender): kept past its TTL, never evicted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned_by: Option<String>,
+    /// Why the cap (`max_previews`) refused or evicted this preview.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
 }
 
 /// The sentence of the lifecycle clause about sleeping: `app_sleep` is the platform's mode

@@ -20,6 +20,14 @@ pub struct ProviderError {
     pub body: String,
 }
 
+/// `[preview] max_previews` kept a new preview from being built (or made its run undo it): not
+/// a failure of the change. The run reports `verdict=refused` and exits 0.
+#[derive(Debug, thiserror::Error)]
+#[error("preview refused: {reason}")]
+pub struct QuotaRefused {
+    pub reason: String,
+}
+
 /// A feature delivered by a later issue. Exit code 2 with a clear message.
 #[derive(Debug, thiserror::Error)]
 #[error("`atlas {0}` is not built yet in this version of atlas")]

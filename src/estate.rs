@@ -411,6 +411,7 @@ mod tests {
             pr: 3,
             created_at: Some("2026-01-12T08:00:00Z".parse().unwrap()),
             expires_at: None,
+            pinned_by: None,
         }
     }
 

@@ -49,6 +49,9 @@ pub enum Event {
         pr: Box<PullRequest>,
         /// The label added or removed, for `labeled`/`unlabeled`.
         label: Option<String>,
+        /// Who triggered the event (`sender.login`): who pinned, for the pin label.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender: Option<String>,
         repository: String,
     },
     Push {
@@ -197,6 +200,7 @@ impl Event {
                 action: string(&v, "action")?,
                 pr: Box::new(pull_request(&v)?),
                 label: opt_string(&v, "label.name")?,
+                sender: opt_string(&v, "sender.login")?,
                 repository: repository()?,
             },
             "push" => Event::Push {
@@ -244,6 +248,10 @@ pub enum CommandKind {
     Verify,
     Release,
     Sweep,
+    /// The pin label was added (`pin`) or removed (`unpin`): recorded on the preview's
+    /// resources and in its comment; nothing is rebuilt.
+    Pin,
+    Unpin,
     Skip,
 }
 
@@ -255,6 +263,8 @@ impl CommandKind {
             CommandKind::Verify => "verify",
             CommandKind::Release => "release",
             CommandKind::Sweep => "sweep",
+            CommandKind::Pin => "pin",
+            CommandKind::Unpin => "unpin",
             CommandKind::Skip => "skip",
         }
     }
@@ -354,7 +364,10 @@ pub fn skip_fork_without_secrets(plan: Plan, event: &Event, missing: Option<&str
     if !pr.is_fork()
         || !matches!(
             plan.command,
-            CommandKind::PreviewUp | CommandKind::PreviewDown
+            CommandKind::PreviewUp
+                | CommandKind::PreviewDown
+                | CommandKind::Pin
+                | CommandKind::Unpin
         )
     {
         return plan;
@@ -406,6 +419,31 @@ fn plan_event(event: &Event, policy: &Policy, ctx: &Context) -> Plan {
             } else {
                 "opened by dependabot (set trust_dependabot: true to trust it)".to_string()
             };
+            // The pin label changes how long a preview lives, not its code: no rebuild, for a
+            // fork's PR too (a maintainer applies labels). A fork's run has no secrets to reach
+            // the providers: `skip_fork_without_secrets` turns that into a skip.
+            let pin_label = label.as_deref() == Some(policy.pin_label.as_str());
+            match action.as_str() {
+                "labeled" if pin_label => {
+                    return mk(
+                        CommandKind::Pin,
+                        format!(
+                            "label {:?} was added to pull request #{}: the preview is pinned (no rebuild)",
+                            policy.pin_label, pr.number
+                        ),
+                    );
+                }
+                "unlabeled" if pin_label => {
+                    return mk(
+                        CommandKind::Unpin,
+                        format!(
+                            "label {:?} was removed from pull request #{}: the preview is unpinned and its expiry renewed (no rebuild)",
+                            policy.pin_label, pr.number
+                        ),
+                    );
+                }
+                _ => {}
+            }
             match action.as_str() {
                 "closed" => {
                     if gated && fork && policy.fork_policy == ForkPolicy::Skip {
@@ -736,6 +774,49 @@ mod tests {
             let forced = !reason.is_empty();
             assert_eq!(p.pr, Some(if forced { 42 } else { 7 }), "case {i}: {p:?}");
         }
+    }
+
+    /// The pin label pins or unpins (no rebuild), from a fork too; other labels keep their
+    /// meaning. The sender is read from the payload.
+    #[test]
+    fn the_pin_label_pins_and_unpins_without_a_rebuild() {
+        let ctx = Context::default();
+        let labeled = |action: &str, label: &str, head: &str| {
+            let mut v: serde_json::Value = serde_json::from_str(include_str!(
+                "../tests/data/events/pull_request.labeled.json"
+            ))
+            .unwrap();
+            v["action"] = serde_json::json!(action);
+            v["label"]["name"] = serde_json::json!(label);
+            v["pull_request"]["head"]["repo"]["full_name"] = serde_json::json!(head);
+            Event::parse("pull_request", &v.to_string()).unwrap()
+        };
+        let base = "Codertocat/Hello-World";
+        let policy = Policy::default();
+        let e = labeled("labeled", "atlas:pin", base);
+        let Event::PullRequest { sender, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(sender.as_deref(), Some("Codertocat"));
+        let p = plan(&e, &policy, &ctx);
+        assert_eq!(p.command, CommandKind::Pin, "{p:?}");
+        assert!(p.reason.contains("no rebuild"), "{p:?}");
+        let p = plan(&labeled("unlabeled", "atlas:pin", base), &policy, &ctx);
+        assert_eq!(p.command, CommandKind::Unpin, "{p:?}");
+        let p = plan(&labeled("labeled", "bug", base), &policy, &ctx);
+        assert_eq!(p.command, CommandKind::Skip, "{p:?}");
+        let fork = labeled("labeled", "atlas:pin", "evil/Hello-World");
+        assert_eq!(plan(&fork, &policy, &ctx).command, CommandKind::Pin);
+        let p = skip_fork_without_secrets(plan(&fork, &policy, &ctx), &fork, Some("fly_api_token"));
+        assert_eq!(p.command, CommandKind::Skip, "{p:?}");
+        let custom = Policy {
+            pin_label: "keep".into(),
+            ..Policy::default()
+        };
+        assert_eq!(
+            plan(&labeled("labeled", "keep", base), &custom, &ctx).command,
+            CommandKind::Pin
+        );
     }
 
     #[test]

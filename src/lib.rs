@@ -13,6 +13,7 @@
 //! 7 preview seed verify/ sweep lifecycle estate load gate/ (flows)   plain async functions that take data; gate/ is
 //!                        the access gate (proxy, links, sign-in) and its local platform
 //! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy, history, store}
+//!   quota                pure: the preview cap's decisions over what the providers list
 //! 5 contract report outputs gha http github_env
 //! 4 event                pure: event + policy -> plan (forced-command and fork rules too)
 //!   data/                pure: data models, masking rules and their SQL, the seed plan
@@ -46,6 +47,7 @@ pub mod naming;
 pub mod outputs;
 pub mod preview;
 pub mod provider;
+pub mod quota;
 pub mod report;
 pub mod secret;
 pub mod seed;

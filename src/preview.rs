@@ -75,6 +75,9 @@ pub struct UpOptions {
     /// The repository is private (the event says so): a signed-link preview's comment carries
     /// a link. On a public repository anyone can read the comment, so it says how to mint one.
     pub private_repository: bool,
+    /// The run's clock for the expiry it writes (`None`: the system clock); the week
+    /// simulation moves it.
+    pub now: Option<DateTime<Utc>>,
 }
 
 /// What `up` produced.
@@ -333,6 +336,8 @@ pub async fn up(
             req.pr
         );
     }
+    // The cap counts previews before anything is built, and again once this run's are there.
+    let (is_new, listed_pin) = admit_before(providers, &renderer, settings, req, opts, log).await?;
     let mut contract = base_contract(settings, req, opts);
     let mut steps = Steps {
         timings: Vec::new(),
@@ -348,6 +353,13 @@ pub async fn up(
             .and_then(Contract::from_comment)
             .filter(|c| c.lifecycle.destroyed.is_none() && !c.code.url.is_empty()),
         Err(_) => None,
+    };
+    // The pin, from the listing when the cap made one, else from the comment's record (the app
+    // keeps its pin metadata across deploys either way; this decides the branch's expiry and
+    // the clause).
+    contract.lifecycle.pinned_by = match listed_pin {
+        Some(p) => p,
+        None => live.as_ref().and_then(|l| l.lifecycle.pinned_by.clone()),
     };
     let environment = preview_environment(req.pr);
     let record = providers
@@ -379,7 +391,10 @@ pub async fn up(
     )
     .await
     {
-        Ok(app) => publish_ready(providers, &renderer, req, opts, &record, &contract, app).await,
+        Ok(app) => match admit_after(providers, settings, req, opts, is_new, steps.log).await {
+            Ok(()) => publish_ready(providers, &renderer, req, opts, &record, &contract, app).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     // Finished either way: a cancel from here on has nothing of this run's to tear down.
@@ -405,8 +420,16 @@ pub async fn up(
                 )
                 .await;
             }
+            let refused = err
+                .chain()
+                .find_map(|c| c.downcast_ref::<crate::error::QuotaRefused>())
+                .map(|q| q.reason.clone());
             // A first creation that failed: tear down what this run created, and only that.
-            (steps.log)("→ tearing down after the failure");
+            (steps.log)(if refused.is_some() {
+                "→ over the preview cap: this run undoes its own preview"
+            } else {
+                "→ tearing down after the failure"
+            });
             let app = app_name(opts, req.pr);
             let branch = branch_name(providers, req.pr);
             if steps.platform_touched
@@ -420,6 +443,22 @@ pub async fn up(
                 leftovers.push(format!("database branch {branch}: {e:#}"));
             }
             take_created_this_run();
+            if let Some(reason) = refused {
+                if !leftovers.is_empty() {
+                    return Err(
+                        err.context(format!("teardown incomplete: {}", leftovers.join("; ")))
+                    );
+                }
+                let _ = providers
+                    .forge
+                    .set_deployment_status(
+                        &record,
+                        DeploymentStatus::new(DeployState::Inactive, "refused: preview cap"),
+                    )
+                    .await;
+                post_refused(providers, &renderer, settings, req, opts, &reason).await?;
+                return Err(err);
+            }
             contract.lifecycle.destroyed = Some(Utc::now().to_rfc3339());
             if !leftovers.is_empty() {
                 msg.push_str(&format!(
@@ -442,6 +481,172 @@ pub async fn up(
             }
         }
     }
+}
+
+/// The live previews (apps and branches grouped by PR), for the cap.
+async fn live_previews(
+    providers: &Providers,
+    ttl: Duration,
+) -> anyhow::Result<Vec<crate::quota::Live>> {
+    let apps = providers.platform.list_apps().await?;
+    let branches = providers.database.list_branches().await?;
+    Ok(crate::quota::previews(&apps, &branches, ttl))
+}
+
+/// The cap's first check (see `crate::quota`): `Ok((is_new, Some(pinned_by)))` to build, after
+/// evicting what the policy evicts; `Err(QuotaRefused)` after posting the refusal. No cap:
+/// `(false, None)` without a call. A live set that cannot be read stops the run (it cannot honour the cap).
+async fn admit_before(
+    providers: &Providers,
+    renderer: &crate::report::Renderer,
+    settings: &Settings,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<(bool, Option<Option<String>>)> {
+    let cap = settings.preview.max_previews;
+    if cap.is_none() {
+        return Ok((false, None));
+    }
+    let ttl = opts.ttl.unwrap_or(settings.preview.ttl);
+    let live = live_previews(providers, ttl)
+        .await
+        .context("counting the live previews for [preview] max_previews")?;
+    let is_new = !live.iter().any(|l| l.pr == req.pr);
+    let pin = Some(
+        live.iter()
+            .find(|l| l.pr == req.pr)
+            .and_then(|l| l.pinned_by.clone()),
+    );
+    match crate::quota::before(&live, req.pr, cap, settings.preview.quota_policy) {
+        crate::quota::Admission::Admit => Ok((is_new, pin)),
+        crate::quota::Admission::Evict { prs, reason } => {
+            for pr in prs {
+                evict(providers, settings, req, opts, pr, &reason, log).await?;
+            }
+            Ok((is_new, pin))
+        }
+        crate::quota::Admission::Refuse { reason } => {
+            log(&format!("→ refused: {reason}"));
+            post_refused(providers, renderer, settings, req, opts, &reason).await?;
+            Err(crate::error::QuotaRefused { reason }.into())
+        }
+    }
+}
+
+/// The cap's second check, once this run's resources exist (a new preview only): evicts what
+/// the rule evicts, or returns `QuotaRefused` for `up` to undo this run's preview.
+async fn admit_after(
+    providers: &Providers,
+    settings: &Settings,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    is_new: bool,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
+    let cap = settings.preview.max_previews;
+    if cap.is_none() || !is_new {
+        return Ok(());
+    }
+    let ttl = opts.ttl.unwrap_or(settings.preview.ttl);
+    let live = live_previews(providers, ttl)
+        .await
+        .context("counting the live previews again for [preview] max_previews")?;
+    match crate::quota::after(&live, req.pr, cap, settings.preview.quota_policy) {
+        crate::quota::Admission::Admit => Ok(()),
+        crate::quota::Admission::Evict { prs, reason } => {
+            for pr in prs {
+                evict(providers, settings, req, opts, pr, &reason, log).await?;
+            }
+            Ok(())
+        }
+        crate::quota::Admission::Refuse { reason } => {
+            Err(crate::error::QuotaRefused { reason }.into())
+        }
+    }
+}
+
+/// Tears down the preview of `victim` for the cap: `down`, then its comment says why and that a
+/// push brings it back.
+async fn evict(
+    providers: &Providers,
+    settings: &Settings,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    victim: u64,
+    reason: &str,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
+    log(&format!(
+        "→ evicting the preview of PR #{victim} (preview cap, for PR #{})",
+        req.pr
+    ));
+    let vreq = PreviewRequest {
+        pr: victim,
+        sha: String::new(),
+        branch: format!("pr-{victim}"),
+        repository: req.repository.clone(),
+        title: None,
+    };
+    let out = down(providers, settings, &vreq, opts, log)
+        .await
+        .with_context(|| format!("evicting the preview of PR #{victim} for the preview cap"))?;
+    let note = format!(
+        "> [!NOTE]\n> Evicted: {}\n",
+        crate::report::escape_markdown(reason)
+    );
+    // Right under the heading (the marker stays the first line).
+    let body = match out.comment_body.match_indices('\n').nth(1) {
+        Some((i, _)) => format!(
+            "{}\n\n{note}{}",
+            &out.comment_body[..i],
+            &out.comment_body[i..]
+        ),
+        None => format!("{}\n\n{note}", out.comment_body),
+    };
+    providers
+        .forge
+        .upsert_comment(victim, &marker(victim), &body)
+        .await?;
+    audit(
+        opts,
+        serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "evict", "pr": victim,
+            "for_pr": req.pr, "reason": reason}),
+    )?;
+    Ok(())
+}
+
+/// The refused comment and audit line (no record: nothing of this PR is live).
+async fn post_refused(
+    providers: &Providers,
+    renderer: &crate::report::Renderer,
+    settings: &Settings,
+    req: &PreviewRequest,
+    opts: &UpOptions,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let mut contract = base_contract(settings, req, opts);
+    contract.lifecycle.quota = Some(format!("refused: {reason}"));
+    let ctx = PreviewComment {
+        marker: marker(req.pr),
+        pr: req.pr,
+        status: "refused",
+        contract: &contract,
+        error: Some(reason.to_string()),
+        generated_at: Utc::now().to_rfc3339(),
+        signed_link: None,
+        mint_hint: None,
+    };
+    let body = renderer.render_comment("preview.md.j2", &ctx)?;
+    providers
+        .forge
+        .upsert_comment(req.pr, &marker(req.pr), &body)
+        .await?;
+    audit(
+        opts,
+        serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
+            "sha": req.sha, "result": "refused", "reason": reason}),
+    )
 }
 
 /// A failed update: the failed comment names the commit still live and keeps the live
@@ -534,7 +739,7 @@ async fn report_failure(
 /// The comment with the contract's record (see [`Contract::record`]) after its first line, the
 /// marker. Left out when it would push the comment over GitHub's limit: `down` then shows a
 /// fresh contract.
-fn with_record(body: String, contract: &Contract) -> String {
+pub fn with_record(body: String, contract: &Contract) -> String {
     let record = contract.record();
     if body.chars().count() + record.len() + 1 > crate::report::COMMENT_LIMIT {
         return body;
@@ -673,7 +878,8 @@ async fn up_inner(
     first: bool,
 ) -> anyhow::Result<AppDeployment> {
     let ttl = opts.ttl.unwrap_or(settings.preview.ttl);
-    let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
+    let expires = opts.now.unwrap_or_else(Utc::now)
+        + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
     contract.lifecycle.expires = Some(expires.to_rfc3339());
 
     let plan = crate::data::plan(&settings.database)?;
@@ -709,7 +915,8 @@ async fn up_inner(
         parent: settings.database.parent.clone(),
         schema_only: plan.schema_only,
         migrations_tables: settings.database.migrations_tables.clone(),
-        expires_at: Some(expires),
+        // A pinned preview's branch carries no expiry (Neon would delete it by itself).
+        expires_at: contract.lifecycle.pinned_by.is_none().then_some(expires),
         repository: req.repository.clone(),
         database: settings.database.database.clone(),
         role: settings.database.role.clone(),

@@ -205,16 +205,26 @@ fn age(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> Option<Duration> {
     t.map(|t| (now - t).to_std().unwrap_or(Duration::ZERO))
 }
 
-/// Why `o` is due for deletion, or why it is kept.
+/// Why `o` is due for deletion, or why it is kept. `pinned_by`: who pinned its preview (on any
+/// of its resources): a pinned preview outlives its TTL, never its PR.
 fn judge(
     o: &Owned,
     open: &[u64],
     now: DateTime<Utc>,
     opts: &SweepOptions,
+    pinned_by: Option<&str>,
 ) -> Result<String, String> {
     if o.pr == 0 || !name_carries_pr(&o.name, o.pr) {
         return Err(format!(
             "no PR number in its name matching PR {}: not Atlas's, never touched",
+            o.pr
+        ));
+    }
+    if let Some(by) = pinned_by
+        && open.contains(&o.pr)
+    {
+        return Err(format!(
+            "PR #{} is open and its preview is pinned by @{by} (kept past its TTL)",
             o.pr
         ));
     }
@@ -336,6 +346,19 @@ pub async fn sweep_with(
             database.kind(),
         ),
     ];
+    // A pin recorded on any resource of a PR pins all of them (a pinned Neon branch carries no
+    // expiry rather than a pin of its own).
+    let pins: Vec<(u64, String)> = lists
+        .iter()
+        .filter_map(|l| l.3.as_ref().ok())
+        .flatten()
+        .filter_map(|o| Some((o.pr, o.pinned_by.clone().filter(|p| !p.is_empty())?)))
+        .collect();
+    let pinned_by = |pr: u64| {
+        pins.iter()
+            .find(|(p, _)| *p == pr)
+            .map(|(_, by)| by.as_str())
+    };
     for (order, kind, plural, listed, provider) in lists {
         let owned = match listed {
             Ok(o) => o,
@@ -353,7 +376,7 @@ pub async fn sweep_with(
                 pr: o.pr,
                 reason: String::new(),
             };
-            match judge(o, &open, now, opts) {
+            match judge(o, &open, now, opts, pinned_by(o.pr)) {
                 Ok(why) => {
                     it.reason = why;
                     candidates.push((it, order));
@@ -513,6 +536,7 @@ mod tests {
             pr,
             created_at: Some(now() - chrono::Duration::hours(created_hours_ago)),
             expires_at: expires_in_hours.map(|h| now() + chrono::Duration::hours(h)),
+            pinned_by: None,
         }
     }
 
@@ -699,6 +723,39 @@ mod tests {
         let r = sweep_with(&db, &apps, Ok(vec![1, 2, 3, 4, 5, 6]), now(), &opts()).await;
         let mut g = crate::gha::Gha::new(Vec::new(), crate::gha::Files::default(), true);
         report_to(&mut g, &r).unwrap();
+    }
+
+    /// A pin on the app pins the whole preview (its branch carries no expiry then): kept past
+    /// its TTL while the PR is open, destroyed once it closes.
+    #[tokio::test]
+    async fn a_pinned_preview_outlives_its_ttl_but_not_its_pr() {
+        let mut app = owned("kitchen-abc123-pr-4", 4, 300, Some(-5));
+        app.pinned_by = Some("octocat".into());
+        let mut closed_app = owned("kitchen-abc123-pr-2", 2, 300, Some(-5));
+        closed_app.pinned_by = Some("octocat".into());
+        let apps = Fake::with(vec![app, closed_app]);
+        let db = Fake::with(vec![
+            owned("preview/pr-4", 4, 300, None),
+            owned("preview/pr-2", 2, 300, None),
+        ]);
+        let r = sweep_with(&db, &apps, Ok(vec![4]), now(), &opts()).await;
+        assert!(r.ok(), "{r:?}");
+        let gone: Vec<&str> = r.deleted.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(gone, vec!["kitchen-abc123-pr-2", "preview/pr-2"]);
+        assert_eq!(r.kept.len(), 2);
+        assert!(
+            r.kept
+                .iter()
+                .all(|k| k.reason.contains("pinned by @octocat")),
+            "{:?}",
+            r.kept
+        );
+        // An empty pin value (an unpinned app) is no pin: the TTL applies again.
+        let mut unpinned = owned("kitchen-abc123-pr-4", 4, 300, Some(-5));
+        unpinned.pinned_by = Some(String::new());
+        let apps = Fake::with(vec![unpinned]);
+        let r = sweep_with(&Fake::default(), &apps, Ok(vec![4]), now(), &opts()).await;
+        assert_eq!(r.deleted.len(), 1, "{r:?}");
     }
 
     #[test]

@@ -196,6 +196,7 @@ fn up_options(ctx: &Ctx, prefix: String) -> anyhow::Result<UpOptions> {
         history_base: None,
         dashboard_url: None,
         private_repository: false,
+        now: None,
     })
 }
 
@@ -325,6 +326,17 @@ async fn preview_inner(
             .await;
             flush(ctx, &mut lines, &mut known);
             ctx.gha.group_end();
+            // The preview cap refused it: said in the comment; not a failure of the change.
+            if let Err(e) = &out
+                && let Some(q) = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<crate::error::QuotaRefused>())
+            {
+                ctx.gha.notice("atlas: preview refused", &q.reason);
+                report.verdict = "refused".into();
+                report.reason = Some(q.reason.clone());
+                return Ok(());
+            }
             let out = out?;
             *report = std::mem::take(report).with_contract(&out.contract);
             report.comment_url = Some(out.comment.url.clone());
@@ -365,6 +377,82 @@ fn flush(ctx: &mut Ctx, lines: &mut Vec<String>, known: &mut Vec<String>) {
     for l in lines.drain(..) {
         ctx.gha.info(&l);
     }
+}
+
+/// `atlas run` for the pin label (`labeled` / `unlabeled`): recorded on the resources and in
+/// the comment, nothing rebuilt.
+pub async fn pin_run(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Result<()> {
+    let mut report = RunReport::new(plan.command.as_str(), &plan.sha);
+    report.pr = plan.pr;
+    let result = pin_inner(ctx, event, plan, &mut report).await;
+    finish(ctx, report, result)
+}
+
+/// A GitHub login as Atlas records it: its own characters only (`[bot]` included).
+fn login(sender: Option<&str>) -> String {
+    let l: String = sender
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '[' | ']' | '_'))
+        .take(60)
+        .collect();
+    if l.is_empty() { "unknown".into() } else { l }
+}
+
+async fn pin_inner(
+    ctx: &mut Ctx,
+    event: &Event,
+    plan: &Plan,
+    report: &mut RunReport,
+) -> anyhow::Result<()> {
+    let pr = plan
+        .pr
+        .context("no pull request number: a pin needs the pull request whose preview to pin")?;
+    let providers = cloud_providers_for_sweep(ctx)?;
+    let by = (plan.command == CommandKind::Pin).then(|| match event {
+        Event::PullRequest { sender, .. } => login(sender.as_deref()),
+        _ => login(None),
+    });
+    let ttl = ctx.config.ttl.unwrap_or(ctx.settings.preview.ttl);
+    let renew = chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        .context("the ttl is too long")?;
+    let out = crate::lifecycle::pin(
+        providers.database.as_ref(),
+        providers.platform.as_ref(),
+        pr,
+        by.as_deref(),
+        renew,
+    )
+    .await?;
+    if out.changed.is_empty() {
+        let reason = format!(
+            "pull request #{pr} has no preview yet: nothing to {} (add the label again once the preview exists)",
+            plan.command.as_str()
+        );
+        ctx.gha.notice("atlas: nothing to pin", &reason);
+        report.verdict = "skipped".into();
+        report.reason = Some(reason);
+        return Ok(());
+    }
+    for c in &out.changed {
+        ctx.gha.info(&format!("{}: {c}", plan.command.as_str()));
+    }
+    let comment =
+        crate::lifecycle::pin_comment(providers.forge.as_ref(), &renderer(ctx)?, &out).await?;
+    report.comment_url = comment.map(|c| c.url);
+    report.verdict = if by.is_some() { "pinned" } else { "unpinned" }.into();
+    report.reason = Some(match &by {
+        Some(b) => {
+            format!("pinned by @{b}: kept past its expiry and never evicted by the preview cap")
+        }
+        None => format!(
+            "unpinned: the preview expires {} unless renewed",
+            out.expires.as_deref().unwrap_or("as before")
+        ),
+    });
+    Ok(())
 }
 
 /// `atlas run` for the sweep (the `schedule` event): the sweep, then the estate (active hours,
@@ -454,6 +542,65 @@ pub async fn cli_extend(
     Ok(())
 }
 
+/// `atlas preview pin --pr N [--by LOGIN] [--unpin] [--local]`: what the pin label does.
+pub async fn cli_pin(
+    args: &crate::cli::PinArgs,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (providers, ttl, template_dir) = if args.local {
+        let settings = super::ctx::settings_for_cli(config)?;
+        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
+        let setup =
+            super::preview::local_providers(&settings, &settings.local.state_dir, false, &mut log)
+                .await?;
+        let config = crate::config::Config::from_vars(std::env::vars())?;
+        let ttl = config.ttl.unwrap_or(settings.preview.ttl);
+        let dir = config.template_dir.or(settings.templates.dir.clone());
+        (setup.providers, ttl, dir)
+    } else {
+        let ctx = Ctx::load(config)?;
+        let ttl = ctx.config.ttl.unwrap_or(ctx.settings.preview.ttl);
+        let dir = ctx
+            .config
+            .template_dir
+            .clone()
+            .or_else(|| ctx.settings.templates.dir.clone());
+        (cloud_providers_for_sweep(&ctx)?, ttl, dir)
+    };
+    let renew = chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        .context("the ttl is too long")?;
+    let by = (!args.unpin).then(|| login(Some(&args.by)));
+    let out = crate::lifecycle::pin(
+        providers.database.as_ref(),
+        providers.platform.as_ref(),
+        args.pr,
+        by.as_deref(),
+        renew,
+    )
+    .await?;
+    if out.changed.is_empty() {
+        bail!("PR #{} has no preview to pin", args.pr);
+    }
+    let r = Renderer::new(template_dir.as_deref())?;
+    crate::lifecycle::pin_comment(providers.forge.as_ref(), &r, &out).await?;
+    eprintln!(
+        "preview of PR #{} {} ({})",
+        out.pr,
+        match &out.pinned_by {
+            Some(b) => format!("pinned by @{b}"),
+            None => format!(
+                "unpinned; expires {}",
+                out.expires.as_deref().unwrap_or("?")
+            ),
+        },
+        out.changed.join(", ")
+    );
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
 /// `atlas sweep [--dry-run] [--local]`.
 pub async fn cli_sweep(
     args: &crate::cli::SweepArgs,
@@ -501,6 +648,7 @@ pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Resu
     match plan.command {
         CommandKind::PreviewUp | CommandKind::PreviewDown => preview(ctx, event, plan).await,
         CommandKind::Sweep => sweep_run(ctx, false).await,
+        CommandKind::Pin | CommandKind::Unpin => pin_run(ctx, event, plan).await,
         other => bail!("internal: {} is not a preview command", other.as_str()),
     }
 }

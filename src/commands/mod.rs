@@ -82,6 +82,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Preview(crate::cli::PreviewCommand::Extend(args)) => {
             action::cli_extend(args, cli.config.as_deref()).await
         }
+        Command::Preview(crate::cli::PreviewCommand::Pin(args)) => {
+            action::cli_pin(args, cli.config.as_deref()).await
+        }
         Command::Preview(cmd) => preview::cli(cmd, cli.config.as_deref()).await,
         Command::Verify(args) => verify::cli_verify(args, cli.config.as_deref()).await,
         Command::Release(args) => verify::cli_release(args, cli.config.as_deref()).await,
@@ -153,9 +156,11 @@ pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Resu
             }
             Ok(())
         }
-        CommandKind::PreviewUp | CommandKind::PreviewDown | CommandKind::Sweep => {
-            action::dispatch(ctx, event, plan).await
-        }
+        CommandKind::PreviewUp
+        | CommandKind::PreviewDown
+        | CommandKind::Sweep
+        | CommandKind::Pin
+        | CommandKind::Unpin => action::dispatch(ctx, event, plan).await,
         CommandKind::Verify | CommandKind::Release => verify::dispatch(ctx, event, plan).await,
     }
 }

@@ -70,6 +70,9 @@ impl crate::provider::Database for ArcDb {
     ) -> anyhow::Result<()> {
         self.0.mask_again(branch, req, since).await
     }
+    async fn clear_expiry(&self, name: &str) -> anyhow::Result<()> {
+        self.0.clear_expiry(name).await
+    }
 }
 
 /// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.
@@ -245,6 +248,7 @@ pub fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Result<Up
         history_base: None,
         dashboard_url: None,
         private_repository: false,
+        now: None,
     })
 }
 
@@ -276,7 +280,9 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
         PreviewCommand::Down(a) => (a, false),
         PreviewCommand::Link(_) => bail!("internal: link is dispatched above"),
         // Dispatched by `commands::run` (cloud and local alike).
-        PreviewCommand::Extend(_) => bail!("internal: extend is dispatched by commands::run"),
+        PreviewCommand::Extend(_) | PreviewCommand::Pin(_) => {
+            bail!("internal: extend and pin are dispatched by commands::run")
+        }
     };
     if !args.local {
         bail!(
@@ -302,6 +308,15 @@ pub async fn cli(cmd: &PreviewCommand, config: Option<&Path>) -> anyhow::Result<
                     "preview of PR #{pr} is ready at {} (comment: {})",
                     out.app.url, out.comment.url
                 );
+                Ok(())
+            }
+            Err(ref e)
+                if let Some(q) = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<crate::error::QuotaRefused>()) =>
+            {
+                eprintln!("no preview for PR #{pr}: {}", q.reason);
+                stop_if_idle(&setup).await;
                 Ok(())
             }
             Err(e) => {

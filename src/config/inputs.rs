@@ -31,6 +31,8 @@ pub enum ForkPolicy {
 pub struct Policy {
     pub fork_policy: ForkPolicy,
     pub trusted_label: String,
+    /// The label that pins a preview: exempt from TTL expiry and quota eviction.
+    pub pin_label: String,
     pub trust_dependabot: bool,
     /// Tags that trigger a release (`v*` by default; `*` is the only wildcard).
     pub tag_pattern: String,
@@ -45,6 +47,7 @@ impl Default for Policy {
         Policy {
             fork_policy: ForkPolicy::Skip,
             trusted_label: "atlas:preview".into(),
+            pin_label: "atlas:pin".into(),
             trust_dependabot: false,
             tag_pattern: "v*".into(),
             command: ForcedCommand::Auto,
@@ -94,6 +97,7 @@ pub struct RawInputs {
     pub preview_secrets: Option<String>,
     pub fork_policy: Option<String>,
     pub trusted_label: Option<String>,
+    pub pin_label: Option<String>,
     pub trust_dependabot: Option<String>,
     pub ttl: Option<String>,
     pub regression_threshold: Option<String>,
@@ -128,6 +132,7 @@ pub const INPUT_NAMES: &[&str] = &[
     "preview_secrets",
     "fork_policy",
     "trusted_label",
+    "pin_label",
     "trust_dependabot",
     "ttl",
     "regression_threshold",
@@ -408,6 +413,15 @@ impl Config {
         let trusted_label = nonempty(&raw.trusted_label)
             .unwrap_or("atlas:preview")
             .to_string();
+        let pin_label = nonempty(&raw.pin_label).unwrap_or("atlas:pin").to_string();
+        if pin_label == trusted_label {
+            return Err(invalid(
+                "pin_label",
+                format!(
+                    "{pin_label:?} is also the trusted_label: one label cannot both approve a fork's commit and pin a preview"
+                ),
+            ));
+        }
         let trust_dependabot = nonempty(&raw.trust_dependabot)
             .map(|v| parse_bool("trust_dependabot", v))
             .transpose()?
@@ -524,6 +538,7 @@ impl Config {
             policy: Policy {
                 fork_policy,
                 trusted_label,
+                pin_label,
                 trust_dependabot,
                 tag_pattern,
                 command,

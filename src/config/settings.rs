@@ -312,6 +312,14 @@ pub struct PreviewSettings {
     /// Default TTL when the `ttl` input is not set.
     #[serde(with = "duration")]
     pub ttl: Duration,
+    /// At most this many previews per repository at once (unset: no cap). See `crate::quota`.
+    #[serde(
+        deserialize_with = "max_previews",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_previews: Option<u32>,
+    /// What a new preview does at the cap.
+    pub quota_policy: QuotaPolicy,
     /// `access = "github"`: members of these teams (`org/team-slug`) get in besides the
     /// repository's readers.
     #[serde(deserialize_with = "team_names")]
@@ -348,6 +356,42 @@ impl Default for PreviewSettings {
             secrets: Vec::new(),
             ttl: Duration::from_secs(7 * 24 * 3600),
             allowed_teams: Vec::new(),
+            max_previews: None,
+            quota_policy: QuotaPolicy::EvictOldest,
+        }
+    }
+}
+
+/// `[preview] max_previews`: a positive integer (a cap of zero would refuse every preview,
+/// which is what not installing Atlas does).
+fn max_previews<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = i64::deserialize(d)?;
+    if v <= 0 {
+        return Err(serde::de::Error::custom(format!(
+            "max_previews = {v}: it must be a positive integer (leave it out for no cap)"
+        )));
+    }
+    u32::try_from(v)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("max_previews = {v} is too large")))
+}
+
+/// `[preview] quota_policy`: what a NEW preview does when `max_previews` are live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuotaPolicy {
+    /// Tear down the least recently active unpinned preview to make room.
+    #[default]
+    EvictOldest,
+    /// Build nothing; say why in the PR comment and the summary.
+    Refuse,
+}
+
+impl QuotaPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaPolicy::EvictOldest => "evict-oldest",
+            QuotaPolicy::Refuse => "refuse",
         }
     }
 }

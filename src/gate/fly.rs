@@ -178,6 +178,14 @@ impl Platform for FlyGate {
         self.fly.list_apps().await
     }
 
+    async fn set_expiry(&self, app: &str, at: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+        self.fly.set_expiry(app, at).await
+    }
+
+    async fn set_pin(&self, app: &str, by: Option<&str>) -> anyhow::Result<()> {
+        self.fly.set_pin(app, by).await
+    }
+
     async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
         self.fly.run_task(req).await
     }

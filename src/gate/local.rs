@@ -250,6 +250,10 @@ impl Platform for LocalGate {
         self.inner.set_expiry(app, at).await
     }
 
+    async fn set_pin(&self, app: &str, by: Option<&str>) -> anyhow::Result<()> {
+        self.inner.set_pin(app, by).await
+    }
+
     async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
         self.inner.run_task(req).await
     }

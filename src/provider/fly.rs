@@ -49,8 +49,8 @@ use crate::config::{AutoStop, FlyAccess, FlySettings, Settings};
 use crate::http::{Call, Client, RetryPolicy, Timeouts, enc, status_of};
 use crate::naming;
 use crate::provider::{
-    AppDeployment, Deleted, DeployRequest, OWNER_KEY, OWNER_VALUE, Owned, PR_KEY, Platform,
-    REPO_KEY, SHA_KEY, TaskOutput, TaskRequest,
+    AppDeployment, Deleted, DeployRequest, OWNER_KEY, OWNER_VALUE, Owned, PIN_KEY, PR_KEY,
+    Platform, REPO_KEY, SHA_KEY, TaskOutput, TaskRequest,
 };
 
 /// The machine metadata key naming what a machine is for; absent on the app's own machine.
@@ -575,6 +575,50 @@ impl FlyPlatform {
         })
     }
 
+    /// Writes metadata `key` on the app's own machines (not its one-off tasks) of an Atlas
+    /// preview app. Metadata only: the machine is not restarted.
+    async fn set_app_meta(
+        &self,
+        app: &str,
+        key: &str,
+        value: &str,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let Some(pr) = naming::pr_from_app(&self.prefix, app) else {
+            anyhow::bail!(
+                "fly: app `{app}` is not an atlas preview name of {}",
+                self.repository
+            );
+        };
+        let ms = self.machines(app, false).await?;
+        let ours: Vec<ApiMachine> = self
+            .atlas_machines(&ms, pr)
+            .into_iter()
+            .filter(|m| !m.is_task())
+            .collect();
+        if ours.is_empty() {
+            anyhow::bail!("fly: app `{app}` has no atlas machine to carry {key}");
+        }
+        for m in ours {
+            self.client
+                .send(
+                    Call::post(
+                        what,
+                        format!(
+                            "/apps/{}/machines/{}/metadata/{}",
+                            enc(app),
+                            enc(&m.id),
+                            enc(key)
+                        ),
+                    )
+                    .json(json!({"value": value}))
+                    .idempotent(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The front machine's metadata value `key`, when the app has an Atlas front machine.
     pub async fn front_metadata(&self, app: &str, key: &str) -> anyhow::Result<Option<String>> {
         if self.get_app(app, false).await?.is_none() {
@@ -695,7 +739,15 @@ impl FlyPlatform {
         let previous_front = served(&fronts);
 
         // 3. The app's machine: update in place, or create; extras from earlier failures go.
-        let config = self.machine_config(req, image, front.is_none());
+        let mut config = self.machine_config(req, image, front.is_none());
+        // A pin is the label's, not the commit's: a push keeps it.
+        if let Some(by) = machines
+            .iter()
+            .filter_map(|m| m.meta(PIN_KEY))
+            .find(|v| !v.is_empty())
+        {
+            config["metadata"][PIN_KEY] = json!(by);
+        }
         let machine = self
             .put_machine("machine", app, machines, body(config), ApiMachine::is_app)
             .await?;
@@ -1165,39 +1217,14 @@ impl Platform for FlyPlatform {
     }
 
     async fn set_expiry(&self, app: &str, at: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
-        let Some(pr) = naming::pr_from_app(&self.prefix, app) else {
-            anyhow::bail!(
-                "fly: app `{app}` is not an atlas preview name of {}",
-                self.repository
-            );
-        };
-        let ms = self.machines(app, false).await?;
-        let ours: Vec<ApiMachine> = self
-            .atlas_machines(&ms, pr)
-            .into_iter()
-            .filter(|m| !m.is_task())
-            .collect();
-        if ours.is_empty() {
-            anyhow::bail!("fly: app `{app}` has no atlas machine to carry the expiry");
-        }
-        // Metadata only: the machine is not restarted.
-        for m in ours {
-            self.client
-                .send(
-                    Call::post(
-                        "set machine expiry",
-                        format!(
-                            "/apps/{}/machines/{}/metadata/{EXPIRES_KEY}",
-                            enc(app),
-                            enc(&m.id)
-                        ),
-                    )
-                    .json(json!({"value": rfc3339(at)}))
-                    .idempotent(),
-                )
-                .await?;
-        }
-        Ok(())
+        self.set_app_meta(app, EXPIRES_KEY, &rfc3339(at), "set machine expiry")
+            .await
+    }
+
+    async fn set_pin(&self, app: &str, by: Option<&str>) -> anyhow::Result<()> {
+        // Unpinned: the empty value (read back as no pin).
+        self.set_app_meta(app, PIN_KEY, by.unwrap_or(""), "set machine pin")
+            .await
     }
 
     async fn app_machines(
@@ -1307,12 +1334,19 @@ impl Platform for FlyPlatform {
                 .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&chrono::Utc))
                 .max();
+            let pinned_by = ms
+                .iter()
+                .filter(|m| !m.is_task())
+                .filter_map(|m| m.meta(PIN_KEY))
+                .find(|v| !v.is_empty())
+                .map(str::to_string);
             out.push(Owned {
                 name: name.to_string(),
                 id: a["id"].as_str().unwrap_or(name).to_string(),
                 pr,
                 created_at,
                 expires_at,
+                pinned_by,
             });
         }
         Ok(out)

@@ -27,6 +27,9 @@ pub const PR_KEY: &str = "atlas_pr";
 /// The metadata key holding the repository (`owner/name`).
 pub const REPO_KEY: &str = "atlas_repo";
 pub const SHA_KEY: &str = "atlas_sha";
+/// The metadata key holding who pinned the preview (the pin label's sender); absent or empty:
+/// not pinned. Kept across pushes.
+pub const PIN_KEY: &str = "atlas_pinned_by";
 
 /// Result of a delete: both are success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,6 +87,10 @@ pub struct Owned {
     pub pr: u64,
     pub created_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Who pinned the preview, where the resource records it (the app does; a branch clears
+    /// its own expiry instead).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned_by: Option<String>,
 }
 
 /// The schema of a branch compared with its parent.
@@ -119,6 +126,11 @@ pub trait Database: Send + Sync {
     /// Moves the branch's expiry (`atlas preview extend`); the sweep reads it back.
     async fn set_expiry(&self, name: &str, _at: DateTime<Utc>) -> anyhow::Result<()> {
         anyhow::bail!("{}: branch {name} has no expiry to move", self.kind())
+    }
+    /// Removes the branch's expiry (a pinned preview): a provider that deletes expired
+    /// branches on its own (Neon) must not take a pinned one.
+    async fn clear_expiry(&self, name: &str) -> anyhow::Result<()> {
+        anyhow::bail!("{}: branch {name} has no expiry to clear", self.kind())
     }
     /// `anonymized`: a mark of the branch just before the migrations run, handed back to
     /// [`Database::mask_again`] so that only what they wrote is masked again. `None`: the
@@ -292,6 +304,11 @@ pub trait Platform: Send + Sync {
     /// preview and wake it on demand (the local process).
     async fn stop_machines(&self, _app: &str) -> anyhow::Result<Option<Vec<String>>> {
         Ok(None)
+    }
+    /// Records (`Some(login)`) or removes (`None`) the pin on the app, read back as
+    /// [`Owned::pinned_by`] and kept across deploys. Metadata only: nothing restarts.
+    async fn set_pin(&self, app: &str, _by: Option<&str>) -> anyhow::Result<()> {
+        anyhow::bail!("{}: app {app} cannot record a pin", self.kind())
     }
 }
 

@@ -334,7 +334,7 @@ fn annotation_of(v: &Value) -> BTreeMap<String, String> {
 
 impl NeonDatabase {
     /// Sets the branch's `expires_at` (one PATCH; its operations are awaited).
-    async fn patch_expiry(&self, id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+    async fn patch_expiry(&self, id: &str, at: Option<DateTime<Utc>>) -> anyhow::Result<()> {
         let r = self
             .unlocked("update branch expires_at", || {
                 self.client.send(
@@ -342,7 +342,8 @@ impl NeonDatabase {
                         "update branch expires_at",
                         format!("{}/branches/{}", self.p(), enc(id)),
                     )
-                    .json(json!({"branch": {"expires_at": rfc3339(at)}}))
+                    // null removes the expiry (Neon's documented meaning).
+                    .json(json!({"branch": {"expires_at": at.map(rfc3339)}}))
                     .idempotent(),
                 )
             })
@@ -372,7 +373,20 @@ impl Database for NeonDatabase {
         if !self.is_ours(&ann, None) {
             anyhow::bail!("neon: branch `{name}` is not atlas's; its expiry was left alone");
         }
-        self.patch_expiry(&b.id, at).await
+        self.patch_expiry(&b.id, Some(at)).await
+    }
+
+    async fn clear_expiry(&self, name: &str) -> anyhow::Result<()> {
+        let Some((b, ann)) = self.find(name).await? else {
+            anyhow::bail!(
+                "neon: branch `{name}` not found in project {}",
+                self.project
+            );
+        };
+        if !self.is_ours(&ann, None) {
+            anyhow::bail!("neon: branch `{name}` is not atlas's; its expiry was left alone");
+        }
+        self.patch_expiry(&b.id, None).await
     }
 
     async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<Branch> {
@@ -389,7 +403,7 @@ impl Database for NeonDatabase {
                 }
                 // Refresh the expiry on every up (one PATCH; its operations are awaited).
                 if let Some(at) = req.expires_at {
-                    self.patch_expiry(&b.id, at).await?;
+                    self.patch_expiry(&b.id, Some(at)).await?;
                 }
                 (b, false)
             }
@@ -633,6 +647,7 @@ impl Database for NeonDatabase {
                     pr,
                     created_at: b.created_at,
                     expires_at: b.expires_at,
+                    pinned_by: None,
                 })
             })
             .collect())

@@ -1845,3 +1845,78 @@ async fn a_wait_past_the_run_deadline_fails_at_once_naming_the_time() {
     w.assert_nothing_left();
     w.assert_clean();
 }
+
+/// Issue 17: the pin label's `labeled` / `unlabeled` events (GitHub's own payload shape) pin and
+/// unpin the preview on the resources and in the comment, with no rebuild: no image, no
+/// deploy, no new deployment.
+#[tokio::test]
+async fn the_pin_label_pins_and_unpins_without_a_rebuild() {
+    let w = world().await;
+    let app = app_name();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let opened = payload("pull_request.opened.json", HEAD1, REPO);
+    let r = w
+        .run("pull_request", &opened, &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let updates = w.fly.core.count("Machines_update") + w.fly.core.count("Machines_create");
+    let deployments = w.deployments().len();
+
+    let label = |action: &str| {
+        let mut v: Value =
+            serde_json::from_str(&payload("pull_request.labeled.json", HEAD1, REPO)).unwrap();
+        v["action"] = Value::from(action);
+        v["label"]["name"] = Value::from("atlas:pin");
+        v["number"] = Value::from(PR);
+        v["pull_request"]["number"] = Value::from(PR);
+        v.to_string()
+    };
+    // No image input: a pin needs none.
+    let r = w
+        .run(
+            "pull_request",
+            &label("labeled"),
+            "",
+            &[("image", "")],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "pinned", "{}", r.dump());
+    let m = &w.fly.app(&app).unwrap().machines[0];
+    // The fixture's sender.
+    assert_eq!(m.meta("atlas_pinned_by"), Some("Codertocat"));
+    assert_eq!(w.neon.branch("preview/pr-2").unwrap().expires_at, None);
+    let comments = w.comments();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(
+        comments[0].body.contains("pinned by @Codertocat"),
+        "{}",
+        comments[0].body
+    );
+    assert_contract_comment(&comments[0].body, &format!("{}/{app}", w.app_base), HEAD1);
+    assert_eq!(
+        w.fly.core.count("Machines_update") + w.fly.core.count("Machines_create"),
+        updates,
+        "a pin restarts nothing"
+    );
+    assert_eq!(w.deployments().len(), deployments, "a pin deploys nothing");
+
+    let r = w
+        .run(
+            "pull_request",
+            &label("unlabeled"),
+            "",
+            &[("image", "")],
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "unpinned", "{}", r.dump());
+    let m = &w.fly.app(&app).unwrap().machines[0];
+    assert_eq!(m.meta("atlas_pinned_by"), Some(""));
+    assert!(w.neon.branch("preview/pr-2").unwrap().expires_at.is_some());
+    let body = &w.comments()[0].body;
+    assert!(!body.contains("pinned by"), "{body}");
+    w.assert_clean();
+}

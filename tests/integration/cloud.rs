@@ -669,6 +669,7 @@ mod with_preview {
             history_base: None,
             dashboard_url: None,
             private_repository: false,
+            now: None,
         };
         let Env {
             neon,

@@ -68,6 +68,7 @@ async fn run(configure: impl FnOnce(&mut Settings)) -> Run {
         history_base: None,
         dashboard_url: None,
         private_repository: false,
+        now: None,
     };
     Run {
         neon,

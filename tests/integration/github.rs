@@ -1038,6 +1038,7 @@ mod sweeping {
             pr,
             created_at: Some(now() - chrono::Duration::days(2)),
             expires_at: Some(now() + chrono::Duration::days(2)),
+            pinned_by: None,
         }
     }
 

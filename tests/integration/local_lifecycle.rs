@@ -441,3 +441,43 @@ fn extend_moves_the_local_app_and_database_alike_and_the_sweep_obeys_it() {
     );
     env.assert_no_secrets();
 }
+
+/// Issue 17 locally: `atlas preview pin` records the pin on the local app, clears the local
+/// database's expiry and rewrites the comment; the sweep keeps a pinned preview past its TTL,
+/// and an unpinned one goes by it again.
+#[test]
+fn a_pinned_local_preview_outlives_its_ttl_until_unpinned() {
+    let mut env = Env::new(&kitchen_toml(""));
+    let out = env.up(7);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.atlas(&["preview", "extend", "--local", "--pr", "7", "--ttl", "1s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.atlas(&["preview", "pin", "--local", "--pr", "7", "--by", "alice"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pinned_by"], "alice", "{v}");
+    assert_eq!(v["changed"].as_array().unwrap().len(), 2, "{v}");
+    assert!(
+        env.comment(7).contains("pinned by @alice"),
+        "{}",
+        env.comment(7)
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = env.atlas(&["sweep", "--local"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("pinned by @alice"), "{}", text(&out));
+    assert!(!env.databases().is_empty(), "kept: {}", text(&out));
+
+    // Unpinned: the expiry is renewed (`[preview] ttl`), then moved into the past again.
+    let out = env.atlas(&["preview", "pin", "--local", "--pr", "7", "--unpin"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!env.comment(7).contains("pinned by"), "{}", env.comment(7));
+    let out = env.atlas(&["preview", "extend", "--local", "--pr", "7", "--ttl", "1s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = env.atlas(&["sweep", "--local"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("its TTL passed"), "{}", text(&out));
+    env.assert_nothing_left();
+    env.assert_no_secrets();
+}

@@ -18,6 +18,7 @@ mod load;
 mod local_data;
 mod local_lifecycle;
 mod plan;
+mod quota;
 mod templates;
 mod trace;
 mod verify;

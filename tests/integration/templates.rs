@@ -96,6 +96,7 @@ fn contract() -> Contract {
             sleep: None,
             wake_ms: None,
             cost: None,
+            ..Default::default()
         },
     }
 }

@@ -1051,6 +1051,13 @@ impl Database for LocalPg {
         self.set_expiry_of(name, Some(at))
     }
 
+    async fn clear_expiry(&self, name: &str) -> anyhow::Result<()> {
+        if !self.recorded().contains(name) {
+            bail!("local: no preview database {name} is recorded");
+        }
+        self.set_expiry_of(name, None)
+    }
+
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
         let recorded = self.recorded();
         let expiries = self.expiries();
@@ -1072,6 +1079,7 @@ impl Database for LocalPg {
                     name: d,
                     pr,
                     created_at: None,
+                    pinned_by: None,
                 })
             })
             .collect())

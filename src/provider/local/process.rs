@@ -37,6 +37,9 @@ pub struct AppState {
     /// When the preview expires unless renewed (older state files have none).
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Who pinned the preview (kept across deploys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_by: Option<String>,
 }
 
 /// The local process platform.
@@ -207,6 +210,8 @@ impl LocalProcess {
             created_at,
             updated_at: now,
             expires_at: req.expires_at,
+            // A pin is the label's, not the commit's: a push keeps it.
+            pinned_by: self.state(&req.app).and_then(|s| s.pinned_by),
         };
         self.write_state(&st)?;
         Ok((child, st))
@@ -345,6 +350,14 @@ impl Platform for LocalProcess {
         self.write_state(&st)
     }
 
+    async fn set_pin(&self, app: &str, by: Option<&str>) -> anyhow::Result<()> {
+        let mut st = self
+            .state(app)
+            .with_context(|| format!("local: no preview app {app} is recorded"))?;
+        st.pinned_by = by.map(str::to_string);
+        self.write_state(&st)
+    }
+
     async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
@@ -368,6 +381,7 @@ impl Platform for LocalProcess {
                     pr,
                     created_at: Some(st.created_at),
                     expires_at: st.expires_at,
+                    pinned_by: st.pinned_by.filter(|p| !p.is_empty()),
                 });
             }
         }
