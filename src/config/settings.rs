@@ -197,7 +197,13 @@ pub struct PreviewSettings {
     /// Default TTL when the `ttl` input is not set.
     #[serde(with = "duration")]
     pub ttl: Duration,
+    /// How many previous commits stay reachable at their commit URLs (`/_atlas/c/<sha7>/`,
+    /// through the access gate); 0 keeps none.
+    pub keep_commits: usize,
 }
+
+/// `[preview] keep_commits` when unset.
+pub const DEFAULT_KEEP_COMMITS: usize = 3;
 
 impl Default for PreviewSettings {
     fn default() -> Self {
@@ -205,6 +211,7 @@ impl Default for PreviewSettings {
             access: "public".into(),
             secrets: Vec::new(),
             ttl: Duration::from_secs(7 * 24 * 3600),
+            keep_commits: DEFAULT_KEEP_COMMITS,
         }
     }
 }

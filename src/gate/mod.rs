@@ -9,6 +9,7 @@
 //! Atlas's own smoke and load traffic carries a run-scoped bypass token in `x-atlas-bypass`.
 //! The proxy itself is in [`server`]; [`cli`] is `atlas gate`.
 
+pub mod commits;
 pub mod fly;
 pub mod github;
 pub mod local;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use http::{HeaderName, HeaderValue};
 
-pub use server::{BYPASS_HEADER, COOKIE, Gate, GateOptions, LINK_PARAM, Limits};
+pub use server::{BYPASS_HEADER, COOKIE, CommitRoute, Gate, GateOptions, LINK_PARAM, Limits};
 pub use token::{Kind, PreviewKey};
 
 use crate::secret::Secret;
@@ -214,6 +215,17 @@ pub struct GateArgs {
     /// The upstream must start answering within this.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
+    /// The commit the upstream runs (full sha): `/_atlas/c/<sha7>/` is the current version.
+    #[arg(long, env = "ATLAS_GATE_SHA")]
+    pub sha: Option<String>,
+    /// Fly: the upstream is Fly's proxy (Flycast) and this machine is the stable version
+    /// (sent as `fly-force-instance-id`).
+    #[arg(long, env = "ATLAS_GATE_UPSTREAM_INSTANCE")]
+    pub upstream_instance: Option<String>,
+    /// A kept commit, `<sha>=<host:port>` or `<sha>=instance:<machine-id>` (the upstream with
+    /// `fly-force-instance-id`); repeatable, newest first.
+    #[arg(long = "commit", env = "ATLAS_GATE_COMMITS", value_delimiter = ',')]
+    pub commits: Vec<String>,
     /// Worker threads; 1 (the default, a Fly shared-cpu-1x gate) runs on a current-thread
     /// runtime.
     #[arg(long, env = "ATLAS_GATE_THREADS", default_value_t = 1)]
@@ -285,12 +297,47 @@ impl GateArgs {
         } else {
             None
         };
+        let upstream = Upstream {
+            authority: self.upstream.clone(),
+            headers: match &self.upstream_instance {
+                Some(id) => vec![force_instance(id)?],
+                None => Vec::new(),
+            },
+        };
+        let mut commits = Vec::new();
+        for c in self.commits.iter().filter(|c| !c.trim().is_empty()) {
+            let (sha, target) = c
+                .trim()
+                .split_once('=')
+                .with_context(|| format!("--commit `{c}` is not <sha>=<host:port>"))?;
+            if !commits::is_sha(sha) {
+                anyhow::bail!("--commit `{c}`: `{sha}` is not a lowercase hex sha");
+            }
+            let upstream = match target.strip_prefix("instance:") {
+                Some(id) => Upstream {
+                    authority: self.upstream.clone(),
+                    headers: vec![force_instance(id)?],
+                },
+                None => Upstream {
+                    authority: target.to_string(),
+                    headers: Vec::new(),
+                },
+            };
+            commits.push(CommitRoute {
+                sha: sha.to_string(),
+                upstream,
+            });
+        }
+        if let Some(s) = &self.sha
+            && !commits::is_sha(s)
+        {
+            anyhow::bail!("--sha `{s}` is not a lowercase hex sha");
+        }
         Ok(GateOptions {
             mode: self.mode,
-            upstream: Upstream {
-                authority: self.upstream.clone(),
-                headers: Vec::new(),
-            },
+            upstream,
+            sha: self.sha.clone().filter(|s| !s.is_empty()),
+            commits,
             key,
             run: self.run.clone(),
             trust_forwarded: self.trust_forwarded,
@@ -304,6 +351,19 @@ impl GateArgs {
             },
         })
     }
+}
+
+/// Fly's routing header that sends a request through its proxy to one machine (waking it).
+pub const FORCE_INSTANCE: &str = "fly-force-instance-id";
+
+fn force_instance(id: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        anyhow::bail!("machine id `{id}` is not alphanumeric");
+    }
+    Ok((
+        HeaderName::from_static(FORCE_INSTANCE),
+        HeaderValue::from_str(id)?,
+    ))
 }
 
 /// Binds and serves a gate until the process is stopped; prints one line with its address.

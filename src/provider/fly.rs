@@ -818,6 +818,7 @@ impl FlyPlatform {
             created,
             sleep,
             wake_ms,
+            commits: Vec::new(),
         })
     }
 

@@ -155,6 +155,8 @@ fn options(mode: Mode, upstream: SocketAddr) -> GateOptions {
         github: None,
         session_ttl: Duration::from_secs(3600),
         limits: Limits::default(),
+        sha: None,
+        commits: Vec::new(),
     }
 }
 
@@ -946,6 +948,7 @@ impl atlas::provider::Platform for Running {
             created: true,
             sleep: None,
             wake_ms: None,
+            commits: Vec::new(),
         })
     }
     async fn destroy(&self, _app: &str) -> anyhow::Result<atlas::provider::Deleted> {
@@ -1141,4 +1144,275 @@ async fn a_signed_link_local_preview_end_to_end() {
         })
         .unwrap_or_default();
     assert!(gates.is_empty(), "gate state left");
+}
+
+/// An app version that says which commit it is and what path it got; records every request.
+async fn version(sha: &'static str) -> (SocketAddr, Log) {
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let l = l.clone();
+        async move {
+            let mut hs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (n, v) in &headers {
+                hs.entry(n.as_str().to_string())
+                    .or_default()
+                    .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+            }
+            l.lock().unwrap().push(Seen {
+                method: "GET".into(),
+                uri: uri.to_string(),
+                headers: hs,
+                body_len: 0,
+            });
+            format!("commit {sha} path {uri}")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, log)
+}
+
+const SHA_NEW: &str = "cccccccccccccccccccccccccccccccccccccccc";
+const SHA_MID: &str = "bbbbbbb1bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const SHA_OLD: &str = "aaaaaaa2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+#[tokio::test]
+async fn commit_urls_reach_their_version_behind_the_same_access_rules() {
+    let (new, new_log) = version(SHA_NEW).await;
+    let (mid, mid_log) = version(SHA_MID).await;
+    let (old, old_log) = version(SHA_OLD).await;
+    let mut opts = options(Mode::SignedLink, new);
+    opts.sha = Some(SHA_NEW.into());
+    opts.commits = vec![
+        gate::CommitRoute {
+            sha: SHA_MID.into(),
+            upstream: Upstream {
+                authority: mid.to_string(),
+                headers: Vec::new(),
+            },
+        },
+        gate::CommitRoute {
+            sha: SHA_OLD.into(),
+            upstream: Upstream {
+                authority: old.to_string(),
+                headers: vec![(
+                    "fly-force-instance-id".parse().unwrap(),
+                    "e2865013b21d89".parse().unwrap(),
+                )],
+            },
+        },
+    ];
+    let base = start(opts).await;
+    let c = client();
+
+    // Access first: no cookie, no link -> the sign-in page, for commit URLs too.
+    let r = c
+        .get(format!("{base}/_atlas/c/bbbbbbb/menu"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .get(format!("{base}/_atlas/c/fffffff/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "the list of kept commits is not shown to strangers"
+    );
+    // A signed link on a commit URL: cookie, then the clean commit URL.
+    let r = c
+        .get(format!("{base}{}", link("/_atlas/c/bbbbbbb1/menu", 600)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/_atlas/c/bbbbbbb1/menu");
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let get = |path: &str, extra: &[(&str, &str)]| {
+        let mut rq = c.get(format!("{base}{path}")).header("cookie", &session);
+        for (k, v) in extra {
+            rq = rq.header(*k, *v);
+        }
+        rq.send()
+    };
+
+    // Each commit URL reaches its version with the prefix stripped, and pins the browser.
+    let r = get("/_atlas/c/bbbbbbb/menu?x=1", &[]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let pin = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        pin.starts_with("atlas_commit=bbbbbbb;")
+            && pin.contains("HttpOnly")
+            && pin.contains("SameSite=Lax"),
+        "{pin}"
+    );
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_MID} path /menu?x=1")
+    );
+    let r = get("/_atlas/c/aaaaaaa2a/", &[]).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), format!("commit {SHA_OLD} path /"));
+    let seen = old_log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        seen.header("fly-force-instance-id").as_deref(),
+        Some("e2865013b21d89")
+    );
+    assert!(
+        seen.header("cookie").is_none(),
+        "atlas cookies reached the app: {seen:?}"
+    );
+    let r = get("/_atlas/c/ccccccc/", &[]).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), format!("commit {SHA_NEW} path /"));
+    let r = get("/_atlas/c/bbbbbbb", &[]).await.unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "/_atlas/c/bbbbbbb/");
+
+    // The stable URL is the newest commit.
+    let r = get("/menu", &[]).await.unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_NEW} path /menu")
+    );
+
+    // Absolute links of a commit's page: by Referer, then by the commit cookie.
+    let pinned = format!("{session}; atlas_commit=bbbbbbb");
+    let host = base.trim_start_matches("http://").to_string();
+    let r = c
+        .get(format!("{base}/static/app.js"))
+        .header("cookie", &session)
+        .header("referer", format!("http://{host}/_atlas/c/aaaaaaa/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_OLD} path /static/app.js")
+    );
+    let r = c
+        .get(format!("{base}/static/app.js"))
+        .header("cookie", &pinned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_MID} path /static/app.js")
+    );
+    // A same-origin navigation by the cookie is redirected to its commit URL ...
+    let r = c
+        .get(format!("{base}/orders?id=3"))
+        .header("cookie", &pinned)
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(r.headers()["location"], "/_atlas/c/bbbbbbb/orders?id=3");
+    // ... one the reviewer started (typed, or the stable link in the PR) is the stable version
+    // and unpins the browser.
+    for site in ["none", "cross-site"] {
+        let r = c
+            .get(format!("{base}/orders"))
+            .header("cookie", &pinned)
+            .header("sec-fetch-mode", "navigate")
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .starts_with("atlas_commit=;"),
+            "{:?}",
+            r.headers()
+        );
+        assert_eq!(
+            r.text().await.unwrap(),
+            format!("commit {SHA_NEW} path /orders")
+        );
+    }
+    // A pinned commit that is no longer kept: the stable version, unpinned.
+    let r = c
+        .get(format!("{base}/x"))
+        .header("cookie", format!("{session}; atlas_commit=ddddddd"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("set-cookie"));
+    assert_eq!(r.text().await.unwrap(), format!("commit {SHA_NEW} path /x"));
+
+    // Hostile or unknown commit names: the gate's 404 listing the kept commits, never an app.
+    let before: usize = [&new_log, &mid_log, &old_log]
+        .iter()
+        .map(|l| l.lock().unwrap().len())
+        .sum();
+    let long = "b".repeat(41);
+    for path in [
+        "/_atlas/c/fffffff/".to_string(),
+        "/_atlas/c/../menu".into(),
+        "/_atlas/c/%2e%2e/menu".into(),
+        "/_atlas/c/bbbbbbb%2f..%2f/menu".into(),
+        "/_atlas/c/BBBBBBB/".into(),
+        "/_atlas/c/bbbbbb/".into(),
+        "/_atlas/c/bbbbbbbz/".into(),
+        format!("/_atlas/c/{long}/"),
+        "/_atlas/c//menu".into(),
+        "/_atlas/c/".into(),
+    ] {
+        // Raw, so that no client normalises the path first.
+        let body = raw(
+            &base,
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {session}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(body.starts_with("HTTP/1.1 404"), "{path}: {body}");
+        for s7 in ["ccccccc", "bbbbbbb", "aaaaaaa"] {
+            assert!(body.contains(&format!("/_atlas/c/{s7}/")), "{path}: {body}");
+        }
+        assert!(body.contains("(current)"), "{body}");
+    }
+    let r = raw(
+        &base,
+        format!("GET /_atlas/c/bbbbbbb/../../x HTTP/1.1\r\nHost: {host}\r\nCookie: {session}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    // A path the app must judge itself (as without a gate): it stays with that version.
+    assert!(
+        r.contains(&format!("commit {SHA_MID} path /../../x")),
+        "{r}"
+    );
+    let after: usize = [&new_log, &mid_log, &old_log]
+        .iter()
+        .map(|l| l.lock().unwrap().len())
+        .sum();
+    assert_eq!(after, before + 1, "a hostile commit URL reached an app");
+
+    // The bypass token opens commit URLs too.
+    let bypass = key().mint(Kind::Bypass, gate::token::now() + 600, RUN);
+    let r = client()
+        .get(format!("{base}/_atlas/c/aaaaaaa/healthz"))
+        .header("x-atlas-bypass", bypass)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_OLD} path /healthz")
+    );
 }
