@@ -1416,3 +1416,125 @@ async fn commit_urls_reach_their_version_behind_the_same_access_rules() {
         format!("commit {SHA_OLD} path /healthz")
     );
 }
+
+fn up_at(env: &mut local_env::Env, sha: &str) -> std::process::Output {
+    env.atlas(&[
+        "preview",
+        "up",
+        "--local",
+        "--pr",
+        "7",
+        "--sha",
+        sha,
+        "--branch",
+        "feature/menu",
+    ])
+}
+
+/// What `/healthz` of the version behind `url` says its commit is.
+async fn commit_at(c: &reqwest::Client, url: &str, cookie: &str) -> (u16, String) {
+    let r = c.get(url).header("cookie", cookie).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    let commit = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["commit"].as_str().map(str::to_string))
+        .unwrap_or(body);
+    (status, commit)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_preview_keeps_its_previous_commits_at_commit_urls_until_down() {
+    let toml = local_env::kitchen_toml("").replace(
+        "[preview]\n",
+        "[preview]\naccess = \"signed-link\"\nkeep_commits = 1\n",
+    );
+    let mut env = local_env::Env::new(&toml);
+    let shas: Vec<String> = ["1a", "2b", "3c"]
+        .iter()
+        .map(|p| format!("{p}{}", "0".repeat(38)))
+        .collect();
+    for sha in &shas {
+        let out = up_at(&mut env, sha);
+        assert!(out.status.success(), "{}", out_text(&out));
+    }
+    let comment = env.comment(7);
+    let url = comment
+        .lines()
+        .find_map(|l| l.strip_prefix("**Environment URL:**"))
+        .expect("a URL")
+        .trim()
+        .to_string();
+    // The identity clause: the stable URL and one URL per kept commit (the newest before this
+    // one; the oldest went).
+    assert!(
+        comment.contains(&format!("stable URL {url} (newest commit)")),
+        "{comment}"
+    );
+    for s7 in ["3c00000", "2b00000"] {
+        assert!(
+            comment.contains(&format!("`{s7}` {url}/_atlas/c/{s7}/")),
+            "{s7}: {comment}"
+        );
+    }
+    let identity = comment
+        .lines()
+        .find(|l| l.contains("**1. Code identity**"))
+        .expect("the identity clause");
+    assert!(!identity.contains("1a00000"), "{identity}");
+
+    let out = env.atlas(&["preview", "link", "--pr", "7", "--local", "--ttl", "1h"]);
+    assert!(out.status.success(), "{}", out_text(&out));
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let c = client();
+    let r = c.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Each URL reaches the version that reports that commit.
+    assert_eq!(
+        commit_at(&c, &format!("{url}/healthz"), &session).await,
+        (200, shas[2].clone())
+    );
+    for i in [2, 1] {
+        let u = format!("{url}/_atlas/c/{}/healthz", &shas[i][..7]);
+        assert_eq!(
+            commit_at(&c, &u, &session).await,
+            (200, shas[i].clone()),
+            "{u}"
+        );
+    }
+    let (status, body) = commit_at(
+        &c,
+        &format!("{url}/_atlas/c/{}/healthz", &shas[0][..7]),
+        &session,
+    )
+    .await;
+    assert_eq!(status, 404, "a pruned commit: {body}");
+    assert!(
+        body.contains("/_atlas/c/2b00000/") && body.contains("/_atlas/c/3c00000/"),
+        "{body}"
+    );
+    // Access rules hold for commit URLs.
+    let (status, _) = commit_at(&c, &format!("{url}/_atlas/c/2b00000/healthz"), "x=1").await;
+    assert_eq!(status, 401);
+    // One kept process (beside the current one) runs; down stops them all.
+    let kept: Vec<String> = std::fs::read_dir(env.state().join("apps"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+
+    let out = env.down(7);
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert!(c.get(format!("{url}/healthz")).send().await.is_err());
+    env.assert_nothing_left();
+}
