@@ -6,6 +6,10 @@
 //! created and kept in its metadata (`atlas_gate_nonce`): any later run reads it back to mint
 //! links from the repository's gate secret, and destroying the app destroys the nonce, so every
 //! link to the preview dies with it.
+//!
+//! The gate reaches the app through Fly's proxy on the private network (Flycast) and picks the
+//! machine with `fly-force-instance-id`: the current one, or a kept commit's
+//! (`/_atlas/c/<sha7>/`, see [`super::commits`]), which the proxy wakes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -156,6 +160,9 @@ impl Platform for FlyGate {
             port: GATE_PORT,
             metadata: [(NONCE_KEY.to_string(), nonce)].into_iter().collect(),
             upstream_env: "ATLAS_GATE_UPSTREAM".into(),
+            instance_env: "ATLAS_GATE_UPSTREAM_INSTANCE".into(),
+            sha_env: "ATLAS_GATE_SHA".into(),
+            commits_env: "ATLAS_GATE_COMMITS".into(),
             probe_headers: vec![(BYPASS_HEADER.to_string(), bypass.clone())],
         };
         let d = self.fly.deploy_fronted(req, Some(&front)).await?;

@@ -131,11 +131,11 @@ impl LocalProcess {
         out
     }
 
-    /// Kills a recorded app and removes its state; whether it was alive.
-    async fn remove(&self, st: &AppState) -> anyhow::Result<bool> {
+    /// Kills a recorded app and removes its state file `<name>.json`; whether it was alive.
+    async fn remove(&self, name: &str, st: &AppState) -> anyhow::Result<bool> {
         let alive = st.alive();
         Self::kill(st).await;
-        let path = self.state_path(&st.app);
+        let path = self.state_path(name);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -366,7 +366,7 @@ impl Platform for LocalProcess {
         let mut alive = false;
         if !app.contains(KEPT_INFIX) {
             for k in self.kept_states(app) {
-                alive |= self.remove(&k).await?;
+                alive |= self.remove(&k.app, &k).await?;
             }
         }
         let Some(st) = self.state(app) else {
@@ -376,7 +376,7 @@ impl Platform for LocalProcess {
                 Deleted::AlreadyGone
             });
         };
-        alive |= self.remove(&st).await?;
+        alive |= self.remove(app, &st).await?;
         Ok(if alive {
             Deleted::Removed
         } else {
@@ -394,7 +394,7 @@ impl Platform for LocalProcess {
         let name = Self::kept_name(app, &st.sha);
         // The same commit kept before (a push that went back and forth): the older copy goes.
         if let Some(old) = self.state(&name) {
-            self.remove(&old).await?;
+            self.remove(&name, &old).await?;
         }
         st.app = name.clone();
         st.updated_at = Utc::now();
