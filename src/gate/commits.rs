@@ -35,20 +35,7 @@ pub const COMMIT_PREFIX: &str = "/_atlas/c/";
 /// The cookie that keeps a browser on the commit it opened last.
 pub const COMMIT_COOKIE: &str = "atlas_commit";
 
-/// The shortest and longest commit names accepted in a URL.
-const MIN_SHA: usize = 7;
-const MAX_SHA: usize = 40;
-
-/// A commit name as URLs carry it: 7 to 40 lowercase hex digits.
-pub fn is_sha(s: &str) -> bool {
-    (MIN_SHA..=MAX_SHA).contains(&s.len())
-        && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// The seven-character name of a commit in URLs and cookies.
-pub fn sha7(sha: &str) -> &str {
-    sha.get(..MIN_SHA).unwrap_or(sha)
-}
+pub use crate::naming::{is_sha, sha7};
 
 /// The index of the route whose commit `name` names (a prefix of exactly one kept sha).
 pub fn lookup<'a>(shas: impl Iterator<Item = &'a str>, name: &str) -> Option<usize> {
@@ -77,7 +64,7 @@ pub fn split(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The commit name in a same-host `Referer` under the commit prefix (no allocation).
-pub fn referer_commit<'a>(h: &'a HeaderMap) -> Option<&'a str> {
+pub fn referer_commit(h: &HeaderMap) -> Option<&str> {
     let r = h.get(header::REFERER)?.to_str().ok()?;
     let host = h.get(header::HOST)?.to_str().ok()?;
     let after_scheme = r.split_once("://")?.1;

@@ -90,6 +90,8 @@ pub struct Upstream {
 }
 
 /// `atlas gate serve|mint`.
+// Parsed once per process: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum GateCommand {
     /// Run the gate in front of an app.

@@ -623,7 +623,7 @@ impl FlyPlatform {
         env.insert(f.upstream_env.clone(), routes.upstream.clone());
         env.insert(f.instance_env.clone(), routes.instance.clone());
         // The gate takes only hex commits; a non-hex one just has no commit URL.
-        if crate::gate::commits::is_sha(&req.sha) {
+        if naming::is_sha(&req.sha) {
             env.insert(f.sha_env.clone(), req.sha.clone());
         }
         let commits: Vec<String> = routes
@@ -968,7 +968,7 @@ impl FlyPlatform {
         let keep_running = self.keep_commits > 0
             && running.as_ref().is_some_and(|m| {
                 m.meta(COMMIT_KEY)
-                    .is_some_and(|c| c != req.sha && crate::gate::commits::is_sha(c))
+                    .is_some_and(|c| c != req.sha && naming::is_sha(c))
             });
         let previous = served(&current);
         let config = self.private_machine_config(req, image);
@@ -1018,7 +1018,7 @@ impl FlyPlatform {
         for m in running.iter().filter(|_| keep_running).chain(kept.iter()) {
             let ok = m
                 .meta(COMMIT_KEY)
-                .is_some_and(|c| c != req.sha && crate::gate::commits::is_sha(c))
+                .is_some_and(|c| c != req.sha && naming::is_sha(c))
                 && stay.len() < self.keep_commits
                 && !stay
                     .iter()
@@ -1122,8 +1122,11 @@ impl FlyPlatform {
 
         // 7. The new version serves: the running machine becomes a kept one and sleeps, the
         //    pruned ones and any public app machine go.
-        if keep_running && let Some(r) = &running {
-            if stay.iter().any(|s| s.id == r.id) {
+        if keep_running
+            && let Some(r) = &running
+            && stay.iter().any(|s| s.id == r.id)
+        {
+            {
                 self.client
                     .send(
                         Call::post(
@@ -1179,7 +1182,7 @@ impl FlyPlatform {
             .iter()
             .map(|(sha, _)| KeptCommit {
                 sha: sha.clone(),
-                url: format!("{url}/_atlas/c/{}/", crate::gate::commits::sha7(sha)),
+                url: format!("{url}/_atlas/c/{}/", naming::sha7(sha)),
             })
             .collect();
         Ok(AppDeployment {
@@ -1633,7 +1636,6 @@ impl Platform for FlyPlatform {
             let Some(pr) = naming::pr_from_app(&self.prefix, name) else {
                 continue;
             };
-            let name = name;
             let a_name = a["name"].as_str().unwrap_or(name);
             let ms = match self.machines(a_name, false).await {
                 Ok(ms) => ms,

@@ -127,7 +127,7 @@ impl LocalProcess {
             })
             .filter_map(|n| self.state(&n))
             .collect();
-        out.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        out.sort_by_key(|st| std::cmp::Reverse(st.updated_at));
         out
     }
 
