@@ -441,3 +441,160 @@ async fn a_failed_gate_create_leaves_nothing_and_a_failed_update_keeps_the_servi
     assert!(fly.app_names().is_empty());
     assert_eq!(fly.core.violations(), Vec::<String>::new());
 }
+
+fn hex(c: char) -> String {
+    c.to_string().repeat(40)
+}
+
+#[tokio::test]
+async fn kept_commits_on_fly_sleep_wake_through_the_gate_and_go_with_the_preview() {
+    let fly = FakeFly::start(FLY_TOKEN).await;
+    let (edge_url, _) = edge().await;
+    let app = app();
+    let shas = [hex('a'), hex('b'), hex('c'), hex('d')];
+    let mut ids = Vec::new();
+    let mut last = None;
+    for (i, sha) in shas.iter().enumerate() {
+        let p = gated_keeping(&fly, &edge_url, &format!("gh-5{i}-1"), 2);
+        let d = p.deploy(&deploy_req(sha)).await.expect("deploy");
+        ids.push(d.instances[0].clone());
+        last = Some((p, d));
+    }
+    let (p, d) = last.unwrap();
+    // Each push made a new machine; the two before the newest are kept, the oldest went.
+    let urls: Vec<(String, String)> = d
+        .commits
+        .iter()
+        .map(|k| (k.sha.clone(), k.url.clone()))
+        .collect();
+    let url = edge_url.trim_end_matches('/').to_string();
+    assert_eq!(
+        urls,
+        vec![
+            (shas[2].clone(), format!("{url}/_atlas/c/ccccccc/")),
+            (shas[1].clone(), format!("{url}/_atlas/c/bbbbbbb/")),
+        ]
+    );
+    let private = private();
+    let pm = fly.app(&private).unwrap().machines;
+    assert_eq!(pm.len(), 3, "{pm:#?}");
+    assert!(
+        pm.iter().all(|m| m.id != ids[0]),
+        "the oldest kept machine was not pruned"
+    );
+    for (i, role) in [(1, Some("kept")), (2, Some("kept")), (3, None)] {
+        let m = pm.iter().find(|m| m.id == ids[i]).unwrap();
+        assert_eq!(m.meta("atlas_role"), role, "{}", m.config);
+        assert_eq!(m.meta("atlas_commit"), Some(shas[i].as_str()));
+        if role.is_some() {
+            assert_eq!(m.state, "stopped", "a kept machine must sleep");
+        }
+    }
+    let (gate, appm) = pair(&fly);
+    assert_eq!(appm.id, ids[3]);
+    assert_eq!(env_of(&gate, "ATLAS_GATE_SHA"), shas[3]);
+    assert_eq!(
+        env_of(&gate, "ATLAS_GATE_COMMITS"),
+        format!(
+            "{}=instance:{},{}=instance:{}",
+            shas[2], ids[2], shas[1], ids[1]
+        )
+    );
+
+    // Through the gate (as Fly starts it) and Fly's proxy: each URL reaches its version,
+    // waking a kept machine on demand.
+    let secrets = fly.app(&app).unwrap().secrets;
+    let flycast = fly.flycast(&private).await;
+    let (_child, gate_url) = run_gate_like_fly(&gate, &secrets, &flycast).await;
+    let (_, bypass) = p.bypass_header(&app).unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        http.get(format!("{gate_url}{path}"))
+            .header("x-atlas-bypass", bypass.expose())
+            .send()
+    };
+    let v: serde_json::Value = get("/healthz".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(v["commit"], shas[3].as_str());
+    let before = fly.wakes().len();
+    for i in [2, 1] {
+        let r = get(format!("/_atlas/c/{}/healthz", &shas[i][..7]))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (
+                v["commit"].as_str(),
+                v["machine"].as_str(),
+                v["path"].as_str()
+            ),
+            (
+                Some(shas[i].as_str()),
+                Some(ids[i].as_str()),
+                Some("/healthz")
+            )
+        );
+        assert_eq!(
+            fly.machine_state(&private, &ids[i]).as_deref(),
+            Some("started")
+        );
+    }
+    assert_eq!(fly.wakes().len(), before + 2, "{:?}", fly.wakes());
+    let r = get(format!("/_atlas/c/{}/healthz", &shas[0][..7]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a pruned commit");
+    let served = fly.state.lock().unwrap().flycast_served.len();
+    for bad in [
+        "/_atlas/c/ccccccc%2f/x",
+        "/_atlas/c/zzzzzzz/",
+        &format!("/_atlas/c/{}c/", shas[2]),
+    ] {
+        assert_eq!(get(bad.to_string()).await.unwrap().status(), 404, "{bad}");
+    }
+    assert_eq!(
+        fly.state.lock().unwrap().flycast_served.len(),
+        served,
+        "a hostile URL went upstream"
+    );
+
+    // The same commit again updates its machine in place and keeps the kept ones.
+    let d2 = p.deploy(&deploy_req(&shas[3])).await.expect("same commit");
+    assert_eq!(d2.instances[0], ids[3]);
+    assert_eq!(d2.commits.len(), 2);
+    // keep_commits = 0: the next push keeps nothing.
+    let p0 = gated_keeping(&fly, &edge_url, "gh-60-1", 0);
+    let d3 = p0.deploy(&deploy_req(&hex('e'))).await.expect("keep none");
+    assert!(d3.commits.is_empty());
+    assert_eq!(fly.app(&private).unwrap().machines.len(), 1);
+
+    // Down: both apps, every kept machine, the Flycast address.
+    assert_eq!(p0.destroy(&app).await.unwrap(), Deleted::Removed);
+    assert!(fly.app_names().is_empty(), "{:?}", fly.app_names());
+    assert!(fly.live_machines().is_empty());
+    assert!(fly.ips(&private).is_empty());
+    assert_eq!(fly.core.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_private_app_gets_only_its_flycast_address_and_an_orphan_is_swept() {
+    let fly = FakeFly::start(FLY_TOKEN).await;
+    let (edge_url, _) = edge().await;
+    let app = app();
+    let p = gated(&fly, &edge_url, "gh-70-1");
+    p.deploy(&deploy_req("aaa111")).await.expect("up");
+    // Someone gave the private app a public address: the next deploy releases it.
+    fly.add_ip(&private(), "2a09:8280:1::99", "v6");
+    p.deploy(&deploy_req("aaa111")).await.expect("again");
+    let ips = fly.ips(&private());
+    assert!(ips.iter().all(|(_, t)| t == "private_v6"), "{ips:?}");
+    // The preview app gone by hand: the sweep still sees the preview, and destroys the rest.
+    fly.state.lock().unwrap().apps.remove(&app);
+    let owned = p.list_apps().await.unwrap();
+    assert_eq!(
+        owned.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        vec![app.as_str()]
+    );
+    assert_eq!(p.destroy(&app).await.unwrap(), Deleted::Removed);
+    assert!(fly.app_names().is_empty(), "{:?}", fly.app_names());
+}
