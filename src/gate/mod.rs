@@ -439,3 +439,62 @@ pub fn with_bypass(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GateArgs,
+    }
+
+    fn args(extra: &[&str]) -> GateArgs {
+        let mut v = vec!["gate", "--upstream", "app.flycast:80"];
+        v.extend_from_slice(extra);
+        Cli::try_parse_from(v).unwrap().args
+    }
+
+    #[test]
+    fn kept_commits_are_hex_shas_with_a_host_or_a_machine() {
+        let sha = "b".repeat(40);
+        let o = args(&[
+            "--sha",
+            &"c".repeat(40),
+            "--upstream-instance",
+            "e2865013b21d89",
+            "--commit",
+            &format!(
+                "{sha}=instance:148e1d45ad4e89,{}=127.0.0.1:9001",
+                "a".repeat(40)
+            ),
+        ])
+        .options(None, None)
+        .unwrap();
+        assert_eq!(o.commits.len(), 2);
+        assert_eq!(o.commits[0].upstream.authority, "app.flycast:80");
+        assert_eq!(o.commits[0].upstream.headers[0].0.as_str(), FORCE_INSTANCE);
+        assert_eq!(o.commits[0].upstream.headers[0].1, "148e1d45ad4e89");
+        assert_eq!(o.commits[1].upstream.authority, "127.0.0.1:9001");
+        assert_eq!(o.upstream.headers[0].1, "e2865013b21d89");
+        for bad in [
+            "--commit=zzzzzzz=127.0.0.1:1",
+            "--commit=abc1234",
+            "--commit=abc1234=instance:../x",
+            "--sha=ABCDEF1",
+            "--upstream-instance=a b",
+        ] {
+            assert!(args(&[bad]).options(None, None).is_err(), "{bad}");
+        }
+        // Empty (a Fly gate with no kept commit): none.
+        assert!(
+            args(&["--commit", ""])
+                .options(None, None)
+                .unwrap()
+                .commits
+                .is_empty()
+        );
+    }
+}
