@@ -12,12 +12,16 @@
 //!    `atlas_commit=<sha7>` (`Path=/`, `HttpOnly`, `SameSite=Lax`, no `Max-Age`) for rule 3.
 //!    Anything else after the prefix (`..`, non-hex, too long, a commit that is not kept) is the
 //!    gate's own 404 page listing the kept commits: it never reaches an upstream.
-//! 2. **The `Referer`**: a same-host request whose `Referer` path is under a commit prefix is a
-//!    subresource or link of a page of that commit (an app's absolute `/static/app.js`).
-//! 3. **The cookie**: a request carrying `atlas_commit` stays on that commit, unless it is a
-//!    navigation the reviewer started (`Sec-Fetch-Site: none` — typed, bookmarked — or
-//!    `cross-site`, such as the stable link in the PR comment): that one is the stable version
-//!    and clears the cookie, so the stable URL always means the newest commit.
+//! 2. **The `Referer`**: a request with a same-host `Referer` comes from a page of this preview:
+//!    under a commit prefix, it is a subresource or link of that commit's page (an app's
+//!    absolute `/static/app.js`); anywhere else, of a page shown at a stable URL, which is always
+//!    the stable version (rule 3 redirects a commit's pages to their prefixed URL), so the
+//!    cookie does not apply.
+//! 3. **The cookie**: a request without a same-host `Referer` carrying `atlas_commit` stays on
+//!    that commit, unless it is a navigation the reviewer started (`Sec-Fetch-Site: none` —
+//!    typed, bookmarked — or `cross-site`, such as the stable link in the PR comment): that one
+//!    is the stable version and clears the cookie, so the stable URL always means the newest
+//!    commit.
 //!
 //! A navigation (`Sec-Fetch-Mode: navigate`) that rules 2 or 3 sent to a commit is redirected
 //! (307, method and body kept) to its prefixed URL, so the address bar names the version shown
@@ -63,8 +67,9 @@ pub fn split(path: &str) -> Option<(&str, &str)> {
     })
 }
 
-/// The commit name in a same-host `Referer` under the commit prefix (no allocation).
-pub fn referer_commit(h: &HeaderMap) -> Option<&str> {
+/// A same-host `Referer`: `Some(Some(name))` under a commit prefix, `Some(None)` elsewhere;
+/// `None` without one (no allocation).
+pub fn referer_commit(h: &HeaderMap) -> Option<Option<&str>> {
     let r = h.get(header::REFERER)?.to_str().ok()?;
     let host = h.get(header::HOST)?.to_str().ok()?;
     let after_scheme = r.split_once("://")?.1;
@@ -75,7 +80,7 @@ pub fn referer_commit(h: &HeaderMap) -> Option<&str> {
     if !rhost.eq_ignore_ascii_case(host) {
         return None;
     }
-    split(path).map(|(name, _)| name)
+    Some(split(path).map(|(name, _)| name))
 }
 
 /// A navigation the reviewer started: typed, bookmarked or from another site.
@@ -138,7 +143,7 @@ mod tests {
             header::REFERER,
             HeaderValue::from_static("https://pr-7.fly.dev/_atlas/c/abc1234/menu"),
         );
-        assert_eq!(referer_commit(&h), Some("abc1234"));
+        assert_eq!(referer_commit(&h), Some(Some("abc1234")));
         h.insert(
             header::REFERER,
             HeaderValue::from_static("https://evil.example/_atlas/c/abc1234/"),
@@ -148,6 +153,6 @@ mod tests {
             header::REFERER,
             HeaderValue::from_static("https://pr-7.fly.dev/menu"),
         );
-        assert_eq!(referer_commit(&h), None);
+        assert_eq!(referer_commit(&h), Some(None));
     }
 }

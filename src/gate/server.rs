@@ -268,10 +268,13 @@ impl Gate {
     /// cookie, else the stable version (see [`super::commits`]).
     async fn versioned(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         let h = req.headers();
-        let by_referer = commits::referer_commit(h).and_then(|n| commits::lookup(self.shas(), n));
+        let referer = commits::referer_commit(h);
         let cookie = super::respond::cookie(h, COMMIT_COOKIE);
-        let (pick, clear) = match (by_referer, cookie) {
-            (Some(i), _) => (i, false),
+        let (pick, clear) = match (referer, cookie) {
+            // From a commit's page: that commit (an unknown one: the stable version).
+            (Some(Some(n)), _) => (commits::lookup(self.shas(), n).unwrap_or(0), false),
+            // From a page at a stable URL: the stable version.
+            (Some(None), _) => (0, false),
             (None, Some(_)) if commits::fresh_navigation(h) => (0, true),
             (None, Some(c)) => match commits::lookup(self.shas(), c) {
                 Some(i) => (i, false),

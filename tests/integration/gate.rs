@@ -1311,6 +1311,18 @@ async fn commit_urls_reach_their_version_behind_the_same_access_rules() {
         r.text().await.unwrap(),
         format!("commit {SHA_MID} path /static/app.js")
     );
+    // A page at a stable URL (another tab) stays stable although the browser is pinned.
+    let r = c
+        .get(format!("{base}/static/app.js"))
+        .header("cookie", &pinned)
+        .header("referer", format!("http://{host}/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_NEW} path /static/app.js")
+    );
     // A same-origin navigation by the cookie is redirected to its commit URL ...
     let r = c
         .get(format!("{base}/orders?id=3"))
