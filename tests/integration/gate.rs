@@ -1550,3 +1550,72 @@ async fn a_local_preview_keeps_its_previous_commits_at_commit_urls_until_down() 
     assert!(c.get(format!("{url}/healthz")).send().await.is_err());
     env.assert_nothing_left();
 }
+
+/// An app version whose page loads `/app.js` by an absolute path and, with `?go`, navigates to
+/// `/next` by an absolute link, as apps do; everything it serves names its commit.
+async fn browser_version(sha: &'static str) -> SocketAddr {
+    let app = axum::Router::new().fallback(move |uri: Uri| async move {
+        let (ctype, body) = match uri.path() {
+            "/app.js" => (
+                "text/javascript",
+                format!("document.getElementById('js').textContent='js:{sha}';"),
+            ),
+            path => (
+                "text/html",
+                format!(
+                    "<!doctype html><title>v</title><p id=\"page\">page:{sha} {path}</p><p id=\"js\"></p><p id=\"at\"></p>\
+<script src=\"/app.js\"></script><script>document.getElementById('at').textContent='at:'+location.pathname;\
+if(location.search==='?go'){{location.href='/next';}}</script>"
+                ),
+            ),
+        };
+        axum::response::Response::builder()
+            .header("content-type", ctype)
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn chromium_stays_on_the_commit_it_opened_through_absolute_links() {
+    let new = browser_version(SHA_NEW).await;
+    let mid = browser_version(SHA_MID).await;
+    let (child, base) = spawn_gate_binary(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &new.to_string(),
+            "--sha",
+            SHA_NEW,
+            "--commit",
+            &format!("{SHA_MID}={mid}"),
+        ],
+        &[],
+    );
+    let _child = Kill(child);
+    let dump = |url: String| async move {
+        tokio::task::spawn_blocking(move || chromium_dump(&url))
+            .await
+            .unwrap()
+    };
+    // The commit URL: its page and its absolutely linked script are that commit's.
+    let dom = dump(format!("{base}/_atlas/c/bbbbbbb/page")).await;
+    assert!(dom.contains(&format!("page:{SHA_MID} /page")), "{dom}");
+    assert!(dom.contains(&format!("js:{SHA_MID}")), "{dom}");
+    // An absolute link followed from it lands on the same commit, at its commit URL.
+    let dom = dump(format!("{base}/_atlas/c/bbbbbbb/page?go")).await;
+    assert!(dom.contains(&format!("page:{SHA_MID} /next")), "{dom}");
+    assert!(dom.contains("at:/_atlas/c/bbbbbbb/next"), "{dom}");
+    assert!(dom.contains(&format!("js:{SHA_MID}")), "{dom}");
+    // The stable URL is the newest commit.
+    let dom = dump(format!("{base}/page")).await;
+    assert!(dom.contains(&format!("page:{SHA_NEW} /page")), "{dom}");
+    assert!(dom.contains(&format!("js:{SHA_NEW}")), "{dom}");
+}
