@@ -17,6 +17,17 @@ pub struct CodeIdentity {
     pub artifact: String,
     /// The deployment record (GitHub deployment URL, or local state file).
     pub deployment: Option<String>,
+    /// The previous commits kept beside this one, newest first, each at its commit URL (the
+    /// stable URL above always shows the newest).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<CommitUrl>,
+}
+
+/// A kept commit and the URL that opens it (`<url>/_atlas/c/<sha7>/`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommitUrl {
+    pub sha: String,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

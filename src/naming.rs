@@ -67,6 +67,16 @@ pub fn local_database(pr: u64) -> String {
     format!("atlas_pr_{pr}")
 }
 
+/// A commit as URLs and the gate name it: 7 to 40 lowercase hex digits.
+pub fn is_sha(s: &str) -> bool {
+    (7..=40).contains(&s.len()) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The seven-character name of a commit in commit URLs and cookies.
+pub fn sha7(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
 /// Reads the PR number back from a name made by this module, if it is one of ours.
 pub fn pr_from_app(prefix: &str, name: &str) -> Option<u64> {
     name.strip_prefix(prefix)?

@@ -1183,6 +1183,14 @@ async fn deploy_and_check(
         })
         .await?;
     contract.code.url = app.url.clone();
+    contract.code.commits = app
+        .commits
+        .iter()
+        .map(|k| crate::contract::CommitUrl {
+            sha: k.sha.clone(),
+            url: k.url.clone(),
+        })
+        .collect();
     contract.evidence.logs = app.logs.clone();
     contract.lifecycle.wake_ms = app.wake_ms;
     contract.lifecycle.sleep = Some(crate::contract::sleep_sentence(

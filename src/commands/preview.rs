@@ -114,13 +114,16 @@ pub async fn local_providers(
         Box::new(LocalProcess::new(&state_dir, &command, &cwd));
     if let Some(mode) = Some(gate_mode).filter(|m| *m != crate::gate::Mode::Public) {
         let exe = std::env::current_exe().context("cannot find the atlas binary for the gate")?;
-        platform = Box::new(crate::gate::local::LocalGate::for_state_dir(
-            platform,
-            &state_dir,
-            mode,
-            gate_secret(),
-            &exe,
-        )?);
+        platform = Box::new(
+            crate::gate::local::LocalGate::for_state_dir(
+                platform,
+                &state_dir,
+                mode,
+                gate_secret(),
+                &exe,
+            )?
+            .with_keep_commits(settings.preview.keep_commits),
+        );
     }
     Ok(LocalSetup {
         providers: Providers {

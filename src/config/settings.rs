@@ -312,6 +312,9 @@ pub struct PreviewSettings {
     /// Default TTL when the `ttl` input is not set.
     #[serde(with = "duration")]
     pub ttl: Duration,
+    /// How many previous commits stay reachable at their commit URLs (`/_atlas/c/<sha7>/`,
+    /// through the access gate); 0 keeps none.
+    pub keep_commits: usize,
     /// At most this many previews per repository at once (unset: no cap). See `crate::quota`.
     #[serde(
         deserialize_with = "max_previews",
@@ -349,6 +352,9 @@ fn team_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::
     Ok(v)
 }
 
+/// `[preview] keep_commits` when unset.
+pub const DEFAULT_KEEP_COMMITS: usize = 3;
+
 impl Default for PreviewSettings {
     fn default() -> Self {
         PreviewSettings {
@@ -358,6 +364,7 @@ impl Default for PreviewSettings {
             allowed_teams: Vec::new(),
             max_previews: None,
             quota_policy: QuotaPolicy::EvictOldest,
+            keep_commits: DEFAULT_KEEP_COMMITS,
         }
     }
 }

@@ -6,6 +6,10 @@
 //! created and kept in its metadata (`atlas_gate_nonce`): any later run reads it back to mint
 //! links from the repository's gate secret, and destroying the app destroys the nonce, so every
 //! link to the preview dies with it.
+//!
+//! The gate reaches the app through Fly's proxy on the private network (Flycast) and picks the
+//! machine with `fly-force-instance-id`: the current one, or a kept commit's
+//! (`/_atlas/c/<sha7>/`, see [`super::commits`]), which the proxy wakes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -159,6 +163,9 @@ impl Platform for FlyGate {
             port: GATE_PORT,
             metadata: [(NONCE_KEY.to_string(), nonce)].into_iter().collect(),
             upstream_env: "ATLAS_GATE_UPSTREAM".into(),
+            instance_env: "ATLAS_GATE_UPSTREAM_INSTANCE".into(),
+            sha_env: "ATLAS_GATE_SHA".into(),
+            commits_env: "ATLAS_GATE_COMMITS".into(),
             probe_headers: vec![(BYPASS_HEADER.to_string(), bypass.clone())],
         };
         let d = self.fly.deploy_fronted(req, Some(&front)).await?;
@@ -184,6 +191,17 @@ impl Platform for FlyGate {
 
     async fn set_pin(&self, app: &str, by: Option<&str>) -> anyhow::Result<()> {
         self.fly.set_pin(app, by).await
+    }
+
+    async fn app_machines(
+        &self,
+        app: &str,
+    ) -> anyhow::Result<Option<Vec<crate::provider::MachineInfo>>> {
+        self.fly.app_machines(app).await
+    }
+
+    async fn stop_machines(&self, app: &str) -> anyhow::Result<Option<Vec<String>>> {
+        self.fly.stop_machines(app).await
     }
 
     async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {

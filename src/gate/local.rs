@@ -4,6 +4,12 @@
 //! gate's URL. The preview's nonce is drawn when the gate is first created and kept in
 //! `<dir>/<app>.nonce` across updates; `destroy` stops the gate and deletes the nonce, so every
 //! link to the preview dies with it.
+//!
+//! Per-commit URLs: before each update the running app is kept aside by the platform it wraps
+//! ([`Platform::keep_previous`]: a local process keeps running on its port), at most
+//! `[preview] keep_commits` of them (the oldest beyond go; a kept copy of the commit being
+//! deployed goes too), and the gate is started with one `--commit <sha>=127.0.0.1:<port>` per
+//! kept version. `destroy` removes them all with the app.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,11 +18,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 
+use super::commits::{COMMIT_PREFIX, is_sha, sha7};
 use super::token::{Kind, PreviewKey, new_nonce, now};
 use super::{Mode, token};
 use crate::provider::local::process::LocalProcess;
 use crate::provider::{
-    AppDeployment, Deleted, DeployRequest, Owned, Platform, TaskOutput, TaskRequest,
+    AppDeployment, Deleted, DeployRequest, Kept, KeptCommit, Owned, Platform, TaskOutput,
+    TaskRequest,
 };
 use crate::secret::Secret;
 
@@ -70,6 +78,8 @@ pub struct LocalGate {
     run_ttl: Duration,
     bypass: Bypass,
     minted: Minted,
+    /// How many previous commits stay reachable at their commit URLs.
+    keep_commits: usize,
 }
 
 /// The nonce a local preview was created with, if it exists.
@@ -104,7 +114,14 @@ impl LocalGate {
             run_ttl,
             bypass: Bypass::default(),
             minted: Minted::default(),
+            keep_commits: crate::config::settings::DEFAULT_KEEP_COMMITS,
         }
+    }
+
+    /// How many previous commits stay reachable (`[preview] keep_commits`; 0: none).
+    pub fn with_keep_commits(mut self, n: usize) -> LocalGate {
+        self.keep_commits = n;
+        self
     }
 
     /// The local preview's gate: state in `<state_dir>/gate`, `exe` (this atlas binary) runs
@@ -140,7 +157,14 @@ impl LocalGate {
         self.bypass.clone()
     }
 
-    fn processes(&self, upstream: &str, app: &str, pr: Option<u64>) -> LocalProcess {
+    fn processes(
+        &self,
+        upstream: &str,
+        app: &str,
+        pr: Option<u64>,
+        sha: &str,
+        kept: &[Kept],
+    ) -> LocalProcess {
         let mut cmd = format!(
             "exec {} gate serve --listen 127.0.0.1:$PORT --upstream {} --mode {} --preview {} --run {}",
             sh_quote(&self.exe.display().to_string()),
@@ -151,6 +175,16 @@ impl LocalGate {
         );
         if let Some(n) = pr {
             cmd.push_str(&format!(" --pr {n}"));
+        }
+        if is_sha(sha) {
+            cmd.push_str(&format!(" --sha {sha}"));
+        }
+        for k in kept {
+            // Both checked: hex, and the platform's own `127.0.0.1:<port>`.
+            cmd.push_str(&format!(
+                " --commit {}",
+                sh_quote(&format!("{}={}", k.sha, k.upstream))
+            ));
         }
         LocalProcess::new(&self.dir, &cmd, &self.dir)
     }
@@ -166,7 +200,19 @@ impl Platform for LocalGate {
         if !token::is_field(&req.app) {
             anyhow::bail!("gate: app name `{}` is not [A-Za-z0-9_-]", req.app);
         }
+        // The version running now stays reachable at its commit URL.
+        if self.keep_commits > 0 {
+            self.inner.keep_previous(&req.app, &req.sha).await?;
+        }
         let app = self.inner.deploy(req).await?;
+        let mut kept = Vec::new();
+        for k in self.inner.kept(&req.app).await? {
+            if k.sha == req.sha || !is_sha(&k.sha) || kept.len() >= self.keep_commits {
+                self.inner.destroy(&k.name).await?;
+            } else {
+                kept.push(k);
+            }
+        }
         let upstream = app
             .url
             .strip_prefix("http://")
@@ -203,7 +249,7 @@ impl Platform for LocalGate {
             expires_at: req.expires_at,
         };
         let gate = self
-            .processes(&upstream, &req.app, req.pr)
+            .processes(&upstream, &req.app, req.pr, &req.sha, &kept)
             .deploy(&gate_req)
             .await
             .context("the access gate did not start")?;
@@ -220,15 +266,23 @@ impl Platform for LocalGate {
                 &format!("{}/", gate.url.trim_end_matches('/')),
             );
         }
+        let commits = kept
+            .iter()
+            .map(|k| KeptCommit {
+                sha: k.sha.clone(),
+                url: format!("{}{COMMIT_PREFIX}{}/", gate.url, sha7(&k.sha)),
+            })
+            .collect();
         Ok(AppDeployment {
             url: gate.url,
+            commits,
             ..app
         })
     }
 
     async fn destroy(&self, app: &str) -> anyhow::Result<Deleted> {
         // The gate first: from here on nothing answers at the preview's URL.
-        let gate = self.processes("-", app, None).destroy(app).await?;
+        let gate = self.processes("-", app, None, "", &[]).destroy(app).await?;
         let p = self.dir.join(format!("{app}.nonce"));
         match std::fs::remove_file(&p) {
             Ok(()) => {}

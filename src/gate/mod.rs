@@ -9,6 +9,7 @@
 //! Atlas's own smoke and load traffic carries a run-scoped bypass token in `x-atlas-bypass`.
 //! The proxy itself is in [`server`]; [`cli`] is `atlas gate`.
 
+pub mod commits;
 pub mod fly;
 pub mod github;
 pub mod local;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use http::{HeaderName, HeaderValue};
 
-pub use server::{BYPASS_HEADER, COOKIE, Gate, GateOptions, LINK_PARAM, Limits};
+pub use server::{BYPASS_HEADER, COOKIE, CommitRoute, Gate, GateOptions, LINK_PARAM, Limits};
 pub use token::{Kind, PreviewKey};
 
 use crate::secret::Secret;
@@ -107,6 +108,8 @@ pub struct Upstream {
 }
 
 /// `atlas gate serve|mint`.
+// Parsed once per process: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum GateCommand {
     /// Run the gate in front of an app.
@@ -232,6 +235,17 @@ pub struct GateArgs {
     /// The upstream must start answering within this.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
+    /// The commit the upstream runs (full sha): `/_atlas/c/<sha7>/` is the current version.
+    #[arg(long, env = "ATLAS_GATE_SHA")]
+    pub sha: Option<String>,
+    /// Fly: the upstream is Fly's proxy (Flycast) and this machine is the stable version
+    /// (sent as `fly-force-instance-id`).
+    #[arg(long, env = "ATLAS_GATE_UPSTREAM_INSTANCE")]
+    pub upstream_instance: Option<String>,
+    /// A kept commit, `<sha>=<host:port>` or `<sha>=instance:<machine-id>` (the upstream with
+    /// `fly-force-instance-id`); repeatable, newest first.
+    #[arg(long = "commit", env = "ATLAS_GATE_COMMITS", value_delimiter = ',')]
+    pub commits: Vec<String>,
     /// Worker threads; 1 (the default, a Fly shared-cpu-1x gate) runs on a current-thread
     /// runtime.
     #[arg(long, env = "ATLAS_GATE_THREADS", default_value_t = 1)]
@@ -303,12 +317,47 @@ impl GateArgs {
         } else {
             None
         };
+        let upstream = Upstream {
+            authority: self.upstream.clone(),
+            headers: match &self.upstream_instance {
+                Some(id) => vec![force_instance(id)?],
+                None => Vec::new(),
+            },
+        };
+        let mut commits = Vec::new();
+        for c in self.commits.iter().filter(|c| !c.trim().is_empty()) {
+            let (sha, target) = c
+                .trim()
+                .split_once('=')
+                .with_context(|| format!("--commit `{c}` is not <sha>=<host:port>"))?;
+            if !commits::is_sha(sha) {
+                anyhow::bail!("--commit `{c}`: `{sha}` is not a lowercase hex sha");
+            }
+            let upstream = match target.strip_prefix("instance:") {
+                Some(id) => Upstream {
+                    authority: self.upstream.clone(),
+                    headers: vec![force_instance(id)?],
+                },
+                None => Upstream {
+                    authority: target.to_string(),
+                    headers: Vec::new(),
+                },
+            };
+            commits.push(CommitRoute {
+                sha: sha.to_string(),
+                upstream,
+            });
+        }
+        if let Some(s) = &self.sha
+            && !commits::is_sha(s)
+        {
+            anyhow::bail!("--sha `{s}` is not a lowercase hex sha");
+        }
         Ok(GateOptions {
             mode: self.mode,
-            upstream: Upstream {
-                authority: self.upstream.clone(),
-                headers: Vec::new(),
-            },
+            upstream,
+            sha: self.sha.clone().filter(|s| !s.is_empty()),
+            commits,
             key,
             run: self.run.clone(),
             trust_forwarded: self.trust_forwarded,
@@ -322,6 +371,19 @@ impl GateArgs {
             },
         })
     }
+}
+
+/// Fly's routing header that sends a request through its proxy to one machine (waking it).
+pub const FORCE_INSTANCE: &str = "fly-force-instance-id";
+
+fn force_instance(id: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        anyhow::bail!("machine id `{id}` is not alphanumeric");
+    }
+    Ok((
+        HeaderName::from_static(FORCE_INSTANCE),
+        HeaderValue::from_str(id)?,
+    ))
 }
 
 /// Binds and serves a gate until the process is stopped; prints one line with its address.
@@ -394,4 +456,63 @@ pub fn with_bypass(
             .insert(header.0.clone(), header.1.expose().to_string());
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GateArgs,
+    }
+
+    fn args(extra: &[&str]) -> GateArgs {
+        let mut v = vec!["gate", "--upstream", "app.flycast:80"];
+        v.extend_from_slice(extra);
+        Cli::try_parse_from(v).unwrap().args
+    }
+
+    #[test]
+    fn kept_commits_are_hex_shas_with_a_host_or_a_machine() {
+        let sha = "b".repeat(40);
+        let o = args(&[
+            "--sha",
+            &"c".repeat(40),
+            "--upstream-instance",
+            "e2865013b21d89",
+            "--commit",
+            &format!(
+                "{sha}=instance:148e1d45ad4e89,{}=127.0.0.1:9001",
+                "a".repeat(40)
+            ),
+        ])
+        .options(None, None)
+        .unwrap();
+        assert_eq!(o.commits.len(), 2);
+        assert_eq!(o.commits[0].upstream.authority, "app.flycast:80");
+        assert_eq!(o.commits[0].upstream.headers[0].0.as_str(), FORCE_INSTANCE);
+        assert_eq!(o.commits[0].upstream.headers[0].1, "148e1d45ad4e89");
+        assert_eq!(o.commits[1].upstream.authority, "127.0.0.1:9001");
+        assert_eq!(o.upstream.headers[0].1, "e2865013b21d89");
+        for bad in [
+            "--commit=zzzzzzz=127.0.0.1:1",
+            "--commit=abc1234",
+            "--commit=abc1234=instance:../x",
+            "--sha=ABCDEF1",
+            "--upstream-instance=a b",
+        ] {
+            assert!(args(&[bad]).options(None, None).is_err(), "{bad}");
+        }
+        // Empty (a Fly gate with no kept commit): none.
+        assert!(
+            args(&["--commit", ""])
+                .options(None, None)
+                .unwrap()
+                .commits
+                .is_empty()
+        );
+    }
 }

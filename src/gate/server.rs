@@ -7,9 +7,10 @@
 //!
 //! Requests are decided (gate endpoint, redirect, refusal, or forward) from the request head
 //! alone; bodies stream through untouched in both directions, and an `Upgrade` (WebSocket) is
-//! joined byte for byte once both sides switched. The upstream is fixed by configuration and
-//! chosen per request by [`Gate::route`]: the request's `Host`, absolute-form target or path can
-//! never point the gate anywhere else.
+//! joined byte for byte once both sides switched. The upstreams are fixed by configuration: the
+//! stable one and one per kept commit ([`super::commits`] says how a request picks one); the
+//! request's `Host`, absolute-form target or path can never point the gate anywhere else. A
+//! client connection whose requests move to another version gets a fresh upstream connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::commits::{self, COMMIT_COOKIE, COMMIT_PREFIX};
 use super::github::{GithubAccess, SignIn};
 use super::pages::{esc, fresh_link_hint, page};
 pub use super::respond::{Body, COOKIE, OAUTH_COOKIE};
@@ -87,13 +89,33 @@ pub struct GateOptions {
     /// How long a GitHub sign-in lasts.
     pub session_ttl: Duration,
     pub limits: Limits,
+    /// The commit the stable upstream runs (full sha), if known: `/_atlas/c/<it>/` is the stable
+    /// version.
+    pub sha: Option<String>,
+    /// The kept previous commits, newest first.
+    pub commits: Vec<CommitRoute>,
+}
+
+/// A kept commit the gate routes `/_atlas/c/<sha7>/...` to.
+#[derive(Debug, Clone)]
+pub struct CommitRoute {
+    /// The full commit sha (lowercase hex).
+    pub sha: String,
+    pub upstream: Upstream,
+}
+
+/// One version the gate forwards to: index 0 is the stable one.
+struct Route {
+    sha: String,
+    authority: http::uri::Authority,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// A running gate's shared state.
 pub struct Gate {
     opts: GateOptions,
-    /// `http://<authority>` of the default upstream, validated once.
-    base: http::uri::Authority,
+    /// The stable upstream first, then the kept commits, validated once.
+    routes: Vec<Route>,
     http: reqwest::Client,
 }
 
@@ -102,8 +124,8 @@ struct Conn {
     peer: SocketAddr,
     /// The peer's address as a header value (`X-Forwarded-For` when no edge is trusted).
     peer_value: HeaderValue,
-    /// This connection's upstream connection, once opened.
-    upstream: tokio::sync::Mutex<Option<SendRequest<Incoming>>>,
+    /// This connection's upstream connection, once opened, and the route it goes to.
+    upstream: tokio::sync::Mutex<Option<(usize, SendRequest<Incoming>)>>,
     /// The bypass token this connection last presented that verified, and until when it holds:
     /// Atlas's load test sends the same token on every request, and one HMAC per connection is
     /// enough to know it (the key and the run never change while the gate runs).
@@ -133,12 +155,32 @@ enum Access {
 
 impl Gate {
     pub fn new(opts: GateOptions) -> anyhow::Result<Gate> {
-        let base: http::uri::Authority = opts.upstream.authority.parse().map_err(|e| {
-            anyhow::anyhow!(
-                "gate upstream `{}` is not host:port: {e}",
-                opts.upstream.authority
-            )
-        })?;
+        let parse = |u: &Upstream| -> anyhow::Result<http::uri::Authority> {
+            u.authority.parse().map_err(|e| {
+                anyhow::anyhow!("gate upstream `{}` is not host:port: {e}", u.authority)
+            })
+        };
+        let mut routes = vec![Route {
+            sha: opts.sha.clone().unwrap_or_default(),
+            authority: parse(&opts.upstream)?,
+            headers: opts.upstream.headers.clone(),
+        }];
+        if !routes[0].sha.is_empty() && !commits::is_sha(&routes[0].sha) {
+            anyhow::bail!(
+                "gate: commit `{}` is not a lowercase hex sha",
+                routes[0].sha
+            );
+        }
+        for c in &opts.commits {
+            if !commits::is_sha(&c.sha) {
+                anyhow::bail!("gate: kept commit `{}` is not a lowercase hex sha", c.sha);
+            }
+            routes.push(Route {
+                sha: c.sha.clone(),
+                authority: parse(&c.upstream)?,
+                headers: c.upstream.headers.clone(),
+            });
+        }
         if opts.mode != Mode::Public && opts.key.is_none() {
             anyhow::bail!(
                 "access `{}` needs the gate key (ATLAS_GATE_KEY)",
@@ -153,7 +195,7 @@ impl Gate {
             .timeout(Duration::from_secs(20))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Gate { opts, base, http })
+        Ok(Gate { opts, routes, http })
     }
 
     pub fn options(&self) -> &GateOptions {
@@ -202,23 +244,125 @@ impl Gate {
         }
     }
 
-    /// The upstream of a request. One today; the seam where commit URLs will pick a kept machine.
-    fn route(
-        &self,
-        _req: &Request<Incoming>,
-    ) -> (&http::uri::Authority, &[(HeaderName, HeaderValue)]) {
-        (&self.base, &self.opts.upstream.headers)
-    }
-
     async fn handle(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
+        if path.starts_with(COMMIT_PREFIX) {
+            return self.commit(conn, req).await;
+        }
         if path.starts_with(GATE_PREFIX) {
             return self.endpoint(req).await;
         }
         match self.access(conn, &req) {
-            Access::Forward => self.forward(conn, req).await,
+            // Only a preview with kept commits looks at Referer and cookies.
+            Access::Forward if self.routes.len() > 1 => self.versioned(conn, req).await,
+            Access::Forward => self.forward(conn, req, 0, None).await,
             Access::Answer(r) => r,
         }
+    }
+
+    fn shas(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.sha.as_str())
+    }
+
+    /// An unprefixed request of a preview with kept commits: the `Referer`, then the commit
+    /// cookie, else the stable version (see [`super::commits`]).
+    async fn versioned(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+        let h = req.headers();
+        let referer = commits::referer_commit(h);
+        let cookie = super::respond::cookie(h, COMMIT_COOKIE);
+        let (pick, clear) = match (referer, cookie) {
+            // From a commit's page: that commit (an unknown one: the stable version).
+            (Some(Some(n)), _) => (commits::lookup(self.shas(), n).unwrap_or(0), false),
+            // From a page at a stable URL: the stable version.
+            (Some(None), _) => (0, false),
+            (None, Some(_)) if commits::fresh_navigation(h) => (0, true),
+            (None, Some(c)) => match commits::lookup(self.shas(), c) {
+                Some(i) => (i, false),
+                // A commit no longer kept: the stable version, and the cookie goes.
+                None => (0, true),
+            },
+            (None, None) => (0, false),
+        };
+        if pick != 0 && commits::is_navigation(h) {
+            let to = format!(
+                "{COMMIT_PREFIX}{}{}",
+                commits::sha7(&self.routes[pick].sha),
+                req.uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
+            );
+            let mut r = redirect(&to);
+            *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+            return r;
+        }
+        let mut r = self.forward(conn, req, pick, None).await;
+        if clear {
+            set_cookie(&mut r, &clear_cookie(COMMIT_COOKIE));
+        }
+        r
+    }
+
+    /// `/_atlas/c/<sha>/...`: access first, then the kept commit (prefix stripped), or the
+    /// gate's 404 page listing the kept commits.
+    async fn commit(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+        if let Access::Answer(r) = self.access(conn, &req) {
+            return r;
+        }
+        let Some((name, rest)) = commits::split(req.uri().path()) else {
+            return self.unknown_commit();
+        };
+        let Some(i) = commits::lookup(self.shas(), name) else {
+            return self.unknown_commit();
+        };
+        let query = req.uri().query();
+        if rest.is_empty() {
+            let to = match query {
+                Some(q) => format!("{COMMIT_PREFIX}{name}/?{q}"),
+                None => format!("{COMMIT_PREFIX}{name}/"),
+            };
+            let mut r = redirect(&to);
+            *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            return r;
+        }
+        let pq = match query {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        let Ok(pq) = http::uri::PathAndQuery::try_from(pq) else {
+            return self.unknown_commit();
+        };
+        let sha7 = commits::sha7(&self.routes[i].sha).to_string();
+        let mut r = self.forward(conn, req, i, Some(pq)).await;
+        set_cookie(&mut r, &commits::commit_cookie(&sha7, self.opts.https));
+        r
+    }
+
+    /// The 404 of a commit URL that names no kept commit: the list of those that are.
+    fn unknown_commit(&self) -> Response<Body> {
+        let mut paras =
+            vec!["This preview keeps no such commit. The versions it keeps:".to_string()];
+        let mut list = String::from("<ul>");
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.sha.is_empty() {
+                continue;
+            }
+            let s7 = esc(commits::sha7(&r.sha));
+            let what = if i == 0 { " (current)" } else { "" };
+            list.push_str(&format!(
+                "<li><a href=\"{COMMIT_PREFIX}{s7}/\"><code>{s7}</code></a>{what}</li>"
+            ));
+        }
+        list.push_str("</ul>");
+        paras.push(list);
+        html(
+            StatusCode::NOT_FOUND,
+            page(
+                "No such commit",
+                &paras,
+                Some(("/", "Open the current version")),
+            ),
+        )
     }
 
     /// `/_atlas/...`: the gate's own endpoints; anything else there is a 404 from the gate.
@@ -431,15 +575,16 @@ impl Gate {
     async fn send(
         &self,
         conn: &Conn,
-        authority: &http::uri::Authority,
+        route: usize,
         req: Request<Incoming>,
     ) -> anyhow::Result<Response<Incoming>> {
+        let authority = &self.routes[route].authority;
         let mut slot = conn.upstream.lock().await;
         let mut req = req;
         for attempt in 0..2 {
             let sender = match slot.as_mut() {
-                Some(s) if !s.is_closed() => s,
-                _ => slot.insert(self.connect(authority).await?),
+                Some((r, s)) if *r == route && !s.is_closed() => s,
+                _ => &mut slot.insert((route, self.connect(authority).await?)).1,
             };
             if sender.ready().await.is_err() {
                 *slot = None;
@@ -467,19 +612,32 @@ impl Gate {
         anyhow::bail!("the upstream connection closed")
     }
 
-    /// Forwards a request upstream and streams the answer back.
-    async fn forward(&self, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
+    /// Forwards a request to route `route` (`path`: instead of the request's path and query)
+    /// and streams the answer back.
+    async fn forward(
+        &self,
+        conn: &Conn,
+        mut req: Request<Incoming>,
+        route: usize,
+        path: Option<http::uri::PathAndQuery>,
+    ) -> Response<Body> {
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let (authority, extra) = self.route(&req);
+        let Route {
+            authority,
+            headers: extra,
+            ..
+        } = &self.routes[route];
         let (mut parts, body) = req.into_parts();
         // Origin-form on the upstream connection: the target's path and query, nothing the
         // client said about hosts.
-        let pq = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let pq = path.unwrap_or_else(|| {
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
+        });
         parts.uri = Uri::from(pq);
         parts.version = http::Version::HTTP_11;
         self.clean_request_headers(&mut parts.headers, conn, upgrade);
@@ -493,7 +651,7 @@ impl Gate {
         for (n, v) in extra {
             parts.headers.insert(n.clone(), v.clone());
         }
-        let fut = self.send(conn, authority, Request::from_parts(parts, body));
+        let fut = self.send(conn, route, Request::from_parts(parts, body));
         let mut resp = match tokio::time::timeout(self.opts.limits.upstream_timeout, fut).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {

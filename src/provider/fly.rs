@@ -24,18 +24,34 @@
 //! still there. The Machines API serves no logs, so the output tail says where they are.
 //! Deploys never adopt a task machine as the app's machine; a leftover one is destroyed.
 //!
-//! A fronted deploy ([`FlyPlatform::deploy_fronted`], the access gate) runs two machines: the
-//! front (`atlas_role = gate`) holds the app's public service (80/443, autostop/autostart like
-//! the app's would) and reaches the app over the app's private network (6PN) at
-//! `<machine-id>.vm.<app>.internal:<port>`, which names that one machine (`<app>.internal`
-//! would also resolve to the front itself); the app's machine has no `services`, so Fly's proxy
-//! routes nothing public to it. The pair is created, updated and destroyed together: secrets of
-//! both go in the one secrets call, the app machine first (the front needs its id), then the
-//! front; a first creation whose front fails destroys the app machine it just made; an update
-//! changes the app machine in place (same id), so the front keeps pointing at it, and one that
-//! does not come up puts both machines back on the configs that served (a front this update
-//! added goes; a front it would drop stays until the app serves without it); the app is
-//! destroyed as a whole.
+//! A fronted deploy ([`FlyPlatform::deploy_fronted`], the access gate) spans two apps. The
+//! preview app `<prefix>-pr-<n>` holds only the front (`atlas_role = gate`) and its public service
+//! (80/443, autostop/autostart). The app's machines live in the private app `<prefix>-pr-<n>-app`
+//! in the same org, whose only address is a Flycast private IPv6 (`POST
+//! /apps/{app}/ip_assignments` with `type = private_v6`; any other address found on it is
+//! released), and each app machine has a service (port 80, `http` handler, autostop/autostart,
+//! no `force_https`). The front reaches it through Fly's proxy at `<private>.flycast:80` with
+//! `fly-force-instance-id: <machine id>`, so the proxy suspends or stops an idle app machine and
+//! wakes it on the front's request, as it does for the front itself.
+//!
+//! Why two apps: Fly's proxy routes an app's services on every address the app has — with the
+//! public IPs `<app>.fly.dev` needs, a service on the app machine would be reachable from the
+//! internet past the gate (Fly's Flycast docs warn of exactly this). The earlier design (the app
+//! machine without services, reached at `<id>.vm.<app>.internal`) kept it private but it never
+//! slept: without a service the proxy neither stops nor wakes a machine, and 6PN names resolve
+//! only for started machines.
+//!
+//! Per-commit URLs: each app machine carries its commit in `atlas_commit`. A push of another
+//! commit creates a new machine instead of updating the running one; once the new one serves
+//! through the front, the previous one is marked `atlas_role = kept` and stopped, at most
+//! `[preview] keep_commits` stay (the oldest beyond, and a kept copy of the commit just deployed,
+//! are destroyed), and the front is configured with one route per kept machine
+//! (`ATLAS_GATE_COMMITS = <sha>=instance:<id>,...`), which the proxy wakes on demand. A push of
+//! the same commit updates its machine in place. A new version that does not come up is
+//! destroyed (or, in place, rolled back) and the front goes back to the config that served.
+//! Secrets: the app's go to the private app, the front's to the preview app (one call each);
+//! one-off tasks run in the preview app as before. `destroy` removes both apps (kept machines
+//! with them), and the sweep finds a private app left without its preview app.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -49,8 +65,8 @@ use crate::config::{AutoStop, FlyAccess, FlySettings, Settings};
 use crate::http::{Call, Client, RetryPolicy, Timeouts, enc, status_of};
 use crate::naming;
 use crate::provider::{
-    AppDeployment, Deleted, DeployRequest, OWNER_KEY, OWNER_VALUE, Owned, PIN_KEY, PR_KEY,
-    Platform, REPO_KEY, SHA_KEY, TaskOutput, TaskRequest,
+    AppDeployment, Deleted, DeployRequest, KeptCommit, OWNER_KEY, OWNER_VALUE, Owned, PIN_KEY,
+    PR_KEY, Platform, REPO_KEY, SHA_KEY, TaskOutput, TaskRequest,
 };
 
 /// The machine metadata key naming what a machine is for; absent on the app's own machine.
@@ -59,6 +75,19 @@ pub const ROLE_KEY: &str = "atlas_role";
 pub const ROLE_MIGRATIONS: &str = "migrations";
 /// The role of the machine in front of the app (the access gate).
 pub const ROLE_FRONT: &str = "gate";
+/// The role of a previous commit's app machine, kept stopped for its commit URL.
+pub const ROLE_KEPT: &str = "kept";
+/// The app machine metadata key holding the commit it runs.
+pub const COMMIT_KEY: &str = "atlas_commit";
+/// The private app of a gated preview: `<app>-app` (see the module docs).
+pub fn private_app(app: &str) -> String {
+    format!("{app}{PRIVATE_SUFFIX}")
+}
+const PRIVATE_SUFFIX: &str = "-app";
+/// Fly's proxy on the private network: `<private app>.flycast`, port 80.
+pub fn flycast_address(private: &str) -> String {
+    format!("{private}.flycast:80")
+}
 /// The machine metadata key holding the preview's expiry (RFC 3339), renewed on every push and
 /// by `atlas preview extend`; the sweep reads it back.
 pub const EXPIRES_KEY: &str = "atlas_expires";
@@ -90,7 +119,13 @@ impl ApiMachine {
 
     /// A one-off task machine (never the app's own).
     fn is_task(&self) -> bool {
-        self.meta(ROLE_KEY).is_some_and(|r| r != ROLE_FRONT)
+        self.meta(ROLE_KEY)
+            .is_some_and(|r| r != ROLE_FRONT && r != ROLE_KEPT)
+    }
+
+    /// A previous commit's app machine, kept for its commit URL.
+    fn is_kept(&self) -> bool {
+        self.meta(ROLE_KEY) == Some(ROLE_KEPT)
     }
 
     /// The machine in front of the app.
@@ -120,8 +155,14 @@ pub struct Front {
     /// Extra machine metadata (kept across updates; read back with
     /// [`FlyPlatform::front_metadata`]).
     pub metadata: BTreeMap<String, String>,
-    /// The variable that receives `<machine-id>.vm.<app>.internal:<port>`.
+    /// The variable that receives the app's Flycast address (`<private>.flycast:80`).
     pub upstream_env: String,
+    /// The variable that receives the current app machine's id (`fly-force-instance-id`).
+    pub instance_env: String,
+    /// The variable that receives the current commit.
+    pub sha_env: String,
+    /// The variable that receives the kept commits: `<sha>=instance:<machine id>,...`.
+    pub commits_env: String,
     /// Headers the readiness probe sends (the front lets Atlas's own probe through).
     pub probe_headers: Vec<(String, Secret)>,
 }
@@ -177,6 +218,8 @@ pub struct FlyPlatform {
     settings: FlySettings,
     /// Spacing of app deletes, whichever app: Fly allows about 100 a minute.
     app_delete_spacing: Duration,
+    /// `[preview] keep_commits`: previous commits' machines kept behind a front.
+    keep_commits: usize,
 }
 
 /// Where a preview answers its health check: the URL, the path, the headers the front needs.
@@ -245,6 +288,7 @@ impl FlyPlatform {
             prefix: naming::prefix(settings.app.name.as_deref(), repository),
             settings: settings.fly.clone(),
             app_delete_spacing: APP_DELETE_SPACING,
+            keep_commits: settings.preview.keep_commits,
         })
     }
 
@@ -557,11 +601,41 @@ impl FlyPlatform {
         }])
     }
 
-    /// The front's machine: the public service, a small guest, the app machine as upstream.
-    fn front_config(&self, req: &DeployRequest, f: &Front, upstream: &str) -> Value {
+    /// A gated app machine: in the private app, its service reached only through Flycast.
+    fn private_machine_config(&self, req: &DeployRequest, image: &str) -> Value {
+        let port = self.settings.internal_port.unwrap_or(req.port);
+        let mut config = self.machine_config(req, image, false);
+        config["metadata"][COMMIT_KEY] = json!(req.sha);
+        config["services"] = json!([{
+            "protocol": "tcp",
+            "internal_port": port,
+            "autostop": self.settings.auto_stop.as_str(),
+            "autostart": true,
+            "min_machines_running": 0,
+            "ports": [{"port": 80, "handlers": ["http"]}],
+        }]);
+        config
+    }
+
+    /// The front's machine: the public service, a small guest, the app's machines as upstream.
+    fn front_config(&self, req: &DeployRequest, f: &Front, routes: &GateRoutes) -> Value {
         let mut env = f.env.clone();
-        env.insert(f.upstream_env.clone(), upstream.to_string());
+        env.insert(f.upstream_env.clone(), routes.upstream.clone());
+        env.insert(f.instance_env.clone(), routes.instance.clone());
+        // The gate takes only hex commits; a non-hex one just has no commit URL.
+        if naming::is_sha(&req.sha) {
+            env.insert(f.sha_env.clone(), req.sha.clone());
+        }
+        let commits: Vec<String> = routes
+            .kept
+            .iter()
+            .map(|(sha, id)| format!("{sha}=instance:{id}"))
+            .collect();
+        env.insert(f.commits_env.clone(), commits.join(","));
         let mut metadata = self.metadata(req.pr, &req.sha);
+        if let Some(at) = req.expires_at {
+            metadata.insert(EXPIRES_KEY.to_string(), rfc3339(at));
+        }
         metadata.extend(f.metadata.clone());
         metadata.insert(ROLE_KEY.to_string(), ROLE_FRONT.to_string());
         json!({
@@ -573,6 +647,18 @@ impl FlyPlatform {
             "restart": {"policy": "on-failure"},
             "services": self.public_service(f.port),
         })
+    }
+
+    /// A pin is the label's, not the commit's: a push carries it from the machines that served
+    /// onto the config that replaces them.
+    fn carry_pin(config: &mut Value, from: &[ApiMachine]) {
+        if let Some(by) = from
+            .iter()
+            .filter_map(|m| m.meta(PIN_KEY))
+            .find(|v| !v.is_empty())
+        {
+            config["metadata"][PIN_KEY] = json!(by);
+        }
     }
 
     /// Writes metadata `key` on the app's own machines (not its one-off tasks) of an Atlas
@@ -682,13 +768,22 @@ impl FlyPlatform {
         Ok(m)
     }
 
-    /// Deploys the app, with `front` in front of it when given (see the module docs); without
-    /// one, a front machine left from an earlier deploy goes once the app holds the service.
+    /// Deploys the app, behind `front` when given (two apps, see the module docs); without one,
+    /// the app's machine holds the public service, and a front and private app left from an
+    /// earlier gated deploy go once it serves.
     pub async fn deploy_fronted(
         &self,
         req: &DeployRequest,
         front: Option<&Front>,
     ) -> anyhow::Result<AppDeployment> {
+        match front {
+            Some(f) => self.deploy_gated(req, f).await,
+            None => self.deploy_public(req).await,
+        }
+    }
+
+    /// A preview without a front: one machine with the public service.
+    async fn deploy_public(&self, req: &DeployRequest) -> anyhow::Result<AppDeployment> {
         let deadline = Instant::now() + req.readiness_timeout;
         let app = req.app.as_str();
         let image = self.checked_image(app, req.image.as_deref())?;
@@ -711,147 +806,115 @@ impl FlyPlatform {
         }
         // "Created" for the report: the first deploy of this preview, even when a task
         // created the app itself just before.
-        let created = app_created || machines.is_empty();
-        let first_pair = machines.is_empty() && fronts.is_empty();
+        let created = app_created || (machines.is_empty() && fronts.is_empty());
 
-        // 2. Secrets (the app's and the front's), in one call.
-        let mut secrets = req.secrets.clone();
-        if let Some(f) = front {
-            secrets.extend(f.secrets.clone());
+        // 2. Secrets, in one call.
+        let min_secrets_version = self.set_secrets(app, &req.secrets).await?;
+        let body = self.create_body(min_secrets_version);
+        let previous = served(&machines);
+
+        // 3. The app's machine: update in place, or create; extras from earlier failures go.
+        let mut config = self.machine_config(req, image, true);
+        Self::carry_pin(&mut config, &machines);
+        Self::carry_pin(&mut config, &fronts);
+        let machine = self
+            .put_machine("machine", app, machines, body(config), ApiMachine::is_app)
+            .await?;
+
+        // 4. Started, then the preview answers its health path.
+        let url = self.preview_url(app);
+        let ready = async {
+            if machine.state.as_deref() != Some("started") {
+                self.wait_started(app, &machine, deadline).await?;
+            }
+            self.probe(&url, &req.health_path, &[], deadline).await
         }
-        let min_secrets_version = self.set_secrets(app, &secrets).await?;
-        let body = |config: Value| {
+        .await;
+        if let Err(e) = ready {
+            let Some(prev) = previous else {
+                return Err(e);
+            };
+            return Err(self.rolled_back(app, &machine.id, prev, req, e).await);
+        }
+        // A gate left from an earlier gated deploy goes, and the private app with it.
+        for f in &fronts {
+            self.destroy_machine("destroy gate machine", app, &f.id)
+                .await?;
+        }
+        let private = private_app(app);
+        if let Some(pr) = naming::pr_from_app(&self.prefix, app) {
+            self.destroy_app(&private, pr).await?;
+        }
+        let (sleep, wake_ms) = self
+            .sleep_and_wake(app, &machine, &url, &req.health_path, &[], deadline)
+            .await?;
+        Ok(AppDeployment {
+            app: app.to_string(),
+            url,
+            instances: vec![machine.id],
+            logs: Some(format!("https://fly.io/apps/{app}/monitoring")),
+            created,
+            sleep,
+            wake_ms,
+            commits: Vec::new(),
+        })
+    }
+
+    /// The body of a machine create or update: region and the secrets version to wait for.
+    fn create_body(&self, min_secrets_version: Option<u64>) -> impl Fn(Value) -> Value + '_ {
+        move |config: Value| {
             let mut b = json!({"config": config, "region": self.settings.region});
             if let Some(v) = min_secrets_version {
                 b["min_secrets_version"] = json!(v);
             }
             b
-        };
-
-        // The configs that served before this update: what a failed update goes back to.
-        let served = |ms: &[ApiMachine]| {
-            ms.iter()
-                .min_by(|a, b| a.created_at.cmp(&b.created_at))
-                .map(|m| m.config.clone())
-                .filter(|c| c.get("image").is_some())
-        };
-        let previous = served(&machines);
-        let previous_front = served(&fronts);
-
-        // 3. The app's machine: update in place, or create; extras from earlier failures go.
-        let mut config = self.machine_config(req, image, front.is_none());
-        // A pin is the label's, not the commit's: a push keeps it.
-        if let Some(by) = machines
-            .iter()
-            .filter_map(|m| m.meta(PIN_KEY))
-            .find(|v| !v.is_empty())
-        {
-            config["metadata"][PIN_KEY] = json!(by);
         }
-        let machine = self
-            .put_machine("machine", app, machines, body(config), ApiMachine::is_app)
-            .await?;
+    }
 
-        // 4. The front, pointed at that machine (a front no longer wanted goes once the app
-        //    serves again).
-        let (front_machine, unwanted) = match front {
-            Some(f) => {
-                let port = self.settings.internal_port.unwrap_or(req.port);
-                let upstream = private_address(app, &machine.id, port);
-                let config = self.front_config(req, f, &upstream);
-                match self
-                    .put_machine(
-                        "gate machine",
-                        app,
-                        fronts,
-                        body(config),
-                        ApiMachine::is_front,
-                    )
-                    .await
-                {
-                    Ok(m) => (Some(m), Vec::new()),
-                    Err(e) => {
-                        if first_pair {
-                            // Neither or both: the app machine must not stay without its front.
-                            let _ = self
-                                .destroy_machine(
-                                    "destroy machine of a failed first creation",
-                                    app,
-                                    &machine.id,
-                                )
-                                .await;
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-            None => (None, fronts),
-        };
+    /// Puts machine `id` back on the config that served; `e` with what happened.
+    async fn rolled_back(
+        &self,
+        app: &str,
+        id: &str,
+        prev: Value,
+        req: &DeployRequest,
+        e: anyhow::Error,
+    ) -> anyhow::Error {
+        let image = prev["image"].as_str().unwrap_or("?").to_string();
+        let restore_deadline = Instant::now() + req.readiness_timeout;
+        match self.restore(app, id, prev, restore_deadline).await {
+            Ok(()) => e.context(format!(
+                "fly: the new version did not come up; machine {id} was rolled back to the image that served ({image})"
+            )),
+            Err(r) => e.context(format!(
+                "fly: the new version did not come up and rolling machine {id} back to {image} failed too: {}",
+                secret::redact(&format!("{r:#}"))
+            )),
+        }
+    }
 
-        // 5. Started, then the preview answers its health path (through the front, if any).
-        let url = self.preview_url(app);
-        let headers = front.map(|f| f.probe_headers.as_slice()).unwrap_or(&[]);
-        let ready = async {
-            for m in std::iter::once(&machine).chain(front_machine.as_ref()) {
-                if m.state.as_deref() != Some("started") {
-                    self.wait_started(app, m, deadline).await?;
-                }
-            }
-            self.probe(&url, &req.health_path, headers, deadline).await
-        }
-        .await;
-        if let Err(e) = ready {
-            // An update that does not come up goes back to the configs that served, so the
-            // previous version (and its gate) keeps serving; a first deploy has nothing to go
-            // back to.
-            let Some(prev) = previous else {
-                return Err(e);
-            };
-            let image = prev["image"].as_str().unwrap_or("?").to_string();
-            let restore_deadline = Instant::now() + req.readiness_timeout;
-            let mut restored = self.restore(app, &machine.id, prev, restore_deadline).await;
-            if restored.is_ok()
-                && let Some(f) = &front_machine
-            {
-                restored = match previous_front {
-                    Some(c) => self.restore(app, &f.id, c, restore_deadline).await,
-                    // A gate added by this update goes: the app holds its service again.
-                    None => {
-                        self.destroy_machine("destroy new gate machine", app, &f.id)
-                            .await
-                    }
-                };
-            }
-            return Err(match restored {
-                Ok(()) => e.context(format!(
-                    "fly: the new version did not come up; machine {} was rolled back to the image that served ({image})",
-                    machine.id
-                )),
-                Err(r) => e.context(format!(
-                    "fly: the new version did not come up and rolling machine {} back to {image} failed too: {}",
-                    machine.id,
-                    secret::redact(&format!("{r:#}"))
-                )),
-            });
-        }
-        for f in &unwanted {
-            self.destroy_machine("destroy gate machine", app, &f.id)
-                .await?;
-        }
-        // 6. The preview sleeps when idle: time its first request after a sleep. With a front,
-        // the front holds the public service and is what Fly's proxy wakes.
-        let (sleep, wake_ms) = match self.settings.auto_stop {
+    /// The preview sleeps when idle: put `sleeper` (what holds the public service) to sleep and
+    /// time its first request.
+    async fn sleep_and_wake(
+        &self,
+        app: &str,
+        sleeper: &ApiMachine,
+        url: &str,
+        health_path: &str,
+        headers: &[(String, Secret)],
+        deadline: Instant,
+    ) -> anyhow::Result<(Option<String>, Option<u64>)> {
+        Ok(match self.settings.auto_stop {
             AutoStop::Off => (None, None),
             mode => {
-                let sleeper = front_machine.as_ref().unwrap_or(&machine);
                 let wake = self
                     .measure_wake(
                         app,
                         sleeper,
                         mode,
                         Probe {
-                            url: &url,
-                            health_path: &req.health_path,
+                            url,
+                            health_path,
                             headers,
                         },
                         deadline,
@@ -859,18 +922,379 @@ impl FlyPlatform {
                     .await?;
                 (Some(mode.as_str().to_string()), wake)
             }
+        })
+    }
+
+    /// The private app has its Flycast address and no other (a public one would expose the
+    /// app's service past the gate).
+    async fn ensure_flycast(&self, private: &str) -> anyhow::Result<()> {
+        let path = format!("/apps/{}/ip_assignments", enc(private));
+        let r = self
+            .client
+            .send(Call::get("list ip assignments", path.clone()).transient_404(true))
+            .await?;
+        let v: Value = r.json("list ip assignments")?;
+        let mut flycast = false;
+        for ip in v["ips"].as_array().into_iter().flatten() {
+            let Some(addr) = ip["ip"].as_str() else {
+                continue;
+            };
+            // Flycast addresses are in the organization's private range (fdaa::/16).
+            if addr.to_ascii_lowercase().starts_with("fdaa:") {
+                flycast = true;
+            } else {
+                eprintln!(
+                    "::warning::fly: app `{private}` had the public address {addr}; it was released so the app stays behind the gate"
+                );
+                self.client
+                    .send(Call::delete(
+                        "release public ip",
+                        format!("{path}/{}", enc(addr)),
+                    ))
+                    .await?;
+            }
+        }
+        if !flycast {
+            self.client
+                .send(
+                    Call::post("allocate flycast ip", path)
+                        .json(json!({"type": "private_v6", "org_slug": self.org}))
+                        .transient_404(true),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A gated preview: the front in the preview app, the app's machines (current and kept) in
+    /// the private app (see the module docs).
+    async fn deploy_gated(&self, req: &DeployRequest, f: &Front) -> anyhow::Result<AppDeployment> {
+        let deadline = Instant::now() + req.readiness_timeout;
+        let app = req.app.as_str();
+        let image = self.checked_image(app, req.image.as_deref())?;
+        let private = private_app(app);
+        if private.len() > naming::MAX_LEN {
+            anyhow::bail!(
+                "fly: the private app name `{private}` is longer than {} characters",
+                naming::MAX_LEN
+            );
+        }
+
+        // 1. Both apps (adopt only our own) and the private app's Flycast address.
+        let (app_created, public_ms) = self.ensure_app(app, req.pr).await?;
+        let (_, private_ms) = self.ensure_app(&private, req.pr).await?;
+        self.ensure_flycast(&private).await?;
+        let mut fronts = Vec::new();
+        let mut public_apps = Vec::new();
+        for m in public_ms {
+            if m.is_task() {
+                self.destroy_machine("destroy leftover task machine", app, &m.id)
+                    .await?;
+            } else if m.is_front() {
+                fronts.push(m);
+            } else {
+                // The app machine of an earlier public deploy: it goes once the front serves.
+                public_apps.push(m);
+            }
+        }
+        let mut current = Vec::new();
+        let mut kept = Vec::new();
+        for m in private_ms {
+            if m.is_kept() {
+                kept.push(m);
+            } else if m.is_task() {
+                self.destroy_machine("destroy leftover task machine", &private, &m.id)
+                    .await?;
+            } else {
+                current.push(m);
+            }
+        }
+        current.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        let created =
+            app_created || (current.is_empty() && fronts.is_empty() && public_apps.is_empty());
+        let first_pair = current.is_empty() && fronts.is_empty();
+
+        // 2. Secrets: the app's on the private app, the front's on the preview app.
+        let v_private = self.set_secrets(&private, &req.secrets).await?;
+        let v_public = self.set_secrets(app, &f.secrets).await?;
+        let private_body = self.create_body(v_private);
+        let public_body = self.create_body(v_public);
+
+        // 3. The app machine: a new commit gets a new machine and the running one is kept; the
+        //    same commit (or keep_commits = 0) updates in place.
+        let running = current.first().cloned();
+        let keep_running = self.keep_commits > 0
+            && running.as_ref().is_some_and(|m| {
+                m.meta(COMMIT_KEY)
+                    .is_some_and(|c| c != req.sha && naming::is_sha(c))
+            });
+        let previous = served(&current);
+        let config = self.private_machine_config(req, image);
+        let machine = if keep_running {
+            for extra in current.iter().skip(1) {
+                self.destroy_machine("destroy extra machine", &private, &extra.id)
+                    .await?;
+            }
+            let running_id = running.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+            let sha = req.sha.as_str();
+            let p = private.as_str();
+            let (m, _) = self
+                .client
+                .create(
+                    Call::post("create machine", format!("/apps/{}/machines", enc(p)))
+                        .json(private_body(config))
+                        .transient_404(true),
+                    |r| r.json::<ApiMachine>("create machine"),
+                    || {
+                        let running_id = running_id.clone();
+                        async move {
+                            Ok(self.machines(p, true).await?.into_iter().find(|m| {
+                                m.is_app() && m.id != running_id && m.meta(COMMIT_KEY) == Some(sha)
+                            }))
+                        }
+                    },
+                )
+                .await
+                .map_err(|e| self.quota_hint(e, "machine create"))?;
+            m
+        } else {
+            self.put_machine(
+                "machine",
+                &private,
+                current,
+                private_body(config),
+                ApiMachine::is_app,
+            )
+            .await?
         };
-        let mut instances = vec![machine.id];
-        instances.extend(front_machine.map(|m| m.id));
+
+        // 4. What stays reachable: the running machine (when kept) and the kept ones, newest
+        //    first, at most keep_commits; a kept copy of this commit goes.
+        kept.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        let mut stay: Vec<ApiMachine> = Vec::new();
+        let mut prune: Vec<ApiMachine> = Vec::new();
+        for m in running.iter().filter(|_| keep_running).chain(kept.iter()) {
+            let ok = m
+                .meta(COMMIT_KEY)
+                .is_some_and(|c| c != req.sha && naming::is_sha(c))
+                && stay.len() < self.keep_commits
+                && !stay
+                    .iter()
+                    .any(|s| s.meta(COMMIT_KEY) == m.meta(COMMIT_KEY));
+            if ok {
+                stay.push(m.clone());
+            } else {
+                prune.push(m.clone());
+            }
+        }
+        let routes = GateRoutes {
+            upstream: flycast_address(&private),
+            instance: machine.id.clone(),
+            kept: stay
+                .iter()
+                .map(|m| {
+                    (
+                        m.meta(COMMIT_KEY).unwrap_or_default().to_string(),
+                        m.id.clone(),
+                    )
+                })
+                .collect(),
+        };
+
+        // 5. The front, routing to them.
+        let previous_front = served(&fronts);
+        let mut front = self.front_config(req, f, &routes);
+        Self::carry_pin(&mut front, &fronts);
+        Self::carry_pin(&mut front, &public_apps);
+        let front_machine = match self
+            .put_machine(
+                "gate machine",
+                app,
+                fronts,
+                public_body(front),
+                ApiMachine::is_front,
+            )
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                if first_pair || keep_running {
+                    // The new app machine must not stay without a front that routes to it.
+                    let _ = self
+                        .destroy_machine(
+                            "destroy machine of a failed deploy",
+                            &private,
+                            &machine.id,
+                        )
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+
+        // 6. Started, then the preview answers its health path through the front.
+        let url = self.preview_url(app);
+        let headers = f.probe_headers.as_slice();
+        let ready = async {
+            if machine.state.as_deref() != Some("started") {
+                self.wait_started(&private, &machine, deadline).await?;
+            }
+            if front_machine.state.as_deref() != Some("started") {
+                self.wait_started(app, &front_machine, deadline).await?;
+            }
+            self.probe(&url, &req.health_path, headers, deadline).await
+        }
+        .await;
+        if let Err(e) = ready {
+            // The previous version (and its front) keeps serving; a first deploy has nothing
+            // to go back to.
+            let e = if keep_running {
+                let _ = self
+                    .destroy_machine("destroy new machine", &private, &machine.id)
+                    .await;
+                e.context(format!(
+                    "fly: the new version did not come up; its machine {} was destroyed and the running one kept serving",
+                    machine.id
+                ))
+            } else if let Some(prev) = previous {
+                self.rolled_back(&private, &machine.id, prev, req, e).await
+            } else {
+                return Err(e);
+            };
+            let restore_deadline = Instant::now() + req.readiness_timeout;
+            let restored = match previous_front {
+                Some(c) => {
+                    self.restore(app, &front_machine.id, c, restore_deadline)
+                        .await
+                }
+                None => {
+                    self.destroy_machine("destroy new gate machine", app, &front_machine.id)
+                        .await
+                }
+            };
+            return Err(match restored {
+                Ok(()) => e,
+                Err(r) => e.context(format!(
+                    "fly: putting the gate machine back failed too: {}",
+                    secret::redact(&format!("{r:#}"))
+                )),
+            });
+        }
+
+        // 7. The new version serves: the running machine becomes a kept one and sleeps, the
+        //    pruned ones and any public app machine go.
+        if keep_running
+            && let Some(r) = &running
+            && stay.iter().any(|s| s.id == r.id)
+        {
+            {
+                self.client
+                    .send(
+                        Call::post(
+                            "mark machine kept",
+                            format!(
+                                "/apps/{}/machines/{}/metadata/{ROLE_KEY}",
+                                enc(&private),
+                                enc(&r.id)
+                            ),
+                        )
+                        .json(json!({"value": ROLE_KEPT}))
+                        .idempotent(),
+                    )
+                    .await?;
+                let stop = format!("/apps/{}/machines/{}/stop", enc(&private), enc(&r.id));
+                if let Err(e) = self
+                    .client
+                    .send(Call::post("stop kept machine", stop))
+                    .await
+                {
+                    // Not fatal: the proxy stops it when idle anyway.
+                    eprintln!(
+                        "::warning::fly: could not stop kept machine {} ({}); Fly's proxy stops it when idle",
+                        r.id,
+                        secret::redact(&format!("{e:#}"))
+                    );
+                }
+            }
+        }
+        for m in &prune {
+            self.destroy_machine("destroy pruned kept machine", &private, &m.id)
+                .await?;
+        }
+        for m in &public_apps {
+            self.destroy_machine("destroy public app machine", app, &m.id)
+                .await?;
+        }
+
+        // 8. The preview sleeps when idle: the front holds the public service and is what a
+        //    reviewer's first request wakes (the app machine wakes on the front's request).
+        let (sleep, wake_ms) = self
+            .sleep_and_wake(
+                app,
+                &front_machine,
+                &url,
+                &req.health_path,
+                headers,
+                deadline,
+            )
+            .await?;
+        let commits = routes
+            .kept
+            .iter()
+            .map(|(sha, _)| KeptCommit {
+                sha: sha.clone(),
+                url: format!("{url}/_atlas/c/{}/", naming::sha7(sha)),
+            })
+            .collect();
         Ok(AppDeployment {
             app: app.to_string(),
             url,
-            instances,
-            logs: Some(format!("https://fly.io/apps/{app}/monitoring")),
+            instances: vec![machine.id, front_machine.id],
+            logs: Some(format!("https://fly.io/apps/{private}/monitoring")),
             created,
             sleep,
             wake_ms,
+            commits,
         })
+    }
+    /// Destroys one app of a preview (the preview app or its private app) after checking it is
+    /// Atlas's; a missing app is `AlreadyGone`.
+    async fn destroy_app(&self, app: &str, pr: u64) -> anyhow::Result<Deleted> {
+        let Some(a) = self.get_app(app, false).await? else {
+            return Ok(Deleted::AlreadyGone);
+        };
+        let ms = match self.machines(app, false).await {
+            Ok(ms) => ms,
+            Err(e) if status_of(&e) == Some(404) => return Ok(Deleted::AlreadyGone),
+            Err(e) => return Err(e),
+        };
+        if let Some(why) = self.foreign(&a, &self.atlas_machines(&ms, pr), Some(pr)) {
+            anyhow::bail!("fly: app `{app}` is not atlas's ({why}); it was left alone");
+        }
+        let hand_made: Vec<&str> = ms
+            .iter()
+            .filter(|m| !self.is_atlas_machine(m, pr))
+            .map(|m| m.id.as_str())
+            .collect();
+        if !hand_made.is_empty() {
+            // Reported, not a reason to orphan the app: the app (name, org, machines) is ours.
+            eprintln!(
+                "::warning::fly: app `{app}` had machine(s) not made by atlas ({}); they were destroyed with the app",
+                hand_made.join(", ")
+            );
+        }
+        match self
+            .client
+            .send(
+                Call::delete("destroy app", format!("/apps/{}", enc(app)))
+                    .paced_as("DELETE /apps/*", self.app_delete_spacing),
+            )
+            .await
+        {
+            Ok(_) => Ok(Deleted::Removed),
+            Err(e) if status_of(&e) == Some(404) => Ok(Deleted::AlreadyGone),
+            Err(e) => Err(e),
+        }
     }
 
     /// Loops on `/wait?state=started` (at most 60 s per call) until started or `deadline`.
@@ -1046,6 +1470,23 @@ impl FlyPlatform {
     }
 }
 
+/// What the front routes to: the Flycast address, the current machine, the kept ones.
+struct GateRoutes {
+    upstream: String,
+    instance: String,
+    /// (commit, machine id), newest first.
+    kept: Vec<(String, String)>,
+}
+
+/// The config that served before this update (the oldest machine's): what a failed update goes
+/// back to.
+fn served(ms: &[ApiMachine]) -> Option<Value> {
+    ms.iter()
+        .min_by(|a, b| a.created_at.cmp(&b.created_at))
+        .map(|m| m.config.clone())
+        .filter(|c| c.get("image").is_some())
+}
+
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -1179,43 +1620,14 @@ impl Platform for FlyPlatform {
                 self.repository
             );
         };
-        let Some(a) = self.get_app(app, false).await? else {
-            return Ok(Deleted::AlreadyGone);
-        };
-        let ms = match self.machines(app, false).await {
-            Ok(ms) => ms,
-            Err(e) if status_of(&e) == Some(404) => return Ok(Deleted::AlreadyGone),
-            Err(e) => return Err(e),
-        };
-        if let Some(why) = self.foreign(&a, &self.atlas_machines(&ms, pr), Some(pr)) {
-            anyhow::bail!("fly: app `{app}` is not atlas's ({why}); it was left alone");
-        }
-        let hand_made: Vec<&str> = ms
-            .iter()
-            .filter(|m| !self.is_atlas_machine(m, pr))
-            .map(|m| m.id.as_str())
-            .collect();
-        if !hand_made.is_empty() {
-            // Reported, not a reason to orphan the app: the app (name, org, machines) is ours.
-            eprintln!(
-                "::warning::fly: app `{app}` had machine(s) not made by atlas ({}); they were destroyed with the app",
-                hand_made.join(", ")
-            );
-        }
-        match self
-            .client
-            .send(
-                Call::delete("destroy app", format!("/apps/{}", enc(app)))
-                    .paced_as("DELETE /apps/*", self.app_delete_spacing),
-            )
-            .await
-        {
-            Ok(_) => Ok(Deleted::Removed),
-            Err(e) if status_of(&e) == Some(404) => Ok(Deleted::AlreadyGone),
-            Err(e) => Err(e),
-        }
+        // The front's app first (from then on nothing answers), then the app's machines.
+        let public = self.destroy_app(app, pr).await?;
+        let private = self.destroy_app(&private_app(app), pr).await?;
+        Ok(match (public, private) {
+            (Deleted::AlreadyGone, Deleted::AlreadyGone) => Deleted::AlreadyGone,
+            _ => Deleted::Removed,
+        })
     }
-
     async fn set_expiry(&self, app: &str, at: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
         self.set_app_meta(app, EXPIRES_KEY, &rfc3339(at), "set machine expiry")
             .await
@@ -1235,7 +1647,13 @@ impl Platform for FlyPlatform {
             t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&chrono::Utc))
         };
-        let ms = self.machines(app, false).await?;
+        let mut ms = self.machines(app, false).await?;
+        // Behind a gate the app's machines (the running and the kept commits) live in the
+        // private app: they cost and sleep as much as the front.
+        let private = private_app(app);
+        if self.get_app(&private, false).await?.is_some() {
+            ms.extend(self.machines(&private, false).await?);
+        }
         Ok(Some(
             ms.iter()
                 .filter(|m| !m.is_task() && m.state.as_deref() != Some("destroyed"))
@@ -1271,16 +1689,31 @@ impl Platform for FlyPlatform {
                 self.repository
             );
         };
-        let ms = self.machines(app, false).await?;
+        let mut ms: Vec<(String, ApiMachine)> = self
+            .machines(app, false)
+            .await?
+            .into_iter()
+            .map(|m| (app.to_string(), m))
+            .collect();
+        // Behind a gate the app's machines live in the private app (see the module doc).
+        let private = private_app(app);
+        if self.get_app(&private, false).await?.is_some() {
+            ms.extend(
+                self.machines(&private, false)
+                    .await?
+                    .into_iter()
+                    .map(|m| (private.clone(), m)),
+            );
+        }
         let mut stopped = Vec::new();
-        // Only Atlas's own machines of that PR, and never a task mid-run: the app's machine and
+        // Only Atlas's own machines of that PR, and never a task mid-run: the app's machines and
         // its gate. Fly's proxy starts them again on the next request (`autostart`).
-        for m in ms
+        for (owner, m) in ms
             .iter()
-            .filter(|m| self.is_atlas_machine(m, pr) && !m.is_task())
-            .filter(|m| m.state.as_deref() == Some("started"))
+            .filter(|(_, m)| self.is_atlas_machine(m, pr) && !m.is_task())
+            .filter(|(_, m)| m.state.as_deref() == Some("started"))
         {
-            let path = format!("/apps/{}/machines/{}/stop", enc(app), enc(&m.id));
+            let path = format!("/apps/{}/machines/{}/stop", enc(owner), enc(&m.id));
             match self.client.send(Call::post("stop machine", path)).await {
                 Ok(_) => stopped.push(m.id.clone()),
                 // It stopped by itself meanwhile (the proxy's autostop): nothing to do.
@@ -1301,14 +1734,31 @@ impl Platform for FlyPlatform {
             .await?;
         let v: Value = r.json("list apps")?;
         let mut out = Vec::new();
+        let names: Vec<&str> = v["apps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["name"].as_str())
+            .collect();
         for a in v["apps"].as_array().into_iter().flatten() {
-            let Some(name) = a["name"].as_str() else {
+            let Some(mut name) = a["name"].as_str() else {
                 continue;
             };
+            // A private app is its preview's; alone (its preview app gone) it is an orphan the
+            // sweep destroys through its preview's name.
+            if let Some(public) = name.strip_suffix(PRIVATE_SUFFIX)
+                && naming::pr_from_app(&self.prefix, public).is_some()
+            {
+                if names.contains(&public) {
+                    continue;
+                }
+                name = public;
+            }
             let Some(pr) = naming::pr_from_app(&self.prefix, name) else {
                 continue;
             };
-            let ms = match self.machines(name, false).await {
+            let a_name = a["name"].as_str().unwrap_or(name);
+            let ms = match self.machines(a_name, false).await {
                 Ok(ms) => ms,
                 Err(e) if status_of(&e) == Some(404) => continue,
                 Err(e) => return Err(e),

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
@@ -223,6 +223,26 @@ pub struct AppDeployment {
     /// Measured: how long the first request after a sleep took (the wake-up), in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wake_ms: Option<u64>,
+    /// The previous commits kept beside this one, newest first, each at its commit URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<KeptCommit>,
+}
+
+/// A previous commit's app, kept (per-commit URLs): its commit and the URL that opens it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptCommit {
+    pub sha: String,
+    pub url: String,
+}
+
+/// A previous commit's app instance kept aside by the platform under its own name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// What [`Platform::destroy`] takes to remove it.
+    pub name: String,
+    pub sha: String,
+    /// `host:port` where it answers.
+    pub upstream: String,
 }
 
 /// A one-off command to run inside the app's own image before the app is updated (Fly's
@@ -309,6 +329,16 @@ pub trait Platform: Send + Sync {
     /// [`Owned::pinned_by`] and kept across deploys. Metadata only: nothing restarts.
     async fn set_pin(&self, app: &str, _by: Option<&str>) -> anyhow::Result<()> {
         anyhow::bail!("{}: app {app} cannot record a pin", self.kind())
+    }
+    /// Before a deploy of `sha`: sets the version of `app` running now aside, still running,
+    /// when it runs another commit (per-commit URLs). `None`: nothing was kept (no such app,
+    /// the same commit, or a platform that keeps nothing this way).
+    async fn keep_previous(&self, _app: &str, _sha: &str) -> anyhow::Result<Option<Kept>> {
+        Ok(None)
+    }
+    /// The kept previous versions of `app`, newest first.
+    async fn kept(&self, _app: &str) -> anyhow::Result<Vec<Kept>> {
+        Ok(Vec::new())
     }
 }
 

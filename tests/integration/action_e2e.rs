@@ -852,22 +852,31 @@ async fn a_signed_link_preview_on_fly_runs_behind_its_gate_machine() {
         r.stdout.contains(&format!("::add-mask::{GATE_SECRET}")),
         "the gate secret is not masked"
     );
+    // Two apps: the gate machine public in the preview app, the app machine in the private app
+    // behind Flycast.
     let a = w.fly.app(&app_name()).expect("the app");
-    assert_eq!(a.machines.len(), 2, "{:#?}", a.machines);
-    let gate = a
-        .machines
-        .iter()
-        .find(|m| m.meta("atlas_role") == Some("gate"))
-        .expect("a gate machine");
-    let appm = a
-        .machines
-        .iter()
-        .find(|m| m.meta("atlas_role").is_none())
-        .expect("an app machine");
-    assert!(gate.public() && !appm.public());
+    assert_eq!(a.machines.len(), 1, "{:#?}", a.machines);
+    let gate = &a.machines[0];
+    assert_eq!(gate.meta("atlas_role"), Some("gate"));
+    let private = atlas::provider::fly::private_app(&app_name());
+    let p = w.fly.app(&private).expect("the private app");
+    assert_eq!(p.machines.len(), 1, "{:#?}", p.machines);
+    let appm = &p.machines[0];
+    assert!(gate.public());
+    assert_eq!(appm.meta("atlas_commit"), Some(HEAD1));
     assert_eq!(
         gate.config["env"]["ATLAS_GATE_UPSTREAM"],
-        format!("{}.vm.{}.internal:8080", appm.id, app_name())
+        format!("{private}.flycast:80")
+    );
+    assert_eq!(
+        gate.config["env"]["ATLAS_GATE_UPSTREAM_INSTANCE"],
+        appm.id.as_str()
+    );
+    assert!(
+        w.fly.ips(&private).iter().all(|(_, t)| t == "private_v6")
+            && !w.fly.ips(&private).is_empty(),
+        "{:?}",
+        w.fly.ips(&private)
     );
     let key = a.secrets["ATLAS_GATE_KEY"].clone();
     let comments = w.comments();

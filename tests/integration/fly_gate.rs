@@ -1,6 +1,7 @@
-//! The access gate on Fly against the fake Machines API: a gated preview is two machines (the
-//! gate public, the app private and reached by its 6PN name), created, updated and destroyed
-//! together; the gate's secrets are app secrets, never machine config; the gate process started
+//! The access gate on Fly against the fake Machines API: a gated preview is two apps (the gate
+//! machine public in the preview app, the app's machines in a private app reached through Fly's
+//! proxy on its Flycast address, where they sleep and wake), created, updated and destroyed
+//! together; previous commits' machines are kept (stopped) for their commit URLs; the gate's secrets are app secrets, never machine config; the gate process started
 //! from exactly what the fake holds (its env plus the app's secrets, as Fly starts it) lets this
 //! run's bypass token through and nothing else.
 
@@ -54,7 +55,12 @@ async fn edge() -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 fn platform(fly: &FakeFly, preview_url: &str) -> FlyPlatform {
+    platform_keeping(fly, preview_url, 3)
+}
+
+fn platform_keeping(fly: &FakeFly, preview_url: &str, keep: usize) -> FlyPlatform {
     let mut settings = Settings::default();
+    settings.preview.keep_commits = keep;
     settings.fly.preview_url = Some(preview_url.to_string());
     let policy = RetryPolicy {
         max_attempts: 4,
@@ -84,8 +90,12 @@ fn platform(fly: &FakeFly, preview_url: &str) -> FlyPlatform {
 }
 
 fn gated(fly: &FakeFly, preview_url: &str, run: &str) -> FlyGate {
+    gated_keeping(fly, preview_url, run, 3)
+}
+
+fn gated_keeping(fly: &FakeFly, preview_url: &str, run: &str, keep: usize) -> FlyGate {
     FlyGate::new(
-        platform(fly, preview_url),
+        platform_keeping(fly, preview_url, keep),
         Mode::SignedLink,
         Secret::new(GATE_SECRET),
         IMAGE,
@@ -112,7 +122,9 @@ fn deploy_req(sha: &str) -> DeployRequest {
         sha: sha.into(),
         repository: REPO.into(),
         image: Some(format!("registry.fly.io/kitchen:{sha}")),
-        env: BTreeMap::new(),
+        env: [("ATLAS_COMMIT_SHA".to_string(), sha.to_string())]
+            .into_iter()
+            .collect(),
         secrets,
         port: 8080,
         health_path: "/healthz".into(),
@@ -121,23 +133,44 @@ fn deploy_req(sha: &str) -> DeployRequest {
     }
 }
 
-/// The gate machine and the app machine of `app`.
+fn private() -> String {
+    atlas::provider::fly::private_app(&app())
+}
+
+/// The gate machine (the preview app's only machine) and the current app machine (in the
+/// private app, beside the kept ones).
 fn pair(fly: &FakeFly) -> (FakeMachine, FakeMachine) {
     let a = fly.app(&app()).expect("the app exists");
-    assert_eq!(a.machines.len(), 2, "{:#?}", a.machines);
-    let gate = a
+    assert_eq!(a.machines.len(), 1, "{:#?}", a.machines);
+    let gate = a.machines[0].clone();
+    assert_eq!(gate.meta("atlas_role"), Some("gate"));
+    let p = fly.app(&private()).expect("the private app exists");
+    let current: Vec<&FakeMachine> = p
         .machines
         .iter()
-        .find(|m| m.meta("atlas_role") == Some("gate"))
-        .expect("a gate machine")
-        .clone();
-    let appm = a
-        .machines
-        .iter()
-        .find(|m| m.meta("atlas_role").is_none())
-        .expect("an app machine")
-        .clone();
-    (gate, appm)
+        .filter(|m| m.meta("atlas_role").is_none())
+        .collect();
+    assert_eq!(current.len(), 1, "{:#?}", p.machines);
+    (gate, current[0].clone())
+}
+
+/// The app machine's service: Flycast only (port 80, http), sleeping when idle.
+fn assert_private_service(fly: &FakeFly, m: &FakeMachine) {
+    let svc = &m.config["services"][0];
+    assert_eq!(svc["autostart"], true, "{}", m.config);
+    assert_eq!(svc["autostop"], Settings::default().fly.auto_stop.as_str());
+    assert_eq!(
+        svc["ports"],
+        serde_json::json!([{"port": 80, "handlers": ["http"]}])
+    );
+    let ips = fly.ips(&private());
+    assert!(
+        !ips.is_empty()
+            && ips
+                .iter()
+                .all(|(ip, t)| t == "private_v6" && ip.starts_with("fdaa:")),
+        "the private app must have only its Flycast address: {ips:?}"
+    );
 }
 
 fn env_of(m: &FakeMachine, k: &str) -> String {
@@ -201,10 +234,9 @@ async fn a_signed_link_preview_on_fly_is_a_public_gate_in_front_of_a_private_app
     assert_eq!(d.instances.len(), 2, "{:?}", d.instances);
     let (gate, appm) = pair(&fly);
 
-    // The gate holds the public service; the app machine has none.
+    // The gate holds the public service; the app machine's service is on Flycast only.
     assert!(gate.public(), "{}", gate.config);
-    assert!(!appm.public(), "{}", appm.config);
-    assert!(appm.config.get("services").is_none(), "{}", appm.config);
+    assert_private_service(&fly, &appm);
     assert_eq!(gate.service_port(), Some(8080));
     let svc = &gate.config["services"][0];
     assert_eq!(svc["autostart"], true);
@@ -226,16 +258,11 @@ async fn a_signed_link_preview_on_fly_is_a_public_gate_in_front_of_a_private_app
     assert_eq!(env_of(&gate, "ATLAS_GATE_RUN"), "gh-41-1");
     assert_eq!(env_of(&gate, "ATLAS_GATE_PR"), "7");
 
-    // The upstream is the app machine's own 6PN name: it resolves to that machine only.
+    // The upstream is Fly's proxy on the private app's Flycast address, forced to the app
+    // machine.
     let upstream = env_of(&gate, "ATLAS_GATE_UPSTREAM");
-    let (host, port) = upstream.rsplit_once(':').unwrap();
-    assert_eq!(port, "8080");
-    let resolved: Vec<String> = fly
-        .resolve_private(host)
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
-    assert_eq!(resolved, vec![appm.id.clone()], "{upstream}");
+    assert_eq!(upstream, format!("{}.flycast:80", private()));
+    assert_eq!(env_of(&gate, "ATLAS_GATE_UPSTREAM_INSTANCE"), appm.id);
 
     // The gate's key is an app secret derived from the repository secret and the preview's
     // nonce (kept on the gate machine); no secret is in any machine's config.
@@ -244,6 +271,13 @@ async fn a_signed_link_preview_on_fly_is_a_public_gate_in_front_of_a_private_app
     let key_hex = PreviewKey::derived_hex(&Secret::new(GATE_SECRET), &app, &nonce);
     assert_eq!(secrets["ATLAS_GATE_KEY"], key_hex.expose());
     let (_, bypass) = p.bypass_header(&app).expect("this run's bypass header");
+    assert_eq!(fly.app(&private()).unwrap().secrets["STRIPE_KEY"], STRIPE);
+    assert!(
+        !fly.app(&private())
+            .unwrap()
+            .secrets
+            .contains_key("ATLAS_GATE_KEY")
+    );
     for m in [&gate, &appm] {
         let text = m.config.to_string();
         for s in [GATE_SECRET, key_hex.expose(), bypass.expose(), STRIPE] {
@@ -257,9 +291,8 @@ async fn a_signed_link_preview_on_fly_is_a_public_gate_in_front_of_a_private_app
     );
 
     // The gate, started from what Fly holds, admits this run's token and nothing else.
-    let app_server = openapi::serve_health().await;
-    let (_child, gate_url) =
-        run_gate_like_fly(&gate, &secrets, app_server.trim_start_matches("http://")).await;
+    let flycast = fly.flycast(&private()).await;
+    let (_child, gate_url) = run_gate_like_fly(&gate, &secrets, &flycast).await;
     let http = reqwest::Client::new();
     let r = http.get(format!("{gate_url}/")).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -270,7 +303,33 @@ async fn a_signed_link_preview_on_fly_is_a_public_gate_in_front_of_a_private_app
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "ok");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["commit"].as_str(), v["machine"].as_str()),
+        (Some("aaa111"), Some(appm.id.as_str()))
+    );
+    // The app machine sleeps when idle and the gate's next request wakes it.
+    assert_eq!(fly.go_idle(&private()), 1);
+    assert_ne!(
+        fly.machine_state(&private(), &appm.id).as_deref(),
+        Some("started")
+    );
+    let r = http
+        .get(format!("{gate_url}/menu"))
+        .header("x-atlas-bypass", bypass.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        fly.machine_state(&private(), &appm.id).as_deref(),
+        Some("started")
+    );
+    assert!(
+        fly.wakes().iter().any(|(a, _)| *a == private()),
+        "{:?}",
+        fly.wakes()
+    );
     let other_run = PreviewKey::derive(&Secret::new(GATE_SECRET), &app, &nonce).mint(
         Kind::Bypass,
         atlas::gate::token::now() + 600,
@@ -313,12 +372,13 @@ async fn a_signed_link_preview_on_fly_is_a_public_gate_in_front_of_a_private_app
     assert_eq!(gate2.meta(NONCE_KEY), Some(nonce.as_str()));
     assert_eq!(env_of(&gate2, "ATLAS_GATE_RUN"), "gh-42-1");
     assert_eq!(appm2.config["image"], "registry.fly.io/kitchen:bbb222");
-    assert!(gate2.public() && !appm2.public());
+    assert!(gate2.public());
+    assert_private_service(&fly, &appm2);
 
-    // Down: the app goes as a whole; nothing answers at the private name.
+    // Down: both apps go as a whole, the Flycast address with them.
     assert_eq!(p2.destroy(&app).await.unwrap(), Deleted::Removed);
     assert!(fly.app_names().is_empty(), "{:?}", fly.app_names());
-    assert!(fly.resolve_private(host).is_empty());
+    assert!(fly.ips(&private()).is_empty());
     assert_eq!(fly.core.violations(), Vec::<String>::new());
 }
 
@@ -337,13 +397,14 @@ async fn a_failed_gate_create_leaves_nothing_and_a_failed_update_keeps_the_servi
     assert!(format!("{e:#}").contains("create gate machine"), "{e:#}");
     assert!(fly.live_machines().is_empty(), "{:#?}", fly.live_machines());
     fly.state.lock().unwrap().fail_role = None;
+    let _ = private();
 
     // A good pair, then an update the platform refuses (someone holds the leases): both
     // machines stay as they were.
     let p = gated(&fly, &edge_url, "gh-2-1");
     p.deploy(&deploy_req("aaa111")).await.expect("up");
     let (gate, appm) = pair(&fly);
-    fly.hold_leases(&app, Duration::MAX);
+    fly.hold_leases(&private(), Duration::MAX);
     let e = gated(&fly, &edge_url, "gh-3-1")
         .deploy(&deploy_req("bbb222"))
         .await
@@ -366,14 +427,174 @@ async fn a_failed_gate_create_leaves_nothing_and_a_failed_update_keeps_the_servi
     assert_eq!(gate_after.config, gate.config);
     assert_eq!(env_of(&gate_after, "ATLAS_GATE_RUN"), "gh-2-1");
 
-    // Back to public access: the app takes the public service again and the gate goes.
+    // Back to public access: the app takes the public service again; the gate and the private
+    // app go.
     let plain = platform(&fly, &format!("{}/", openapi::serve_health().await));
     let d = plain.deploy(&deploy_req("ccc333")).await.expect("public");
-    assert_eq!(d.instances, vec![appm.id.clone()]);
+    assert_eq!(d.instances.len(), 1);
     let a = fly.app(&app).unwrap();
     assert_eq!(a.machines.len(), 1, "{:#?}", a.machines);
     assert!(a.machines[0].public());
+    assert!(a.machines[0].meta("atlas_role").is_none());
+    assert!(fly.app(&private()).is_none(), "the private app stayed");
     assert_eq!(plain.destroy(&app).await.unwrap(), Deleted::Removed);
     assert!(fly.app_names().is_empty());
     assert_eq!(fly.core.violations(), Vec::<String>::new());
+}
+
+fn hex(c: char) -> String {
+    c.to_string().repeat(40)
+}
+
+#[tokio::test]
+async fn kept_commits_on_fly_sleep_wake_through_the_gate_and_go_with_the_preview() {
+    let fly = FakeFly::start(FLY_TOKEN).await;
+    let (edge_url, _) = edge().await;
+    let app = app();
+    let shas = [hex('a'), hex('b'), hex('c'), hex('d')];
+    let mut ids = Vec::new();
+    let mut last = None;
+    for (i, sha) in shas.iter().enumerate() {
+        let p = gated_keeping(&fly, &edge_url, &format!("gh-5{i}-1"), 2);
+        let d = p.deploy(&deploy_req(sha)).await.expect("deploy");
+        ids.push(d.instances[0].clone());
+        last = Some((p, d));
+    }
+    let (p, d) = last.unwrap();
+    // Each push made a new machine; the two before the newest are kept, the oldest went.
+    let urls: Vec<(String, String)> = d
+        .commits
+        .iter()
+        .map(|k| (k.sha.clone(), k.url.clone()))
+        .collect();
+    let url = edge_url.trim_end_matches('/').to_string();
+    assert_eq!(
+        urls,
+        vec![
+            (shas[2].clone(), format!("{url}/_atlas/c/ccccccc/")),
+            (shas[1].clone(), format!("{url}/_atlas/c/bbbbbbb/")),
+        ]
+    );
+    let private = private();
+    let pm = fly.app(&private).unwrap().machines;
+    assert_eq!(pm.len(), 3, "{pm:#?}");
+    assert!(
+        pm.iter().all(|m| m.id != ids[0]),
+        "the oldest kept machine was not pruned"
+    );
+    for (i, role) in [(1, Some("kept")), (2, Some("kept")), (3, None)] {
+        let m = pm.iter().find(|m| m.id == ids[i]).unwrap();
+        assert_eq!(m.meta("atlas_role"), role, "{}", m.config);
+        assert_eq!(m.meta("atlas_commit"), Some(shas[i].as_str()));
+        if role.is_some() {
+            assert_eq!(m.state, "stopped", "a kept machine must sleep");
+        }
+    }
+    let (gate, appm) = pair(&fly);
+    assert_eq!(appm.id, ids[3]);
+    assert_eq!(env_of(&gate, "ATLAS_GATE_SHA"), shas[3]);
+    assert_eq!(
+        env_of(&gate, "ATLAS_GATE_COMMITS"),
+        format!(
+            "{}=instance:{},{}=instance:{}",
+            shas[2], ids[2], shas[1], ids[1]
+        )
+    );
+
+    // Through the gate (as Fly starts it) and Fly's proxy: each URL reaches its version,
+    // waking a kept machine on demand.
+    let secrets = fly.app(&app).unwrap().secrets;
+    let flycast = fly.flycast(&private).await;
+    let (_child, gate_url) = run_gate_like_fly(&gate, &secrets, &flycast).await;
+    let (_, bypass) = p.bypass_header(&app).unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        http.get(format!("{gate_url}{path}"))
+            .header("x-atlas-bypass", bypass.expose())
+            .send()
+    };
+    let v: serde_json::Value = get("/healthz".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(v["commit"], shas[3].as_str());
+    let before = fly.wakes().len();
+    for i in [2, 1] {
+        let r = get(format!("/_atlas/c/{}/healthz", &shas[i][..7]))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (
+                v["commit"].as_str(),
+                v["machine"].as_str(),
+                v["path"].as_str()
+            ),
+            (
+                Some(shas[i].as_str()),
+                Some(ids[i].as_str()),
+                Some("/healthz")
+            )
+        );
+        assert_eq!(
+            fly.machine_state(&private, &ids[i]).as_deref(),
+            Some("started")
+        );
+    }
+    assert_eq!(fly.wakes().len(), before + 2, "{:?}", fly.wakes());
+    let r = get(format!("/_atlas/c/{}/healthz", &shas[0][..7]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a pruned commit");
+    let served = fly.state.lock().unwrap().flycast_served.len();
+    for bad in [
+        "/_atlas/c/ccccccc%2f/x",
+        "/_atlas/c/zzzzzzz/",
+        &format!("/_atlas/c/{}c/", shas[2]),
+    ] {
+        assert_eq!(get(bad.to_string()).await.unwrap().status(), 404, "{bad}");
+    }
+    assert_eq!(
+        fly.state.lock().unwrap().flycast_served.len(),
+        served,
+        "a hostile URL went upstream"
+    );
+
+    // The same commit again updates its machine in place and keeps the kept ones.
+    let d2 = p.deploy(&deploy_req(&shas[3])).await.expect("same commit");
+    assert_eq!(d2.instances[0], ids[3]);
+    assert_eq!(d2.commits.len(), 2);
+    // keep_commits = 0: the next push keeps nothing.
+    let p0 = gated_keeping(&fly, &edge_url, "gh-60-1", 0);
+    let d3 = p0.deploy(&deploy_req(&hex('e'))).await.expect("keep none");
+    assert!(d3.commits.is_empty());
+    assert_eq!(fly.app(&private).unwrap().machines.len(), 1);
+
+    // Down: both apps, every kept machine, the Flycast address.
+    assert_eq!(p0.destroy(&app).await.unwrap(), Deleted::Removed);
+    assert!(fly.app_names().is_empty(), "{:?}", fly.app_names());
+    assert!(fly.live_machines().is_empty());
+    assert!(fly.ips(&private).is_empty());
+    assert_eq!(fly.core.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_private_app_gets_only_its_flycast_address_and_an_orphan_is_swept() {
+    let fly = FakeFly::start(FLY_TOKEN).await;
+    let (edge_url, _) = edge().await;
+    let app = app();
+    let p = gated(&fly, &edge_url, "gh-70-1");
+    p.deploy(&deploy_req("aaa111")).await.expect("up");
+    // Someone gave the private app a public address: the next deploy releases it.
+    fly.add_ip(&private(), "2a09:8280:1::99", "v6");
+    p.deploy(&deploy_req("aaa111")).await.expect("again");
+    let ips = fly.ips(&private());
+    assert!(ips.iter().all(|(_, t)| t == "private_v6"), "{ips:?}");
+    // The preview app gone by hand: the sweep still sees the preview, and destroys the rest.
+    fly.state.lock().unwrap().apps.remove(&app);
+    let owned = p.list_apps().await.unwrap();
+    assert_eq!(
+        owned.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        vec![app.as_str()]
+    );
+    assert_eq!(p.destroy(&app).await.unwrap(), Deleted::Removed);
+    assert!(fly.app_names().is_empty(), "{:?}", fly.app_names());
 }

@@ -155,6 +155,8 @@ fn options(mode: Mode, upstream: SocketAddr) -> GateOptions {
         github: None,
         session_ttl: Duration::from_secs(3600),
         limits: Limits::default(),
+        sha: None,
+        commits: Vec::new(),
     }
 }
 
@@ -949,6 +951,7 @@ impl atlas::provider::Platform for Running {
             created: true,
             sleep: None,
             wake_ms: None,
+            commits: Vec::new(),
         })
     }
     async fn destroy(&self, _app: &str) -> anyhow::Result<atlas::provider::Deleted> {
@@ -1144,4 +1147,478 @@ async fn a_signed_link_local_preview_end_to_end() {
         })
         .unwrap_or_default();
     assert!(gates.is_empty(), "gate state left");
+}
+
+/// An app version that says which commit it is and what path it got; records every request.
+async fn version(sha: &'static str) -> (SocketAddr, Log) {
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let l = l.clone();
+        async move {
+            let mut hs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (n, v) in &headers {
+                hs.entry(n.as_str().to_string())
+                    .or_default()
+                    .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+            }
+            l.lock().unwrap().push(Seen {
+                method: "GET".into(),
+                uri: uri.to_string(),
+                headers: hs,
+                body_len: 0,
+            });
+            format!("commit {sha} path {uri}")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, log)
+}
+
+const SHA_NEW: &str = "cccccccccccccccccccccccccccccccccccccccc";
+const SHA_MID: &str = "bbbbbbb1bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const SHA_OLD: &str = "aaaaaaa2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+#[tokio::test]
+async fn commit_urls_reach_their_version_behind_the_same_access_rules() {
+    let (new, new_log) = version(SHA_NEW).await;
+    let (mid, mid_log) = version(SHA_MID).await;
+    let (old, old_log) = version(SHA_OLD).await;
+    let mut opts = options(Mode::SignedLink, new);
+    opts.sha = Some(SHA_NEW.into());
+    opts.commits = vec![
+        gate::CommitRoute {
+            sha: SHA_MID.into(),
+            upstream: Upstream {
+                authority: mid.to_string(),
+                headers: Vec::new(),
+            },
+        },
+        gate::CommitRoute {
+            sha: SHA_OLD.into(),
+            upstream: Upstream {
+                authority: old.to_string(),
+                headers: vec![(
+                    "fly-force-instance-id".parse().unwrap(),
+                    "e2865013b21d89".parse().unwrap(),
+                )],
+            },
+        },
+    ];
+    let base = start(opts).await;
+    let c = client();
+
+    // Access first: no cookie, no link -> the sign-in page, for commit URLs too.
+    let r = c
+        .get(format!("{base}/_atlas/c/bbbbbbb/menu"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .get(format!("{base}/_atlas/c/fffffff/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "the list of kept commits is not shown to strangers"
+    );
+    // A signed link on a commit URL: cookie, then the clean commit URL.
+    let r = c
+        .get(format!("{base}{}", link("/_atlas/c/bbbbbbb1/menu", 600)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/_atlas/c/bbbbbbb1/menu");
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let get = |path: &str, extra: &[(&str, &str)]| {
+        let mut rq = c.get(format!("{base}{path}")).header("cookie", &session);
+        for (k, v) in extra {
+            rq = rq.header(*k, *v);
+        }
+        rq.send()
+    };
+
+    // Each commit URL reaches its version with the prefix stripped, and pins the browser.
+    let r = get("/_atlas/c/bbbbbbb/menu?x=1", &[]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let pin = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        pin.starts_with("atlas_commit=bbbbbbb;")
+            && pin.contains("HttpOnly")
+            && pin.contains("SameSite=Lax"),
+        "{pin}"
+    );
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_MID} path /menu?x=1")
+    );
+    let r = get("/_atlas/c/aaaaaaa2a/", &[]).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), format!("commit {SHA_OLD} path /"));
+    let seen = old_log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        seen.header("fly-force-instance-id").as_deref(),
+        Some("e2865013b21d89")
+    );
+    assert!(
+        seen.header("cookie").is_none(),
+        "atlas cookies reached the app: {seen:?}"
+    );
+    let r = get("/_atlas/c/ccccccc/", &[]).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), format!("commit {SHA_NEW} path /"));
+    let r = get("/_atlas/c/bbbbbbb", &[]).await.unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "/_atlas/c/bbbbbbb/");
+
+    // The stable URL is the newest commit.
+    let r = get("/menu", &[]).await.unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_NEW} path /menu")
+    );
+
+    // Absolute links of a commit's page: by Referer, then by the commit cookie.
+    let pinned = format!("{session}; atlas_commit=bbbbbbb");
+    let host = base.trim_start_matches("http://").to_string();
+    let r = c
+        .get(format!("{base}/static/app.js"))
+        .header("cookie", &session)
+        .header("referer", format!("http://{host}/_atlas/c/aaaaaaa/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_OLD} path /static/app.js")
+    );
+    let r = c
+        .get(format!("{base}/static/app.js"))
+        .header("cookie", &pinned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_MID} path /static/app.js")
+    );
+    // A page at a stable URL (another tab) stays stable although the browser is pinned.
+    let r = c
+        .get(format!("{base}/static/app.js"))
+        .header("cookie", &pinned)
+        .header("referer", format!("http://{host}/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_NEW} path /static/app.js")
+    );
+    // A same-origin navigation by the cookie is redirected to its commit URL ...
+    let r = c
+        .get(format!("{base}/orders?id=3"))
+        .header("cookie", &pinned)
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(r.headers()["location"], "/_atlas/c/bbbbbbb/orders?id=3");
+    // ... one the reviewer started (typed, or the stable link in the PR) is the stable version
+    // and unpins the browser.
+    for site in ["none", "cross-site"] {
+        let r = c
+            .get(format!("{base}/orders"))
+            .header("cookie", &pinned)
+            .header("sec-fetch-mode", "navigate")
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .starts_with("atlas_commit=;"),
+            "{:?}",
+            r.headers()
+        );
+        assert_eq!(
+            r.text().await.unwrap(),
+            format!("commit {SHA_NEW} path /orders")
+        );
+    }
+    // A pinned commit that is no longer kept: the stable version, unpinned.
+    let r = c
+        .get(format!("{base}/x"))
+        .header("cookie", format!("{session}; atlas_commit=ddddddd"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("set-cookie"));
+    assert_eq!(r.text().await.unwrap(), format!("commit {SHA_NEW} path /x"));
+
+    // Hostile or unknown commit names: the gate's 404 listing the kept commits, never an app.
+    let before: usize = [&new_log, &mid_log, &old_log]
+        .iter()
+        .map(|l| l.lock().unwrap().len())
+        .sum();
+    let long = "b".repeat(41);
+    for path in [
+        "/_atlas/c/fffffff/".to_string(),
+        "/_atlas/c/../menu".into(),
+        "/_atlas/c/%2e%2e/menu".into(),
+        "/_atlas/c/bbbbbbb%2f..%2f/menu".into(),
+        "/_atlas/c/BBBBBBB/".into(),
+        "/_atlas/c/bbbbbb/".into(),
+        "/_atlas/c/bbbbbbbz/".into(),
+        format!("/_atlas/c/{long}/"),
+        "/_atlas/c//menu".into(),
+        "/_atlas/c/".into(),
+    ] {
+        // Raw, so that no client normalises the path first.
+        let body = raw(
+            &base,
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {session}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(body.starts_with("HTTP/1.1 404"), "{path}: {body}");
+        for s7 in ["ccccccc", "bbbbbbb", "aaaaaaa"] {
+            assert!(body.contains(&format!("/_atlas/c/{s7}/")), "{path}: {body}");
+        }
+        assert!(body.contains("(current)"), "{body}");
+    }
+    let r = raw(
+        &base,
+        format!("GET /_atlas/c/bbbbbbb/../../x HTTP/1.1\r\nHost: {host}\r\nCookie: {session}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    // A path the app must judge itself (as without a gate): it stays with that version.
+    assert!(
+        r.contains(&format!("commit {SHA_MID} path /../../x")),
+        "{r}"
+    );
+    let after: usize = [&new_log, &mid_log, &old_log]
+        .iter()
+        .map(|l| l.lock().unwrap().len())
+        .sum();
+    assert_eq!(after, before + 1, "a hostile commit URL reached an app");
+
+    // The bypass token opens commit URLs too.
+    let bypass = key().mint(Kind::Bypass, gate::token::now() + 600, RUN);
+    let r = client()
+        .get(format!("{base}/_atlas/c/aaaaaaa/healthz"))
+        .header("x-atlas-bypass", bypass)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("commit {SHA_OLD} path /healthz")
+    );
+}
+
+fn up_at(env: &mut local_env::Env, sha: &str) -> std::process::Output {
+    env.atlas(&[
+        "preview",
+        "up",
+        "--local",
+        "--pr",
+        "7",
+        "--sha",
+        sha,
+        "--branch",
+        "feature/menu",
+    ])
+}
+
+/// What `/healthz` of the version behind `url` says its commit is.
+async fn commit_at(c: &reqwest::Client, url: &str, cookie: &str) -> (u16, String) {
+    let r = c.get(url).header("cookie", cookie).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    let commit = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["commit"].as_str().map(str::to_string))
+        .unwrap_or(body);
+    (status, commit)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_preview_keeps_its_previous_commits_at_commit_urls_until_down() {
+    let toml = local_env::kitchen_toml("").replace(
+        "[preview]\n",
+        "[preview]\naccess = \"signed-link\"\nkeep_commits = 1\n",
+    );
+    let mut env = local_env::Env::new(&toml);
+    let shas: Vec<String> = ["1a", "2b", "3c"]
+        .iter()
+        .map(|p| format!("{p}{}", "0".repeat(38)))
+        .collect();
+    for sha in &shas {
+        let out = up_at(&mut env, sha);
+        assert!(out.status.success(), "{}", out_text(&out));
+    }
+    let comment = env.comment(7);
+    let url = comment
+        .lines()
+        .find_map(|l| l.strip_prefix("**Environment URL:**"))
+        .expect("a URL")
+        .trim()
+        .to_string();
+    // The identity clause: the stable URL and one URL per kept commit (the newest before this
+    // one; the oldest went).
+    assert!(
+        comment.contains(&format!("stable URL {url} (newest commit)")),
+        "{comment}"
+    );
+    for s7 in ["3c00000", "2b00000"] {
+        assert!(
+            comment.contains(&format!("`{s7}` {url}/_atlas/c/{s7}/")),
+            "{s7}: {comment}"
+        );
+    }
+    let identity = comment
+        .lines()
+        .find(|l| l.contains("**1. Code identity**"))
+        .expect("the identity clause");
+    assert!(!identity.contains("1a00000"), "{identity}");
+
+    let out = env.atlas(&["preview", "link", "--pr", "7", "--local", "--ttl", "1h"]);
+    assert!(out.status.success(), "{}", out_text(&out));
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let c = client();
+    let r = c.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Each URL reaches the version that reports that commit.
+    assert_eq!(
+        commit_at(&c, &format!("{url}/healthz"), &session).await,
+        (200, shas[2].clone())
+    );
+    for i in [2, 1] {
+        let u = format!("{url}/_atlas/c/{}/healthz", &shas[i][..7]);
+        assert_eq!(
+            commit_at(&c, &u, &session).await,
+            (200, shas[i].clone()),
+            "{u}"
+        );
+    }
+    let (status, body) = commit_at(
+        &c,
+        &format!("{url}/_atlas/c/{}/healthz", &shas[0][..7]),
+        &session,
+    )
+    .await;
+    assert_eq!(status, 404, "a pruned commit: {body}");
+    assert!(
+        body.contains("/_atlas/c/2b00000/") && body.contains("/_atlas/c/3c00000/"),
+        "{body}"
+    );
+    // Access rules hold for commit URLs.
+    let (status, _) = commit_at(&c, &format!("{url}/_atlas/c/2b00000/healthz"), "x=1").await;
+    assert_eq!(status, 401);
+    // One kept process (beside the current one) runs; down stops them all.
+    let kept: Vec<String> = std::fs::read_dir(env.state().join("apps"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+
+    let out = env.down(7);
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert!(c.get(format!("{url}/healthz")).send().await.is_err());
+    env.assert_nothing_left();
+}
+
+/// An app version whose page loads `/app.js` by an absolute path and, with `?go`, navigates to
+/// `/next` by an absolute link, as apps do; everything it serves names its commit.
+async fn browser_version(sha: &'static str) -> SocketAddr {
+    let app = axum::Router::new().fallback(move |uri: Uri| async move {
+        let (ctype, body) = match uri.path() {
+            "/app.js" => (
+                "text/javascript",
+                format!("document.getElementById('js').textContent='js:{sha}';"),
+            ),
+            path => (
+                "text/html",
+                format!(
+                    "<!doctype html><title>v</title><p id=\"page\">page:{sha} {path}</p><p id=\"js\"></p><p id=\"at\"></p>\
+<script src=\"/app.js\"></script><script>document.getElementById('at').textContent='at:'+location.pathname;\
+if(location.search==='?go'){{location.href='/next';}}</script>"
+                ),
+            ),
+        };
+        axum::response::Response::builder()
+            .header("content-type", ctype)
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn chromium_stays_on_the_commit_it_opened_through_absolute_links() {
+    let new = browser_version(SHA_NEW).await;
+    let mid = browser_version(SHA_MID).await;
+    let (child, base) = spawn_gate_binary(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &new.to_string(),
+            "--sha",
+            SHA_NEW,
+            "--commit",
+            &format!("{SHA_MID}={mid}"),
+        ],
+        &[],
+    );
+    let _child = Kill(child);
+    let dump = |url: String| async move {
+        tokio::task::spawn_blocking(move || chromium_dump(&url))
+            .await
+            .unwrap()
+    };
+    // The commit URL: its page and its absolutely linked script are that commit's.
+    let dom = dump(format!("{base}/_atlas/c/bbbbbbb/page")).await;
+    assert!(dom.contains(&format!("page:{SHA_MID} /page")), "{dom}");
+    assert!(dom.contains(&format!("js:{SHA_MID}")), "{dom}");
+    // An absolute link followed from it lands on the same commit, at its commit URL.
+    let dom = dump(format!("{base}/_atlas/c/bbbbbbb/page?go")).await;
+    assert!(dom.contains(&format!("page:{SHA_MID} /next")), "{dom}");
+    assert!(dom.contains("at:/_atlas/c/bbbbbbb/next"), "{dom}");
+    assert!(dom.contains(&format!("js:{SHA_MID}")), "{dom}");
+    // The stable URL is the newest commit.
+    let dom = dump(format!("{base}/page")).await;
+    assert!(dom.contains(&format!("page:{SHA_NEW} /page")), "{dom}");
+    assert!(dom.contains(&format!("js:{SHA_NEW}")), "{dom}");
 }

@@ -14,6 +14,7 @@ fn contract() -> Contract {
             url: "https://kitchen-c7bf05-pr-2.fly.dev".into(),
             artifact: "registry.fly.io/kitchen@sha256:0123abcd".into(),
             deployment: Some("https://github.com/o/r/deployments/preview/pr-2".into()),
+            commits: Vec::new(),
         },
         data: DataBoundary {
             model: "database-branch".into(),

@@ -8,6 +8,10 @@
 //! `<state_dir>/apps/<app>.json` (pid, process start time, port, PR, SHA, times) the moment it
 //! is spawned, so `down` works from a fresh process and an interrupted run can be cleaned up.
 //! A recorded pid whose process is gone (or is now another process) is treated as stale.
+//!
+//! Per-commit URLs: before an update, the gate in front asks to keep the running version
+//! ([`Platform::keep_previous`]): its state is renamed `<app>--c-<sha7>` and it keeps running on
+//! its port. Kept versions are not listed as apps of their own; destroying the app destroys them.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,7 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::provider::{AppDeployment, Deleted, DeployRequest, Owned, Platform};
+use crate::provider::{AppDeployment, Deleted, DeployRequest, Kept, Owned, Platform};
 use crate::secret;
 
 /// `<state_dir>/apps/<app>.json`.
@@ -41,6 +45,9 @@ pub struct AppState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned_by: Option<String>,
 }
+
+/// Between an app's name and a kept commit's in the name of a kept version.
+const KEPT_INFIX: &str = "--c-";
 
 /// The local process platform.
 pub struct LocalProcess {
@@ -103,6 +110,41 @@ impl LocalProcess {
             command: command.to_string(),
             workdir: workdir.to_path_buf(),
         }
+    }
+
+    /// The name a kept version of `app` at commit `sha` is recorded under.
+    pub fn kept_name(app: &str, sha: &str) -> String {
+        format!("{app}{KEPT_INFIX}{}", sha.get(..7).unwrap_or(sha))
+    }
+
+    /// The recorded kept versions of `app` (alive or not), newest first.
+    fn kept_states(&self, app: &str) -> Vec<AppState> {
+        let prefix = format!("{app}{KEPT_INFIX}");
+        let mut out: Vec<AppState> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".json")?.to_string();
+                name.starts_with(&prefix).then_some(name)
+            })
+            .filter_map(|n| self.state(&n))
+            .collect();
+        out.sort_by_key(|st| std::cmp::Reverse(st.updated_at));
+        out
+    }
+
+    /// Kills a recorded app and removes its state file `<name>.json`; whether it was alive.
+    async fn remove(&self, name: &str, st: &AppState) -> anyhow::Result<bool> {
+        let alive = st.alive();
+        Self::kill(st).await;
+        let path = self.state_path(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+        Ok(alive)
     }
 
     fn state_path(&self, app: &str) -> PathBuf {
@@ -302,6 +344,7 @@ impl Platform for LocalProcess {
                         // A local process does not sleep: it runs until the preview goes.
                         sleep: None,
                         wake_ms: None,
+                        commits: Vec::new(),
                     });
                 }
                 Err(e) => {
@@ -324,22 +367,63 @@ impl Platform for LocalProcess {
     }
 
     async fn destroy(&self, app: &str) -> anyhow::Result<Deleted> {
-        let Some(st) = self.state(app) else {
-            return Ok(Deleted::AlreadyGone);
-        };
-        let alive = st.alive();
-        Self::kill(&st).await;
-        let path = self.state_path(app);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        // The app's kept versions go with it (a kept version's own name removes just that one).
+        let mut alive = false;
+        if !app.contains(KEPT_INFIX) {
+            for k in self.kept_states(app) {
+                alive |= self.remove(&k.app, &k).await?;
+            }
         }
+        let Some(st) = self.state(app) else {
+            return Ok(if alive {
+                Deleted::Removed
+            } else {
+                Deleted::AlreadyGone
+            });
+        };
+        alive |= self.remove(app, &st).await?;
         Ok(if alive {
             Deleted::Removed
         } else {
             Deleted::AlreadyGone
         })
+    }
+
+    async fn keep_previous(&self, app: &str, sha: &str) -> anyhow::Result<Option<Kept>> {
+        let Some(mut st) = self.state(app) else {
+            return Ok(None);
+        };
+        if st.sha == sha || !st.alive() || st.sha.is_empty() {
+            return Ok(None);
+        }
+        let name = Self::kept_name(app, &st.sha);
+        // The same commit kept before (a push that went back and forth): the older copy goes.
+        if let Some(old) = self.state(&name) {
+            self.remove(&name, &old).await?;
+        }
+        st.app = name.clone();
+        st.updated_at = Utc::now();
+        self.write_state(&st)?;
+        let path = self.state_path(app);
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        Ok(Some(Kept {
+            name,
+            sha: st.sha.clone(),
+            upstream: format!("127.0.0.1:{}", st.port),
+        }))
+    }
+
+    async fn kept(&self, app: &str) -> anyhow::Result<Vec<Kept>> {
+        Ok(self
+            .kept_states(app)
+            .into_iter()
+            .filter(AppState::alive)
+            .map(|st| Kept {
+                name: st.app.clone(),
+                sha: st.sha.clone(),
+                upstream: format!("127.0.0.1:{}", st.port),
+            })
+            .collect())
     }
 
     async fn set_expiry(&self, app: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
@@ -374,7 +458,9 @@ impl Platform for LocalProcess {
             else {
                 continue;
             };
-            if let Some(pr) = st.pr {
+            if let Some(pr) = st.pr
+                && !st.app.contains(KEPT_INFIX)
+            {
                 out.push(Owned {
                     name: st.app,
                     id: st.pid.to_string(),

@@ -15,6 +15,13 @@
 //! `<app>.internal`, every machine of the app): [`FakeFly::resolve_private`] answers those
 //! names as Fly's internal DNS does. [`FakeFly::fail_create_of_role`] makes the create of a
 //! machine with that `atlas_role` fail.
+//!
+//! IP assignments (`/apps/{app}/ip_assignments`) are kept per app: `private_v6` gets a Flycast
+//! address in `fdaa::/16`, `v6` and `shared_v4` public ones. [`FakeFly::flycast`] is Fly's proxy
+//! on an app's Flycast address: it answers only for an app that has one, routes by
+//! `fly-force-instance-id` to that machine (else the first with services), wakes it when it is
+//! stopped or suspended and its service has `autostart`, and answers as the app would, with the
+//! commit the machine runs (`ATLAS_COMMIT_SHA` of its env) and its id.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -118,6 +125,10 @@ pub struct FlyState {
     pub wakes: Vec<(String, String)>,
     /// Requests the proxy served, per app.
     pub served: BTreeMap<String, u64>,
+    /// IP assignments per app: (address, type).
+    pub ips: BTreeMap<String, Vec<(String, String)>>,
+    /// Requests Flycast served: (app, machine id).
+    pub flycast_served: Vec<(String, String)>,
 }
 
 pub struct FakeFly {
@@ -289,11 +300,61 @@ impl FlyState {
                     .collect();
                 FakeResponse::json(200, json!({"total_apps": apps.len(), "apps": apps}))
             }
+            "App_IPAssignments_list" => {
+                let ips: Vec<Value> = self
+                    .ips
+                    .get(&app)
+                    .into_iter()
+                    .flatten()
+                    .map(|(ip, t)| {
+                        json!({"ip": ip, "region": "global", "created_at": "2026-12-01T00:00:00Z",
+                               "shared": t == "shared_v4"})
+                    })
+                    .collect();
+                FakeResponse::json(200, json!({ "ips": ips }))
+            }
+            "App_IPAssignments_create" => {
+                let t = r
+                    .body
+                    .as_ref()
+                    .and_then(|b| b["type"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let n = self.seq + 1;
+                self.seq = n;
+                let ip = match t.as_str() {
+                    "private_v6" => format!("fdaa:0:1::{n:x}"),
+                    "v6" => format!("2a09:8280:1::{n:x}"),
+                    "shared_v4" => "66.241.124.7".to_string(),
+                    "v4" => format!("137.66.1.{}", n % 250),
+                    _ => return err(400, &format!("unknown ip type `{t}`")),
+                };
+                self.ips
+                    .entry(app.clone())
+                    .or_default()
+                    .push((ip.clone(), t.clone()));
+                FakeResponse::json(
+                    200,
+                    json!({"ip": ip, "region": "global", "created_at": "2026-12-02T00:00:00Z",
+                           "shared": t == "shared_v4"}),
+                )
+            }
+            "App_IPAssignments_delete" => {
+                let ip = r.param("ip").to_string();
+                let list = self.ips.entry(app.clone()).or_default();
+                let before = list.len();
+                list.retain(|(a, _)| *a != ip);
+                if list.len() == before {
+                    return err(404, "ip not found");
+                }
+                FakeResponse::empty(204)
+            }
             "Apps_delete" => {
                 // Fly limits app deletes per minute across the org: arrivals are logged to
                 // check the client's spacing.
                 self.mutations
                     .push(("Apps_delete".into(), app.clone(), Instant::now()));
+                self.ips.remove(&app);
                 self.apps.remove(&app);
                 self.destroyed.retain(|(a, _), _| *a != app);
                 FakeResponse::empty(202)
@@ -619,7 +680,147 @@ async fn proxy(
     (StatusCode::OK, "ok".into())
 }
 
+/// Fly's proxy on `app`'s Flycast address (see the module docs).
+async fn flycast(
+    state: Arc<Mutex<FlyState>>,
+    app: String,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    let force = headers
+        .get("fly-force-instance-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let wake = {
+        let mut s = state.lock().unwrap();
+        s.tick();
+        let has_flycast = s
+            .ips
+            .get(&app)
+            .is_some_and(|l| l.iter().any(|(_, t)| t == "private_v6"));
+        if !has_flycast {
+            return (
+                StatusCode::BAD_GATEWAY,
+                format!("app {app} has no flycast address"),
+            );
+        }
+        let Some(a) = s.apps.get(&app) else {
+            return (StatusCode::BAD_GATEWAY, format!("no app {app}"));
+        };
+        let m = match &force {
+            Some(id) => a.machines.iter().find(|m| &m.id == id && m.is_service()),
+            None => a.machines.iter().find(|m| m.is_service()),
+        };
+        let Some(m) = m else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no machine with services {force:?} in {app}"),
+            );
+        };
+        let id = m.id.clone();
+        match m.state.as_str() {
+            "started" => (id, None),
+            st @ ("stopped" | "suspended") if m.service("autostart") == json!(true) => {
+                let d = if st == "suspended" {
+                    s.resume_delay
+                } else {
+                    s.boot_delay
+                };
+                (id, Some((st.to_string(), d)))
+            }
+            st => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("machine {id} is {st}"),
+                );
+            }
+        }
+    };
+    let (id, wake) = wake;
+    if let Some((from, d)) = wake {
+        tokio::time::sleep(d).await;
+        let mut s = state.lock().unwrap();
+        if let Some(m) = s
+            .apps
+            .get_mut(&app)
+            .and_then(|a| a.machines.iter_mut().find(|m| m.id == id))
+        {
+            m.state = "started".into();
+        }
+        s.wakes.push((app.clone(), from));
+    }
+    let mut s = state.lock().unwrap();
+    let commit = s
+        .apps
+        .get(&app)
+        .and_then(|a| a.machines.iter().find(|m| m.id == id))
+        .and_then(|m| {
+            m.config["env"]["ATLAS_COMMIT_SHA"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    s.flycast_served.push((app, id.clone()));
+    (
+        StatusCode::OK,
+        json!({"status": "ok", "commit": commit, "machine": id, "path": uri.to_string()})
+            .to_string(),
+    )
+}
+
 impl FakeFly {
+    /// Fly's proxy on `app`'s Flycast address, as `127.0.0.1:N` (what `<app>.flycast:80` is on
+    /// Fly's private network).
+    pub async fn flycast(&self, app: &str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let s = self.state.clone();
+        let app = app.to_string();
+        let router = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+                flycast(s.clone(), app.clone(), uri, headers)
+            },
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        addr.to_string()
+    }
+
+    /// The IP assignments of `app`: (address, type).
+    pub fn ips(&self, app: &str) -> Vec<(String, String)> {
+        self.state
+            .lock()
+            .unwrap()
+            .ips
+            .get(app)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Adds an IP assignment by hand (someone ran `fly ips allocate-v6`).
+    pub fn add_ip(&self, app: &str, ip: &str, kind: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .ips
+            .entry(app.to_string())
+            .or_default()
+            .push((ip.to_string(), kind.to_string()));
+    }
+
+    /// The state of machine `id` of `app`.
+    pub fn machine_state(&self, app: &str, id: &str) -> Option<String> {
+        let s = self.state.lock().unwrap();
+        s.apps
+            .get(app)?
+            .machines
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.state.clone())
+    }
+
     pub async fn start(token: &str) -> FakeFly {
         let core = Core::new(Spec::fly(), token);
         let state = Arc::new(Mutex::new(FlyState {
