@@ -1929,3 +1929,48 @@ async fn the_pin_label_pins_and_unpins_without_a_rebuild() {
     assert!(!body.contains("pinned by"), "{body}");
     w.assert_clean();
 }
+
+/// Issue 17: `[preview] max_previews = 1` with `quota_policy = "refuse"`: a second PR's preview
+/// is refused before anything is created, with the reason in its comment and the summary; the
+/// run exits 0 with `verdict=refused`.
+#[tokio::test]
+async fn a_new_preview_at_the_cap_is_refused_with_the_reason_and_exit_0() {
+    let w = world().await;
+    *w.preview_extra.lock().unwrap() = "max_previews = 1\nquota_policy = \"refuse\"".into();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let opened = payload("pull_request.opened.json", HEAD1, REPO);
+    let r = w
+        .run("pull_request", &opened, &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "pass", "{}", r.dump());
+
+    const OTHER: u64 = 3;
+    w.gh.add_pull(OTHER, true, HEAD2, false);
+    let mut v: Value =
+        serde_json::from_str(&payload("pull_request.opened.json", HEAD2, REPO)).unwrap();
+    v["number"] = Value::from(OTHER);
+    v["pull_request"]["number"] = Value::from(OTHER);
+    let r = w
+        .run("pull_request", &v.to_string(), &image(HEAD2), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "refused", "{}", r.dump());
+    assert!(
+        r.summary.contains(r"quota\_policy is refuse"),
+        "{}",
+        r.summary
+    );
+    // Nothing of PR 3 exists; PR 2's preview is untouched.
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    assert_eq!(w.fly.app_names(), vec![app_name()]);
+    let c = w.gh.with(|s| s.comments_on(OTHER));
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert!(
+        c[0].body
+            .contains("No preview (repository at its preview cap)"),
+        "{}",
+        c[0].body
+    );
+    w.assert_clean();
+}

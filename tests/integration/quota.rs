@@ -418,6 +418,9 @@ async fn a_simulated_week_ends_with_exactly_the_previews_the_policy_says() {
     // The week's end: exactly 2 (unpinned, active Saturday) and 6 (pinned by hubot).
     check(&w, &[2, 6]);
     assert_eq!(seen_max, 3, "never above max_previews");
+    // The pinned one's branch carries no expiry (Neon would delete it); the other's does.
+    assert_eq!(w.neon.branch("preview/pr-6").unwrap().expires_at, None);
+    assert!(w.neon.branch("preview/pr-2").unwrap().expires_at.is_some());
     let c6 = w.comment(6).await;
     assert!(c6.contains("pinned by @hubot"), "{c6}");
     let c2 = w.comment(2).await;
