@@ -302,16 +302,7 @@ pub async fn cli_extend(
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let (providers, ttl) = if args.local {
-        let settings = super::ctx::settings_for_cli(config)?;
-        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
-        let setup = super::providers::local_providers(
-            &settings,
-            &settings.local.state_dir,
-            false,
-            &mut log,
-        )
-        .await?;
-        let config = crate::config::Config::from_vars(std::env::vars())?;
+        let (settings, config, setup) = super::providers::local_for_cli(config).await?;
         (
             setup.providers,
             args.ttl.or(config.ttl).unwrap_or(settings.preview.ttl),
@@ -351,16 +342,7 @@ pub async fn cli_sweep(
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     if args.local {
-        let settings = super::ctx::settings_for_cli(config)?;
-        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
-        let setup = super::providers::local_providers(
-            &settings,
-            &settings.local.state_dir,
-            false,
-            &mut log,
-        )
-        .await?;
-        let config = crate::config::Config::from_vars(std::env::vars())?;
+        let (settings, config, setup) = super::providers::local_for_cli(config).await?;
         let mut opts = SweepOptions::from_config(&config, &settings);
         opts.dry_run |= args.dry_run;
         let report = sweep::sweep(&setup.providers, chrono::Utc::now(), &opts).await;

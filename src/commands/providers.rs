@@ -210,6 +210,18 @@ pub async fn local_providers(
     })
 }
 
+/// The local family for a CLI command run outside Actions: `atlas.toml`, the `INPUT_*`
+/// variables a local run may still set, and the providers in `[local] state_dir`.
+pub async fn local_for_cli(
+    config: Option<&Path>,
+) -> anyhow::Result<(Settings, Config, LocalSetup)> {
+    let settings = super::ctx::settings_for_cli(config)?;
+    let mut log = |l: &str| eprintln!("{}", secret::redact(l));
+    let setup = local_providers(&settings, &settings.local.state_dir, false, &mut log).await?;
+    let config = Config::from_vars(std::env::vars())?;
+    Ok((settings, config, setup))
+}
+
 /// The repository's gate secret, when the environment has one (`ATLAS_GATE_SECRET`, or the
 /// action's `gate_secret` input).
 pub(super) fn gate_secret() -> Option<secret::Secret> {
