@@ -1,7 +1,8 @@
 //! Preview up / down over the provider traits (issue 3; the sweep is issue 6).
 //!
 //! # API for other flows
-//! Build a [`Providers`] (local: [`local_providers`]; cloud: Neon + Fly + GitHub), then:
+//! Build a [`Providers`] (the command floor assembles it: `commands/providers.rs`, local or
+//! cloud: Neon + Fly + GitHub), then:
 //! - [`up`]`(providers, settings, req, opts, log)` -> [`UpOutcome`]: ensure branch -> migrations
 //!   (`[database] migrations` with `DATABASE_URL` = the branch: as a one-off task in the app's
 //!   image when the platform runs tasks (`Platform::run_task`, Fly), else via `sh -c` here;
