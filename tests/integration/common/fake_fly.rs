@@ -480,7 +480,12 @@ impl FlyState {
             }
             "Machines_wait" => {
                 let never = self.never_start;
-                let Some(m) = self.machine_mut(&app, r.param("machine_id")) else {
+                let a = self.apps.get_mut(&app).unwrap();
+                let Some(m) = a
+                    .machines
+                    .iter_mut()
+                    .find(|m| m.id == r.param("machine_id"))
+                else {
                     return err(404, "machine not found");
                 };
                 let timeout: u64 = r.q("timeout").and_then(|t| t.parse().ok()).unwrap_or(60);
