@@ -480,20 +480,16 @@ impl FlyState {
             }
             "Machines_wait" => {
                 let never = self.never_start;
-                let a = self.apps.get_mut(&app).unwrap();
-                let Some(m) = a
-                    .machines
-                    .iter_mut()
-                    .find(|m| m.id == r.param("machine_id"))
-                else {
+                let never_image = self.never_start_image.clone();
+                let Some(m) = self.machine_mut(&app, r.param("machine_id")) else {
                     return err(404, "machine not found");
                 };
                 let timeout: u64 = r.q("timeout").and_then(|t| t.parse().ok()).unwrap_or(60);
                 if timeout > 60 {
                     return err(400, "timeout must be at most 60 seconds");
                 }
-                let bad_image = self.never_start_image.is_some()
-                    && m.config["image"].as_str() == self.never_start_image.as_deref();
+                let bad_image =
+                    never_image.is_some() && m.config["image"].as_str() == never_image.as_deref();
                 if never || bad_image {
                     return err(408, "deadline_exceeded: machine did not reach started");
                 }
