@@ -366,18 +366,10 @@ pub async fn up(
         .await?;
     contract.code.deployment = record.url.clone();
     let first = live.is_none();
-    let result = match up_inner(
-        providers,
-        settings,
-        req,
-        opts,
-        &mut contract,
-        &mut steps,
-        first,
-    )
-    .await
-    {
-        Ok(app) => publish_ready(providers, &renderer, req, opts, &record, &contract, app).await,
+    let job = Job(providers, settings, req, opts);
+    let publish = Publish(providers, &renderer, req, opts, &record);
+    let result = match up_inner(job, &mut contract, &mut steps, first).await {
+        Ok(app) => publish_ready(publish, &contract, app).await,
         Err(e) => Err(e),
     };
     // Finished either way: a cancel from here on has nothing of this run's to tear down.
@@ -398,10 +390,7 @@ pub async fn up(
                 };
                 (steps.log)(&format!("→ the update failed; nothing torn down: {still}"));
                 msg.push_str(&format!(" — the update was not applied; {still}"));
-                return fail_update(
-                    providers, &renderer, req, opts, &record, &contract, live, msg, err,
-                )
-                .await;
+                return fail_update(publish, &contract, live, msg, err).await;
             }
             // A first creation that failed: tear down what this run created, and only that.
             (steps.log)("→ tearing down after the failure");
@@ -432,7 +421,7 @@ pub async fn up(
                 deployment: "preview failed",
                 result: "failed",
             };
-            report_failure(providers, &renderer, req, opts, &record, failure).await;
+            report_failure(publish, failure).await;
             if leftovers.is_empty() {
                 Err(err.context("the preview was torn down"))
             } else {
@@ -445,13 +434,8 @@ pub async fn up(
 /// A failed update: the failed comment names the commit still live and keeps the live
 /// contract's record (so the next run and `down` see what serves), the new deployment is marked
 /// failed, and the error is returned with nothing torn down.
-#[allow(clippy::too_many_arguments)]
 async fn fail_update(
-    providers: &Providers,
-    renderer: &crate::report::Renderer,
-    req: &PreviewRequest,
-    opts: &UpOptions,
-    record: &crate::provider::DeploymentRecord,
+    publish: Publish<'_>,
     contract: &Contract,
     live: Option<Contract>,
     msg: String,
@@ -464,7 +448,7 @@ async fn fail_update(
         deployment: "update failed",
         result: "update-failed",
     };
-    report_failure(providers, renderer, req, opts, record, failure).await;
+    report_failure(publish, failure).await;
     let still = live.map_or_else(
         || "the previous version is still serving".to_string(),
         |l| format!("commit {} is still live", l.code.sha),
@@ -473,6 +457,27 @@ async fn fail_update(
         "the update was not applied; nothing was torn down: {still}"
     )))
 }
+
+/// What one `up` works on: the providers, the settings, the request and its options.
+#[derive(Clone, Copy)]
+struct Job<'a>(
+    &'a Providers,
+    &'a Settings,
+    &'a PreviewRequest,
+    &'a UpOptions,
+);
+
+/// Where one `up` reports, success or failure: through the providers, the PR comment (with
+/// the renderer), for the request and its options, the deployment record's status, and the
+/// audit line.
+#[derive(Clone, Copy)]
+struct Publish<'a>(
+    &'a Providers,
+    &'a crate::report::Renderer,
+    &'a PreviewRequest,
+    &'a UpOptions,
+    &'a crate::provider::DeploymentRecord,
+);
 
 /// What a failed `up` reports.
 struct Failure<'a> {
@@ -490,14 +495,8 @@ struct Failure<'a> {
 
 /// The failed comment, the deployment marked failed and the audit line. Each is best effort:
 /// the error being reported matters more than any of them.
-async fn report_failure(
-    providers: &Providers,
-    renderer: &crate::report::Renderer,
-    req: &PreviewRequest,
-    opts: &UpOptions,
-    record: &crate::provider::DeploymentRecord,
-    f: Failure<'_>,
-) {
+async fn report_failure(publish: Publish<'_>, f: Failure<'_>) {
+    let Publish(providers, renderer, req, opts, record) = publish;
     let ctx = PreviewComment {
         marker: marker(req.pr),
         pr: req.pr,
@@ -508,10 +507,7 @@ async fn report_failure(
     };
     if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
         let body = with_record(body, f.recorded);
-        let _ = providers
-            .forge
-            .upsert_comment(req.pr, &marker(req.pr), &body)
-            .await;
+        let _ = post_comment(providers, req.pr, &body).await;
     }
     let _ = providers
         .forge
@@ -525,6 +521,15 @@ async fn report_failure(
         serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
             "sha": req.sha, "result": f.result, "error": f.msg}),
     );
+}
+
+/// Creates or updates the PR's one preview comment (found by its marker).
+async fn post_comment(
+    providers: &Providers,
+    pr: u64,
+    body: &str,
+) -> anyhow::Result<crate::provider::CommentRef> {
+    providers.forge.upsert_comment(pr, &marker(pr), body).await
 }
 
 /// The comment with the contract's record (see [`Contract::record`]) after its first line, the
@@ -543,14 +548,11 @@ fn with_record(body: String, contract: &Contract) -> String {
 
 /// Renders and posts the "ready" comment, marks the deployment, writes the audit line.
 async fn publish_ready(
-    providers: &Providers,
-    renderer: &crate::report::Renderer,
-    req: &PreviewRequest,
-    opts: &UpOptions,
-    record: &crate::provider::DeploymentRecord,
+    publish: Publish<'_>,
     contract: &Contract,
     app: AppDeployment,
 ) -> anyhow::Result<UpOutcome> {
+    let Publish(providers, renderer, req, opts, record) = publish;
     let ctx = PreviewComment {
         marker: marker(req.pr),
         pr: req.pr,
@@ -560,10 +562,7 @@ async fn publish_ready(
         generated_at: Utc::now().to_rfc3339(),
     };
     let body = with_record(renderer.render_comment("preview.md.j2", &ctx)?, contract);
-    let comment = providers
-        .forge
-        .upsert_comment(req.pr, &marker(req.pr), &body)
-        .await?;
+    let comment = post_comment(providers, req.pr, &body).await?;
     providers
         .forge
         .set_deployment_status(
@@ -618,14 +617,12 @@ fn branch_name(providers: &Providers, pr: u64) -> String {
 }
 
 async fn up_inner(
-    providers: &Providers,
-    settings: &Settings,
-    req: &PreviewRequest,
-    opts: &UpOptions,
+    job: Job<'_>,
     contract: &mut Contract,
     steps: &mut Steps<'_>,
     first: bool,
 ) -> anyhow::Result<AppDeployment> {
+    let Job(providers, settings, req, opts) = job;
     let ttl = opts.ttl.unwrap_or(settings.preview.ttl);
     let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
     contract.lifecycle.expires = Some(expires.to_rfc3339());
@@ -651,10 +648,7 @@ async fn up_inner(
             contract.lifecycle.created = Some("in an earlier run".into());
             contract.lifecycle.updated = Some(now);
         }
-        return deploy_and_check(
-            providers, settings, req, opts, contract, steps, first, first, env, secrets,
-        )
-        .await;
+        return deploy_and_check(job, contract, steps, first, first, env, secrets).await;
     }
     steps.begin("database branch");
     let branch_req = BranchRequest {
@@ -834,28 +828,12 @@ async fn up_inner(
             (steps.log)("  · seed: not run (the branch existed: a seed runs on a new branch only)");
         }
     }
-    deploy_and_check(
-        providers,
-        settings,
-        req,
-        opts,
-        contract,
-        steps,
-        first,
-        branch.created,
-        env,
-        secrets,
-    )
-    .await
+    deploy_and_check(job, contract, steps, first, branch.created, env, secrets).await
 }
 
 /// Deploys the app and runs the smoke checks and the load gate against it.
-#[allow(clippy::too_many_arguments)]
 async fn deploy_and_check(
-    providers: &Providers,
-    settings: &Settings,
-    req: &PreviewRequest,
-    opts: &UpOptions,
+    job: Job<'_>,
     contract: &mut Contract,
     steps: &mut Steps<'_>,
     first: bool,
@@ -863,6 +841,7 @@ async fn deploy_and_check(
     env: BTreeMap<String, String>,
     secrets: BTreeMap<String, Secret>,
 ) -> anyhow::Result<AppDeployment> {
+    let Job(providers, settings, req, opts) = job;
     steps.begin("deploy");
     let window_from = Utc::now();
     steps.platform_touched = true;
@@ -1028,9 +1007,9 @@ pub async fn down(
     opts: &UpOptions,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<DownOutcome> {
-    let renderer = crate::report::Renderer::new(opts.template_dir.as_deref())?;
     let app = app_name(opts, req.pr);
     let branch = branch_name(providers, req.pr);
+    let renderer = crate::report::Renderer::new(opts.template_dir.as_deref())?;
     let word = |d: Deleted| match d {
         Deleted::Removed => "destroyed",
         Deleted::AlreadyGone => "already gone",
@@ -1124,10 +1103,7 @@ pub async fn down(
         generated_at: Utc::now().to_rfc3339(),
     };
     let body = renderer.render_comment("destroyed.md.j2", &ctx)?;
-    let comment = providers
-        .forge
-        .upsert_comment(req.pr, &marker(req.pr), &body)
-        .await?;
+    let comment = post_comment(providers, req.pr, &body).await?;
     providers
         .forge
         .deactivate_environment(&preview_environment(req.pr))
