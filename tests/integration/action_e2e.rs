@@ -1145,7 +1145,7 @@ async fn a_failed_update_leaves_the_previous_version_serving() {
 /// A preview app (the PR's code) that answers its health path and then, on the smoke path,
 /// an endless body: bytes as fast as the socket takes them, never an end.
 async fn endless_app() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -1154,20 +1154,10 @@ async fn endless_app() -> String {
                 return;
             };
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&head)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                if line.contains("/healthz") {
+                let Ok(req) = openapi::read_request(&mut sock).await else {
+                    return;
+                };
+                if req.target.contains("/healthz") {
                     let _ = sock
                         .write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",

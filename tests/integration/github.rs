@@ -1177,19 +1177,17 @@ async fn a_token_at_the_truncation_boundary_leaves_no_prefix() {
 /// A server that answers the request line with headers and then a byte every 100 ms, for ever:
 /// no read ever waits long, so only a total timeout per call ends it.
 async fn dribbling_server() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if crate::common::openapi::read_request(&mut sock)
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
                 let start =
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n[";
