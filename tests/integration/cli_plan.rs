@@ -508,7 +508,7 @@ fn nul_and_invalid_utf8_in_event_strings_are_handled() {
     )
     .unwrap();
     for (path, needle) in [(&bad_utf8, "valid UTF-8"), (&surrogate, "not valid JSON")] {
-        let out = plan_file("pull_request", &path);
+        let out = plan_file("pull_request", path);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{}: {err}", path.display());
         assert!(err.contains(needle), "{needle:?} not in {err}");
