@@ -1,7 +1,8 @@
 //! Preview up / down over the provider traits (issue 3; the sweep is issue 6).
 //!
 //! # API for other flows
-//! Build a [`Providers`] (local: [`local_providers`]; cloud: Neon + Fly + GitHub), then:
+//! Build a [`Providers`] (the command floor assembles it: `commands/providers.rs`, local or
+//! cloud: Neon + Fly + GitHub), then:
 //! - [`up`]`(providers, settings, req, opts, log)` -> [`UpOutcome`]: ensure branch -> migrations
 //!   (`[database] migrations` with `DATABASE_URL` = the branch: as a one-off task in the app's
 //!   image when the platform runs tasks (`Platform::run_task`, Fly), else via `sh -c` here;
@@ -380,19 +381,11 @@ pub async fn up(
         .await?;
     contract.code.deployment = record.url.clone();
     let first = live.is_none();
-    let result = match up_inner(
-        providers,
-        settings,
-        req,
-        opts,
-        &mut contract,
-        &mut steps,
-        first,
-    )
-    .await
-    {
+    let job = Job(providers, settings, req, opts);
+    let publish = Publish(providers, &renderer, req, opts, &record);
+    let result = match up_inner(job, &mut contract, &mut steps, first).await {
         Ok(app) => match admit_after(providers, settings, req, opts, is_new, steps.log).await {
-            Ok(()) => publish_ready(providers, &renderer, req, opts, &record, &contract, app).await,
+            Ok(()) => publish_ready(publish, &contract, app).await,
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -415,10 +408,7 @@ pub async fn up(
                 };
                 (steps.log)(&format!("→ the update failed; nothing torn down: {still}"));
                 msg.push_str(&format!(" — the update was not applied; {still}"));
-                return fail_update(
-                    providers, &renderer, req, opts, &record, &contract, live, msg, err,
-                )
-                .await;
+                return fail_update(publish, &contract, live, msg, err).await;
             }
             let refused = err
                 .chain()
@@ -473,7 +463,7 @@ pub async fn up(
                 deployment: "preview failed",
                 result: "failed",
             };
-            report_failure(providers, &renderer, req, opts, &record, failure).await;
+            report_failure(publish, failure).await;
             if leftovers.is_empty() {
                 Err(err.context("the preview was torn down"))
             } else {
@@ -652,13 +642,8 @@ async fn post_refused(
 /// A failed update: the failed comment names the commit still live and keeps the live
 /// contract's record (so the next run and `down` see what serves), the new deployment is marked
 /// failed, and the error is returned with nothing torn down.
-#[allow(clippy::too_many_arguments)]
 async fn fail_update(
-    providers: &Providers,
-    renderer: &crate::report::Renderer,
-    req: &PreviewRequest,
-    opts: &UpOptions,
-    record: &crate::provider::DeploymentRecord,
+    publish: Publish<'_>,
     contract: &Contract,
     live: Option<Contract>,
     msg: String,
@@ -671,7 +656,7 @@ async fn fail_update(
         deployment: "update failed",
         result: "update-failed",
     };
-    report_failure(providers, renderer, req, opts, record, failure).await;
+    report_failure(publish, failure).await;
     let still = live.map_or_else(
         || "the previous version is still serving".to_string(),
         |l| format!("commit {} is still live", l.code.sha),
@@ -680,6 +665,27 @@ async fn fail_update(
         "the update was not applied; nothing was torn down: {still}"
     )))
 }
+
+/// What one `up` works on: the providers, the settings, the request and its options.
+#[derive(Clone, Copy)]
+struct Job<'a>(
+    &'a Providers,
+    &'a Settings,
+    &'a PreviewRequest,
+    &'a UpOptions,
+);
+
+/// Where one `up` reports, success or failure: through the providers, the PR comment (with
+/// the renderer), for the request and its options, the deployment record's status, and the
+/// audit line.
+#[derive(Clone, Copy)]
+struct Publish<'a>(
+    &'a Providers,
+    &'a crate::report::Renderer,
+    &'a PreviewRequest,
+    &'a UpOptions,
+    &'a crate::provider::DeploymentRecord,
+);
 
 /// What a failed `up` reports.
 struct Failure<'a> {
@@ -697,14 +703,8 @@ struct Failure<'a> {
 
 /// The failed comment, the deployment marked failed and the audit line. Each is best effort:
 /// the error being reported matters more than any of them.
-async fn report_failure(
-    providers: &Providers,
-    renderer: &crate::report::Renderer,
-    req: &PreviewRequest,
-    opts: &UpOptions,
-    record: &crate::provider::DeploymentRecord,
-    f: Failure<'_>,
-) {
+async fn report_failure(publish: Publish<'_>, f: Failure<'_>) {
+    let Publish(providers, renderer, req, opts, record) = publish;
     let ctx = PreviewComment {
         marker: marker(req.pr),
         pr: req.pr,
@@ -717,10 +717,7 @@ async fn report_failure(
     };
     if let Ok(body) = renderer.render_comment("preview.md.j2", &ctx) {
         let body = with_record(body, f.recorded);
-        let _ = providers
-            .forge
-            .upsert_comment(req.pr, &marker(req.pr), &body)
-            .await;
+        let _ = post_comment(providers, req.pr, &body).await;
     }
     let _ = providers
         .forge
@@ -734,6 +731,15 @@ async fn report_failure(
         serde_json::json!({"at": Utc::now().to_rfc3339(), "action": "up", "pr": req.pr,
             "sha": req.sha, "result": f.result, "error": f.msg}),
     );
+}
+
+/// Creates or updates the PR's one preview comment (found by its marker).
+async fn post_comment(
+    providers: &Providers,
+    pr: u64,
+    body: &str,
+) -> anyhow::Result<crate::provider::CommentRef> {
+    providers.forge.upsert_comment(pr, &marker(pr), body).await
 }
 
 /// The comment with the contract's record (see [`Contract::record`]) after its first line, the
@@ -791,14 +797,11 @@ fn access_note(
 
 /// Renders and posts the "ready" comment, marks the deployment, writes the audit line.
 async fn publish_ready(
-    providers: &Providers,
-    renderer: &crate::report::Renderer,
-    req: &PreviewRequest,
-    opts: &UpOptions,
-    record: &crate::provider::DeploymentRecord,
+    publish: Publish<'_>,
     contract: &Contract,
     app: AppDeployment,
 ) -> anyhow::Result<UpOutcome> {
+    let Publish(providers, renderer, req, opts, record) = publish;
     let (signed_link, mint_hint) = access_note(providers, req, opts, contract, &app.app);
     let ctx = PreviewComment {
         marker: marker(req.pr),
@@ -811,10 +814,7 @@ async fn publish_ready(
         mint_hint,
     };
     let body = with_record(renderer.render_comment("preview.md.j2", &ctx)?, contract);
-    let comment = providers
-        .forge
-        .upsert_comment(req.pr, &marker(req.pr), &body)
-        .await?;
+    let comment = post_comment(providers, req.pr, &body).await?;
     providers
         .forge
         .set_deployment_status(
@@ -869,14 +869,12 @@ fn branch_name(providers: &Providers, pr: u64) -> String {
 }
 
 async fn up_inner(
-    providers: &Providers,
-    settings: &Settings,
-    req: &PreviewRequest,
-    opts: &UpOptions,
+    job: Job<'_>,
     contract: &mut Contract,
     steps: &mut Steps<'_>,
     first: bool,
 ) -> anyhow::Result<AppDeployment> {
+    let Job(providers, settings, req, opts) = job;
     let ttl = opts.ttl.unwrap_or(settings.preview.ttl);
     let expires = opts.now.unwrap_or_else(Utc::now)
         + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
@@ -903,10 +901,7 @@ async fn up_inner(
             contract.lifecycle.created = Some("in an earlier run".into());
             contract.lifecycle.updated = Some(now);
         }
-        return deploy_and_check(
-            providers, settings, req, opts, contract, steps, first, first, env, secrets,
-        )
-        .await;
+        return deploy_and_check(job, contract, steps, first, first, env, secrets).await;
     }
     steps.begin("database branch");
     let branch_req = BranchRequest {
@@ -1126,28 +1121,12 @@ async fn up_inner(
             (steps.log)("  · seed: not run (the branch existed: a seed runs on a new branch only)");
         }
     }
-    deploy_and_check(
-        providers,
-        settings,
-        req,
-        opts,
-        contract,
-        steps,
-        first,
-        branch.created,
-        env,
-        secrets,
-    )
-    .await
+    deploy_and_check(job, contract, steps, first, branch.created, env, secrets).await
 }
 
 /// Deploys the app and runs the smoke checks and the load gate against it.
-#[allow(clippy::too_many_arguments)]
 async fn deploy_and_check(
-    providers: &Providers,
-    settings: &Settings,
-    req: &PreviewRequest,
-    opts: &UpOptions,
+    job: Job<'_>,
     contract: &mut Contract,
     steps: &mut Steps<'_>,
     first: bool,
@@ -1155,6 +1134,7 @@ async fn deploy_and_check(
     env: BTreeMap<String, String>,
     secrets: BTreeMap<String, Secret>,
 ) -> anyhow::Result<AppDeployment> {
+    let Job(providers, settings, req, opts) = job;
     steps.begin("deploy");
     let window_from = Utc::now();
     steps.platform_touched = true;
@@ -1336,9 +1316,9 @@ pub async fn down(
     opts: &UpOptions,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<DownOutcome> {
-    let renderer = crate::report::Renderer::new(opts.template_dir.as_deref())?;
     let app = app_name(opts, req.pr);
     let branch = branch_name(providers, req.pr);
+    let renderer = crate::report::Renderer::new(opts.template_dir.as_deref())?;
     let word = |d: Deleted| match d {
         Deleted::Removed => "destroyed",
         Deleted::AlreadyGone => "already gone",
@@ -1432,10 +1412,7 @@ pub async fn down(
         generated_at: Utc::now().to_rfc3339(),
     };
     let body = renderer.render_comment("destroyed.md.j2", &ctx)?;
-    let comment = providers
-        .forge
-        .upsert_comment(req.pr, &marker(req.pr), &body)
-        .await?;
+    let comment = post_comment(providers, req.pr, &body).await?;
     providers
         .forge
         .deactivate_environment(&preview_environment(req.pr))

@@ -13,10 +13,6 @@ use super::ctx::Ctx;
 use crate::event::{CommandKind, Event, Plan};
 use crate::outputs::RunReport;
 use crate::preview::{self, PreviewRequest, UpOptions};
-use crate::provider::Providers;
-use crate::provider::fly::FlyPlatform;
-use crate::provider::github::GithubForge;
-use crate::provider::neon::NeonDatabase;
 use crate::report::Renderer;
 use crate::secret::Secret;
 use crate::sweep::{self, Decision, SweepOptions};
@@ -31,7 +27,7 @@ pub async fn after_cancel(ctx: &Ctx, signal: &str) -> anyhow::Error {
         );
     }
     let teardown = async {
-        let providers = cloud_providers(ctx)?;
+        let providers = super::providers::cloud(ctx)?;
         let mut done = Vec::new();
         let mut left = Vec::new();
         if let Some(app) = &created.app {
@@ -77,78 +73,6 @@ pub async fn after_cancel(ctx: &Ctx, signal: &str) -> anyhow::Error {
             "cancelled by {signal}: stopped; the teardown did not finish in 6 s, left for `atlas sweep`: {created:?}"
         ),
     }
-}
-
-fn repository(ctx: &Ctx) -> anyhow::Result<String> {
-    ctx.github
-        .repository
-        .clone()
-        .context("GITHUB_REPOSITORY is not set: atlas run needs the runner's environment")
-}
-
-/// Neon + Fly + GitHub from the inputs. Fails (naming the input) before any network call.
-pub fn cloud_providers(ctx: &Ctx) -> anyhow::Result<Providers> {
-    ctx.config.require_cloud()?;
-    build_cloud(ctx, &ctx.config)
-}
-
-fn build_cloud(ctx: &Ctx, config: &crate::config::Config) -> anyhow::Result<Providers> {
-    config.require_github_token()?;
-    let repo = repository(ctx)?;
-    let policy = ctx.retry.clone();
-    let forge = GithubForge::from_env(&ctx.github, config)?.with_policy(policy.clone());
-    let database = NeonDatabase::new(&config.neon, &ctx.settings, &repo, policy.clone())?;
-    let platform = FlyPlatform::new(&config.fly, &ctx.settings, &repo, policy)?;
-    Ok(Providers {
-        database: Box::new(database),
-        platform: gated_fly(ctx, config, platform)?,
-        forge: Box::new(forge),
-    })
-}
-
-/// The Atlas image a gate machine runs when `gate_image` is not given.
-fn default_gate_image() -> String {
-    format!("ghcr.io/atlas-preview/atlas:v{}", env!("CARGO_PKG_VERSION"))
-}
-
-/// The Fly platform, behind an access gate when `[preview] access` asks for one.
-fn gated_fly(
-    ctx: &Ctx,
-    config: &crate::config::Config,
-    fly: FlyPlatform,
-) -> anyhow::Result<Box<dyn crate::provider::Platform>> {
-    use crate::gate::Mode;
-    let mode = crate::gate::mode_of(&ctx.settings.preview)?;
-    if mode == Mode::Public {
-        return Ok(Box::new(fly));
-    }
-    let secret = config.gate.secret.clone().with_context(|| {
-        format!(
-            "input `gate_secret` is required for [preview] access = \"{}\"",
-            mode.as_str()
-        )
-    })?;
-    let github = match (
-        &config.gate.github_client_id,
-        &config.gate.github_client_secret,
-    ) {
-        (Some(id), Some(s)) if mode == Mode::Github => Some(crate::gate::fly::FlyGithub {
-            client_id: id.clone(),
-            client_secret: s.clone(),
-            teams: ctx.settings.preview.allowed_teams.clone(),
-        }),
-        _ => None,
-    };
-    // This run's bypass tokens name it; a later run's gate refuses them.
-    let run = match (&ctx.github.run_id, &ctx.github.run_attempt) {
-        (Some(id), Some(a)) => format!("gh-{id}-{a}"),
-        (Some(id), None) => format!("gh-{id}"),
-        _ => format!("run-{}", crate::gate::token::new_nonce()),
-    };
-    let image = config.gate.image.clone().unwrap_or_else(default_gate_image);
-    Ok(Box::new(crate::gate::fly::FlyGate::new(
-        fly, mode, secret, &image, &run, github,
-    )?))
 }
 
 /// Only secrets declared in `[preview] secrets` reach a preview; a declared secret without a
@@ -253,8 +177,8 @@ async fn preview_inner(
     let pr = plan
         .pr
         .context("no pull request number: set the `pr` input for a manual preview run")?;
-    let providers = cloud_providers(ctx)?;
-    let repo = repository(ctx)?;
+    let providers = super::providers::cloud(ctx)?;
+    let repo = super::providers::repository(ctx)?;
     let prefix = crate::naming::prefix(ctx.settings.app.name.as_deref(), &repo);
     let mut opts = up_options(ctx, prefix)?;
     opts.history_base = match event {
@@ -408,7 +332,7 @@ async fn pin_inner(
     let pr = plan
         .pr
         .context("no pull request number: a pin needs the pull request whose preview to pin")?;
-    let providers = cloud_providers_for_sweep(ctx)?;
+    let providers = super::providers::cloud_for_sweep(ctx)?;
     let by = (plan.command == CommandKind::Pin).then(|| match event {
         Event::PullRequest { sender, .. } => login(sender.as_deref()),
         _ => login(None),
@@ -458,7 +382,7 @@ async fn pin_inner(
 /// `atlas run` for the sweep (the `schedule` event): the sweep, then the estate (active hours,
 /// the table of live previews). `json`: the same printed as JSON on stdout.
 pub async fn sweep_run(ctx: &mut Ctx, json: bool) -> anyhow::Result<()> {
-    let providers = cloud_providers_for_sweep(ctx)?;
+    let providers = super::providers::cloud_for_sweep(ctx)?;
     let opts = SweepOptions::from_config(&ctx.config, &ctx.settings);
     let now = chrono::Utc::now();
     let report = sweep::sweep(&providers, now, &opts).await;
@@ -487,28 +411,13 @@ fn finish_sweep<W: std::io::Write>(
     verdict
 }
 
-/// The sweep needs no image: only credentials.
-fn cloud_providers_for_sweep(ctx: &Ctx) -> anyhow::Result<Providers> {
-    let mut c = ctx.config.clone();
-    if c.image.is_none() {
-        c.image = Some("unused-by-sweep".into());
-    }
-    c.require_cloud()?;
-    build_cloud(ctx, &c)
-}
-
 /// `atlas preview extend --pr N [--ttl 72h] [--local]`: the same providers the sweep uses.
 pub async fn cli_extend(
     args: &crate::cli::ExtendArgs,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let (providers, ttl) = if args.local {
-        let settings = super::ctx::settings_for_cli(config)?;
-        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
-        let setup =
-            super::preview::local_providers(&settings, &settings.local.state_dir, false, &mut log)
-                .await?;
-        let config = crate::config::Config::from_vars(std::env::vars())?;
+        let (settings, config, setup) = super::providers::local_for_cli(config).await?;
         (
             setup.providers,
             args.ttl.or(config.ttl).unwrap_or(settings.preview.ttl),
@@ -519,7 +428,7 @@ pub async fn cli_extend(
             .ttl
             .or(ctx.config.ttl)
             .unwrap_or(ctx.settings.preview.ttl);
-        (cloud_providers_for_sweep(&ctx)?, ttl)
+        (super::providers::cloud_for_sweep(&ctx)?, ttl)
     };
     let at = chrono::Duration::from_std(ttl)
         .ok()
@@ -548,12 +457,7 @@ pub async fn cli_pin(
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let (providers, ttl, template_dir) = if args.local {
-        let settings = super::ctx::settings_for_cli(config)?;
-        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
-        let setup =
-            super::preview::local_providers(&settings, &settings.local.state_dir, false, &mut log)
-                .await?;
-        let config = crate::config::Config::from_vars(std::env::vars())?;
+        let (settings, config, setup) = super::providers::local_for_cli(config).await?;
         let ttl = config.ttl.unwrap_or(settings.preview.ttl);
         let dir = config.template_dir.or(settings.templates.dir.clone());
         (setup.providers, ttl, dir)
@@ -565,7 +469,7 @@ pub async fn cli_pin(
             .template_dir
             .clone()
             .or_else(|| ctx.settings.templates.dir.clone());
-        (cloud_providers_for_sweep(&ctx)?, ttl, dir)
+        (super::providers::cloud_for_sweep(&ctx)?, ttl, dir)
     };
     let renew = chrono::Duration::from_std(ttl)
         .ok()
@@ -607,12 +511,7 @@ pub async fn cli_sweep(
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     if args.local {
-        let settings = super::ctx::settings_for_cli(config)?;
-        let mut log = |l: &str| eprintln!("{}", crate::secret::redact(l));
-        let setup =
-            super::preview::local_providers(&settings, &settings.local.state_dir, false, &mut log)
-                .await?;
-        let config = crate::config::Config::from_vars(std::env::vars())?;
+        let (settings, config, setup) = super::providers::local_for_cli(config).await?;
         let mut opts = SweepOptions::from_config(&config, &settings);
         opts.dry_run |= args.dry_run;
         let now = chrono::Utc::now();

@@ -69,7 +69,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     say("→ local PostgreSQL");
     let t = Instant::now();
     let mut log = say;
-    let setup = super::preview::local_providers(&settings, &state_dir, false, &mut log).await?;
+    let setup = super::providers::local_providers(&settings, &state_dir, false, &mut log).await?;
     timings.push(("start PostgreSQL + migrate parent".into(), t.elapsed()));
     say(&format!(
         "  ✓ PostgreSQL on 127.0.0.1:{} ({} ms)",

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod gate;
 pub mod load;
 pub mod preview;
+pub mod providers;
 pub mod verify;
 
 use crate::cli::{Cli, Command};
@@ -29,8 +30,7 @@ async fn skip_comment(ctx: &mut Ctx, pr: Option<u64>, body: &str) {
         return;
     }
     let posted = async {
-        let forge = crate::provider::github::GithubForge::from_env(&ctx.github, &ctx.config)?
-            .with_policy(ctx.retry.clone());
+        let forge = providers::forge(ctx)?;
         crate::provider::Forge::upsert_comment(&forge, pr, &crate::preview::marker(pr), body).await
     }
     .await;

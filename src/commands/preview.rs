@@ -1,150 +1,16 @@
-//! `atlas preview up|down --local` and the local family's assembly (the cluster, the process,
-//! the file forge), built once per command.
+//! `atlas preview up|down|link --local`: the local preview flows on this machine.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{Context as _, anyhow, bail};
 
+use super::providers::{LocalSetup, gate_secret, local_providers};
 use crate::cli::{PreviewArgs, PreviewCommand};
 use crate::config::Settings;
 use crate::preview::{PreviewRequest, UpOptions, down, up};
 use crate::provider::local::forge::LocalForge;
-use crate::provider::local::pg::LocalPg;
-use crate::provider::local::process::LocalProcess;
-use crate::provider::{BranchRequest, Deleted, Providers};
 use crate::secret;
-
-/// The local family, with the state directory resolved. The returned `LocalPg` handle is also
-/// kept so callers can stop the cluster.
-pub struct LocalSetup {
-    pub providers: Providers,
-    pub pg: std::sync::Arc<LocalPg>,
-    pub state_dir: PathBuf,
-}
-
-struct ArcDb(std::sync::Arc<LocalPg>);
-
-#[async_trait::async_trait]
-impl crate::provider::Database for ArcDb {
-    fn kind(&self) -> &'static str {
-        self.0.kind()
-    }
-    async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<crate::provider::Branch> {
-        self.0.ensure_branch(req).await
-    }
-    async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
-        self.0.delete_branch(name).await
-    }
-    async fn schema_diff(
-        &self,
-        branch: &crate::provider::Branch,
-    ) -> anyhow::Result<crate::provider::SchemaDiff> {
-        self.0.schema_diff(branch).await
-    }
-    async fn list_branches(&self) -> anyhow::Result<Vec<crate::provider::Owned>> {
-        self.0.list_branches().await
-    }
-    async fn set_expiry(
-        &self,
-        name: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> anyhow::Result<()> {
-        self.0.set_expiry(name, at).await
-    }
-    async fn reset_branch(
-        &self,
-        branch: &crate::provider::Branch,
-        req: &BranchRequest,
-    ) -> anyhow::Result<crate::provider::Branch> {
-        self.0.reset_branch(branch, req).await
-    }
-    async fn mask_mark(&self, branch: &crate::provider::Branch) -> anyhow::Result<Option<String>> {
-        self.0.mask_mark(branch).await
-    }
-    async fn mask_again(
-        &self,
-        branch: &crate::provider::Branch,
-        req: &BranchRequest,
-        since: Option<&str>,
-    ) -> anyhow::Result<()> {
-        self.0.mask_again(branch, req, since).await
-    }
-    async fn clear_expiry(&self, name: &str) -> anyhow::Result<()> {
-        self.0.clear_expiry(name).await
-    }
-}
-
-/// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.
-pub async fn local_providers(
-    settings: &Settings,
-    state_dir: &Path,
-    print_comments: bool,
-    log: &mut dyn FnMut(&str),
-) -> anyhow::Result<LocalSetup> {
-    use crate::provider::Database as _;
-    // Settings errors before anything starts.
-    let gate_mode = crate::gate::mode_of(&settings.preview)?;
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
-    let state_dir = state_dir
-        .canonicalize()
-        .with_context(|| format!("cannot resolve {}", state_dir.display()))?;
-    let command = settings.local.command.clone().context(
-        "[local] command is not set in atlas.toml: it is the shell command that runs the app",
-    )?;
-    let pg = LocalPg::start(&settings.local, &state_dir, log).await?;
-    if let Err(e) = pg
-        .ensure_parent(
-            &settings.database.parent,
-            settings.database.migrations.as_deref(),
-            log,
-        )
-        .await
-    {
-        // Do not leave a cluster running that serves no preview.
-        if pg.owns_cluster() && pg.list_branches().await.is_ok_and(|b| b.is_empty()) {
-            let _ = pg.stop().await;
-        }
-        return Err(e);
-    }
-    let pg = std::sync::Arc::new(pg);
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let mut platform: Box<dyn crate::provider::Platform> =
-        Box::new(LocalProcess::new(&state_dir, &command, &cwd));
-    if let Some(mode) = Some(gate_mode).filter(|m| *m != crate::gate::Mode::Public) {
-        let exe = std::env::current_exe().context("cannot find the atlas binary for the gate")?;
-        platform = Box::new(
-            crate::gate::local::LocalGate::for_state_dir(
-                platform,
-                &state_dir,
-                mode,
-                gate_secret(),
-                &exe,
-            )?
-            .with_keep_commits(settings.preview.keep_commits),
-        );
-    }
-    Ok(LocalSetup {
-        providers: Providers {
-            database: Box::new(ArcDb(pg.clone())),
-            platform,
-            forge: Box::new(LocalForge::new(&state_dir, print_comments)),
-        },
-        pg,
-        state_dir,
-    })
-}
-
-/// The repository's gate secret, when the environment has one (`ATLAS_GATE_SECRET`, or the
-/// action's `gate_secret` input).
-fn gate_secret() -> Option<secret::Secret> {
-    ["ATLAS_GATE_SECRET", "INPUT_GATE_SECRET"]
-        .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .find(|v| !v.trim().is_empty())
-        .map(|v| secret::Secret::new(v.trim()))
-}
 
 /// `atlas preview link --pr N [--ttl 24h] [--local]`: prints a signed link to the PR's preview
 /// (the local one with `--local`, else the Fly one) and nothing else; the key never appears.

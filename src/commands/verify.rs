@@ -108,7 +108,8 @@ async fn run_local(
         &state_dir, &command, &cwd,
     ));
     let (pg, production_db) = if needs_db {
-        let setup = super::preview::local_providers(&settings, &state_dir, false, &mut log).await?;
+        let setup =
+            super::providers::local_providers(&settings, &state_dir, false, &mut log).await?;
         let url = local::production_url(&settings, &setup.state_dir)?;
         (Some(setup.pg), Some(url))
     } else {
@@ -285,12 +286,7 @@ pub async fn dispatch(
         })?;
         let url = crate::secret::Secret::new(url);
         ctx.gha.mask(url.expose());
-        let neon = crate::provider::neon::NeonDatabase::new(
-            &ctx.config.neon,
-            &settings,
-            &repository,
-            ctx.retry.clone(),
-        )?;
+        let neon = super::providers::neon(ctx, &ctx.config, &repository)?;
         let mut req = branch_request(&settings, 0, &settings.verify.rehearsal_branch);
         req.repository = repository.clone();
         Some(ProviderReleaseDb::new(Box::new(neon), req, url))
@@ -301,10 +297,7 @@ pub async fn dispatch(
     let progress = |l: &str| say(l);
     // Deployment statuses for `qa` / `production` go to GitHub when a token is given.
     let forge = match &ctx.config.github_token {
-        Some(_) => Some(
-            crate::provider::github::GithubForge::from_env(&ctx.github, &ctx.config)?
-                .with_policy(ctx.retry.clone()),
-        ),
+        Some(_) => Some(super::providers::forge(ctx)?),
         None => None,
     };
     // verify runs on a push to the default branch: its run joins the history; a release reads.

@@ -283,6 +283,24 @@ impl GithubForge {
         .await
     }
 
+    /// GETs a repository path (`/…` below `repos/{owner}/{name}`) and reads its JSON.
+    async fn get_repo(&self, call: &str, path: &str) -> anyhow::Result<Value> {
+        self.call(call, Method::GET, &self.repo_path(path), None, &[])
+            .await?
+            .json(call)
+    }
+
+    /// Like [`Self::get_repo`], with `None` for a 404 (a branch, PR or commit that is not there).
+    async fn find_repo(&self, call: &str, path: &str) -> anyhow::Result<Option<Value>> {
+        let r = self
+            .call(call, Method::GET, &self.repo_path(path), None, &[404])
+            .await?;
+        if r.status == 404 {
+            return Ok(None);
+        }
+        r.json(call).map(Some)
+    }
+
     /// Sends a create once. `Err` is final; `Ok(Err(_))` is a transient failure after which
     /// the create may or may not have landed: the caller looks the resource up before sending
     /// again (after waiting what the server asked for).
@@ -444,19 +462,12 @@ impl GithubForge {
     /// The commit `heads/<branch>` points at; `None` when the branch does not exist yet.
     async fn branch_head(&self, branch: &str) -> anyhow::Result<Option<String>> {
         let call = "read the data branch";
-        let r = self
-            .call(
-                call,
-                Method::GET,
-                &self.repo_path(&format!("/git/ref/heads/{branch}")),
-                None,
-                &[404],
-            )
-            .await?;
-        if r.status == 404 {
+        let Some(v) = self
+            .find_repo(call, &format!("/git/ref/heads/{branch}"))
+            .await?
+        else {
             return Ok(None);
-        }
-        let v = r.json(call)?;
+        };
         // A ref that is a tag or a directory of refs is not our branch.
         match (v["object"]["type"].as_str(), v["object"]["sha"].as_str()) {
             (Some("commit"), Some(sha)) => Ok(Some(sha.to_string())),
@@ -471,30 +482,14 @@ impl GithubForge {
     async fn file_at(&self, commit: &str, path: &str) -> anyhow::Result<(String, Option<String>)> {
         let call = "read the data branch's commit";
         let c = self
-            .call(
-                call,
-                Method::GET,
-                &self.repo_path(&format!("/git/commits/{commit}")),
-                None,
-                &[],
-            )
-            .await?
-            .json(call)?;
+            .get_repo(call, &format!("/git/commits/{commit}"))
+            .await?;
         let tree = c["tree"]["sha"]
             .as_str()
             .context("github: the data branch's commit has no tree")?
             .to_string();
         let call = "read the data branch's tree";
-        let t = self
-            .call(
-                call,
-                Method::GET,
-                &self.repo_path(&format!("/git/trees/{tree}")),
-                None,
-                &[],
-            )
-            .await?
-            .json(call)?;
+        let t = self.get_repo(call, &format!("/git/trees/{tree}")).await?;
         let blob = t["tree"].as_array().and_then(|entries| {
             entries.iter().find_map(|e| {
                 (e["path"].as_str() == Some(path) && e["type"].as_str() == Some("blob"))
@@ -506,16 +501,7 @@ impl GithubForge {
             return Ok((tree, None));
         };
         let call = "read the data branch's file";
-        let b = self
-            .call(
-                call,
-                Method::GET,
-                &self.repo_path(&format!("/git/blobs/{blob}")),
-                None,
-                &[],
-            )
-            .await?
-            .json(call)?;
+        let b = self.get_repo(call, &format!("/git/blobs/{blob}")).await?;
         let content = b["content"].as_str().unwrap_or_default();
         let bytes = match b["encoding"].as_str() {
             Some("base64") => {
@@ -757,19 +743,9 @@ impl Forge for GithubForge {
 
     async fn pr_state(&self, pr: u64) -> anyhow::Result<Option<PrState>> {
         let call = "get the pull request";
-        let r = self
-            .call(
-                call,
-                Method::GET,
-                &self.repo_path(&format!("/pulls/{pr}")),
-                None,
-                &[404],
-            )
-            .await?;
-        if r.status == 404 {
+        let Some(v) = self.find_repo(call, &format!("/pulls/{pr}")).await? else {
             return Ok(None);
-        }
-        let v = r.json(call)?;
+        };
         Ok(Some(PrState {
             number: pr,
             open: v["state"].as_str() == Some("open"),
@@ -1055,25 +1031,16 @@ impl Forge for GithubForge {
         let call = "compare the PR with its base";
         let enc =
             |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
-        let r = self
-            .call(
+        let Some(v) = self
+            .find_repo(
                 call,
-                Method::GET,
-                &self.repo_path(&format!(
-                    "/compare/{}...{}?per_page=1",
-                    enc(base),
-                    enc(head)
-                )),
-                None,
-                &[404],
+                &format!("/compare/{}...{}?per_page=1", enc(base), enc(head)),
             )
-            .await?;
-        if r.status == 404 {
+            .await?
+        else {
             return Ok(None);
-        }
-        Ok(r.json(call)?["merge_base_commit"]["sha"]
-            .as_str()
-            .map(str::to_string))
+        };
+        Ok(v["merge_base_commit"]["sha"].as_str().map(str::to_string))
     }
 
     async fn read_branch_file(&self, branch: &str, path: &str) -> anyhow::Result<Option<String>> {

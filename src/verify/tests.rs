@@ -387,6 +387,28 @@ async fn run_with(
     }
 }
 
+/// The run stopped at `stage` (the stages are printed when it is another).
+fn assert_failed_at(r: &Run, stage: &str) {
+    assert_eq!(
+        r.report.failed_stage.as_deref(),
+        Some(stage),
+        "{:#?}",
+        r.report.stages
+    );
+}
+
+/// The canary was judged worse and rolled back: none is left, no production machine was
+/// updated, and the run fails (exit 1) saying `why`.
+fn assert_canary_rolled_back(r: &Run, why: &str) {
+    assert_failed_at(r, "canary");
+    assert_eq!(r.report.verdict, "rolled-back");
+    assert!(!r.fleet.has_canary());
+    assert!(!r.fleet.log().iter().any(|l| l.starts_with("update")));
+    let e = r.report.result().unwrap_err();
+    assert_eq!(crate::error::exit_code(&e), 1);
+    assert!(format!("{e:#}").contains(why), "{e:#}");
+}
+
 fn v1_everywhere() -> Vec<(String, String)> {
     ["m1", "m2", "m3"]
         .iter()
@@ -521,19 +543,8 @@ async fn failing_rehearsal_never_touches_production() {
 #[tokio::test]
 async fn canary_with_more_errors_is_rolled_back() {
     let r = release("v2-errors").await;
-    assert_eq!(
-        r.report.failed_stage.as_deref(),
-        Some("canary"),
-        "{:#?}",
-        r.report.stages
-    );
-    assert_eq!(r.report.verdict, "rolled-back");
+    assert_canary_rolled_back(&r, "error rate");
     assert_eq!(r.fleet.versions(), v1_everywhere());
-    assert!(!r.fleet.has_canary());
-    assert!(!r.fleet.log().iter().any(|l| l.starts_with("update")));
-    let e = r.report.result().unwrap_err();
-    assert_eq!(crate::error::exit_code(&e), 1);
-    assert!(format!("{e:#}").contains("error rate"), "{e:#}");
 }
 
 #[tokio::test]
@@ -553,18 +564,7 @@ async fn canary_above_the_absolute_error_cap_is_rolled_back_beside_an_erring_sta
         FakeLoad::default(),
     )
     .await;
-    assert_eq!(
-        r.report.failed_stage.as_deref(),
-        Some("canary"),
-        "{:#?}",
-        r.report.stages
-    );
-    assert_eq!(r.report.verdict, "rolled-back");
-    assert!(!r.fleet.has_canary());
-    assert!(!r.fleet.log().iter().any(|l| l.starts_with("update")));
-    let e = r.report.result().unwrap_err();
-    assert_eq!(crate::error::exit_code(&e), 1);
-    assert!(format!("{e:#}").contains("absolute limit of 5%"), "{e:#}");
+    assert_canary_rolled_back(&r, "absolute limit of 5%");
 }
 
 #[tokio::test]
@@ -574,12 +574,7 @@ async fn an_inconclusive_qa_gate_stops_the_release_unpromoted() {
         ..Default::default()
     };
     let r = run_with(settings(""), Mode::Release, "v2", |_| {}, inconclusive()).await;
-    assert_eq!(
-        r.report.failed_stage.as_deref(),
-        Some("load test + baseline gate"),
-        "{:#?}",
-        r.report.stages
-    );
+    assert_failed_at(&r, "load test + baseline gate");
     assert_eq!(r.report.verdict, "failed");
     assert!(!r.report.rolled_back);
     // nothing after the gate ran: production untouched, no canary, no deployment record
@@ -611,12 +606,7 @@ async fn an_inconclusive_qa_gate_stops_the_release_unpromoted() {
 #[tokio::test]
 async fn slower_canary_is_rolled_back() {
     let r = release("v2-slow").await;
-    assert_eq!(
-        r.report.failed_stage.as_deref(),
-        Some("canary"),
-        "{:#?}",
-        r.report.stages
-    );
+    assert_failed_at(&r, "canary");
     assert!(r.report.error.as_deref().unwrap().contains("p95"));
     assert_eq!(r.fleet.versions(), v1_everywhere());
     assert!(!r.fleet.has_canary());

@@ -11,20 +11,16 @@
 //! reaches stdout, stderr, `GITHUB_OUTPUT`, the step summary or a comment, and that every
 //! request matched the vendor spec.
 
-use crate::common::fake_fly;
 use crate::common::fake_github;
-use crate::common::fake_neon;
 use crate::common::openapi;
 use crate::common::runner_env;
+use crate::common::world::Fakes;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode, Uri};
-use fake_fly::FakeFly;
-use fake_github::FakeGithub;
-use fake_neon::FakeNeon;
 use openapi::Fault;
 use runner_env::{RunnerEnv, fixture};
 use serde_json::Value;
@@ -59,11 +55,9 @@ const CLAUSES: [&str; 7] = [
     "7. Lifecycle boundary",
 ];
 
-/// The three fakes and the app the preview URL points at.
+/// The three fakes (`world.rs`) and the app the preview URL points at.
 struct World {
-    neon: FakeNeon,
-    fly: FakeFly,
-    gh: FakeGithub,
+    fakes: Fakes,
     app_base: String,
     app_hits: Arc<Mutex<Vec<String>>>,
     /// Every run's texts, checked for secrets at the end.
@@ -112,10 +106,8 @@ async fn app_server() -> (String, Arc<Mutex<Vec<String>>>) {
 async fn world() -> World {
     let (app_base, app_hits) = app_server().await;
     World {
-        neon: FakeNeon::start(NEON_KEY).await,
-        fly: FakeFly::start(FLY_TOKEN).await,
         // `GET /user` answers 403, as for the workflow's installation token.
-        gh: FakeGithub::start(REPO, None).await,
+        fakes: Fakes::start(NEON_KEY, FLY_TOKEN, REPO, None).await,
         app_base,
         app_hits,
         texts: Mutex::new(Vec::new()),
@@ -208,20 +200,45 @@ impl Run {
 
 /// Every input `atlas run` needs for a cloud preview; tests override single ones.
 fn cloud_inputs<'a>(w: &'a World, image: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
+    let mut inputs = w.fakes.inputs(ORG);
+    inputs.extend([
         ("github_token", GH_TOKEN),
-        ("neon_api_key", NEON_KEY),
-        ("neon_project_id", fake_neon::PROJECT),
-        ("neon_api_url", &w.neon.api_url),
-        ("fly_api_token", FLY_TOKEN),
-        ("fly_org", ORG),
-        ("fly_api_url", &w.fly.api_url),
         ("image", image),
         ("preview_secrets", "STRIPE_KEY=sk_test_e2e_Pq44Rr99zz"),
-    ]
+    ]);
+    inputs
+}
+
+impl std::ops::Deref for World {
+    type Target = Fakes;
+    fn deref(&self) -> &Fakes {
+        &self.fakes
+    }
 }
 
 impl World {
+    /// Runs `atlas run` for the fixture `file`'s pull_request event with `head` as the PR head
+    /// in this repository, its image and the default inputs.
+    async fn pr_run(&self, file: &str, head: &str) -> Run {
+        self.run(
+            "pull_request",
+            &payload(file, head, REPO),
+            &image(head),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    /// [`Self::pr_run`] with the PR open at `head` on GitHub (closed for a `closed` event);
+    /// the run must succeed.
+    async fn pr_ok(&self, file: &str, head: &str) -> Run {
+        self.gh.add_pull(PR, !file.contains("closed"), head, false);
+        let r = self.pr_run(file, head).await;
+        assert_eq!(r.code, 0, "{}", r.dump());
+        r
+    }
+
     /// Runs `atlas run` for `event_name` with `payload`; `inputs` override [`cloud_inputs`].
     /// With `subdir`, atlas.toml lives in `workspace/<subdir>` and `working_directory` names it.
     async fn run(
@@ -271,9 +288,7 @@ impl World {
                 config_dir.display().to_string(),
             );
         }
-        env.vars
-            .insert("GITHUB_API_URL".into(), self.gh.url.clone());
-        env.vars.insert("ATLAS_RETRY_POLICY".into(), "fast".into());
+        env.vars.extend(self.runner_vars());
         for (k, v) in self.extra_env.lock().unwrap().iter() {
             env.vars.insert(k.clone(), v.clone());
         }
@@ -361,21 +376,6 @@ impl World {
         run
     }
 
-    fn neon_calls(&self) -> usize {
-        self.neon.core.call_count()
-    }
-    fn fly_calls(&self) -> usize {
-        self.fly.core.call_count()
-    }
-    fn gh_calls(&self) -> usize {
-        self.gh.calls().len()
-    }
-    fn reset_calls(&self) {
-        self.neon.core.reset_calls();
-        self.fly.core.reset_calls();
-        self.gh.reset_calls();
-    }
-
     /// Atlas's comments on the PR (written with the workflow token: `github-actions[bot]`).
     fn comments(&self) -> Vec<fake_github::Comment> {
         self.gh
@@ -444,9 +444,7 @@ impl World {
                 );
             }
         }
-        assert_eq!(self.neon.core.violations(), Vec::<String>::new(), "neon");
-        assert_eq!(self.fly.core.violations(), Vec::<String>::new(), "fly");
-        assert_eq!(self.gh.violations(), Vec::<String>::new(), "github");
+        self.assert_spec_clean();
         let auth = self.gh.with(|s| s.auth.clone());
         assert!(
             auth.iter().all(|a| a == &format!("Bearer {GH_TOKEN}")),
@@ -485,18 +483,8 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
     // 1. Opened. A reviewer quoting the marker must not be taken for Atlas's comment.
     let human = "<!-- atlas:preview pr=2 --> quoting the bot: looks good";
     let human_id = w.gh.add_comment(PR, "octocat", human);
-    w.gh.add_pull(PR, true, HEAD1, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.code, 0, "{}", r.dump());
-    let first_calls = (w.neon_calls(), w.fly_calls(), w.gh_calls());
+    let r = w.pr_ok("pull_request.opened.json", HEAD1).await;
+    let first_calls = w.calls();
     assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
     let branch = w.neon.branch("preview/pr-2").unwrap();
     assert_eq!(
@@ -601,7 +589,7 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
     assert_contract_comment(&comments[0].body, &url, HEAD2);
     assert_eq!(r.out("commit_sha"), HEAD2);
     assert_eq!(r.out("verdict"), "pass");
-    let sync_calls = (w.neon_calls(), w.fly_calls(), w.gh_calls());
+    let sync_calls = w.calls();
 
     // 3. The same run again converges: nothing new anywhere.
     let comment_id = comments[0].id;
@@ -609,7 +597,7 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
     w.reset_calls();
     let r = w.run("pull_request", &sync, &image(HEAD2), &[], None).await;
     assert_eq!(r.code, 0, "{}", r.dump());
-    let repeat_calls = (w.neon_calls(), w.fly_calls(), w.gh_calls());
+    let repeat_calls = w.calls();
     eprintln!(
         "calls (neon, fly, github): opened {first_calls:?}, synchronize {sync_calls:?}, repeat {repeat_calls:?}"
     );
@@ -642,17 +630,7 @@ async fn a_pull_request_life_opened_synchronize_repeat_closed() {
     assert_eq!(r.out("verdict"), "pass");
 
     // 4. Closed.
-    w.gh.add_pull(PR, false, HEAD2, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.closed.unmerged.json", HEAD2, REPO),
-            &image(HEAD2),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.code, 0, "{}", r.dump());
+    let r = w.pr_ok("pull_request.closed.unmerged.json", HEAD2).await;
     w.assert_nothing_left();
     let comments = w.comments();
     assert_eq!(comments.len(), 1, "{comments:#?}");
@@ -719,15 +697,7 @@ async fn transient_faults_on_every_provider_do_not_fail_the_preview() {
         1,
     ));
 
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
+    let r = w.pr_run("pull_request.opened.json", HEAD1).await;
     assert_eq!(r.code, 0, "{}", r.dump());
     assert_eq!(r.out("verdict"), "pass");
     assert_eq!(w.neon.preview_branches().len(), 1);
@@ -745,17 +715,7 @@ async fn transient_faults_on_every_provider_do_not_fail_the_preview() {
     assert!(fly.count("Machines_create") >= 3, "{:?}", fly.calls());
     assert!(w.gh.with(|s| s.faults.is_empty()), "github faults not met");
 
-    w.gh.add_pull(PR, false, HEAD1, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.closed.unmerged.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.code, 0, "{}", r.dump());
+    w.pr_ok("pull_request.closed.unmerged.json", HEAD1).await;
     w.assert_nothing_left();
     w.assert_clean();
 }
@@ -767,15 +727,7 @@ async fn a_machine_that_never_starts_fails_and_leaves_nothing() {
     let w = world().await;
     w.gh.add_pull(PR, true, HEAD1, false);
     w.fly.set_never_start(true);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
+    let r = w.pr_run("pull_request.opened.json", HEAD1).await;
     assert_ne!(r.code, 0, "{}", r.dump());
     assert_eq!(r.code, 2, "an operational failure exits 2: {}", r.dump());
     assert!(
@@ -805,17 +757,7 @@ async fn a_machine_that_never_starts_fails_and_leaves_nothing() {
     );
 
     w.fly.set_never_start(false);
-    w.gh.add_pull(PR, false, HEAD1, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.closed.unmerged.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.code, 0, "{}", r.dump());
+    let r = w.pr_ok("pull_request.closed.unmerged.json", HEAD1).await;
     assert_eq!(r.out("verdict"), "destroyed");
     w.assert_nothing_left();
     w.assert_clean();
@@ -836,7 +778,7 @@ async fn a_signed_link_preview_on_fly_runs_behind_its_gate_machine() {
         .await;
     assert_eq!(r.code, 2, "{}", r.dump());
     assert!(r.stderr.contains("gate_secret"), "{}", r.dump());
-    assert_eq!(w.fly_calls() + w.neon_calls(), 0, "a provider was called");
+    w.assert_no_cloud_calls();
 
     let r = w
         .run(
@@ -1138,9 +1080,8 @@ async fn a_fork_pull_request_is_skipped_without_touching_any_provider() {
         .await;
     assert_eq!(r.code, 0, "{}", r.dump());
     assert_eq!(r.out("verdict"), "skipped", "{}", r.dump());
-    assert_eq!(w.neon_calls(), 0, "neon: {:?}", w.neon.core.calls());
-    assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
-    assert_eq!(w.gh_calls(), 0, "github: {:?}", w.gh.calls());
+    w.assert_no_cloud_calls();
+    assert_eq!(w.gh.calls().len(), 0, "github: {:?}", w.gh.calls());
     assert!(r.summary.contains("fork"), "{}", r.summary);
     w.assert_clean();
 }
@@ -1179,8 +1120,7 @@ async fn a_labelled_fork_without_secrets_skips_with_the_reason() {
         assert_eq!(r.out("verdict"), "skipped", "{}", r.dump());
         assert!(r.summary.contains("no secrets"), "{}", r.summary);
         assert!(r.summary.contains("neon\\_api\\_key"), "{}", r.summary);
-        assert_eq!(w.neon_calls(), 0, "neon: {:?}", w.neon.core.calls());
-        assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
+        w.assert_no_cloud_calls();
         let comments = w.comments();
         assert_eq!(comments.len(), 1, "{comments:?}");
         assert!(
@@ -1219,28 +1159,10 @@ async fn debug_logging_prints_no_secret_on_success_or_failure() {
     ] {
         w.extra_env.lock().unwrap().push((k.into(), v.into()));
     }
-    w.gh.add_pull(PR, true, HEAD1, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.code, 0, "{}", r.dump());
+    w.pr_ok("pull_request.opened.json", HEAD1).await;
     w.gh.add_pull(PR, true, HEAD2, false);
     w.fly.hold_leases(&app, Duration::MAX);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.synchronize.json", HEAD2, REPO),
-            &image(HEAD2),
-            &[],
-            None,
-        )
-        .await;
+    let r = w.pr_run("pull_request.synchronize.json", HEAD2).await;
     assert_ne!(r.code, 0, "{}", r.dump());
     assert!(
         !r.stderr.is_empty(),
@@ -1361,17 +1283,7 @@ async fn the_comment_prices_the_preview_and_the_scheduled_sweep_lists_the_estate
 async fn an_expired_neon_branch_is_recreated_on_the_next_push() {
     let w = world().await;
     let app = app_name();
-    w.gh.add_pull(PR, true, HEAD1, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.code, 0, "{}", r.dump());
+    w.pr_ok("pull_request.opened.json", HEAD1).await;
     let old = w.neon.branch("preview/pr-2").unwrap();
     // Neon removes an expired branch itself.
     w.neon
@@ -1380,17 +1292,7 @@ async fn an_expired_neon_branch_is_recreated_on_the_next_push() {
         .unwrap()
         .branches
         .retain(|b| b.name != "preview/pr-2");
-    w.gh.add_pull(PR, true, HEAD2, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.synchronize.json", HEAD2, REPO),
-            &image(HEAD2),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.code, 0, "{}", r.dump());
+    w.pr_ok("pull_request.synchronize.json", HEAD2).await;
     let new = w
         .neon
         .branch("preview/pr-2")
@@ -1468,15 +1370,7 @@ async fn two_concurrent_runs_for_one_pull_request_end_in_one_of_everything() {
 async fn a_stale_run_touches_nothing() {
     let w = world().await;
     w.gh.add_pull(PR, true, HEAD2, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
+    let r = w.pr_run("pull_request.opened.json", HEAD1).await;
     assert_eq!(r.code, 0, "{}", r.dump());
     assert_eq!(r.out("verdict"), "skipped", "{}", r.dump());
     assert!(
@@ -1485,8 +1379,7 @@ async fn a_stale_run_touches_nothing() {
         r.dump(),
         r.summary
     );
-    assert_eq!(w.neon_calls(), 0, "neon: {:?}", w.neon.core.calls());
-    assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
+    w.assert_no_cloud_calls();
     assert!(w.comments().is_empty());
     assert!(w.deployments().is_empty());
     let writes: Vec<String> =
@@ -1514,9 +1407,8 @@ async fn a_missing_neon_api_key_fails_before_any_request() {
         .await;
     assert_eq!(r.code, 2, "{}", r.dump());
     assert!(r.stderr.contains("neon_api_key"), "{}", r.stderr);
-    assert_eq!(w.neon_calls(), 0);
-    assert_eq!(w.fly_calls(), 0);
-    assert_eq!(w.gh_calls(), 0, "github: {:?}", w.gh.calls());
+    w.assert_no_cloud_calls();
+    assert_eq!(w.gh.calls().len(), 0, "github: {:?}", w.gh.calls());
     assert_eq!(r.out("verdict"), "error", "{}", r.dump());
     w.assert_clean();
 }
@@ -1529,29 +1421,11 @@ async fn a_missing_neon_api_key_fails_before_any_request() {
 async fn a_failed_update_leaves_the_previous_version_serving() {
     let w = world().await;
     let app = app_name();
-    w.gh.add_pull(PR, true, HEAD1, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.code, 0, "{}", r.dump());
+    w.pr_ok("pull_request.opened.json", HEAD1).await;
 
     w.gh.add_pull(PR, true, HEAD2, false);
     w.fly.hold_leases(&app, Duration::MAX);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.synchronize.json", HEAD2, REPO),
-            &image(HEAD2),
-            &[],
-            None,
-        )
-        .await;
+    let r = w.pr_run("pull_request.synchronize.json", HEAD2).await;
     assert_ne!(r.code, 0, "{}", r.dump());
     assert!(
         r.stderr.contains(&format!("commit {HEAD1} is still live")),
@@ -1580,17 +1454,7 @@ async fn a_failed_update_leaves_the_previous_version_serving() {
     );
 
     // Closing still removes everything: the live record was kept.
-    w.gh.add_pull(PR, false, HEAD2, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.closed.unmerged.json", HEAD2, REPO),
-            &image(HEAD2),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.code, 0, "{}", r.dump());
+    w.pr_ok("pull_request.closed.unmerged.json", HEAD2).await;
     w.assert_nothing_left();
     w.assert_clean();
 }
@@ -1598,7 +1462,7 @@ async fn a_failed_update_leaves_the_previous_version_serving() {
 /// A preview app (the PR's code) that answers its health path and then, on the smoke path,
 /// an endless body: bytes as fast as the socket takes them, never an end.
 async fn endless_app() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -1607,20 +1471,10 @@ async fn endless_app() -> String {
                 return;
             };
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&head)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                if line.contains("/healthz") {
+                let Ok(req) = openapi::read_request(&mut sock).await else {
+                    return;
+                };
+                if req.target.contains("/healthz") {
                     let _ = sock
                         .write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
@@ -1654,15 +1508,7 @@ async fn an_endless_body_from_the_preview_app_is_read_only_as_far_as_the_check_n
     w.app_base = endless_app().await;
     w.time_v.store(true, std::sync::atomic::Ordering::Relaxed);
     w.gh.add_pull(PR, true, HEAD1, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
+    let r = w.pr_run("pull_request.opened.json", HEAD1).await;
     assert_ne!(r.code, 0, "{}", r.dump());
     assert!(
         r.stderr
@@ -1695,15 +1541,7 @@ async fn sigint_during_the_machine_wait_tears_down_what_this_run_created() {
     w.fly.set_never_start(true);
     w.interrupt
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
+    let r = w.pr_run("pull_request.opened.json", HEAD1).await;
     let took = w
         .signal_to_exit
         .lock()
@@ -1749,7 +1587,7 @@ async fn sigint_during_the_neon_create_starts_nothing_new_and_the_next_run_recon
     );
     assert_ne!(r.code, 0, "{}", r.dump());
     assert!(r.stderr.contains("cancelled by SIGINT"), "{}", r.dump());
-    assert_eq!(w.fly_calls(), 0, "fly: {:?}", w.fly.core.calls());
+    assert_eq!(w.fly.core.call_count(), 0, "fly: {:?}", w.fly.core.calls());
     assert_eq!(w.neon.core.count("createProjectBranch"), 1);
     w.interrupt_on_neon_create
         .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -1770,17 +1608,7 @@ async fn sigint_during_the_neon_create_starts_nothing_new_and_the_next_run_recon
 #[tokio::test]
 async fn down_deletes_the_branch_even_when_the_app_destroy_fails_and_lists_the_survivor() {
     let w = world().await;
-    w.gh.add_pull(PR, true, HEAD1, false);
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.code, 0, "{}", r.dump());
+    w.pr_ok("pull_request.opened.json", HEAD1).await;
     w.gh.add_pull(PR, false, HEAD1, false);
     w.fly
         .core
@@ -1823,15 +1651,7 @@ async fn a_wait_past_the_run_deadline_fails_at_once_naming_the_time() {
         .times(10),
     );
     let t = std::time::Instant::now();
-    let r = w
-        .run(
-            "pull_request",
-            &payload("pull_request.opened.json", HEAD1, REPO),
-            &image(HEAD1),
-            &[],
-            None,
-        )
-        .await;
+    let r = w.pr_run("pull_request.opened.json", HEAD1).await;
     let took = t.elapsed();
     assert_ne!(r.code, 0, "{}", r.dump());
     assert!(

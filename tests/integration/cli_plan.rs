@@ -27,6 +27,20 @@ fn atlas(args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().unwrap()
 }
 
+/// Runs `atlas plan --event-name <event> --event-path <path>` with no other environment.
+fn plan_file(event: &str, path: &std::path::Path) -> Output {
+    atlas(
+        &[
+            "plan",
+            "--event-name",
+            event,
+            "--event-path",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    )
+}
+
 /// Runs `atlas plan` on a payload and returns the decision.
 fn plan_with(event: &str, body: &Value, inputs: &[(&str, &str)]) -> Value {
     let dir = tempfile::tempdir().unwrap();
@@ -336,16 +350,7 @@ fn bad_input_is_a_clear_error_exit_2() {
         ),
     ];
     for (event, path, needle) in cases {
-        let out = atlas(
-            &[
-                "plan",
-                "--event-name",
-                &event,
-                "--event-path",
-                path.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let out = plan_file(&event, &path);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             out.status.code(),
@@ -503,16 +508,7 @@ fn nul_and_invalid_utf8_in_event_strings_are_handled() {
     )
     .unwrap();
     for (path, needle) in [(&bad_utf8, "valid UTF-8"), (&surrogate, "not valid JSON")] {
-        let out = atlas(
-            &[
-                "plan",
-                "--event-name",
-                "pull_request",
-                "--event-path",
-                path.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let out = plan_file("pull_request", path);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{}: {err}", path.display());
         assert!(err.contains(needle), "{needle:?} not in {err}");
@@ -535,16 +531,7 @@ fn pr_number_zero_or_huge_is_rejected_and_a_null_head_repo_is_untrusted() {
         assert_ne!(text, base, "the fixture's number was not replaced");
         let path = dir.path().join("n.json");
         std::fs::write(&path, text).unwrap();
-        let out = atlas(
-            &[
-                "plan",
-                "--event-name",
-                "pull_request",
-                "--event-path",
-                path.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let out = plan_file("pull_request", &path);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "number {bad}: {err}");
         assert!(

@@ -703,6 +703,30 @@ mod with_preview {
     }
 
     impl Run {
+        /// `preview::up` of PR `pr` at `sha`, quietly.
+        async fn up(&self, pr: u64, sha: &str) -> anyhow::Result<preview::UpOutcome> {
+            preview::up(
+                &self.providers,
+                &self.settings,
+                &req(pr, sha),
+                &self.opts,
+                &mut |_| {},
+            )
+            .await
+        }
+
+        /// `preview::down` of PR `pr` at `sha`, quietly.
+        async fn down(&self, pr: u64, sha: &str) -> anyhow::Result<preview::DownOutcome> {
+            preview::down(
+                &self.providers,
+                &self.settings,
+                &req(pr, sha),
+                &self.opts,
+                &mut |_| {},
+            )
+            .await
+        }
+
         fn calls(&self) -> usize {
             self.neon.core.call_count() + self.fly.core.call_count()
         }
@@ -889,15 +913,7 @@ mod with_preview {
         for s in r.secrets() {
             assert!(!everything.contains(&s), "secret {s:?} leaked");
         }
-        preview::down(
-            &r.providers,
-            &r.settings,
-            &req(33, "m2"),
-            &r.opts,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        r.down(33, "m2").await.unwrap();
         r.assert_clean();
     }
 
@@ -931,15 +947,7 @@ mod with_preview {
         for s in r.secrets() {
             assert!(!t.contains(&s), "secret {s:?} leaked: {t}");
         }
-        preview::down(
-            &r.providers,
-            &r.settings,
-            &req(34, "n1"),
-            &r.opts,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        r.down(34, "n1").await.unwrap();
         r.assert_clean();
         assert_eq!(live(&r), (0, 0));
     }
@@ -948,29 +956,13 @@ mod with_preview {
     async fn a_failed_up_leaves_nothing_behind() {
         let r = run().await;
         r.fly.set_never_start(true);
-        let err = preview::up(
-            &r.providers,
-            &r.settings,
-            &req(32, "t1"),
-            &r.opts,
-            &mut |_| {},
-        )
-        .await
-        .unwrap_err();
+        let err = r.up(32, "t1").await.unwrap_err();
         let t = format!("{err:#} {err:?}");
         for s in r.secrets() {
             assert!(!t.contains(&s), "secret {s:?} leaked: {t}");
         }
         // `up` tears down on failure; a `down` afterwards is a no-op either way.
-        preview::down(
-            &r.providers,
-            &r.settings,
-            &req(32, "t1"),
-            &r.opts,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        r.down(32, "t1").await.unwrap();
         r.assert_clean();
     }
 }

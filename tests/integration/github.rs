@@ -3,6 +3,7 @@
 //! outputs and hostile input through the real templates.
 
 use crate::common::fake_github;
+use crate::common::world;
 
 use atlas::http::RetryPolicy;
 use atlas::provider::github::{ACTIONS_BOT, Author, GithubForge};
@@ -21,16 +22,7 @@ fn sha(c: char) -> String {
 }
 
 async fn setup(user: Option<&str>) -> (FakeGithub, GithubForge) {
-    let gh = FakeGithub::start(REPO, user).await;
-    let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
-        .unwrap()
-        .with_policy(RetryPolicy::fast());
-    (gh, forge)
-}
-
-fn assert_clean(gh: &FakeGithub) {
-    let v = gh.violations();
-    assert!(v.is_empty(), "requests that break GitHub's spec: {v:#?}");
+    world::github_forge(REPO, TOKEN, user).await
 }
 
 #[tokio::test]
@@ -55,7 +47,7 @@ async fn one_sticky_comment_after_many_runs() {
     assert!(first.url.contains("#issuecomment-"), "{}", first.url);
     // The token is sent as a bearer token.
     assert!(gh.with(|s| s.auth.iter().all(|a| a == &format!("Bearer {TOKEN}"))));
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -68,7 +60,7 @@ async fn unchanged_content_is_not_rewritten() {
     assert_eq!(r.action, "unchanged");
     let calls = gh.calls();
     assert!(calls.iter().all(|c| c.starts_with("GET ")), "{calls:?}");
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -92,7 +84,7 @@ async fn a_marker_in_someone_elses_comment_is_ignored() {
         .await
         .unwrap();
     assert_eq!(r.action, "updated");
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -117,7 +109,7 @@ async fn pagination_finds_our_comment_on_a_later_page() {
     let lists = gh.with(|s| s.calls_matching("GET /repos/octo-org/kitchen/issues/7/comments"));
     assert_eq!(lists, 3, "271 comments at 100 per page: {:?}", gh.calls());
     assert_eq!(gh.with(|s| s.comments_on(7).len()), 271);
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -142,7 +134,7 @@ async fn racing_runs_keep_the_oldest_comment() {
         .unwrap();
     assert_eq!(r2.id, r.id);
     assert_eq!(gh.with(|s| s.comments_on(7).len()), 1);
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -171,7 +163,7 @@ async fn installation_tokens_own_the_marker_comments_an_app_wrote() {
     let again = forge.upsert_comment(7, MARKER, "again").await.unwrap();
     assert_eq!(again.id, r.id);
     assert_eq!(gh.with(|s| s.calls_matching("GET /user")), 1);
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -201,7 +193,7 @@ async fn a_custom_github_app_finds_its_own_comment_only_when_configured() {
     assert_eq!(ours.len(), 1, "one sticky comment, not one per run: {c:#?}");
     assert!(ours[0].body.ends_with("run 2"));
     assert_eq!(c.len(), 2, "the person's comment is left alone");
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 /// Another workflow's bot echoing the marker is not us: the workflow token (an installation
@@ -232,7 +224,7 @@ async fn another_bots_marker_comment_is_neither_edited_nor_deleted() {
         assert_eq!(o.body, echo, "{other}'s comment was touched");
     }
     assert_eq!(gh.with(|s| s.calls_matching("DELETE ")), 0);
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -349,7 +341,7 @@ async fn deployment_lifecycle() {
             .unwrap();
         assert_eq!(p.payload["production_environment"], true);
     });
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -375,7 +367,7 @@ async fn secondary_rate_limit_and_5xx_are_retried() {
         gh.with(|s| s.comments_on(7)[0].body.clone()),
         format!("{MARKER}\nb")
     );
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -415,7 +407,7 @@ async fn a_lost_create_response_does_not_duplicate() {
         .await
         .unwrap();
     assert_eq!(gh.with(|s| s.deployments.len()), 2);
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -482,7 +474,7 @@ async fn permanent_errors_name_github_the_call_and_the_status_without_the_token(
         1,
         "401 was retried"
     );
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -519,7 +511,7 @@ async fn pr_state_open_prs_and_reconcile() {
     // GitHub down: open_prs errors (the sweep then deletes nothing).
     gh.fault(Fault::new(Method::GET, "/pulls", 502).times(100));
     assert!(forge.open_prs().await.is_err());
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -620,7 +612,7 @@ async fn api_calls_of_a_repeat_up() {
     assert_eq!(changed.len(), 7, "{changed:#?}");
     assert_eq!(gh.with(|s| s.deployments.len()), 1);
     assert_eq!(gh.with(|s| s.comments_on(7).len()), 1);
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -883,7 +875,7 @@ mod rendering {
             assert!(commands[0].contains("402.50ms vs baseline 387.57ms (+3.9%25)"));
             assert!(!log.contains(SECRET));
         }
-        assert_clean(&gh);
+        world::assert_github_clean(&gh);
     }
 
     #[tokio::test]
@@ -906,7 +898,7 @@ mod rendering {
             forge.upsert_comment(7, MARKER, &body).await.unwrap();
             assert_eq!(gh.with(|s| s.comments_on(7).len()), 1);
         }
-        assert_clean(&gh);
+        world::assert_github_clean(&gh);
     }
 
     #[tokio::test]
@@ -952,7 +944,7 @@ async fn a_rate_limited_create_waits_looks_up_and_sends_once_more() {
     assert_eq!(r.action, "created");
     assert_eq!(gh.with(|s| s.comments_on(7).len()), 1);
     assert_eq!(gh.with(|s| s.calls_matching("POST ")), 2);
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -968,7 +960,7 @@ async fn an_oversized_body_is_cut_to_the_limit() {
         forge.upsert_comment(7, MARKER, &body).await.unwrap().action,
         "unchanged"
     );
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 mod sweeping {
@@ -1110,7 +1102,7 @@ mod sweeping {
         assert!(r.ok(), "{r:?}");
         assert_eq!(*db.deleted.lock().unwrap(), vec!["preview/pr-2"]);
         assert_eq!(*apps.deleted.lock().unwrap(), vec!["kitchen-abc123-pr-2"]);
-        assert_clean(&gh);
+        world::assert_github_clean(&gh);
     }
 }
 
@@ -1142,7 +1134,7 @@ async fn a_rate_limit_reset_beyond_the_deadline_fails_fast_naming_the_time() {
         1,
         "retried before the reset"
     );
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 /// GitHub's secondary limit without headers waits at least a minute: with a budget shorter
@@ -1162,7 +1154,7 @@ async fn a_secondary_limit_without_headers_is_not_retried_within_a_minute() {
     assert!(t.elapsed() < std::time::Duration::from_secs(2));
     assert!(format!("{e:#}").contains("asked to wait 60s"), "{e:#}");
     assert_eq!(gh.with(|s| s.calls_matching("GET /repos")), 1);
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 /// The error body is redacted before it is cut: a token straddling the cut leaves no prefix.
@@ -1180,25 +1172,23 @@ async fn a_token_at_the_truncation_boundary_leaves_no_prefix() {
         !msg.contains(&TOKEN[..8]),
         "a prefix of the token leaked: {msg}"
     );
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 /// A server that answers the request line with headers and then a byte every 100 ms, for ever:
 /// no read ever waits long, so only a total timeout per call ends it.
 async fn dribbling_server() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if crate::common::openapi::read_request(&mut sock)
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
                 let start =
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n[";
@@ -1285,5 +1275,5 @@ async fn malformed_json_from_github_is_a_clear_error_naming_the_call() {
     assert!(format!("{e:#}").contains("no head sha"), "{e:#}");
     // and the next answer is read normally
     assert!(forge.pr_state(7).await.unwrap().unwrap().open);
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }

@@ -7,9 +7,9 @@
 #![allow(clippy::await_holding_lock)]
 
 use crate::common::fake_github::{FakeGithub, Fault, GitObject};
+use crate::common::world;
 
 use atlas::evidence::load_gate::BranchHistory;
-use atlas::http::RetryPolicy;
 use atlas::load::History;
 use atlas::load::store::{self, DASHBOARD_FILE, HISTORY_FILE};
 use atlas::load::summary::{Summary, Trend};
@@ -48,16 +48,28 @@ fn page(h: &History) -> String {
 }
 
 async fn setup() -> (FakeGithub, GithubForge) {
-    let gh = FakeGithub::start(REPO, Some("atlas-bot")).await;
-    let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
-        .unwrap()
-        .with_policy(RetryPolicy::fast());
-    (gh, forge)
+    world::github_forge(REPO, TOKEN, Some("atlas-bot")).await
 }
 
-fn assert_clean(gh: &FakeGithub) {
-    let v = gh.violations();
-    assert!(v.is_empty(), "requests that break GitHub's spec: {v:#?}");
+/// Judges a run at 201 rps against `BRANCH`'s history up to `up_to`, with `gate`.
+async fn judge_on_branch(
+    forge: &GithubForge,
+    gate: &atlas::load::GateSettings,
+    up_to: Option<&str>,
+) -> atlas::load::Comparison {
+    let judged = atlas::evidence::load_gate::judge_with(
+        run(201.0),
+        gate,
+        &[],
+        Some(BranchHistory {
+            forge,
+            branch: BRANCH,
+            up_to,
+        }),
+    )
+    .await
+    .unwrap();
+    judged.comparison.unwrap()
 }
 
 fn commits_of(h: &History) -> Vec<String> {
@@ -129,7 +141,7 @@ async fn the_history_branch_is_created_then_fast_forwarded_one_commit_per_run() 
             .count(),
         3
     );
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -142,7 +154,7 @@ async fn the_history_is_bounded_by_folding_the_oldest_away() {
     }
     let h = store::read(&forge, BRANCH).await.unwrap();
     assert_eq!(commits_of(&h), vec![sha('3'), sha('4'), sha('5')]);
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -174,7 +186,7 @@ async fn a_concurrent_writer_is_read_again_and_kept() {
     // The refused update was a plain one: the other writer's commit is in our history.
     let log = gh.with(|s| s.branch_log(BRANCH));
     assert_eq!(log[1].1, "another writer", "{log:?}");
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -202,7 +214,7 @@ async fn a_branch_that_keeps_moving_is_an_error_that_says_so() {
         gh.with(|s| s.branch_file(BRANCH, "other.txt")).as_deref(),
         Some("write 4")
     );
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -251,7 +263,7 @@ async fn a_force_pushed_garbage_history_is_set_aside_with_a_note() {
         "{:?}",
         h.notes
     );
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -368,7 +380,7 @@ async fn verify_appends_each_run_and_gates_against_the_history_once_it_has_enoug
         page.contains("<svg"),
         "the dashboard is drawn beside the history"
     );
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 #[tokio::test]
@@ -412,19 +424,7 @@ async fn a_pr_is_compared_with_the_runs_up_to_its_merge_base() {
         path: "/nonexistent/baseline.json".into(),
         ..atlas::load::GateSettings::default()
     };
-    let judged = atlas::evidence::load_gate::judge_with(
-        run(201.0),
-        &gate,
-        &[],
-        Some(BranchHistory {
-            forge: &forge,
-            branch: BRANCH,
-            up_to: base.as_deref(),
-        }),
-    )
-    .await
-    .unwrap();
-    let c = judged.comparison.unwrap();
+    let c = judge_on_branch(&forge, &gate, base.as_deref()).await;
     assert_eq!(c.history_runs, Some(3), "{:?}", c.notes);
     assert!(
         c.notes
@@ -443,19 +443,7 @@ async fn a_pr_is_compared_with_the_runs_up_to_its_merge_base() {
         path: fixed,
         ..atlas::load::GateSettings::default()
     };
-    let judged = atlas::evidence::load_gate::judge_with(
-        run(201.0),
-        &gate,
-        &[],
-        Some(BranchHistory {
-            forge: &forge,
-            branch: BRANCH,
-            up_to: base.as_deref(),
-        }),
-    )
-    .await
-    .unwrap();
-    let c = judged.comparison.unwrap();
+    let c = judge_on_branch(&forge, &gate, base.as_deref()).await;
     assert_eq!(c.history_runs, None);
     assert!(
         c.notes
@@ -464,7 +452,7 @@ async fn a_pr_is_compared_with_the_runs_up_to_its_merge_base() {
         "{:?}",
         c.notes
     );
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 /// A 127.0.0.1 webhook receiver: records each POSTed JSON body, answers `status`.
@@ -641,7 +629,7 @@ async fn a_regression_opens_one_issue_per_metric_updates_it_and_closes_it_on_rec
         "{text}"
     );
     assert_eq!(posts[0]["blocks"][0]["type"], "section");
-    assert_clean(&gh);
+    world::assert_github_clean(&gh);
 }
 
 fn secret_register(v: &str) {

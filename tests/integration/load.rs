@@ -23,18 +23,7 @@ async fn errors_are_classified_per_endpoint_and_weights_hold() {
     let _g = serial();
     let server = status_server();
     let mut settings = open(200.0, 1000, 0, 10);
-    settings.requests = vec![
-        RequestSpec {
-            path: "/ok".into(),
-            weight: 3,
-            ..RequestSpec::default()
-        },
-        RequestSpec {
-            path: "/fail".into(),
-            weight: 1,
-            ..RequestSpec::default()
-        },
-    ];
+    settings.requests = load_servers::weighted(&[("/ok", 3), ("/fail", 1)]);
     let s = run(&settings, &server.url).await;
     assert_eq!(s.endpoints.len(), 2);
     let (ok, fail) = (&s.endpoints[0], &s.endpoints[1]);

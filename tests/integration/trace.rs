@@ -126,18 +126,7 @@ async fn the_evidence_names_the_slowest_and_the_failed_requests_by_trace_id() {
     // three of ~150 `/item` requests pause 300 ms: they are the endpoint's three slowest.
     let (server, seen) = recording_server(&[20, 70, 120], Duration::from_millis(300));
     let mut settings = load_servers::open(200.0, 1000, 0, 10);
-    settings.requests = vec![
-        RequestSpec {
-            path: "/item".into(),
-            weight: 3,
-            ..RequestSpec::default()
-        },
-        RequestSpec {
-            path: "/fail".into(),
-            weight: 1,
-            ..RequestSpec::default()
-        },
-    ];
+    settings.requests = load_servers::weighted(&[("/item", 3), ("/fail", 1)]);
     let s = load_servers::run(&settings, &server.url).await;
     let seen = seen.lock().unwrap().clone();
     let id_of = |path: &str, n: usize| -> String {

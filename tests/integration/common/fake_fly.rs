@@ -161,6 +161,25 @@ fn app_json(a: &FakeApp) -> Value {
 }
 
 impl FlyState {
+    /// A new app with no machines and no secrets.
+    fn insert_empty_app(&mut self, name: &str, org: &str) {
+        let id = self.next();
+        let app = FakeApp {
+            id,
+            name: name.into(),
+            org: org.into(),
+            machines: Vec::new(),
+            secrets: BTreeMap::new(),
+            secrets_version: 0,
+        };
+        self.apps.insert(name.into(), app);
+    }
+
+    fn machine_mut(&mut self, app: &str, id: &str) -> Option<&mut FakeMachine> {
+        let a = self.apps.get_mut(app)?;
+        a.machines.iter_mut().find(|m| m.id == id)
+    }
+
     fn next(&mut self) -> String {
         self.seq += 1;
         format!("{:014x}", self.seq * 0x9e37)
@@ -235,33 +254,11 @@ impl FlyState {
                 let name = body["name"].as_str().unwrap_or("").to_string();
                 if self.race_foreign.as_deref() == Some(name.as_str()) {
                     self.race_foreign = None;
-                    let id = self.next();
-                    self.apps.insert(
-                        name.clone(),
-                        FakeApp {
-                            id,
-                            name: name.clone(),
-                            org: "squatter-org".into(),
-                            machines: Vec::new(),
-                            secrets: BTreeMap::new(),
-                            secrets_version: 0,
-                        },
-                    );
+                    self.insert_empty_app(&name, "squatter-org");
                 }
                 if self.race_own.as_deref() == Some(name.as_str()) {
                     self.race_own = None;
-                    let id = self.next();
-                    self.apps.insert(
-                        name.clone(),
-                        FakeApp {
-                            id,
-                            name: name.clone(),
-                            org: body["org_slug"].as_str().unwrap_or("personal").to_string(),
-                            machines: Vec::new(),
-                            secrets: BTreeMap::new(),
-                            secrets_version: 0,
-                        },
-                    );
+                    self.insert_empty_app(&name, body["org_slug"].as_str().unwrap_or("personal"));
                 }
                 if self.apps.contains_key(&name) {
                     return err(422, "app name has already been taken");
@@ -275,18 +272,7 @@ impl FlyState {
                         &format!("organization {org} has reached its quota of {q} apps"),
                     );
                 }
-                let id = self.next();
-                self.apps.insert(
-                    name.clone(),
-                    FakeApp {
-                        id,
-                        name,
-                        org: body["org_slug"].as_str().unwrap_or("personal").to_string(),
-                        machines: Vec::new(),
-                        secrets: BTreeMap::new(),
-                        secrets_version: 0,
-                    },
-                );
+                self.insert_empty_app(&name, org);
                 FakeResponse::empty(201)
             }
             "Apps_show" => FakeResponse::json(200, app_json(&self.apps[&app])),
@@ -444,12 +430,7 @@ impl FlyState {
                     );
                 }
                 let inst = self.next();
-                let a = self.apps.get_mut(&app).unwrap();
-                let Some(m) = a
-                    .machines
-                    .iter_mut()
-                    .find(|m| m.id == r.param("machine_id"))
-                else {
+                let Some(m) = self.machine_mut(&app, r.param("machine_id")) else {
                     return err(404, "machine not found");
                 };
                 if let Some(c) = r.body.as_ref().map(|b| b["config"].clone()) {
@@ -560,20 +541,16 @@ impl FlyState {
             }
             "Machines_wait" => {
                 let never = self.never_start;
-                let a = self.apps.get_mut(&app).unwrap();
-                let Some(m) = a
-                    .machines
-                    .iter_mut()
-                    .find(|m| m.id == r.param("machine_id"))
-                else {
+                let never_image = self.never_start_image.clone();
+                let Some(m) = self.machine_mut(&app, r.param("machine_id")) else {
                     return err(404, "machine not found");
                 };
                 let timeout: u64 = r.q("timeout").and_then(|t| t.parse().ok()).unwrap_or(60);
                 if timeout > 60 {
                     return err(400, "timeout must be at most 60 seconds");
                 }
-                let bad_image = self.never_start_image.is_some()
-                    && m.config["image"].as_str() == self.never_start_image.as_deref();
+                let bad_image =
+                    never_image.is_some() && m.config["image"].as_str() == never_image.as_deref();
                 if never || bad_image {
                     return err(408, "deadline_exceeded: machine did not reach started");
                 }

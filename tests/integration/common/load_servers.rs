@@ -453,3 +453,15 @@ pub async fn run(settings: &atlas::load::LoadSettings, url: &str) -> atlas::load
         .await
         .expect("the load run completes")
 }
+
+/// GET requests to `paths`, each with its weight.
+pub fn weighted(paths: &[(&str, u32)]) -> Vec<atlas::load::RequestSpec> {
+    paths
+        .iter()
+        .map(|(path, weight)| atlas::load::RequestSpec {
+            path: (*path).into(),
+            weight: *weight,
+            ..Default::default()
+        })
+        .collect()
+}

@@ -637,14 +637,15 @@ pub async fn serve_health() -> String {
     format!("http://{addr}")
 }
 
-struct RawRequest {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub struct RawRequest {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
-async fn read_request(sock: &mut tokio::net::TcpStream) -> std::io::Result<RawRequest> {
+/// Reads one HTTP/1.1 request (its head, and a body of `Content-Length`) off a test socket.
+pub async fn read_request(sock: &mut tokio::net::TcpStream) -> std::io::Result<RawRequest> {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
