@@ -598,3 +598,63 @@ async fn a_private_app_gets_only_its_flycast_address_and_an_orphan_is_swept() {
     assert_eq!(p.destroy(&app).await.unwrap(), Deleted::Removed);
     assert!(fly.app_names().is_empty(), "{:?}", fly.app_names());
 }
+
+/// The lead's merge of pin, active hours and the estate with the two-app layout: behind a gate
+/// the app's machine lives in the private app, so the estate lists it, active hours stop it,
+/// and a pin (kept on the gate machine, which `list_apps` reads) survives a push.
+#[tokio::test]
+async fn a_gated_preview_is_priced_stopped_and_stays_pinned_across_its_two_apps() {
+    let fly = FakeFly::start(FLY_TOKEN).await;
+    let (edge_url, _) = edge().await;
+    let app = app();
+    let p = gated(&fly, &edge_url, "gh-61-1");
+    p.deploy(&deploy_req(&hex('a'))).await.expect("deploy");
+
+    let ms = p
+        .app_machines(&app)
+        .await
+        .expect("machines")
+        .expect("fly reports machines");
+    let mut roles: Vec<Option<String>> = ms.iter().map(|m| m.role.clone()).collect();
+    roles.sort();
+    assert_eq!(roles, vec![None, Some("gate".to_string())], "{ms:#?}");
+
+    // A pin recorded on the preview outlives the next push (a new machine for a new commit).
+    p.set_pin(&app, Some("hubot")).await.expect("pin");
+    let p = gated(&fly, &edge_url, "gh-62-1");
+    p.deploy(&deploy_req(&hex('b'))).await.expect("push");
+    let listed = p.list_apps().await.expect("list");
+    let ours: Vec<_> = listed.iter().filter(|o| o.name == app).collect();
+    assert_eq!(ours.len(), 1, "{listed:#?}");
+    assert_eq!(ours[0].pinned_by.as_deref(), Some("hubot"), "{listed:#?}");
+
+    // Outside active hours every started machine of both apps stops (the kept one already
+    // sleeps).
+    let (gate, appm) = pair(&fly);
+    let started: Vec<String> = [&gate, &appm]
+        .iter()
+        .filter(|m| m.state == "started")
+        .map(|m| m.id.clone())
+        .collect();
+    assert!(!started.is_empty(), "{} {}", gate.state, appm.state);
+    // The app's machine (in the private app) serves after the push; the gate slept after
+    // the wake-up measurement.
+    assert_eq!(appm.state, "started");
+    let mut stopped = p
+        .stop_machines(&app)
+        .await
+        .expect("stop")
+        .expect("fly stops machines");
+    stopped.sort();
+    let mut want = started;
+    want.sort();
+    assert_eq!(
+        stopped, want,
+        "gate {} {}, app {} {}",
+        gate.id, gate.state, appm.id, appm.state
+    );
+    let (gate, appm) = pair(&fly);
+    assert_ne!(gate.state, "started", "{}", gate.state);
+    assert_ne!(appm.state, "started", "{}", appm.state);
+    assert_eq!(fly.core.violations(), Vec::<String>::new());
+}
