@@ -26,41 +26,15 @@ pub async fn extend(
     pr: u64,
     at: DateTime<Utc>,
 ) -> anyhow::Result<Extended> {
-    let mut moved = Vec::new();
-    let mut failed = Vec::new();
-    for app in platform
-        .list_apps()
-        .await?
-        .into_iter()
-        .filter(|o| o.pr == pr)
-    {
-        match platform.set_expiry(&app.name, at).await {
-            Ok(()) => moved.push(format!("app {}", app.name)),
-            Err(e) => failed.push(format!("app {}: {e:#}", app.name)),
-        }
-    }
-    for b in database
-        .list_branches()
-        .await?
-        .into_iter()
-        .filter(|o| o.pr == pr)
-    {
-        match database.set_expiry(&b.name, at).await {
-            Ok(()) => moved.push(format!("database-branch {}", b.name)),
-            Err(e) => failed.push(format!("database-branch {}: {e:#}", b.name)),
-        }
-    }
-    if !failed.is_empty() {
-        anyhow::bail!(
-            "extending the preview of PR #{pr} failed for {} (moved: {})",
-            crate::secret::redact(&failed.join("; ")),
-            if moved.is_empty() {
-                "nothing".into()
-            } else {
-                moved.join(", ")
-            }
-        );
-    }
+    let moved = each_resource(
+        database,
+        platform,
+        pr,
+        "extending",
+        async |app| platform.set_expiry(app, at).await,
+        async |branch| database.set_expiry(branch, at).await,
+    )
+    .await?;
     if moved.is_empty() {
         anyhow::bail!(
             "PR #{pr} has no preview to extend (no app or database branch of Atlas's carries that PR)"
@@ -71,6 +45,57 @@ pub async fn extend(
         expires: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         moved,
     })
+}
+
+/// Applies `on_app` to each app and `on_branch` to each database branch that the providers
+/// list as Atlas's own for PR `pr`, all of them even when one fails. Returns what changed
+/// (`app <name>` / `database-branch <name>`); any failure is an error naming every failed
+/// resource and what did change (a rerun retries both).
+async fn each_resource(
+    database: &dyn Database,
+    platform: &dyn Platform,
+    pr: u64,
+    doing: &str,
+    on_app: impl AsyncFn(&str) -> anyhow::Result<()>,
+    on_branch: impl AsyncFn(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<String>> {
+    let mut changed = Vec::new();
+    let mut failed = Vec::new();
+    let apps = platform.list_apps().await?;
+    let branches = database.list_branches().await?;
+    let resources = apps
+        .iter()
+        .filter(|o| o.pr == pr)
+        .map(|o| ("app", o))
+        .chain(
+            branches
+                .iter()
+                .filter(|o| o.pr == pr)
+                .map(|o| ("database-branch", o)),
+        );
+    for (kind, o) in resources {
+        let r = if kind == "app" {
+            on_app(&o.name).await
+        } else {
+            on_branch(&o.name).await
+        };
+        match r {
+            Ok(()) => changed.push(format!("{kind} {}", o.name)),
+            Err(e) => failed.push(format!("{kind} {}: {e:#}", o.name)),
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{doing} the preview of PR #{pr} failed for {} (changed: {})",
+            crate::secret::redact(&failed.join("; ")),
+            if changed.is_empty() {
+                "nothing".into()
+            } else {
+                changed.join(", ")
+            }
+        );
+    }
+    Ok(changed)
 }
 
 /// What [`pin`] changed.
@@ -98,50 +123,24 @@ pub async fn pin(
     by: Option<&str>,
     renew_at: DateTime<Utc>,
 ) -> anyhow::Result<PinOutcome> {
-    let mut changed = Vec::new();
-    let mut failed = Vec::new();
-    for app in platform
-        .list_apps()
-        .await?
-        .into_iter()
-        .filter(|o| o.pr == pr)
-    {
-        let mut r = platform.set_pin(&app.name, by).await;
-        if r.is_ok() && by.is_none() {
-            r = platform.set_expiry(&app.name, renew_at).await;
-        }
-        match r {
-            Ok(()) => changed.push(format!("app {}", app.name)),
-            Err(e) => failed.push(format!("app {}: {e:#}", app.name)),
-        }
-    }
-    for b in database
-        .list_branches()
-        .await?
-        .into_iter()
-        .filter(|o| o.pr == pr)
-    {
-        let r = match by {
-            Some(_) => database.clear_expiry(&b.name).await,
-            None => database.set_expiry(&b.name, renew_at).await,
-        };
-        match r {
-            Ok(()) => changed.push(format!("database-branch {}", b.name)),
-            Err(e) => failed.push(format!("database-branch {}: {e:#}", b.name)),
-        }
-    }
-    if !failed.is_empty() {
-        anyhow::bail!(
-            "{} the preview of PR #{pr} failed for {} (changed: {})",
-            if by.is_some() { "pinning" } else { "unpinning" },
-            crate::secret::redact(&failed.join("; ")),
-            if changed.is_empty() {
-                "nothing".into()
-            } else {
-                changed.join(", ")
+    let changed = each_resource(
+        database,
+        platform,
+        pr,
+        if by.is_some() { "pinning" } else { "unpinning" },
+        async |app| {
+            platform.set_pin(app, by).await?;
+            match by {
+                Some(_) => Ok(()),
+                None => platform.set_expiry(app, renew_at).await,
             }
-        );
-    }
+        },
+        async |branch| match by {
+            Some(_) => database.clear_expiry(branch).await,
+            None => database.set_expiry(branch, renew_at).await,
+        },
+    )
+    .await?;
     Ok(PinOutcome {
         pr,
         pinned_by: by.map(str::to_string),

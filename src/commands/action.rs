@@ -338,10 +338,7 @@ async fn pin_inner(
         _ => login(None),
     });
     let ttl = ctx.config.ttl.unwrap_or(ctx.settings.preview.ttl);
-    let renew = chrono::Duration::from_std(ttl)
-        .ok()
-        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
-        .context("the ttl is too long")?;
+    let renew = from_now(ttl).context("the ttl is too long")?;
     let out = crate::lifecycle::pin(
         providers.database.as_ref(),
         providers.platform.as_ref(),
@@ -416,23 +413,8 @@ pub async fn cli_extend(
     args: &crate::cli::ExtendArgs,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    let (providers, ttl) = if args.local {
-        let (settings, config, setup) = super::providers::local_for_cli(config).await?;
-        (
-            setup.providers,
-            args.ttl.or(config.ttl).unwrap_or(settings.preview.ttl),
-        )
-    } else {
-        let ctx = Ctx::load(config)?;
-        let ttl = args
-            .ttl
-            .or(ctx.config.ttl)
-            .unwrap_or(ctx.settings.preview.ttl);
-        (super::providers::cloud_for_sweep(&ctx)?, ttl)
-    };
-    let at = chrono::Duration::from_std(ttl)
-        .ok()
-        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+    let (providers, ttl, _) = lifecycle_cli(args.local, args.ttl, config).await?;
+    let at = from_now(ttl)
         .with_context(|| format!("--ttl {} is too long", humantime::format_duration(ttl)))?;
     let out = crate::lifecycle::extend(
         providers.database.as_ref(),
@@ -451,30 +433,48 @@ pub async fn cli_extend(
     Ok(())
 }
 
+/// The providers `extend` and `pin` work on (local with `--local`, else the cloud family the
+/// sweep uses), the TTL in force (`ttl`, else the `ttl` input, else `[preview] ttl`) and the
+/// template directory.
+async fn lifecycle_cli(
+    local: bool,
+    ttl: Option<std::time::Duration>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<(
+    crate::provider::Providers,
+    std::time::Duration,
+    Option<std::path::PathBuf>,
+)> {
+    if local {
+        let (settings, config, setup) = super::providers::local_for_cli(config).await?;
+        let ttl = ttl.or(config.ttl).unwrap_or(settings.preview.ttl);
+        let dir = config.template_dir.or(settings.templates.dir.clone());
+        return Ok((setup.providers, ttl, dir));
+    }
+    let ctx = Ctx::load(config)?;
+    let ttl = ttl.or(ctx.config.ttl).unwrap_or(ctx.settings.preview.ttl);
+    let dir = ctx
+        .config
+        .template_dir
+        .clone()
+        .or_else(|| ctx.settings.templates.dir.clone());
+    Ok((super::providers::cloud_for_sweep(&ctx)?, ttl, dir))
+}
+
+/// Now plus `ttl`; `None` when that is past the calendar's end.
+fn from_now(ttl: std::time::Duration) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+}
+
 /// `atlas preview pin --pr N [--by LOGIN] [--unpin] [--local]`: what the pin label does.
 pub async fn cli_pin(
     args: &crate::cli::PinArgs,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    let (providers, ttl, template_dir) = if args.local {
-        let (settings, config, setup) = super::providers::local_for_cli(config).await?;
-        let ttl = config.ttl.unwrap_or(settings.preview.ttl);
-        let dir = config.template_dir.or(settings.templates.dir.clone());
-        (setup.providers, ttl, dir)
-    } else {
-        let ctx = Ctx::load(config)?;
-        let ttl = ctx.config.ttl.unwrap_or(ctx.settings.preview.ttl);
-        let dir = ctx
-            .config
-            .template_dir
-            .clone()
-            .or_else(|| ctx.settings.templates.dir.clone());
-        (super::providers::cloud_for_sweep(&ctx)?, ttl, dir)
-    };
-    let renew = chrono::Duration::from_std(ttl)
-        .ok()
-        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
-        .context("the ttl is too long")?;
+    let (providers, ttl, template_dir) = lifecycle_cli(args.local, None, config).await?;
+    let renew = from_now(ttl).context("the ttl is too long")?;
     let by = (!args.unpin).then(|| login(Some(&args.by)));
     let out = crate::lifecycle::pin(
         providers.database.as_ref(),
