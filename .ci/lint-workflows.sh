@@ -66,9 +66,11 @@ const NEWER_HOSTED_LABELS = ["ubuntu-24.04", "ubuntu-24.04-arm", "ubuntu-22.04-a
 const known = (r) =>
   r.kind === "runner-label" && NEWER_HOSTED_LABELS.some((l) => r.message.startsWith(`label "${l}" is unknown`));
 (async () => {
-  const lint = await createLinter();
   let n = 0;
   for (const file of process.argv.slice(2)) {
+    // One linter per file: the wasm instance's memory does not recover between lint() calls,
+    // and after a few hundred lines of workflows a shared one traps ("RuntimeError: unreachable").
+    const lint = await createLinter();
     for (const r of lint(readFileSync(file, "utf8"), file).filter((r) => !known(r))) {
       n++;
       console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
