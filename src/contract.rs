@@ -204,6 +204,21 @@ pub struct LifecycleBoundary {
     pub quota: Option<String>,
 }
 
+/// The pin recorded when the pin label was already on the PR as its preview was deployed:
+/// the event names no one who added the label. A login never holds a space, so this cannot
+/// be one.
+pub const PINNED_AT_DEPLOY: &str = "label present at deploy";
+
+/// How a pin reads in plain text: `pinned by @login`, or `pinned (label present at deploy)`.
+/// Renderers escape it (the `pinned` filter of the templates says the same).
+pub fn pin_phrase(by: &str) -> String {
+    if by == PINNED_AT_DEPLOY {
+        format!("pinned ({PINNED_AT_DEPLOY})")
+    } else {
+        format!("pinned by @{by}")
+    }
+}
+
 /// The sentence of the lifecycle clause about sleeping: `app_sleep` is the platform's mode
 /// (`None`: the app does not sleep), `platform` its kind, `db_suspend` the database compute's
 /// idle timeout (`None` with a branch: the provider's default).

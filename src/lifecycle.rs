@@ -151,38 +151,169 @@ pub async fn pin(
 }
 
 /// Rewrites the live preview's sticky comment for a pin change (the lifecycle clause says
-/// "pinned by @login", or the renewed expiry), from the contract recorded in it: no rebuild.
-/// `Ok(None)`: no live preview comment to update.
+/// "pinned by @login", or the renewed expiry). See [`rewrite_comment`].
 pub async fn pin_comment(
     forge: &dyn crate::provider::Forge,
+    platform: &dyn Platform,
     renderer: &crate::report::Renderer,
     out: &PinOutcome,
+    private_repository: Option<bool>,
 ) -> anyhow::Result<Option<crate::provider::CommentRef>> {
-    let marker = crate::preview::marker(out.pr);
-    let Some(mut contract) = forge
-        .comment_body(out.pr, &marker)
-        .await?
-        .as_deref()
-        .and_then(crate::contract::Contract::from_comment)
+    let at = Rewrite {
+        pr: out.pr,
+        app: app_of(&out.changed),
+        private_repository,
+    };
+    rewrite_comment(forge, platform, renderer, at, |c| {
+        c.lifecycle.pinned_by = out.pinned_by.clone();
+        if let Some(e) = &out.expires {
+            c.lifecycle.expires = Some(e.clone());
+        }
+    })
+    .await
+}
+
+/// Rewrites the live preview's sticky comment after `extend`: the lifecycle clause shows the
+/// new expiry (and a signed link lasts until then). See [`rewrite_comment`].
+pub async fn extend_comment(
+    forge: &dyn crate::provider::Forge,
+    platform: &dyn Platform,
+    renderer: &crate::report::Renderer,
+    out: &Extended,
+    private_repository: Option<bool>,
+) -> anyhow::Result<Option<crate::provider::CommentRef>> {
+    let at = Rewrite {
+        pr: out.pr,
+        app: app_of(&out.moved),
+        private_repository,
+    };
+    rewrite_comment(forge, platform, renderer, at, |c| {
+        c.lifecycle.expires = Some(out.expires.clone());
+    })
+    .await
+}
+
+/// The app among what [`each_resource`] changed.
+fn app_of(changed: &[String]) -> Option<&str> {
+    changed.iter().find_map(|c| c.strip_prefix("app "))
+}
+
+/// Which comment [`rewrite_comment`] rewrites.
+#[derive(Debug, Clone, Copy)]
+pub struct Rewrite<'a> {
+    pub pr: u64,
+    /// The preview's app (a fresh signed link is minted for it).
+    pub app: Option<&'a str>,
+    /// Whether the repository is private (the event says so); `None` (a CLI run): as the
+    /// comment was, which carried a signed link only on a private repository.
+    pub private_repository: Option<bool>,
+}
+
+/// Rewrites the live preview's sticky comment with `change` applied to the contract recorded in
+/// it, and nothing else changed: the same URL, per-commit URLs and evidence (from the record),
+/// the signed link of a private repository minted again to last until the preview's expiry (or
+/// the mint hint), and the build's details the record does not keep (timings, output tails)
+/// carried over verbatim from the comment, as they still describe the build that serves. No
+/// rebuild. `Ok(None)`: no live preview comment to rewrite.
+pub async fn rewrite_comment(
+    forge: &dyn crate::provider::Forge,
+    platform: &dyn Platform,
+    renderer: &crate::report::Renderer,
+    at: Rewrite<'_>,
+    change: impl FnOnce(&mut crate::contract::Contract),
+) -> anyhow::Result<Option<crate::provider::CommentRef>> {
+    let marker = crate::preview::marker(at.pr);
+    let Some(old) = forge.comment_body(at.pr, &marker).await? else {
+        return Ok(None);
+    };
+    let Some(mut contract) = crate::contract::Contract::from_comment(&old)
         .filter(|c| c.lifecycle.destroyed.is_none() && !c.code.url.is_empty())
     else {
         return Ok(None);
     };
-    contract.lifecycle.pinned_by = out.pinned_by.clone();
-    if let Some(e) = &out.expires {
-        contract.lifecycle.expires = Some(e.clone());
-    }
+    change(&mut contract);
+    let (signed_link, mint_hint) = match crate::preview::link_ttl(&contract) {
+        None => (None, None),
+        Some(ttl) => {
+            let private = at
+                .private_repository
+                .unwrap_or_else(|| old.contains(&format!("{}=", crate::gate::LINK_PARAM)));
+            // A link that cannot be minted leaves the command that mints one, as `up` does.
+            let link = match at.app {
+                Some(app) if private => platform.mint_link(app, ttl).await.ok().flatten(),
+                _ => None,
+            };
+            let local = platform.kind().starts_with("local");
+            crate::preview::access_lines(local, at.pr, private, link)
+        }
+    };
     let ctx = crate::report::PreviewComment {
         marker: marker.clone(),
-        pr: out.pr,
+        pr: at.pr,
         status: "ready",
         contract: &contract,
         error: None,
         generated_at: Utc::now().to_rfc3339(),
-        signed_link: None,
-        mint_hint: None,
+        signed_link,
+        mint_hint,
     };
-    let body =
-        crate::preview::with_record(renderer.render_comment("preview.md.j2", &ctx)?, &contract);
-    Ok(Some(forge.upsert_comment(out.pr, &marker, &body).await?))
+    let body = renderer.render_comment("preview.md.j2", &ctx)?;
+    let body = crate::preview::with_record(carry_details(&old, body), &contract);
+    Ok(Some(forge.upsert_comment(at.pr, &marker, &body).await?))
+}
+
+/// `new` with its `<details>` sections replaced by those of `old` (same build, more of it: the
+/// record keeps no timings or output tails), placed before the footer rule when `new` has none.
+/// `new` unchanged when `old` has none, when either lacks the footer rule (an override
+/// template of another shape), or when the result would exceed GitHub's comment limit.
+fn carry_details(old: &str, new: String) -> String {
+    const OPEN: &str = "\n<details>";
+    const CLOSE: &str = "</details>\n";
+    const RULE: &str = "\n---\n";
+    let span = |s: &str| -> Option<(usize, usize)> {
+        let a = s.find(OPEN)?;
+        let b = s.rfind(CLOSE)? + CLOSE.len();
+        (a < b).then_some((a, b))
+    };
+    let Some((oa, ob)) = span(old) else {
+        return new;
+    };
+    let Some(rule) = new.rfind(RULE) else {
+        return new;
+    };
+    if old[ob..].find(RULE).is_none() {
+        return new;
+    }
+    let (na, nb) = span(&new)
+        .filter(|&(_, b)| b <= rule + 1)
+        .unwrap_or((rule, rule));
+    let out = format!("{}{}{}", &new[..na], &old[oa..ob], &new[nb..]);
+    if out.chars().count() > crate::report::COMMENT_LIMIT {
+        return new;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carry_details;
+
+    #[test]
+    fn details_are_carried_over_and_nothing_else() {
+        let old = "m\n## Ready\nclause: expires Monday\n\n<details><summary>Timings</summary>\n\n| a | 1 ms |\n</details>\n\n---\n*footer old*\n";
+        let new = "m\n## Ready\nclause: pinned\n\n---\n*footer new*\n".to_string();
+        let out = carry_details(old, new);
+        assert_eq!(
+            out,
+            "m\n## Ready\nclause: pinned\n\n<details><summary>Timings</summary>\n\n| a | 1 ms |\n</details>\n\n---\n*footer new*\n"
+        );
+        // The new render's own (shorter) details give way to the old ones.
+        let new = "m\nclause: pinned\n\n<details><summary>Schema</summary>\n</details>\n\n---\n*f*\n";
+        let out = carry_details(old, new.to_string());
+        assert!(out.contains("Timings") && !out.contains("Schema"), "{out}");
+        assert!(out.contains("clause: pinned") && out.ends_with("*f*\n"), "{out}");
+        // Nothing to carry, or no footer rule to place it by: the new render as it is.
+        assert_eq!(carry_details("m\nno details\n---\n", new.to_string()), new);
+        assert_eq!(carry_details(old, "no rule".to_string()), "no rule");
+    }
 }

@@ -79,6 +79,11 @@ pub struct UpOptions {
     /// The run's clock for the expiry it writes (`None`: the system clock); the week
     /// simulation moves it.
     pub now: Option<DateTime<Utc>>,
+    /// Whether the pin label is on the PR, as the event shows it (`pull_request.labels`):
+    /// `Some(true)` pins the preview this run builds when nothing pins it yet (the label was
+    /// added before the preview existed, when there was nothing to pin), `Some(false)` unpins a
+    /// preview whose pin outlived its label. `None` (a manual run): the recorded pin stands.
+    pub pin_labeled: Option<bool>,
 }
 
 /// What `up` produced.
@@ -362,6 +367,11 @@ pub async fn up(
         Some(p) => p,
         None => live.as_ref().and_then(|l| l.lifecycle.pinned_by.clone()),
     };
+    // The label as the event shows it decides when it disagrees with the record.
+    let pin_change = label_pin(opts.pin_labeled, contract.lifecycle.pinned_by.as_deref());
+    if let Some(p) = &pin_change {
+        contract.lifecycle.pinned_by = p.clone();
+    }
     let environment = preview_environment(req.pr);
     let record = providers
         .forge
@@ -384,10 +394,16 @@ pub async fn up(
     let job = Job(providers, settings, req, opts);
     let publish = Publish(providers, &renderer, req, opts, &record);
     let result = match up_inner(job, &mut contract, &mut steps, first).await {
-        Ok(app) => match admit_after(providers, settings, req, opts, is_new, steps.log).await {
-            Ok(()) => publish_ready(publish, &contract, app).await,
-            Err(e) => Err(e),
-        },
+        Ok(app) => {
+            if let Some(p) = pin_change {
+                let reused = steps.branch_created == Some(false);
+                apply_label_pin(providers, &mut contract, &app.app, p, reused, steps.log).await;
+            }
+            match admit_after(providers, settings, req, opts, is_new, steps.log).await {
+                Ok(()) => publish_ready(publish, &contract, app).await,
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     };
     // Finished either way: a cancel from here on has nothing of this run's to tear down.
@@ -471,6 +487,88 @@ pub async fn up(
             }
         }
     }
+}
+
+/// The pin the event's labels ask for where it differs from the recorded one `recorded`:
+/// `Some(Some(_))` pins (with [`crate::contract::PINNED_AT_DEPLOY`]: the event does not say
+/// who added the label), `Some(None)` unpins; `None`: nothing to change (no labels known, or
+/// they agree with the record, whoever pinned it).
+pub fn label_pin(labeled: Option<bool>, recorded: Option<&str>) -> Option<Option<String>> {
+    match (labeled?, recorded.filter(|p| !p.is_empty())) {
+        (true, None) => Some(Some(crate::contract::PINNED_AT_DEPLOY.to_string())),
+        (false, Some(_)) => Some(None),
+        _ => None,
+    }
+}
+
+/// Records the pin [`label_pin`] decided on the deployed app and, for a branch this run reused,
+/// on its expiry (a new branch was created with the right one; an unpinned branch got its
+/// expiry back from `ensure_branch`). A pin recorded on the app meanwhile (the label's own
+/// run, racing this one) names who pinned it and is kept. Never fails the preview: a pin that
+/// could not be recorded is logged and the comment says what holds.
+async fn apply_label_pin(
+    providers: &Providers,
+    contract: &mut Contract,
+    app: &str,
+    pin: Option<String>,
+    reused_branch: bool,
+    log: &mut dyn FnMut(&str),
+) {
+    let recorded = recorded_pin(providers, app).await;
+    let result = match (&pin, &recorded) {
+        (Some(_), Some(by)) => {
+            contract.lifecycle.pinned_by = Some(by.clone());
+            return;
+        }
+        (Some(by), None) => {
+            let r = providers.platform.set_pin(app, Some(by)).await;
+            match (&contract.data.branch, reused_branch, r) {
+                (Some(b), true, Ok(())) => providers.database.clear_expiry(b).await,
+                (_, _, r) => r,
+            }
+        }
+        (None, _) => providers.platform.set_pin(app, None).await,
+    };
+    match result {
+        Ok(()) => log(&format!(
+            "→ {} (the pin label {} the pull request)",
+            match &pin {
+                Some(by) => crate::contract::pin_phrase(by),
+                None => "unpinned".into(),
+            },
+            if pin.is_some() { "is on" } else { "is no longer on" }
+        )),
+        Err(e) => {
+            contract.lifecycle.pinned_by = recorded;
+            log(&format!(
+                "→ the pin label could not be applied (the next push or a relabel retries): {}",
+                secret::redact(&format!("{e:#}"))
+            ));
+        }
+    }
+}
+
+/// The pin recorded on `app` now (its machines' metadata, else the platform's listing).
+async fn recorded_pin(providers: &Providers, app: &str) -> Option<String> {
+    let from_machines = match providers.platform.app_machines(app).await {
+        Ok(Some(ms)) => Some(
+            ms.iter()
+                .find_map(|m| m.metadata.get(crate::provider::PIN_KEY).cloned()),
+        ),
+        _ => None,
+    };
+    let pin = match from_machines {
+        Some(p) => p,
+        None => providers
+            .platform
+            .list_apps()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|o| o.name == app)?
+            .pinned_by,
+    };
+    pin.filter(|p| !p.is_empty())
 }
 
 /// The live previews (apps and branches grouped by PR), for the cap.
@@ -767,31 +865,54 @@ fn access_note(
     contract: &Contract,
     app: &str,
 ) -> (Option<String>, Option<String>) {
+    let Some(ttl) = link_ttl(contract) else {
+        return (None, None);
+    };
+    let link = opts
+        .private_repository
+        .then(|| providers.platform.signed_link(app, ttl))
+        .flatten();
+    let local = providers.platform.kind().starts_with("local");
+    access_lines(local, req.pr, opts.private_repository, link)
+}
+
+/// How long the comment's signed link is valid: until the preview expires (a day when that is
+/// unknown or past). `None`: the preview is not a signed-link one, the comment says nothing
+/// about links.
+pub fn link_ttl(contract: &Contract) -> Option<Duration> {
     if crate::gate::Mode::from_access(&contract.identity.access)
         != Some(crate::gate::Mode::SignedLink)
     {
-        return (None, None);
+        return None;
     }
-    let local = providers.platform.kind().starts_with("local");
+    Some(
+        contract
+            .lifecycle
+            .expires
+            .as_deref()
+            .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
+            .and_then(|e| (e.with_timezone(&Utc) - Utc::now()).to_std().ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(24 * 3600)),
+    )
+}
+
+/// The comment's (signed link, mint hint) of a signed-link preview of `pr`: the link on a
+/// private repository when one was minted, else the command that mints one (`--local` for
+/// a `local` platform).
+pub fn access_lines(
+    local: bool,
+    pr: u64,
+    private_repository: bool,
+    link: Option<String>,
+) -> (Option<String>, Option<String>) {
     let hint = format!(
-        "atlas preview link --pr {}{}",
-        req.pr,
+        "atlas preview link --pr {pr}{}",
         if local { " --local" } else { "" }
     );
-    if !opts.private_repository {
-        return (None, Some(hint));
-    }
-    let ttl = contract
-        .lifecycle
-        .expires
-        .as_deref()
-        .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
-        .and_then(|e| (e.with_timezone(&Utc) - Utc::now()).to_std().ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(Duration::from_secs(24 * 3600));
-    match providers.platform.signed_link(app, ttl) {
-        Some(link) => (Some(link), None),
-        None => (None, Some(hint)),
+    match link {
+        Some(link) if private_repository => (Some(link), None),
+        _ => (None, Some(hint)),
     }
 }
 

@@ -113,6 +113,30 @@ fn url_filter(v: Value) -> Result<String, minijinja::Error> {
     Ok(crate::text::fill_url(&s, &[]))
 }
 
+/// A pin in the comment: `pinned by @login` (the login escaped), or `pinned (label present at
+/// deploy)` when no one is known to have added the label.
+fn pinned_filter(v: Value) -> Result<String, minijinja::Error> {
+    defined(&v, "pinned")?;
+    let by = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    Ok(if by == crate::contract::PINNED_AT_DEPLOY {
+        crate::contract::pin_phrase(&by)
+    } else {
+        format!("pinned by @{}", escape_markdown(&by))
+    })
+}
+
+/// A pin in the estate table's Pinned column: `@login` (escaped, so no one is notified), or
+/// `label present at deploy`.
+fn pinner_filter(v: Value) -> Result<String, minijinja::Error> {
+    defined(&v, "pinner")?;
+    let by = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    Ok(if by == crate::contract::PINNED_AT_DEPLOY {
+        by
+    } else {
+        escape_markdown(&format!("@{by}"))
+    })
+}
+
 /// Formats a number with a fixed number of decimals (`{{ x | fixed(2) }}`).
 fn fixed(v: Value, digits: Option<u32>) -> String {
     let d = digits.unwrap_or(2) as usize;
@@ -193,6 +217,8 @@ fn environment(now: chrono::DateTime<chrono::Utc>) -> Environment<'static> {
     env.add_filter("url", url_filter);
     env.add_filter("fixed", fixed);
     env.add_filter("percent", percent);
+    env.add_filter("pinned", pinned_filter);
+    env.add_filter("pinner", pinner_filter);
     env
 }
 

@@ -224,8 +224,9 @@ fn judge(
         && open.contains(&o.pr)
     {
         return Err(format!(
-            "PR #{} is open and its preview is pinned by @{by} (kept past its TTL)",
-            o.pr
+            "PR #{} is open and its preview is {} (kept past its TTL)",
+            o.pr,
+            crate::contract::pin_phrase(by)
         ));
     }
     let expired = match (o.expires_at, o.created_at) {

@@ -121,6 +121,7 @@ fn up_options(ctx: &Ctx, prefix: String) -> anyhow::Result<UpOptions> {
         dashboard_url: None,
         private_repository: false,
         now: None,
+        pin_labeled: None,
     })
 }
 
@@ -187,6 +188,14 @@ async fn preview_inner(
     };
     opts.private_repository =
         matches!(event, Event::PullRequest { pr: p, .. } if p.repository_private);
+    // The labels of this PR's own event: a pin label added before the preview existed pins it
+    // now, one removed meanwhile unpins it.
+    opts.pin_labeled = match event {
+        Event::PullRequest { pr: p, .. } if p.number == pr => {
+            Some(p.labels.contains(&ctx.config.policy.pin_label))
+        }
+        _ => None,
+    };
     opts.dashboard_url = super::verify::pages_url(&ctx.github, &repo);
     let (branch, title) = pr_text(event, pr);
 
@@ -348,9 +357,15 @@ async fn pin_inner(
     )
     .await?;
     if out.changed.is_empty() {
+        // The preview the next push builds reads the label from its event (`up` pins it then).
         let reason = format!(
-            "pull request #{pr} has no preview yet: nothing to {} (add the label again once the preview exists)",
-            plan.command.as_str()
+            "pull request #{pr} has no preview yet: nothing to {} now; the preview its next push builds is {}",
+            plan.command.as_str(),
+            if by.is_some() {
+                "pinned (the label is on the pull request)"
+            } else {
+                "not pinned"
+            }
         );
         ctx.gha.notice("atlas: nothing to pin", &reason);
         report.verdict = "skipped".into();
@@ -360,14 +375,22 @@ async fn pin_inner(
     for c in &out.changed {
         ctx.gha.info(&format!("{}: {c}", plan.command.as_str()));
     }
-    let comment =
-        crate::lifecycle::pin_comment(providers.forge.as_ref(), &renderer(ctx)?, &out).await?;
+    let private = matches!(event, Event::PullRequest { pr: p, .. } if p.repository_private);
+    let comment = crate::lifecycle::pin_comment(
+        providers.forge.as_ref(),
+        providers.platform.as_ref(),
+        &renderer(ctx)?,
+        &out,
+        Some(private),
+    )
+    .await?;
     report.comment_url = comment.map(|c| c.url);
     report.verdict = if by.is_some() { "pinned" } else { "unpinned" }.into();
     report.reason = Some(match &by {
-        Some(b) => {
-            format!("pinned by @{b}: kept past its expiry and never evicted by the preview cap")
-        }
+        Some(b) => format!(
+            "{}: kept past its expiry and never evicted by the preview cap",
+            crate::contract::pin_phrase(b)
+        ),
         None => format!(
             "unpinned: the preview expires {} unless renewed",
             out.expires.as_deref().unwrap_or("as before")
@@ -413,7 +436,7 @@ pub async fn cli_extend(
     args: &crate::cli::ExtendArgs,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    let (providers, ttl, _) = lifecycle_cli(args.local, args.ttl, config).await?;
+    let (providers, ttl, template_dir) = lifecycle_cli(args.local, args.ttl, config).await?;
     let at = from_now(ttl)
         .with_context(|| format!("--ttl {} is too long", humantime::format_duration(ttl)))?;
     let out = crate::lifecycle::extend(
@@ -423,11 +446,26 @@ pub async fn cli_extend(
         at,
     )
     .await?;
+    let r = Renderer::new(template_dir.as_deref())?;
+    let comment = crate::lifecycle::extend_comment(
+        providers.forge.as_ref(),
+        providers.platform.as_ref(),
+        &r,
+        &out,
+        None,
+    )
+    .await
+    .context("the expiry moved, but the preview's comment could not be rewritten")?;
     eprintln!(
-        "preview of PR #{} now expires {} ({})",
+        "preview of PR #{} now expires {} ({}){}",
         out.pr,
-        out.expires,
-        out.moved.join(", ")
+        crate::report::human_time(&out.expires, chrono::Utc::now()),
+        out.moved.join(", "),
+        if comment.is_some() {
+            "; its comment says so"
+        } else {
+            "; it has no live preview comment to update"
+        }
     );
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
@@ -488,12 +526,19 @@ pub async fn cli_pin(
         bail!("PR #{} has no preview to pin", args.pr);
     }
     let r = Renderer::new(template_dir.as_deref())?;
-    crate::lifecycle::pin_comment(providers.forge.as_ref(), &r, &out).await?;
+    crate::lifecycle::pin_comment(
+        providers.forge.as_ref(),
+        providers.platform.as_ref(),
+        &r,
+        &out,
+        None,
+    )
+    .await?;
     eprintln!(
         "preview of PR #{} {} ({})",
         out.pr,
         match &out.pinned_by {
-            Some(b) => format!("pinned by @{b}"),
+            Some(b) => crate::contract::pin_phrase(b),
             None => format!(
                 "unpinned; expires {}",
                 out.expires.as_deref().unwrap_or("?")

@@ -118,6 +118,7 @@ pub fn local_options(settings: &Settings, state_dir: &Path) -> anyhow::Result<Up
         dashboard_url: None,
         private_repository: false,
         now: None,
+        pin_labeled: None,
     })
 }
 

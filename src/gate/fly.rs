@@ -217,6 +217,16 @@ impl Platform for FlyGate {
     fn signed_link(&self, app: &str, ttl: Duration) -> Option<String> {
         self.minted.link(&self.secret, app, ttl)
     }
+
+    async fn mint_link(&self, app: &str, ttl: Duration) -> anyhow::Result<Option<String>> {
+        if self.mode != Mode::SignedLink {
+            return Ok(None);
+        }
+        if let Some(l) = self.minted.link(&self.secret, app, ttl) {
+            return Ok(Some(l));
+        }
+        cloud_link(&self.fly, &self.secret, app, ttl).await.map(Some)
+    }
 }
 
 /// A signed link to the Fly preview `app`, valid for `ttl`: minted from the repository's gate

@@ -321,6 +321,17 @@ impl Platform for LocalGate {
     fn signed_link(&self, app: &str, ttl: Duration) -> Option<String> {
         self.minted.link(&self.secret, app, ttl)
     }
+
+    async fn mint_link(&self, app: &str, ttl: Duration) -> anyhow::Result<Option<String>> {
+        if self.mode != Mode::SignedLink {
+            return Ok(None);
+        }
+        if let Some(l) = self.minted.link(&self.secret, app, ttl) {
+            return Ok(Some(l));
+        }
+        let state_dir = self.dir.parent().unwrap_or(&self.dir);
+        local_link(state_dir, app, ttl, Some(self.secret.clone())).map(Some)
+    }
 }
 
 /// The local repository secret (see [`LocalGate::for_state_dir`]).

@@ -670,6 +670,7 @@ mod with_preview {
             dashboard_url: None,
             private_repository: false,
             now: None,
+            pin_labeled: None,
         };
         let Env {
             neon,

@@ -69,6 +69,7 @@ async fn run(configure: impl FnOnce(&mut Settings)) -> Run {
         dashboard_url: None,
         private_repository: false,
         now: None,
+        pin_labeled: None,
     };
     Run {
         neon,

@@ -131,8 +131,14 @@ impl World {
         .await
         .unwrap();
         let r = atlas::report::Renderer::new(None).unwrap();
-        atlas::lifecycle::pin_comment(self.providers.forge.as_ref(), &r, &out)
-            .await
+        atlas::lifecycle::pin_comment(
+            self.providers.forge.as_ref(),
+            self.providers.platform.as_ref(),
+            &r,
+            &out,
+            None,
+        )
+        .await
             .unwrap()
             .expect("a live preview comment to update");
         out
