@@ -1750,6 +1750,220 @@ async fn the_pin_label_pins_and_unpins_without_a_rebuild() {
     w.assert_clean();
 }
 
+/// A pull_request fixture for this PR with `action`, `labels` as the PR's labels and, for
+/// `labeled`/`unlabeled`, the pin label as the one added or removed.
+fn pr_event(file: &str, head: &str, action: &str, labels: &[&str], private: bool) -> String {
+    let mut v: Value = serde_json::from_str(&payload(file, head, REPO)).unwrap();
+    v["action"] = Value::from(action);
+    v["number"] = Value::from(PR);
+    v["pull_request"]["number"] = Value::from(PR);
+    v["pull_request"]["labels"] = labels
+        .iter()
+        .map(|l| serde_json::json!({"name": l}))
+        .collect();
+    v["repository"]["private"] = Value::from(private);
+    if v.get("label").is_some() {
+        v["label"]["name"] = Value::from("atlas:pin");
+    }
+    v.to_string()
+}
+
+/// Issue 17: the pin label was put on the PR before its preview existed (the `labeled` run
+/// found nothing to pin): the preview that the `opened` run builds, whose event lists the label,
+/// is pinned on the app, on the branch (no expiry) and in the comment. The event names no one
+/// who added the label, so the comment says "label present at deploy". A later push whose event
+/// no longer lists the label (removed while the label's own run was lost) unpins it: no stale pin.
+#[tokio::test]
+async fn a_pin_label_already_on_the_pr_pins_the_preview_up_builds_and_its_absence_unpins() {
+    let w = world().await;
+    let app = app_name();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let labeled = pr_event(
+        "pull_request.labeled.json",
+        HEAD1,
+        "labeled",
+        &["atlas:pin"],
+        false,
+    );
+    let r = w
+        .run("pull_request", &labeled, "", &[("image", "")], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "skipped", "{}", r.dump());
+    assert!(
+        r.stdout
+            .contains("nothing to pin now; the preview its next push builds is pinned"),
+        "{}",
+        r.dump()
+    );
+
+    let opened = pr_event(
+        "pull_request.opened.json",
+        HEAD1,
+        "opened",
+        &["bug", "atlas:pin"],
+        false,
+    );
+    let r = w
+        .run("pull_request", &opened, &image(HEAD1), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.out("verdict"), "pass", "{}", r.dump());
+    let m = &w.fly.app(&app).unwrap().machines[0];
+    assert_eq!(m.meta("atlas_pinned_by"), Some("label present at deploy"));
+    assert_eq!(w.neon.branch("preview/pr-2").unwrap().expires_at, None);
+    let body = &w.comments()[0].body;
+    assert!(
+        body.contains("pinned (label present at deploy) (kept past its expiry"),
+        "{body}"
+    );
+    assert!(!body.contains("pinned by"), "{body}");
+
+    // A push with the label still on keeps the pin (and the branch without expiry).
+    w.gh.add_pull(PR, true, HEAD2, false);
+    let sync = |labels: &[&str]| {
+        pr_event(
+            "pull_request.synchronize.json",
+            HEAD2,
+            "synchronize",
+            labels,
+            false,
+        )
+    };
+    let r = w
+        .run("pull_request", &sync(&["atlas:pin"]), &image(HEAD2), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let m = &w.fly.app(&app).unwrap().machines[0];
+    assert_eq!(m.meta("atlas_pinned_by"), Some("label present at deploy"));
+    assert_eq!(w.neon.branch("preview/pr-2").unwrap().expires_at, None);
+
+    // The label is gone by the next push: unpinned, both expiries back.
+    let r = w
+        .run("pull_request", &sync(&["bug"]), &image(HEAD2), &[], None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let m = &w.fly.app(&app).unwrap().machines[0];
+    assert_eq!(m.meta("atlas_pinned_by").unwrap_or(""), "");
+    assert!(w.neon.branch("preview/pr-2").unwrap().expires_at.is_some());
+    let body = &w.comments()[0].body;
+    assert!(!body.contains("pinned"), "{body}");
+    assert!(body.contains("every push renews it"), "{body}");
+    w.assert_clean();
+}
+
+/// The signed link in a comment: the claims it carries, verified with the gate's key.
+fn comment_link(body: &str, key: &str) -> atlas::gate::token::Claims {
+    let link = body
+        .split("[open the preview](")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .unwrap_or_else(|| panic!("no signed link in {body}"));
+    let token = link
+        .split_once("?atlas_token=")
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("not a signed link: {link}"));
+    atlas::gate::PreviewKey::from_hex(&app_name(), key)
+        .unwrap()
+        .verify(atlas::gate::Kind::Link, token, atlas::gate::token::now())
+        .expect("the comment's link opens the preview")
+}
+
+/// Issue 17: on a private repository a signed-link preview's comment carries a link. Pinning,
+/// `atlas preview extend` and unpinning rewrite that comment with everything it had (the URL,
+/// the smoke evidence, the build's timings, a signed link that opens the preview) and a new
+/// lifecycle clause; after extend the clause shows the new expiry as a person reads it and the
+/// link lasts until then.
+#[tokio::test]
+async fn pin_extend_and_unpin_rewrite_the_comment_keeping_its_signed_link_and_evidence() {
+    let w = world().await;
+    *w.access.lock().unwrap() = "signed-link".into();
+    w.gh.add_pull(PR, true, HEAD1, false);
+    let gate = [("gate_secret", GATE_SECRET)];
+    let no_image = [("image", ""), ("gate_secret", GATE_SECRET)];
+    let opened = pr_event("pull_request.opened.json", HEAD1, "opened", &[], true);
+    let r = w
+        .run("pull_request", &opened, &image(HEAD1), &gate, None)
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let key = w.fly.app(&app_name()).unwrap().secrets["ATLAS_GATE_KEY"].clone();
+    let first = w.comments()[0].body.clone();
+    comment_link(&first, &key);
+    // What must survive each rewrite, line for line.
+    let kept: Vec<String> = first
+        .lines()
+        .filter(|l| {
+            l.starts_with("**Environment URL:**")
+                || l.starts_with("| `GET /api/ping`")
+                || l.starts_with("| **6. Evidence boundary**")
+                || l.starts_with("<details><summary>Timings")
+        })
+        .map(str::to_string)
+        .collect();
+    assert_eq!(kept.len(), 4, "{first}");
+    let assert_whole = |body: &str| {
+        for l in &kept {
+            assert!(body.lines().any(|b| b == l), "lost {l:?}:\n{body}");
+        }
+        assert!(!body.contains("mint one with"), "{body}");
+        comment_link(body, &key)
+    };
+
+    let labeled = pr_event(
+        "pull_request.labeled.json",
+        HEAD1,
+        "labeled",
+        &["atlas:pin"],
+        true,
+    );
+    let r = w
+        .run("pull_request", &labeled, "", &no_image, None)
+        .await;
+    assert_eq!(r.out("verdict"), "pinned", "{}", r.dump());
+    let body = w.comments()[0].body.clone();
+    assert!(body.contains("pinned by @Codertocat"), "{body}");
+    assert_whole(&body);
+
+    let r = w
+        .atlas(
+            &["preview", "extend", "--pr", &PR.to_string(), "--ttl", "100h"],
+            "pull_request",
+            &opened,
+            "",
+            &no_image,
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let out: Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
+    let expires: chrono::DateTime<chrono::Utc> = out["expires"].as_str().unwrap().parse().unwrap();
+    let body = w.comments()[0].body.clone();
+    let shown = format!("expires {}", expires.format("%Y-%m-%d %H:%M UTC"));
+    assert!(body.contains(&format!("{shown} (in 4 days)")), "{shown}: {body}");
+    assert!(body.contains("pinned by @Codertocat"), "{body}");
+    let claims = assert_whole(&body);
+    let until = claims.expires as i64 - expires.timestamp();
+    assert!(until.abs() <= 5, "the link lasts until the new expiry: {until} s off");
+    assert!(r.stderr.contains("(in 4 days)"), "{}", r.dump());
+
+    let unlabeled = pr_event(
+        "pull_request.labeled.json",
+        HEAD1,
+        "unlabeled",
+        &[],
+        true,
+    );
+    let r = w
+        .run("pull_request", &unlabeled, "", &no_image, None)
+        .await;
+    assert_eq!(r.out("verdict"), "unpinned", "{}", r.dump());
+    let body = w.comments()[0].body.clone();
+    assert!(!body.contains("pinned by"), "{body}");
+    assert_whole(&body);
+    assert_eq!(w.comments().len(), 1);
+    w.assert_clean();
+}
+
 /// Issue 17: `[preview] max_previews = 1` with `quota_policy = "refuse"`: a second PR's preview
 /// is refused before anything is created, with the reason in its comment and the summary; the
 /// run exits 0 with `verdict=refused`.
