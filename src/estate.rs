@@ -332,8 +332,15 @@ pub async fn preview_cost(
     );
     let mut s = format!("cost {}", cost::sentence(&e));
     if let Some(h) = hours {
+        // Fly's proxy puts a woken machine back to sleep when idle, unless autostop is off:
+        // then it runs until the next sweep, whose schedule is the worst case.
+        let then = if settings.fly.auto_stop == crate::config::AutoStop::Off {
+            ", and with auto_stop = \"off\" it then runs until the next sweep"
+        } else {
+            "; idle, it sleeps again"
+        };
         s.push_str(&format!(
-            "; outside {h} the scheduled sweep stops it (the first request wakes it)"
+            "; outside {h} the scheduled sweep stops it (the first request wakes it{then})"
         ));
     }
     Some(s)

@@ -139,6 +139,63 @@ async fn a_week_of_active_hours_stops_outside_and_leaves_inside_alone() {
     e.assert_spec();
 }
 
+/// With `[fly] auto_stop = "off"` Fly's proxy never stops a machine again once a request woke
+/// it, so a preview woken at night runs until the next scheduled sweep, which stops it again:
+/// the sweep's schedule is the worst case. A pinned preview is stopped outside the hours too
+/// (the pin is about how long it lives, not whether it sleeps) and wakes on its first request.
+#[tokio::test]
+async fn with_autostop_off_the_next_sweep_stops_a_preview_woken_at_night_pinned_or_not() {
+    let e = env_with(|s, fly| {
+        s.fly.preview_url = Some(fly.proxy_preview_url());
+        s.fly.auto_stop = AutoStop::Off;
+    })
+    .await;
+    let (gh, forge) = forge().await;
+    let (_, d7) = e.up(7, "aaa111").await.unwrap();
+    let (_, d8) = e.up(8, "bbb222").await.unwrap();
+    gh.add_pull(7, true, &"a".repeat(40), false);
+    gh.add_pull(8, true, &"b".repeat(40), false);
+    atlas::provider::Platform::set_pin(&e.platform, &d8.app, Some("octocat"))
+        .await
+        .unwrap();
+    let hours = ActiveHours::parse("Mon-Fri 07:00-20:00 Europe/Berlin").unwrap();
+    let prices = CostSettings::default();
+
+    // Tuesday 22:00 UTC (23:00 in Berlin): outside. Both are stopped, the pinned one too.
+    let night = at("2026-12-08T22:00:00Z");
+    let est = look(&e, &forge, Some(&hours), &prices, night).await;
+    assert_eq!(est.stopped.len(), 2, "{:?}", est.stopped);
+    assert_eq!((running(&e, &d7.app), running(&e, &d8.app)), (0, 0));
+    let pinned = est.previews.iter().find(|r| r.pr == 8).unwrap();
+    assert_eq!(pinned.pinned_by.as_deref(), Some("octocat"));
+    assert_eq!(pinned.state, "stopped: outside hours");
+
+    // A late visitor wakes each; idle, the proxy leaves them running (autostop is off).
+    for d in [&d7, &d8] {
+        let r = reqwest::get(format!("{}/healthz", d.url)).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "a stopped preview wakes on demand");
+        assert_eq!(e.fly.go_idle(&d.app), 0, "autostop off: the proxy never stops it");
+        assert_eq!(running(&e, &d.app), 1);
+    }
+    // The next sweep, an hour later, stops both again.
+    let est = look(&e, &forge, Some(&hours), &prices, night + chrono::Duration::hours(1)).await;
+    assert_eq!(est.stopped.len(), 2, "{:?}", est.stopped);
+    assert_eq!((running(&e, &d7.app), running(&e, &d8.app)), (0, 0));
+
+    // The comment's clause says what a request outside the hours costs.
+    let mut settings = e.settings.clone();
+    settings.lifecycle.active_hours = Some(hours.clone());
+    let sentence =
+        atlas::estate::preview_cost(&e.platform, &e.db, &settings, &d7.app, Some("preview/pr-7"))
+            .await
+            .unwrap();
+    assert!(
+        sentence.ends_with("the scheduled sweep stops it (the first request wakes it, and with auto_stop = \"off\" it then runs until the next sweep)"),
+        "{sentence}"
+    );
+    e.assert_spec();
+}
+
 #[tokio::test]
 async fn the_table_has_every_live_preview_and_its_cost_per_day() {
     let e = env_with(through_proxy).await;
@@ -289,7 +346,7 @@ async fn a_dry_run_outside_the_hours_lists_and_stops_nothing() {
         "{sentence}"
     );
     assert!(
-        sentence.ends_with("; outside Mon-Fri 09:00-17:00 America/New_York the scheduled sweep stops it (the first request wakes it)"),
+        sentence.ends_with("; outside Mon-Fri 09:00-17:00 America/New_York the scheduled sweep stops it (the first request wakes it; idle, it sleeps again)"),
         "{sentence}"
     );
     assert_eq!(
