@@ -515,24 +515,26 @@ async fn apply_label_pin(
     log: &mut dyn FnMut(&str),
 ) {
     let recorded = recorded_pin(providers, app).await;
-    let result = match (&pin, &recorded) {
-        (Some(_), Some(by)) => {
-            contract.lifecycle.pinned_by = Some(by.clone());
-            return;
-        }
-        (Some(by), None) => {
-            let r = providers.platform.set_pin(app, Some(by)).await;
-            match (&contract.data.branch, reused_branch, r) {
-                (Some(b), true, Ok(())) => providers.database.clear_expiry(b).await,
-                (_, _, r) => r,
+    let result = match &pin {
+        Some(by) => {
+            let set = match &recorded {
+                Some(who) => {
+                    contract.lifecycle.pinned_by = Some(who.clone());
+                    Ok(())
+                }
+                None => providers.platform.set_pin(app, Some(by)).await,
+            };
+            match (set, &contract.data.branch) {
+                (Ok(()), Some(b)) if reused_branch => providers.database.clear_expiry(b).await,
+                (r, _) => r,
             }
         }
-        (None, _) => providers.platform.set_pin(app, None).await,
+        None => providers.platform.set_pin(app, None).await,
     };
     match result {
         Ok(()) => log(&format!(
             "→ {} (the pin label {} the pull request)",
-            match &pin {
+            match &contract.lifecycle.pinned_by {
                 Some(by) => crate::contract::pin_phrase(by),
                 None => "unpinned".into(),
             },

@@ -86,9 +86,21 @@ fn refused(e: &anyhow::Error) -> Option<String> {
 impl World {
     /// A push (or the opening) of `pr` at `at`: the PR's head moves, then `preview up` runs.
     async fn push(&self, pr: u64, n: u32, at: DateTime<Utc>) -> anyhow::Result<preview::UpOutcome> {
+        self.push_labeled(pr, n, at, None).await
+    }
+
+    /// [`World::push`] whose event shows whether the pin label is on the PR.
+    async fn push_labeled(
+        &self,
+        pr: u64,
+        n: u32,
+        at: DateTime<Utc>,
+        pin_labeled: Option<bool>,
+    ) -> anyhow::Result<preview::UpOutcome> {
         self.forge.set_pr(pr, true, &sha(pr, n)).unwrap();
         let opts = UpOptions {
             now: Some(at),
+            pin_labeled,
             ..self.opts.clone()
         };
         preview::up(
@@ -245,6 +257,76 @@ async fn a_pin_is_recorded_on_the_resources_survives_pushes_and_the_ttl_and_unpi
     let r = w.sweep(day10 + chrono::Duration::days(4)).await;
     assert_eq!(r.deleted.len(), 2, "{r:?}");
     assert_eq!(w.live(), set(&[]));
+    w.assert_spec();
+}
+
+/// The pin label as the event of a push shows it: a preview nothing pins yet is pinned, and a
+/// login the label's own run already recorded on the app (racing this push, its comment rewrite
+/// lost) is kept; a first push with the label pins a new preview ("label present at deploy");
+/// a push without it unpins. The app and the branch follow each time.
+#[tokio::test]
+async fn the_label_in_a_push_event_pins_or_unpins_what_up_builds() {
+    use atlas::provider::Platform as _;
+    let w = world(None, QuotaPolicy::EvictOldest).await;
+    let t0 = Utc::now();
+    let app = atlas::naming::preview_app(&w.prefix, 7);
+    let expires = |b: &str| w.neon.branch(b).unwrap().expires_at;
+    w.push(7, 1, t0).await.unwrap();
+    w.providers
+        .platform
+        .set_pin(&app, Some("octocat"))
+        .await
+        .unwrap();
+    assert!(expires("preview/pr-7").is_some());
+    let up = w
+        .push_labeled(7, 2, t0 + chrono::Duration::hours(1), Some(true))
+        .await
+        .unwrap();
+    assert_eq!(up.contract.lifecycle.pinned_by.as_deref(), Some("octocat"));
+    assert!(up.comment_body.contains("pinned by @octocat"), "{}", up.comment_body);
+    assert_eq!(expires("preview/pr-7"), None);
+    let m = &w.fly.app(&app).unwrap().machines[0];
+    assert_eq!(m.meta("atlas_pinned_by"), Some("octocat"));
+
+    // A new PR opened with the label on.
+    let up = w.push_labeled(9, 1, t0, Some(true)).await.unwrap();
+    assert_eq!(
+        up.contract.lifecycle.pinned_by.as_deref(),
+        Some(atlas::contract::PINNED_AT_DEPLOY)
+    );
+    assert!(
+        up.comment_body.contains("pinned (label present at deploy)"),
+        "{}",
+        up.comment_body
+    );
+    assert_eq!(expires("preview/pr-9"), None);
+    let app9 = atlas::naming::preview_app(&w.prefix, 9);
+    let m = &w.fly.app(&app9).unwrap().machines[0];
+    assert_eq!(m.meta("atlas_pinned_by"), Some("label present at deploy"));
+
+    // Ten days on, both open: the sweep keeps both.
+    let r = w.sweep(t0 + chrono::Duration::days(10)).await;
+    assert!(r.deleted.is_empty(), "{r:?}");
+
+    // The label is gone by the next push of 7: unpinned, its expiry back.
+    let up = w
+        .push_labeled(7, 3, t0 + chrono::Duration::days(10), Some(false))
+        .await
+        .unwrap();
+    assert_eq!(up.contract.lifecycle.pinned_by, None);
+    assert!(!up.comment_body.contains("pinned"), "{}", up.comment_body);
+    assert!(expires("preview/pr-7").is_some());
+    let m = &w.fly.app(&app).unwrap().machines[0];
+    assert_eq!(m.meta("atlas_pinned_by").unwrap_or(""), "");
+    // A push with no labels known (a manual run) leaves 9's pin as it is.
+    let up = w.push(9, 2, t0 + chrono::Duration::days(10)).await.unwrap();
+    assert_eq!(
+        up.contract.lifecycle.pinned_by.as_deref(),
+        Some(atlas::contract::PINNED_AT_DEPLOY)
+    );
+    let r = w.sweep(t0 + chrono::Duration::days(14)).await;
+    assert_eq!(r.deleted.len(), 2, "7 expired, 9 is pinned: {r:?}");
+    assert_eq!(w.live(), set(&[9]));
     w.assert_spec();
 }
 
