@@ -262,7 +262,13 @@ pub async fn survey(
             age: created.map(|c| short_duration(opts.now - c)),
             last_activity: g.activity.iter().max().copied().map(rfc3339),
             expires: g.expires.map(rfc3339),
-            pinned_by: ms.iter().find_map(|m| m.metadata.get(PINNED_KEY).cloned()),
+            // An unpinned machine keeps the key with an empty value.
+            pinned_by: ms.iter().find_map(|m| {
+                m.metadata
+                    .get(PINNED_KEY)
+                    .filter(|p| !p.is_empty())
+                    .cloned()
+            }),
             state,
             machines: ms.len(),
             machines_running: running,

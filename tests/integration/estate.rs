@@ -182,6 +182,15 @@ async fn with_autostop_off_the_next_sweep_stops_a_preview_woken_at_night_pinned_
     assert_eq!(est.stopped.len(), 2, "{:?}", est.stopped);
     assert_eq!((running(&e, &d7.app), running(&e, &d8.app)), (0, 0));
 
+    // Unpinned, its machines keep the key with an empty value: the table says "no".
+    atlas::provider::Platform::set_pin(&e.platform, &d8.app, None)
+        .await
+        .unwrap();
+    let est = look(&e, &forge, Some(&hours), &prices, night).await;
+    let row = est.previews.iter().find(|r| r.pr == 8).unwrap();
+    assert_eq!(row.pinned_by, None);
+    assert!(serde_json::to_value(row).unwrap()["pinned_by"].is_null());
+
     // The comment's clause says what a request outside the hours costs.
     let mut settings = e.settings.clone();
     settings.lifecycle.active_hours = Some(hours.clone());
