@@ -308,10 +308,14 @@ mod tests {
             "m\n## Ready\nclause: pinned\n\n<details><summary>Timings</summary>\n\n| a | 1 ms |\n</details>\n\n---\n*footer new*\n"
         );
         // The new render's own (shorter) details give way to the old ones.
-        let new = "m\nclause: pinned\n\n<details><summary>Schema</summary>\n</details>\n\n---\n*f*\n";
+        let new =
+            "m\nclause: pinned\n\n<details><summary>Schema</summary>\n</details>\n\n---\n*f*\n";
         let out = carry_details(old, new.to_string());
         assert!(out.contains("Timings") && !out.contains("Schema"), "{out}");
-        assert!(out.contains("clause: pinned") && out.ends_with("*f*\n"), "{out}");
+        assert!(
+            out.contains("clause: pinned") && out.ends_with("*f*\n"),
+            "{out}"
+        );
         // Nothing to carry, or no footer rule to place it by: the new render as it is.
         assert_eq!(carry_details("m\nno details\n---\n", new.to_string()), new);
         assert_eq!(carry_details(old, "no rule".to_string()), "no rule");

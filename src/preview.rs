@@ -538,7 +538,11 @@ async fn apply_label_pin(
                 Some(by) => crate::contract::pin_phrase(by),
                 None => "unpinned".into(),
             },
-            if pin.is_some() { "is on" } else { "is no longer on" }
+            if pin.is_some() {
+                "is on"
+            } else {
+                "is no longer on"
+            }
         )),
         Err(e) => {
             contract.lifecycle.pinned_by = recorded;
@@ -561,14 +565,16 @@ async fn recorded_pin(providers: &Providers, app: &str) -> Option<String> {
     };
     let pin = match from_machines {
         Some(p) => p,
-        None => providers
-            .platform
-            .list_apps()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|o| o.name == app)?
-            .pinned_by,
+        None => {
+            providers
+                .platform
+                .list_apps()
+                .await
+                .ok()?
+                .into_iter()
+                .find(|o| o.name == app)?
+                .pinned_by
+        }
     };
     pin.filter(|p| !p.is_empty())
 }

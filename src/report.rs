@@ -117,7 +117,10 @@ fn url_filter(v: Value) -> Result<String, minijinja::Error> {
 /// deploy)` when no one is known to have added the label.
 fn pinned_filter(v: Value) -> Result<String, minijinja::Error> {
     defined(&v, "pinned")?;
-    let by = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    let by = v
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string());
     Ok(if by == crate::contract::PINNED_AT_DEPLOY {
         crate::contract::pin_phrase(&by)
     } else {
@@ -129,7 +132,10 @@ fn pinned_filter(v: Value) -> Result<String, minijinja::Error> {
 /// `label present at deploy`.
 fn pinner_filter(v: Value) -> Result<String, minijinja::Error> {
     defined(&v, "pinner")?;
-    let by = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    let by = v
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string());
     Ok(if by == crate::contract::PINNED_AT_DEPLOY {
         by
     } else {

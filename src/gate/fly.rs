@@ -225,7 +225,9 @@ impl Platform for FlyGate {
         if let Some(l) = self.minted.link(&self.secret, app, ttl) {
             return Ok(Some(l));
         }
-        cloud_link(&self.fly, &self.secret, app, ttl).await.map(Some)
+        cloud_link(&self.fly, &self.secret, app, ttl)
+            .await
+            .map(Some)
     }
 }
 

@@ -343,7 +343,11 @@ pub trait Platform: Send + Sync {
     /// A signed link to `app` valid for `ttl`, minted by any run (not only the one that
     /// deployed its gate) from what the gate in front of it keeps: a pin or an extend rewrites
     /// the comment with a fresh one. `None` when no signed-link gate is in front of it.
-    async fn mint_link(&self, app: &str, ttl: std::time::Duration) -> anyhow::Result<Option<String>> {
+    async fn mint_link(
+        &self,
+        app: &str,
+        ttl: std::time::Duration,
+    ) -> anyhow::Result<Option<String>> {
         Ok(self.signed_link(app, ttl))
     }
 }

@@ -1831,7 +1831,13 @@ async fn a_pin_label_already_on_the_pr_pins_the_preview_up_builds_and_its_absenc
         )
     };
     let r = w
-        .run("pull_request", &sync(&["atlas:pin"]), &image(HEAD2), &[], None)
+        .run(
+            "pull_request",
+            &sync(&["atlas:pin"]),
+            &image(HEAD2),
+            &[],
+            None,
+        )
         .await;
     assert_eq!(r.code, 0, "{}", r.dump());
     let m = &w.fly.app(&app).unwrap().machines[0];
@@ -1916,9 +1922,7 @@ async fn pin_extend_and_unpin_rewrite_the_comment_keeping_its_signed_link_and_ev
         &["atlas:pin"],
         true,
     );
-    let r = w
-        .run("pull_request", &labeled, "", &no_image, None)
-        .await;
+    let r = w.run("pull_request", &labeled, "", &no_image, None).await;
     assert_eq!(r.out("verdict"), "pinned", "{}", r.dump());
     let body = w.comments()[0].body.clone();
     assert!(body.contains("pinned by @Codertocat"), "{body}");
@@ -1926,7 +1930,14 @@ async fn pin_extend_and_unpin_rewrite_the_comment_keeping_its_signed_link_and_ev
 
     let r = w
         .atlas(
-            &["preview", "extend", "--pr", &PR.to_string(), "--ttl", "100h"],
+            &[
+                "preview",
+                "extend",
+                "--pr",
+                &PR.to_string(),
+                "--ttl",
+                "100h",
+            ],
             "pull_request",
             &opened,
             "",
@@ -1939,23 +1950,21 @@ async fn pin_extend_and_unpin_rewrite_the_comment_keeping_its_signed_link_and_ev
     let expires: chrono::DateTime<chrono::Utc> = out["expires"].as_str().unwrap().parse().unwrap();
     let body = w.comments()[0].body.clone();
     let shown = format!("expires {}", expires.format("%Y-%m-%d %H:%M UTC"));
-    assert!(body.contains(&format!("{shown} (in 4 days)")), "{shown}: {body}");
+    assert!(
+        body.contains(&format!("{shown} (in 4 days)")),
+        "{shown}: {body}"
+    );
     assert!(body.contains("pinned by @Codertocat"), "{body}");
     let claims = assert_whole(&body);
     let until = claims.expires as i64 - expires.timestamp();
-    assert!(until.abs() <= 5, "the link lasts until the new expiry: {until} s off");
+    assert!(
+        until.abs() <= 5,
+        "the link lasts until the new expiry: {until} s off"
+    );
     assert!(r.stderr.contains("(in 4 days)"), "{}", r.dump());
 
-    let unlabeled = pr_event(
-        "pull_request.labeled.json",
-        HEAD1,
-        "unlabeled",
-        &[],
-        true,
-    );
-    let r = w
-        .run("pull_request", &unlabeled, "", &no_image, None)
-        .await;
+    let unlabeled = pr_event("pull_request.labeled.json", HEAD1, "unlabeled", &[], true);
+    let r = w.run("pull_request", &unlabeled, "", &no_image, None).await;
     assert_eq!(r.out("verdict"), "unpinned", "{}", r.dump());
     let body = w.comments()[0].body.clone();
     assert!(!body.contains("pinned by"), "{body}");

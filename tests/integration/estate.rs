@@ -173,12 +173,27 @@ async fn with_autostop_off_the_next_sweep_stops_a_preview_woken_at_night_pinned_
     // A late visitor wakes each; idle, the proxy leaves them running (autostop is off).
     for d in [&d7, &d8] {
         let r = reqwest::get(format!("{}/healthz", d.url)).await.unwrap();
-        assert_eq!(r.status().as_u16(), 200, "a stopped preview wakes on demand");
-        assert_eq!(e.fly.go_idle(&d.app), 0, "autostop off: the proxy never stops it");
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "a stopped preview wakes on demand"
+        );
+        assert_eq!(
+            e.fly.go_idle(&d.app),
+            0,
+            "autostop off: the proxy never stops it"
+        );
         assert_eq!(running(&e, &d.app), 1);
     }
     // The next sweep, an hour later, stops both again.
-    let est = look(&e, &forge, Some(&hours), &prices, night + chrono::Duration::hours(1)).await;
+    let est = look(
+        &e,
+        &forge,
+        Some(&hours),
+        &prices,
+        night + chrono::Duration::hours(1),
+    )
+    .await;
     assert_eq!(est.stopped.len(), 2, "{:?}", est.stopped);
     assert_eq!((running(&e, &d7.app), running(&e, &d8.app)), (0, 0));
 

@@ -151,8 +151,8 @@ impl World {
             None,
         )
         .await
-            .unwrap()
-            .expect("a live preview comment to update");
+        .unwrap()
+        .expect("a live preview comment to update");
         out
     }
 
@@ -283,7 +283,11 @@ async fn the_label_in_a_push_event_pins_or_unpins_what_up_builds() {
         .await
         .unwrap();
     assert_eq!(up.contract.lifecycle.pinned_by.as_deref(), Some("octocat"));
-    assert!(up.comment_body.contains("pinned by @octocat"), "{}", up.comment_body);
+    assert!(
+        up.comment_body.contains("pinned by @octocat"),
+        "{}",
+        up.comment_body
+    );
     assert_eq!(expires("preview/pr-7"), None);
     let m = &w.fly.app(&app).unwrap().machines[0];
     assert_eq!(m.meta("atlas_pinned_by"), Some("octocat"));
