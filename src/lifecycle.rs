@@ -150,45 +150,41 @@ pub async fn pin(
     })
 }
 
-/// Rewrites the live preview's sticky comment for a pin change (the lifecycle clause says
-/// "pinned by @login", or the renewed expiry). See [`rewrite_comment`].
-pub async fn pin_comment(
-    forge: &dyn crate::provider::Forge,
-    platform: &dyn Platform,
-    renderer: &crate::report::Renderer,
-    out: &PinOutcome,
-    private_repository: Option<bool>,
-) -> anyhow::Result<Option<crate::provider::CommentRef>> {
-    let at = Rewrite {
-        pr: out.pr,
-        app: app_of(&out.changed),
-        private_repository,
-    };
-    rewrite_comment(forge, platform, renderer, at, |c| {
-        c.lifecycle.pinned_by = out.pinned_by.clone();
-        if let Some(e) = &out.expires {
-            c.lifecycle.expires = Some(e.clone());
-        }
-    })
-    .await
+/// What changed a preview's lifecycle, for its comment.
+#[derive(Debug, Clone, Copy)]
+pub enum Changed<'a> {
+    /// A pin or an unpin: the clause says "pinned by @login", or the renewed expiry.
+    Pin(&'a PinOutcome),
+    /// `extend`: the clause shows the new expiry (and a signed link lasts until then).
+    Extend(&'a Extended),
 }
 
-/// Rewrites the live preview's sticky comment after `extend`: the lifecycle clause shows the
-/// new expiry (and a signed link lasts until then). See [`rewrite_comment`].
-pub async fn extend_comment(
+/// Rewrites the live preview's sticky comment after `changed` (see [`rewrite_comment`]);
+/// `private_repository` as in [`Rewrite`].
+pub async fn lifecycle_comment(
     forge: &dyn crate::provider::Forge,
     platform: &dyn Platform,
     renderer: &crate::report::Renderer,
-    out: &Extended,
+    changed: Changed<'_>,
     private_repository: Option<bool>,
 ) -> anyhow::Result<Option<crate::provider::CommentRef>> {
+    let (pr, resources) = match changed {
+        Changed::Pin(out) => (out.pr, &out.changed),
+        Changed::Extend(out) => (out.pr, &out.moved),
+    };
     let at = Rewrite {
-        pr: out.pr,
-        app: app_of(&out.moved),
+        pr,
+        app: app_of(resources),
         private_repository,
     };
-    rewrite_comment(forge, platform, renderer, at, |c| {
-        c.lifecycle.expires = Some(out.expires.clone());
+    rewrite_comment(forge, platform, renderer, at, |c| match changed {
+        Changed::Pin(out) => {
+            c.lifecycle.pinned_by = out.pinned_by.clone();
+            if let Some(e) = &out.expires {
+                c.lifecycle.expires = Some(e.clone());
+            }
+        }
+        Changed::Extend(out) => c.lifecycle.expires = Some(out.expires.clone()),
     })
     .await
 }

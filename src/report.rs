@@ -113,32 +113,39 @@ fn url_filter(v: Value) -> Result<String, minijinja::Error> {
     Ok(crate::text::fill_url(&s, &[]))
 }
 
-/// A pin in the comment: `pinned by @login` (the login escaped), or `pinned (label present at
-/// deploy)` when no one is known to have added the label.
-fn pinned_filter(v: Value) -> Result<String, minijinja::Error> {
-    defined(&v, "pinned")?;
+/// The text of a pin value: `at_deploy` for [`crate::contract::PINNED_AT_DEPLOY`], else
+/// `login` of the login.
+fn pin_text(
+    v: Value,
+    filter: &str,
+    at_deploy: &str,
+    login: impl Fn(&str) -> String,
+) -> Result<String, minijinja::Error> {
+    defined(&v, filter)?;
     let by = v
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| v.to_string());
     Ok(if by == crate::contract::PINNED_AT_DEPLOY {
-        crate::contract::pin_phrase(&by)
+        at_deploy.to_string()
     } else {
-        format!("pinned by @{}", escape_markdown(&by))
+        login(&by)
+    })
+}
+
+/// A pin in the comment: `pinned by @login` (the login escaped), or `pinned (label present at
+/// deploy)` when no one is known to have added the label.
+fn pinned_filter(v: Value) -> Result<String, minijinja::Error> {
+    let at_deploy = crate::contract::pin_phrase(crate::contract::PINNED_AT_DEPLOY);
+    pin_text(v, "pinned", &at_deploy, |by| {
+        format!("pinned by @{}", escape_markdown(by))
     })
 }
 
 /// A pin in the estate table's Pinned column: `@login` (escaped, so no one is notified), or
 /// `label present at deploy`.
 fn pinner_filter(v: Value) -> Result<String, minijinja::Error> {
-    defined(&v, "pinner")?;
-    let by = v
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| v.to_string());
-    Ok(if by == crate::contract::PINNED_AT_DEPLOY {
-        by
-    } else {
+    pin_text(v, "pinner", crate::contract::PINNED_AT_DEPLOY, |by| {
         escape_markdown(&format!("@{by}"))
     })
 }

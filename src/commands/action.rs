@@ -376,11 +376,11 @@ async fn pin_inner(
         ctx.gha.info(&format!("{}: {c}", plan.command.as_str()));
     }
     let private = matches!(event, Event::PullRequest { pr: p, .. } if p.repository_private);
-    let comment = crate::lifecycle::pin_comment(
+    let comment = crate::lifecycle::lifecycle_comment(
         providers.forge.as_ref(),
         providers.platform.as_ref(),
         &renderer(ctx)?,
-        &out,
+        crate::lifecycle::Changed::Pin(&out),
         Some(private),
     )
     .await?;
@@ -447,11 +447,11 @@ pub async fn cli_extend(
     )
     .await?;
     let r = Renderer::new(template_dir.as_deref())?;
-    let comment = crate::lifecycle::extend_comment(
+    let comment = crate::lifecycle::lifecycle_comment(
         providers.forge.as_ref(),
         providers.platform.as_ref(),
         &r,
-        &out,
+        crate::lifecycle::Changed::Extend(&out),
         None,
     )
     .await
@@ -526,11 +526,11 @@ pub async fn cli_pin(
         bail!("PR #{} has no preview to pin", args.pr);
     }
     let r = Renderer::new(template_dir.as_deref())?;
-    crate::lifecycle::pin_comment(
+    crate::lifecycle::lifecycle_comment(
         providers.forge.as_ref(),
         providers.platform.as_ref(),
         &r,
-        &out,
+        crate::lifecycle::Changed::Pin(&out),
         None,
     )
     .await?;

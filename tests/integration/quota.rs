@@ -143,11 +143,11 @@ impl World {
         .await
         .unwrap();
         let r = atlas::report::Renderer::new(None).unwrap();
-        atlas::lifecycle::pin_comment(
+        atlas::lifecycle::lifecycle_comment(
             self.providers.forge.as_ref(),
             self.providers.platform.as_ref(),
             &r,
-            &out,
+            atlas::lifecycle::Changed::Pin(&out),
             None,
         )
         .await
