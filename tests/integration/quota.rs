@@ -266,7 +266,6 @@ async fn a_pin_is_recorded_on_the_resources_survives_pushes_and_the_ttl_and_unpi
 /// a push without it unpins. The app and the branch follow each time.
 #[tokio::test]
 async fn the_label_in_a_push_event_pins_or_unpins_what_up_builds() {
-    use atlas::provider::Platform as _;
     let w = world(None, QuotaPolicy::EvictOldest).await;
     let t0 = Utc::now();
     let app = atlas::naming::preview_app(&w.prefix, 7);
