@@ -1,6 +1,7 @@
 //! A preview's lifetime beyond one run: `atlas preview extend` moves the expiry of every
 //! resource of a PR at once (the app and the database branch carry the same clock, which
-//! every push renews and [`crate::sweep`] reads back).
+//! every push renews and [`crate::sweep`] reads back), the pin label pins or unpins them, and
+//! either rewrites the PR's comment, changing only its lifecycle clause ([`rewrite_comment`]).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

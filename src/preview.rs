@@ -557,10 +557,13 @@ async fn apply_label_pin(
 /// The pin recorded on `app` now (its machines' metadata, else the platform's listing).
 async fn recorded_pin(providers: &Providers, app: &str) -> Option<String> {
     let from_machines = match providers.platform.app_machines(app).await {
-        Ok(Some(ms)) => Some(
-            ms.iter()
-                .find_map(|m| m.metadata.get(crate::provider::PIN_KEY).cloned()),
-        ),
+        // An unpinned machine keeps the key with an empty value.
+        Ok(Some(ms)) => Some(ms.iter().find_map(|m| {
+            m.metadata
+                .get(crate::provider::PIN_KEY)
+                .filter(|p| !p.is_empty())
+                .cloned()
+        })),
         _ => None,
     };
     let pin = match from_machines {
