@@ -1005,7 +1005,14 @@ fn estate_table() {
                 Some("octocat"),
                 37,
             ),
-            row(9, None, "running", None, 36),
+            // Pinned by a label that was on the PR before its preview existed.
+            row(
+                9,
+                None,
+                "running",
+                Some(atlas::contract::PINNED_AT_DEPLOY),
+                36,
+            ),
         ],
         total_cents_per_day: 108,
         total_per_day: "$1.08".into(),
