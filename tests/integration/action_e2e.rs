@@ -1900,13 +1900,15 @@ async fn pin_extend_and_unpin_rewrite_the_comment_keeping_its_signed_link_and_ev
         .lines()
         .filter(|l| {
             l.starts_with("**Environment URL:**")
+                || l.starts_with("| **1. Code identity**")
+                || l.starts_with("| **2. Data boundary**")
                 || l.starts_with("| `GET /api/ping`")
                 || l.starts_with("| **6. Evidence boundary**")
                 || l.starts_with("<details><summary>Timings")
         })
         .map(str::to_string)
         .collect();
-    assert_eq!(kept.len(), 4, "{first}");
+    assert_eq!(kept.len(), 6, "{first}");
     let assert_whole = |body: &str| {
         for l in &kept {
             assert!(body.lines().any(|b| b == l), "lost {l:?}:\n{body}");
