@@ -255,15 +255,17 @@ pub async fn rewrite_comment(
         mint_hint,
     };
     let body = renderer.render_comment("preview.md.j2", &ctx)?;
-    let body = crate::preview::with_record(carry_details(&old, body), &contract);
+    // Room left for the record, which `down` and the next rewrite read back.
+    let room = crate::report::COMMENT_LIMIT.saturating_sub(contract.record().len() + 1);
+    let body = crate::preview::with_record(carry_details(&old, body, room), &contract);
     Ok(Some(forge.upsert_comment(at.pr, &marker, &body).await?))
 }
 
 /// `new` with its `<details>` sections replaced by those of `old` (same build, more of it: the
 /// record keeps no timings or output tails), placed before the footer rule when `new` has none.
 /// `new` unchanged when `old` has none, when either lacks the footer rule (an override
-/// template of another shape), or when the result would exceed GitHub's comment limit.
-fn carry_details(old: &str, new: String) -> String {
+/// template of another shape), or when the result would be longer than `limit` characters.
+fn carry_details(old: &str, new: String, limit: usize) -> String {
     const OPEN: &str = "\n<details>";
     const CLOSE: &str = "</details>\n";
     const RULE: &str = "\n---\n";
@@ -285,7 +287,7 @@ fn carry_details(old: &str, new: String) -> String {
         .filter(|&(_, b)| b <= rule + 1)
         .unwrap_or((rule, rule));
     let out = format!("{}{}{}", &new[..na], &old[oa..ob], &new[nb..]);
-    if out.chars().count() > crate::report::COMMENT_LIMIT {
+    if out.chars().count() > limit {
         return new;
     }
     out
@@ -295,11 +297,13 @@ fn carry_details(old: &str, new: String) -> String {
 mod tests {
     use super::carry_details;
 
+    const LIMIT: usize = crate::report::COMMENT_LIMIT;
+
     #[test]
     fn details_are_carried_over_and_nothing_else() {
         let old = "m\n## Ready\nclause: expires Monday\n\n<details><summary>Timings</summary>\n\n| a | 1 ms |\n</details>\n\n---\n*footer old*\n";
         let new = "m\n## Ready\nclause: pinned\n\n---\n*footer new*\n".to_string();
-        let out = carry_details(old, new);
+        let out = carry_details(old, new, LIMIT);
         assert_eq!(
             out,
             "m\n## Ready\nclause: pinned\n\n<details><summary>Timings</summary>\n\n| a | 1 ms |\n</details>\n\n---\n*footer new*\n"
@@ -307,14 +311,19 @@ mod tests {
         // The new render's own (shorter) details give way to the old ones.
         let new =
             "m\nclause: pinned\n\n<details><summary>Schema</summary>\n</details>\n\n---\n*f*\n";
-        let out = carry_details(old, new.to_string());
+        let out = carry_details(old, new.to_string(), LIMIT);
         assert!(out.contains("Timings") && !out.contains("Schema"), "{out}");
         assert!(
             out.contains("clause: pinned") && out.ends_with("*f*\n"),
             "{out}"
         );
         // Nothing to carry, or no footer rule to place it by: the new render as it is.
-        assert_eq!(carry_details("m\nno details\n---\n", new.to_string()), new);
-        assert_eq!(carry_details(old, "no rule".to_string()), "no rule");
+        assert_eq!(
+            carry_details("m\nno details\n---\n", new.to_string(), LIMIT),
+            new
+        );
+        assert_eq!(carry_details(old, "no rule".to_string(), LIMIT), "no rule");
+        // No room for them under the limit: the new render alone.
+        assert_eq!(carry_details(old, new.to_string(), new.len() + 10), new);
     }
 }
