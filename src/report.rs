@@ -189,9 +189,11 @@ fn relative(d: chrono::TimeDelta) -> String {
     let (n, unit) = if a < 3600 {
         (a / 60, "minute")
     } else if a < 48 * 3600 {
-        (a / 3600, "hour")
+        ((a + 1800) / 3600, "hour")
     } else {
-        (a / 86_400, "day")
+        // Rounded, not floored: a 72-hour TTL read a few seconds after it was set is "in 3
+        // days", which is what the person who set it expects to see.
+        ((a + 43_200) / 86_400, "day")
     };
     let unit = if n == 1 {
         unit.to_string()
@@ -462,6 +464,10 @@ mod tests {
         assert_eq!(
             human_time("2026-12-01T23:24:30Z", now),
             "2026-12-01 23:24 UTC (now)"
+        );
+        assert_eq!(
+            human_time("2026-12-04T23:23:55Z", now),
+            "2026-12-04 23:23 UTC (in 3 days)"
         );
         assert_eq!(human_time("in an earlier run", now), "in an earlier run");
     }

@@ -420,15 +420,15 @@ fn extend_moves_the_local_app_and_database_alike_and_the_sweep_obeys_it() {
         ]
     );
     // The comment's lifecycle clause shows the new expiry as a person reads it.
-    // (72 h less the moments since: "in 2 days", whole days counted.)
+    // (72 h less the moments since: still "in 3 days", days are rounded.)
     let at: chrono::DateTime<chrono::Utc> = v["expires"].as_str().unwrap().parse().unwrap();
-    let shown = format!("expires {} (in 2 days)", at.format("%Y-%m-%d %H:%M UTC"));
+    let shown = format!("expires {} (in 3 days)", at.format("%Y-%m-%d %H:%M UTC"));
     assert!(
         env.comment(7).contains(&shown),
         "{shown}: {}",
         env.comment(7)
     );
-    assert!(text(&out).contains("(in 2 days)"), "{}", text(&out));
+    assert!(text(&out).contains("(in 3 days)"), "{}", text(&out));
     let out = env.atlas(&["sweep", "--local"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!env.databases().is_empty(), "kept: {}", text(&out));
