@@ -500,6 +500,11 @@ impl LocalPg {
         self.own.is_some()
     }
 
+    /// The URL of `database` on the server (a secret: it holds the password).
+    pub fn url(&self, database: &str) -> Secret {
+        self.conn.url(database)
+    }
+
     /// The TCP port of the server.
     pub fn port(&self) -> u16 {
         self.conn.port
