@@ -44,6 +44,10 @@ pub struct DataBoundary {
     /// last reset (RFC 3339), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_at: Option<String>,
+    /// A schema-only branch: how many rows of the migration tool's bookkeeping tables it
+    /// holds from the parent (so the parent's migrations are not run again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration_records: Option<u64>,
     /// Whether the parent's rows are present: `copied`, `masked` or `none`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_rows: Option<String>,

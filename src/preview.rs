@@ -363,6 +363,10 @@ pub async fn up(
     // The pin, from the listing when the cap made one, else from the comment's record (the app
     // keeps its pin metadata across deploys either way; this decides the branch's expiry and
     // the clause).
+    // A reused schema-only branch holds the migration records its creation counted.
+    if plan.schema_only {
+        contract.data.migration_records = live.as_ref().and_then(|l| l.data.migration_records);
+    }
     contract.lifecycle.pinned_by = match listed_pin {
         Some(p) => p,
         None => live.as_ref().and_then(|l| l.lifecycle.pinned_by.clone()),
@@ -1062,6 +1066,9 @@ async fn up_inner(
     let now = Utc::now().to_rfc3339();
     contract.data.parent_at = branch.created_at.map(|t| t.to_rfc3339());
     if branch.created {
+        contract.data.migration_records = branch.migration_records;
+    }
+    if branch.created {
         contract.lifecycle.created = Some(now);
         if plan.masking.is_some() {
             contract.data.masking_ms = Some(steps.at.elapsed().as_millis() as u64);
@@ -1074,10 +1081,11 @@ async fn up_inner(
         );
         contract.lifecycle.updated = Some(now);
     }
-    let masked = match (&plan.masking, branch.created) {
-        (Some(m), true) => format!(", {} masking rule(s) applied", m.len()),
-        (Some(_), false) => ", masked when it was created".into(),
-        (None, _) => String::new(),
+    let masked = match (&plan.masking, branch.created, branch.migration_records) {
+        (Some(m), true, _) => format!(", {} masking rule(s) applied", m.len()),
+        (Some(_), false, _) => ", masked when it was created".into(),
+        (None, true, Some(n)) => format!(", schema only, {n} migration record(s) kept"),
+        (None, _, _) => String::new(),
     };
     steps.end(
         "database branch",

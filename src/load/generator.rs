@@ -235,18 +235,7 @@ fn parse_target(
     let tls = match url.scheme() {
         "http" => None,
         "https" => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                // a broken system certificate should not stop the others from loading.
-                let _ = roots.add(cert);
-            }
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .context("cannot set up tls")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            let config = crate::http::tls_client_config()?;
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .with_context(|| format!("{host:?} is not a valid tls server name"))?;
             Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))

@@ -6,6 +6,7 @@
 //! its name and Atlas's marker in its metadata; `list_*` returns only such resources, and nothing
 //! else is ever deleted.
 
+pub mod bookkeeping;
 pub mod fly;
 pub mod github;
 pub mod local;
@@ -77,6 +78,10 @@ pub struct Branch {
     /// When it was created (the lifecycle clause of a repeat run shows it), if known.
     pub created_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// A schema-only branch this call created: how many rows of the migration tool's
+    /// bookkeeping tables (`migrations_tables`) it holds from the parent (`None`: not counted,
+    /// or not such a branch).
+    pub migration_records: Option<u64>,
 }
 
 /// A resource found by a `list_*` call, already filtered to Atlas's own.

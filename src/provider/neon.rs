@@ -278,11 +278,22 @@ impl NeonDatabase {
         req: &BranchRequest,
         after_create: bool,
     ) -> anyhow::Result<Secret> {
+        self.uri_of(branch_id, req, after_create, self.pooled).await
+    }
+
+    /// The URI of `req.database` as `req.role` on a branch, through the pooler or not.
+    async fn uri_of(
+        &self,
+        branch_id: &str,
+        req: &BranchRequest,
+        after_create: bool,
+        pooled: bool,
+    ) -> anyhow::Result<Secret> {
         let query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("branch_id", branch_id)
             .append_pair("database_name", &req.database)
             .append_pair("role_name", &req.role)
-            .append_pair("pooled", if self.pooled { "true" } else { "false" })
+            .append_pair("pooled", if pooled { "true" } else { "false" })
             .finish();
         let r = self
             .client
@@ -528,6 +539,12 @@ impl Database for NeonDatabase {
                 branch.name
             )));
         }
+        // A new schema-only branch gets the parent's migration records before its URI is
+        // handed out; one that cannot is deleted, like a branch that cannot be masked.
+        let migration_records = match created && req.schema_only {
+            true => Some(self.keep_records_or_delete(&branch, req).await?),
+            false => None,
+        };
         let uri = self.connection_uri(&branch.id, req, created).await?;
         Ok(Branch {
             name: branch.name,
@@ -537,6 +554,7 @@ impl Database for NeonDatabase {
             created,
             created_at: branch.created_at,
             expires_at: req.expires_at.or(branch.expires_at),
+            migration_records,
         })
     }
 
@@ -784,6 +802,54 @@ impl NeonDatabase {
             .map(|u| u.path().trim_start_matches('/').to_string())
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| "neondb".into())
+    }
+}
+
+impl NeonDatabase {
+    /// Copies the parent's bookkeeping rows into the new schema-only branch `b` (see
+    /// `provider::bookkeeping`) and returns how many; on failure the branch is deleted and the
+    /// error says so.
+    async fn keep_records_or_delete(
+        &self,
+        b: &ApiBranch,
+        req: &BranchRequest,
+    ) -> anyhow::Result<u64> {
+        let kept = async {
+            let parent = self.find(&req.parent).await?.with_context(|| {
+                format!(
+                    "neon: parent branch `{}` not found for the migration records",
+                    req.parent
+                )
+            })?;
+            // Both direct, not pooled: COPY needs the session to itself.
+            let parent_uri = self.uri_of(&parent.0.id, req, false, false).await?;
+            let branch_uri = self.uri_of(&b.id, req, true, false).await?;
+            let job = crate::provider::bookkeeping::Job {
+                provider: "neon",
+                parent: &req.parent,
+                branch: &b.name,
+                parent_uri: &parent_uri,
+                branch_uri: &branch_uri,
+            };
+            crate::provider::bookkeeping::copy(&job, &req.migrations_tables).await
+        }
+        .await;
+        match kept {
+            Ok(k) => Ok(k.rows()),
+            Err(e) => {
+                let note = match self.delete_branch(&b.name).await {
+                    Ok(_) => format!(
+                        "neon: the schema-only branch {} was deleted, it never reached the migrations or the app",
+                        b.name
+                    ),
+                    Err(d) => format!(
+                        "neon: deleting the schema-only branch {} failed too ({d:#}): run `atlas preview down --pr {}`",
+                        b.name, req.pr
+                    ),
+                };
+                Err(e.context(note))
+            }
+        }
     }
 }
 

@@ -156,6 +156,8 @@ readiness_timeout = "3s"
 
 [database]
 schema_only = true
+# No bookkeeping tables to keep: nothing to copy, no PostgreSQL needed behind the fake Neon.
+migrations_tables = []
 # Migration tools print connection strings; atlas must redact them.
 migrations = "echo migrated; echo \"connected to $DATABASE_URL\""
 

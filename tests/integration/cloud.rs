@@ -52,6 +52,9 @@ pub(crate) async fn env_with(tune: impl FnOnce(&mut Settings, &FakeFly)) -> Env 
     let mut settings = Settings::default();
     settings.fly.preview_url = Some(health);
     settings.database.schema_only = true;
+    // No bookkeeping tables to keep: nothing to copy, so no PostgreSQL is needed behind the
+    // fake (neon_fixtures.rs copies them on a real one).
+    settings.database.migrations_tables = Vec::new();
     settings.neon.operation_timeout = Duration::from_secs(2);
     tune(&mut settings, &fly);
     let wire = world::Wire::fast(6, Duration::from_millis(50), Duration::from_secs(20));

@@ -403,6 +403,8 @@ async fn the_seed_runs_once_on_a_new_branch_in_the_apps_image() {
 async fn a_failing_seed_fails_the_preview_with_its_exit_code_and_tears_down() {
     let r = run(|s| {
         s.database.data_model = DataModel::Fixtures;
+        // Nothing to keep: the fake's branches need no PostgreSQL (neon_fixtures.rs has one).
+        s.database.migrations_tables = Vec::new();
         s.database.seed = Some("./seed".into());
     })
     .await;
@@ -420,6 +422,8 @@ async fn a_failing_seed_fails_the_preview_with_its_exit_code_and_tears_down() {
 async fn fixtures_branch_schema_only() {
     let r = run(|s| {
         s.database.data_model = DataModel::Fixtures;
+        // Nothing to keep: the fake's branches need no PostgreSQL (neon_fixtures.rs has one).
+        s.database.migrations_tables = Vec::new();
         s.database.seed = Some("./seed".into());
     })
     .await;

@@ -17,6 +17,7 @@ mod lifecycle;
 mod load;
 mod local_data;
 mod local_lifecycle;
+mod neon_fixtures;
 mod plan;
 mod quota;
 mod templates;

@@ -42,45 +42,50 @@ const MASKED_SUFFIX: &str = "; masked";
 /// exists. The names were checked as plain identifiers when atlas.toml was read; they are
 /// checked again here since they go into SQL.
 fn truncate_all_sql(keep: &[String]) -> anyhow::Result<String> {
-    if let Some(bad) = keep.iter().find(|t| !crate::config::is_table_name(t)) {
-        bail!("[database] migrations_tables: `{bad}` is not a table name");
-    }
-    let list = |names: Vec<&str>| {
-        if names.is_empty() {
-            "ARRAY[]::text[]".to_string()
-        } else {
-            format!(
-                "ARRAY[{}]",
-                names
-                    .iter()
-                    .map(|n| format!("'{n}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
-    };
-    let bare: Vec<&str> = keep
-        .iter()
-        .filter(|t| !t.contains('.'))
-        .map(String::as_str)
-        .collect();
-    let qualified: Vec<&str> = keep
-        .iter()
-        .filter(|t| t.contains('.'))
-        .map(String::as_str)
-        .collect();
     // One TRUNCATE of every table at once: foreign keys between them need no CASCADE (which
     // would also empty a kept table that references an emptied one).
     Ok(format!(
         "DO $$ DECLARE t text; BEGIN \
          SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') INTO t FROM pg_tables \
-         WHERE schemaname NOT IN ('pg_catalog', 'information_schema') \
-         AND NOT (tablename::text = ANY({})) \
-         AND NOT ((schemaname || '.' || tablename)::text = ANY({})); \
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND NOT {}; \
          IF t IS NOT NULL THEN EXECUTE 'TRUNCATE ' || t || ' RESTART IDENTITY'; END IF; \
          END $$",
-        list(bare),
-        list(qualified)
+        kept_tables(keep)?
+    ))
+}
+
+/// How many rows the tables of `keep` hold (the data clause's migration records).
+fn kept_rows_sql(keep: &[String]) -> anyhow::Result<String> {
+    Ok(format!(
+        "SELECT coalesce(sum((xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', \
+         schemaname, tablename), false, true, '')))[1]::text::bigint), 0) FROM pg_tables \
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND {}",
+        kept_tables(keep)?
+    ))
+}
+
+/// The `pg_tables` condition naming the tables of `keep` (`table` in any schema, or
+/// `schema.table`).
+fn kept_tables(keep: &[String]) -> anyhow::Result<String> {
+    if let Some(bad) = keep.iter().find(|t| !crate::config::is_table_name(t)) {
+        bail!("[database] migrations_tables: `{bad}` is not a table name");
+    }
+    let list = |qualified: bool| {
+        let names: Vec<String> = keep
+            .iter()
+            .filter(|t| t.contains('.') == qualified)
+            .map(|n| format!("'{n}'"))
+            .collect();
+        if names.is_empty() {
+            "ARRAY[]::text[]".to_string()
+        } else {
+            format!("ARRAY[{}]", names.join(", "))
+        }
+    };
+    Ok(format!(
+        "(tablename::text = ANY({}) OR (schemaname || '.' || tablename)::text = ANY({}))",
+        list(false),
+        list(true)
     ))
 }
 
@@ -493,6 +498,11 @@ impl LocalPg {
     /// True when this provider runs its own cluster.
     pub fn owns_cluster(&self) -> bool {
         self.own.is_some()
+    }
+
+    /// The URL of `database` on the server (a secret: it holds the password).
+    pub fn url(&self, database: &str) -> Secret {
+        self.conn.url(database)
     }
 
     /// The TCP port of the server.
@@ -910,6 +920,15 @@ impl Database for LocalPg {
         if req.expires_at.is_some() {
             self.set_expiry_of(&name, req.expires_at)?;
         }
+        // Counted for the data clause only: a count that fails says nothing, it fails nothing.
+        let migration_records = match !exists && req.schema_only {
+            true => self
+                .psql(&name, &kept_rows_sql(&req.migrations_tables)?)
+                .await
+                .ok()
+                .and_then(|n| n.trim().parse().ok()),
+            false => None,
+        };
         Ok(Branch {
             name: name.clone(),
             id: name.clone(),
@@ -918,6 +937,7 @@ impl Database for LocalPg {
             created: !exists,
             created_at,
             expires_at: req.expires_at,
+            migration_records,
         })
     }
 

@@ -125,6 +125,87 @@ pub struct NeonState {
     pub refuse_restore: Option<u16>,
     /// The parent's tables and their columns (masking rules are checked against them).
     pub columns: BTreeMap<String, Vec<String>>,
+    /// `Some`: branches are databases of a real PostgreSQL cluster (see
+    /// [`FakeNeon::back_with_postgres`]); `None`: the URIs name hosts that do not exist.
+    pub pg: Option<PgBacking>,
+}
+
+/// Branches as databases of a real PostgreSQL cluster on loopback: `main` is a database the
+/// test made, a `parent-data` branch is `CREATE DATABASE .. TEMPLATE` its parent, a
+/// `schema-only` one `pg_dump --schema-only` of its parent into a new database (what Neon's
+/// `init_source = schema-only` gives: every table, no rows); a delete drops it. Connection URIs
+/// point at the branch's database with `sslmode=disable`.
+pub struct PgBacking {
+    /// `postgresql://user:password@127.0.0.1:port` (no database).
+    server: String,
+    main_db: String,
+    /// Run in every new branch's database once it is made (a change to its schema).
+    after_create: Option<String>,
+}
+
+impl PgBacking {
+    fn db_of(&self, id: &str) -> String {
+        if id == MAIN_ID {
+            self.main_db.clone()
+        } else {
+            format!("neon_{}", id.replace('-', "_"))
+        }
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("{}/{db}?sslmode=disable", self.server)
+    }
+
+    /// psql, stopping at the first error; the error is its stderr.
+    fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = std::process::Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg("-d")
+            .arg(self.url(db))
+            .output()
+            .map_err(|e| format!("cannot run psql: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn make(&self, id: &str, parent_id: &str, schema_only: bool) -> Result<(), String> {
+        let (db, parent) = (self.db_of(id), self.db_of(parent_id));
+        if schema_only {
+            self.psql("postgres", &format!("CREATE DATABASE {db}"))?;
+            let out = std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    "pg_dump --schema-only --no-owner -d \"$SRC\" | psql -X -q -v ON_ERROR_STOP=1 -d \"$DST\"",
+                ])
+                .env("SRC", self.url(&parent))
+                .env("DST", self.url(&db))
+                .env("PGOPTIONS", "-c client_min_messages=warning")
+                .output()
+                .map_err(|e| format!("cannot run pg_dump: {e}"))?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+        } else {
+            self.psql(
+                "postgres",
+                &format!("CREATE DATABASE {db} TEMPLATE {parent}"),
+            )?;
+        }
+        if let Some(sql) = &self.after_create {
+            self.psql(&db, sql)?;
+        }
+        Ok(())
+    }
+
+    fn drop_db(&self, id: &str) -> Result<(), String> {
+        self.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_of(id)),
+        )
+        .map(|_| ())
+    }
 }
 
 pub struct FakeNeon {
@@ -441,6 +522,18 @@ impl NeonState {
         }
         let id = self.next("br-preview");
         let ep = self.next("ep-preview");
+        let init_source = body["branch"]["init_source"]
+            .as_str()
+            .unwrap_or("parent-data")
+            .to_string();
+        if let Some(pg) = &self.pg
+            && let Err(e) = pg.make(&id, parent, init_source == "schema-only")
+        {
+            return err(
+                500,
+                &format!("fake neon: cannot make the branch database: {e}"),
+            );
+        }
         let annotation = body["annotation_value"]
             .as_object()
             .map(|m| {
@@ -456,10 +549,7 @@ impl NeonState {
             id: id.clone(),
             name,
             parent_id: Some(parent.to_string()),
-            init_source: body["branch"]["init_source"]
-                .as_str()
-                .unwrap_or("parent-data")
-                .to_string(),
+            init_source,
             expires_at: body["branch"]["expires_at"].as_str().map(str::to_string),
             annotation,
             endpoint: with_ep.then(|| ep.clone()),
@@ -547,6 +637,14 @@ impl NeonState {
                 {
                     return err(422, "branch has children; delete the child branches first");
                 }
+                if let Some(pg) = &self.pg
+                    && let Err(e) = pg.drop_db(&id)
+                {
+                    return err(
+                        500,
+                        &format!("fake neon: cannot drop the branch database: {e}"),
+                    );
+                }
                 let i = self.branches.iter().position(|b| b.id == id).unwrap();
                 let b = self.branches.remove(i);
                 let op = self.new_op(&id, "delete_timeline");
@@ -560,6 +658,9 @@ impl NeonState {
                 let Some(ep) = &b.endpoint else {
                     return err(404, "branch has no endpoint");
                 };
+                if let Some(pg) = &self.pg {
+                    return FakeResponse::json(200, json!({"uri": pg.url(&pg.db_of(id))}));
+                }
                 let db = r.q("database_name").unwrap_or("neondb");
                 let role = r.q("role_name").unwrap_or("neondb_owner");
                 FakeResponse::json(
@@ -636,6 +737,35 @@ impl FakeNeon {
             state,
             api_url: format!("{base}/api/v2"),
         }
+    }
+
+    /// From now on branches are databases of the PostgreSQL server at `url` (any database
+    /// URL of it, with its user and password), `main` being its database `main_db` (see
+    /// [`PgBacking`]).
+    pub fn back_with_postgres(&self, url: &str, main_db: &str) {
+        let mut u = url::Url::parse(url).expect("a postgres url");
+        u.set_path("");
+        u.set_query(None);
+        self.state.lock().unwrap().pg = Some(PgBacking {
+            server: u.as_str().trim_end_matches('/').to_string(),
+            main_db: main_db.to_string(),
+            after_create: None,
+        });
+    }
+
+    /// `sql` runs in every new branch's database once it is made (PostgreSQL backing only).
+    pub fn alter_new_branches(&self, sql: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.pg.as_mut()
+            .expect("back_with_postgres first")
+            .after_create = Some(sql.to_string());
+    }
+
+    /// The database behind a branch (PostgreSQL backing only).
+    pub fn database_of(&self, name: &str) -> Option<String> {
+        let s = self.state.lock().unwrap();
+        let b = s.branches.iter().find(|b| b.name == name)?;
+        Some(s.pg.as_ref()?.db_of(&b.id))
     }
 
     /// Branch names on the fake's books, excluding `main`.
