@@ -171,6 +171,14 @@ impl crate::provider::Database for ArcDb {
     async fn clear_expiry(&self, name: &str) -> anyhow::Result<()> {
         self.0.clear_expiry(name).await
     }
+    async fn snapshot_branch(
+        &self,
+        branch: &crate::provider::Branch,
+        req: &BranchRequest,
+        name: &str,
+    ) -> anyhow::Result<Option<crate::provider::Branch>> {
+        self.0.snapshot_branch(branch, req, name).await
+    }
 }
 
 /// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.

@@ -541,6 +541,8 @@ impl Database for NeonDatabase {
     }
 
     async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
+        // Neon deletes no branch that has children: its kept commits' branches go first.
+        self.delete_commit_branches(name).await?;
         let Some((b, ann)) = self.find(name).await? else {
             return Ok(Deleted::AlreadyGone);
         };
@@ -630,6 +632,17 @@ impl Database for NeonDatabase {
         self.wait_anonymized(&branch.id, req).await
     }
 
+    async fn snapshot_branch(
+        &self,
+        branch: &Branch,
+        req: &BranchRequest,
+        name: &str,
+    ) -> anyhow::Result<Option<Branch>> {
+        self.ensure_branch(&commit_branch_request(branch, req, name))
+            .await
+            .map(Some)
+    }
+
     async fn storage_bytes(&self, name: &str) -> anyhow::Result<Option<u64>> {
         Ok(self.find(name).await?.and_then(|(b, _)| b.logical_size))
     }
@@ -654,7 +667,34 @@ impl Database for NeonDatabase {
     }
 }
 
+/// A kept commit's branch: a copy-on-write child of the preview's `branch` with all its rows
+/// as they are (masked ones stay masked), the same owner, PR and expiry.
+fn commit_branch_request(branch: &Branch, req: &BranchRequest, name: &str) -> BranchRequest {
+    BranchRequest {
+        name: name.to_string(),
+        parent: branch.name.clone(),
+        schema_only: false,
+        migrations_tables: Vec::new(),
+        masking: None,
+        ..req.clone()
+    }
+}
+
 impl NeonDatabase {
+    /// Deletes the Atlas-owned kept commits' branches of the preview branch `name`.
+    async fn delete_commit_branches(&self, name: &str) -> anyhow::Result<()> {
+        if naming::split_commit(name).is_some() {
+            return Ok(());
+        }
+        let prefix = naming::commit_branch(name, "");
+        for (b, _) in self.branches(Some(&prefix)).await? {
+            if naming::split_commit(&b.name).is_some_and(|(base, _)| base == name) {
+                self.delete_branch(&b.name).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Polls the branch's `anonymized_status` until its `state` is `anonymized`, within
     /// `req.anonymize_timeout`. `error` and `initialization_error` fail at once with Neon's
     /// message and the rules that were sent (targets and functions, never values).
