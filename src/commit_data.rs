@@ -35,8 +35,7 @@ pub async fn freeze_outgoing(
     req: &BranchRequest,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Option<Outgoing>> {
-    if settings.preview.commit_data != CommitData::Snapshot || settings.preview.keep_commits == 0
-    {
+    if settings.preview.commit_data != CommitData::Snapshot || settings.preview.keep_commits == 0 {
         return Ok(None);
     }
     let Some(running) = providers
@@ -48,11 +47,7 @@ pub async fn freeze_outgoing(
         return Ok(None);
     };
     let name = naming::commit_branch(&branch.name, &running);
-    match providers
-        .database
-        .snapshot_branch(branch, req, &name)
-        .await
-    {
+    match providers.database.snapshot_branch(branch, req, &name).await {
         Ok(Some(frozen)) => {
             log(&format!(
                 "  ✓ commit data: {} {} for commit {} (its commit URL keeps the data it ran on)",

@@ -1572,7 +1572,8 @@ impl FlyPlatform {
                 .collect();
             config["processes"] = json!([{"secrets": own, "ignore_app_secrets": true}]);
         }
-        let mut body = json!({"config": config, "region": self.settings.region, "skip_launch": true});
+        let mut body =
+            json!({"config": config, "region": self.settings.region, "skip_launch": true});
         if let Some(v) = min_secrets_version {
             body["min_secrets_version"] = json!(v);
         }
@@ -1644,7 +1645,11 @@ enum Waited {
 impl FlyPlatform {
     /// Runs a one-off task of the preview `req.app` as a machine of `app` (the preview app, or
     /// behind a gate its private app, which holds the app's secrets).
-    async fn run_task_in(&self, req: &TaskRequest, app: &str) -> anyhow::Result<Option<TaskOutput>> {
+    async fn run_task_in(
+        &self,
+        req: &TaskRequest,
+        app: &str,
+    ) -> anyhow::Result<Option<TaskOutput>> {
         let start = Instant::now();
         let deadline = start + req.timeout;
         let image = self.checked_image(&req.app, req.image.as_deref())?;

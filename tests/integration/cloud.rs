@@ -104,6 +104,7 @@ impl Env {
             health_path: "/healthz".into(),
             readiness_timeout: Duration::from_secs(3),
             expires_at: Some(chrono::Utc::now() + chrono::Duration::days(3)),
+            outgoing: None,
         }
     }
 

@@ -130,6 +130,7 @@ fn deploy_req(sha: &str) -> DeployRequest {
         health_path: "/healthz".into(),
         readiness_timeout: Duration::from_secs(3),
         expires_at: None,
+        outgoing: None,
     }
 }
 

@@ -989,6 +989,7 @@ async fn a_local_preview_is_gated_until_down_and_down_kills_its_links() {
         health_path: "/healthz".into(),
         readiness_timeout: Duration::from_secs(10),
         expires_at: None,
+        outgoing: None,
     };
     let dep = platform.deploy(&req).await.unwrap();
     assert_ne!(

@@ -843,7 +843,10 @@ impl LocalPg {
         name: &str,
     ) -> anyhow::Result<Branch> {
         if naming::split_commit(name).map(|(base, _)| base) != Some(branch.name.as_str()) {
-            bail!("refusing to copy {} as {name}: not one of its commit copies", branch.name);
+            bail!(
+                "refusing to copy {} as {name}: not one of its commit copies",
+                branch.name
+            );
         }
         let exists = self.exists(name).await?;
         if !exists {
