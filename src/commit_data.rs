@@ -47,7 +47,11 @@ pub async fn freeze_outgoing(
         return Ok(None);
     };
     let name = naming::commit_branch(&branch.name, &running);
-    match providers.database.snapshot_branch(branch, req, &name).await {
+    match providers
+        .database
+        .snapshot_branch(&req.for_commit(branch, &name))
+        .await
+    {
         Ok(Some(frozen)) => {
             log(&format!(
                 "  ✓ commit data: {} {} for commit {} (its commit URL keeps the data it ran on)",

@@ -173,11 +173,9 @@ impl crate::provider::Database for ArcDb {
     }
     async fn snapshot_branch(
         &self,
-        branch: &crate::provider::Branch,
         req: &BranchRequest,
-        name: &str,
     ) -> anyhow::Result<Option<crate::provider::Branch>> {
-        self.0.snapshot_branch(branch, req, name).await
+        self.0.snapshot_branch(req).await
     }
 }
 

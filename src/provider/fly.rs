@@ -550,6 +550,15 @@ impl FlyPlatform {
         }
     }
 
+    /// A GET's JSON on an app that may have just been created (a 404 is retried a while).
+    async fn get_fresh(&self, call: &'static str, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .client
+            .send(Call::get(call, path.to_string()).transient_404(true))
+            .await?;
+        r.json(call)
+    }
+
     /// The machine's JSON, or `None` when it is gone.
     async fn get_machine(&self, app: &str, id: &str) -> anyhow::Result<Option<Value>> {
         let path = format!("/apps/{}/machines/{}", enc(app), enc(id));
@@ -928,11 +937,7 @@ impl FlyPlatform {
     /// app's service past the gate).
     async fn ensure_flycast(&self, private: &str) -> anyhow::Result<()> {
         let path = format!("/apps/{}/ip_assignments", enc(private));
-        let r = self
-            .client
-            .send(Call::get("list ip assignments", path.clone()).transient_404(true))
-            .await?;
-        let v: Value = r.json("list ip assignments")?;
+        let v = self.get_fresh("list ip assignments", &path).await?;
         let mut flycast = false;
         for ip in v["ips"].as_array().into_iter().flatten() {
             let Some(addr) = ip["ip"].as_str() else {
@@ -1496,11 +1501,7 @@ impl FlyPlatform {
         keep: impl Fn(&str) -> bool,
     ) -> anyhow::Result<Option<u64>> {
         let path = format!("/apps/{}/secrets", enc(app));
-        let r = self
-            .client
-            .send(Call::get("list secrets", path.clone()).transient_404(true))
-            .await?;
-        let v: Value = r.json("list secrets")?;
+        let v = self.get_fresh("list secrets", &path).await?;
         let mut version = None;
         for name in v["secrets"]
             .as_array()

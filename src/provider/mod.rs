@@ -64,6 +64,22 @@ pub struct BranchRequest {
     pub suspend_after: Option<std::time::Duration>,
 }
 
+impl BranchRequest {
+    /// The request for the branch `name` ([`crate::naming::commit_branch`]) that freezes the
+    /// preview's `branch` for a kept commit: all its rows as they are (masked ones stay masked),
+    /// the preview's owner, PR and expiry.
+    pub fn for_commit(&self, branch: &Branch, name: &str) -> BranchRequest {
+        BranchRequest {
+            name: name.to_string(),
+            parent: branch.name.clone(),
+            schema_only: false,
+            migrations_tables: Vec::new(),
+            masking: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// A database branch that exists.
 #[derive(Debug, Clone)]
 pub struct Branch {
@@ -162,16 +178,11 @@ pub trait Database: Send + Sync {
     async fn storage_bytes(&self, _name: &str) -> anyhow::Result<Option<u64>> {
         Ok(None)
     }
-    /// Freezes `branch` as it is now under `name` ([`crate::naming::commit_branch`]) for the
-    /// commit that ran on it: a copy-on-write child (Neon) or a template copy (local), with
-    /// `req`'s ownership and expiry; an existing one is reused. `None`: the provider cannot.
-    /// Deleting `branch` deletes these first.
-    async fn snapshot_branch(
-        &self,
-        _branch: &Branch,
-        _req: &BranchRequest,
-        _name: &str,
-    ) -> anyhow::Result<Option<Branch>> {
+    /// Freezes the branch `req.parent` as it is now under `req.name` for the commit that ran on
+    /// it ([`BranchRequest::for_commit`]): a copy-on-write child (Neon) or a template copy
+    /// (local), with `req`'s ownership and expiry; an existing one is reused. `None`: the
+    /// provider cannot. Deleting the parent deletes these first.
+    async fn snapshot_branch(&self, _req: &BranchRequest) -> anyhow::Result<Option<Branch>> {
         Ok(None)
     }
 }

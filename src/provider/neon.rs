@@ -632,15 +632,9 @@ impl Database for NeonDatabase {
         self.wait_anonymized(&branch.id, req).await
     }
 
-    async fn snapshot_branch(
-        &self,
-        branch: &Branch,
-        req: &BranchRequest,
-        name: &str,
-    ) -> anyhow::Result<Option<Branch>> {
-        self.ensure_branch(&commit_branch_request(branch, req, name))
-            .await
-            .map(Some)
+    async fn snapshot_branch(&self, req: &BranchRequest) -> anyhow::Result<Option<Branch>> {
+        // A child of the preview's branch: Neon's branches are copy-on-write.
+        self.ensure_branch(req).await.map(Some)
     }
 
     async fn storage_bytes(&self, name: &str) -> anyhow::Result<Option<u64>> {
@@ -664,19 +658,6 @@ impl Database for NeonDatabase {
                 })
             })
             .collect())
-    }
-}
-
-/// A kept commit's branch: a copy-on-write child of the preview's `branch` with all its rows
-/// as they are (masked ones stay masked), the same owner, PR and expiry.
-fn commit_branch_request(branch: &Branch, req: &BranchRequest, name: &str) -> BranchRequest {
-    BranchRequest {
-        name: name.to_string(),
-        parent: branch.name.clone(),
-        schema_only: false,
-        migrations_tables: Vec::new(),
-        masking: None,
-        ..req.clone()
     }
 }
 

@@ -1244,7 +1244,7 @@ async fn a_closed_prs_frozen_commit_branch_is_swept_with_its_preview_branch() {
     let name = naming::commit_branch(&b.name, &sha);
     assert_eq!(name, "preview/pr-12/c-abababa");
     let frozen =
-        e.db.snapshot_branch(&b, &e.branch_req(12), &name)
+        e.db.snapshot_branch(&e.branch_req(12).for_commit(&b, &name))
             .await
             .unwrap()
             .expect("neon freezes a branch");
@@ -1258,7 +1258,7 @@ async fn a_closed_prs_frozen_commit_branch_is_swept_with_its_preview_branch() {
         Some("12")
     );
     let again =
-        e.db.snapshot_branch(&b, &e.branch_req(12), &name)
+        e.db.snapshot_branch(&e.branch_req(12).for_commit(&b, &name))
             .await
             .unwrap()
             .unwrap();

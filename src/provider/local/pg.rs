@@ -833,27 +833,22 @@ impl OwnCluster {
 }
 
 impl LocalPg {
-    /// A kept commit's copy of `branch` (`CREATE DATABASE name TEMPLATE branch`, the sessions
-    /// on `branch` ended for it, as PostgreSQL requires of a template), recorded, with the
-    /// branch's expiry; an existing one is reused.
-    async fn copy_for_commit(
-        &self,
-        branch: &Branch,
-        req: &BranchRequest,
-        name: &str,
-    ) -> anyhow::Result<Branch> {
-        if naming::split_commit(name).map(|(base, _)| base) != Some(branch.name.as_str()) {
-            bail!(
-                "refusing to copy {} as {name}: not one of its commit copies",
-                branch.name
-            );
+    /// A kept commit's copy `req.name` of the preview's database `req.parent` (`CREATE
+    /// DATABASE name TEMPLATE parent`, the sessions on the parent ended for it, as PostgreSQL
+    /// requires of a template), recorded, with the preview's expiry; an existing one is reused.
+    async fn copy_for_commit(&self, req: &BranchRequest) -> anyhow::Result<Branch> {
+        let (name, parent) = (req.name.as_str(), req.parent.as_str());
+        if naming::split_commit(name).map(|(base, _)| base) != Some(parent)
+            || naming::pr_from_local_database(parent).is_none()
+        {
+            bail!("refusing to copy {parent} as {name}: not one of its commit copies");
         }
         let exists = self.exists(name).await?;
         if !exists {
             self.record(|s| {
                 s.insert(name.to_string());
             })?;
-            self.create_from(name, &branch.name).await?;
+            self.create_from(name, parent).await?;
         }
         if req.expires_at.is_some() {
             self.set_expiry_of(name, req.expires_at)?;
@@ -861,7 +856,7 @@ impl LocalPg {
         Ok(Branch {
             name: name.to_string(),
             id: name.to_string(),
-            parent: branch.name.clone(),
+            parent: parent.to_string(),
             connection_uri: self.conn.url(name),
             created: !exists,
             created_at: None,
@@ -1109,13 +1104,8 @@ impl Database for LocalPg {
         self.set_expiry_of(name, None)
     }
 
-    async fn snapshot_branch(
-        &self,
-        branch: &Branch,
-        req: &BranchRequest,
-        name: &str,
-    ) -> anyhow::Result<Option<Branch>> {
-        self.copy_for_commit(branch, req, name).await.map(Some)
+    async fn snapshot_branch(&self, req: &BranchRequest) -> anyhow::Result<Option<Branch>> {
+        self.copy_for_commit(req).await.map(Some)
     }
 
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
