@@ -128,3 +128,21 @@ pub async fn commit_urls(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_data_is_snapshot_by_default_and_a_bad_value_names_the_key() {
+        assert_eq!(
+            Settings::default().preview.commit_data,
+            CommitData::Snapshot
+        );
+        let s = Settings::parse("[preview]\ncommit_data = \"shared\"\n", "atlas.toml").unwrap();
+        assert_eq!(s.preview.commit_data, CommitData::Shared);
+        let e = Settings::parse("[preview]\ncommit_data = \"copy\"\n", "atlas.toml").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("commit_data") && e.contains("snapshot"), "{e}");
+    }
+}
