@@ -664,7 +664,8 @@ impl Database for NeonDatabase {
 impl NeonDatabase {
     /// Deletes the Atlas-owned kept commits' branches of the preview branch `name`.
     async fn delete_commit_branches(&self, name: &str) -> anyhow::Result<()> {
-        if naming::split_commit(name).is_some() {
+        // Only a preview's own branch has kept commits' branches.
+        if naming::split_commit(name).is_some() || naming::pr_from_branch(name).is_none() {
             return Ok(());
         }
         let prefix = naming::commit_branch(name, "");
