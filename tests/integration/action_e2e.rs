@@ -1178,6 +1178,72 @@ async fn a_kept_commit_on_fly_runs_on_its_own_frozen_branch_and_migrations_stay_
     w.assert_clean();
 }
 
+/// A frozen branch Neon refuses (the project is at its branch limit) does not fail the push:
+/// a warning says so and how to stop trying, the kept commit shares the preview's branch, and
+/// the identity clause says that it does.
+#[tokio::test]
+async fn a_refused_frozen_branch_leaves_the_kept_commit_on_the_shared_branch() {
+    let w = world().await;
+    *w.access.lock().unwrap() = "signed-link".into();
+    let gate = [("gate_secret", GATE_SECRET)];
+    for (file, head) in [
+        ("pull_request.opened.json", HEAD1),
+        ("pull_request.synchronize.json", HEAD2),
+    ] {
+        if head == HEAD2 {
+            w.neon
+                .core
+                .fault("createProjectBranch", Fault::Status(422, None), 1);
+        }
+        w.gh.add_pull(PR, true, head, false);
+        let r = w
+            .run(
+                "pull_request",
+                &payload(file, head, REPO),
+                &image(head),
+                &gate,
+                None,
+            )
+            .await;
+        assert_eq!(r.code, 0, "{}", r.dump());
+        if head == HEAD2 {
+            assert!(
+                r.stdout
+                    .contains("could not be frozen as preview/pr-2/c-ec26c3e")
+                    && r.stdout.contains("commit_data = \"shared\""),
+                "{}",
+                r.dump()
+            );
+        }
+    }
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    let record = atlas::contract::Contract::from_comment(&w.comments()[0].body).unwrap();
+    assert_eq!(
+        record.code.commits[0].data.as_deref(),
+        Some("preview/pr-2, shared with the newest commit")
+    );
+    let private = atlas::provider::fly::private_app(&app_name());
+    let p = w.fly.app(&private).unwrap();
+    let kept = p
+        .machines
+        .iter()
+        .find(|m| m.meta("atlas_role") == Some("kept"))
+        .expect("a kept machine");
+    assert!(kept.config.get("processes").is_none(), "{}", kept.config);
+    w.gh.add_pull(PR, false, HEAD2, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.closed.unmerged.json", HEAD2, REPO),
+            &image(HEAD2),
+            &gate,
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.assert_nothing_left();
+}
+
 /// `access = "github"` with `[preview] allowed_teams`: the teams reach the gate machine's
 /// environment and the identity clause; the gate started from what Fly holds lets a member of
 /// the team in (checked against the fake GitHub's team membership call) and no stranger.

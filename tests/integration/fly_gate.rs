@@ -489,6 +489,8 @@ async fn kept_commits_on_fly_sleep_wake_through_the_gate_and_go_with_the_preview
         assert_eq!(m.meta("atlas_commit"), Some(shas[i].as_str()));
         if role.is_some() {
             assert_eq!(m.state, "stopped", "a kept machine must sleep");
+            // No data of its own was handed over: it reads the app's secrets as they are.
+            assert!(m.config.get("processes").is_none(), "{}", m.config);
         }
     }
     let (gate, appm) = pair(&fly);
