@@ -14,11 +14,12 @@
 //! deleting the preview's branch (down, close, sweep) takes the rest with it. `shared` keeps one
 //! branch per preview (for projects at their branch limit): a schema-changing push can break a
 //! kept commit. A frozen branch that cannot be made leaves the commit on the shared branch, with a
-//! warning: the push itself goes on.
+//! warning: the push itself goes on. With `[database] reset = "on-push"` on Neon nothing is
+//! frozen: Neon restores no branch that has children.
 
 use std::collections::BTreeMap;
 
-use crate::config::{CommitData, Settings};
+use crate::config::{CommitData, ResetPolicy, Settings};
 use crate::contract::CommitUrl;
 use crate::naming;
 use crate::provider::{AppDeployment, Branch, BranchRequest, Outgoing, Providers};
@@ -47,6 +48,16 @@ pub async fn freeze_outgoing(
         return Ok(None);
     };
     let name = naming::commit_branch(&branch.name, &running);
+    // Neon restores (or, masked, re-creates) no branch that has children: a reset on every
+    // push and frozen children exclude each other there.
+    if settings.database.reset == ResetPolicy::OnPush && providers.database.kind() == "neon" {
+        log(&format!(
+            "  · commit data: commit {} shares {} ([database] reset = \"on-push\" on Neon freezes nothing)",
+            naming::sha7(&running),
+            branch.name
+        ));
+        return Ok(None);
+    }
     match providers
         .database
         .snapshot_branch(&req.for_commit(branch, &name))
