@@ -29,6 +29,7 @@ FLOORS = {
     "demo": 7,
     "load": 7,  # the `atlas load` / `baseline` flows in load/mod.rs
     "gate": 7,
+    "commit_data": 7,
     "action": 7,
     "provider": 6,
     "evidence": 6,

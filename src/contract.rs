@@ -28,6 +28,10 @@ pub struct CodeIdentity {
 pub struct CommitUrl {
     pub sha: String,
     pub url: String,
+    /// The data it runs on (its own frozen branch, or the preview's, shared); `None` without a
+    /// database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

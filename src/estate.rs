@@ -167,11 +167,19 @@ pub async fn survey(
         Ok(branches) => {
             for b in branches {
                 let g = by_pr.entry(b.pr).or_default();
-                g.branch = Some(b.name.clone());
+                // A kept commit's branch is its preview's: named by the preview's, sized with it.
+                if crate::naming::split_commit(&b.name).is_none() || g.branch.is_none() {
+                    g.branch = Some(b.name.clone());
+                }
                 g.created.extend(b.created_at);
                 g.expires = g.expires.max(b.expires_at);
                 match database.storage_bytes(&b.name).await {
-                    Ok(s) => g.storage = s,
+                    Ok(s) => {
+                        g.storage = match (g.storage, s) {
+                            (Some(a), Some(b)) => Some(a + b),
+                            (a, b) => a.or(b),
+                        }
+                    }
                     Err(e) => errors.push(redact(format!(
                         "cannot read the size of branch {}: {e:#}",
                         b.name

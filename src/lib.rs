@@ -10,8 +10,10 @@
 //! ```text
 //! 8 commands/ cli        read the process environment, build providers (cloud or local,
 //!                        once), pick the retry policy, print; one match over commands
-//! 7 preview seed verify/ sweep lifecycle estate load gate/ (flows)   plain async functions that take data; gate/ is
-//!                        the access gate (proxy, links, sign-in) and its local platform
+//! 7 preview seed verify/ sweep lifecycle estate load gate/ commit_data (flows)
+//!                        plain async functions that take data; gate/ is the access gate
+//!                        (proxy, links, sign-in) and its local platform; commit_data the
+//!                        data each kept commit runs on
 //! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy, history, store}
 //!   quota                pure: the preview cap's decisions over what the providers list
 //! 5 contract report outputs gha http github_env
@@ -29,6 +31,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod commit_data;
 pub mod config;
 pub mod contract;
 pub mod cost;

@@ -85,8 +85,44 @@ pub fn pr_from_app(prefix: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
+/// The PR of a preview branch or of one of its kept commits' branches
+/// ([`commit_branch`]).
 pub fn pr_from_branch(name: &str) -> Option<u64> {
-    name.strip_prefix("preview/pr-")?.parse().ok()
+    let base = split_commit(name).map_or(name, |(base, _)| base);
+    base.strip_prefix("preview/pr-")?.parse().ok()
+}
+
+/// Between a preview's branch (Neon) and a kept commit's, and the same locally, where a
+/// database name is an identifier.
+const COMMIT_BRANCH_INFIX: &str = "/c-";
+const COMMIT_DATABASE_INFIX: &str = "_c_";
+
+/// The branch holding the data a kept commit ran against, frozen for it before a later push's
+/// migrations: `preview/pr-N/c-<sha7>` on Neon, `atlas_pr_N_c_<sha7>` locally (`base` is the
+/// preview's branch or database).
+pub fn commit_branch(base: &str, sha: &str) -> String {
+    let infix = if base.contains('/') {
+        COMMIT_BRANCH_INFIX
+    } else {
+        COMMIT_DATABASE_INFIX
+    };
+    format!("{base}{infix}{}", sha7(sha))
+}
+
+/// A kept commit's branch split into its preview's branch and the commit (seven hex digits);
+/// `None` for any other name.
+pub fn split_commit(name: &str) -> Option<(&str, &str)> {
+    let (base, sha) = name
+        .rsplit_once(COMMIT_BRANCH_INFIX)
+        .or_else(|| name.rsplit_once(COMMIT_DATABASE_INFIX))?;
+    (sha.len() == 7 && is_sha(sha)).then_some((base, sha))
+}
+
+/// The PR of a local preview database or of one of its kept commits' copies.
+pub fn pr_from_local_database(name: &str) -> Option<u64> {
+    let base = split_commit(name).map_or(name, |(base, _)| base);
+    let pr: u64 = base.strip_prefix("atlas_pr_")?.parse().ok()?;
+    (local_database(pr) == base).then_some(pr)
 }
 
 #[cfg(test)]
@@ -125,6 +161,19 @@ mod tests {
             }
         }
         assert_eq!(pr_from_branch(&preview_branch(7)), Some(7));
+        let sha = "abc1234def";
+        let kept = commit_branch(&preview_branch(7), sha);
+        assert_eq!(kept, "preview/pr-7/c-abc1234");
+        assert_eq!(pr_from_branch(&kept), Some(7));
+        assert_eq!(split_commit(&kept), Some(("preview/pr-7", "abc1234")));
+        assert_eq!(split_commit(&preview_branch(7)), None);
+        assert_eq!(pr_from_branch("preview/pr-7/c-zzz"), None);
+        let local = commit_branch(&local_database(7), sha);
+        assert_eq!(local, "atlas_pr_7_c_abc1234");
+        assert_eq!(pr_from_local_database(&local), Some(7));
+        assert_eq!(pr_from_local_database(&local_database(7)), Some(7));
+        assert_eq!(pr_from_local_database("atlas_pr_07"), None);
+        assert_eq!(pr_from_local_database("atlas_pr_7_c_ABC1234"), None);
         assert_eq!(pr_from_app("kitchen-abc123", "other-pr-1"), None);
     }
 

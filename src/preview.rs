@@ -1037,7 +1037,12 @@ async fn up_inner(
             contract.lifecycle.created = Some("in an earlier run".into());
             contract.lifecycle.updated = Some(now);
         }
-        return deploy_and_check(job, contract, steps, first, first, env, secrets).await;
+        let launch = Launch {
+            env,
+            secrets,
+            outgoing: None,
+        };
+        return deploy_and_check(job, contract, steps, first, first, launch).await;
     }
     steps.begin("database branch");
     let branch_req = BranchRequest {
@@ -1096,6 +1101,18 @@ async fn up_inner(
             branch.parent
         ),
     );
+
+    // The commit running now keeps the data it ran on: frozen before the reset and migrations.
+    let outgoing = crate::commit_data::freeze_outgoing(
+        providers,
+        settings,
+        &app_name(opts, req.pr),
+        &req.sha,
+        &branch,
+        &branch_req,
+        steps.log,
+    )
+    .await?;
 
     // `reset = "on-push"`: a reused branch goes back to its parent's head before migrations.
     let mut reset = false;
@@ -1261,7 +1278,19 @@ async fn up_inner(
             (steps.log)("  · seed: not run (the branch existed: a seed runs on a new branch only)");
         }
     }
-    deploy_and_check(job, contract, steps, first, branch.created, env, secrets).await
+    let launch = Launch {
+        env,
+        secrets,
+        outgoing,
+    };
+    deploy_and_check(job, contract, steps, first, branch.created, launch).await
+}
+
+/// What the app is deployed with: its environment, its secrets and the outgoing commit's data.
+struct Launch {
+    env: BTreeMap<String, String>,
+    secrets: BTreeMap<String, Secret>,
+    outgoing: Option<crate::provider::Outgoing>,
 }
 
 /// Deploys the app and runs the smoke checks and the load gate against it.
@@ -1271,8 +1300,7 @@ async fn deploy_and_check(
     steps: &mut Steps<'_>,
     first: bool,
     created: bool,
-    env: BTreeMap<String, String>,
-    secrets: BTreeMap<String, Secret>,
+    launch: Launch,
 ) -> anyhow::Result<AppDeployment> {
     let Job(providers, settings, req, opts) = job;
     steps.begin("deploy");
@@ -1289,8 +1317,8 @@ async fn deploy_and_check(
             sha: req.sha.clone(),
             repository: req.repository.clone(),
             image: opts.image.clone(),
-            env,
-            secrets,
+            env: launch.env,
+            secrets: launch.secrets,
             port: settings.app.port,
             health_path: settings.app.health_path.clone(),
             readiness_timeout: settings.app.readiness_timeout,
@@ -1300,17 +1328,18 @@ async fn deploy_and_check(
                 .as_deref()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc)),
+            outgoing: launch.outgoing,
         })
         .await?;
     contract.code.url = app.url.clone();
-    contract.code.commits = app
-        .commits
-        .iter()
-        .map(|k| crate::contract::CommitUrl {
-            sha: k.sha.clone(),
-            url: k.url.clone(),
-        })
-        .collect();
+    contract.code.commits = crate::commit_data::commit_urls(
+        providers,
+        &app,
+        req.pr,
+        contract.data.branch.as_deref(),
+        steps.log,
+    )
+    .await;
     contract.evidence.logs = app.logs.clone();
     contract.lifecycle.wake_ms = app.wake_ms;
     contract.lifecycle.sleep = Some(crate::contract::sleep_sentence(

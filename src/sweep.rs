@@ -196,8 +196,9 @@ impl SweepReport {
 }
 
 /// True when `name` ends with the PR number the way `naming` writes it (`<prefix>-pr-12`,
-/// `preview/pr-12`, `atlas_pr_12`).
+/// `preview/pr-12`, `atlas_pr_12`), before a kept commit's suffix (`preview/pr-12/c-<sha7>`).
 fn name_carries_pr(name: &str, pr: u64) -> bool {
+    let name = crate::naming::split_commit(name).map_or(name, |(base, _)| base);
     name.ends_with(&format!("pr-{pr}")) || name.ends_with(&format!("pr_{pr}"))
 }
 
@@ -765,5 +766,10 @@ mod tests {
         assert!(name_carries_pr("atlas_pr_12", 12));
         assert!(!name_carries_pr("preview/pr-123", 12));
         assert!(!name_carries_pr("production", 12));
+        // A kept commit's branch is its preview's.
+        assert!(name_carries_pr("preview/pr-12/c-abc1234", 12));
+        assert!(name_carries_pr("atlas_pr_12_c_abc1234", 12));
+        assert!(!name_carries_pr("preview/pr-123/c-abc1234", 12));
+        assert!(!name_carries_pr("preview/pr-12/c-xyz", 12));
     }
 }

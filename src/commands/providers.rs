@@ -171,6 +171,12 @@ impl crate::provider::Database for ArcDb {
     async fn clear_expiry(&self, name: &str) -> anyhow::Result<()> {
         self.0.clear_expiry(name).await
     }
+    async fn snapshot_branch(
+        &self,
+        req: &BranchRequest,
+    ) -> anyhow::Result<Option<crate::provider::Branch>> {
+        self.0.snapshot_branch(req).await
+    }
 }
 
 /// Builds the local providers: starts (or reuses) the cluster and prepares the parent database.

@@ -315,6 +315,9 @@ pub struct PreviewSettings {
     /// How many previous commits stay reachable at their commit URLs (`/_atlas/c/<sha7>/`,
     /// through the access gate); 0 keeps none.
     pub keep_commits: usize,
+    /// Which data a kept commit runs on: a frozen copy of the preview's branch (`snapshot`) or
+    /// the preview's branch itself (`shared`).
+    pub commit_data: CommitData,
     /// At most this many previews per repository at once (unset: no cap). See `crate::quota`.
     #[serde(
         deserialize_with = "max_previews",
@@ -365,8 +368,22 @@ impl Default for PreviewSettings {
             max_previews: None,
             quota_policy: QuotaPolicy::EvictOldest,
             keep_commits: DEFAULT_KEEP_COMMITS,
+            commit_data: CommitData::Snapshot,
         }
     }
+}
+
+/// `[preview] commit_data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitData {
+    /// Before a push's migrations, the data the outgoing commit ran against is frozen for it (a
+    /// child branch on Neon, a template copy locally), so its commit URL keeps its schema.
+    #[default]
+    Snapshot,
+    /// Kept commits run on the preview's branch (one branch per preview, for projects at their
+    /// branch limit): a schema-changing push can break them.
+    Shared,
 }
 
 /// `[preview] max_previews`: a positive integer (a cap of zero would refuse every preview,

@@ -9,7 +9,9 @@
 //!
 //! The gate reaches the app through Fly's proxy on the private network (Flycast) and picks the
 //! machine with `fly-force-instance-id`: the current one, or a kept commit's
-//! (`/_atlas/c/<sha7>/`, see [`super::commits`]), which the proxy wakes.
+//! (`/_atlas/c/<sha7>/`, see [`super::commits`]), which the proxy wakes. One-off tasks (the
+//! migrations, the seed) run in the private app, beside the app's machines and with the app's
+//! secrets, so the gate's app holds only the gate's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -205,7 +207,12 @@ impl Platform for FlyGate {
     }
 
     async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
-        self.fly.run_task(req).await
+        // Beside the app's machines, with the app's secrets: the gate's app holds only its own.
+        self.fly.run_private_task(req).await
+    }
+
+    async fn running_commit(&self, app: &str) -> anyhow::Result<Option<String>> {
+        self.fly.running_commit(app).await
     }
 
     fn bypass_header(&self, app: &str) -> Option<(String, Secret)> {

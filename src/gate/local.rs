@@ -202,7 +202,7 @@ impl Platform for LocalGate {
         }
         // The version running now stays reachable at its commit URL.
         if self.keep_commits > 0 {
-            self.inner.keep_previous(&req.app, &req.sha).await?;
+            self.inner.keep_previous(req).await?;
         }
         let app = self.inner.deploy(req).await?;
         let mut kept = Vec::new();
@@ -247,6 +247,7 @@ impl Platform for LocalGate {
             health_path: "/_atlas/healthz".into(),
             readiness_timeout: Duration::from_secs(20),
             expires_at: req.expires_at,
+            outgoing: None,
         };
         let gate = self
             .processes(&upstream, &req.app, req.pr, &req.sha, &kept)
@@ -310,6 +311,13 @@ impl Platform for LocalGate {
 
     async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
         self.inner.run_task(req).await
+    }
+
+    async fn running_commit(&self, app: &str) -> anyhow::Result<Option<String>> {
+        if self.keep_commits == 0 {
+            return Ok(None);
+        }
+        self.inner.current_commit(app).await
     }
 
     fn bypass_header(&self, app: &str) -> Option<(String, Secret)> {

@@ -49,9 +49,18 @@
 //! (`ATLAS_GATE_COMMITS = <sha>=instance:<id>,...`), which the proxy wakes on demand. A push of
 //! the same commit updates its machine in place. A new version that does not come up is
 //! destroyed (or, in place, rolled back) and the front goes back to the config that served.
-//! Secrets: the app's go to the private app, the front's to the preview app (one call each);
-//! one-off tasks run in the preview app as before. `destroy` removes both apps (kept machines
-//! with them), and the sweep finds a private app left without its preview app.
+//! A kept machine sleeps stopped; with the outgoing commit's own data
+//! ([`DeployRequest::outgoing`], `[preview] commit_data = "snapshot"`) its config is switched,
+//! without starting it, to read the app's secrets through its commit's names (`processes[0]`
+//! with `ignore_app_secrets` and one `secrets` entry per name: `DATABASE_URL` from the app secret
+//! `ATLAS_C_<SHA7>_DATABASE_URL`), so it wakes on the branch frozen for it. A commit's secrets go
+//! when its machine is pruned.
+//!
+//! Secrets: the app's go to the private app, the front's to the preview app (one call each), and
+//! any other secret found on the preview app is unset: the gate's app holds only what the gate
+//! needs. Behind a gate, one-off tasks run in the private app ([`FlyPlatform::run_private_task`]),
+//! where the app's secrets are. `destroy` removes both apps (kept machines with them), and the
+//! sweep finds a private app left without its preview app.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -541,6 +550,15 @@ impl FlyPlatform {
         }
     }
 
+    /// A GET's JSON on an app that may have just been created (a 404 is retried a while).
+    async fn get_fresh(&self, call: &'static str, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .client
+            .send(Call::get(call, path.to_string()).transient_404(true))
+            .await?;
+        r.json(call)
+    }
+
     /// The machine's JSON, or `None` when it is gone.
     async fn get_machine(&self, app: &str, id: &str) -> anyhow::Result<Option<Value>> {
         let path = format!("/apps/{}/machines/{}", enc(app), enc(id));
@@ -790,20 +808,10 @@ impl FlyPlatform {
 
         // 1. The app: adopt only our own (a task may have created it a moment ago).
         let (app_created, all) = self.ensure_app(app, req.pr).await?;
-        // Task machines are never the app's machine; one still here is a leftover of an
-        // earlier run whose destroy failed: it goes.
-        let mut machines = Vec::new();
-        let mut fronts = Vec::new();
-        for m in all {
-            if m.is_task() {
-                self.destroy_machine("destroy leftover task machine", app, &m.id)
-                    .await?;
-            } else if m.is_front() {
-                fronts.push(m);
-            } else {
-                machines.push(m);
-            }
-        }
+        let Split {
+            fronts,
+            apps: machines,
+        } = self.split_machines(app, all).await?;
         // "Created" for the report: the first deploy of this preview, even when a task
         // created the app itself just before.
         let created = app_created || (machines.is_empty() && fronts.is_empty());
@@ -929,11 +937,7 @@ impl FlyPlatform {
     /// app's service past the gate).
     async fn ensure_flycast(&self, private: &str) -> anyhow::Result<()> {
         let path = format!("/apps/{}/ip_assignments", enc(private));
-        let r = self
-            .client
-            .send(Call::get("list ip assignments", path.clone()).transient_404(true))
-            .await?;
-        let v: Value = r.json("list ip assignments")?;
+        let v = self.get_fresh("list ip assignments", &path).await?;
         let mut flycast = false;
         for ip in v["ips"].as_array().into_iter().flatten() {
             let Some(addr) = ip["ip"].as_str() else {
@@ -984,39 +988,36 @@ impl FlyPlatform {
         let (app_created, public_ms) = self.ensure_app(app, req.pr).await?;
         let (_, private_ms) = self.ensure_app(&private, req.pr).await?;
         self.ensure_flycast(&private).await?;
-        let mut fronts = Vec::new();
-        let mut public_apps = Vec::new();
-        for m in public_ms {
-            if m.is_task() {
-                self.destroy_machine("destroy leftover task machine", app, &m.id)
-                    .await?;
-            } else if m.is_front() {
-                fronts.push(m);
-            } else {
-                // The app machine of an earlier public deploy: it goes once the front serves.
-                public_apps.push(m);
-            }
-        }
-        let mut current = Vec::new();
-        let mut kept = Vec::new();
-        for m in private_ms {
-            if m.is_kept() {
-                kept.push(m);
-            } else if m.is_task() {
-                self.destroy_machine("destroy leftover task machine", &private, &m.id)
-                    .await?;
-            } else {
-                current.push(m);
-            }
-        }
+        // The app machine of an earlier public deploy goes once the front serves.
+        let Split {
+            fronts,
+            apps: public_apps,
+        } = self.split_machines(app, public_ms).await?;
+        let Split {
+            fronts: _,
+            apps: private_apps,
+        } = self.split_machines(&private, private_ms).await?;
+        let (mut kept, mut current): (Vec<ApiMachine>, Vec<ApiMachine>) =
+            private_apps.into_iter().partition(ApiMachine::is_kept);
         current.sort_by(|a, b| a.created_at.cmp(&b.created_at));
         let created =
             app_created || (current.is_empty() && fronts.is_empty() && public_apps.is_empty());
         let first_pair = current.is_empty() && fronts.is_empty();
 
-        // 2. Secrets: the app's on the private app, the front's on the preview app.
-        let v_private = self.set_secrets(&private, &req.secrets).await?;
+        // 2. Secrets: the app's on the private app (with the outgoing commit's own, under its
+        //    commit's names), the front's on the preview app and nothing else there.
+        let mut private_secrets = req.secrets.clone();
+        if let Some(o) = &req.outgoing {
+            for (k, v) in &o.secrets {
+                private_secrets.insert(commit_secret(&o.sha, k), v.clone());
+            }
+        }
+        let v_private = self.set_secrets(&private, &private_secrets).await?;
         let v_public = self.set_secrets(app, &f.secrets).await?;
+        let v_public = self
+            .unset_secrets_except(app, |k| f.secrets.contains_key(k))
+            .await?
+            .or(v_public);
         let private_body = self.create_body(v_private);
         let public_body = self.create_body(v_public);
 
@@ -1187,40 +1188,23 @@ impl FlyPlatform {
             && let Some(r) = &running
             && stay.iter().any(|s| s.id == r.id)
         {
-            {
-                self.client
-                    .send(
-                        Call::post(
-                            "mark machine kept",
-                            format!(
-                                "/apps/{}/machines/{}/metadata/{ROLE_KEY}",
-                                enc(&private),
-                                enc(&r.id)
-                            ),
-                        )
-                        .json(json!({"value": ROLE_KEPT}))
-                        .idempotent(),
-                    )
-                    .await?;
-                let stop = format!("/apps/{}/machines/{}/stop", enc(&private), enc(&r.id));
-                if let Err(e) = self
-                    .client
-                    .send(Call::post("stop kept machine", stop))
-                    .await
-                {
-                    // Not fatal: the proxy stops it when idle anyway.
-                    eprintln!(
-                        "::warning::fly: could not stop kept machine {} ({}); Fly's proxy stops it when idle",
-                        r.id,
-                        secret::redact(&format!("{e:#}"))
-                    );
-                }
-            }
+            self.set_aside(&private, r, req, &private_secrets, v_private)
+                .await?;
         }
         for m in &prune {
             self.destroy_machine("destroy pruned kept machine", &private, &m.id)
                 .await?;
         }
+        // The secrets of commits no longer kept go with their machines.
+        let kept_names: Vec<String> = stay
+            .iter()
+            .filter_map(|m| m.meta(COMMIT_KEY))
+            .map(|c| commit_secret(c, ""))
+            .collect();
+        self.unset_secrets_except(&private, |k| {
+            !k.starts_with(COMMIT_SECRET_PREFIX) || kept_names.iter().any(|p| k.starts_with(p))
+        })
+        .await?;
         for m in &public_apps {
             self.destroy_machine("destroy public app machine", app, &m.id)
                 .await?;
@@ -1470,6 +1454,165 @@ impl FlyPlatform {
     }
 }
 
+/// An app's machines by what they are: its fronts and its app machines (current and kept).
+struct Split {
+    fronts: Vec<ApiMachine>,
+    apps: Vec<ApiMachine>,
+}
+
+/// The prefix of the private app's secrets that belong to one kept commit.
+const COMMIT_SECRET_PREFIX: &str = "ATLAS_C_";
+
+/// The name under which the private app holds secret `name` of kept commit `sha`
+/// (`ATLAS_C_<SHA7>_<NAME>`); with an empty `name`, the prefix of all of that commit's.
+fn commit_secret(sha: &str, name: &str) -> String {
+    format!(
+        "{COMMIT_SECRET_PREFIX}{}_{name}",
+        naming::sha7(sha).to_ascii_uppercase()
+    )
+}
+
+impl FlyPlatform {
+    /// Sorts an app's machines; one-off task machines still there are leftovers of an earlier
+    /// run whose destroy failed, never the app's machine: they are destroyed.
+    async fn split_machines(&self, app: &str, ms: Vec<ApiMachine>) -> anyhow::Result<Split> {
+        let mut split = Split {
+            fronts: Vec::new(),
+            apps: Vec::new(),
+        };
+        for m in ms {
+            if m.is_task() {
+                self.destroy_machine("destroy leftover task machine", app, &m.id)
+                    .await?;
+            } else if m.is_front() {
+                split.fronts.push(m);
+            } else {
+                split.apps.push(m);
+            }
+        }
+        Ok(split)
+    }
+
+    /// Unsets every secret of `app` that `keep` does not name (one call each); the secrets
+    /// version after the last, when any went.
+    async fn unset_secrets_except(
+        &self,
+        app: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Option<u64>> {
+        let path = format!("/apps/{}/secrets", enc(app));
+        let v = self.get_fresh("list secrets", &path).await?;
+        let mut version = None;
+        for name in v["secrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str())
+            .filter(|n| !keep(n))
+        {
+            let r = self
+                .client
+                .send(Call::delete(
+                    "unset secret",
+                    format!("{path}/{}", enc(name)),
+                ))
+                .await;
+            match r {
+                Ok(r) => {
+                    let v: Value = r.json("unset secret").unwrap_or(Value::Null);
+                    version = v["version"].as_u64().or(version);
+                }
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(version)
+    }
+
+    /// The running app machine `r` becomes a kept one and sleeps: stopped, then marked kept and,
+    /// when this deploy brings its commit's own secrets, switched to them (its process reads
+    /// the app's secrets through its commit's names: `DATABASE_URL` from
+    /// `ATLAS_C_<SHA7>_DATABASE_URL`), without being started again (`skip_launch`); the proxy
+    /// wakes it on its commit URL's first request.
+    async fn set_aside(
+        &self,
+        private: &str,
+        r: &ApiMachine,
+        req: &DeployRequest,
+        secrets: &BTreeMap<String, Secret>,
+        min_secrets_version: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let stop = format!("/apps/{}/machines/{}/stop", enc(private), enc(&r.id));
+        if let Err(e) = self
+            .client
+            .send(Call::post("stop kept machine", stop))
+            .await
+        {
+            // Not fatal: the proxy stops it when idle anyway.
+            eprintln!(
+                "::warning::fly: could not stop kept machine {} ({}); Fly's proxy stops it when idle",
+                r.id,
+                secret::redact(&format!("{e:#}"))
+            );
+        }
+        let mut config = r.config.clone();
+        config["metadata"][ROLE_KEY] = json!(ROLE_KEPT);
+        let commit = r.meta(COMMIT_KEY).unwrap_or_default();
+        if let Some(o) = req.outgoing.as_ref().filter(|o| o.sha == commit) {
+            let own: Vec<Value> = secrets
+                .keys()
+                .filter(|k| !k.starts_with(COMMIT_SECRET_PREFIX))
+                .map(|k| {
+                    let name = if o.secrets.contains_key(k) {
+                        commit_secret(commit, k)
+                    } else {
+                        k.clone()
+                    };
+                    json!({"env_var": k, "name": name})
+                })
+                .collect();
+            config["processes"] = json!([{"secrets": own, "ignore_app_secrets": true}]);
+        }
+        let mut body =
+            json!({"config": config, "region": self.settings.region, "skip_launch": true});
+        if let Some(v) = min_secrets_version {
+            body["min_secrets_version"] = json!(v);
+        }
+        self.client
+            .send(
+                Call::post(
+                    "mark machine kept",
+                    format!("/apps/{}/machines/{}", enc(private), enc(&r.id)),
+                )
+                .json(body)
+                .idempotent(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The commit the gated preview `app` runs now, when a deploy of another would keep it
+    /// (`[preview] keep_commits` > 0).
+    pub async fn running_commit(&self, app: &str) -> anyhow::Result<Option<String>> {
+        let private = private_app(app);
+        if self.keep_commits == 0 || self.get_app(&private, false).await?.is_none() {
+            return Ok(None);
+        }
+        let mut ms: Vec<ApiMachine> = self
+            .machines(&private, false)
+            .await?
+            .into_iter()
+            .filter(ApiMachine::is_app)
+            .collect();
+        ms.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(ms
+            .first()
+            .and_then(|m| m.meta(COMMIT_KEY))
+            .filter(|c| naming::is_sha(c))
+            .map(str::to_string))
+    }
+}
+
 /// What the front routes to: the Flycast address, the current machine, the kept ones.
 struct GateRoutes {
     upstream: String,
@@ -1500,21 +1643,17 @@ enum Waited {
     Gone,
 }
 
-#[async_trait]
-impl Platform for FlyPlatform {
-    fn kind(&self) -> &'static str {
-        "fly"
-    }
-
-    async fn deploy(&self, req: &DeployRequest) -> anyhow::Result<AppDeployment> {
-        self.deploy_fronted(req, None).await
-    }
-
-    async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
+impl FlyPlatform {
+    /// Runs a one-off task of the preview `req.app` as a machine of `app` (the preview app, or
+    /// behind a gate its private app, which holds the app's secrets).
+    async fn run_task_in(
+        &self,
+        req: &TaskRequest,
+        app: &str,
+    ) -> anyhow::Result<Option<TaskOutput>> {
         let start = Instant::now();
         let deadline = start + req.timeout;
-        let app = req.app.as_str();
-        let image = self.checked_image(app, req.image.as_deref())?;
+        let image = self.checked_image(&req.app, req.image.as_deref())?;
         let cmd = task_cmd(&req.command)?;
 
         // 1. The app and its secrets, exactly as deploy sets them.
@@ -1611,6 +1750,28 @@ impl Platform for FlyPlatform {
                 "migrations ran on fly machine {id} in app {app}: exit code {code}\n{logs}{destroy_note}"
             ),
         }))
+    }
+
+    /// Runs a one-off task of the gated preview `req.app` in its private app, beside the app's
+    /// machines and with their secrets, never in the gate's app.
+    pub async fn run_private_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
+        self.check_name(&req.app)?;
+        self.run_task_in(req, &private_app(&req.app)).await
+    }
+}
+
+#[async_trait]
+impl Platform for FlyPlatform {
+    fn kind(&self) -> &'static str {
+        "fly"
+    }
+
+    async fn deploy(&self, req: &DeployRequest) -> anyhow::Result<AppDeployment> {
+        self.deploy_fronted(req, None).await
+    }
+
+    async fn run_task(&self, req: &TaskRequest) -> anyhow::Result<Option<TaskOutput>> {
+        self.run_task_in(req, &req.app).await
     }
 
     async fn destroy(&self, app: &str) -> anyhow::Result<Deleted> {

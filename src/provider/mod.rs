@@ -65,6 +65,22 @@ pub struct BranchRequest {
     pub suspend_after: Option<std::time::Duration>,
 }
 
+impl BranchRequest {
+    /// The request for the branch `name` ([`crate::naming::commit_branch`]) that freezes the
+    /// preview's `branch` for a kept commit: all its rows as they are (masked ones stay masked),
+    /// the preview's owner, PR and expiry.
+    pub fn for_commit(&self, branch: &Branch, name: &str) -> BranchRequest {
+        BranchRequest {
+            name: name.to_string(),
+            parent: branch.name.clone(),
+            schema_only: false,
+            migrations_tables: Vec::new(),
+            masking: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// A database branch that exists.
 #[derive(Debug, Clone)]
 pub struct Branch {
@@ -167,6 +183,13 @@ pub trait Database: Send + Sync {
     async fn storage_bytes(&self, _name: &str) -> anyhow::Result<Option<u64>> {
         Ok(None)
     }
+    /// Freezes the branch `req.parent` as it is now under `req.name` for the commit that ran on
+    /// it ([`BranchRequest::for_commit`]): a copy-on-write child (Neon) or a template copy
+    /// (local), with `req`'s ownership and expiry; an existing one is reused. `None`: the
+    /// provider cannot. Deleting the parent deletes these first.
+    async fn snapshot_branch(&self, _req: &BranchRequest) -> anyhow::Result<Option<Branch>> {
+        Ok(None)
+    }
 }
 
 /// One machine of a preview app as the platform reports it now (the estate, active hours).
@@ -210,6 +233,17 @@ pub struct DeployRequest {
     pub readiness_timeout: std::time::Duration,
     /// When the preview expires unless renewed (written on the app; the sweep reads it back).
     pub expires_at: Option<DateTime<Utc>>,
+    /// The commit running now, when it is set aside for its commit URL with data of its own
+    /// (`[preview] commit_data = "snapshot"`).
+    pub outgoing: Option<Outgoing>,
+}
+
+/// The commit a deploy sets aside and the secrets it runs on from then on, in place of the
+/// request's (its own `DATABASE_URL`: the branch frozen for it before this push's migrations).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub sha: String,
+    pub secrets: BTreeMap<String, Secret>,
 }
 
 /// An app that runs and answered its readiness probe.
@@ -335,10 +369,21 @@ pub trait Platform: Send + Sync {
     async fn set_pin(&self, app: &str, _by: Option<&str>) -> anyhow::Result<()> {
         anyhow::bail!("{}: app {app} cannot record a pin", self.kind())
     }
-    /// Before a deploy of `sha`: sets the version of `app` running now aside, still running,
-    /// when it runs another commit (per-commit URLs). `None`: nothing was kept (no such app,
-    /// the same commit, or a platform that keeps nothing this way).
-    async fn keep_previous(&self, _app: &str, _sha: &str) -> anyhow::Result<Option<Kept>> {
+    /// Before the deploy `req`: sets the version of `req.app` running now aside, still
+    /// running, when it runs another commit (per-commit URLs), on `req.outgoing`'s secrets when
+    /// they are for its commit. `None`: nothing was kept (no such app, the same commit, or a
+    /// platform that keeps nothing this way).
+    async fn keep_previous(&self, _req: &DeployRequest) -> anyhow::Result<Option<Kept>> {
+        Ok(None)
+    }
+    /// The commit `app` runs now, when a deploy of another one would keep it at its commit URL
+    /// (`None`: nothing would be kept, or the platform keeps nothing).
+    async fn running_commit(&self, _app: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+    /// The commit `app` runs now, whether or not anything would keep it (what a wrapper that
+    /// keeps commits, such as the local gate, asks its platform).
+    async fn current_commit(&self, _app: &str) -> anyhow::Result<Option<String>> {
         Ok(None)
     }
     /// The kept previous versions of `app`, newest first.

@@ -559,6 +559,8 @@ impl Database for NeonDatabase {
     }
 
     async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
+        // Neon deletes no branch that has children: its kept commits' branches go first.
+        self.delete_commit_branches(name).await?;
         let Some((b, ann)) = self.find(name).await? else {
             return Ok(Deleted::AlreadyGone);
         };
@@ -648,6 +650,11 @@ impl Database for NeonDatabase {
         self.wait_anonymized(&branch.id, req).await
     }
 
+    async fn snapshot_branch(&self, req: &BranchRequest) -> anyhow::Result<Option<Branch>> {
+        // A child of the preview's branch: Neon's branches are copy-on-write.
+        self.ensure_branch(req).await.map(Some)
+    }
+
     async fn storage_bytes(&self, name: &str) -> anyhow::Result<Option<u64>> {
         Ok(self.find(name).await?.and_then(|(b, _)| b.logical_size))
     }
@@ -673,6 +680,21 @@ impl Database for NeonDatabase {
 }
 
 impl NeonDatabase {
+    /// Deletes the Atlas-owned kept commits' branches of the preview branch `name`.
+    async fn delete_commit_branches(&self, name: &str) -> anyhow::Result<()> {
+        // Only a preview's own branch has kept commits' branches.
+        if naming::split_commit(name).is_some() || naming::pr_from_branch(name).is_none() {
+            return Ok(());
+        }
+        let prefix = naming::commit_branch(name, "");
+        for (b, _) in self.branches(Some(&prefix)).await? {
+            if naming::split_commit(&b.name).is_some_and(|(base, _)| base == name) {
+                self.delete_branch(&b.name).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Polls the branch's `anonymized_status` until its `state` is `anonymized`, within
     /// `req.anonymize_timeout`. `error` and `initialization_error` fail at once with Neon's
     /// message and the rules that were sent (targets and functions, never values).

@@ -102,6 +102,7 @@ impl LocalFleet {
                 health_path: self.health_path.clone(),
                 readiness_timeout: self.health_timeout,
                 expires_at: None,
+                outgoing: None,
             })
             .await?;
         self.lock().insert(

@@ -967,6 +967,285 @@ async fn a_signed_link_preview_on_fly_runs_behind_its_gate_machine() {
     w.assert_clean();
 }
 
+/// The host a connection URI points at (one per Neon branch endpoint in the fake).
+fn db_host(uri: &str) -> String {
+    url::Url::parse(uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A gated preview on Fly across three pushes: the migrations run as a machine of the private
+/// app (which holds the app's secrets) and the gate's app holds only the gate's secrets, even
+/// when an older run left the app's there; before each push's migrations, the outgoing
+/// commit's data is frozen as a child branch of the preview's (`preview/pr-2/c-<sha7>`, Atlas's
+/// annotation, the preview's expiry), its kept machine boots on that branch (through its
+/// commit's secret names, nothing in its plain config) and answers with its own commit, the
+/// identity clause says which data each commit URL uses; a commit beyond `keep_commits` takes its
+/// branch and secrets with it, and the closed PR leaves no app, machine or branch.
+#[tokio::test]
+async fn a_kept_commit_on_fly_runs_on_its_own_frozen_branch_and_migrations_stay_out_of_the_gate_app()
+ {
+    const HEAD3: &str = "c0ffee03c0ffee03c0ffee03c0ffee03c0ffee03";
+    let w = world().await;
+    *w.access.lock().unwrap() = "signed-link".into();
+    let gate = [("gate_secret", GATE_SECRET)];
+    let app = app_name();
+    let private = atlas::provider::fly::private_app(&app);
+    let push = |file: &'static str, head: &'static str| {
+        let w = &w;
+        async move {
+            w.gh.add_pull(PR, true, head, false);
+            let r = w
+                .run(
+                    "pull_request",
+                    &payload(file, head, REPO),
+                    &image(head),
+                    &gate,
+                    None,
+                )
+                .await;
+            assert_eq!(r.code, 0, "{}", r.dump());
+            r
+        }
+    };
+    let migration_apps = || {
+        let s = w.fly.state.lock().unwrap();
+        s.destroyed
+            .iter()
+            .filter(|(_, m)| m.meta("atlas_role") == Some("migrations"))
+            .map(|((a, _), _)| a.clone())
+            .collect::<Vec<String>>()
+    };
+
+    push("pull_request.opened.json", HEAD1).await;
+    assert_eq!(migration_apps(), vec![private.clone()]);
+    let keys = |a: &str| -> Vec<String> { w.fly.app(a).unwrap().secrets.into_keys().collect() };
+    assert_eq!(keys(&app), vec!["ATLAS_GATE_KEY".to_string()]);
+    assert!(
+        keys(&private).contains(&"DATABASE_URL".to_string())
+            && keys(&private).contains(&"STRIPE_KEY".to_string()),
+        "{:?}",
+        keys(&private)
+    );
+    let preview_branch = w.neon.branch("preview/pr-2").expect("the preview's branch");
+    // What an older Atlas left on the gate's app (it ran the migrations there).
+    w.fly.with_app(&app, |a| {
+        a.secrets
+            .insert("DATABASE_URL".into(), "postgres://u:old@ep-old/db".into());
+        a.secrets.insert("STRIPE_KEY".into(), STRIPE.into());
+    });
+
+    let r = push("pull_request.synchronize.json", HEAD2).await;
+    assert_eq!(migration_apps(), vec![private.clone(), private.clone()]);
+    assert_eq!(keys(&app), vec!["ATLAS_GATE_KEY".to_string()]);
+    let frozen = w
+        .neon
+        .branch("preview/pr-2/c-ec26c3e")
+        .unwrap_or_else(|| panic!("no frozen branch: {:?}", w.neon.preview_branches()));
+    assert_eq!(
+        frozen.parent_id.as_deref(),
+        Some(preview_branch.id.as_str())
+    );
+    assert_eq!(frozen.init_source, "parent-data");
+    assert_eq!(
+        frozen.annotation.get("atlas").map(String::as_str),
+        Some("preview")
+    );
+    assert_eq!(
+        frozen.annotation.get("atlas_pr").map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(
+        frozen.annotation.get("atlas_repo").map(String::as_str),
+        Some(REPO)
+    );
+    assert!(frozen.expires_at.is_some());
+    assert_eq!(
+        frozen.expires_at,
+        w.neon.branch("preview/pr-2").unwrap().expires_at
+    );
+    assert!(
+        r.stdout.contains("froze preview/pr-2/c-ec26c3e"),
+        "{}",
+        r.dump()
+    );
+
+    let p = w.fly.app(&private).unwrap();
+    let kept = p
+        .machines
+        .iter()
+        .find(|m| m.meta("atlas_role") == Some("kept"))
+        .expect("a kept machine")
+        .clone();
+    let current = p
+        .machines
+        .iter()
+        .find(|m| m.meta("atlas_role").is_none())
+        .expect("the current machine")
+        .clone();
+    assert_eq!(kept.meta("atlas_commit"), Some(HEAD1));
+    assert_eq!(kept.state, "stopped");
+    assert!(
+        kept.config["env"].get("DATABASE_URL").is_none(),
+        "{}",
+        kept.config
+    );
+    let frozen_host = format!("{}.neon.test", frozen.endpoint.clone().unwrap());
+    let preview_host = format!("{}.neon.test", preview_branch.endpoint.clone().unwrap());
+    assert_eq!(
+        db_host(&kept.env_with_secrets(&p.secrets)["DATABASE_URL"]),
+        frozen_host
+    );
+    assert_eq!(
+        db_host(&current.env_with_secrets(&p.secrets)["DATABASE_URL"]),
+        preview_host
+    );
+    assert_eq!(
+        kept.env_with_secrets(&p.secrets)["STRIPE_KEY"],
+        STRIPE,
+        "the kept machine keeps the app's other secrets"
+    );
+    // Through Fly's proxy, as the gate reaches them: each machine answers with its own commit
+    // and its own data; the kept one is woken for it.
+    let flycast = w.fly.flycast(&private).await;
+    let http = reqwest::Client::new();
+    for (m, commit, host) in [
+        (&kept, HEAD1, &frozen_host),
+        (&current, HEAD2, &preview_host),
+    ] {
+        let v: Value = http
+            .get(format!("http://{flycast}/healthz"))
+            .header("fly-force-instance-id", &m.id)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (v["commit"].as_str(), v["database"].as_str()),
+            (Some(commit), Some(host.as_str()))
+        );
+    }
+    let record = atlas::contract::Contract::from_comment(&w.comments()[0].body).unwrap();
+    assert_eq!(record.code.commits.len(), 1);
+    assert_eq!(
+        record.code.commits[0].data.as_deref(),
+        Some("its own branch preview/pr-2/c-ec26c3e")
+    );
+    assert!(
+        w.comments()[0]
+            .body
+            .contains("(data: its own branch preview/pr\\-2/c\\-ec26c3e)"),
+        "{}",
+        w.comments()[0].body
+    );
+
+    // keep_commits = 1: the third push keeps only the second commit; the first one's machine,
+    // branch and secrets go.
+    *w.preview_extra.lock().unwrap() = "keep_commits = 1".into();
+    push("pull_request.synchronize.json", HEAD3).await;
+    let names = w.neon.preview_branches();
+    assert!(
+        names.contains(&"preview/pr-2/c-5d1c0ff".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"preview/pr-2/c-ec26c3e".to_string()),
+        "{names:?}"
+    );
+    let p = w.fly.app(&private).unwrap();
+    assert_eq!(p.machines.len(), 2, "{:#?}", p.machines);
+    assert!(
+        p.secrets.keys().all(|k| !k.starts_with("ATLAS_C_EC26C3E_")),
+        "{:?}",
+        p.secrets.keys()
+    );
+    assert!(p.secrets.contains_key("ATLAS_C_5D1C0FF_DATABASE_URL"));
+
+    w.gh.add_pull(PR, false, HEAD3, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.closed.unmerged.json", HEAD3, REPO),
+            &image(HEAD3),
+            &gate,
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.assert_nothing_left();
+    assert!(w.fly.live_machines().is_empty());
+    w.assert_clean();
+}
+
+/// A frozen branch Neon refuses (the project is at its branch limit) does not fail the push:
+/// a warning says so and how to stop trying, the kept commit shares the preview's branch, and
+/// the identity clause says that it does.
+#[tokio::test]
+async fn a_refused_frozen_branch_leaves_the_kept_commit_on_the_shared_branch() {
+    let w = world().await;
+    *w.access.lock().unwrap() = "signed-link".into();
+    let gate = [("gate_secret", GATE_SECRET)];
+    for (file, head) in [
+        ("pull_request.opened.json", HEAD1),
+        ("pull_request.synchronize.json", HEAD2),
+    ] {
+        if head == HEAD2 {
+            w.neon
+                .core
+                .fault("createProjectBranch", Fault::Status(422, None), 1);
+        }
+        w.gh.add_pull(PR, true, head, false);
+        let r = w
+            .run(
+                "pull_request",
+                &payload(file, head, REPO),
+                &image(head),
+                &gate,
+                None,
+            )
+            .await;
+        assert_eq!(r.code, 0, "{}", r.dump());
+        if head == HEAD2 {
+            assert!(
+                r.stdout
+                    .contains("could not be frozen as preview/pr-2/c-ec26c3e")
+                    && r.stdout.contains("commit_data = \"shared\""),
+                "{}",
+                r.dump()
+            );
+        }
+    }
+    assert_eq!(w.neon.preview_branches(), vec!["preview/pr-2".to_string()]);
+    let record = atlas::contract::Contract::from_comment(&w.comments()[0].body).unwrap();
+    assert_eq!(
+        record.code.commits[0].data.as_deref(),
+        Some("preview/pr-2, shared with the newest commit")
+    );
+    let private = atlas::provider::fly::private_app(&app_name());
+    let p = w.fly.app(&private).unwrap();
+    let kept = p
+        .machines
+        .iter()
+        .find(|m| m.meta("atlas_role") == Some("kept"))
+        .expect("a kept machine");
+    assert!(kept.config.get("processes").is_none(), "{}", kept.config);
+    w.gh.add_pull(PR, false, HEAD2, false);
+    let r = w
+        .run(
+            "pull_request",
+            &payload("pull_request.closed.unmerged.json", HEAD2, REPO),
+            &image(HEAD2),
+            &gate,
+            None,
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.dump());
+    w.assert_nothing_left();
+}
+
 /// `access = "github"` with `[preview] allowed_teams`: the teams reach the gate machine's
 /// environment and the identity clause; the gate started from what Fly holds lets a member of
 /// the team in (checked against the fake GitHub's team membership call) and no stranger.

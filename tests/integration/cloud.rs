@@ -107,6 +107,7 @@ impl Env {
             health_path: "/healthz".into(),
             readiness_timeout: Duration::from_secs(3),
             expires_at: Some(chrono::Utc::now() + chrono::Duration::days(3)),
+            outgoing: None,
         }
     }
 
@@ -1230,5 +1231,55 @@ async fn a_backlog_of_500_orphans_is_swept_capped_per_run_and_paced() {
     }
     let r = sweep_with(&e.db, &e.platform, Ok(vec![]), chrono::Utc::now(), &opts).await;
     assert!(r.deleted.is_empty() && r.deferred.is_empty(), "{r:?}");
+    e.assert_clean();
+}
+
+/// A kept commit's frozen branch is a copy-on-write child of its preview's branch, made once
+/// (a retried push reuses it, never freezes again), with its own endpoint and the preview's
+/// ownership marks, and listed as that PR's: the sweep of the closed PR deletes it with its
+/// preview's branch (children first, as Neon requires), and nothing is left.
+#[tokio::test]
+async fn a_closed_prs_frozen_commit_branch_is_swept_with_its_preview_branch() {
+    use atlas::provider::Database as _;
+    use atlas::sweep::{SweepOptions, sweep_with};
+    let e = env().await;
+    let sha = "ab".repeat(20);
+    let (b, _) = e.up(12, &sha).await.unwrap();
+    let name = naming::commit_branch(&b.name, &sha);
+    assert_eq!(name, "preview/pr-12/c-abababa");
+    let frozen =
+        e.db.snapshot_branch(&e.branch_req(12).for_commit(&b, &name))
+            .await
+            .unwrap()
+            .expect("neon freezes a branch");
+    assert!(frozen.created);
+    assert_ne!(frozen.connection_uri.expose(), b.connection_uri.expose());
+    let fb = e.neon.branch(&name).unwrap();
+    assert_eq!(fb.parent_id, e.neon.branch(&b.name).map(|p| p.id));
+    assert_eq!(fb.init_source, "parent-data", "all rows, not schema only");
+    assert_eq!(
+        fb.annotation.get("atlas_pr").map(String::as_str),
+        Some("12")
+    );
+    let again =
+        e.db.snapshot_branch(&e.branch_req(12).for_commit(&b, &name))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(!again.created);
+    let listed = e.db.list_branches().await.unwrap();
+    assert!(
+        listed.iter().any(|o| o.name == name && o.pr == 12),
+        "{listed:?}"
+    );
+    let opts = SweepOptions {
+        ttl: Duration::from_secs(7 * 24 * 3600),
+        grace_period: Duration::ZERO,
+        max_deletions: 100,
+        dry_run: false,
+    };
+    let r = sweep_with(&e.db, &e.platform, Ok(vec![]), chrono::Utc::now(), &opts).await;
+    assert!(r.errors.is_empty() && r.failed.is_empty(), "{r:?}");
+    assert!(r.deleted.iter().any(|it| it.name == name), "{r:?}");
     e.assert_clean();
 }

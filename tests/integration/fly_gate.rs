@@ -130,6 +130,7 @@ fn deploy_req(sha: &str) -> DeployRequest {
         health_path: "/healthz".into(),
         readiness_timeout: Duration::from_secs(3),
         expires_at: None,
+        outgoing: None,
     }
 }
 
@@ -488,6 +489,8 @@ async fn kept_commits_on_fly_sleep_wake_through_the_gate_and_go_with_the_preview
         assert_eq!(m.meta("atlas_commit"), Some(shas[i].as_str()));
         if role.is_some() {
             assert_eq!(m.state, "stopped", "a kept machine must sleep");
+            // No data of its own was handed over: it reads the app's secrets as they are.
+            assert!(m.config.get("processes").is_none(), "{}", m.config);
         }
     }
     let (gate, appm) = pair(&fly);
@@ -657,4 +660,97 @@ async fn a_gated_preview_is_priced_stopped_and_stays_pinned_across_its_two_apps(
     assert_ne!(gate.state, "started", "{}", gate.state);
     assert_ne!(appm.state, "started", "{}", appm.state);
     assert_eq!(fly.core.violations(), Vec::<String>::new());
+}
+
+/// Which pushes freeze the outgoing commit's data: a gated preview running another commit
+/// does (a Neon child branch made once, reused on a retry); the same commit again, `shared`,
+/// `keep_commits = 0` and `reset = "on-push"` on Neon (Neon restores no branch that has
+/// children) freeze nothing and make no branch.
+#[tokio::test]
+async fn the_outgoing_commit_is_frozen_only_when_it_would_be_kept_on_its_own_data() {
+    use crate::common::{fake_neon::FakeNeon, world};
+    use atlas::config::{CommitData, ResetPolicy};
+    use atlas::provider::{Database as _, Providers};
+    let fly = FakeFly::start(FLY_TOKEN).await;
+    let neon = FakeNeon::start("neon-key-Fz12").await;
+    let (edge_url, _) = edge().await;
+    let state = tempfile::tempdir().unwrap();
+    let wire = world::Wire::fast(4, Duration::from_millis(50), Duration::from_secs(3));
+    let settings = Settings::default();
+    let db = world::neon_database(&neon, &settings, REPO, &wire);
+    let req = atlas::provider::BranchRequest {
+        pr: 7,
+        name: naming::preview_branch(7),
+        parent: "main".into(),
+        schema_only: false,
+        migrations_tables: Vec::new(),
+        expires_at: None,
+        repository: REPO.into(),
+        database: "neondb".into(),
+        role: "neondb_owner".into(),
+        masking: None,
+        anonymize_timeout: Duration::from_secs(5),
+        suspend_after: None,
+    };
+    let branch = db.ensure_branch(&req).await.unwrap();
+    let p = gated(&fly, &edge_url, "gh-70-1");
+    p.deploy(&deploy_req(&hex('a'))).await.expect("deploy");
+    let providers = Providers {
+        database: Box::new(db),
+        platform: Box::new(p),
+        forge: Box::new(atlas::provider::local::forge::LocalForge::new(
+            state.path(),
+            false,
+        )),
+    };
+    let freeze = |s: &Settings, sha: String| {
+        let (providers, branch, req) = (&providers, &branch, &req);
+        let s = s.clone();
+        async move {
+            let mut log = |_: &str| {};
+            atlas::commit_data::freeze_outgoing(providers, &s, &app(), &sha, branch, req, &mut log)
+                .await
+                .unwrap()
+        }
+    };
+    let frozen = "preview/pr-7/c-aaaaaaa";
+    let mut off = [settings.clone(), settings.clone(), settings.clone()];
+    off[0].preview.commit_data = CommitData::Shared;
+    off[1].preview.keep_commits = 0;
+    off[2].database.reset = ResetPolicy::OnPush;
+    for s in &off {
+        assert!(freeze(s, hex('b')).await.is_none());
+    }
+    assert!(
+        freeze(&settings, hex('a')).await.is_none(),
+        "the same commit"
+    );
+    assert!(neon.branch(frozen).is_none());
+    let out = freeze(&settings, hex('b')).await.expect("frozen");
+    assert_eq!(out.sha, hex('a'));
+    let fb = neon.branch(frozen).expect("the frozen branch");
+    assert_eq!(fb.parent_id, neon.branch("preview/pr-7").map(|b| b.id));
+    let uri = out.secrets["DATABASE_URL"].expose().to_string();
+    assert!(
+        uri.contains(&fb.endpoint.clone().unwrap()),
+        "its own endpoint"
+    );
+    let creates = neon.core.count("createProjectBranch");
+    freeze(&settings, hex('b'))
+        .await
+        .expect("a retry reuses it");
+    assert_eq!(neon.core.count("createProjectBranch"), creates);
+    // Down: the preview's branch takes its frozen child with it, and both apps go.
+    providers.platform.destroy(&app()).await.unwrap();
+    providers
+        .database
+        .delete_branch(&naming::preview_branch(7))
+        .await
+        .unwrap();
+    assert!(
+        neon.preview_branches().is_empty(),
+        "{:?}",
+        neon.preview_branches()
+    );
+    assert!(fly.app_names().is_empty());
 }

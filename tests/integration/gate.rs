@@ -989,6 +989,7 @@ async fn a_local_preview_is_gated_until_down_and_down_kills_its_links() {
         health_path: "/healthz".into(),
         readiness_timeout: Duration::from_secs(10),
         expires_at: None,
+        outgoing: None,
     };
     let dep = platform.deploy(&req).await.unwrap();
     assert_ne!(
@@ -1552,6 +1553,107 @@ async fn a_local_preview_keeps_its_previous_commits_at_commit_urls_until_down() 
     assert!(out.status.success(), "{}", out_text(&out));
     assert!(c.get(format!("{url}/healthz")).send().await.is_err());
     env.assert_nothing_left();
+}
+
+/// A local gated preview whose second push renames a table the first commit reads: before that
+/// push's migrations, the first commit's data is frozen for it (`CREATE DATABASE .. TEMPLATE`,
+/// real PostgreSQL), its kept process is started again on that copy, so its commit URL still
+/// answers with its own commit and its own schema while the stable URL has the new one; the
+/// identity clause says which data each commit URL uses, and down drops the copy with the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_kept_commit_keeps_its_own_schema_after_a_schema_changing_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    for f in ["0001_menu.sql", "0002_orders.sql", "0003_users.sql"] {
+        std::fs::copy(
+            format!("{}/examples/kitchen/migrations/{f}", local_env::ROOT),
+            migrations.join(f),
+        )
+        .unwrap();
+    }
+    let toml = local_env::kitchen_toml("")
+        .replace(
+            "[preview]\n",
+            "[preview]\naccess = \"signed-link\"\nkeep_commits = 2\n",
+        )
+        .replace(
+            "migrations = \"sh ",
+            &format!("migrations = \"MIGRATIONS_DIR={} sh ", migrations.display()),
+        );
+    let mut env = local_env::Env::new(&toml);
+    let shas: Vec<String> = ["1a", "2b"]
+        .iter()
+        .map(|p| format!("{p}{}", "0".repeat(38)))
+        .collect();
+    let out = up_at(&mut env, &shas[0]);
+    assert!(out.status.success(), "{}", out_text(&out));
+    // The second commit's migration: the first commit's code reads `users`.
+    std::fs::write(
+        migrations.join("0004_customers.sql"),
+        "ALTER TABLE users RENAME TO customers;\n",
+    )
+    .unwrap();
+    let out = up_at(&mut env, &shas[1]);
+    assert!(out.status.success(), "{}", out_text(&out));
+    let text = out_text(&out);
+    let froze = text.find("froze atlas_pr_7_c_1a00000").expect(&text);
+    let migrated = text.find("→ migrations").expect(&text);
+    assert!(
+        froze < migrated,
+        "the copy was made after the migrations: {text}"
+    );
+
+    let comment = env.comment(7);
+    let url = comment
+        .lines()
+        .find_map(|l| l.strip_prefix("**Environment URL:**"))
+        .expect("a URL")
+        .trim()
+        .to_string();
+    assert!(
+        comment.contains("/_atlas/c/1a00000/ (data: its own branch atlas\\_pr\\_7\\_c\\_1a00000)"),
+        "{comment}"
+    );
+    let out = env.atlas(&["preview", "link", "--pr", "7", "--local", "--ttl", "1h"]);
+    assert!(out.status.success(), "{}", out_text(&out));
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let c = client();
+    let r = c.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let get = |path: String| {
+        c.get(format!("{url}{path}"))
+            .header("cookie", session.clone())
+            .send()
+    };
+    assert_eq!(
+        commit_at(&c, &format!("{url}/_atlas/c/1a00000/healthz"), &session).await,
+        (200, shas[0].clone())
+    );
+    assert_eq!(
+        commit_at(&c, &format!("{url}/healthz"), &session).await,
+        (200, shas[1].clone())
+    );
+    // Its own schema: `users` is still there for the first commit, renamed for the second.
+    let r = get("/_atlas/c/1a00000/users".into()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["users"].as_array().is_some_and(|u| !u.is_empty()), "{v}");
+    assert_eq!(get("/users".into()).await.unwrap().status(), 503);
+    let dbs = env.databases();
+    assert!(dbs.contains(&"atlas_pr_7_c_1a00000".to_string()), "{dbs:?}");
+
+    let out = env.down(7);
+    assert!(out.status.success(), "{}", out_text(&out));
+    env.assert_nothing_left();
+    env.assert_no_secrets();
 }
 
 /// An app version whose page loads `/app.js` by an absolute path and, with `?go`, navigates to

@@ -842,6 +842,55 @@ impl OwnCluster {
     }
 }
 
+impl LocalPg {
+    /// A kept commit's copy `req.name` of the preview's database `req.parent` (`CREATE
+    /// DATABASE name TEMPLATE parent`, the sessions on the parent ended for it, as PostgreSQL
+    /// requires of a template), recorded, with the preview's expiry; an existing one is reused.
+    async fn copy_for_commit(&self, req: &BranchRequest) -> anyhow::Result<Branch> {
+        let (name, parent) = (req.name.as_str(), req.parent.as_str());
+        if naming::split_commit(name).map(|(base, _)| base) != Some(parent)
+            || naming::pr_from_local_database(parent).is_none()
+        {
+            bail!("refusing to copy {parent} as {name}: not one of its commit copies");
+        }
+        let exists = self.exists(name).await?;
+        if !exists {
+            self.record(|s| {
+                s.insert(name.to_string());
+            })?;
+            self.create_from(name, parent).await?;
+        }
+        if req.expires_at.is_some() {
+            self.set_expiry_of(name, req.expires_at)?;
+        }
+        Ok(Branch {
+            name: name.to_string(),
+            id: name.to_string(),
+            parent: parent.to_string(),
+            connection_uri: self.conn.url(name),
+            created: !exists,
+            created_at: None,
+            expires_at: req.expires_at,
+        })
+    }
+
+    /// Drops the recorded commit copies of `name` (they go with it); whether there were any.
+    async fn drop_commit_copies(&self, name: &str) -> anyhow::Result<bool> {
+        let copies: Vec<String> = self
+            .recorded()
+            .into_iter()
+            .filter(|d| naming::split_commit(d).is_some_and(|(base, _)| base == name))
+            .collect();
+        let databases = self.databases().await?;
+        let mut any = false;
+        for c in copies {
+            any |= databases.contains(&c);
+            self.drop_database(&c).await?;
+        }
+        Ok(any)
+    }
+}
+
 #[async_trait]
 impl Database for LocalPg {
     fn kind(&self) -> &'static str {
@@ -942,14 +991,11 @@ impl Database for LocalPg {
     }
 
     async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
-        let ours = name
-            .strip_prefix("atlas_pr_")
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|pr| naming::local_database(pr) == name);
-        if !ours {
+        if naming::pr_from_local_database(name).is_none() {
             bail!("refusing to drop database {name}: it is not an atlas preview branch");
         }
-        let leftover = self.drop_reset_leftover(name).await?;
+        let children = self.drop_commit_copies(name).await?;
+        let leftover = self.drop_reset_leftover(name).await? || children;
         if !self.exists(name).await? {
             self.record(|s| {
                 s.remove(name);
@@ -1078,6 +1124,10 @@ impl Database for LocalPg {
         self.set_expiry_of(name, None)
     }
 
+    async fn snapshot_branch(&self, req: &BranchRequest) -> anyhow::Result<Option<Branch>> {
+        self.copy_for_commit(req).await.map(Some)
+    }
+
     async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
         let recorded = self.recorded();
         let expiries = self.expiries();
@@ -1092,8 +1142,8 @@ impl Database for LocalPg {
         Ok(names
             .into_iter()
             .filter_map(|d| {
-                let pr: u64 = d.strip_prefix("atlas_pr_")?.parse().ok()?;
-                (naming::local_database(pr) == d).then(|| Owned {
+                let pr = naming::pr_from_local_database(&d)?;
+                Some(Owned {
                     id: d.clone(),
                     expires_at: expiries.get(&d).copied(),
                     name: d,

@@ -12,7 +12,11 @@
 //! Per-commit URLs: before an update, the gate in front asks to keep the running version
 //! ([`Platform::keep_previous`]): its state is renamed `<app>--c-<sha7>` and it keeps running on
 //! its port. Kept versions are not listed as apps of their own; destroying the app destroys them.
+//! When the deploy brings the kept commit's own secrets ([`DeployRequest::outgoing`]: its
+//! `DATABASE_URL` on the copy frozen for it), the kept version is started again with them, on
+//! the same port, from the plain environment it was recorded with.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -44,6 +48,10 @@ pub struct AppState {
     /// Who pinned the preview (kept across deploys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned_by: Option<String>,
+    /// The plain environment it was started with (no secret), so that a kept version can be
+    /// started again on data of its own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// Between an app's name and a kept commit's in the name of a kept version.
@@ -254,6 +262,7 @@ impl LocalProcess {
             expires_at: req.expires_at,
             // A pin is the label's, not the commit's: a push keeps it.
             pinned_by: self.state(&req.app).and_then(|s| s.pinned_by),
+            env: req.env.clone(),
         };
         self.write_state(&st)?;
         Ok((child, st))
@@ -298,6 +307,45 @@ impl LocalProcess {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+impl LocalProcess {
+    /// The running version `st` of `req.app` stopped and started again as `name` on the same
+    /// port, with its own plain environment and `o`'s secrets over the request's.
+    async fn restart_kept(
+        &self,
+        req: &DeployRequest,
+        st: &AppState,
+        name: &str,
+        o: &crate::provider::Outgoing,
+    ) -> anyhow::Result<()> {
+        let mut secrets = req.secrets.clone();
+        secrets.extend(o.secrets.clone());
+        let kept_req = DeployRequest {
+            app: name.to_string(),
+            sha: st.sha.clone(),
+            pr: st.pr,
+            env: st.env.clone(),
+            secrets,
+            expires_at: st.expires_at,
+            outgoing: None,
+            ..req.clone()
+        };
+        Self::kill(st).await;
+        let path = self.state_path(&req.app);
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        let (mut child, kept) = self.spawn(&kept_req, st.port, st.created_at)?;
+        if let Err(e) =
+            Self::wait_ready(&mut child, &kept, &req.health_path, req.readiness_timeout).await
+        {
+            let _ = self.remove(name, &kept).await;
+            return Err(e.context(format!(
+                "the kept version of commit {} did not come up again on its own data",
+                st.sha
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -389,11 +437,12 @@ impl Platform for LocalProcess {
         })
     }
 
-    async fn keep_previous(&self, app: &str, sha: &str) -> anyhow::Result<Option<Kept>> {
+    async fn keep_previous(&self, req: &DeployRequest) -> anyhow::Result<Option<Kept>> {
+        let app = req.app.as_str();
         let Some(mut st) = self.state(app) else {
             return Ok(None);
         };
-        if st.sha == sha || !st.alive() || st.sha.is_empty() {
+        if st.sha == req.sha || !st.alive() || st.sha.is_empty() {
             return Ok(None);
         }
         let name = Self::kept_name(app, &st.sha);
@@ -401,16 +450,30 @@ impl Platform for LocalProcess {
         if let Some(old) = self.state(&name) {
             self.remove(&name, &old).await?;
         }
-        st.app = name.clone();
+        let kept = Kept {
+            name: name.clone(),
+            sha: st.sha.clone(),
+            upstream: format!("127.0.0.1:{}", st.port),
+        };
+        let own = req.outgoing.as_ref().filter(|o| o.sha == st.sha);
+        // A state file from before the environment was recorded cannot be started again.
+        if let Some(o) = own.filter(|_| !st.env.is_empty()) {
+            self.restart_kept(req, &st, &name, o).await?;
+            return Ok(Some(kept));
+        }
+        st.app = name;
         st.updated_at = Utc::now();
         self.write_state(&st)?;
         let path = self.state_path(app);
         std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-        Ok(Some(Kept {
-            name,
-            sha: st.sha.clone(),
-            upstream: format!("127.0.0.1:{}", st.port),
-        }))
+        Ok(Some(kept))
+    }
+
+    async fn current_commit(&self, app: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .state(app)
+            .filter(|st| st.alive() && !st.sha.is_empty())
+            .map(|st| st.sha))
     }
 
     async fn kept(&self, app: &str) -> anyhow::Result<Vec<Kept>> {

@@ -21,7 +21,11 @@
 //! on an app's Flycast address: it answers only for an app that has one, routes by
 //! `fly-force-instance-id` to that machine (else the first with services), wakes it when it is
 //! stopped or suspended and its service has `autostart`, and answers as the app would, with the
-//! commit the machine runs (`ATLAS_COMMIT_SHA` of its env) and its id.
+//! commit the machine runs (`ATLAS_COMMIT_SHA` of its env), its id and the host its
+//! `DATABASE_URL` points at, from the environment Fly would boot it with
+//! ([`FakeMachine::env_with_secrets`]: its env, the app's secrets or, with `processes[0]`
+//! `ignore_app_secrets`, only the ones its `secrets` list maps). Secrets are listed and unset
+//! one by one as Fly does; a machine update with `skip_launch` stays stopped.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -65,6 +69,31 @@ impl FakeMachine {
     }
     fn service(&self, key: &str) -> Value {
         self.config["services"][0][key].clone()
+    }
+    /// The environment the machine boots with, as Fly builds it: its `env`, then the app's
+    /// secrets, or, when `processes[0]` says `ignore_app_secrets`, only those its `secrets`
+    /// list names (`env_var` from the app secret `name`, or of the same name).
+    pub fn env_with_secrets(&self, secrets: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = self.config["env"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        let process = &self.config["processes"][0];
+        if process["ignore_app_secrets"] != true {
+            env.extend(secrets.clone());
+        }
+        for s in process["secrets"].as_array().into_iter().flatten() {
+            let Some(var) = s["env_var"].as_str() else {
+                continue;
+            };
+            let name = s["name"].as_str().unwrap_or(var);
+            if let Some(v) = secrets.get(name) {
+                env.insert(var.to_string(), v.clone());
+            }
+        }
+        env
     }
     fn is_task(&self) -> bool {
         self.config["restart"]["policy"].as_str() == Some("no")
@@ -357,6 +386,23 @@ impl FlyState {
                 let names: Vec<Value> = a.secrets.keys().map(|k| json!({"name": k})).collect();
                 FakeResponse::json(200, json!({"version": a.secrets_version, "secrets": names}))
             }
+            "Secrets_list" => {
+                let a = &self.apps[&app];
+                let names: Vec<Value> = a
+                    .secrets
+                    .keys()
+                    .map(|k| json!({"name": k, "digest": format!("d-{}", k.len())}))
+                    .collect();
+                FakeResponse::json(200, json!({ "secrets": names }))
+            }
+            "Secret_delete" => {
+                let a = self.apps.get_mut(&app).unwrap();
+                if a.secrets.remove(r.param("secret_name")).is_none() {
+                    return err(404, "secret not found");
+                }
+                a.secrets_version += 1;
+                FakeResponse::json(200, json!({"version": a.secrets_version}))
+            }
             "Machines_list" => {
                 let a = &self.apps[&app];
                 let list: Vec<Value> = a
@@ -437,7 +483,9 @@ impl FlyState {
                     m.config = c;
                 }
                 m.instance_id = inst;
-                m.state = "replacing".into();
+                // `skip_launch`: the new config is not started (a stopped machine stays so).
+                let skip = r.body.as_ref().is_some_and(|b| b["skip_launch"] == true);
+                m.state = if skip { "stopped" } else { "replacing" }.into();
                 let mid = m.id.clone();
                 let v = machine_json(m);
                 self.updated.insert(mid, chrono::Utc::now().to_rfc3339());
@@ -728,21 +776,25 @@ async fn flycast(
         s.wakes.push((app.clone(), from));
     }
     let mut s = state.lock().unwrap();
-    let commit = s
+    let env = s
         .apps
         .get(&app)
-        .and_then(|a| a.machines.iter().find(|m| m.id == id))
-        .and_then(|m| {
-            m.config["env"]["ATLAS_COMMIT_SHA"]
-                .as_str()
-                .map(str::to_string)
-        })
+        .and_then(|a| a.machines.iter().find(|m| m.id == id).map(|m| (a, m)))
+        .map(|(a, m)| m.env_with_secrets(&a.secrets))
+        .unwrap_or_default();
+    let commit = env.get("ATLAS_COMMIT_SHA").cloned().unwrap_or_default();
+    // Where its DATABASE_URL points (the host: one per Neon branch), never the URL itself.
+    let database = env
+        .get("DATABASE_URL")
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_default();
     s.flycast_served.push((app, id.clone()));
     (
         StatusCode::OK,
-        json!({"status": "ok", "commit": commit, "machine": id, "path": uri.to_string()})
-            .to_string(),
+        json!({"status": "ok", "commit": commit, "machine": id, "path": uri.to_string(),
+               "database": database})
+        .to_string(),
     )
 }
 
@@ -856,6 +908,11 @@ impl FakeFly {
 
     pub fn app_names(&self) -> Vec<String> {
         self.state.lock().unwrap().apps.keys().cloned().collect()
+    }
+
+    /// Changes app `name` in place (what someone else, or an older Atlas, left on it).
+    pub fn with_app(&self, name: &str, f: impl FnOnce(&mut FakeApp)) {
+        f(self.state.lock().unwrap().apps.get_mut(name).unwrap());
     }
 
     pub fn app(&self, name: &str) -> Option<FakeApp> {
