@@ -187,7 +187,7 @@ async fn preview_inner(
     };
     opts.private_repository =
         matches!(event, Event::PullRequest { pr: p, .. } if p.repository_private);
-    opts.dashboard_url = super::verify::pages_url(&ctx.github, &repo);
+    opts.dashboard_url = super::verify::pages_url(&ctx.github, &ctx.settings.baseline, &repo);
     let (branch, title) = pr_text(event, pr);
 
     // A manual run previews the PR's live head; an event run previews the event's head commit.

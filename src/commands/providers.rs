@@ -212,16 +212,18 @@ pub async fn local_providers(
         Box::new(LocalProcess::new(&state_dir, &command, &cwd));
     if let Some(mode) = Some(gate_mode).filter(|m| *m != crate::gate::Mode::Public) {
         let exe = std::env::current_exe().context("cannot find the atlas binary for the gate")?;
-        platform = Box::new(
-            crate::gate::local::LocalGate::for_state_dir(
-                platform,
-                &state_dir,
-                mode,
-                gate_secret(),
-                &exe,
-            )?
-            .with_keep_commits(settings.preview.keep_commits),
-        );
+        let mut gate = crate::gate::local::LocalGate::for_state_dir(
+            platform,
+            &state_dir,
+            mode,
+            gate_secret(),
+            &exe,
+        )?
+        .with_keep_commits(settings.preview.keep_commits);
+        if mode == crate::gate::Mode::Github {
+            gate = gate.with_github(local_github(settings, std::env::vars())?);
+        }
+        platform = Box::new(gate);
     }
     Ok(LocalSetup {
         providers: Providers {
@@ -244,6 +246,46 @@ pub async fn local_for_cli(
     let setup = local_providers(&settings, &settings.local.state_dir, false, &mut log).await?;
     let config = Config::from_vars(std::env::vars())?;
     Ok((settings, config, setup))
+}
+
+/// GitHub sign-in for a local preview, from the same inputs as on Fly
+/// (`INPUT_GATE_GITHUB_CLIENT_ID`, `INPUT_GATE_GITHUB_CLIENT_SECRET`), the repository whose
+/// readers get in (`ATLAS_GATE_GITHUB_REPO`, else `GITHUB_REPOSITORY`) and the GitHub to sign in
+/// with (`GITHUB_SERVER_URL`, `GITHUB_API_URL`: github.com unless set).
+fn local_github(
+    settings: &Settings,
+    vars: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<crate::gate::local::LocalGithub> {
+    let vars: Vec<(String, String)> = vars.collect();
+    let config = Config::from_vars(vars.iter().cloned())?;
+    let github = crate::github_env::GithubEnv::from_vars(vars.iter().cloned());
+    let (Some(client_id), Some(client_secret)) = (
+        config.gate.github_client_id.clone(),
+        config.gate.github_client_secret.clone(),
+    ) else {
+        anyhow::bail!(
+            "[preview] access = \"github\" needs a GitHub OAuth app: set INPUT_GATE_GITHUB_CLIENT_ID and INPUT_GATE_GITHUB_CLIENT_SECRET (its callback URL http://127.0.0.1/_atlas/github/callback: GitHub accepts any loopback port)"
+        );
+    };
+    let repo = vars
+        .iter()
+        .find(|(k, v)| k == "ATLAS_GATE_GITHUB_REPO" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+        .or(github.repository.clone())
+        .filter(|r| r.split('/').count() == 2 && !r.starts_with('/') && !r.ends_with('/'))
+        .context(
+            "[preview] access = \"github\" needs the repository whose readers may open the preview: set GITHUB_REPOSITORY (or ATLAS_GATE_GITHUB_REPO) to owner/name",
+        )?;
+    Ok(crate::gate::local::LocalGithub {
+        app: crate::gate::github::OauthApp {
+            client_id,
+            client_secret,
+            teams: settings.preview.allowed_teams.clone(),
+        },
+        repo,
+        web_url: github.server_url.clone(),
+        api_url: github.api_url.clone(),
+    })
 }
 
 /// The repository's gate secret, when the environment has one (`ATLAS_GATE_SECRET`, or the

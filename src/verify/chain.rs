@@ -1001,6 +1001,9 @@ pub struct VerifyHistory<'a> {
     pub webhook: Option<crate::secret::Secret>,
     /// `owner/name`, for the webhook's message.
     pub repository: String,
+    /// The proxy variables the webhook's client honours (`[load]`'s `proxy_env`: the same
+    /// `https_proxy`/`no_proxy` rules as the load generator).
+    pub proxy_env: Vec<(String, String)>,
 }
 
 /// The hidden marker of Atlas's regression issues (with the title and the author, how one is
@@ -1041,6 +1044,7 @@ impl<'a> LoadModuleGate<'a> {
                 alert_issues: self.gate.alert_issues,
                 webhook: None,
                 repository: String::new(),
+                proxy_env: self.load.proxy_env.clone(),
             });
         }
         self
@@ -1148,18 +1152,39 @@ pub async fn raise_alerts(h: &VerifyHistory<'_>, c: &crate::load::Comparison) ->
     if let Some(url) = &h.webhook
         && let Some(msg) = alerts::webhook_message(c, &h.repository, &h.commit, dashboard)
     {
-        lines.push(post_webhook(url, &msg).await);
+        lines.push(post_webhook(url, &msg, &h.proxy_env).await);
     }
     lines
 }
 
-/// POSTs the message; the line never shows the URL (it is the credential).
-async fn post_webhook(url: &crate::secret::Secret, msg: &serde_json::Value) -> String {
-    let client = match reqwest::Client::builder()
+/// POSTs the message, through the proxy `proxy_env` names for the webhook's host (a
+/// self-hosted runner's egress proxy); the line never shows the URL (it is the credential).
+async fn post_webhook(
+    url: &crate::secret::Secret,
+    msg: &serde_json::Value,
+    proxy_env: &[(String, String)],
+) -> String {
+    let proxy = match crate::load::proxy::reqwest_proxy(
+        url.expose().trim(),
+        proxy_env,
+        "the alert webhook",
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            return format!(
+                "warning: alert webhook not sent: {}",
+                crate::secret::redact(&format!("{e:#}"))
+            );
+        }
+    };
+    // The environment is read once, by `commands/`: reqwest's own reading of it is off.
+    let mut b = reqwest::Client::builder()
         .timeout(WEBHOOK_TIMEOUT)
-        .no_proxy()
-        .build()
-    {
+        .no_proxy();
+    if let Some(p) = proxy {
+        b = b.proxy(p);
+    }
+    let client = match b.build() {
         Ok(c) => c,
         Err(e) => return format!("warning: alert webhook not sent: {e}"),
     };
