@@ -300,6 +300,18 @@ pub async fn dispatch(
         Some(_) => Some(super::providers::forge(ctx)?),
         None => None,
     };
+    // The dashboard redrawn with the history is also written into the workspace, where the
+    // workflow's next step uploads it as an artifact (output `dashboard_path`, relative to the
+    // workspace: the container's mount point is not the runner's path).
+    let dashboard_file = ctx
+        .github
+        .workspace
+        .as_ref()
+        .filter(|_| mode == Mode::Verify)
+        .map(|w| w.join(DASHBOARD_ARTIFACT));
+    if let Some(f) = &dashboard_file {
+        let _ = std::fs::remove_file(f);
+    }
     // verify runs on a push to the default branch: its run joins the history; a release reads.
     let load = LoadModuleGate::from_settings(&settings)
         .with_history(
@@ -308,7 +320,8 @@ pub async fn dispatch(
             mode == Mode::Verify,
             pages_url(&ctx.github, &settings.baseline, &repository),
         )
-        .with_webhook(ctx.config.alert_webhook.clone(), &repository);
+        .with_webhook(ctx.config.alert_webhook.clone(), &repository)
+        .with_dashboard_file(dashboard_file.clone());
     let c = Chain {
         settings: &settings,
         fleet: &fleet,
@@ -340,8 +353,16 @@ pub async fn dispatch(
     ctx.gha
         .set_output("failed_stage", report.failed_stage.as_deref().unwrap_or(""))?;
     ctx.gha.set_output("commit_sha", &plan.sha)?;
+    let drawn = dashboard_file.as_ref().is_some_and(|f| f.is_file());
+    ctx.gha.set_output(
+        "dashboard_path",
+        if drawn { DASHBOARD_ARTIFACT } else { "" },
+    )?;
     report.result()
 }
+
+/// The dashboard file verify writes for the workflow's artifact, relative to the workspace.
+pub const DASHBOARD_ARTIFACT: &str = "atlas-dashboard/index.html";
 
 /// Where the history branch's dashboard is served, for links: `[baseline] pages_url` when set
 /// (`""`: no link), else GitHub Pages of `repository` on the GitHub this run is on.

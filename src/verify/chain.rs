@@ -1004,6 +1004,8 @@ pub struct VerifyHistory<'a> {
     /// The proxy variables the webhook's client honours (`[load]`'s `proxy_env`: the same
     /// `https_proxy`/`no_proxy` rules as the load generator).
     pub proxy_env: Vec<(String, String)>,
+    /// Where the redrawn dashboard is also written, for the workflow to upload as an artifact.
+    pub dashboard_file: Option<std::path::PathBuf>,
 }
 
 /// The hidden marker of Atlas's regression issues (with the title and the author, how one is
@@ -1045,7 +1047,16 @@ impl<'a> LoadModuleGate<'a> {
                 webhook: None,
                 repository: String::new(),
                 proxy_env: self.load.proxy_env.clone(),
+                dashboard_file: None,
             });
+        }
+        self
+    }
+
+    /// Writes the dashboard redrawn with the history to `path` too (the run's artifact).
+    pub fn with_dashboard_file(mut self, path: Option<std::path::PathBuf>) -> Self {
+        if let Some(h) = self.history.as_mut() {
+            h.dashboard_file = path;
         }
         self
     }
@@ -1208,11 +1219,15 @@ async fn record_history(
     summary: &crate::load::Summary,
     gate: &crate::load::GateSettings,
 ) -> String {
+    // The page committed last (a retry after a concurrent update redraws it) is the one kept.
+    let drawn = std::sync::Mutex::new(None::<String>);
     let render = |hist: &crate::load::History| {
-        crate::load::dashboard::render(hist, None, &[], "load history")
+        let html = crate::load::dashboard::render(hist, None, &[], "load history");
+        *drawn.lock().unwrap_or_else(|p| p.into_inner()) = Some(html.clone());
+        html
     };
     let short = h.commit.get(..7).unwrap_or(&h.commit);
-    match crate::load::store::append(
+    let appended = crate::load::store::append(
         h.forge,
         &h.branch,
         summary,
@@ -1220,8 +1235,8 @@ async fn record_history(
         gate.history_max,
         &render,
     )
-    .await
-    {
+    .await;
+    match appended {
         Ok(a) => {
             let mut line = format!(
                 "load history: recorded {short} on {} ({} runs kept)",
@@ -1229,6 +1244,19 @@ async fn record_history(
             );
             if let Some(u) = &h.dashboard_url {
                 line.push_str(&format!("; dashboard {u}"));
+            }
+            let html = drawn.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let (Some(path), Some(html)) = (&h.dashboard_file, html) {
+                let written = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(path, html));
+                if let Err(e) = written {
+                    line.push_str(&format!(
+                        "; warning: the dashboard was not written to {}: {e}",
+                        path.display()
+                    ));
+                }
             }
             for n in a.notes {
                 line.push_str(&format!("; {n}"));

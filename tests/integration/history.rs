@@ -347,8 +347,15 @@ async fn verify_appends_each_run_and_gates_against_the_history_once_it_has_enoug
     let (gh, forge) = setup().await;
     let server = crate::common::load_servers::delay_server(std::time::Duration::from_millis(2));
     let mut outcomes = Vec::new();
+    // The workflow uploads this file as the run's artifact.
+    let workspace = tempfile::tempdir().unwrap();
+    let file = workspace.path().join("atlas-dashboard/index.html");
     for c in ['a', 'b', 'c', 'd'] {
-        let out = verify_gate(&forge, &sha(c)).run(&server.url).await.unwrap();
+        let out = verify_gate(&forge, &sha(c))
+            .with_dashboard_file(Some(file.clone()))
+            .run(&server.url)
+            .await
+            .unwrap();
         assert!(out.ok, "{}", out.summary);
         assert!(
             out.evidence
@@ -380,6 +387,11 @@ async fn verify_appends_each_run_and_gates_against_the_history_once_it_has_enoug
         page.contains("<svg"),
         "the dashboard is drawn beside the history"
     );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        page,
+        "the artifact is the page committed with the history"
+    );
     world::assert_github_clean(&gh);
 }
 
@@ -389,7 +401,10 @@ async fn a_history_that_cannot_be_written_is_a_warning_not_a_failed_verify() {
     let (gh, forge) = setup().await;
     gh.fault(Fault::new(axum::http::Method::POST, "/git/blobs", 403));
     let server = crate::common::load_servers::delay_server(std::time::Duration::from_millis(2));
+    let workspace = tempfile::tempdir().unwrap();
+    let file = workspace.path().join("atlas-dashboard/index.html");
     let out = verify_gate(&forge, &sha('a'))
+        .with_dashboard_file(Some(file.clone()))
         .run(&server.url)
         .await
         .unwrap();
@@ -401,6 +416,7 @@ async fn a_history_that_cannot_be_written_is_a_warning_not_a_failed_verify() {
         .unwrap_or_else(|| panic!("{:?}", out.evidence));
     assert!(!warning.contains(TOKEN));
     assert!(gh.with(|s| s.refs.is_empty()));
+    assert!(!file.exists(), "no artifact of a history that was not kept");
 }
 
 #[tokio::test]
@@ -531,6 +547,7 @@ async fn a_regression_opens_one_issue_per_metric_updates_it_and_closes_it_on_rec
         webhook: Some(Secret::new(&hook.url)),
         repository: REPO.into(),
         proxy_env: Vec::new(),
+        dashboard_file: None,
     };
 
     let lines = raise_alerts(&vh, &bad).await;
@@ -678,6 +695,7 @@ async fn the_webhook_goes_through_the_proxy_the_environment_names() {
             ("http_proxy", &proxy_url),
             ("NO_PROXY", "internal.example"),
         ]),
+        dashboard_file: None,
     };
     let lines = raise_alerts(&vh, &bad).await;
     assert_eq!(lines, ["alert: webhook notified"], "{lines:?}");
@@ -750,6 +768,7 @@ async fn a_failing_webhook_or_issue_api_is_a_warning_without_the_url() {
         webhook: Some(Secret::new(&hook.url)),
         repository: REPO.into(),
         proxy_env: Vec::new(),
+        dashboard_file: None,
     };
     let lines = raise_alerts(&vh, &bad).await;
     assert!(
