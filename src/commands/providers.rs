@@ -297,3 +297,67 @@ pub(super) fn gate_secret() -> Option<secret::Secret> {
         .find(|v| !v.trim().is_empty())
         .map(|v| secret::Secret::new(v.trim()))
 }
+
+#[cfg(test)]
+mod tests {
+    fn vars(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn a_local_github_sign_in_takes_the_fly_inputs_and_the_runner_variables() {
+        let mut s = crate::config::Settings::default();
+        s.preview.allowed_teams = vec!["acme/reviewers".into()];
+        let g = super::local_github(
+            &s,
+            vars(&[
+                ("INPUT_GATE_GITHUB_CLIENT_ID", "Iv1.local"),
+                ("INPUT_GATE_GITHUB_CLIENT_SECRET", "local-secret-c3"),
+                ("GITHUB_REPOSITORY", "acme/shop"),
+                ("GITHUB_SERVER_URL", "https://ghes.acme.example/"),
+                ("GITHUB_API_URL", "https://ghes.acme.example/api/v3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(g.app.client_id, "Iv1.local");
+        assert_eq!(g.app.client_secret.expose(), "local-secret-c3");
+        assert_eq!(g.app.teams, ["acme/reviewers"]);
+        assert_eq!(g.repo, "acme/shop");
+        assert_eq!(g.web_url, "https://ghes.acme.example");
+        assert_eq!(g.api_url, "https://ghes.acme.example/api/v3");
+        // The gate's own variable names the repository over the runner's; github.com by default.
+        let g = super::local_github(
+            &s,
+            vars(&[
+                ("INPUT_GATE_GITHUB_CLIENT_ID", "Iv1.local"),
+                ("INPUT_GATE_GITHUB_CLIENT_SECRET", "local-secret-c3"),
+                ("GITHUB_REPOSITORY", "acme/other"),
+                ("ATLAS_GATE_GITHUB_REPO", "acme/shop"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(g.repo, "acme/shop");
+        assert_eq!(g.web_url, "https://github.com");
+        assert_eq!(g.api_url, "https://api.github.com");
+        // Missing pieces are errors that say what to set.
+        let e = super::local_github(&s, vars(&[("GITHUB_REPOSITORY", "acme/shop")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("INPUT_GATE_GITHUB_CLIENT_ID"), "{e}");
+        let e = super::local_github(
+            &s,
+            vars(&[
+                ("INPUT_GATE_GITHUB_CLIENT_ID", "Iv1.local"),
+                ("INPUT_GATE_GITHUB_CLIENT_SECRET", "local-secret-c3"),
+                ("GITHUB_REPOSITORY", "shop"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("GITHUB_REPOSITORY"), "{e}");
+    }
+}
