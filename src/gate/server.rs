@@ -132,9 +132,9 @@ struct Conn {
     /// The bypass token this connection last presented that verified, and until when it holds:
     /// Atlas's load test sends the same token on every request, and one HMAC per connection is
     /// enough to know it (the key and the run never change while the gate runs).
-    bypass_ok: std::sync::Mutex<Option<(HeaderValue, u64)>>,
+    bypass_ok: Verified,
     /// The same for the session cookie a browser sends on every request of the connection.
-    session_ok: std::sync::Mutex<Option<(String, u64)>>,
+    session_ok: Verified,
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -426,20 +426,13 @@ impl Gate {
                 return Access::Forward;
             }
             let now = self.now();
-            {
-                let ok = conn.bypass_ok.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((t, until)) = ok.as_ref()
-                    && t == v
-                    && now < *until
-                {
-                    return Access::Forward;
-                }
+            if still_verified(&conn.bypass_ok, v.as_bytes(), now) {
+                return Access::Forward;
             }
             return match (key, &self.opts.run, v.to_str()) {
                 (Some(k), Some(run), Ok(t)) => match k.verify(Kind::Bypass, t, now) {
                     Ok(c) if &c.extra == run => {
-                        *conn.bypass_ok.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some((v.clone(), c.expires));
+                        remember(&conn.bypass_ok, v.as_bytes(), c.expires);
                         Access::Forward
                     }
                     Ok(_) => Access::Answer(refused(
@@ -469,19 +462,12 @@ impl Gate {
         }
         if let Some(c) = cookie(req.headers(), COOKIE) {
             let now = self.now();
-            {
-                let ok = conn.session_ok.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((t, until)) = ok.as_ref()
-                    && t == c
-                    && now < *until
-                {
-                    return Access::Forward;
-                }
+            if still_verified(&conn.session_ok, c.as_bytes(), now) {
+                return Access::Forward;
             }
             match key.verify(Kind::Session, c, now) {
                 Ok(claims) => {
-                    *conn.session_ok.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((c.to_string(), claims.expires));
+                    remember(&conn.session_ok, c.as_bytes(), claims.expires);
                     return Access::Forward;
                 }
                 Err(r) => {
@@ -771,6 +757,20 @@ impl Gate {
             }
         }
     }
+}
+
+/// A token this connection presented that verified, and until when it holds.
+type Verified = std::sync::Mutex<Option<(Vec<u8>, u64)>>;
+
+/// Whether `token` is the one `slot` remembers and has not expired at `now`.
+fn still_verified(slot: &Verified, token: &[u8], now: u64) -> bool {
+    let ok = slot.lock().unwrap_or_else(|p| p.into_inner());
+    ok.as_ref()
+        .is_some_and(|(t, until)| t.as_slice() == token && now < *until)
+}
+
+fn remember(slot: &Verified, token: &[u8], until: u64) {
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.to_vec(), until));
 }
 
 /// A peer's IP address as a header value (digits, dots, colons: always valid).
