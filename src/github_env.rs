@@ -65,3 +65,79 @@ impl GithubEnv {
         ))
     }
 }
+
+impl GithubEnv {
+    /// Where GitHub Pages serves `owner/name`'s site on this run's GitHub: `https://<owner>.github.io/<name>/`
+    /// on github.com (the `<owner>.github.io` repository is the root site), and on GitHub
+    /// Enterprise Server `https://pages.<host>/<owner>/<name>/`, the address Pages has with
+    /// subdomain isolation, which GitHub tells every instance that serves Pages to enable
+    /// (without it the site is at `https://<host>/pages/<owner>/<name>/`: set
+    /// `[baseline] pages_url`). `None` on GHE.com (`*.ghe.com`), which has no Pages, and for a
+    /// repository that is not `owner/name`.
+    pub fn pages_url(&self, repository: &str) -> Option<String> {
+        let (owner, name) = repository.split_once('/')?;
+        if owner.is_empty() || name.is_empty() || name.contains('/') {
+            return None;
+        }
+        let server = url::Url::parse(&self.server_url).ok()?;
+        let host = server.host_str()?.to_ascii_lowercase();
+        if host == "github.com" {
+            let owner = owner.to_ascii_lowercase();
+            return Some(
+                if name.eq_ignore_ascii_case(&format!("{owner}.github.io")) {
+                    format!("https://{owner}.github.io/")
+                } else {
+                    format!("https://{owner}.github.io/{name}/")
+                },
+            );
+        }
+        if host.ends_with(".ghe.com") {
+            return None;
+        }
+        let port = server.port().map(|p| format!(":{p}")).unwrap_or_default();
+        Some(format!(
+            "{}://pages.{host}{port}/{owner}/{name}/",
+            server.scheme()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on(server: &str) -> GithubEnv {
+        GithubEnv::from_vars([("GITHUB_SERVER_URL".to_string(), server.to_string())])
+    }
+
+    #[test]
+    fn the_pages_url_follows_the_github_the_run_is_on() {
+        let dotcom = GithubEnv::from_vars(Vec::new());
+        assert_eq!(
+            dotcom.pages_url("Octo-Org/kitchen").as_deref(),
+            Some("https://octo-org.github.io/kitchen/")
+        );
+        assert_eq!(
+            dotcom.pages_url("octo-org/Octo-Org.github.io").as_deref(),
+            Some("https://octo-org.github.io/")
+        );
+        // GitHub Enterprise Server: the Pages subdomain of the instance, scheme and port kept.
+        assert_eq!(
+            on("https://github.acme.example/")
+                .pages_url("web/kitchen")
+                .as_deref(),
+            Some("https://pages.github.acme.example/web/kitchen/")
+        );
+        assert_eq!(
+            on("http://ghes.internal:8080")
+                .pages_url("web/kitchen")
+                .as_deref(),
+            Some("http://pages.ghes.internal:8080/web/kitchen/")
+        );
+        // GHE.com has no Pages; a malformed repository has no site.
+        assert_eq!(on("https://octo.ghe.com").pages_url("web/kitchen"), None);
+        assert_eq!(dotcom.pages_url("kitchen"), None);
+        assert_eq!(dotcom.pages_url("a/b/c"), None);
+        assert_eq!(on("not a url").pages_url("web/kitchen"), None);
+    }
+}

@@ -196,7 +196,7 @@ async fn preview_inner(
         }
         _ => None,
     };
-    opts.dashboard_url = super::verify::pages_url(&ctx.github, &repo);
+    opts.dashboard_url = super::verify::pages_url(&ctx.github, &ctx.settings.baseline, &repo);
     let (branch, title) = pr_text(event, pr);
 
     // A manual run previews the PR's live head; an event run previews the event's head commit.

@@ -218,16 +218,18 @@ pub async fn local_providers(
         Box::new(LocalProcess::new(&state_dir, &command, &cwd));
     if let Some(mode) = Some(gate_mode).filter(|m| *m != crate::gate::Mode::Public) {
         let exe = std::env::current_exe().context("cannot find the atlas binary for the gate")?;
-        platform = Box::new(
-            crate::gate::local::LocalGate::for_state_dir(
-                platform,
-                &state_dir,
-                mode,
-                gate_secret(),
-                &exe,
-            )?
-            .with_keep_commits(settings.preview.keep_commits),
-        );
+        let mut gate = crate::gate::local::LocalGate::for_state_dir(
+            platform,
+            &state_dir,
+            mode,
+            gate_secret(),
+            &exe,
+        )?
+        .with_keep_commits(settings.preview.keep_commits);
+        if mode == crate::gate::Mode::Github {
+            gate = gate.with_github(local_github(settings, std::env::vars())?);
+        }
+        platform = Box::new(gate);
     }
     Ok(LocalSetup {
         providers: Providers {
@@ -252,6 +254,46 @@ pub async fn local_for_cli(
     Ok((settings, config, setup))
 }
 
+/// GitHub sign-in for a local preview, from the same inputs as on Fly
+/// (`INPUT_GATE_GITHUB_CLIENT_ID`, `INPUT_GATE_GITHUB_CLIENT_SECRET`), the repository whose
+/// readers get in (`ATLAS_GATE_GITHUB_REPO`, else `GITHUB_REPOSITORY`) and the GitHub to sign in
+/// with (`GITHUB_SERVER_URL`, `GITHUB_API_URL`: github.com unless set).
+fn local_github(
+    settings: &Settings,
+    vars: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<crate::gate::local::LocalGithub> {
+    let vars: Vec<(String, String)> = vars.collect();
+    let config = Config::from_vars(vars.iter().cloned())?;
+    let github = crate::github_env::GithubEnv::from_vars(vars.iter().cloned());
+    let (Some(client_id), Some(client_secret)) = (
+        config.gate.github_client_id.clone(),
+        config.gate.github_client_secret.clone(),
+    ) else {
+        anyhow::bail!(
+            "[preview] access = \"github\" needs a GitHub OAuth app: set INPUT_GATE_GITHUB_CLIENT_ID and INPUT_GATE_GITHUB_CLIENT_SECRET (its callback URL http://127.0.0.1/_atlas/github/callback: GitHub accepts any loopback port)"
+        );
+    };
+    let repo = vars
+        .iter()
+        .find(|(k, v)| k == "ATLAS_GATE_GITHUB_REPO" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+        .or(github.repository.clone())
+        .filter(|r| r.split('/').count() == 2 && !r.starts_with('/') && !r.ends_with('/'))
+        .context(
+            "[preview] access = \"github\" needs the repository whose readers may open the preview: set GITHUB_REPOSITORY (or ATLAS_GATE_GITHUB_REPO) to owner/name",
+        )?;
+    Ok(crate::gate::local::LocalGithub {
+        app: crate::gate::github::OauthApp {
+            client_id,
+            client_secret,
+            teams: settings.preview.allowed_teams.clone(),
+        },
+        repo,
+        web_url: github.server_url.clone(),
+        api_url: github.api_url.clone(),
+    })
+}
+
 /// The repository's gate secret, when the environment has one (`ATLAS_GATE_SECRET`, or the
 /// action's `gate_secret` input).
 pub(super) fn gate_secret() -> Option<secret::Secret> {
@@ -260,4 +302,68 @@ pub(super) fn gate_secret() -> Option<secret::Secret> {
         .filter_map(|v| std::env::var(v).ok())
         .find(|v| !v.trim().is_empty())
         .map(|v| secret::Secret::new(v.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    fn vars(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn a_local_github_sign_in_takes_the_fly_inputs_and_the_runner_variables() {
+        let mut s = crate::config::Settings::default();
+        s.preview.allowed_teams = vec!["acme/reviewers".into()];
+        let g = super::local_github(
+            &s,
+            vars(&[
+                ("INPUT_GATE_GITHUB_CLIENT_ID", "Iv1.local"),
+                ("INPUT_GATE_GITHUB_CLIENT_SECRET", "local-secret-c3"),
+                ("GITHUB_REPOSITORY", "acme/shop"),
+                ("GITHUB_SERVER_URL", "https://ghes.acme.example/"),
+                ("GITHUB_API_URL", "https://ghes.acme.example/api/v3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(g.app.client_id, "Iv1.local");
+        assert_eq!(g.app.client_secret.expose(), "local-secret-c3");
+        assert_eq!(g.app.teams, ["acme/reviewers"]);
+        assert_eq!(g.repo, "acme/shop");
+        assert_eq!(g.web_url, "https://ghes.acme.example");
+        assert_eq!(g.api_url, "https://ghes.acme.example/api/v3");
+        // The gate's own variable names the repository over the runner's; github.com by default.
+        let g = super::local_github(
+            &s,
+            vars(&[
+                ("INPUT_GATE_GITHUB_CLIENT_ID", "Iv1.local"),
+                ("INPUT_GATE_GITHUB_CLIENT_SECRET", "local-secret-c3"),
+                ("GITHUB_REPOSITORY", "acme/other"),
+                ("ATLAS_GATE_GITHUB_REPO", "acme/shop"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(g.repo, "acme/shop");
+        assert_eq!(g.web_url, "https://github.com");
+        assert_eq!(g.api_url, "https://api.github.com");
+        // Missing pieces are errors that say what to set.
+        let e = super::local_github(&s, vars(&[("GITHUB_REPOSITORY", "acme/shop")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("INPUT_GATE_GITHUB_CLIENT_ID"), "{e}");
+        let e = super::local_github(
+            &s,
+            vars(&[
+                ("INPUT_GATE_GITHUB_CLIENT_ID", "Iv1.local"),
+                ("INPUT_GATE_GITHUB_CLIENT_SECRET", "local-secret-c3"),
+                ("GITHUB_REPOSITORY", "shop"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("GITHUB_REPOSITORY"), "{e}");
+    }
 }

@@ -300,15 +300,28 @@ pub async fn dispatch(
         Some(_) => Some(super::providers::forge(ctx)?),
         None => None,
     };
+    // The dashboard redrawn with the history is also written into the workspace, where the
+    // workflow's next step uploads it as an artifact (output `dashboard_path`, relative to the
+    // workspace: the container's mount point is not the runner's path).
+    let dashboard_file = ctx
+        .github
+        .workspace
+        .as_ref()
+        .filter(|_| mode == Mode::Verify)
+        .map(|w| w.join(DASHBOARD_ARTIFACT));
+    if let Some(f) = &dashboard_file {
+        let _ = std::fs::remove_file(f);
+    }
     // verify runs on a push to the default branch: its run joins the history; a release reads.
     let load = LoadModuleGate::from_settings(&settings)
         .with_history(
             forge.as_ref().map(|f| f as &dyn crate::provider::Forge),
             &plan.sha,
             mode == Mode::Verify,
-            pages_url(&ctx.github, &repository),
+            pages_url(&ctx.github, &settings.baseline, &repository),
         )
-        .with_webhook(ctx.config.alert_webhook.clone(), &repository);
+        .with_webhook(ctx.config.alert_webhook.clone(), &repository)
+        .with_dashboard_file(dashboard_file.clone());
     let c = Chain {
         settings: &settings,
         fleet: &fleet,
@@ -340,16 +353,64 @@ pub async fn dispatch(
     ctx.gha
         .set_output("failed_stage", report.failed_stage.as_deref().unwrap_or(""))?;
     ctx.gha.set_output("commit_sha", &plan.sha)?;
+    let drawn = dashboard_file.as_ref().is_some_and(|f| f.is_file());
+    ctx.gha.set_output(
+        "dashboard_path",
+        if drawn { DASHBOARD_ARTIFACT } else { "" },
+    )?;
     report.result()
 }
 
-/// Where GitHub Pages serves the history branch's dashboard, when the repository is on
-/// github.com (Pages must be set to publish from that branch; Enterprise hosts differ).
-pub(crate) fn pages_url(github: &crate::github_env::GithubEnv, repository: &str) -> Option<String> {
-    let (owner, name) = repository.split_once('/')?;
-    github
-        .api_url
-        .trim_end_matches('/')
-        .eq("https://api.github.com")
-        .then(|| format!("https://{}.github.io/{name}/", owner.to_ascii_lowercase()))
+/// The dashboard file verify writes for the workflow's artifact, relative to the workspace.
+pub const DASHBOARD_ARTIFACT: &str = "atlas-dashboard/index.html";
+
+/// Where the history branch's dashboard is served, for links: `[baseline] pages_url` when set
+/// (`""`: no link), else GitHub Pages of `repository` on the GitHub this run is on.
+pub(crate) fn pages_url(
+    github: &crate::github_env::GithubEnv,
+    gate: &crate::config::settings::GateSettings,
+    repository: &str,
+) -> Option<String> {
+    match gate.pages_url.as_deref().map(str::trim) {
+        Some("") => None,
+        Some(u) => Some(u.to_string()),
+        None => github.pages_url(repository),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+    use crate::github_env::GithubEnv;
+
+    #[test]
+    fn the_dashboard_link_is_the_setting_else_the_pages_of_this_github() {
+        let ghes = GithubEnv::from_vars([(
+            "GITHUB_SERVER_URL".to_string(),
+            "https://github.acme.example".to_string(),
+        )]);
+        let parse = |t: &str| Settings::parse(t, "atlas.toml");
+        let s = parse("").unwrap();
+        assert_eq!(
+            super::pages_url(&ghes, &s.baseline, "web/kitchen").as_deref(),
+            Some("https://pages.github.acme.example/web/kitchen/")
+        );
+        // An instance without subdomain isolation serves Pages under /pages/: the setting says so.
+        let s =
+            parse("[baseline]\npages_url = \"https://github.acme.example/pages/web/kitchen/\"\n")
+                .unwrap();
+        assert_eq!(
+            super::pages_url(&ghes, &s.baseline, "web/kitchen").as_deref(),
+            Some("https://github.acme.example/pages/web/kitchen/")
+        );
+        let s = parse("[baseline]\npages_url = \"\"\n").unwrap();
+        assert_eq!(super::pages_url(&ghes, &s.baseline, "web/kitchen"), None);
+        let e = parse("[baseline]\npages_url = \"pages.acme.example/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[baseline] pages_url") && e.contains("line 2"),
+            "{e}"
+        );
+    }
 }

@@ -525,6 +525,22 @@ fn logs_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D:
     url_template(d, "logs_url", &["app", "from", "to"], "")
 }
 
+fn pages_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let t = s.trim();
+    if t.is_empty() {
+        return Ok(Some(String::new()));
+    }
+    match url::Url::parse(t) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(Some(t.to_string()))
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "[baseline] pages_url {s:?}: expected an http(s):// URL (or \"\" for no link)"
+        ))),
+    }
+}
+
 /// An `atlas.toml` error that gives the key and the line.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -808,6 +824,12 @@ pub struct GateSettings {
     /// Open, update and close one issue per endpoint and metric that regresses on the default
     /// branch (default true; needs `issues: write`).
     pub alert_issues: bool,
+    /// Where the history branch's dashboard is served (the comment, the issues and the
+    /// webhook link to it). Unset: GitHub Pages of the repository on the GitHub the run is on
+    /// (`https://<owner>.github.io/<repo>/`, on GitHub Enterprise Server
+    /// `https://pages.<host>/<owner>/<repo>/`); `""`: no link.
+    #[serde(deserialize_with = "pages_url")]
+    pub pages_url: Option<String>,
 }
 
 impl Default for GateSettings {
@@ -832,6 +854,7 @@ impl Default for GateSettings {
             history_max: 200,
             history_branch: "atlas-history".into(),
             alert_issues: true,
+            pages_url: None,
         }
     }
 }

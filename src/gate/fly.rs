@@ -32,14 +32,8 @@ pub const NONCE_KEY: &str = "atlas_gate_nonce";
 /// The port the gate listens on inside its machine.
 pub const GATE_PORT: u16 = 8080;
 
-/// GitHub sign-in settings of a Fly gate.
-#[derive(Debug, Clone)]
-pub struct FlyGithub {
-    pub client_id: String,
-    pub client_secret: Secret,
-    /// `org/team-slug` whose members may enter besides the repository's readers.
-    pub teams: Vec<String>,
-}
+/// GitHub sign-in settings of a Fly gate (the same OAuth app settings as a local gate's).
+pub use super::github::OauthApp as FlyGithub;
 
 pub struct FlyGate {
     fly: FlyPlatform,

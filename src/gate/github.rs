@@ -19,6 +19,17 @@ use super::respond::{
 use super::token::{Kind, PreviewKey, new_nonce, now};
 use crate::secret::Secret;
 
+/// The OAuth app a preview's gate signs in with (the `gate_github_client_id` and
+/// `gate_github_client_secret` inputs), and the teams whose members may enter besides the
+/// repository's readers (`[preview] allowed_teams`).
+#[derive(Debug, Clone)]
+pub struct OauthApp {
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// `org/team-slug` whose members may enter besides the repository's readers.
+    pub teams: Vec<String>,
+}
+
 /// The OAuth app (or GitHub App) the gate signs in with, and who may enter.
 #[derive(Debug, Clone)]
 pub struct GithubAccess {

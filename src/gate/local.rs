@@ -5,6 +5,10 @@
 //! `<dir>/<app>.nonce` across updates; `destroy` stops the gate and deletes the nonce, so every
 //! link to the preview dies with it.
 //!
+//! GitHub sign-in works locally too: GitHub accepts a loopback `redirect_uri` on any port for an
+//! OAuth app whose callback URL is `http://127.0.0.1/...`, so the gate's callback is on the
+//! loopback gate itself (`http://127.0.0.1:<port>/_atlas/github/callback`).
+//!
 //! Per-commit URLs: before each update the running app is kept aside by the platform it wraps
 //! ([`Platform::keep_previous`]: a local process keeps running on its port), at most
 //! `[preview] keep_commits` of them (the oldest beyond go; a kept copy of the commit being
@@ -80,6 +84,20 @@ pub struct LocalGate {
     minted: Minted,
     /// How many previous commits stay reachable at their commit URLs.
     keep_commits: usize,
+    /// `access = "github"`: the OAuth app and the GitHub it signs in with.
+    github: Option<LocalGithub>,
+}
+
+/// GitHub sign-in in front of a local preview.
+#[derive(Debug, Clone)]
+pub struct LocalGithub {
+    pub app: super::github::OauthApp,
+    /// `owner/name`: its readers may open the preview.
+    pub repo: String,
+    /// `https://github.com` (GITHUB_SERVER_URL): the authorize and token endpoints.
+    pub web_url: String,
+    /// `https://api.github.com` (GITHUB_API_URL).
+    pub api_url: String,
 }
 
 /// The nonce a local preview was created with, if it exists.
@@ -115,7 +133,14 @@ impl LocalGate {
             bypass: Bypass::default(),
             minted: Minted::default(),
             keep_commits: crate::config::settings::DEFAULT_KEEP_COMMITS,
+            github: None,
         }
+    }
+
+    /// Signs reviewers in with GitHub (`access = "github"`).
+    pub fn with_github(mut self, github: LocalGithub) -> LocalGate {
+        self.github = Some(github);
+        self
     }
 
     /// How many previous commits stay reachable (`[preview] keep_commits`; 0: none).
@@ -134,12 +159,6 @@ impl LocalGate {
         env_secret: Option<Secret>,
         exe: &Path,
     ) -> anyhow::Result<LocalGate> {
-        if mode == Mode::Github {
-            anyhow::bail!(
-                "[preview] access = \"github\" needs a public callback URL and an OAuth app: \
-                 locally use \"signed-link\" (or run `atlas gate serve --mode github` yourself)"
-            );
-        }
         let dir = state_dir.join("gate");
         let secret = local_secret(&dir, env_secret)?;
         Ok(LocalGate::new(
@@ -178,6 +197,19 @@ impl LocalGate {
         }
         if is_sha(sha) {
             cmd.push_str(&format!(" --sha {sha}"));
+        }
+        if let (Mode::Github, Some(g)) = (self.mode, &self.github) {
+            // The callback is the loopback gate's own port ($PORT, expanded by the shell).
+            cmd.push_str(&format!(
+                " --github-client-id {} --github-repo {} --github-url {} --github-api-url {} --public-url \"http://127.0.0.1:$PORT\"",
+                sh_quote(&g.app.client_id),
+                sh_quote(&g.repo),
+                sh_quote(&g.web_url),
+                sh_quote(&g.api_url),
+            ));
+            for t in &g.app.teams {
+                cmd.push_str(&format!(" --github-team {}", sh_quote(t)));
+            }
         }
         for k in kept {
             // Both checked: hex, and the platform's own `127.0.0.1:<port>`.
@@ -235,6 +267,17 @@ impl Platform for LocalGate {
             }
         };
         let key = PreviewKey::derived_hex(&self.secret, &req.app, &nonce);
+        let mut secrets: std::collections::BTreeMap<String, Secret> =
+            [("ATLAS_GATE_KEY".to_string(), key)].into_iter().collect();
+        if self.mode == Mode::Github {
+            let g = self.github.as_ref().context(
+                "[preview] access = \"github\" needs the OAuth app: set INPUT_GATE_GITHUB_CLIENT_ID and INPUT_GATE_GITHUB_CLIENT_SECRET",
+            )?;
+            secrets.insert(
+                "ATLAS_GATE_GITHUB_CLIENT_SECRET".to_string(),
+                g.app.client_secret.clone(),
+            );
+        }
         let gate_req = DeployRequest {
             pr: req.pr,
             app: req.app.clone(),
@@ -242,7 +285,7 @@ impl Platform for LocalGate {
             repository: req.repository.clone(),
             image: None,
             env: Default::default(),
-            secrets: [("ATLAS_GATE_KEY".to_string(), key)].into_iter().collect(),
+            secrets,
             port: 0,
             health_path: "/_atlas/healthz".into(),
             readiness_timeout: Duration::from_secs(20),

@@ -45,6 +45,9 @@ pub const LINK_PARAM: &str = "atlas_token";
 /// The gate's own path namespace; nothing under it is ever forwarded.
 pub const GATE_PREFIX: &str = "/_atlas/";
 
+/// hyper's default header count limit (`proto::h1::role::DEFAULT_MAX_HEADERS`).
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// Limits and timeouts of one gate.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -62,7 +65,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_head_bytes: 32 * 1024,
-            max_headers: 100,
+            max_headers: HYPER_MAX_HEADERS,
             head_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(60),
@@ -129,7 +132,9 @@ struct Conn {
     /// The bypass token this connection last presented that verified, and until when it holds:
     /// Atlas's load test sends the same token on every request, and one HMAC per connection is
     /// enough to know it (the key and the run never change while the gate runs).
-    bypass_ok: std::sync::Mutex<Option<(HeaderValue, u64)>>,
+    bypass_ok: Verified,
+    /// The same for the session cookie a browser sends on every request of the connection.
+    session_ok: Verified,
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -221,6 +226,7 @@ impl Gate {
                 peer_value: header_value_of_ip(peer),
                 upstream: tokio::sync::Mutex::new(None),
                 bypass_ok: std::sync::Mutex::new(None),
+                session_ok: std::sync::Mutex::new(None),
             });
             tokio::spawn(async move {
                 let limits = &gate.opts.limits;
@@ -228,8 +234,12 @@ impl Gate {
                 b.timer(TokioTimer::new())
                     .header_read_timeout(limits.head_timeout)
                     .max_buf_size(limits.max_head_bytes.max(8192))
-                    .max_headers(limits.max_headers)
                     .keep_alive(true);
+                // hyper's own limit is 100 headers, parsed into an array on the stack; an explicit
+                // limit, even the same one, makes it fill a 100-slot vector for every request.
+                if limits.max_headers != HYPER_MAX_HEADERS {
+                    b.max_headers(limits.max_headers);
+                }
                 let g = gate.clone();
                 let svc = hyper::service::service_fn(move |req| {
                     let g = g.clone();
@@ -416,20 +426,13 @@ impl Gate {
                 return Access::Forward;
             }
             let now = self.now();
-            {
-                let ok = conn.bypass_ok.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((t, until)) = ok.as_ref()
-                    && t == v
-                    && now < *until
-                {
-                    return Access::Forward;
-                }
+            if still_verified(&conn.bypass_ok, v.as_bytes(), now) {
+                return Access::Forward;
             }
             return match (key, &self.opts.run, v.to_str()) {
                 (Some(k), Some(run), Ok(t)) => match k.verify(Kind::Bypass, t, now) {
                     Ok(c) if &c.extra == run => {
-                        *conn.bypass_ok.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some((v.clone(), c.expires));
+                        remember(&conn.bypass_ok, v.as_bytes(), c.expires);
                         Access::Forward
                     }
                     Ok(_) => Access::Answer(refused(
@@ -458,8 +461,15 @@ impl Gate {
             return Access::Answer(self.open_link(key, req.uri(), token));
         }
         if let Some(c) = cookie(req.headers(), COOKIE) {
-            match key.verify(Kind::Session, c, self.now()) {
-                Ok(_) => return Access::Forward,
+            let now = self.now();
+            if still_verified(&conn.session_ok, c.as_bytes(), now) {
+                return Access::Forward;
+            }
+            match key.verify(Kind::Session, c, now) {
+                Ok(claims) => {
+                    remember(&conn.session_ok, c.as_bytes(), claims.expires);
+                    return Access::Forward;
+                }
                 Err(r) => {
                     let mut resp = self.sign_in(req.uri(), Some(&r));
                     set_cookie(&mut resp, &clear_cookie(COOKIE));
@@ -747,6 +757,20 @@ impl Gate {
             }
         }
     }
+}
+
+/// A token this connection presented that verified, and until when it holds.
+type Verified = std::sync::Mutex<Option<(Vec<u8>, u64)>>;
+
+/// Whether `token` is the one `slot` remembers and has not expired at `now`.
+fn still_verified(slot: &Verified, token: &[u8], now: u64) -> bool {
+    let ok = slot.lock().unwrap_or_else(|p| p.into_inner());
+    ok.as_ref()
+        .is_some_and(|(t, until)| t.as_slice() == token && now < *until)
+}
+
+fn remember(slot: &Verified, token: &[u8], until: u64) {
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.to_vec(), until));
 }
 
 /// A peer's IP address as a header value (digits, dots, colons: always valid).

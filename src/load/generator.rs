@@ -248,7 +248,7 @@ fn parse_target(
             .find(|(name, _)| name == k)
             .map(|(_, v)| v.clone())
     };
-    let proxy = super::proxy::for_target(url.scheme(), &host, &var)?;
+    let proxy = super::proxy::for_target(url.scheme(), &host, &var, "the load generator")?;
     if let Some(p) = &proxy {
         eprintln!(
             "load: {} through the proxy {}",

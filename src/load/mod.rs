@@ -13,7 +13,7 @@ pub mod gate;
 pub mod generator;
 pub mod history;
 pub mod models;
-mod proxy;
+pub mod proxy;
 pub mod stats;
 pub mod store;
 pub mod summary;

@@ -3,7 +3,8 @@
 //! `all_proxy`/`ALL_PROXY` for both, `no_proxy`/`NO_PROXY` for exceptions), so that a
 //! self-hosted runner whose egress goes through a proxy loads its preview the same way its smoke
 //! checks (reqwest) reach it. HTTPS goes through an HTTP `CONNECT` tunnel; plain HTTP is sent to
-//! the proxy in absolute form. Loopback targets never use a proxy.
+//! the proxy in absolute form. Loopback targets never use a proxy. The alert webhook's client
+//! takes its proxy from the same rules ([`reqwest_proxy`]), so both read the variables alike.
 
 use std::net::IpAddr;
 
@@ -23,11 +24,12 @@ pub struct Proxy {
 }
 
 /// The proxy for a `scheme` target on `host`, from the variables `var` returns (lowercase names
-/// first, as curl does); `None` when none applies.
+/// first, as curl does); `None` when none applies. `who` names the client in errors.
 pub fn for_target(
     scheme: &str,
     host: &str,
     var: &dyn Fn(&str) -> Option<String>,
+    who: &str,
 ) -> anyhow::Result<Option<Proxy>> {
     let get = |name: &str| {
         var(&name.to_ascii_lowercase())
@@ -51,8 +53,35 @@ pub fn for_target(
         },
     };
     parse(&value)
-        .with_context(|| format!("the load generator cannot use {name}"))
+        .with_context(|| format!("{who} cannot use {name}"))
         .map(Some)
+}
+
+/// The reqwest proxy for `url` under the variables in `env` (what [`for_target`] picks, with its
+/// credentials), or `None` when the request goes direct; `who` names the client in errors.
+pub fn reqwest_proxy(
+    url: &str,
+    env: &[(String, String)],
+    who: &str,
+) -> anyhow::Result<Option<reqwest::Proxy>> {
+    let u = url::Url::parse(url).map_err(|e| anyhow::anyhow!("{who}: not a URL ({e})"))?;
+    let host = u
+        .host_str()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let var = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let Some(p) = for_target(u.scheme(), host, &var, who)? else {
+        return Ok(None);
+    };
+    let mut proxy = reqwest::Proxy::all(&p.display)
+        .map_err(|e| anyhow::anyhow!("{who} cannot use the proxy {}: {e}", p.display))?;
+    if let Some(a) = &p.authorization {
+        let v = http::HeaderValue::from_str(a)
+            .map_err(|_| anyhow::anyhow!("{who}: the proxy credentials are not a valid header"))?;
+        proxy = proxy.custom_http_auth(v);
+    }
+    Ok(Some(proxy))
 }
 
 fn parse(value: &str) -> anyhow::Result<Proxy> {
@@ -234,19 +263,30 @@ mod tests {
             ("HTTPS_PROXY", "http://upper:3128"),
             ("HTTP_PROXY", "plain:8080"),
         ]);
-        let p = for_target("https", "app.fly.dev", &e).unwrap().unwrap();
+        let p = for_target("https", "app.fly.dev", &e, "the load generator")
+            .unwrap()
+            .unwrap();
         assert_eq!((p.host.as_str(), p.port), ("lower", 3128));
-        let p = for_target("http", "app.fly.dev", &e).unwrap().unwrap();
+        let p = for_target("http", "app.fly.dev", &e, "the load generator")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (p.host.as_str(), p.port, p.display.as_str()),
             ("plain", 8080, "http://plain:8080")
         );
         let e = env(&[("ALL_PROXY", "http://all:1")]);
         assert_eq!(
-            for_target("https", "x.dev", &e).unwrap().unwrap().host,
+            for_target("https", "x.dev", &e, "the load generator")
+                .unwrap()
+                .unwrap()
+                .host,
             "all"
         );
-        assert!(for_target("https", "x.dev", &env(&[])).unwrap().is_none());
+        assert!(
+            for_target("https", "x.dev", &env(&[]), "the load generator")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -271,7 +311,9 @@ mod tests {
             "git.corp",
         ] {
             assert!(
-                for_target("https", direct, &e).unwrap().is_none(),
+                for_target("https", direct, &e, "the load generator")
+                    .unwrap()
+                    .is_none(),
                 "{direct}"
             );
         }
@@ -283,18 +325,26 @@ mod tests {
             "corp.io",
         ] {
             assert!(
-                for_target("https", proxied, &e).unwrap().is_some(),
+                for_target("https", proxied, &e, "the load generator")
+                    .unwrap()
+                    .is_some(),
                 "{proxied}"
             );
         }
         let star = env(&[("HTTPS_PROXY", "http://proxy:3128"), ("no_proxy", "*")]);
-        assert!(for_target("https", "app.fly.dev", &star).unwrap().is_none());
+        assert!(
+            for_target("https", "app.fly.dev", &star, "the load generator")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn credentials_become_a_masked_basic_header() {
         let e = env(&[("HTTPS_PROXY", "http://user:p%40ss-proxy-9d2e@proxy:3128")]);
-        let p = for_target("https", "app.fly.dev", &e).unwrap().unwrap();
+        let p = for_target("https", "app.fly.dev", &e, "the load generator")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             p.authorization.as_deref(),
             Some(
@@ -313,7 +363,10 @@ mod tests {
     #[test]
     fn unsupported_proxies_name_the_variable() {
         let e = env(&[("HTTPS_PROXY", "socks5://proxy:1080")]);
-        let err = format!("{:#}", for_target("https", "app.fly.dev", &e).unwrap_err());
+        let err = format!(
+            "{:#}",
+            for_target("https", "app.fly.dev", &e, "the load generator").unwrap_err()
+        );
         assert!(
             err.contains("https_proxy") && err.contains("socks5"),
             "{err}"

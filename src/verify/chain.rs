@@ -1001,6 +1001,11 @@ pub struct VerifyHistory<'a> {
     pub webhook: Option<crate::secret::Secret>,
     /// `owner/name`, for the webhook's message.
     pub repository: String,
+    /// The proxy variables the webhook's client honours (`[load]`'s `proxy_env`: the same
+    /// `https_proxy`/`no_proxy` rules as the load generator).
+    pub proxy_env: Vec<(String, String)>,
+    /// Where the redrawn dashboard is also written, for the workflow to upload as an artifact.
+    pub dashboard_file: Option<std::path::PathBuf>,
 }
 
 /// The hidden marker of Atlas's regression issues (with the title and the author, how one is
@@ -1041,7 +1046,17 @@ impl<'a> LoadModuleGate<'a> {
                 alert_issues: self.gate.alert_issues,
                 webhook: None,
                 repository: String::new(),
+                proxy_env: self.load.proxy_env.clone(),
+                dashboard_file: None,
             });
+        }
+        self
+    }
+
+    /// Writes the dashboard redrawn with the history to `path` too (the run's artifact).
+    pub fn with_dashboard_file(mut self, path: Option<std::path::PathBuf>) -> Self {
+        if let Some(h) = self.history.as_mut() {
+            h.dashboard_file = path;
         }
         self
     }
@@ -1148,18 +1163,39 @@ pub async fn raise_alerts(h: &VerifyHistory<'_>, c: &crate::load::Comparison) ->
     if let Some(url) = &h.webhook
         && let Some(msg) = alerts::webhook_message(c, &h.repository, &h.commit, dashboard)
     {
-        lines.push(post_webhook(url, &msg).await);
+        lines.push(post_webhook(url, &msg, &h.proxy_env).await);
     }
     lines
 }
 
-/// POSTs the message; the line never shows the URL (it is the credential).
-async fn post_webhook(url: &crate::secret::Secret, msg: &serde_json::Value) -> String {
-    let client = match reqwest::Client::builder()
+/// POSTs the message, through the proxy `proxy_env` names for the webhook's host (a
+/// self-hosted runner's egress proxy); the line never shows the URL (it is the credential).
+async fn post_webhook(
+    url: &crate::secret::Secret,
+    msg: &serde_json::Value,
+    proxy_env: &[(String, String)],
+) -> String {
+    let proxy = match crate::load::proxy::reqwest_proxy(
+        url.expose().trim(),
+        proxy_env,
+        "the alert webhook",
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            return format!(
+                "warning: alert webhook not sent: {}",
+                crate::secret::redact(&format!("{e:#}"))
+            );
+        }
+    };
+    // The environment is read once, by `commands/`: reqwest's own reading of it is off.
+    let mut b = reqwest::Client::builder()
         .timeout(WEBHOOK_TIMEOUT)
-        .no_proxy()
-        .build()
-    {
+        .no_proxy();
+    if let Some(p) = proxy {
+        b = b.proxy(p);
+    }
+    let client = match b.build() {
         Ok(c) => c,
         Err(e) => return format!("warning: alert webhook not sent: {e}"),
     };
@@ -1183,11 +1219,15 @@ async fn record_history(
     summary: &crate::load::Summary,
     gate: &crate::load::GateSettings,
 ) -> String {
+    // The page committed last (a retry after a concurrent update redraws it) is the one kept.
+    let drawn = std::sync::Mutex::new(None::<String>);
     let render = |hist: &crate::load::History| {
-        crate::load::dashboard::render(hist, None, &[], "load history")
+        let html = crate::load::dashboard::render(hist, None, &[], "load history");
+        *drawn.lock().unwrap_or_else(|p| p.into_inner()) = Some(html.clone());
+        html
     };
     let short = h.commit.get(..7).unwrap_or(&h.commit);
-    match crate::load::store::append(
+    let appended = crate::load::store::append(
         h.forge,
         &h.branch,
         summary,
@@ -1195,8 +1235,8 @@ async fn record_history(
         gate.history_max,
         &render,
     )
-    .await
-    {
+    .await;
+    match appended {
         Ok(a) => {
             let mut line = format!(
                 "load history: recorded {short} on {} ({} runs kept)",
@@ -1204,6 +1244,19 @@ async fn record_history(
             );
             if let Some(u) = &h.dashboard_url {
                 line.push_str(&format!("; dashboard {u}"));
+            }
+            let html = drawn.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let (Some(path), Some(html)) = (&h.dashboard_file, html) {
+                let written = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(path, html));
+                if let Err(e) = written {
+                    line.push_str(&format!(
+                        "; warning: the dashboard was not written to {}: {e}",
+                        path.display()
+                    ));
+                }
             }
             for n in a.notes {
                 line.push_str(&format!("; {n}"));

@@ -392,7 +392,7 @@ fn bad_input_exits_2_naming_the_input_without_leaking() {
 // ---------------------------------------------------------------------------------------------
 // action.yml
 
-const OUTPUTS: [&str; 11] = [
+const OUTPUTS: [&str; 12] = [
     "preview_url",
     "commit_sha",
     "database_branch",
@@ -404,6 +404,7 @@ const OUTPUTS: [&str; 11] = [
     "verdict",
     "comment_url",
     "failed_stage",
+    "dashboard_path",
 ];
 
 fn keys(v: &serde_norway::Value) -> Vec<String> {

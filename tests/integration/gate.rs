@@ -1057,6 +1057,108 @@ async fn a_local_preview_is_gated_until_down_and_down_kills_its_links() {
     );
 }
 
+/// `access = "github"` in front of a local preview: the gate process signs in against the fake
+/// GitHub with its callback on the loopback gate, which an OAuth app registered with the
+/// callback `http://127.0.0.1/_atlas/github/callback` accepts on any port (GitHub's loopback
+/// rule, which the fake checks).
+#[tokio::test]
+async fn a_local_preview_signs_in_with_github_on_its_loopback_callback() {
+    use atlas::provider::Platform as _;
+    let gh = fake_github::FakeGithub::start("acme/shop", None).await;
+    gh.with(|s| {
+        s.oauth_apps
+            .insert("Iv1.localgate".into(), "local-client-secret-4b2".into());
+        s.oauth_callbacks.insert(
+            "Iv1.localgate".into(),
+            "http://127.0.0.1/_atlas/github/callback".into(),
+        );
+        s.permissions.insert("reader".into(), "read".into());
+        s.permissions.insert("stranger".into(), "none".into());
+    });
+    let (up, log) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let destroyed = Arc::new(Mutex::new(0));
+    let platform = atlas::gate::local::LocalGate::new(
+        Box::new(Running(up, destroyed.clone())),
+        dir.path(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_atlas")),
+        Mode::Github,
+        secret(),
+        Duration::from_secs(600),
+    )
+    .with_github(atlas::gate::local::LocalGithub {
+        app: atlas::gate::github::OauthApp {
+            client_id: "Iv1.localgate".into(),
+            client_secret: Secret::new("local-client-secret-4b2"),
+            teams: Vec::new(),
+        },
+        repo: "acme/shop".into(),
+        web_url: gh.url.clone(),
+        api_url: gh.url.clone(),
+    });
+    let req = atlas::provider::DeployRequest {
+        pr: Some(7),
+        app: PREVIEW.into(),
+        sha: "a".repeat(40),
+        repository: "local/atlas-preview".into(),
+        image: None,
+        env: Default::default(),
+        secrets: Default::default(),
+        port: 0,
+        health_path: "/healthz".into(),
+        readiness_timeout: Duration::from_secs(10),
+        expires_at: None,
+    };
+    let dep = platform.deploy(&req).await.unwrap();
+    assert!(dep.url.starts_with("http://127.0.0.1:"), "{}", dep.url);
+
+    gh.with(|s| s.oauth_browser_user = Some("reader".into()));
+    let (status, body, cookie) = github_sign_in(&dep.url, "/private?x=1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("preview app /private"), "{body}");
+    assert!(cookie.is_some());
+    let seen = log.lock().unwrap().last().cloned().unwrap();
+    assert!(seen.header("cookie").is_none(), "{seen:?}");
+
+    gh.with(|s| s.oauth_browser_user = Some("stranger".into()));
+    let (status, body, _) = github_sign_in(&dep.url, "/").await;
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("signed in to GitHub as <code>stranger</code>"),
+        "{body}"
+    );
+    assert_eq!(log.lock().unwrap().len(), 1, "only the reader got through");
+
+    // The redirect_uri was the loopback gate's own callback; the permission asked was the
+    // configured repository's, not the local run's placeholder.
+    assert!(gh.violations().is_empty(), "{:?}", gh.violations());
+    let calls = gh.calls();
+    let port = dep.url.rsplit(':').next().unwrap().to_string();
+    let callback = format!("http://127.0.0.1:{port}/_atlas/github/callback");
+    let enc: String = url::form_urlencoded::byte_serialize(callback.as_bytes()).collect();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("GET /login/oauth/authorize") && c.contains(&enc)),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("GET /repos/acme/shop/collaborators/reader/permission")),
+        "{calls:?}"
+    );
+    // The client secret is in no gate state file or command line.
+    for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if e.path().is_file() {
+            let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+            assert!(!t.contains("local-client-secret-4b2"), "{:?}", e.path());
+        }
+    }
+    platform.destroy(PREVIEW).await.unwrap();
+    assert!(client().get(format!("{}/", dep.url)).send().await.is_err());
+}
+
 fn out_text(o: &std::process::Output) -> String {
     format!(
         "{}\n{}",

@@ -347,8 +347,15 @@ async fn verify_appends_each_run_and_gates_against_the_history_once_it_has_enoug
     let (gh, forge) = setup().await;
     let server = crate::common::load_servers::delay_server(std::time::Duration::from_millis(2));
     let mut outcomes = Vec::new();
+    // The workflow uploads this file as the run's artifact.
+    let workspace = tempfile::tempdir().unwrap();
+    let file = workspace.path().join("atlas-dashboard/index.html");
     for c in ['a', 'b', 'c', 'd'] {
-        let out = verify_gate(&forge, &sha(c)).run(&server.url).await.unwrap();
+        let out = verify_gate(&forge, &sha(c))
+            .with_dashboard_file(Some(file.clone()))
+            .run(&server.url)
+            .await
+            .unwrap();
         assert!(out.ok, "{}", out.summary);
         assert!(
             out.evidence
@@ -380,6 +387,11 @@ async fn verify_appends_each_run_and_gates_against_the_history_once_it_has_enoug
         page.contains("<svg"),
         "the dashboard is drawn beside the history"
     );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        page,
+        "the artifact is the page committed with the history"
+    );
     world::assert_github_clean(&gh);
 }
 
@@ -389,7 +401,10 @@ async fn a_history_that_cannot_be_written_is_a_warning_not_a_failed_verify() {
     let (gh, forge) = setup().await;
     gh.fault(Fault::new(axum::http::Method::POST, "/git/blobs", 403));
     let server = crate::common::load_servers::delay_server(std::time::Duration::from_millis(2));
+    let workspace = tempfile::tempdir().unwrap();
+    let file = workspace.path().join("atlas-dashboard/index.html");
     let out = verify_gate(&forge, &sha('a'))
+        .with_dashboard_file(Some(file.clone()))
         .run(&server.url)
         .await
         .unwrap();
@@ -401,6 +416,7 @@ async fn a_history_that_cannot_be_written_is_a_warning_not_a_failed_verify() {
         .unwrap_or_else(|| panic!("{:?}", out.evidence));
     assert!(!warning.contains(TOKEN));
     assert!(gh.with(|s| s.refs.is_empty()));
+    assert!(!file.exists(), "no artifact of a history that was not kept");
 }
 
 #[tokio::test]
@@ -530,6 +546,8 @@ async fn a_regression_opens_one_issue_per_metric_updates_it_and_closes_it_on_rec
         alert_issues: true,
         webhook: Some(Secret::new(&hook.url)),
         repository: REPO.into(),
+        proxy_env: Vec::new(),
+        dashboard_file: None,
     };
 
     let lines = raise_alerts(&vh, &bad).await;
@@ -636,6 +654,95 @@ fn secret_register(v: &str) {
     atlas::secret::register(v);
 }
 
+/// A self-hosted runner whose egress goes through a proxy: the webhook is POSTed through the
+/// proxy `http_proxy` names (with its credentials), and `no_proxy` sends it direct.
+#[tokio::test]
+async fn the_webhook_goes_through_the_proxy_the_environment_names() {
+    use atlas::load::compare_history;
+    use atlas::verify::chain::{VerifyHistory, raise_alerts};
+    let (_gh, forge) = setup().await;
+    let proxy = crate::common::load_servers::test_proxy();
+    let password = "hook-pr0xy-7c1e";
+    let proxy_url = proxy
+        .url
+        .replace("http://", &format!("http://ci-runner:{password}@"));
+    // A name only the proxy answers for: the message can only have gone through it.
+    let hook = "http://hooks.slack.test/services/T000/B000/secretpart";
+    secret_register(hook);
+    let bad = compare_history(
+        &steady_history(),
+        &run(400.0),
+        &atlas::load::GateSettings::default(),
+        &[],
+    );
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let vh = VerifyHistory {
+        forge: &forge,
+        branch: BRANCH.into(),
+        commit: sha('b'),
+        record: true,
+        dashboard_url: None,
+        alert_issues: false,
+        webhook: Some(Secret::new(hook)),
+        repository: REPO.into(),
+        proxy_env: env(&[
+            ("HTTPS_PROXY", "http://127.0.0.1:9"),
+            ("http_proxy", &proxy_url),
+            ("NO_PROXY", "internal.example"),
+        ]),
+        dashboard_file: None,
+    };
+    let lines = raise_alerts(&vh, &bad).await;
+    assert_eq!(lines, ["alert: webhook notified"], "{lines:?}");
+    let log = proxy.log.lock().unwrap().clone();
+    assert_eq!(
+        log.requests,
+        ["POST http://hooks.slack.test/services/T000/B000/secretpart HTTP/1.1"],
+        "{log:?}"
+    );
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("ci-runner:{password}"))
+    );
+    assert_eq!(log.authorizations, [basic], "{log:?}");
+
+    // `no_proxy` names the webhook's domain: sent direct, where the name does not resolve.
+    let direct = VerifyHistory {
+        proxy_env: env(&[("http_proxy", &proxy_url), ("no_proxy", ".slack.test")]),
+        ..vh
+    };
+    let lines = raise_alerts(&direct, &bad).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("warning: the alert webhook failed"),
+        "{lines:?}"
+    );
+    assert_eq!(proxy.log.lock().unwrap().requests.len(), 1);
+    // A proxy Atlas cannot use is a warning that names the variable, not the credentials.
+    let socks = VerifyHistory {
+        proxy_env: env(&[(
+            "http_proxy",
+            &format!("socks5://u:{password}@127.0.0.1:1080"),
+        )]),
+        ..direct
+    };
+    let lines = raise_alerts(&socks, &bad).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "warning: alert webhook not sent: the alert webhook cannot use http_proxy"
+        ),
+        "{lines:?}"
+    );
+    assert!(!lines[0].contains(password), "{lines:?}");
+}
+
 #[tokio::test]
 async fn a_failing_webhook_or_issue_api_is_a_warning_without_the_url() {
     use atlas::load::compare_history;
@@ -660,6 +767,8 @@ async fn a_failing_webhook_or_issue_api_is_a_warning_without_the_url() {
         alert_issues: true,
         webhook: Some(Secret::new(&hook.url)),
         repository: REPO.into(),
+        proxy_env: Vec::new(),
+        dashboard_file: None,
     };
     let lines = raise_alerts(&vh, &bad).await;
     assert!(

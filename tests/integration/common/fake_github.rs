@@ -167,6 +167,10 @@ pub struct State {
     pub auth: Vec<String>,
     /// The OAuth web flow: registered apps (client id -> secret).
     pub oauth_apps: BTreeMap<String, String>,
+    /// Registered callback URLs (client id -> URL): when an app has one, `redirect_uri` must
+    /// match it as GitHub's docs say (same host and port, a path under it; a loopback callback
+    /// takes any port).
+    pub oauth_callbacks: BTreeMap<String, String>,
     /// The user signed in to github.com in "the browser" that opens the authorize page.
     pub oauth_browser_user: Option<String>,
     /// Issued, unused codes -> (client id, redirect_uri, login).
@@ -1144,6 +1148,22 @@ fn route(s: &mut State, method: &Method, uri: &Uri, body: Value) -> Response {
     }
 }
 
+/// GitHub's `redirect_uri` rule for an app's callback URL: the same scheme, host and port, and a
+/// path under the callback's; for a loopback callback (`http://127.0.0.1/...`) any port.
+fn redirect_matches(callback: &str, redirect: &str) -> bool {
+    let (Ok(cb), Ok(r)) = (url::Url::parse(callback), url::Url::parse(redirect)) else {
+        return false;
+    };
+    let loopback = matches!(cb.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+    let cb_path = cb.path().trim_end_matches('/');
+    cb.scheme() == r.scheme()
+        && cb.host_str() == r.host_str()
+        && (loopback || cb.port_or_known_default() == r.port_or_known_default())
+        && (r.path() == cb.path()
+            || r.path().trim_end_matches('/') == cb_path
+            || r.path().starts_with(&format!("{cb_path}/")))
+}
+
 /// `GET /login/oauth/authorize` (the browser, already signed in, approves at once and is sent
 /// back with a code) and `POST /login/oauth/access_token` (code -> token; GitHub answers errors
 /// with 200 and an `error` field).
@@ -1163,6 +1183,18 @@ fn oauth(s: &mut State, method: &Method, uri: &Uri, body: &[u8]) -> Response {
                 return (StatusCode::BAD_REQUEST, "redirect_uri and state required")
                     .into_response();
             };
+            if let Some(cb) = s.oauth_callbacks.get(&client)
+                && !redirect_matches(cb, redirect)
+            {
+                s.violations.push(format!(
+                    "authorize: redirect_uri {redirect:?} does not match the callback URL {cb:?}"
+                ));
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "The redirect_uri is not associated with this application.",
+                )
+                    .into_response();
+            }
             let Some(login) = s.oauth_browser_user.clone() else {
                 return (StatusCode::OK, "<form>Sign in to GitHub</form>").into_response();
             };
