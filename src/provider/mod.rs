@@ -10,6 +10,8 @@ pub mod fly;
 pub mod github;
 pub mod local;
 pub mod neon;
+#[cfg(test)]
+pub mod stub;
 
 use std::collections::BTreeMap;
 
