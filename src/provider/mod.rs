@@ -142,22 +142,20 @@ pub trait Database: Send + Sync {
     }
     /// `anonymized`: applies `req.masking` again to a branch the migrations just ran on, so
     /// that rows they wrote into a masked column are masked too (see `data`); `since` is the
-    /// [`Database::mask_mark`] taken before them. Nothing to do without rules; a provider that
-    /// cannot mask again fails closed.
+    /// [`Database::mask_mark`] taken before them. The flow calls it only when there are rules
+    /// (a branch without them has nothing to mask); a provider that cannot mask again fails
+    /// closed.
     async fn mask_again(
         &self,
         branch: &Branch,
-        req: &BranchRequest,
+        _req: &BranchRequest,
         _since: Option<&str>,
     ) -> anyhow::Result<()> {
-        match &req.masking {
-            None => Ok(()),
-            Some(_) => anyhow::bail!(
-                "{}: cannot apply the masking rules again to {} after the migrations",
-                self.kind(),
-                branch.name
-            ),
-        }
+        anyhow::bail!(
+            "{}: cannot apply the masking rules again to {} after the migrations",
+            self.kind(),
+            branch.name
+        )
     }
     /// The branch's logical size in bytes, for the cost estimate; `None` when the provider
     /// does not report one.
