@@ -458,9 +458,28 @@ pub trait Forge: Send + Sync {
     async fn open_pr_titles(&self) -> anyhow::Result<BTreeMap<u64, String>> {
         Ok(BTreeMap::new())
     }
-    /// Creates or updates the one sticky comment (found by `marker` and by author).
-    async fn upsert_comment(&self, pr: u64, marker: &str, body: &str)
-    -> anyhow::Result<CommentRef>;
+    /// Creates or updates the one sticky comment (found by `marker` and by author). Every forge
+    /// keeps the same rules for its body: it carries the marker (or the next run would not find
+    /// it) and stays within the comment limit (callers render with `render_comment`; this is the
+    /// backstop).
+    async fn upsert_comment(
+        &self,
+        pr: u64,
+        marker: &str,
+        body: &str,
+    ) -> anyhow::Result<CommentRef> {
+        let mut body = if body.contains(marker) {
+            body.to_string()
+        } else {
+            format!("{marker}\n{body}")
+        };
+        if body.chars().count() > crate::text::COMMENT_LIMIT {
+            body = crate::text::truncate_comment(&body);
+        }
+        self.put_comment(pr, marker, &body).await
+    }
+    /// Writes the sticky comment as [`Forge::upsert_comment`] made its body.
+    async fn put_comment(&self, pr: u64, marker: &str, body: &str) -> anyhow::Result<CommentRef>;
     /// The sticky comment's body, when there is one (`down` reads the contract recorded in it).
     async fn comment_body(&self, _pr: u64, _marker: &str) -> anyhow::Result<Option<String>> {
         Ok(None)

@@ -116,7 +116,7 @@ impl Forge for Stub {
         }
         Ok(BTreeMap::new())
     }
-    async fn upsert_comment(&self, _: u64, _: &str, _: &str) -> anyhow::Result<CommentRef> {
+    async fn put_comment(&self, _: u64, _: &str, _: &str) -> anyhow::Result<CommentRef> {
         anyhow::bail!("the stub forge keeps no comments")
     }
     async fn create_deployment(&self, new: NewDeployment<'_>) -> anyhow::Result<DeploymentRecord> {
