@@ -789,10 +789,9 @@ fn sigterm_mid_release_tears_every_process_down() {
     // a slow load test keeps the chain busy long enough to be interrupted
     let t = toml(dir.path(), "").replace("duration = \"2s\"", "duration = \"20s\"");
     std::fs::write(dir.path().join("atlas.toml"), t).unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
+    let mut cmd = crate::common::bin::atlas();
     cmd.args(["release", "--local", "--sha", "v2"])
         .current_dir(dir.path())
-        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());

@@ -105,10 +105,15 @@ pub async fn github_forge(
     user: Option<&str>,
 ) -> (FakeGithub, GithubForge) {
     let gh = FakeGithub::start(repo, user).await;
-    let forge = GithubForge::new(&gh.url, repo, &Secret::new(token))
-        .expect("github forge")
-        .with_policy(RetryPolicy::fast());
+    let forge = forge_for(&gh, repo, token);
     (gh, forge)
+}
+
+/// A new forge (as a new process makes one) of `repo` pointed at the running fake `gh`.
+pub fn forge_for(gh: &FakeGithub, repo: &str, token: &str) -> GithubForge {
+    GithubForge::new(&gh.url, repo, &Secret::new(token))
+        .expect("github forge")
+        .with_policy(RetryPolicy::fast())
 }
 
 /// Every request the GitHub fake received matched GitHub's API description.
