@@ -1,4 +1,4 @@
-//! The lifecycle backstops of issue 6: [`reconcile`] (every run compares its plan with the live
+//! The lifecycle backstops: [`reconcile`] (every run compares its plan with the live
 //! PR) and [`sweep`] (the `schedule` event and `atlas sweep`: destroy previews whose PR is
 //! closed or whose TTL passed).
 //!

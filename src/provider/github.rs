@@ -1,5 +1,5 @@
 //! GitHub through octocrab's raw request methods: the one sticky PR comment, deployment records
-//! and statuses, and the live PR state that every run reconciles with (issue 6).
+//! and statuses, and the live PR state that every run reconciles with.
 //!
 //! The base URI comes from `GITHUB_API_URL` (GitHub Enterprise Server works the same way) and
 //! every call goes through [`crate::http::with_retry`]: reads, updates and deletes are retried on

@@ -1,4 +1,4 @@
-//! Data models (`[database] data_model`, issue 15) through the real orchestration
+//! Data models (`[database] data_model`) through the real orchestration
 //! (`preview::up` / `down`) on the Neon and Fly fakes: anonymized branches (success, a masking
 //! run that fails, one that never ends, an unknown column), the seed of `seeded` / `fixtures`
 //! (once on create, never on update; a failing seed), `none` (no branch, no `DATABASE_URL`) and

@@ -1,4 +1,4 @@
-//! Pin and quotas (issue 17) through the real orchestration (`preview::up` / `down`, the sweep,
+//! Pin and quotas through the real orchestration (`preview::up` / `down`, the sweep,
 //! `lifecycle::pin`) on the Neon and Fly fakes with a file forge, and the week simulation: a
 //! clock moved over seven days of opens, pushes, pins, closes and sweeps ends with exactly the
 //! previews the policy says and no resource outliving its preview.
