@@ -643,16 +643,9 @@ mod with_preview {
         let prefix = e.prefix.clone();
         Run(e.preview(settings, |dir| UpOptions {
             preview_secrets,
-            image: Some("registry.fly.io/kitchen:abc".into()),
-            artifact: "registry.fly.io/kitchen:abc".into(),
             ttl: Some(Duration::from_secs(3 * 86400)),
-            template_dir: None,
             audit_log: Some(dir.join("audit.jsonl")),
-            prefix,
-            history_base: None,
-            dashboard_url: None,
-            private_repository: false,
-            now: None,
+            ..world::kitchen_options(&prefix)
         }))
     }
 

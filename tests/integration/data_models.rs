@@ -7,7 +7,6 @@
 
 use crate::common::world;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use atlas::config::{DataModel, MaskingRule, ResetPolicy, Settings};
@@ -53,17 +52,8 @@ async fn run(configure: impl FnOnce(&mut Settings)) -> Run {
     .await;
     let (settings, prefix) = (c.settings.clone(), c.prefix.clone());
     Run(c.preview(settings, |_| UpOptions {
-        preview_secrets: BTreeMap::new(),
-        image: Some("registry.fly.io/kitchen:abc".into()),
-        artifact: "registry.fly.io/kitchen:abc".into(),
         ttl: Some(Duration::from_secs(86400)),
-        template_dir: None,
-        audit_log: None,
-        prefix,
-        history_base: None,
-        dashboard_url: None,
-        private_repository: false,
-        now: None,
+        ..world::kitchen_options(&prefix)
     }))
 }
 

@@ -262,7 +262,7 @@ impl Cloud {
             },
             settings,
             opts,
-            _dir: dir,
+            dir,
         }
     }
 }
@@ -275,10 +275,27 @@ pub struct Preview {
     pub providers: Providers,
     pub settings: Settings,
     pub opts: UpOptions,
-    _dir: tempfile::TempDir,
+    /// The local forge's directory.
+    dir: tempfile::TempDir,
+}
+
+/// The options of a preview run of the kitchen image on the cloud fakes; a test sets its TTL,
+/// secrets or audit log over these.
+pub fn kitchen_options(prefix: &str) -> UpOptions {
+    UpOptions {
+        image: Some("registry.fly.io/kitchen:abc".into()),
+        artifact: "registry.fly.io/kitchen:abc".into(),
+        prefix: prefix.into(),
+        ..UpOptions::default()
+    }
 }
 
 impl Preview {
+    /// The local forge's directory (a second handle on the same forge opens it again).
+    pub fn forge_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// `preview::up` of `req`, with its log.
     pub async fn up_logged(&self, req: &PreviewRequest) -> (anyhow::Result<UpOutcome>, String) {
         let mut lines = Vec::new();
