@@ -416,14 +416,8 @@ pub fn report_to<W: std::io::Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::{
-        AppDeployment, Branch, BranchRequest, CommentRef, Deleted, DeployRequest, DeploymentRecord,
-        DeploymentStatus, NewDeployment, Owned, PrState, SchemaDiff,
-    };
-    use async_trait::async_trait;
-
-    /// A local-like world: one app and one branch of PR 3, no machines to report or stop.
-    struct Local;
+    use crate::provider::Owned;
+    use crate::provider::stub::Stub;
 
     fn owned(name: &str) -> Owned {
         Owned {
@@ -436,84 +430,31 @@ mod tests {
         }
     }
 
-    #[async_trait]
-    impl Database for Local {
-        fn kind(&self) -> &'static str {
-            "local-postgres"
-        }
-        async fn ensure_branch(&self, _: &BranchRequest) -> anyhow::Result<Branch> {
-            unreachable!()
-        }
-        async fn delete_branch(&self, _: &str) -> anyhow::Result<Deleted> {
-            unreachable!()
-        }
-        async fn schema_diff(&self, _: &Branch) -> anyhow::Result<SchemaDiff> {
-            unreachable!()
-        }
-        async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
-            Ok(vec![owned("atlas_pr_3")])
-        }
-    }
-
-    #[async_trait]
-    impl Platform for Local {
-        fn kind(&self) -> &'static str {
-            "local-process"
-        }
-        async fn deploy(&self, _: &DeployRequest) -> anyhow::Result<AppDeployment> {
-            unreachable!()
-        }
-        async fn destroy(&self, _: &str) -> anyhow::Result<Deleted> {
-            unreachable!()
-        }
-        async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
-            Ok(vec![owned("kitchen-pr-3")])
-        }
-    }
-
-    #[async_trait]
-    impl Forge for Local {
-        fn kind(&self) -> &'static str {
-            "local"
-        }
-        async fn pr_state(&self, _: u64) -> anyhow::Result<Option<PrState>> {
-            unreachable!()
-        }
-        async fn open_prs(&self) -> anyhow::Result<Vec<u64>> {
-            Ok(vec![3])
-        }
-        async fn open_pr_titles(&self) -> anyhow::Result<BTreeMap<u64, String>> {
-            anyhow::bail!("offline")
-        }
-        async fn upsert_comment(&self, _: u64, _: &str, _: &str) -> anyhow::Result<CommentRef> {
-            unreachable!()
-        }
-        async fn create_deployment(
-            &self,
-            _: NewDeployment<'_>,
-        ) -> anyhow::Result<DeploymentRecord> {
-            unreachable!()
-        }
-        async fn set_deployment_status(
-            &self,
-            _: &DeploymentRecord,
-            _: DeploymentStatus<'_>,
-        ) -> anyhow::Result<()> {
-            unreachable!()
-        }
-        async fn deployment_records(&self, _: &str) -> anyhow::Result<Vec<DeploymentRecord>> {
-            unreachable!()
-        }
+    /// A local-like world: one app and one branch of PR 3, no machines to report or stop, and
+    /// a forge that cannot read the PR titles.
+    fn local() -> (Stub, Stub, Stub) {
+        let forge = Stub {
+            kind: "local",
+            open: vec![3],
+            titles_offline: true,
+            ..Default::default()
+        };
+        (
+            Stub::new("local-postgres", vec![owned("atlas_pr_3")]),
+            Stub::new("local-process", vec![owned("kitchen-pr-3")]),
+            forge,
+        )
     }
 
     #[tokio::test]
     async fn the_local_platform_says_plainly_that_it_does_not_sleep() {
         let hours = ActiveHours::parse("Mon-Fri 07:00-20:00 UTC").unwrap();
         let prices = CostSettings::default();
+        let (database, platform, forge) = local();
         let est = survey(
-            &Local,
-            &Local,
-            &Local,
+            &database,
+            &platform,
+            &forge,
             &EstateOptions {
                 now: "2026-01-17T12:00:00Z".parse().unwrap(), // a Saturday
                 active_hours: Some(&hours),

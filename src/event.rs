@@ -718,44 +718,39 @@ mod tests {
     #[test]
     fn forced_command_and_fork_rules() {
         use CommandKind::*;
+        use ForcedCommand as F;
         let ctx = Context::default();
         let same = || pr_event("opened", Some("o/r"), "someone");
         let fork = || pr_event("opened", Some("evil/r"), "someone");
         let closed = || pr_event("closed", Some("o/r"), "someone");
         let bot = || pr_event("opened", Some("o/r"), DEPENDABOT);
         let cases: Vec<(Event, ForcedCommand, CommandKind, bool, &str)> = vec![
-            (same(), ForcedCommand::Auto, PreviewUp, false, ""),
-            (same(), ForcedCommand::Plan, PreviewUp, true, ""),
-            (closed(), ForcedCommand::Plan, PreviewDown, true, ""),
-            (fork(), ForcedCommand::Plan, Skip, true, ""),
+            (same(), F::Auto, PreviewUp, false, ""),
+            (same(), F::Plan, PreviewUp, true, ""),
+            (closed(), F::Plan, PreviewDown, true, ""),
+            (fork(), F::Plan, Skip, true, ""),
             (
                 same(),
-                ForcedCommand::PreviewDown,
+                F::PreviewDown,
                 PreviewDown,
                 false,
                 "input `command` is preview-down",
             ),
             (
                 closed(),
-                ForcedCommand::Verify,
+                F::Verify,
                 Verify,
                 false,
                 "input `command` is verify",
             ),
-            (
-                same(),
-                ForcedCommand::Sweep,
-                Sweep,
-                false,
-                "input `command` is sweep",
-            ),
+            (same(), F::Sweep, Sweep, false, "input `command` is sweep"),
             // A forced command never overrides a fork's skip: that is a trust decision.
-            (fork(), ForcedCommand::PreviewUp, Skip, false, ""),
-            (fork(), ForcedCommand::Release, Skip, false, ""),
+            (fork(), F::PreviewUp, Skip, false, ""),
+            (fork(), F::Release, Skip, false, ""),
             // An untrusted author's skip is no fork's: a forced command takes over.
             (
                 bot(),
-                ForcedCommand::PreviewUp,
+                F::PreviewUp,
                 PreviewUp,
                 false,
                 "input `command` is preview-up",

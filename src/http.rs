@@ -672,6 +672,12 @@ impl Client {
         .await
     }
 
+    /// Sends a call and reads its JSON body; errors name the call.
+    pub async fn send_json<T: serde::de::DeserializeOwned>(&self, call: Call) -> anyhow::Result<T> {
+        let name = call.name.clone();
+        self.send(call).await?.json(&name)
+    }
+
     /// A create that survives transient failures without duplicating the resource: from the
     /// second attempt on (and after a 409/422 conflict) `lookup` is asked first whether the
     /// resource exists now, and what it finds is returned; only otherwise is the create sent

@@ -1,4 +1,5 @@
-//! Preview up / down over the provider traits (issue 3; the sweep is issue 6).
+//! Preview up / down over the provider traits (the sweep, which removes what is left, is
+//! `sweep`).
 //!
 //! # API for other flows
 //! Build a [`Providers`] (the command floor assembles it: `commands/providers.rs`, local or

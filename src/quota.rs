@@ -1,4 +1,4 @@
-//! `[preview] max_previews` and `quota_policy` (issue 17): how many previews a repository may
+//! `[preview] max_previews` and `quota_policy`: how many previews a repository may
 //! have at once, and what a NEW preview does at the cap. A push to an existing preview is never
 //! subject to the cap. Pure decisions over the live set ([`previews`] groups what the providers
 //! list), so the policy is tested without a provider; `preview::up` applies them.

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
-/// GitHub rejects comment bodies longer than this (in characters).
-pub const COMMENT_LIMIT: usize = 65_536;
+// The comment limit lives on the ground floor, where the forges can keep to it too.
+pub use crate::text::{COMMENT_LIMIT, truncate_comment};
 
 /// The embedded templates: (name, source).
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -361,30 +361,6 @@ impl Renderer {
         }
         self.render(name, &v)
     }
-}
-
-/// Cuts a body to the comment limit on a line boundary (closing an open code fence) and says so.
-pub fn truncate_comment(body: &str) -> String {
-    const NOTE: &str = "\n\n> [!WARNING]\n> This comment was truncated to fit GitHub's 65,536-character limit; the full report is in the job summary.\n";
-    let budget = COMMENT_LIMIT - NOTE.chars().count() - 8;
-    let mut out = String::new();
-    let mut count = 0;
-    for line in body.split_inclusive('\n') {
-        let n = line.chars().count();
-        if count + n > budget {
-            break;
-        }
-        out.push_str(line);
-        count += n;
-    }
-    if out.is_empty() {
-        out = body.chars().take(budget).collect();
-    }
-    if out.matches("```").count() % 2 == 1 {
-        out.push_str("\n```");
-    }
-    out.push_str(NOTE);
-    out
 }
 
 /// A template directory from the input (wins) or atlas.toml.

@@ -1,4 +1,4 @@
-//! The lifecycle backstops of issue 6: [`reconcile`] (every run compares its plan with the live
+//! The lifecycle backstops: [`reconcile`] (every run compares its plan with the live
 //! PR) and [`sweep`] (the `schedule` event and `atlas sweep`: destroy previews whose PR is
 //! closed or whose TTL passed).
 //!
@@ -419,113 +419,8 @@ pub async fn sweep_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::{
-        AppDeployment, Branch, BranchRequest, CommentRef, DeployRequest, DeploymentRecord,
-        DeploymentStatus, NewDeployment, PrState, SchemaDiff,
-    };
-    use async_trait::async_trait;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Fake {
-        owned: Mutex<Vec<Owned>>,
-        deleted: Mutex<Vec<String>>,
-        fail_list: bool,
-        fail_delete: Option<String>,
-    }
-
-    impl Fake {
-        fn with(owned: Vec<Owned>) -> Fake {
-            Fake {
-                owned: Mutex::new(owned),
-                ..Default::default()
-            }
-        }
-        fn list(&self) -> anyhow::Result<Vec<Owned>> {
-            if self.fail_list {
-                anyhow::bail!("list failed");
-            }
-            Ok(self.owned.lock().unwrap().clone())
-        }
-        fn delete(&self, name: &str) -> anyhow::Result<Deleted> {
-            if self.fail_delete.as_deref() == Some(name) {
-                anyhow::bail!("delete of {name} failed");
-            }
-            self.deleted.lock().unwrap().push(name.to_string());
-            Ok(Deleted::Removed)
-        }
-    }
-
-    #[async_trait]
-    impl Database for Fake {
-        fn kind(&self) -> &'static str {
-            "fake-db"
-        }
-        async fn ensure_branch(&self, _: &BranchRequest) -> anyhow::Result<Branch> {
-            unreachable!("the sweep never creates")
-        }
-        async fn delete_branch(&self, name: &str) -> anyhow::Result<Deleted> {
-            self.delete(name)
-        }
-        async fn schema_diff(&self, _: &Branch) -> anyhow::Result<SchemaDiff> {
-            unreachable!()
-        }
-        async fn list_branches(&self) -> anyhow::Result<Vec<Owned>> {
-            self.list()
-        }
-    }
-
-    #[async_trait]
-    impl Platform for Fake {
-        fn kind(&self) -> &'static str {
-            "fake-platform"
-        }
-        async fn deploy(&self, _: &DeployRequest) -> anyhow::Result<AppDeployment> {
-            unreachable!("the sweep never deploys")
-        }
-        async fn destroy(&self, app: &str) -> anyhow::Result<Deleted> {
-            self.delete(app)
-        }
-        async fn list_apps(&self) -> anyhow::Result<Vec<Owned>> {
-            self.list()
-        }
-    }
-
-    struct PrForge {
-        state: Option<PrState>,
-    }
-
-    #[async_trait]
-    impl Forge for PrForge {
-        fn kind(&self) -> &'static str {
-            "fake"
-        }
-        async fn pr_state(&self, _: u64) -> anyhow::Result<Option<PrState>> {
-            Ok(self.state.clone())
-        }
-        async fn open_prs(&self) -> anyhow::Result<Vec<u64>> {
-            Ok(vec![])
-        }
-        async fn upsert_comment(&self, _: u64, _: &str, _: &str) -> anyhow::Result<CommentRef> {
-            unreachable!()
-        }
-        async fn create_deployment(
-            &self,
-            _: NewDeployment<'_>,
-        ) -> anyhow::Result<DeploymentRecord> {
-            unreachable!()
-        }
-        async fn set_deployment_status(
-            &self,
-            _: &DeploymentRecord,
-            _: DeploymentStatus<'_>,
-        ) -> anyhow::Result<()> {
-            unreachable!()
-        }
-        async fn deployment_records(&self, _: &str) -> anyhow::Result<Vec<DeploymentRecord>> {
-            unreachable!()
-        }
-    }
+    use crate::provider::PrState;
+    use crate::provider::stub::Stub;
 
     fn now() -> DateTime<Utc> {
         "2026-06-01T12:00:00Z".parse().unwrap()
@@ -551,19 +446,25 @@ mod tests {
         }
     }
 
-    fn world() -> (Fake, Fake) {
-        let db = Fake::with(vec![
-            owned("preview/pr-1", 1, 48, Some(100)), // open -> kept
-            owned("preview/pr-2", 2, 48, Some(100)), // closed -> deleted
-            owned("preview/pr-3", 3, 0, Some(100)),  // closed but within grace -> kept
-            owned("preview/pr-4", 4, 300, Some(-1)), // open but expired -> deleted
-            owned("preview/pr-77", 5, 48, None),     // name does not carry its PR -> kept
-        ]);
-        let apps = Fake::with(vec![
-            owned("kitchen-abc123-pr-1", 1, 48, None),
-            owned("kitchen-abc123-pr-2", 2, 48, None),
-            owned("kitchen-abc123-pr-6", 6, 24 * 30, None), // closed and past TTL
-        ]);
+    fn world() -> (Stub, Stub) {
+        let db = Stub::new(
+            "fake-db",
+            vec![
+                owned("preview/pr-1", 1, 48, Some(100)), // open -> kept
+                owned("preview/pr-2", 2, 48, Some(100)), // closed -> deleted
+                owned("preview/pr-3", 3, 0, Some(100)),  // closed but within grace -> kept
+                owned("preview/pr-4", 4, 300, Some(-1)), // open but expired -> deleted
+                owned("preview/pr-77", 5, 48, None),     // name does not carry its PR -> kept
+            ],
+        );
+        let apps = Stub::new(
+            "fake-platform",
+            vec![
+                owned("kitchen-abc123-pr-1", 1, 48, None),
+                owned("kitchen-abc123-pr-2", 2, 48, None),
+                owned("kitchen-abc123-pr-6", 6, 24 * 30, None), // closed and past TTL
+            ],
+        );
         (db, apps)
     }
 
@@ -621,31 +522,19 @@ mod tests {
     #[tokio::test]
     async fn cap_defers_and_dry_run_only_lists() {
         let (db, apps) = world();
-        let r = sweep_with(
-            &db,
-            &apps,
-            Ok(vec![1, 4]),
-            now(),
-            &SweepOptions {
-                max_deletions: 3,
-                ..opts()
-            },
-        )
-        .await;
+        let capped = SweepOptions {
+            max_deletions: 3,
+            ..opts()
+        };
+        let r = sweep_with(&db, &apps, Ok(vec![1, 4]), now(), &capped).await;
         assert_eq!(r.deleted.len(), 3);
         assert_eq!(r.deferred.len(), 1);
         let (db, apps) = world();
-        let r = sweep_with(
-            &db,
-            &apps,
-            Ok(vec![1, 4]),
-            now(),
-            &SweepOptions {
-                dry_run: true,
-                ..opts()
-            },
-        )
-        .await;
+        let dry = SweepOptions {
+            dry_run: true,
+            ..opts()
+        };
+        let r = sweep_with(&db, &apps, Ok(vec![1, 4]), now(), &dry).await;
         assert_eq!(r.deleted.len(), 4);
         assert!(db.deleted.lock().unwrap().is_empty() && apps.deleted.lock().unwrap().is_empty());
     }
@@ -673,13 +562,14 @@ mod tests {
     #[tokio::test]
     async fn reconcile_decides_from_the_live_pr() {
         let sha = "a".repeat(40);
-        let state = |open, head: &str, merged| PrForge {
-            state: Some(PrState {
+        let state = |open, head: &str, merged| Stub {
+            pr: Some(PrState {
                 number: 7,
                 open,
                 head_sha: head.into(),
                 merged,
             }),
+            ..Default::default()
         };
         assert_eq!(
             reconcile(&state(true, &sha, false), 7, &sha).await.unwrap(),
@@ -697,7 +587,7 @@ mod tests {
             "{d:?}"
         );
         assert!(matches!(
-            reconcile(&PrForge { state: None }, 7, &sha).await.unwrap(),
+            reconcile(&Stub::default(), 7, &sha).await.unwrap(),
             Decision::Missing { .. }
         ));
     }
@@ -735,11 +625,14 @@ mod tests {
         app.pinned_by = Some("octocat".into());
         let mut closed_app = owned("kitchen-abc123-pr-2", 2, 300, Some(-5));
         closed_app.pinned_by = Some("octocat".into());
-        let apps = Fake::with(vec![app, closed_app]);
-        let db = Fake::with(vec![
-            owned("preview/pr-4", 4, 300, None),
-            owned("preview/pr-2", 2, 300, None),
-        ]);
+        let apps = Stub::new("fake-platform", vec![app, closed_app]);
+        let db = Stub::new(
+            "fake-db",
+            vec![
+                owned("preview/pr-4", 4, 300, None),
+                owned("preview/pr-2", 2, 300, None),
+            ],
+        );
         let r = sweep_with(&db, &apps, Ok(vec![4]), now(), &opts()).await;
         assert!(r.ok(), "{r:?}");
         let gone: Vec<&str> = r.deleted.iter().map(|d| d.name.as_str()).collect();
@@ -755,8 +648,8 @@ mod tests {
         // An empty pin value (an unpinned app) is no pin: the TTL applies again.
         let mut unpinned = owned("kitchen-abc123-pr-4", 4, 300, Some(-5));
         unpinned.pinned_by = Some(String::new());
-        let apps = Fake::with(vec![unpinned]);
-        let r = sweep_with(&Fake::default(), &apps, Ok(vec![4]), now(), &opts()).await;
+        let apps = Stub::new("fake-platform", vec![unpinned]);
+        let r = sweep_with(&Stub::default(), &apps, Ok(vec![4]), now(), &opts()).await;
         assert_eq!(r.deleted.len(), 1, "{r:?}");
     }
 

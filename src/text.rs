@@ -1,5 +1,8 @@
 //! Plain text helpers shared by every floor.
 
+/// GitHub rejects comment bodies longer than this (in characters).
+pub const COMMENT_LIMIT: usize = 65_536;
+
 /// `s` cut to `n` characters, with an ellipsis when anything was cut.
 pub fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
@@ -82,6 +85,30 @@ fn inert_url(s: &str, out: &mut String) {
             out.push_str(&format!("%{b:02X}"));
         }
     }
+}
+
+/// Cuts a body to the comment limit on a line boundary (closing an open code fence) and says so.
+pub fn truncate_comment(body: &str) -> String {
+    const NOTE: &str = "\n\n> [!WARNING]\n> This comment was truncated to fit GitHub's 65,536-character limit; the full report is in the job summary.\n";
+    let budget = COMMENT_LIMIT - NOTE.chars().count() - 8;
+    let mut out = String::new();
+    let mut count = 0;
+    for line in body.split_inclusive('\n') {
+        let n = line.chars().count();
+        if count + n > budget {
+            break;
+        }
+        out.push_str(line);
+        count += n;
+    }
+    if out.is_empty() {
+        out = body.chars().take(budget).collect();
+    }
+    if out.matches("```").count() % 2 == 1 {
+        out.push_str("\n```");
+    }
+    out.push_str(NOTE);
+    out
 }
 
 #[cfg(test)]

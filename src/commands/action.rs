@@ -161,23 +161,40 @@ fn pr_text(event: &Event, pr: u64) -> (String, Option<String>) {
     }
 }
 
-/// `atlas run` for preview-up and preview-down.
-pub async fn preview(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Result<()> {
+/// `atlas run` for one PR's preview (up, down) or its pin label (pin, unpin): one report that
+/// carries the PR, written however the run ends.
+async fn pr_run(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Result<()> {
     let mut report = RunReport::new(plan.command.as_str(), &plan.sha);
     report.pr = plan.pr;
-    let result = preview_inner(ctx, event, plan, &mut report).await;
+    let pin = matches!(plan.command, CommandKind::Pin | CommandKind::Unpin);
+    let result = match plan.pr {
+        None if pin => Err(anyhow::anyhow!(
+            "no pull request number: a pin needs the pull request whose preview to pin"
+        )),
+        None => Err(anyhow::anyhow!(
+            "no pull request number: set the `pr` input for a manual preview run"
+        )),
+        Some(pr) if pin => {
+            let by = (plan.command == CommandKind::Pin).then(|| match event {
+                Event::PullRequest { sender, .. } => login(sender.as_deref()),
+                _ => login(None),
+            });
+            let private = matches!(event, Event::PullRequest { pr: p, .. } if p.repository_private);
+            pin_inner(ctx, pr, by.as_deref(), Some(private), &mut report).await
+        }
+        Some(pr) => preview_inner(ctx, event, plan, pr, &mut report).await,
+    };
     finish(ctx, report, result)
 }
 
+/// Preview-up and preview-down.
 async fn preview_inner(
     ctx: &mut Ctx,
     event: &Event,
     plan: &Plan,
+    pr: u64,
     report: &mut RunReport,
 ) -> anyhow::Result<()> {
-    let pr = plan
-        .pr
-        .context("no pull request number: set the `pr` input for a manual preview run")?;
     let providers = super::providers::cloud(ctx)?;
     let repo = super::providers::repository(ctx)?;
     let prefix = crate::naming::prefix(ctx.settings.app.name.as_deref(), &repo);
@@ -312,15 +329,6 @@ fn flush(ctx: &mut Ctx, lines: &mut Vec<String>, known: &mut Vec<String>) {
     }
 }
 
-/// `atlas run` for the pin label (`labeled` / `unlabeled`): recorded on the resources and in
-/// the comment, nothing rebuilt.
-pub async fn pin_run(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Result<()> {
-    let mut report = RunReport::new(plan.command.as_str(), &plan.sha);
-    report.pr = plan.pr;
-    let result = pin_inner(ctx, event, plan, &mut report).await;
-    finish(ctx, report, result)
-}
-
 /// A GitHub login as Atlas records it: its own characters only (`[bot]` included).
 fn login(sender: Option<&str>) -> String {
     let l: String = sender
@@ -332,35 +340,23 @@ fn login(sender: Option<&str>) -> String {
     if l.is_empty() { "unknown".into() } else { l }
 }
 
+/// The pin label (`labeled` / `unlabeled`): pinned `by` its sender, or unpinned; recorded on
+/// the resources and in the comment, nothing rebuilt.
 async fn pin_inner(
     ctx: &mut Ctx,
-    event: &Event,
-    plan: &Plan,
+    pr: u64,
+    by: Option<&str>,
+    private: Option<bool>,
     report: &mut RunReport,
 ) -> anyhow::Result<()> {
-    let pr = plan
-        .pr
-        .context("no pull request number: a pin needs the pull request whose preview to pin")?;
     let providers = super::providers::cloud_for_sweep(ctx)?;
-    let by = (plan.command == CommandKind::Pin).then(|| match event {
-        Event::PullRequest { sender, .. } => login(sender.as_deref()),
-        _ => login(None),
-    });
     let ttl = ctx.config.ttl.unwrap_or(ctx.settings.preview.ttl);
-    let renew = from_now(ttl).context("the ttl is too long")?;
-    let out = crate::lifecycle::pin(
-        providers.database.as_ref(),
-        providers.platform.as_ref(),
-        pr,
-        by.as_deref(),
-        renew,
-    )
-    .await?;
+    let (out, comment) = pin_preview(&providers, &renderer(ctx)?, pr, by, ttl, private).await?;
+    let command = if by.is_some() { "pin" } else { "unpin" };
     if out.changed.is_empty() {
         // The preview the next push builds reads the label from its event (`up` pins it then).
         let reason = format!(
-            "pull request #{pr} has no preview yet: nothing to {} now; the preview its next push builds is {}",
-            plan.command.as_str(),
+            "pull request #{pr} has no preview yet: nothing to {command} now; the preview its next push builds is {}",
             if by.is_some() {
                 "pinned (the label is on the pull request)"
             } else {
@@ -373,17 +369,8 @@ async fn pin_inner(
         return Ok(());
     }
     for c in &out.changed {
-        ctx.gha.info(&format!("{}: {c}", plan.command.as_str()));
+        ctx.gha.info(&format!("{command}: {c}"));
     }
-    let private = matches!(event, Event::PullRequest { pr: p, .. } if p.repository_private);
-    let comment = crate::lifecycle::lifecycle_comment(
-        providers.forge.as_ref(),
-        providers.platform.as_ref(),
-        &renderer(ctx)?,
-        crate::lifecycle::Changed::Pin(&out),
-        Some(private),
-    )
-    .await?;
     report.comment_url = comment.map(|c| c.url);
     report.verdict = if by.is_some() { "pinned" } else { "unpinned" }.into();
     report.reason = Some(match &by {
@@ -506,34 +493,57 @@ fn from_now(ttl: std::time::Duration) -> Option<chrono::DateTime<chrono::Utc>> {
         .and_then(|d| chrono::Utc::now().checked_add_signed(d))
 }
 
+/// Pins (`by`) or unpins the preview of `pr`, its expiry renewed to `ttl` from now, and
+/// updates its comment when there was a preview to pin: what the pin label and
+/// `atlas preview pin` both do.
+async fn pin_preview(
+    providers: &crate::provider::Providers,
+    renderer: &Renderer,
+    pr: u64,
+    by: Option<&str>,
+    ttl: std::time::Duration,
+    // Whether the repository is private (the event says so; `None` for a CLI run, which reads
+    // it from the old comment): the rewritten comment carries a signed link only then.
+    private: Option<bool>,
+) -> anyhow::Result<(
+    crate::lifecycle::PinOutcome,
+    Option<crate::provider::CommentRef>,
+)> {
+    let renew = from_now(ttl).context("the ttl is too long")?;
+    let out = crate::lifecycle::pin(
+        providers.database.as_ref(),
+        providers.platform.as_ref(),
+        pr,
+        by,
+        renew,
+    )
+    .await?;
+    if out.changed.is_empty() {
+        return Ok((out, None));
+    }
+    let comment = crate::lifecycle::lifecycle_comment(
+        providers.forge.as_ref(),
+        providers.platform.as_ref(),
+        renderer,
+        crate::lifecycle::Changed::Pin(&out),
+        private,
+    )
+    .await?;
+    Ok((out, comment))
+}
+
 /// `atlas preview pin --pr N [--by LOGIN] [--unpin] [--local]`: what the pin label does.
 pub async fn cli_pin(
     args: &crate::cli::PinArgs,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let (providers, ttl, template_dir) = lifecycle_cli(args.local, None, config).await?;
-    let renew = from_now(ttl).context("the ttl is too long")?;
     let by = (!args.unpin).then(|| login(Some(&args.by)));
-    let out = crate::lifecycle::pin(
-        providers.database.as_ref(),
-        providers.platform.as_ref(),
-        args.pr,
-        by.as_deref(),
-        renew,
-    )
-    .await?;
+    let r = Renderer::new(template_dir.as_deref())?;
+    let (out, _) = pin_preview(&providers, &r, args.pr, by.as_deref(), ttl, None).await?;
     if out.changed.is_empty() {
         bail!("PR #{} has no preview to pin", args.pr);
     }
-    let r = Renderer::new(template_dir.as_deref())?;
-    crate::lifecycle::lifecycle_comment(
-        providers.forge.as_ref(),
-        providers.platform.as_ref(),
-        &r,
-        crate::lifecycle::Changed::Pin(&out),
-        None,
-    )
-    .await?;
     eprintln!(
         "preview of PR #{} {} ({})",
         out.pr,
@@ -590,9 +600,11 @@ pub async fn cli_sweep(
 /// Dispatches the preview and sweep commands of `atlas run`.
 pub async fn dispatch(ctx: &mut Ctx, event: &Event, plan: &Plan) -> anyhow::Result<()> {
     match plan.command {
-        CommandKind::PreviewUp | CommandKind::PreviewDown => preview(ctx, event, plan).await,
+        CommandKind::PreviewUp
+        | CommandKind::PreviewDown
+        | CommandKind::Pin
+        | CommandKind::Unpin => pr_run(ctx, event, plan).await,
         CommandKind::Sweep => sweep_run(ctx, false).await,
-        CommandKind::Pin | CommandKind::Unpin => pin_run(ctx, event, plan).await,
         other => bail!("internal: {} is not a preview command", other.as_str()),
     }
 }

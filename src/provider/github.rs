@@ -1,5 +1,5 @@
 //! GitHub through octocrab's raw request methods: the one sticky PR comment, deployment records
-//! and statuses, and the live PR state that every run reconciles with (issue 6).
+//! and statuses, and the live PR state that every run reconciles with.
 //!
 //! The base URI comes from `GITHUB_API_URL` (GitHub Enterprise Server works the same way) and
 //! every call goes through [`crate::http::with_retry`]: reads, updates and deletes are retried on
@@ -791,32 +791,17 @@ impl Forge for GithubForge {
             .and_then(|c| c["body"].as_str().map(str::to_string)))
     }
 
-    async fn upsert_comment(
-        &self,
-        pr: u64,
-        marker: &str,
-        body: &str,
-    ) -> anyhow::Result<CommentRef> {
-        // The body must carry the marker, or the next run would not find it.
-        let mut body = if body.contains(marker) {
-            body.to_string()
-        } else {
-            format!("{marker}\n{body}")
-        };
-        // GitHub rejects longer bodies; callers render with `render_comment`, this is a backstop.
-        if body.chars().count() > crate::report::COMMENT_LIMIT {
-            body = crate::report::truncate_comment(&body);
-        }
+    async fn put_comment(&self, pr: u64, marker: &str, body: &str) -> anyhow::Result<CommentRef> {
         let ours = self.our_comments(pr, marker).await?;
         if let Some(first) = ours.first() {
             // Duplicates from an earlier race: keep the oldest.
             for dup in &ours[1..] {
                 self.delete_comment(id_of(dup)?).await?;
             }
-            if same_body(first["body"].as_str().unwrap_or_default(), &body) {
+            if same_body(first["body"].as_str().unwrap_or_default(), body) {
                 return comment_ref(first, "unchanged");
             }
-            let updated = self.update_comment(id_of(first)?, &body).await?;
+            let updated = self.update_comment(id_of(first)?, body).await?;
             return comment_ref(&updated, "updated");
         }
         let call = "create the PR comment";
@@ -859,7 +844,7 @@ impl Forge for GithubForge {
         }
         // Another run's comment won (or ours landed although its response was lost); make sure
         // it shows this run's content.
-        if same_body(oldest["body"].as_str().unwrap_or_default(), &body) {
+        if same_body(oldest["body"].as_str().unwrap_or_default(), body) {
             let action = if created.is_none() {
                 "created"
             } else {
@@ -867,7 +852,7 @@ impl Forge for GithubForge {
             };
             return comment_ref(oldest, action);
         }
-        let updated = self.update_comment(id_of(oldest)?, &body).await?;
+        let updated = self.update_comment(id_of(oldest)?, body).await?;
         comment_ref(&updated, "updated")
     }
 

@@ -11,6 +11,8 @@ pub mod fly;
 pub mod github;
 pub mod local;
 pub mod neon;
+#[cfg(test)]
+pub mod stub;
 
 use std::collections::BTreeMap;
 
@@ -161,22 +163,20 @@ pub trait Database: Send + Sync {
     }
     /// `anonymized`: applies `req.masking` again to a branch the migrations just ran on, so
     /// that rows they wrote into a masked column are masked too (see `data`); `since` is the
-    /// [`Database::mask_mark`] taken before them. Nothing to do without rules; a provider that
-    /// cannot mask again fails closed.
+    /// [`Database::mask_mark`] taken before them. The flow calls it only when there are rules
+    /// (a branch without them has nothing to mask); a provider that cannot mask again fails
+    /// closed.
     async fn mask_again(
         &self,
         branch: &Branch,
-        req: &BranchRequest,
+        _req: &BranchRequest,
         _since: Option<&str>,
     ) -> anyhow::Result<()> {
-        match &req.masking {
-            None => Ok(()),
-            Some(_) => anyhow::bail!(
-                "{}: cannot apply the masking rules again to {} after the migrations",
-                self.kind(),
-                branch.name
-            ),
-        }
+        anyhow::bail!(
+            "{}: cannot apply the masking rules again to {} after the migrations",
+            self.kind(),
+            branch.name
+        )
     }
     /// The branch's logical size in bytes, for the cost estimate; `None` when the provider
     /// does not report one.
@@ -518,9 +518,28 @@ pub trait Forge: Send + Sync {
     async fn open_pr_titles(&self) -> anyhow::Result<BTreeMap<u64, String>> {
         Ok(BTreeMap::new())
     }
-    /// Creates or updates the one sticky comment (found by `marker` and by author).
-    async fn upsert_comment(&self, pr: u64, marker: &str, body: &str)
-    -> anyhow::Result<CommentRef>;
+    /// Creates or updates the one sticky comment (found by `marker` and by author). Every forge
+    /// keeps the same rules for its body: it carries the marker (or the next run would not find
+    /// it) and stays within the comment limit (callers render with `render_comment`; this is the
+    /// backstop).
+    async fn upsert_comment(
+        &self,
+        pr: u64,
+        marker: &str,
+        body: &str,
+    ) -> anyhow::Result<CommentRef> {
+        let mut body = if body.contains(marker) {
+            body.to_string()
+        } else {
+            format!("{marker}\n{body}")
+        };
+        if body.chars().count() > crate::text::COMMENT_LIMIT {
+            body = crate::text::truncate_comment(&body);
+        }
+        self.put_comment(pr, marker, &body).await
+    }
+    /// Writes the sticky comment as [`Forge::upsert_comment`] made its body.
+    async fn put_comment(&self, pr: u64, marker: &str, body: &str) -> anyhow::Result<CommentRef>;
     /// The sticky comment's body, when there is one (`down` reads the contract recorded in it).
     async fn comment_body(&self, _pr: u64, _marker: &str) -> anyhow::Result<Option<String>> {
         Ok(None)

@@ -122,14 +122,13 @@ impl NeonDatabase {
             let query = url::form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(q)
                 .finish();
-            let r = self
+            let v: Value = self
                 .client
-                .send(Call::get(
+                .send_json(Call::get(
                     "list branches",
                     format!("{}/branches?{query}", self.p()),
                 ))
                 .await?;
-            let v: Value = r.json("list branches")?;
             let branches: Vec<ApiBranch> = serde_json::from_value(v["branches"].clone())
                 .context("neon: list branches returned an unexpected shape")?;
             let n = branches.len();
@@ -200,9 +199,9 @@ impl NeonDatabase {
                     );
                 }
                 tokio::time::sleep(self.client.poll()).await;
-                let r = self
+                let v: Value = self
                     .client
-                    .send(
+                    .send_json(
                         Call::get(
                             format!("get operation {}", cur.action),
                             format!("{}/operations/{}", self.p(), enc(&cur.id)),
@@ -210,7 +209,6 @@ impl NeonDatabase {
                         .transient_404(transient_404),
                     )
                     .await?;
-                let v: Value = r.json("get operation")?;
                 cur = serde_json::from_value(v["operation"].clone())
                     .context("neon: get operation returned an unexpected shape")?;
             }
@@ -222,14 +220,13 @@ impl NeonDatabase {
     /// mutations meanwhile), within `operation_timeout` from `since`.
     async fn wait_project_idle(&self, call: &str, since: std::time::Instant) -> anyhow::Result<()> {
         loop {
-            let r = self
+            let v: Value = self
                 .client
-                .send(Call::get(
+                .send_json(Call::get(
                     "list project operations",
                     format!("{}/operations?limit=100", self.p()),
                 ))
                 .await?;
-            let v: Value = r.json("list project operations")?;
             let ops: Vec<ApiOperation> =
                 serde_json::from_value(v["operations"].clone()).unwrap_or_default();
             let pending: Vec<&ApiOperation> = ops
@@ -362,6 +359,21 @@ impl NeonDatabase {
         let v: Value = r.json("update branch")?;
         self.wait_operations(&v["operations"], false).await
     }
+
+    /// Moves (`Some`) or removes (`None`) the expiry of the branch `name`, only when it is
+    /// Atlas's.
+    async fn set_own_expiry(&self, name: &str, at: Option<DateTime<Utc>>) -> anyhow::Result<()> {
+        let Some((b, ann)) = self.find(name).await? else {
+            anyhow::bail!(
+                "neon: branch `{name}` not found in project {}",
+                self.project
+            );
+        };
+        if !self.is_ours(&ann, None) {
+            anyhow::bail!("neon: branch `{name}` is not atlas's; its expiry was left alone");
+        }
+        self.patch_expiry(&b.id, at).await
+    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -375,29 +387,11 @@ impl Database for NeonDatabase {
     }
 
     async fn set_expiry(&self, name: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
-        let Some((b, ann)) = self.find(name).await? else {
-            anyhow::bail!(
-                "neon: branch `{name}` not found in project {}",
-                self.project
-            );
-        };
-        if !self.is_ours(&ann, None) {
-            anyhow::bail!("neon: branch `{name}` is not atlas's; its expiry was left alone");
-        }
-        self.patch_expiry(&b.id, Some(at)).await
+        self.set_own_expiry(name, Some(at)).await
     }
 
     async fn clear_expiry(&self, name: &str) -> anyhow::Result<()> {
-        let Some((b, ann)) = self.find(name).await? else {
-            anyhow::bail!(
-                "neon: branch `{name}` not found in project {}",
-                self.project
-            );
-        };
-        if !self.is_ours(&ann, None) {
-            anyhow::bail!("neon: branch `{name}` is not atlas's; its expiry was left alone");
-        }
-        self.patch_expiry(&b.id, None).await
+        self.set_own_expiry(name, None).await
     }
 
     async fn ensure_branch(&self, req: &BranchRequest) -> anyhow::Result<Branch> {
@@ -596,9 +590,9 @@ impl Database for NeonDatabase {
                 branch.parent
             )
         })?;
-        let r = self
+        let v: Value = self
             .client
-            .send(Call::get(
+            .send_json(Call::get(
                 "compare schema",
                 format!(
                     "{}/branches/{}/compare_schema?base_branch_id={}&db_name={}",
@@ -609,7 +603,6 @@ impl Database for NeonDatabase {
                 ),
             ))
             .await?;
-        let v: Value = r.json("compare schema")?;
         Ok(SchemaDiff {
             diff: v["diff"].as_str().unwrap_or_default().to_string(),
         })
@@ -635,9 +628,6 @@ impl Database for NeonDatabase {
         req: &BranchRequest,
         _since: Option<&str>,
     ) -> anyhow::Result<()> {
-        if req.masking.is_none() {
-            return Ok(());
-        }
         // The branch keeps its rules: a new masking run over all its rows (Neon masks a
         // branch as a whole), awaited.
         self.unlocked("start anonymization", || {
@@ -709,9 +699,9 @@ impl NeonDatabase {
             .join(", ");
         let start = std::time::Instant::now();
         loop {
-            let r = self
+            let v: Value = self
                 .client
-                .send(
+                .send_json(
                     Call::get(
                         "get anonymized branch status",
                         format!("{}/branches/{}/anonymized_status", self.p(), enc(branch_id)),
@@ -719,7 +709,6 @@ impl NeonDatabase {
                     .transient_404(true),
                 )
                 .await?;
-            let v: Value = r.json("get anonymized branch status")?;
             let state = v["state"].as_str().unwrap_or("").to_string();
             let message = secret::redact(v["status_message"].as_str().unwrap_or("no message"));
             match state.as_str() {

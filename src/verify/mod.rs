@@ -1,5 +1,5 @@
-//! The verification chain as data: stages, gates, canary, rollback (DESIGN.md sections 1 and 3,
-//! issue 7). `atlas verify` (push to the default branch) deploys QA, runs the integration tests
+//! The verification chain as data: stages, gates, canary, rollback (DESIGN.md sections 1 and
+//! 3). `atlas verify` (push to the default branch) deploys QA, runs the integration tests
 //! and the load gate; `atlas release` (a tag) continues with migrations rehearsed on a throwaway
 //! copy of production, a canary analysed side by side with the stable version, a one-at-a-time
 //! production rollout, and a rollback of everything it changed when a stage fails.

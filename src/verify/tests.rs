@@ -12,9 +12,7 @@ use super::chain::{self, Chain, LoadGate, Mode, Outcome, Release, Stage, StageSt
 use super::fleet::{Fleet, Instance, Target};
 use super::migrate::ReleaseDatabase;
 use crate::config::Settings;
-use crate::provider::{
-    CommentRef, DeploymentRecord, DeploymentStatus, Forge, NewDeployment, PrState,
-};
+use crate::provider::stub::Stub;
 use crate::secret::Secret;
 
 #[derive(Default)]
@@ -256,48 +254,6 @@ impl LoadGate for FakeLoad {
     }
 }
 
-#[derive(Default)]
-struct FakeForge {
-    statuses: Mutex<Vec<(String, String)>>,
-}
-
-#[async_trait]
-impl Forge for FakeForge {
-    fn kind(&self) -> &'static str {
-        "fake"
-    }
-    async fn pr_state(&self, _pr: u64) -> anyhow::Result<Option<PrState>> {
-        Ok(None)
-    }
-    async fn open_prs(&self) -> anyhow::Result<Vec<u64>> {
-        Ok(vec![])
-    }
-    async fn upsert_comment(&self, _pr: u64, _m: &str, _b: &str) -> anyhow::Result<CommentRef> {
-        anyhow::bail!("not used")
-    }
-    async fn create_deployment(&self, new: NewDeployment<'_>) -> anyhow::Result<DeploymentRecord> {
-        Ok(DeploymentRecord {
-            id: new.environment.into(),
-            environment: new.environment.into(),
-            url: None,
-        })
-    }
-    async fn set_deployment_status(
-        &self,
-        record: &DeploymentRecord,
-        status: DeploymentStatus<'_>,
-    ) -> anyhow::Result<()> {
-        self.statuses
-            .lock()
-            .unwrap()
-            .push((record.environment.clone(), status.state.as_str().into()));
-        Ok(())
-    }
-    async fn deployment_records(&self, _e: &str) -> anyhow::Result<Vec<DeploymentRecord>> {
-        Ok(Vec::new())
-    }
-}
-
 fn settings(extra: &str) -> Settings {
     let text = format!(
         r#"
@@ -332,7 +288,7 @@ struct Run {
     fleet: FakeFleet,
     db: FakeDb,
     load: FakeLoad,
-    forge: FakeForge,
+    forge: Stub,
 }
 
 /// A release of `version` with the default settings, fleet and load.
@@ -357,7 +313,7 @@ async fn run_with(
     let fleet = FakeFleet::new(3, "v1").await;
     setup(&mut fleet.state.lock().unwrap());
     let db = FakeDb::default();
-    let forge = FakeForge::default();
+    let forge = Stub::default();
     let report = {
         let c = Chain {
             settings: &s,

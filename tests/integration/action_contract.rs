@@ -38,7 +38,7 @@ fn action() -> serde_norway::Value {
 /// The binary the runner-shaped tests run: the one cargo builds for the tests. What they prove
 /// depends on the code, not on how it was linked; the static link is checked on its own.
 fn atlas_binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_atlas"))
+    Path::new(crate::common::bin::ATLAS)
 }
 
 /// The musl release binary: `ATLAS_MUSL_BIN` (what `.ci/run` builds), or else built here in the

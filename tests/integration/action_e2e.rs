@@ -297,17 +297,14 @@ impl World {
 
         // With `time_v`, GNU time reports the run's peak memory on stderr.
         let mut cmd = if self.time_v.load(std::sync::atomic::Ordering::Relaxed) {
-            let mut c = tokio::process::Command::new("/usr/bin/time");
-            c.arg("-v").arg(env!("CARGO_BIN_EXE_atlas"));
+            let mut c = env.command("/usr/bin/time");
+            c.arg("-v").arg(crate::common::bin::ATLAS);
             c
         } else {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+            env.command(crate::common::bin::ATLAS)
         };
-        let child = cmd
-            .args(args)
-            .env_clear()
-            .envs(&env.vars)
-            .current_dir(env.workspace())
+        cmd.args(args);
+        let child = tokio::process::Command::from(cmd)
             .kill_on_drop(true)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -1301,8 +1298,7 @@ async fn allowed_teams_reach_the_github_gate_on_fly() {
         .port();
     let base = format!("http://127.0.0.1:{port}");
     let upstream = w.app_base.trim_start_matches("http://").to_string();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
-    cmd.env_clear();
+    let mut cmd = tokio::process::Command::from(crate::common::bin::atlas());
     for (k, v) in &env {
         cmd.env(k, v.as_str().unwrap());
     }

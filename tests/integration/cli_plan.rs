@@ -3,7 +3,7 @@
 //! Every case runs the real binary with a scrubbed, runner-shaped environment.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
@@ -17,14 +17,12 @@ fn payload(name: &str) -> Value {
 }
 
 fn atlas(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_atlas"));
-    c.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
+    crate::common::bin::atlas()
+        .args(args)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 /// Runs `atlas plan --event-name <event> --event-path <path>` with no other environment.

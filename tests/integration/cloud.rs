@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use atlas::config::Settings;
 use atlas::naming;
-use atlas::provider::fly::FlyPlatform;
-use atlas::provider::neon::NeonDatabase;
 use atlas::provider::{
     AppDeployment, Branch, BranchRequest, Database, Deleted, DeployRequest, Platform,
 };
@@ -30,14 +28,8 @@ const FLY_TOKEN: &str = "fly-token-Kp72yy4";
 const ORG: &str = "atlas-org";
 const STRIPE: &str = "sk_test_stripe_Wm33";
 
-pub(crate) struct Env {
-    pub(crate) neon: FakeNeon,
-    pub(crate) fly: FakeFly,
-    pub(crate) db: NeonDatabase,
-    pub(crate) platform: FlyPlatform,
-    pub(crate) prefix: String,
-    pub(crate) settings: Settings,
-}
+/// The fakes and the providers over them.
+pub(crate) type Env = world::Cloud;
 
 async fn env() -> Env {
     env_with(|_, _| {}).await
@@ -46,29 +38,15 @@ async fn env() -> Env {
 /// The fakes and the providers over them; `tune` adjusts atlas.toml (the preview URL points at
 /// a plain health server unless it is set to the fake Fly proxy).
 pub(crate) async fn env_with(tune: impl FnOnce(&mut Settings, &FakeFly)) -> Env {
-    let neon = FakeNeon::start(NEON_KEY).await;
-    let fly = FakeFly::start(FLY_TOKEN).await;
-    let health = openapi::serve_health().await;
-    let mut settings = Settings::default();
-    settings.fly.preview_url = Some(health);
-    settings.database.schema_only = true;
-    // No bookkeeping tables to keep: nothing to copy, so no PostgreSQL is needed behind the
-    // fake (neon_fixtures.rs copies them on a real one).
-    settings.database.migrations_tables = Vec::new();
-    settings.neon.operation_timeout = Duration::from_secs(2);
-    tune(&mut settings, &fly);
     let wire = world::Wire::fast(6, Duration::from_millis(50), Duration::from_secs(20));
-    let db = world::neon_database(&neon, &settings, REPO, &wire);
-    let platform = world::fly_platform(&fly, &settings, REPO, ORG, &wire);
-    let prefix = naming::prefix(settings.app.name.as_deref(), REPO);
-    Env {
-        neon,
-        fly,
-        db,
-        platform,
-        prefix,
-        settings,
-    }
+    world::Cloud::start((NEON_KEY, FLY_TOKEN), (REPO, ORG), &wire, |s, fly| {
+        s.database.schema_only = true;
+        // No bookkeeping tables to keep: nothing to copy, so no PostgreSQL is needed behind the
+        // fake (neon_fixtures.rs copies them on a real one).
+        s.database.migrations_tables = Vec::new();
+        tune(s, fly)
+    })
+    .await
 }
 
 impl Env {
@@ -642,59 +620,37 @@ async fn listing_paginates() {
 mod with_preview {
     use super::*;
     use atlas::preview::{self, PreviewRequest, UpOptions};
-    use atlas::provider::Providers;
-    use atlas::provider::local::forge::LocalForge;
 
-    struct Run {
-        neon: FakeNeon,
-        fly: FakeFly,
-        providers: Providers,
-        settings: Settings,
-        opts: UpOptions,
-        _dir: tempfile::TempDir,
+    /// This module's run over the shared orchestration world.
+    struct Run(world::Preview);
+
+    impl std::ops::Deref for Run {
+        type Target = world::Preview;
+        fn deref(&self) -> &world::Preview {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Run {
+        fn deref_mut(&mut self) -> &mut world::Preview {
+            &mut self.0
+        }
     }
 
     async fn run() -> Run {
         let e = env().await;
-        let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::default();
         settings.preview.secrets = vec!["STRIPE_KEY".into()];
         settings.app.readiness_timeout = Duration::from_secs(3);
         let mut preview_secrets = BTreeMap::new();
         preview_secrets.insert("STRIPE_KEY".to_string(), Secret::new(STRIPE));
-        let opts = UpOptions {
+        let prefix = e.prefix.clone();
+        Run(e.preview(settings, |dir| UpOptions {
             preview_secrets,
-            image: Some("registry.fly.io/kitchen:abc".into()),
-            artifact: "registry.fly.io/kitchen:abc".into(),
             ttl: Some(Duration::from_secs(3 * 86400)),
-            template_dir: None,
-            audit_log: Some(dir.path().join("audit.jsonl")),
-            prefix: e.prefix.clone(),
-            history_base: None,
-            dashboard_url: None,
-            private_repository: false,
-            now: None,
-            pin_labeled: None,
-        };
-        let Env {
-            neon,
-            fly,
-            db,
-            platform,
-            ..
-        } = e;
-        Run {
-            neon,
-            fly,
-            providers: Providers {
-                database: Box::new(db),
-                platform: Box::new(platform),
-                forge: Box::new(LocalForge::new(dir.path(), false)),
-            },
-            settings,
-            opts,
-            _dir: dir,
-        }
+            audit_log: Some(dir.join("audit.jsonl")),
+            ..world::kitchen_options(&prefix)
+        }))
     }
 
     fn req(pr: u64, sha: &str) -> PreviewRequest {
@@ -710,26 +666,12 @@ mod with_preview {
     impl Run {
         /// `preview::up` of PR `pr` at `sha`, quietly.
         async fn up(&self, pr: u64, sha: &str) -> anyhow::Result<preview::UpOutcome> {
-            preview::up(
-                &self.providers,
-                &self.settings,
-                &req(pr, sha),
-                &self.opts,
-                &mut |_| {},
-            )
-            .await
+            self.up_logged(&req(pr, sha)).await.0
         }
 
         /// `preview::down` of PR `pr` at `sha`, quietly.
         async fn down(&self, pr: u64, sha: &str) -> anyhow::Result<preview::DownOutcome> {
-            preview::down(
-                &self.providers,
-                &self.settings,
-                &req(pr, sha),
-                &self.opts,
-                &mut |_| {},
-            )
-            .await
+            self.down_quietly(&req(pr, sha)).await
         }
 
         fn calls(&self) -> usize {
@@ -738,20 +680,6 @@ mod with_preview {
         fn reset(&self) {
             self.neon.core.reset_calls();
             self.fly.core.reset_calls();
-        }
-        fn assert_clean(&self) {
-            assert!(
-                self.neon.preview_branches().is_empty(),
-                "{:?}",
-                self.neon.preview_branches()
-            );
-            assert!(
-                self.fly.app_names().is_empty(),
-                "{:?}",
-                self.fly.app_names()
-            );
-            assert_eq!(self.neon.core.violations(), Vec::<String>::new());
-            assert_eq!(self.fly.core.violations(), Vec::<String>::new());
         }
         fn secrets(&self) -> Vec<String> {
             let mut v = vec![

@@ -1,35 +1,35 @@
-//! Data models (`[database] data_model`, issue 15) through the real orchestration
+//! Data models (`[database] data_model`) through the real orchestration
 //! (`preview::up` / `down`) on the Neon and Fly fakes: anonymized branches (success, a masking
 //! run that fails, one that never ends, an unknown column), the seed of `seeded` / `fixtures`
 //! (once on create, never on update; a failing seed), `none` (no branch, no `DATABASE_URL`) and
 //! `reset = "on-push"` (Neon's restore, then masking again). Every request is checked against
 //! the published specs.
 
-use crate::common::fake_fly::FakeFly;
-use crate::common::fake_neon::FakeNeon;
-use crate::common::openapi;
 use crate::common::world;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use atlas::config::{DataModel, MaskingRule, ResetPolicy, Settings};
-use atlas::naming;
 use atlas::preview::{self, PreviewRequest, UpOptions};
-use atlas::provider::Providers;
-use atlas::provider::local::forge::LocalForge;
 
 const REPO: &str = "octo-org/kitchen";
 const NEON_KEY: &str = "neon-api-key-Dm15aa1";
 const FLY_TOKEN: &str = "fly-token-Dm15bb2";
 
-struct Run {
-    neon: FakeNeon,
-    fly: FakeFly,
-    providers: Providers,
-    settings: Settings,
-    opts: UpOptions,
-    _dir: tempfile::TempDir,
+/// This module's run over the shared orchestration world.
+struct Run(world::Preview);
+
+impl std::ops::Deref for Run {
+    type Target = world::Preview;
+    fn deref(&self) -> &world::Preview {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Run {
+    fn deref_mut(&mut self) -> &mut world::Preview {
+        &mut self.0
+    }
 }
 
 fn rule(table: &str, column: &str, function: Option<&str>, value: Option<&str>) -> MaskingRule {
@@ -43,46 +43,18 @@ fn rule(table: &str, column: &str, function: Option<&str>, value: Option<&str>) 
 }
 
 async fn run(configure: impl FnOnce(&mut Settings)) -> Run {
-    let neon = FakeNeon::start(NEON_KEY).await;
-    let fly = FakeFly::start(FLY_TOKEN).await;
-    let health = openapi::serve_health().await;
-    let mut settings = Settings::default();
-    settings.fly.preview_url = Some(health);
-    settings.neon.operation_timeout = Duration::from_secs(2);
-    settings.app.readiness_timeout = Duration::from_secs(3);
-    settings.database.anonymize_timeout = Duration::from_secs(2);
-    configure(&mut settings);
     let wire = world::Wire::fast(4, Duration::from_millis(20), Duration::from_secs(10));
-    let db = world::neon_database(&neon, &settings, REPO, &wire);
-    let platform = world::fly_platform(&fly, &settings, REPO, "atlas-org", &wire);
-    let dir = tempfile::tempdir().unwrap();
-    let prefix = naming::prefix(settings.app.name.as_deref(), REPO);
-    let opts = UpOptions {
-        preview_secrets: BTreeMap::new(),
-        image: Some("registry.fly.io/kitchen:abc".into()),
-        artifact: "registry.fly.io/kitchen:abc".into(),
+    let c = world::Cloud::start((NEON_KEY, FLY_TOKEN), (REPO, "atlas-org"), &wire, |s, _| {
+        s.app.readiness_timeout = Duration::from_secs(3);
+        s.database.anonymize_timeout = Duration::from_secs(2);
+        configure(s)
+    })
+    .await;
+    let (settings, prefix) = (c.settings.clone(), c.prefix.clone());
+    Run(c.preview(settings, |_| UpOptions {
         ttl: Some(Duration::from_secs(86400)),
-        template_dir: None,
-        audit_log: None,
-        prefix,
-        history_base: None,
-        dashboard_url: None,
-        private_repository: false,
-        now: None,
-        pin_labeled: None,
-    };
-    Run {
-        neon,
-        fly,
-        providers: Providers {
-            database: Box::new(db),
-            platform: Box::new(platform),
-            forge: Box::new(LocalForge::new(dir.path(), false)),
-        },
-        settings,
-        opts,
-        _dir: dir,
-    }
+        ..world::kitchen_options(&prefix)
+    }))
 }
 
 fn req(pr: u64, sha: &str) -> PreviewRequest {
@@ -97,44 +69,10 @@ fn req(pr: u64, sha: &str) -> PreviewRequest {
 
 impl Run {
     async fn up(&self, pr: u64, sha: &str) -> (anyhow::Result<preview::UpOutcome>, String) {
-        let mut lines = Vec::new();
-        let r = preview::up(
-            &self.providers,
-            &self.settings,
-            &req(pr, sha),
-            &self.opts,
-            &mut |l| lines.push(l.to_string()),
-        )
-        .await;
-        (r, lines.join("\n"))
+        self.up_logged(&req(pr, sha)).await
     }
     async fn down(&self, pr: u64) {
-        preview::down(
-            &self.providers,
-            &self.settings,
-            &req(pr, "x"),
-            &self.opts,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
-    }
-    fn assert_clean(&self) {
-        assert!(
-            self.neon.preview_branches().is_empty(),
-            "{:?}",
-            self.neon.preview_branches()
-        );
-        assert!(
-            self.fly.app_names().is_empty(),
-            "{:?}",
-            self.fly.app_names()
-        );
-        self.assert_spec();
-    }
-    fn assert_spec(&self) {
-        assert_eq!(self.neon.core.violations(), Vec::<String>::new());
-        assert_eq!(self.fly.core.violations(), Vec::<String>::new());
+        self.down_quietly(&req(pr, "x")).await.unwrap();
     }
     /// The Neon operations called, in order, that concern anonymization.
     fn anon_calls(&self) -> Vec<String> {

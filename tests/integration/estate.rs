@@ -5,10 +5,8 @@
 
 use atlas::config::{ActiveHours, AutoStop, CostSettings, Settings};
 use atlas::estate::{Estate, EstateOptions, survey};
-use atlas::http::RetryPolicy;
 use atlas::naming;
 use atlas::provider::github::GithubForge;
-use atlas::secret::Secret;
 use chrono::{DateTime, Utc};
 
 use crate::cloud::{Env, env_with};
@@ -23,11 +21,7 @@ fn through_proxy(s: &mut Settings, fly: &crate::common::fake_fly::FakeFly) {
 }
 
 async fn forge() -> (FakeGithub, GithubForge) {
-    let gh = FakeGithub::start(REPO, Some("atlas-bot")).await;
-    let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
-        .unwrap()
-        .with_policy(RetryPolicy::fast());
-    (gh, forge)
+    crate::common::world::github_forge(REPO, TOKEN, Some("atlas-bot")).await
 }
 
 async fn look(

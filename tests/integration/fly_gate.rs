@@ -7,15 +7,15 @@
 
 use crate::common::fake_fly::{FakeFly, FakeMachine};
 use crate::common::openapi;
+use crate::common::world::{Wire, fly_platform};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atlas::config::{FlyAccess, Settings};
+use atlas::config::Settings;
 use atlas::gate::fly::{FlyGate, NONCE_KEY};
 use atlas::gate::{Kind, Mode, PreviewKey};
-use atlas::http::{RetryPolicy, Timeouts};
 use atlas::naming;
 use atlas::provider::fly::FlyPlatform;
 use atlas::provider::{Deleted, DeployRequest, Platform};
@@ -62,31 +62,8 @@ fn platform_keeping(fly: &FakeFly, preview_url: &str, keep: usize) -> FlyPlatfor
     let mut settings = Settings::default();
     settings.preview.keep_commits = keep;
     settings.fly.preview_url = Some(preview_url.to_string());
-    let policy = RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(50),
-        deadline: Duration::from_secs(3),
-    };
-    FlyPlatform::new(
-        &FlyAccess {
-            api_token: Some(Secret::new(FLY_TOKEN)),
-            org: Some(ORG.into()),
-            api_url: url::Url::parse(&fly.api_url).unwrap(),
-        },
-        &settings,
-        REPO,
-        policy,
-    )
-    .unwrap()
-    .with_timeouts(
-        Timeouts {
-            connect: Duration::from_secs(2),
-            request: Duration::from_millis(700),
-        },
-        Duration::from_millis(5),
-    )
-    .unwrap()
+    let wire = Wire::fast(4, Duration::from_millis(50), Duration::from_secs(3));
+    fly_platform(fly, &settings, REPO, ORG, &wire)
 }
 
 fn gated(fly: &FakeFly, preview_url: &str, run: &str) -> FlyGate {
@@ -189,8 +166,7 @@ async fn run_gate_like_fly(
     upstream: &str,
 ) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
-    cmd.env_clear();
+    let mut cmd = tokio::process::Command::from(crate::common::bin::atlas());
     for (k, v) in gate.config["env"].as_object().unwrap() {
         cmd.env(k, v.as_str().unwrap());
     }

@@ -652,11 +652,11 @@ async fn an_upstream_that_is_down_is_a_502_page() {
 /// `atlas gate` as a process; returns (child, base URL). The key comes through the environment.
 fn spawn_gate_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::io::BufRead as _;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
-    cmd.args(["gate", "serve"]).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = crate::common::bin::atlas();
+    cmd.args(["gate", "serve"])
+        .args(args)
+        .envs(crate::common::bin::host_env())
+        .envs(env.iter().copied());
     let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -972,7 +972,7 @@ async fn a_local_preview_is_gated_until_down_and_down_kills_its_links() {
     let platform = atlas::gate::local::LocalGate::new(
         Box::new(Running(up, destroyed.clone())),
         dir.path(),
-        std::path::Path::new(env!("CARGO_BIN_EXE_atlas")),
+        std::path::Path::new(crate::common::bin::ATLAS),
         Mode::SignedLink,
         secret(),
         Duration::from_secs(600),
@@ -1108,6 +1108,7 @@ async fn a_local_preview_signs_in_with_github_on_its_loopback_callback() {
         health_path: "/healthz".into(),
         readiness_timeout: Duration::from_secs(10),
         expires_at: None,
+        outgoing: None,
     };
     let dep = platform.deploy(&req).await.unwrap();
     assert!(dep.url.starts_with("http://127.0.0.1:"), "{}", dep.url);

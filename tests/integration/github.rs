@@ -175,10 +175,7 @@ async fn a_custom_github_app_finds_its_own_comment_only_when_configured() {
     gh.add_comment(7, "someone", &format!("{MARKER} quoted in a review"));
     for run in 0..3 {
         // every run is a new process with a new client.
-        let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
-            .unwrap()
-            .with_policy(RetryPolicy::fast())
-            .with_identity("acme-previews[bot]");
+        let forge = world::forge_for(&gh, REPO, TOKEN).with_identity("acme-previews[bot]");
         let r = forge
             .upsert_comment(7, MARKER, &format!("{MARKER}\nrun {run}"))
             .await
@@ -524,9 +521,7 @@ async fn pagination_links_to_another_host_are_refused() {
     }
     // Point this fake's links at the other server.
     gh.with(|s| s.addr = other.url.trim_start_matches("http://").to_string());
-    let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
-        .unwrap()
-        .with_policy(RetryPolicy::fast());
+    let forge = world::forge_for(&gh, REPO, TOKEN);
     let e = forge.upsert_comment(7, MARKER, "x").await.unwrap_err();
     assert!(
         format!("{e:#}").contains("refusing to send the token"),
@@ -584,9 +579,7 @@ async fn api_calls_of_a_repeat_up() {
     up_once(&forge, &format!("{MARKER}\nv1")).await;
     let first = gh.calls();
     // A repeat run is a new process: a new client that asks GET /user again.
-    let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
-        .unwrap()
-        .with_policy(RetryPolicy::fast());
+    let forge = world::forge_for(&gh, REPO, TOKEN);
     gh.reset_calls();
     up_once(&forge, &format!("{MARKER}\nv1")).await;
     let unchanged = gh.calls();
@@ -1035,9 +1028,7 @@ mod sweeping {
     }
 
     fn providers(gh: &FakeGithub, db: &Mem, apps: &Mem) -> Providers {
-        let forge = GithubForge::new(&gh.url, REPO, &Secret::new(TOKEN))
-            .unwrap()
-            .with_policy(RetryPolicy::fast());
+        let forge = crate::common::world::forge_for(gh, REPO, TOKEN);
         Providers {
             database: Box::new(db.clone()),
             platform: Box::new(apps.clone()),

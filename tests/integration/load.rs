@@ -548,10 +548,9 @@ fn atlas_with_env(
     args: &[&str],
     vars: &[(&str, &std::ffi::OsStr)],
 ) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_atlas"))
+    crate::common::bin::atlas()
         .args(args)
         .current_dir(dir)
-        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir)
         .envs(vars.iter().copied())

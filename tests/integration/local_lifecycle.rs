@@ -342,10 +342,11 @@ fn the_demo_runs_up_and_down_with_its_load_gate() {
     }
     std::fs::write(project.path().join("baseline.json"), baseline.to_string()).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+    let out = crate::common::bin::atlas()
         .args(["demo", "--state-dir"])
         .arg(state.path())
         .current_dir(project.path())
+        .envs(crate::common::bin::host_env())
         .output()
         .unwrap();
     let all = text(&out);

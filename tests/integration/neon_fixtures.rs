@@ -129,6 +129,7 @@ async fn world(
         dashboard_url: None,
         private_repository: false,
         now: None,
+        pin_labeled: None,
     };
     let providers = Providers {
         database: Box::new(db),

@@ -386,9 +386,8 @@ fn fork_skip_end_to_end_makes_no_provider_call() {
     )
     .unwrap();
     let (out, sum) = (dir.path().join("out"), dir.path().join("sum"));
-    let res = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+    let res = crate::common::bin::atlas()
         .arg("run")
-        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir.path())
         .env("GITHUB_ACTIONS", "true")

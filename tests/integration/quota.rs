@@ -1,4 +1,4 @@
-//! Pin and quotas (issue 17) through the real orchestration (`preview::up` / `down`, the sweep,
+//! Pin and quotas through the real orchestration (`preview::up` / `down`, the sweep,
 //! `lifecycle::pin`) on the Neon and Fly fakes with a file forge, and the week simulation: a
 //! clock moved over seven days of opens, pushes, pins, closes and sweeps ends with exactly the
 //! previews the policy says and no resource outliving its preview.
@@ -6,29 +6,32 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use atlas::config::{QuotaPolicy, Settings};
+use atlas::config::QuotaPolicy;
 use atlas::error::QuotaRefused;
 use atlas::preview::{self, PreviewRequest, UpOptions};
+use atlas::provider::Forge;
 use atlas::provider::local::forge::LocalForge;
-use atlas::provider::{Forge, Providers};
 use atlas::sweep::SweepOptions;
 use chrono::{DateTime, Utc};
 
 use crate::cloud::env_with;
-use crate::common::fake_fly::FakeFly;
-use crate::common::fake_neon::FakeNeon;
+use crate::common::world;
 
 const TTL: Duration = Duration::from_secs(72 * 3600);
 
+/// The shared orchestration world, a second handle on its file forge (the tests open and
+/// close PRs there) and the app-name prefix.
 struct World {
-    neon: FakeNeon,
-    fly: FakeFly,
-    providers: Providers,
+    run: world::Preview,
     forge: LocalForge,
-    settings: Settings,
-    opts: UpOptions,
     prefix: String,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for World {
+    type Target = world::Preview;
+    fn deref(&self) -> &world::Preview {
+        &self.run
+    }
 }
 
 async fn world(cap: Option<u32>, policy: QuotaPolicy) -> World {
@@ -38,28 +41,16 @@ async fn world(cap: Option<u32>, policy: QuotaPolicy) -> World {
         s.app.readiness_timeout = Duration::from_secs(3);
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let opts = UpOptions {
-        image: Some("registry.fly.io/kitchen:abc".into()),
-        artifact: "registry.fly.io/kitchen:abc".into(),
+    let (settings, prefix) = (e.settings.clone(), e.prefix.clone());
+    let run = e.preview(settings, |dir| UpOptions {
         ttl: Some(TTL),
-        audit_log: Some(dir.path().join("audit.jsonl")),
-        prefix: e.prefix.clone(),
-        ..UpOptions::default()
-    };
+        audit_log: Some(dir.join("audit.jsonl")),
+        ..world::kitchen_options(&prefix)
+    });
     World {
-        providers: Providers {
-            database: Box::new(e.db),
-            platform: Box::new(e.platform),
-            forge: Box::new(LocalForge::new(dir.path(), false)),
-        },
-        forge: LocalForge::new(dir.path(), false),
-        neon: e.neon,
-        fly: e.fly,
-        settings: e.settings,
-        opts,
-        prefix: e.prefix,
-        _dir: dir,
+        forge: LocalForge::new(run.forge_dir(), false),
+        run,
+        prefix,
     }
 }
 

@@ -687,45 +687,48 @@ p95_floor_ms = 15.0
             ),
         )
         .unwrap();
-        let summary = d.join("summary.md");
-        let output = d.join("output.txt");
-        let event = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/events/push.tag.created.json");
-        let event = event.to_str().unwrap();
-        let vars: Vec<(String, String)> = [
-            ("GITHUB_ACTIONS", "true"),
-            ("GITHUB_EVENT_NAME", "push"),
-            ("GITHUB_EVENT_PATH", event),
-            ("GITHUB_REPOSITORY", "octo-org/kitchen"),
-            ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
-            ("GITHUB_OUTPUT", output.to_str().unwrap()),
-            ("INPUT_COMMAND", "release"),
-            ("INPUT_IMAGE", "registry.fly.io/kitchen:v2"),
-            ("INPUT_FLY_API_TOKEN", "fly-token-Action-31"),
-            ("INPUT_FLY_ORG", "atlas-org"),
-            ("INPUT_FLY_API_URL", &fly.api_url),
-            ("INPUT_NEON_API_KEY", "neon-key-Action-42"),
-            ("INPUT_NEON_PROJECT_ID", fake_neon::PROJECT),
-            ("INPUT_NEON_API_URL", &neon.api_url),
-            (
-                "PRODUCTION_DATABASE_URL",
-                "postgres://o:prod-pw-Action-53@ep/neondb",
-            ),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let dd = d.to_path_buf();
-        let o = tokio::task::spawn_blocking(move || {
-            let v: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            atlas(&dd, &["run"], &v)
+        // The runner-shaped environment every action test uses; the project is `d`.
+        let payload =
+            std::fs::read_to_string(crate::common::runner_env::fixture("push.tag.created.json"))
+                .unwrap();
+        let d_s = d.display().to_string();
+        let mut env = crate::common::runner_env::RunnerEnv::new(
+            "push",
+            &payload,
+            &[
+                ("command", "release"),
+                ("working_directory", &d_s),
+                ("image", "registry.fly.io/kitchen:v2"),
+                ("fly_api_token", "fly-token-Action-31"),
+                ("fly_org", "atlas-org"),
+                ("fly_api_url", &fly.api_url),
+                ("neon_api_key", "neon-key-Action-42"),
+                ("neon_project_id", fake_neon::PROJECT),
+                ("neon_api_url", &neon.api_url),
+                // No GitHub in this world: the release talks to Fly and Neon only.
+                ("github_token", ""),
+            ],
+        );
+        env.vars
+            .insert("GITHUB_REPOSITORY".into(), "octo-org/kitchen".into());
+        env.vars.insert(
+            "PRODUCTION_DATABASE_URL".into(),
+            "postgres://o:prod-pw-Action-53@ep/neondb".into(),
+        );
+        let (o, env) = tokio::task::spawn_blocking(move || {
+            let o = env
+                .command(crate::common::bin::ATLAS)
+                .arg("run")
+                .output()
+                .unwrap();
+            (o, env)
         })
         .await
         .unwrap();
         let (out, err) = text(&o);
         assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
-        let summary = std::fs::read_to_string(&summary).unwrap();
-        let outputs = std::fs::read_to_string(&output).unwrap();
+        let summary = env.summary_file();
+        let outputs = env.output_file();
         assert!(summary.contains("Atlas release"), "{summary}");
         assert!(summary.contains("✅ passed"), "{summary}");
         assert!(outputs.contains("verdict"), "{outputs}");
@@ -789,10 +792,9 @@ fn sigterm_mid_release_tears_every_process_down() {
     // a slow load test keeps the chain busy long enough to be interrupted
     let t = toml(dir.path(), "").replace("duration = \"2s\"", "duration = \"20s\"");
     std::fs::write(dir.path().join("atlas.toml"), t).unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
+    let mut cmd = crate::common::bin::atlas();
     cmd.args(["release", "--local", "--sha", "v2"])
         .current_dir(dir.path())
-        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());

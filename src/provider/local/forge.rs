@@ -158,12 +158,7 @@ impl Forge for LocalForge {
         Ok(out)
     }
 
-    async fn upsert_comment(
-        &self,
-        pr: u64,
-        marker: &str,
-        body: &str,
-    ) -> anyhow::Result<CommentRef> {
+    async fn put_comment(&self, pr: u64, marker: &str, body: &str) -> anyhow::Result<CommentRef> {
         let path = self.comment_path(pr);
         let action = match std::fs::read_to_string(&path) {
             Ok(old) if old == body => "unchanged",

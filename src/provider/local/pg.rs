@@ -871,6 +871,8 @@ impl LocalPg {
             created: !exists,
             created_at: None,
             expires_at: req.expires_at,
+            // A full copy of the preview's database: its bookkeeping rows come with it.
+            migration_records: None,
         })
     }
 

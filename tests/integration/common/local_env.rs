@@ -81,11 +81,7 @@ pub struct Env {
 
 impl Env {
     pub fn new(toml: &str) -> Env {
-        let dir = tempfile::Builder::new()
-            .prefix("atlas-local-test-")
-            .tempdir()
-            .unwrap();
-        std::fs::write(dir.path().join("atlas.toml"), toml).unwrap();
+        let dir = super::project::with_config("atlas-local-test-", toml);
         let secret = format!(
             "kitchen-secret-{}-{}",
             std::process::id(),
@@ -103,15 +99,10 @@ impl Env {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_atlas"));
+        let mut c = super::bin::atlas();
         c.args(args)
             .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap())
-            .env(
-                "HOME",
-                std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
-            )
+            .envs(super::bin::host_env())
             .env(
                 "INPUT_PREVIEW_SECRETS",
                 format!("KITCHEN_API_KEY={}", self.secret),

@@ -174,15 +174,16 @@ impl RunnerEnv {
         RunnerEnv { root, vars }
     }
 
+    /// `program` in the workspace with exactly these variables, ready to run.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = super::bin::hermetic(program);
+        c.envs(&self.vars).current_dir(self.workspace());
+        c
+    }
+
     /// Runs `bin args` in the workspace with exactly these variables.
     pub fn run(&self, bin: &Path, args: &[&str]) -> Output {
-        Command::new(bin)
-            .args(args)
-            .env_clear()
-            .envs(&self.vars)
-            .current_dir(self.root.path().join("github/workspace"))
-            .output()
-            .unwrap()
+        self.command(bin).args(args).output().unwrap()
     }
 
     pub fn workspace(&self) -> PathBuf {

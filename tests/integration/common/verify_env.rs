@@ -1,11 +1,10 @@
 #![allow(dead_code)]
 //! Helpers for tests/verify.rs: a tiny real HTTP app (python3, already on the machine) whose
 //! behaviour follows its `APP_VERSION` — `errors` answers 500 to one request in five, `slow`
-//! adds 30 ms, `breaks-<instance>` refuses to start on that instance — and a hermetic runner
-//! for the `atlas` binary.
+//! adds 30 ms, `breaks-<instance>` refuses to start on that instance — the release worlds on
+//! the fake Fly, and the shared runner and project directory under the names verify.rs uses.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 pub const APP: &str = r#"
 import itertools, os, sys, time
@@ -54,38 +53,11 @@ pub fn write_app(dir: &Path) -> String {
     format!("exec python3 {}", p.display())
 }
 
-/// Runs `atlas <args>` in `dir` with a clean environment (PATH, HOME and `extra`).
-pub fn atlas(dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
-    cmd.args(args).current_dir(dir).env_clear();
-    for k in ["PATH", "HOME"] {
-        if let Ok(v) = std::env::var(k) {
-            cmd.env(k, v);
-        }
-    }
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
+pub use super::bin::{run_local as atlas, text};
 
-pub fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// A temporary directory the `postgres` account can reach (the local cluster runs as it when
-/// the tests run as root).
+/// A project directory for a verify test.
 pub fn tempdir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("atlas-verify-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    d
+    super::project::dir("atlas-verify-")
 }
 
 pub fn report_json(dir: &Path) -> serde_json::Value {

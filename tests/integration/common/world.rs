@@ -1,14 +1,18 @@
 //! The providers under test, built against the fakes: one place that knows how a Neon database,
 //! a Fly platform and a Fly fleet are pointed at a fake (its URL, its token, short timeouts and
-//! polling), so every test world is assembled the same way; and [`Fakes`], the three fakes
-//! together with the inputs that point the `atlas` binary at them.
+//! polling), so every test world is assembled the same way; [`Fakes`], the three fakes
+//! together with the inputs that point the `atlas` binary at them; [`Cloud`], the Neon and Fly
+//! fakes with the providers over them, and [`Preview`], the orchestration over those.
 
 use std::time::Duration;
 
 use atlas::config::{FlyAccess, NeonAccess, Settings};
 use atlas::http::{RetryPolicy, Timeouts};
+use atlas::preview::{self, DownOutcome, PreviewRequest, UpOptions, UpOutcome};
+use atlas::provider::Providers;
 use atlas::provider::fly::FlyPlatform;
 use atlas::provider::github::GithubForge;
+use atlas::provider::local::forge::LocalForge;
 use atlas::provider::neon::NeonDatabase;
 use atlas::secret::Secret;
 use atlas::verify::fly::FlyFleet;
@@ -105,10 +109,15 @@ pub async fn github_forge(
     user: Option<&str>,
 ) -> (FakeGithub, GithubForge) {
     let gh = FakeGithub::start(repo, user).await;
-    let forge = GithubForge::new(&gh.url, repo, &Secret::new(token))
-        .expect("github forge")
-        .with_policy(RetryPolicy::fast());
+    let forge = forge_for(&gh, repo, token);
     (gh, forge)
+}
+
+/// A new forge (as a new process makes one) of `repo` pointed at the running fake `gh`.
+pub fn forge_for(gh: &FakeGithub, repo: &str, token: &str) -> GithubForge {
+    GithubForge::new(&gh.url, repo, &Secret::new(token))
+        .expect("github forge")
+        .with_policy(RetryPolicy::fast())
 }
 
 /// Every request the GitHub fake received matched GitHub's API description.
@@ -190,5 +199,143 @@ impl Fakes {
         assert_eq!(self.neon.core.violations(), Vec::<String>::new(), "neon");
         assert_eq!(self.fly.core.violations(), Vec::<String>::new(), "fly");
         assert_eq!(self.gh.violations(), Vec::<String>::new(), "github");
+    }
+}
+
+/// The Neon and Fly fakes of one world and the providers over them: the app's URL is a plain
+/// health server unless `tune` points it elsewhere, Neon operations give up after 2 s.
+pub struct Cloud {
+    pub neon: FakeNeon,
+    pub fly: FakeFly,
+    pub db: NeonDatabase,
+    pub platform: FlyPlatform,
+    /// The app-name prefix of `repo` (`naming::prefix`).
+    pub prefix: String,
+    /// What the providers were built with.
+    pub settings: Settings,
+}
+
+impl Cloud {
+    /// Starts the fakes with these credentials and builds the providers of `repo` (Fly apps in
+    /// `org`) after `tune` has adjusted the settings.
+    pub async fn start(
+        (neon_key, fly_token): (&str, &str),
+        (repo, org): (&str, &str),
+        wire: &Wire,
+        tune: impl FnOnce(&mut Settings, &FakeFly),
+    ) -> Cloud {
+        let neon = FakeNeon::start(neon_key).await;
+        let fly = FakeFly::start(fly_token).await;
+        let mut settings = Settings::default();
+        settings.fly.preview_url = Some(super::openapi::serve_health().await);
+        settings.neon.operation_timeout = Duration::from_secs(2);
+        tune(&mut settings, &fly);
+        let db = neon_database(&neon, &settings, repo, wire);
+        let platform = fly_platform(&fly, &settings, repo, org, wire);
+        let prefix = atlas::naming::prefix(settings.app.name.as_deref(), repo);
+        Cloud {
+            neon,
+            fly,
+            db,
+            platform,
+            prefix,
+            settings,
+        }
+    }
+
+    /// The preview orchestration over these providers and a local forge in a new directory;
+    /// `opts` gets that directory (for the audit log).
+    pub fn preview(
+        self,
+        settings: Settings,
+        opts: impl FnOnce(&std::path::Path) -> UpOptions,
+    ) -> Preview {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = opts(dir.path());
+        Preview {
+            neon: self.neon,
+            fly: self.fly,
+            providers: Providers {
+                database: Box::new(self.db),
+                platform: Box::new(self.platform),
+                forge: Box::new(LocalForge::new(dir.path(), false)),
+            },
+            settings,
+            opts,
+            dir,
+        }
+    }
+}
+
+/// `preview::up` / `preview::down` as the action runs them, without the binary: the cloud
+/// providers over the fakes, a local forge, the settings and options of the run.
+pub struct Preview {
+    pub neon: FakeNeon,
+    pub fly: FakeFly,
+    pub providers: Providers,
+    pub settings: Settings,
+    pub opts: UpOptions,
+    /// The local forge's directory.
+    dir: tempfile::TempDir,
+}
+
+/// The options of a preview run of the kitchen image on the cloud fakes; a test sets its TTL,
+/// secrets or audit log over these.
+pub fn kitchen_options(prefix: &str) -> UpOptions {
+    UpOptions {
+        image: Some("registry.fly.io/kitchen:abc".into()),
+        artifact: "registry.fly.io/kitchen:abc".into(),
+        prefix: prefix.into(),
+        ..UpOptions::default()
+    }
+}
+
+impl Preview {
+    /// The local forge's directory (a second handle on the same forge opens it again).
+    pub fn forge_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// `preview::up` of `req`, with its log.
+    pub async fn up_logged(&self, req: &PreviewRequest) -> (anyhow::Result<UpOutcome>, String) {
+        let mut lines = Vec::new();
+        let r = preview::up(&self.providers, &self.settings, req, &self.opts, &mut |l| {
+            lines.push(l.to_string())
+        })
+        .await;
+        (r, lines.join("\n"))
+    }
+
+    /// `preview::down` of `req`, quietly.
+    pub async fn down_quietly(&self, req: &PreviewRequest) -> anyhow::Result<DownOutcome> {
+        preview::down(
+            &self.providers,
+            &self.settings,
+            req,
+            &self.opts,
+            &mut |_| {},
+        )
+        .await
+    }
+
+    /// No preview branch and no app is left, and every request matched the specs.
+    pub fn assert_clean(&self) {
+        assert!(
+            self.neon.preview_branches().is_empty(),
+            "{:?}",
+            self.neon.preview_branches()
+        );
+        assert!(
+            self.fly.app_names().is_empty(),
+            "{:?}",
+            self.fly.app_names()
+        );
+        self.assert_spec();
+    }
+
+    /// Every request to Neon and Fly matched its vendor's API description.
+    pub fn assert_spec(&self) {
+        assert_eq!(self.neon.core.violations(), Vec::<String>::new());
+        assert_eq!(self.fly.core.violations(), Vec::<String>::new());
     }
 }
