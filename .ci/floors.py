@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks that src/ keeps its floors: no module imports one that imports it back (directly or
-through others), and at most MAX_UP imports run from a lower floor up to a higher one.
+through others), at most MAX_UP imports run from a lower floor up to a higher one, and the
+rules src/lib.rs states beside the floors hold (providers, config/, std::env).
 
 An edge is a `crate::a::b` or `super::b` path in a file's non-test code, resolved to the longest
 module it names (a file). Floors are the ones `src/lib.rs` documents. Prints the figures, every
@@ -193,6 +194,37 @@ def sccs(graph):
     return result
 
 
+def top(mod):
+    return mod.split("::")[0]
+
+
+def code_of(file):
+    """A file's non-test code without comments (as `edges` reads it)."""
+    text = open(file, encoding="utf-8").read()
+    m = TEST_RE.search(text)
+    if m:
+        text = text[: m.start()]
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def rule_breaks(mods, graph):
+    """The rules of src/lib.rs beside the floors: a provider never imports a flow, `evidence`
+    or `report`; `config/` imports only `secret` and `text`; nothing below `commands/` names
+    `std::env` (except `shell`, which passes PATH and HOME to children)."""
+    out = []
+    for a in sorted(graph):
+        for b in sorted(graph[a]):
+            if top(a) == "provider" and (top(b) in ("evidence", "report") or (floor(b) or 0) >= 7):
+                out.append(f"provider {a} imports {b}")
+            if top(a) == "config" and top(b) not in ("config", "secret", "text"):
+                out.append(f"config {a} imports {b}")
+    for mod, file in sorted(mods.items()):
+        f = floor(mod)
+        if f is not None and f < 8 and top(mod) != "shell" and re.search(r"\bstd::env\b|\buse std::\{[^}]*\benv\b", code_of(file)):
+            out.append(f"{mod} (floor {f}) names std::env")
+    return out
+
+
 def main():
     args = sys.argv[1:]
     max_up = 4
@@ -214,14 +246,18 @@ def main():
             if fa is not None and fb is not None and fb > fa:
                 up.append((a, fa, b, fb))
     cycles = sccs(graph)
+    rules = rule_breaks(mods, graph)
     n_edges = sum(len(v) for v in graph.values())
     print(f"modules: {len(mods)}  edges: {n_edges}  up-floor imports: {len(up)}  cycles: {len(cycles)}")
     for a, fa, b, fb in up:
         print(f"  up: {a} (floor {fa}) -> {b} (floor {fb})")
     for c in cycles:
         print("  cycle: " + " <-> ".join(c))
+    for r in rules:
+        print("  rule: " + r)
     if cycles:
         problems += 1
+    problems += len(rules)
     if len(up) > max_up:
         print(f"more than {max_up} up-floor imports")
         problems += 1

@@ -26,8 +26,9 @@
 //!
 //! Rules: nothing below `commands/` names `std::env` (except `shell`, which passes `PATH` and
 //! `HOME` to children and finds programs on that `PATH`; the load generator's proxy variables
-//! come down as `LoadSettings::proxy_env`); a provider never imports a flow, `evidence` or `report`; no module
-//! imports one that imports it back. `.ci/floors.py` checks the floors and the cycles.
+//! come down as `LoadSettings::proxy_env`); `config/` imports only `secret` and `text`; a
+//! provider never imports a flow, `evidence` or `report`; no module imports one that imports it
+//! back. `.ci/floors.py` checks the floors, the cycles and these rules.
 
 pub mod cli;
 pub mod commands;
