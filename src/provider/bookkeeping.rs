@@ -291,7 +291,7 @@ async fn sequences(
         let (value, called): (i64, bool) = (at.get(0), at.get(1));
         branch
             .query_one(
-                "SELECT setval($1::regclass, $2, $3)",
+                "SELECT setval($1::text::regclass, $2, $3)",
                 &[&seq, &value, &called],
             )
             .await

@@ -113,7 +113,10 @@ async fn world(
     settings.database.data_model = DataModel::Fixtures;
     settings.database.seed = Some(SEED.into());
     configure(&mut settings);
-    let wire = world::Wire::fast(4, Duration::from_millis(20), Duration::from_secs(20));
+    let mut wire = world::Wire::fast(4, Duration::from_millis(20), Duration::from_secs(20));
+    // The fake answers a create once its pg_dump | psql is done: on a busy machine that takes
+    // longer than the fast wire's 700 ms, and a timed-out create would adopt the branch.
+    wire.timeouts.request = Duration::from_secs(30);
     let db = world::neon_database(&neon, &settings, REPO, &wire);
     let platform = world::fly_platform(&fly, &settings, REPO, "atlas-org", &wire);
     let prefix = naming::prefix(settings.app.name.as_deref(), REPO);
