@@ -731,6 +731,26 @@ pub fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// A rustls client configuration (ring) trusting the system's roots: what Atlas's own TLS
+/// connections outside reqwest use (the load generator, the PostgreSQL protocol). A broken
+/// system certificate does not stop the others from loading.
+pub fn tls_client_config() -> anyhow::Result<rustls::ClientConfig> {
+    use anyhow::Context as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("cannot set up tls")?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,24 +838,4 @@ mod tests {
         assert!(redact_body("x tok-very-secret-123456 y").contains("***"));
         assert!(retryable_status(503) && retryable_status(423) && !retryable_status(404));
     }
-}
-
-/// A rustls client configuration (ring) trusting the system's roots: what Atlas's own TLS
-/// connections outside reqwest use (the load generator, the PostgreSQL protocol). A broken
-/// system certificate does not stop the others from loading.
-pub fn tls_client_config() -> anyhow::Result<rustls::ClientConfig> {
-    use anyhow::Context as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    Ok(
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .context("cannot set up tls")?
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
 }

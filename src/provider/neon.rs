@@ -825,6 +825,9 @@ impl NeonDatabase {
         b: &ApiBranch,
         req: &BranchRequest,
     ) -> anyhow::Result<u64> {
+        if req.migrations_tables.is_empty() {
+            return Ok(0);
+        }
         let kept = async {
             let parent = self.find(&req.parent).await?.with_context(|| {
                 format!(
