@@ -1125,6 +1125,10 @@ async fn up_inner(
             .reset_branch(&branch, &branch_req)
             .await
             .with_context(|| format!("resetting {} from {}", branch.name, branch.parent))?;
+        // A branch made anew (schema only) carries the records it kept this time.
+        if branch.migration_records.is_some() {
+            contract.data.migration_records = branch.migration_records;
+        }
         let at = Utc::now().to_rfc3339();
         contract.lifecycle.reset = Some(at.clone());
         contract.data.parent_at = Some(at);

@@ -609,10 +609,12 @@ impl Database for NeonDatabase {
     }
 
     async fn reset_branch(&self, branch: &Branch, req: &BranchRequest) -> anyhow::Result<Branch> {
-        if req.masking.is_some() {
-            // A restore in place would put the parent's rows, unmasked, behind the endpoint the
-            // running app uses until the masking ends: an anonymized branch is made anew
-            // instead (masked before its URI exists; the old URI stops working).
+        if req.masking.is_some() || req.schema_only {
+            // A restore in place would put the parent's rows behind the endpoint the running
+            // app uses: unmasked ones until the masking ends on an anonymized branch, and any at
+            // all on a schema-only one (Neon restores data, not schema only). Such a branch is
+            // made anew instead: masked, or schema only with its migration records, before its
+            // URI exists; the old URI stops working.
             self.delete_branch(&branch.name).await?;
             let mut b = self.ensure_branch(req).await?;
             b.created = false;

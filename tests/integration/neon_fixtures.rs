@@ -383,3 +383,66 @@ async fn a_parent_without_bookkeeping_tables_copies_nothing_and_fails_nothing() 
     w.down(63).await;
     w.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_fixtures_branch_is_made_anew_schema_only_with_its_records_never_with_rows() {
+    // `reset = "on-push"` on a fixtures branch: Neon's restore would bring the parent's rows
+    // (a customer here), so the branch is recreated schema only, its records kept again, and
+    // the seed runs on it again.
+    let w = world(
+        "kitchen_main",
+        |url| {
+            kitchen_migrated(url);
+            psql(
+                url,
+                "INSERT INTO users (email, name) VALUES ('ada@customer.example', 'Ada Customer')",
+            );
+        },
+        |s| {
+            s.database.reset = atlas::config::ResetPolicy::OnPush;
+            s.database.migrations = Some(format!(
+                "sh {}/examples/kitchen/migrate.sh",
+                local_env::ROOT
+            ));
+        },
+    )
+    .await;
+    let (out, log) = w.up(64, "r1").await;
+    let out = out.unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    assert_eq!(out.contract.data.migration_records, Some(3));
+    // A reviewer's row on the preview, which the reset must take away.
+    let url = w.branch_url("preview/pr-64");
+    psql(
+        &url,
+        "INSERT INTO users (email, name) VALUES ('rev@example.com', 'Reviewer')",
+    );
+    let (out2, log2) = w.up(64, "r2").await;
+    let out2 = out2.unwrap_or_else(|e| panic!("{e:#}\n{log2}"));
+    assert!(out2.contract.lifecycle.reset.is_some(), "{log2}");
+    assert_eq!(
+        w.neon.branch("preview/pr-64").unwrap().init_source,
+        "schema-only"
+    );
+    let url = w.branch_url("preview/pr-64");
+    assert_eq!(
+        psql(&url, "SELECT count(*) FROM users"),
+        "0",
+        "neither the parent's customer nor the reviewer's row survives a reset"
+    );
+    assert_eq!(
+        psql(&url, "SELECT string_agg(name, ',') FROM menu_items"),
+        "fixture soup",
+        "the seed ran on the new branch, once"
+    );
+    let tail = out2
+        .contract
+        .migrations
+        .output_tail
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(out2.contract.migrations.ok, Some(true), "{tail}");
+    assert!(!tail.contains("apply 0001_menu.sql"), "{tail}");
+    assert_eq!(out2.contract.data.migration_records, Some(3));
+    w.down(64).await;
+    w.finish().await;
+}
