@@ -871,6 +871,7 @@ fn the_lifecycle_clause_reads_like_a_sentence_and_keeps_rfc3339_in_the_record() 
     let mut c = contract();
     c.lifecycle.expires = Some("2026-11-30T12:05:53.926373574+00:00".into());
     c.lifecycle.wake_ms = Some(412);
+    c.data.parent_at = Some("2026-11-27T10:04:59.123456789+00:00".into());
     c.lifecycle.sleep = Some(atlas::contract::sleep_sentence(
         "fly",
         Some("suspend"),
@@ -887,6 +888,11 @@ fn the_lifecycle_clause_reads_like_a_sentence_and_keeps_rfc3339_in_the_record() 
         out.contains("expires 2026-11-30 12:05 UTC (in 3 days)"),
         "{out}"
     );
+    // The data clause's point in time reads the same way.
+    assert!(
+        out.contains("parent as of 2026-11-27 10:04 UTC (2 hours ago)"),
+        "{out}"
+    );
     assert!(
         out.contains("the app sleeps when idle \\(suspend\\) and wakes on the next request; the first request after a sleep took 412 ms \\(measured\\); the database compute suspends after 10m idle"),
         "{out}"
@@ -898,6 +904,10 @@ fn the_lifecycle_clause_reads_like_a_sentence_and_keeps_rfc3339_in_the_record() 
         Some("2026-11-30T12:05:53.926373574+00:00")
     );
     assert_eq!(back.lifecycle.wake_ms, Some(412));
+    assert_eq!(
+        back.data.parent_at.as_deref(),
+        Some("2026-11-27T10:04:59.123456789+00:00")
+    );
     let local = atlas::contract::sleep_sentence(
         "local-process",
         None,
