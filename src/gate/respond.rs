@@ -16,6 +16,8 @@ pub type Body = Either<Incoming, Full<Bytes>>;
 pub const COOKIE: &str = "atlas_gate";
 /// The OAuth round trip's nonce cookie.
 pub const OAUTH_COOKIE: &str = "atlas_oauth";
+/// Every cookie of the gate's starts with this; none of them reaches the app.
+pub(super) const COOKIE_PREFIX: &str = "atlas_";
 
 /// The session cookie: host-only, `HttpOnly`, `SameSite=Lax`, `Secure` over HTTPS.
 pub(super) fn session_cookie(value: &str, max_age: u64, https: bool) -> String {
@@ -27,9 +29,17 @@ pub(super) fn session_cookie(value: &str, max_age: u64, https: bool) -> String {
 
 /// The value of cookie `name`, if the request carries it.
 pub(super) fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    cookie_in(
+        h.get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        name,
+    )
+}
+
+/// The value of cookie `name` in these `Cookie` header values.
+pub(super) fn cookie_in<'a>(values: impl Iterator<Item = &'a str>, name: &str) -> Option<&'a str> {
+    values
         .flat_map(|s| s.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .find(|(n, _)| *n == name)
@@ -38,11 +48,37 @@ pub(super) fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The raw value of query parameter `name` (tokens need no decoding: their alphabet is URL-safe).
 pub(super) fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
-    uri.query()?
+    param_in(uri.query()?, name)
+}
+
+/// The raw value of parameter `name` in a query string.
+pub(super) fn param_in<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
         .split('&')
         .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// The cookies of these `Cookie` header values that are not Atlas's own (`atlas_*`,
+/// `__Host-atlas_*`): what the app may see.
+pub(super) fn app_cookies<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    values
+        .flat_map(|s| s.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or("").trim();
+            !name.starts_with(COOKIE_PREFIX) && !name.starts_with("__Host-atlas_")
+        })
+        .collect()
+}
+
+/// Whether a `Cookie` header value may name an Atlas cookie (a cheap look before parsing).
+pub(super) fn may_hold_atlas_cookie(value: &[u8]) -> bool {
+    value
+        .windows(COOKIE_PREFIX.len())
+        .any(|w| w.eq_ignore_ascii_case(COOKIE_PREFIX.as_bytes()))
 }
 
 /// A local `next` path for after sign-in: same origin only, else `/`.
@@ -65,21 +101,46 @@ pub(super) fn set_cookie(r: &mut Response<Body>, value: &str) {
     }
 }
 
+/// The headers of every page the gate writes itself (besides its content type).
+pub(super) const PAGE_HEADERS: [(&str, &str); 3] = [
+    ("cache-control", "no-store"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+pub(super) const HTML: &str = "text/html; charset=utf-8";
+
 pub(super) fn html(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(HTML));
+    for (n, v) in PAGE_HEADERS {
+        h.insert(n, HeaderValue::from_static(v));
+    }
     r
+}
+
+/// The page a gate writes when the app behind it cannot be reached or did not answer in time.
+pub(super) fn upstream_failed(timed_out: bool) -> (StatusCode, String) {
+    if timed_out {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            page(
+                "The preview app timed out",
+                &["The app behind the gate did not start answering in time.".into()],
+                None,
+            ),
+        )
+    } else {
+        (
+            StatusCode::BAD_GATEWAY,
+            page(
+                "The preview app did not answer",
+                &["The gate could not reach the app behind it; it may be starting or have crashed. Try again in a moment.".into()],
+                None,
+            ),
+        )
+    }
 }
 
 /// 303 to a same-origin location; the page that held the token is not sent as `Referer`.

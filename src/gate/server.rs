@@ -31,12 +31,14 @@ use super::github::{GithubAccess, SignIn};
 use super::pages::{esc, fresh_link_hint, page};
 pub use super::respond::{Body, COOKIE, OAUTH_COOKIE};
 use super::respond::{
-    clear_cookie, cookie, html, query_param, redirect, refused, session_cookie, set_cookie,
+    app_cookies, clear_cookie, cookie, html, may_hold_atlas_cookie, query_param, redirect, refused,
+    session_cookie, set_cookie, upstream_failed,
 };
 use super::token::{Kind, PreviewKey, Refusal, now};
 use super::{Mode, Upstream};
 
-const COOKIE_PREFIX: &str = "atlas_";
+mod fast;
+
 /// The bypass header Atlas's own traffic carries; every `x-atlas-*` header is stripped upstream.
 pub const BYPASS_HEADER: &str = "x-atlas-bypass";
 const ATLAS_HEADER_PREFIX: &str = "x-atlas-";
@@ -152,6 +154,21 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// What the access rules say of a request (see [`Gate::decide`]).
+enum Decision<'a> {
+    Forward,
+    /// A valid bypass token of another run.
+    OtherRun,
+    BadBypass(Refusal),
+    /// A bypass header where the gate accepts none (no key or no run).
+    NoBypass,
+    NoKey,
+    /// A signed link to open: verify it, set the session, redirect.
+    Link(&'a PreviewKey, &'a str),
+    BadSession(Refusal),
+    SignIn,
+}
+
 /// What the access check decided for a request that is not a gate endpoint.
 enum Access {
     Forward,
@@ -220,7 +237,6 @@ impl Gate {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let gate = self.clone();
             let conn = Arc::new(Conn {
                 peer,
                 peer_value: header_value_of_ip(peer),
@@ -228,30 +244,37 @@ impl Gate {
                 bypass_ok: std::sync::Mutex::new(None),
                 session_ok: std::sync::Mutex::new(None),
             });
-            tokio::spawn(async move {
-                let limits = &gate.opts.limits;
-                let mut b = hyper::server::conn::http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .header_read_timeout(limits.head_timeout)
-                    .max_buf_size(limits.max_head_bytes.max(8192))
-                    .keep_alive(true);
-                // hyper's own limit is 100 headers, parsed into an array on the stack; an explicit
-                // limit, even the same one, makes it fill a 100-slot vector for every request.
-                if limits.max_headers != HYPER_MAX_HEADERS {
-                    b.max_headers(limits.max_headers);
-                }
-                let g = gate.clone();
-                let svc = hyper::service::service_fn(move |req| {
-                    let g = g.clone();
-                    let c = conn.clone();
-                    async move { Ok::<_, Infallible>(g.handle(&c, req).await) }
-                });
-                let _ = b
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
+            tokio::spawn(fast::serve(self.clone(), conn, stream));
         }
+    }
+
+    /// Serves the rest of a connection with hyper: every request the plain path ([`fast`])
+    /// does not take, and all that follow it on the same connection.
+    async fn serve_hyper<T>(self: Arc<Self>, conn: Arc<Conn>, io: T)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let limits = &self.opts.limits;
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(limits.head_timeout)
+            .max_buf_size(limits.max_head_bytes.max(8192))
+            .keep_alive(true);
+        // hyper's own limit is 100 headers, parsed into an array on the stack; an explicit
+        // limit, even the same one, makes it fill a 100-slot vector for every request.
+        if limits.max_headers != HYPER_MAX_HEADERS {
+            b.max_headers(limits.max_headers);
+        }
+        let g = self.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let g = g.clone();
+            let c = conn.clone();
+            async move { Ok::<_, Infallible>(g.handle(&c, req).await) }
+        });
+        let _ = b
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades()
+            .await;
     }
 
     async fn handle(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
@@ -418,66 +441,94 @@ impl Gate {
         now()
     }
 
-    /// Decides whether a request may reach the upstream.
+    /// Decides whether a request may reach the upstream, and answers it when not.
     fn access(&self, conn: &Conn, req: &Request<Incoming>) -> Access {
-        let key = self.opts.key.as_ref();
-        if let Some(v) = req.headers().get(BYPASS_HEADER) {
-            if self.opts.mode == Mode::Public {
-                return Access::Forward;
-            }
-            let now = self.now();
-            if still_verified(&conn.bypass_ok, v.as_bytes(), now) {
-                return Access::Forward;
-            }
-            return match (key, &self.opts.run, v.to_str()) {
-                (Some(k), Some(run), Ok(t)) => match k.verify(Kind::Bypass, t, now) {
-                    Ok(c) if &c.extra == run => {
-                        remember(&conn.bypass_ok, v.as_bytes(), c.expires);
-                        Access::Forward
-                    }
-                    Ok(_) => Access::Answer(refused(
-                        "This bypass token belongs to another run",
-                        "Atlas's bypass tokens only work during the run that minted them.",
-                        self.opts.pr,
-                    )),
-                    Err(r) => Access::Answer(refused_for(&r, "bypass token", self.opts.pr)),
-                },
-                _ => Access::Answer(refused(
+        let bypass = req.headers().get(BYPASS_HEADER).map(|v| v.as_bytes());
+        let link = match self.opts.mode {
+            Mode::SignedLink => query_param(req.uri(), LINK_PARAM),
+            _ => None,
+        };
+        let pr = self.opts.pr;
+        Access::Answer(
+            match self.decide(conn, bypass, link, cookie(req.headers(), COOKIE)) {
+                Decision::Forward => return Access::Forward,
+                Decision::OtherRun => refused(
+                    "This bypass token belongs to another run",
+                    "Atlas's bypass tokens only work during the run that minted them.",
+                    pr,
+                ),
+                Decision::BadBypass(r) => refused_for(&r, "bypass token", pr),
+                Decision::NoBypass => refused(
                     "Bypass refused",
                     "This gate accepts no bypass token outside an Atlas run.",
-                    self.opts.pr,
-                )),
+                    pr,
+                ),
+                Decision::NoKey => text(StatusCode::INTERNAL_SERVER_ERROR, "gate has no key\n"),
+                Decision::Link(key, token) => self.open_link(key, req.uri(), token),
+                Decision::BadSession(r) => {
+                    let mut resp = self.sign_in(req.uri(), Some(&r));
+                    set_cookie(&mut resp, &clear_cookie(COOKIE));
+                    resp
+                }
+                Decision::SignIn => self.sign_in(req.uri(), None),
+            },
+        )
+    }
+
+    /// The access rules, from what a request presents: its bypass header, its link token (read
+    /// only under `signed-link`) and its session cookie. Tokens that verified are remembered
+    /// for the connection (see [`Conn`]). Both the plain path ([`fast`]) and hyper's ask this.
+    fn decide<'a>(
+        &'a self,
+        conn: &Conn,
+        bypass: Option<&[u8]>,
+        link: Option<&'a str>,
+        session: Option<&str>,
+    ) -> Decision<'a> {
+        let key = self.opts.key.as_ref();
+        if let Some(v) = bypass {
+            if self.opts.mode == Mode::Public {
+                return Decision::Forward;
+            }
+            let now = self.now();
+            if still_verified(&conn.bypass_ok, v, now) {
+                return Decision::Forward;
+            }
+            return match (key, &self.opts.run, std::str::from_utf8(v)) {
+                (Some(k), Some(run), Ok(t)) => match k.verify(Kind::Bypass, t, now) {
+                    Ok(c) if &c.extra == run => {
+                        remember(&conn.bypass_ok, v, c.expires);
+                        Decision::Forward
+                    }
+                    Ok(_) => Decision::OtherRun,
+                    Err(r) => Decision::BadBypass(r),
+                },
+                _ => Decision::NoBypass,
             };
         }
         if self.opts.mode == Mode::Public {
-            return Access::Forward;
+            return Decision::Forward;
         }
         let Some(key) = key else {
-            return Access::Answer(text(StatusCode::INTERNAL_SERVER_ERROR, "gate has no key\n"));
+            return Decision::NoKey;
         };
-        if self.opts.mode == Mode::SignedLink
-            && let Some(token) = query_param(req.uri(), LINK_PARAM)
-        {
-            return Access::Answer(self.open_link(key, req.uri(), token));
+        if let Some(token) = link {
+            return Decision::Link(key, token);
         }
-        if let Some(c) = cookie(req.headers(), COOKIE) {
+        if let Some(c) = session {
             let now = self.now();
             if still_verified(&conn.session_ok, c.as_bytes(), now) {
-                return Access::Forward;
+                return Decision::Forward;
             }
-            match key.verify(Kind::Session, c, now) {
+            return match key.verify(Kind::Session, c, now) {
                 Ok(claims) => {
                     remember(&conn.session_ok, c.as_bytes(), claims.expires);
-                    return Access::Forward;
+                    Decision::Forward
                 }
-                Err(r) => {
-                    let mut resp = self.sign_in(req.uri(), Some(&r));
-                    set_cookie(&mut resp, &clear_cookie(COOKIE));
-                    return Access::Answer(resp);
-                }
-            }
+                Err(r) => Decision::BadSession(r),
+            };
         }
-        Access::Answer(self.sign_in(req.uri(), None))
+        Decision::SignIn
     }
 
     /// A link: verify, set the session cookie, and redirect to the URL without the token.
@@ -666,24 +717,12 @@ impl Gate {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 eprintln!("atlas gate: upstream {authority}: {e:#}");
-                return html(
-                    StatusCode::BAD_GATEWAY,
-                    page(
-                        "The preview app did not answer",
-                        &["The gate could not reach the app behind it; it may be starting or have crashed. Try again in a moment.".into()],
-                        None,
-                    ),
-                );
+                let (status, body) = upstream_failed(false);
+                return html(status, body);
             }
             Err(_) => {
-                return html(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    page(
-                        "The preview app timed out",
-                        &["The app behind the gate did not start answering in time.".into()],
-                        None,
-                    ),
-                );
+                let (status, body) = upstream_failed(true);
+                return html(status, body);
             }
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -819,30 +858,22 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 /// Drops every `atlas_*` cookie; a `Cookie` header left empty is removed. A `Cookie` header
 /// that names no Atlas cookie is left as it is (no rebuilding per request).
 fn strip_atlas_cookies(h: &mut HeaderMap) {
-    let has_atlas = h.get_all(header::COOKIE).iter().any(|v| {
-        v.as_bytes()
-            .windows(COOKIE_PREFIX.len())
-            .any(|w| w.eq_ignore_ascii_case(COOKIE_PREFIX.as_bytes()))
-    });
-    if !has_atlas {
-        return;
-    }
-    let kept: Vec<String> = h
+    if !h
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .filter(|c| {
-            let name = c.split('=').next().unwrap_or("").trim();
-            !name.starts_with(COOKIE_PREFIX) && !name.starts_with("__Host-atlas_")
-        })
-        .map(str::to_string)
-        .collect();
+        .any(|v| may_hold_atlas_cookie(v.as_bytes()))
+    {
+        return;
+    }
+    let kept = app_cookies(
+        h.get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
+    .join("; ");
     h.remove(header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::from_str(&kept)
     {
         h.insert(header::COOKIE, v);
     }

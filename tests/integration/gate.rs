@@ -17,35 +17,35 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PREVIEW: &str = "shop-abc123-pr-7";
 const NONCE: &str = "0123456789abcdef0123456789abcdef";
-const RUN: &str = "run-41-1";
+pub(crate) const RUN: &str = "run-41-1";
 
 fn secret() -> Secret {
     Secret::new("gate-secret-for-tests-7f3a")
 }
 
-fn key() -> PreviewKey {
+pub(crate) fn key() -> PreviewKey {
     PreviewKey::derive(&secret(), PREVIEW, NONCE)
 }
 
 /// What the upstream saw of one request.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    uri: String,
-    headers: BTreeMap<String, Vec<String>>,
-    body_len: usize,
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) uri: String,
+    pub(crate) headers: BTreeMap<String, Vec<String>>,
+    pub(crate) body_len: usize,
 }
 
 impl Seen {
-    fn header(&self, n: &str) -> Option<String> {
+    pub(crate) fn header(&self, n: &str) -> Option<String> {
         self.headers.get(n).map(|v| v.join(", "))
     }
 }
 
-type Log = Arc<Mutex<Vec<Seen>>>;
+pub(crate) type Log = Arc<Mutex<Vec<Seen>>>;
 
 /// The app behind the gate: records every request; `/` is an HTML page, `/stream` streams.
-async fn upstream() -> (SocketAddr, Log) {
+pub(crate) async fn upstream() -> (SocketAddr, Log) {
     let log: Log = Arc::default();
     let l = log.clone();
     let app = axum::Router::new().fallback(
@@ -134,7 +134,7 @@ impl hyper::body::Body for TwoChunks {
     }
 }
 
-fn options(mode: Mode, upstream: SocketAddr) -> GateOptions {
+pub(crate) fn options(mode: Mode, upstream: SocketAddr) -> GateOptions {
     GateOptions {
         mode,
         upstream: Upstream {
@@ -161,7 +161,7 @@ fn options(mode: Mode, upstream: SocketAddr) -> GateOptions {
 }
 
 /// Starts a gate in this process; returns its base URL.
-async fn start(opts: GateOptions) -> String {
+pub(crate) async fn start(opts: GateOptions) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let gate = Arc::new(Gate::new(opts).unwrap());

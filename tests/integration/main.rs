@@ -11,6 +11,7 @@ mod data_models;
 mod estate;
 mod fly_gate;
 mod gate;
+mod gate_plain;
 mod github;
 mod history;
 mod lifecycle;
