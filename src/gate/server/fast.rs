@@ -32,12 +32,12 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Re
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::super::respond::{
-    HTML, PAGE_HEADERS, app_cookies, cookie_in, may_hold_atlas_cookie, param_in, upstream_failed,
-};
 use super::{
     ATLAS_HEADER_PREFIX, BYPASS_HEADER, COOKIE, Conn, Decision, GATE_PREFIX, Gate,
     HYPER_MAX_HEADERS, LINK_PARAM, Mode,
+};
+use crate::gate::respond::{
+    HTML, PAGE_HEADERS, app_cookies, cookie_in, may_hold_atlas_cookie, param_in, upstream_failed,
 };
 
 /// The read buffers' starting size: a typical head and a small body fit at once.
