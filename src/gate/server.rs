@@ -1,16 +1,20 @@
-//! The reverse proxy: one hyper HTTP/1.1 server; each client connection gets its own
-//! keep-alive connection to the upstream (`hyper::client::conn::http1`), opened on its first
-//! forwarded request and reopened when the app closed it. HTTP/1.1 has one request in flight
-//! per connection on both sides, so no pool is needed: no pool lock, no pool key, no dispatch
-//! through a shared client per request. What is the same for every request of a connection
-//! (the peer's `X-Forwarded-For` value) is computed once per connection.
+//! The reverse proxy. Each client connection is served first by the plain path ([`fast`]),
+//! which forwards what almost every request is without hyper, and from its first request that is
+//! anything else by hyper's HTTP/1.1 server ([`Gate::serve_hyper`]), with the bytes already read
+//! replayed. On either path a client connection gets its own keep-alive connection to the
+//! upstream (hyper's path: `hyper::client::conn::http1`), opened on its first forwarded request
+//! and reopened when the app closed it. HTTP/1.1 has one request in flight per connection on
+//! both sides, so no pool is needed: no pool lock, no pool key, no dispatch through a shared
+//! client per request. What is the same for every request of a connection (the peer's
+//! `X-Forwarded-For` value, a token that verified) is computed once per connection.
 //!
 //! Requests are decided (gate endpoint, redirect, refusal, or forward) from the request head
-//! alone; bodies stream through untouched in both directions, and an `Upgrade` (WebSocket) is
-//! joined byte for byte once both sides switched. The upstreams are fixed by configuration: the
-//! stable one and one per kept commit ([`super::commits`] says how a request picks one); the
-//! request's `Host`, absolute-form target or path can never point the gate anywhere else. A
-//! client connection whose requests move to another version gets a fresh upstream connection.
+//! alone, by the same rules on both paths ([`Gate::decide`]); bodies stream through untouched
+//! in both directions, and an `Upgrade` (WebSocket) is joined byte for byte once both sides
+//! switched. The upstreams are fixed by configuration: the stable one and one per kept commit
+//! ([`super::commits`] says how a request picks one); the request's `Host`, absolute-form
+//! target or path can never point the gate anywhere else. A client connection whose requests
+//! move to another version gets a fresh upstream connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -24,13 +24,15 @@
 //! upstream's close ends the client connection too.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 use super::{
     ATLAS_HEADER_PREFIX, BYPASS_HEADER, COOKIE, Conn, Decision, GATE_PREFIX, Gate,
@@ -75,15 +77,15 @@ pub(super) async fn serve(gate: Arc<Gate>, conn: Arc<Conn>, mut client: TcpStrea
     let mut cbuf = Buf::new();
     let mut origin: Option<Origin> = None;
     let mut out = Vec::with_capacity(1024);
+    let mut head_deadline = Deadline::new(limits.head_timeout);
+    let mut answer_deadline = Deadline::new(limits.upstream_timeout);
     loop {
-        let next = timeout(
-            limits.head_timeout,
-            gate.request_head(&conn, &mut client, &mut cbuf, max_head, &mut out),
-        )
-        .await;
+        let next = head_deadline
+            .within(gate.request_head(&conn, &mut client, &mut cbuf, max_head, &mut out))
+            .await;
         let plan = match next {
-            Ok(Next::Plain(p)) => p,
-            Ok(Next::Unusual) => {
+            Some(Next::Plain(p)) => p,
+            Some(Next::Unusual) => {
                 drop(origin);
                 let io = Prefixed {
                     prefix: cbuf.bytes().to_vec(),
@@ -94,7 +96,7 @@ pub(super) async fn serve(gate: Arc<Gate>, conn: Arc<Conn>, mut client: TcpStrea
             }
             // The client closed, failed, or took longer than the head timeout (as hyper's
             // `header_read_timeout`, this includes waiting for the next request).
-            Ok(Next::Closed) | Err(_) => return,
+            Some(Next::Closed) | None => return,
         };
         cbuf.consume(plan.head);
         let in_buf = (cbuf.len() as u64).min(plan.body) as usize;
@@ -102,7 +104,15 @@ pub(super) async fn serve(gate: Arc<Gate>, conn: Arc<Conn>, mut client: TcpStrea
         cbuf.consume(in_buf);
         let rest = plan.body - in_buf as u64;
         match gate
-            .exchange(&mut origin, &mut out, rest, &mut client, &mut cbuf, &plan)
+            .exchange(
+                &mut origin,
+                &mut out,
+                rest,
+                &mut client,
+                &mut cbuf,
+                &plan,
+                &mut answer_deadline,
+            )
             .await
         {
             Ok(true) => {}
@@ -190,9 +200,11 @@ impl Gate {
         let limit = self.opts.limits.max_headers.min(HYPER_MAX_HEADERS);
         loop {
             if cbuf.len() > 0 {
-                let mut headers = [httparse::EMPTY_HEADER; HYPER_MAX_HEADERS];
-                let mut req = httparse::Request::new(&mut headers[..limit]);
-                match req.parse(cbuf.bytes()) {
+                // Uninitialised: 100 empty headers written per request cost more than the
+                // parse of a small head.
+                let mut headers = [const { MaybeUninit::uninit() }; HYPER_MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut []);
+                match req.parse_with_uninit_headers(cbuf.bytes(), &mut headers[..limit]) {
                     Ok(httparse::Status::Complete(n)) => {
                         return match self.plain(conn, &req, n, out) {
                             Some(p) => Next::Plain(p),
@@ -392,6 +404,7 @@ impl Gate {
         client: &mut TcpStream,
         cbuf: &mut Buf,
         plan: &Plan,
+        deadline: &mut Deadline,
     ) -> Result<bool, Failed> {
         let authority = self.routes[0].authority.as_str();
         let fail = |e: &dyn std::fmt::Display| {
@@ -423,15 +436,11 @@ impl Gate {
                     Err(Side::Upstream) => return Err(fail(&"the request body was cut off")),
                 }
             }
-            let read = timeout(
-                self.opts.limits.upstream_timeout,
-                response_head(&mut o, plan, out),
-            );
-            match read.await {
-                Ok(Ok(a)) => break (o, a),
-                Ok(Err(HeadError::Closed)) if again => retried = true,
-                Ok(Err(e)) => return Err(fail(&e.what())),
-                Err(_) => return Err(Failed::Before { timed_out: true }),
+            match deadline.within(response_head(&mut o, plan, out)).await {
+                Some(Ok(a)) => break (o, a),
+                Some(Err(HeadError::Closed)) if again => retried = true,
+                Some(Err(e)) => return Err(fail(&e.what())),
+                None => return Err(Failed::Before { timed_out: true }),
             }
         };
         o.served += 1;
@@ -490,9 +499,14 @@ async fn response_head(
     loop {
         if o.buf.len() > 0 {
             first_byte = false;
-            let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(o.buf.bytes()) {
+            let mut headers = [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                o.buf.bytes(),
+                &mut headers,
+            );
+            match parsed {
                 Ok(httparse::Status::Complete(n)) => {
                     let code = resp.code.ok_or(HeadError::Invalid("no status"))?;
                     if (100..200).contains(&code) && code != 101 {
@@ -586,7 +600,15 @@ fn client_head(
     };
     let close = plan.close || framing == Framing::UntilClose;
     out.clear();
-    out.extend_from_slice(format!("HTTP/1.1 {code} ").as_bytes());
+    // httparse read exactly three digits.
+    let digits = [
+        b'0' + (code / 100 % 10) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ];
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&digits);
+    out.push(b' ');
     match resp.reason {
         Some(r) if !r.is_empty() => out.extend_from_slice(r.as_bytes()),
         _ => {
@@ -780,6 +802,33 @@ impl Chunks {
             };
         }
         Some((i, false))
+    }
+}
+
+/// A timeout a connection sets again and again: one timer for the connection's life, moved
+/// later for each wait. tokio moves a registered timer later without touching its wheel, where
+/// a `tokio::time::timeout` per request would register and remove a timer every time.
+struct Deadline {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    every: Duration,
+}
+
+impl Deadline {
+    fn new(every: Duration) -> Deadline {
+        Deadline {
+            sleep: Box::pin(tokio::time::sleep(every)),
+            every,
+        }
+    }
+
+    /// `f`'s output, or `None` if it took longer than the timeout.
+    async fn within<F: std::future::Future>(&mut self, f: F) -> Option<F::Output> {
+        self.sleep.as_mut().reset(Instant::now() + self.every);
+        tokio::select! {
+            biased;
+            out = f => Some(out),
+            () = &mut self.sleep => None,
+        }
     }
 }
 
