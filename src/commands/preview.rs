@@ -96,7 +96,9 @@ pub fn local_request(args: &PreviewArgs, pr: u64) -> PreviewRequest {
             .clone()
             .or_else(|| git(&["rev-parse", "--abbrev-ref", "HEAD"]))
             .unwrap_or_else(|| "local".into()),
-        repository: "local/atlas-preview".into(),
+        // Without one, a placeholder: `who can open it` then names no real repository.
+        repository: super::providers::local_repository(&std::env::vars().collect::<Vec<_>>())
+            .unwrap_or_else(|| "local/atlas-preview".into()),
         title: None,
     }
 }

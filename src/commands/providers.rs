@@ -273,13 +273,7 @@ fn local_github(
             "[preview] access = \"github\" needs a GitHub OAuth app: set INPUT_GATE_GITHUB_CLIENT_ID and INPUT_GATE_GITHUB_CLIENT_SECRET (its callback URL http://127.0.0.1/_atlas/github/callback: GitHub accepts any loopback port)"
         );
     };
-    let repo = vars
-        .iter()
-        .find(|(k, v)| k == "ATLAS_GATE_GITHUB_REPO" && !v.is_empty())
-        .map(|(_, v)| v.clone())
-        .or(github.repository.clone())
-        .filter(|r| r.split('/').count() == 2 && !r.starts_with('/') && !r.ends_with('/'))
-        .context(
+    let repo = local_repository(&vars).context(
             "[preview] access = \"github\" needs the repository whose readers may open the preview: set GITHUB_REPOSITORY (or ATLAS_GATE_GITHUB_REPO) to owner/name",
         )?;
     Ok(crate::gate::local::LocalGithub {
@@ -292,6 +286,18 @@ fn local_github(
         web_url: github.server_url.clone(),
         api_url: github.api_url.clone(),
     })
+}
+
+/// The repository a local preview stands for: `ATLAS_GATE_GITHUB_REPO`, else
+/// `GITHUB_REPOSITORY`, when it is `owner/name`. Its readers are the ones a local
+/// `access = "github"` lets in, and the comment's identity clause names it.
+pub(super) fn local_repository(vars: &[(String, String)]) -> Option<String> {
+    let github = crate::github_env::GithubEnv::from_vars(vars.iter().cloned());
+    vars.iter()
+        .find(|(k, v)| k == "ATLAS_GATE_GITHUB_REPO" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+        .or(github.repository)
+        .filter(|r| r.split('/').count() == 2 && !r.starts_with('/') && !r.ends_with('/'))
 }
 
 /// The repository's gate secret, when the environment has one (`ATLAS_GATE_SECRET`, or the
