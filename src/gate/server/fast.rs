@@ -83,7 +83,7 @@ pub(super) async fn serve(gate: Arc<Gate>, conn: Arc<Conn>, mut client: TcpStrea
         let next = head_deadline
             .within(gate.request_head(&conn, &mut client, &mut cbuf, max_head, &mut out))
             .await;
-        let plan = match next {
+        let mut plan = match next {
             Some(Next::Plain(p)) => p,
             Some(Next::Unusual) => {
                 drop(origin);
@@ -102,12 +102,11 @@ pub(super) async fn serve(gate: Arc<Gate>, conn: Arc<Conn>, mut client: TcpStrea
         let in_buf = (cbuf.len() as u64).min(plan.body) as usize;
         out.extend_from_slice(&cbuf.bytes()[..in_buf]);
         cbuf.consume(in_buf);
-        let rest = plan.body - in_buf as u64;
+        plan.unread = plan.body - in_buf as u64;
         match gate
             .exchange(
                 &mut origin,
                 &mut out,
-                rest,
                 &mut client,
                 &mut cbuf,
                 &plan,
@@ -146,6 +145,9 @@ struct Plan {
     head: usize,
     /// Its `Content-Length`.
     body: u64,
+    /// How much of the body is still to be read from the client once what was read with the
+    /// head is in the upstream's head buffer.
+    unread: u64,
     /// The client said `Connection: close`.
     close: bool,
     /// A HEAD request: the answer has no body, whatever its headers say.
@@ -303,6 +305,7 @@ impl Gate {
         Some(Plan {
             head,
             body: body.unwrap_or(0),
+            unread: body.unwrap_or(0),
             close,
             head_method: method == "HEAD",
         })
@@ -394,13 +397,12 @@ impl Gate {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// Sends the head in `out` (and `rest` more body bytes from the client) upstream and
+    /// Sends the head in `out` (and `plan.unread` more body bytes from the client) upstream and
     /// relays the answer. `Ok(true)`: the client connection may carry another request.
     async fn exchange(
         &self,
         origin: &mut Option<Origin>,
         out: &mut Vec<u8>,
-        rest: u64,
         client: &mut TcpStream,
         cbuf: &mut Buf,
         plan: &Plan,
@@ -421,7 +423,7 @@ impl Gate {
                     .map_err(|e| fail(&format!("{e:#}")))?,
             };
             // Only a request sent whole from the buffer can be sent again.
-            let again = o.served > 0 && rest == 0 && !retried;
+            let again = o.served > 0 && plan.unread == 0 && !retried;
             if let Err(e) = o.io.write_all(out).await {
                 if again {
                     retried = true;
@@ -429,8 +431,8 @@ impl Gate {
                 }
                 return Err(fail(&e));
             }
-            if rest > 0 {
-                match copy_length(client, cbuf, &mut o.io, rest).await {
+            if plan.unread > 0 {
+                match copy_length(client, cbuf, &mut o.io, plan.unread).await {
                     Ok(()) => {}
                     Err(Side::Client) => return Err(Failed::Midway),
                     Err(Side::Upstream) => return Err(fail(&"the request body was cut off")),
