@@ -51,6 +51,7 @@ FLOORS = {
     "outputs": 5,
     "gha": 5,
     "http": 5,
+    "http1": 5,
     "github_env": 5,
     "event": 4,
     "cost": 4,

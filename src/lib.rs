@@ -16,7 +16,7 @@
 //!                        data each kept commit runs on
 //! 6 provider/ evidence/ load::{generator, wire, gate, stats, summary, proxy, history, store}
 //!   quota                pure: the preview cap's decisions over what the providers list
-//! 5 contract report outputs gha http github_env
+//! 5 contract report outputs gha http http1 github_env
 //! 4 event                pure: event + policy -> plan (forced-command and fork rules too)
 //!   data/                pure: data models, masking rules and their SQL, the seed plan
 //!   cost                 pure: a preview's estimated cost per day from the `[cost]` prices
@@ -45,6 +45,7 @@ pub mod gate;
 pub mod gha;
 pub mod github_env;
 pub mod http;
+pub mod http1;
 pub mod lifecycle;
 pub mod load;
 pub mod naming;

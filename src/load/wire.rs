@@ -11,6 +11,8 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
+use crate::http1::{Framing, closed};
+
 /// A byte stream: plain TCP or TLS over it.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -55,14 +57,6 @@ pub struct Conn {
     /// False once the server said `Connection: close`, the body ran to EOF, or an exchange
     /// failed midway: the connection's state is then unknown.
     reusable: bool,
-}
-
-/// What ends a response body.
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
 }
 
 impl Conn {
@@ -159,7 +153,9 @@ impl Conn {
                 match resp.parse(&self.buf[self.start..self.end]) {
                     Ok(httparse::Status::Complete(n)) => {
                         let status = resp.code.ok_or(HeadError::Invalid)?;
-                        let (framing, close) = framing(resp.version, resp.headers)?;
+                        let head = crate::http1::response(resp.version, resp.headers)
+                            .map_err(|_| HeadError::Invalid)?;
+                        let (framing, close) = (head.framing, head.close);
                         self.start += n;
                         return Ok((status, framing, close));
                     }
@@ -270,68 +266,6 @@ enum HeadError {
     Eof,
     Io(std::io::Error),
     Invalid,
-}
-
-/// The body framing and whether the server closes the connection after this response
-/// (RFC 9112 section 6.3 and 9.3).
-fn framing(
-    version: Option<u8>,
-    headers: &[httparse::Header<'_>],
-) -> Result<(Framing, bool), HeadError> {
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut coded = false;
-    let mut close = version == Some(0);
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value).map_err(|_| HeadError::Invalid)?;
-            // `Content-Length: 5, 5` and repeated equal headers are allowed; different values
-            // are not (request smuggling territory).
-            for part in v.split(',') {
-                let n: u64 = part.trim().parse().map_err(|_| HeadError::Invalid)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(HeadError::Invalid);
-                }
-                length = Some(n);
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // chunked must be the final coding for the body to be chunk-framed; any other
-            // coding leaves the body delimited by the close, whatever Content-Length says.
-            coded = true;
-            chunked = h
-                .value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|b| *b == b',') {
-                let t = token.trim_ascii();
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Some(0) {
-                    close = false;
-                }
-            }
-        }
-    }
-    let framing = if chunked {
-        Framing::Chunked
-    } else if coded {
-        Framing::UntilClose
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        Framing::UntilClose
-    };
-    Ok((framing, close))
-}
-
-fn closed(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-    )
 }
 
 fn io_kind(e: &std::io::Error) -> &'static str {

@@ -41,6 +41,7 @@ use super::{
 use crate::gate::respond::{
     HTML, PAGE_HEADERS, app_cookies, cookie_in, may_hold_atlas_cookie, param_in, upstream_failed,
 };
+use crate::http1::{self, Framing, closed};
 
 /// The read buffers' starting size: a typical head and a small body fit at once.
 const BUF: usize = 16 * 1024;
@@ -48,25 +49,16 @@ const BUF: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 256 * 1024;
 /// Headers parsed per response; more is a bad gateway.
 const MAX_RESPONSE_HEADERS: usize = 128;
-/// Request headers the plain path drops besides `Transfer-Encoding` and `Upgrade` (which send
-/// a request to hyper): RFC 9110 7.6.1's hop-by-hop fields, as `strip_hop_by_hop` drops them.
-const REQUEST_HOP_BY_HOP: [&str; 6] = [
+/// The hop-by-hop headers the plain path drops (RFC 9110 7.6.1, as `strip_hop_by_hop` drops
+/// them), besides `Upgrade`, and a request's `Transfer-Encoding` (both send a request to hyper).
+/// A response's `Transfer-Encoding` is kept: its body is relayed as framed.
+const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authorization",
     "te",
     "trailer",
-];
-/// The same for responses, whose `Transfer-Encoding` is kept: the body is relayed as framed.
-const RESPONSE_HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
 ];
 
 /// Serves one client connection: plain requests here, the rest of the connection by hyper
@@ -161,15 +153,6 @@ enum Failed {
         timed_out: bool,
     },
     Midway,
-}
-
-/// How a response body ends.
-#[derive(Clone, Copy, PartialEq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
 }
 
 /// One upstream connection and its read buffer.
@@ -331,7 +314,7 @@ impl Gate {
         let mut trusted_proto = false;
         for h in req.headers.iter() {
             let n = h.name;
-            if REQUEST_HOP_BY_HOP.iter().any(|d| n.eq_ignore_ascii_case(d))
+            if HOP_BY_HOP.iter().any(|d| n.eq_ignore_ascii_case(d))
                 || starts_with_ignore_case(n, ATLAS_HEADER_PREFIX)
                 || route
                     .headers
@@ -548,57 +531,17 @@ fn client_head(
     plan: &Plan,
     out: &mut Vec<u8>,
 ) -> Result<Answer, HeadError> {
-    let mut length: Option<u64> = None;
-    let mut coded = false;
-    let mut chunked = false;
-    let mut upstream_close = resp.version == Some(0);
-    let mut named: Vec<&[u8]> = Vec::new();
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let v =
-                std::str::from_utf8(h.value).map_err(|_| HeadError::Invalid("content-length"))?;
-            // `5, 5` and repeated equal values are allowed; different ones are not.
-            for part in v.split(',') {
-                let l: u64 = part
-                    .trim()
-                    .parse()
-                    .map_err(|_| HeadError::Invalid("content-length"))?;
-                if length.is_some_and(|x| x != l) {
-                    return Err(HeadError::Invalid("content-length"));
-                }
-                length = Some(l);
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            coded = true;
-            chunked = h
-                .value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    upstream_close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    if resp.version == Some(0) {
-                        upstream_close = false;
-                    }
-                } else if !t.is_empty() {
-                    named.push(t);
-                }
-            }
-        }
-    }
+    let http1::Head {
+        framing,
+        close: upstream_close,
+        coded,
+        connection_named: named,
+    } = http1::response(resp.version, resp.headers)
+        .map_err(|_| HeadError::Invalid("content-length"))?;
     let framing = if plan.head_method || code == 204 || code == 304 {
         Framing::None
-    } else if chunked {
-        Framing::Chunked
-    } else if coded {
-        Framing::UntilClose
-    } else if let Some(l) = length {
-        Framing::Length(l)
     } else {
-        Framing::UntilClose
+        framing
     };
     let close = plan.close || framing == Framing::UntilClose;
     out.clear();
@@ -623,9 +566,8 @@ fn client_head(
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
         let name = h.name;
-        if RESPONSE_HOP_BY_HOP
-            .iter()
-            .any(|d| name.eq_ignore_ascii_case(d))
+        if HOP_BY_HOP.iter().any(|d| name.eq_ignore_ascii_case(d))
+            || name.eq_ignore_ascii_case("upgrade")
             || named
                 .iter()
                 .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
@@ -957,14 +899,6 @@ fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-}
-
-fn closed(e: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-    )
 }
 
 /// The gate's 502 or 504 page as a whole response that closes the connection.
