@@ -850,3 +850,68 @@ fn a_pending_teardown_cannot_be_replaced_by_a_later_event() {
     }
     assert!(lanes >= 1, "no up lane found");
 }
+
+/// Every step of the reusable workflows that runs the action passes only inputs action.yml
+/// declares, every secret it passes is one the workflow declares, and the jobs that mint links
+/// (up: a gated preview and its run's bypass token; pin: the rewritten comment's fresh link)
+/// get the gate secret.
+#[test]
+fn the_reusable_workflows_pass_declared_inputs_and_the_gate_secret_where_links_are_minted() {
+    let declared_inputs = keys(&action()["inputs"]);
+    let mut checked = Vec::new();
+    for file in [
+        ".github/workflows/preview.yml",
+        ".github/workflows/sweep.yml",
+        ".github/workflows/verify.yml",
+    ] {
+        let doc: serde_norway::Value = serde_norway::from_str(&read(file)).unwrap();
+        let declared_secrets = keys(&doc["on"]["workflow_call"]["secrets"]);
+        for (job, body) in doc["jobs"].as_mapping().unwrap() {
+            let job = job.as_str().unwrap();
+            let steps = body["steps"].as_sequence().cloned().unwrap_or_default();
+            let action_steps: Vec<_> = steps
+                .iter()
+                .filter(|s| {
+                    s["uses"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("atlas-preview/atlas@"))
+                })
+                .collect();
+            for step in &action_steps {
+                checked.push(format!("{file} {job}"));
+                let with = step["with"].as_mapping().unwrap();
+                for (k, v) in with {
+                    let k = k.as_str().unwrap();
+                    assert!(
+                        declared_inputs.iter().any(|d| d == k),
+                        "{file} {job}: `{k}` is no input of action.yml"
+                    );
+                    let v = v.as_str().unwrap_or("");
+                    if let Some(s) = v
+                        .strip_prefix("${{ secrets.")
+                        .and_then(|r| r.strip_suffix(" }}"))
+                    {
+                        assert!(
+                            declared_secrets.iter().any(|d| d == s),
+                            "{file} {job}: secret `{s}` is not declared by the workflow"
+                        );
+                    }
+                }
+                if file.ends_with("preview.yml") && (job == "up" || job == "pin") {
+                    assert_eq!(
+                        with.get("gate_secret").and_then(|v| v.as_str()),
+                        Some("${{ secrets.gate_secret }}"),
+                        "{file} {job}: a gated preview needs the gate secret"
+                    );
+                }
+            }
+        }
+    }
+    for job in ["preview.yml up", "preview.yml pin", "preview.yml down"] {
+        assert!(
+            checked.iter().any(|c| c.ends_with(job)),
+            "{job} not found in {checked:?}"
+        );
+    }
+    assert!(checked.len() >= 5, "{checked:?}");
+}
