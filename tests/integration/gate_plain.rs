@@ -358,3 +358,64 @@ async fn a_silent_or_broken_app_gets_the_gates_pages() {
     assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
     assert!(resp.contains("did not answer"), "{resp}");
 }
+
+/// The same requests through the plain path and through hyper's (a gate with a kept commit
+/// sends every request to hyper, whose unprefixed requests go to the stable version): the app
+/// sees the same method, target, headers and body either way, with an edge trusted or not.
+#[tokio::test]
+async fn the_app_sees_the_same_request_from_either_path() {
+    let requests: Vec<Vec<u8>> = vec![
+        b"GET /a?x=1 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n".to_vec(),
+        b"GET /b HTTP/1.1\r\nHost: shop.example\r\nCookie: a=1; atlas_gate=x; __Host-atlas_c=2; b=2\r\nCookie: atlas_only=1\r\n\r\n".to_vec(),
+        b"GET /c HTTP/1.1\r\nHost: shop.example\r\nX-Atlas-Bypass: t\r\nx-atlas-other: y\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nForwarded: for=10.0.0.1\r\n\r\n".to_vec(),
+        b"GET /d HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eA==\r\nTE: trailers\r\nTrailer: x\r\n\r\n".to_vec(),
+        b"POST /e HTTP/1.1\r\nHost: shop.example\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+        b"GET /f HTTP/1.1\r\nX-No-Host: 1\r\n\r\n".to_vec(),
+        b"DELETE /g HTTP/1.1\r\nHost: shop.example\r\nX-Many: 1\r\nX-Many: 2\r\n\r\n".to_vec(),
+    ];
+    for trust in [false, true] {
+        let (plain_up, plain_log) = upstream().await;
+        let (hyper_up, hyper_log) = upstream().await;
+        let mut plain = options(Mode::Public, plain_up);
+        plain.trust_forwarded = trust;
+        let mut via_hyper = options(Mode::Public, hyper_up);
+        via_hyper.trust_forwarded = trust;
+        via_hyper.commits = vec![gate::CommitRoute {
+            sha: "a".repeat(40),
+            upstream: gate::Upstream {
+                authority: hyper_up.to_string(),
+                headers: Vec::new(),
+            },
+        }];
+        let plain_base = start(plain).await;
+        let hyper_base = start(via_hyper).await;
+        for req in &requests {
+            for base in [&plain_base, &hyper_base] {
+                let mut c = connect(base).await;
+                let resp = send_and_read(&mut c, req, "</script>").await;
+                assert!(resp.starts_with("HTTP/1.1 200"), "{base}: {resp}");
+            }
+        }
+        let plain_seen = plain_log.lock().unwrap().clone();
+        let hyper_seen = hyper_log.lock().unwrap().clone();
+        assert_eq!(plain_seen.len(), requests.len());
+        assert_eq!(hyper_seen.len(), requests.len());
+        for (p, h) in plain_seen.iter().zip(&hyper_seen) {
+            let mut ph = p.headers.clone();
+            let mut hh = h.headers.clone();
+            // Where the app sees the host it was reached at, each gate has its own port.
+            for m in [&mut ph, &mut hh] {
+                if let Some(v) = m.get_mut("host")
+                    && v.iter().all(|x| x.starts_with("127.0.0.1:"))
+                {
+                    *v = vec!["<upstream>".into()];
+                }
+            }
+            assert_eq!(
+                (&p.method, &p.uri, &ph, p.body_len),
+                (&h.method, &h.uri, &hh, h.body_len),
+                "trust_forwarded {trust}: the plain path (left) and hyper's (right) differ"
+            );
+        }
+    }
+}
