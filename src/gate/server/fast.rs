@@ -1,11 +1,12 @@
 //! The plain path: what almost every request through a gate is (an HTTP/1.1 request with no
 //! body or a `Content-Length` one, that the access rules let through to the stable version),
 //! forwarded without hyper. hyper's server and client codecs, the request and response types
-//! they build, and the task hand-offs between them cost about 15 µs a request on loopback, half
-//! the gate's CPU (see `bench/gate.sh`); this path parses the head in place with `httparse` (the
-//! parser hyper uses), writes the cleaned head and the body bytes already read in one write,
-//! and relays the answer the same way, on one task per client connection and one upstream
-//! connection per client connection, as before.
+//! they build, and the task hand-offs between them: doing without them saved 5-8 µs of the
+//! 23-26 µs of CPU a proxied request cost the gate on loopback (`bench/gate.sh`; figures in
+//! `bench/RESULTS.md`), and what is left is mostly the kernel's. This path parses the head in place with `httparse` (the parser hyper uses),
+//! writes the cleaned head and the body bytes already read in one write, and relays the answer
+//! the same way, on one task per client connection and one upstream connection per client
+//! connection, as before.
 //!
 //! Anything else hands the connection to hyper ([`Gate::serve_hyper`]) with the bytes read so
 //! far replayed first, so hyper answers it exactly as it did before this path existed, and
