@@ -1,6 +1,9 @@
 //! HTTP/1.1 response framing (RFC 9112 6.3 and 9.3), read from a head `httparse` parsed: what
 //! the load generator ([`crate::load::wire`]) and the gate's plain path
-//! (`gate::server::fast`) both need to know of an answer before its body.
+//! (`gate::server::fast`) both need to know of an answer before its body, and the read buffer
+//! both parse heads from.
+
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 /// How a response body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +92,67 @@ pub fn response<'h>(
         coded,
         connection_named,
     })
+}
+
+/// A connection's read buffer: bytes read and not yet consumed, kept at the front, growing only
+/// when what is unconsumed fills it (callers bound how much they let accumulate).
+pub struct Buf {
+    data: Vec<u8>,
+    /// Unconsumed bytes are `data[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl Buf {
+    pub fn new(capacity: usize) -> Buf {
+        Buf {
+            data: vec![0; capacity.max(1)],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The unconsumed bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start += n.min(self.len());
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes after the unconsumed ones (moved to the front first, or into a buffer
+    /// twice the size when they fill it). `Ok(0)` at EOF.
+    pub async fn fill<R: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        r: &mut R,
+    ) -> std::io::Result<usize> {
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let n = self.data.len() * 2;
+                self.data.resize(n, 0);
+            }
+        }
+        let n = r.read(&mut self.data[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
 }
 
 /// Whether an I/O error means the peer closed the connection.

@@ -9,9 +9,9 @@
 //! chunked and close-delimited bodies, interim 1xx responses, HEAD/204/304 without bodies,
 //! `Connection: close`, and the keep-alive race (a server that closed an idle connection).
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
-use crate::http1::{Framing, closed};
+use crate::http1::{Buf, Framing, closed};
 
 /// A byte stream: plain TCP or TLS over it.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -48,10 +48,7 @@ impl Failure {
 /// One keep-alive connection and its read buffer.
 pub struct Conn {
     io: Box<dyn Io>,
-    buf: Vec<u8>,
-    /// Unconsumed bytes are `buf[start..end]`.
-    start: usize,
-    end: usize,
+    buf: Buf,
     /// Responses read on this connection.
     served: u64,
     /// False once the server said `Connection: close`, the body ran to EOF, or an exchange
@@ -63,9 +60,7 @@ impl Conn {
     pub fn new(io: Box<dyn Io>) -> Conn {
         Conn {
             io,
-            buf: vec![0; BUF],
-            start: 0,
-            end: 0,
+            buf: Buf::new(BUF),
             served: 0,
             reusable: true,
         }
@@ -93,11 +88,11 @@ impl Conn {
         loop {
             let (status, framing, close) = match self.read_head().await {
                 Ok(h) => h,
-                Err(HeadError::Eof) if reused && first_byte && self.start == self.end => {
+                Err(HeadError::Eof) if reused && first_byte && self.buf.is_empty() => {
                     return Err(Failure::Stale);
                 }
                 Err(HeadError::Io(e))
-                    if reused && first_byte && self.start == self.end && closed(&e) =>
+                    if reused && first_byte && self.buf.is_empty() && closed(&e) =>
                 {
                     return Err(Failure::Stale);
                 }
@@ -126,40 +121,24 @@ impl Conn {
 
     /// Reads more bytes into the buffer; `Ok(false)` at EOF.
     async fn fill(&mut self) -> std::io::Result<bool> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                // a head larger than the buffer: grow (bounded by MAX_HEAD in read_head).
-                let n = self.buf.len() * 2;
-                self.buf.resize(n, 0);
-            }
-        }
-        let n = self.io.read(&mut self.buf[self.end..]).await?;
-        self.end += n;
-        Ok(n > 0)
+        Ok(self.buf.fill(&mut self.io).await? > 0)
     }
 
     async fn read_head(&mut self) -> Result<(u16, Framing, bool), HeadError> {
         loop {
-            if self.end > self.start {
+            if !self.buf.is_empty() {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let mut resp = httparse::Response::new(&mut headers);
-                match resp.parse(&self.buf[self.start..self.end]) {
+                match resp.parse(self.buf.bytes()) {
                     Ok(httparse::Status::Complete(n)) => {
                         let status = resp.code.ok_or(HeadError::Invalid)?;
                         let head = crate::http1::response(resp.version, resp.headers)
                             .map_err(|_| HeadError::Invalid)?;
                         let (framing, close) = (head.framing, head.close);
-                        self.start += n;
+                        self.buf.consume(n);
                         return Ok((status, framing, close));
                     }
-                    Ok(httparse::Status::Partial) if self.end - self.start >= MAX_HEAD => {
+                    Ok(httparse::Status::Partial) if self.buf.len() >= MAX_HEAD => {
                         return Err(HeadError::Invalid);
                     }
                     Ok(httparse::Status::Partial) => {}
@@ -177,7 +156,7 @@ impl Conn {
             Framing::None => Ok(()),
             Framing::Length(n) => self.skip(n).await,
             Framing::UntilClose => loop {
-                self.start = self.end;
+                self.buf.consume(self.buf.len());
                 match self.fill().await {
                     Ok(true) => {}
                     Ok(false) => return Ok(()),
@@ -186,9 +165,9 @@ impl Conn {
             },
             Framing::Chunked => loop {
                 let size = loop {
-                    match httparse::parse_chunk_size(&self.buf[self.start..self.end]) {
+                    match httparse::parse_chunk_size(self.buf.bytes()) {
                         Ok(httparse::Status::Complete((used, size))) => {
-                            self.start += used;
+                            self.buf.consume(used);
                             break size;
                         }
                         Ok(httparse::Status::Partial) => self.more().await?,
@@ -207,8 +186,8 @@ impl Conn {
     /// Discards `n` body bytes.
     async fn skip(&mut self, mut n: u64) -> Result<(), Failure> {
         loop {
-            let take = ((self.end - self.start) as u64).min(n);
-            self.start += take as usize;
+            let take = ((self.buf.len()) as u64).min(n);
+            self.buf.consume(take as usize);
             n -= take;
             if n == 0 {
                 return Ok(());
@@ -218,29 +197,26 @@ impl Conn {
     }
 
     async fn expect_crlf(&mut self) -> Result<(), Failure> {
-        while self.end - self.start < 2 {
+        while self.buf.len() < 2 {
             self.more().await?;
         }
-        if &self.buf[self.start..self.start + 2] != b"\r\n" {
+        if &self.buf.bytes()[..2] != b"\r\n" {
             return Err(Failure::Kind("invalid response"));
         }
-        self.start += 2;
+        self.buf.consume(2);
         Ok(())
     }
 
     /// After the last chunk: trailer lines up to an empty one.
     async fn skip_trailers(&mut self) -> Result<(), Failure> {
         loop {
-            match self.buf[self.start..self.end]
-                .windows(2)
-                .position(|w| w == b"\r\n")
-            {
+            match self.buf.bytes().windows(2).position(|w| w == b"\r\n") {
                 Some(0) => {
-                    self.start += 2;
+                    self.buf.consume(2);
                     return Ok(());
                 }
-                Some(i) => self.start += i + 2,
-                None if self.end - self.start >= MAX_HEAD => {
+                Some(i) => self.buf.consume(i + 2),
+                None if self.buf.len() >= MAX_HEAD => {
                     return Err(Failure::Kind("invalid response"));
                 }
                 None => self.more().await?,
@@ -251,7 +227,7 @@ impl Conn {
     /// More body bytes, or a failure: EOF inside a body is a truncated response. Framing that
     /// never ends (a chunk-size line without its CRLF) stops at MAX_HEAD bytes.
     async fn more(&mut self) -> Result<(), Failure> {
-        if self.end - self.start >= MAX_HEAD {
+        if self.buf.len() >= MAX_HEAD {
             return Err(Failure::Kind("invalid response"));
         }
         match self.fill().await {
@@ -279,6 +255,7 @@ fn io_kind(e: &std::io::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt as _;
     use tokio::io::{DuplexStream, duplex};
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
@@ -338,7 +315,7 @@ mod tests {
         assert_eq!(ex(&mut c, GET, false).await, Ok(404));
         assert!(c.reusable());
         let _s = server.await.unwrap();
-        assert_eq!(c.start, c.end, "nothing left over");
+        assert!(c.buf.is_empty(), "nothing left over");
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
@@ -42,7 +42,7 @@ use super::{
 use crate::gate::respond::{
     HTML, PAGE_HEADERS, app_cookies, cookie_in, may_hold_atlas_cookie, param_in, upstream_failed,
 };
-use crate::http1::{self, Framing, closed};
+use crate::http1::{self, Buf, Framing, closed};
 
 /// The read buffers' starting size: a typical head and a small body fit at once.
 const BUF: usize = 16 * 1024;
@@ -67,7 +67,7 @@ const HOP_BY_HOP: [&str; 6] = [
 pub(super) async fn serve(gate: Arc<Gate>, conn: Arc<Conn>, mut client: TcpStream) {
     let limits = &gate.opts.limits;
     let max_head = limits.max_head_bytes.max(8192);
-    let mut cbuf = Buf::new();
+    let mut cbuf = Buf::new(BUF);
     let mut origin: Option<Origin> = None;
     let mut out = Vec::with_capacity(1024);
     let mut head_deadline = Deadline::new(limits.head_timeout);
@@ -185,7 +185,7 @@ impl Gate {
         // More headers than hyper's stack array holds: hyper, with its own limit, decides.
         let limit = self.opts.limits.max_headers.min(HYPER_MAX_HEADERS);
         loop {
-            if cbuf.len() > 0 {
+            if !cbuf.is_empty() {
                 // Uninitialised: 100 empty headers written per request cost more than the
                 // parse of a small head.
                 let mut headers = [const { MaybeUninit::uninit() }; HYPER_MAX_HEADERS];
@@ -435,7 +435,7 @@ impl Gate {
         let reusable = relayed.is_ok()
             && !answer.upstream_close
             && answer.framing != Framing::UntilClose
-            && o.buf.len() == 0;
+            && o.buf.is_empty();
         if reusable {
             *origin = Some(o);
         }
@@ -451,7 +451,7 @@ impl Gate {
         let _ = io.set_nodelay(true);
         Ok(Origin {
             io,
-            buf: Buf::new(),
+            buf: Buf::new(BUF),
             served: 0,
         })
     }
@@ -483,7 +483,7 @@ async fn response_head(
 ) -> Result<Answer, HeadError> {
     let mut first_byte = true;
     loop {
-        if o.buf.len() > 0 {
+        if !o.buf.is_empty() {
             first_byte = false;
             let mut headers = [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
             let mut resp = httparse::Response::new(&mut []);
@@ -650,7 +650,7 @@ async fn copy_length(
     mut n: u64,
 ) -> Result<(), Side> {
     while n > 0 {
-        if cbuf.len() == 0 {
+        if cbuf.is_empty() {
             match cbuf.fill(client).await {
                 Ok(0) | Err(_) => return Err(Side::Client),
                 Ok(_) => {}
@@ -774,58 +774,6 @@ impl Deadline {
             out = f => Some(out),
             () = &mut self.sleep => None,
         }
-    }
-}
-
-/// A read buffer: unconsumed bytes are `data[start..end]`.
-struct Buf {
-    data: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl Buf {
-    fn new() -> Buf {
-        Buf {
-            data: vec![0; BUF],
-            start: 0,
-            end: 0,
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.data[self.start..self.end]
-    }
-
-    fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Reads more bytes: after what is unconsumed, moved to the front or, when it fills the
-    /// buffer, in a buffer twice the size (callers bound how much they let accumulate).
-    /// `Ok(0)` at EOF.
-    async fn fill(&mut self, r: &mut TcpStream) -> io::Result<usize> {
-        if self.end == self.data.len() {
-            if self.start > 0 {
-                self.data.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                let n = self.data.len() * 2;
-                self.data.resize(n, 0);
-            }
-        }
-        let n = r.read(&mut self.data[self.end..]).await?;
-        self.end += n;
-        Ok(n)
     }
 }
 
